@@ -1,0 +1,34 @@
+# Convrelay: the one entry point. `make run` serves on 127.0.0.1:8080, `make test` runs everything.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help run test lint unit bench db-reset build
+
+help:
+	@echo "make run       start a local PostgreSQL (unless DATABASE_URL is set), migrate, print a dev key, serve"
+	@echo "make test      lint, then every test against a real PostgreSQL"
+	@echo "make lint      cargo fmt --check and clippy -D warnings"
+	@echo "make bench     drive the release server over loopback and print events/s, latency, memory"
+	@echo "make db-reset  stop the local PostgreSQL and delete its data"
+
+build:
+	$(CARGO) build --locked -p ingest-api --bin convrelay
+
+run: build
+	@scripts/run.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+unit:
+	@scripts/test.sh
+
+test: lint unit
+
+bench:
+	@scripts/bench.sh
+
+db-reset:
+	@scripts/localpg.sh reset

@@ -1,0 +1,240 @@
+//! `Idempotency-Key` records: the first answer to a POST is kept and replayed byte for byte.
+//!
+//! The answer is stored by the caller in the same transaction as the events it reports, so a
+//! request that fails before commit leaves no key behind and the sender's retry goes through.
+//! While a first request is in flight its key is held by a transaction-scoped advisory lock;
+//! a second request that cannot take the lock is told 409.
+
+use deadpool_postgres::GenericClient;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// A valid `Idempotency-Key`: 1 to 255 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The longest key accepted.
+    pub const MAX_LEN: usize = 255;
+
+    /// Checks a header value.
+    pub fn parse(raw: &[u8]) -> Result<Self> {
+        let printable = raw.iter().all(|b| (0x20..=0x7e).contains(b));
+        if raw.is_empty() || raw.len() > Self::MAX_LEN || !printable {
+            return Err(Error::InvalidIdempotencyKey);
+        }
+        // All bytes are ASCII, hence valid UTF-8.
+        Ok(Self(raw.iter().map(|&b| char::from(b)).collect()))
+    }
+
+    /// The key as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What identifies "the same request": method, path and body, hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFingerprint([u8; 32]);
+
+impl RequestFingerprint {
+    /// Hashes the parts of a request that must match for a replay.
+    pub fn new(method: &str, path: &str, body: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        for part in [method.as_bytes(), path.as_bytes(), body] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        Self(h.finalize().into())
+    }
+
+    /// The hash bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// A kept answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The fingerprint of the request that produced it.
+    pub fingerprint: RequestFingerprint,
+    /// Its HTTP status.
+    pub status: u16,
+    /// Its body, byte for byte.
+    pub body: Vec<u8>,
+}
+
+/// What a later request with a known key gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Same request: answer the kept status and body again.
+    Same(StoredResponse),
+    /// Same key, different request: 422 `idempotency-key-reused`.
+    Reused,
+}
+
+impl StoredResponse {
+    /// Compares a new request with the one this answer belongs to.
+    pub fn replay_for(self, fingerprint: &RequestFingerprint) -> Replay {
+        if self.fingerprint == *fingerprint {
+            Replay::Same(self)
+        } else {
+            Replay::Reused
+        }
+    }
+}
+
+const LOCK_KEYS: &str = "
+    SELECT pg_try_advisory_xact_lock(hashtextextended(q.ws::text || ':' || q.key, 7477))
+    FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS q(ws, key, n)
+    ORDER BY q.n";
+
+const FIND: &str = "
+    SELECT q.n, i.request_hash, i.response_status, i.response_body
+    FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS q(ws, key, n)
+    JOIN idempotency_keys i ON i.workspace_id = q.ws AND i.key = q.key
+    WHERE i.expires_at > now()";
+
+const STORE: &str = "
+    INSERT INTO idempotency_keys
+        (workspace_id, key, request_hash, response_status, response_body, expires_at)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[], $6::timestamptz[])
+    ON CONFLICT (workspace_id, key) DO UPDATE
+        SET request_hash = excluded.request_hash, response_status = excluded.response_status,
+            response_body = excluded.response_body, created_at = now(),
+            expires_at = excluded.expires_at
+        WHERE idempotency_keys.expires_at <= now()";
+
+const PURGE: &str = "
+    DELETE FROM idempotency_keys WHERE ctid IN (
+        SELECT ctid FROM idempotency_keys WHERE expires_at <= now() LIMIT $1)";
+
+/// Takes each key's advisory lock for the rest of the caller's transaction, in input order;
+/// answers per key whether it was taken (`false`: another transaction holds it, i.e. in flight).
+///
+/// Callers pass keys in a stable order (sorted) so that two transactions cannot deadlock.
+pub async fn lock_keys(
+    client: &impl GenericClient,
+    keys: &[(Uuid, &IdempotencyKey)],
+) -> Result<Vec<bool>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ws: Vec<Uuid> = keys.iter().map(|(w, _)| *w).collect();
+    let names: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
+    let stmt = client.prepare_cached(LOCK_KEYS).await?;
+    let rows = client.query(&stmt, &[&ws, &names]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The kept answers for keys, in input order (`None`: no live record).
+pub async fn find_responses(
+    client: &impl GenericClient,
+    keys: &[(Uuid, &IdempotencyKey)],
+) -> Result<Vec<Option<StoredResponse>>> {
+    let mut found = vec![None; keys.len()];
+    if keys.is_empty() {
+        return Ok(found);
+    }
+    let ws: Vec<Uuid> = keys.iter().map(|(w, _)| *w).collect();
+    let names: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
+    let stmt = client.prepare_cached(FIND).await?;
+    for r in client.query(&stmt, &[&ws, &names]).await? {
+        let n: i64 = r.get(0);
+        let hash: Vec<u8> = r.get(1);
+        let status: i16 = r.get(2);
+        let (Ok(fingerprint), Ok(status), Some(slot)) = (
+            <[u8; 32]>::try_from(hash),
+            u16::try_from(status),
+            usize::try_from(n - 1).ok().and_then(|i| found.get_mut(i)),
+        ) else {
+            continue;
+        };
+        *slot = Some(StoredResponse {
+            fingerprint: RequestFingerprint(fingerprint),
+            status,
+            body: r.get(3),
+        });
+    }
+    Ok(found)
+}
+
+/// An answer to keep.
+#[derive(Debug, Clone)]
+pub struct NewResponse<'a> {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// The key.
+    pub key: &'a IdempotencyKey,
+    /// The request's fingerprint.
+    pub fingerprint: RequestFingerprint,
+    /// The status answered.
+    pub status: u16,
+    /// The body answered.
+    pub body: &'a [u8],
+}
+
+/// Keeps answers until `expires_at`, in the caller's transaction. An expired record of the same
+/// key is replaced; a live one is left alone (the caller holds the key's lock, so there is none).
+pub async fn store_responses(
+    client: &impl GenericClient,
+    responses: &[NewResponse<'_>],
+    expires_at: OffsetDateTime,
+) -> Result<()> {
+    if responses.is_empty() {
+        return Ok(());
+    }
+    let ws: Vec<Uuid> = responses.iter().map(|r| r.workspace_id).collect();
+    let keys: Vec<&str> = responses.iter().map(|r| r.key.as_str()).collect();
+    let hashes: Vec<&[u8]> = responses.iter().map(|r| &r.fingerprint.0[..]).collect();
+    let statuses: Vec<i16> = responses
+        .iter()
+        .map(|r| i16::try_from(r.status).unwrap_or(i16::MAX))
+        .collect();
+    let bodies: Vec<&[u8]> = responses.iter().map(|r| r.body).collect();
+    let expiry = vec![expires_at; responses.len()];
+    let stmt = client.prepare_cached(STORE).await?;
+    client
+        .execute(&stmt, &[&ws, &keys, &hashes, &statuses, &bodies, &expiry])
+        .await?;
+    Ok(())
+}
+
+/// Deletes up to `limit` expired records; answers how many went.
+pub async fn purge_expired(client: &impl GenericClient, limit: i64) -> Result<u64> {
+    let stmt = client.prepare_cached(PURGE).await?;
+    Ok(client.execute(&stmt, &[&limit]).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_printable_ascii_of_1_to_255_characters() {
+        assert!(IdempotencyKey::parse(b"order-123").is_ok());
+        assert!(IdempotencyKey::parse(b"a b ~").is_ok());
+        assert!(IdempotencyKey::parse(&[b'k'; 255]).is_ok());
+        assert!(IdempotencyKey::parse(&[b'k'; 256]).is_err());
+        assert!(IdempotencyKey::parse(b"").is_err());
+        assert!(IdempotencyKey::parse(b"tab\there").is_err());
+        assert!(IdempotencyKey::parse("caf\u{e9}".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn fingerprints_differ_when_any_part_differs() {
+        let a = RequestFingerprint::new("POST", "/v1/events", b"{}");
+        assert_eq!(a, RequestFingerprint::new("POST", "/v1/events", b"{}"));
+        assert_ne!(a, RequestFingerprint::new("POST", "/v1/events/batch", b"{}"));
+        assert_ne!(a, RequestFingerprint::new("POST", "/v1/events", b"{ }"));
+        // Length prefixes keep part boundaries apart.
+        assert_ne!(
+            RequestFingerprint::new("POST", "/a", b"b"),
+            RequestFingerprint::new("POST", "/ab", b"")
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! Accept-once: every lead and sale is stored once, whatever the sender retries.
+//!
+//! Two mechanisms, both enforced by unique constraints inside the caller's ingest transaction
+//! (never by check-then-insert):
+//! - [`natural`]: a sale's `invoiceId` and a lead's `leadId` name one event per workspace;
+//! - [`idempotency`]: an `Idempotency-Key` header keeps the first answer to a POST and replays it.
+//!
+//! Functions take a [`deadpool_postgres::GenericClient`] so that the caller owns the transaction.
+
+pub mod idempotency;
+pub mod inflight;
+pub mod natural;
+
+pub use idempotency::{IdempotencyKey, RequestFingerprint, StoredResponse};
+pub use inflight::{InFlight, InFlightGuard};
+pub use natural::{Claim, NaturalKey};
+
+/// Errors of the dedup crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `Idempotency-Key` header is empty, too long or not printable ASCII.
+    #[error("Idempotency-Key must be 1 to 255 printable ASCII characters")]
+    InvalidIdempotencyKey,
+    /// The database failed.
+    #[error("database error")]
+    Database(#[from] tokio_postgres::Error),
+    /// A migration failed.
+    #[error("migration failed")]
+    Migration(#[from] refinery::Error),
+}
+
+/// Result of this crate's functions.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// The name of this crate's migration history table.
+pub const MIGRATION_TABLE: &str = "dedup_schema_history";
+
+/// Applies this crate's pending migrations (forward only).
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
+    embedded::migrations::runner()
+        .set_migration_table_name(MIGRATION_TABLE)
+        .run_async(client)
+        .await?;
+    Ok(())
+}
+
+/// The migrations this crate embeds, as `(version, name)`; used to tell whether a database is current.
+pub fn migrations() -> Vec<(i32, String)> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| (m.version(), m.name().to_owned()))
+        .collect()
+}

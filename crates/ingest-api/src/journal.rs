@@ -1,0 +1,173 @@
+//! The journal: every accepted event, normalised, stored once. Inserted in batches through
+//! `unnest` arrays by the group-commit writer; read back by id and listed newest first.
+
+use deadpool_postgres::GenericClient;
+use rust_decimal::Decimal;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// An event about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Its workspace.
+    pub workspace_id: Uuid,
+    /// Its id (UUIDv7, made when the request arrived).
+    pub id: Uuid,
+    /// `lead` or `sale`.
+    pub kind: &'static str,
+    /// When it happened, by the sender's clock.
+    pub occurred_at: OffsetDateTime,
+    /// When we received it.
+    pub received_at: OffsetDateTime,
+    /// `leadId` / `invoiceId`.
+    pub natural_key: Option<String>,
+    /// The sender's user id.
+    pub customer_external_id: Option<String>,
+    /// `async`, `wait` or `deferred`.
+    pub mode: &'static str,
+    /// The amount, if any.
+    pub amount: Option<Decimal>,
+    /// Its currency.
+    pub currency: Option<String>,
+    /// The normalised event in its wire form.
+    pub payload: serde_json::Value,
+}
+
+const INSERT: &str = "
+    INSERT INTO events (workspace_id, id, kind, occurred_at, received_at, natural_key,
+                        customer_external_id, mode, amount, currency, payload)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                         $6::text[], $7::text[], $8::text[], $9::numeric[], $10::text[], $11::jsonb[])";
+
+/// Stores events in the caller's transaction.
+pub async fn insert_events(
+    client: &impl GenericClient,
+    events: &[&NewEvent],
+) -> Result<(), tokio_postgres::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ws: Vec<Uuid> = events.iter().map(|e| e.workspace_id).collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let occurred: Vec<OffsetDateTime> = events.iter().map(|e| e.occurred_at).collect();
+    let received: Vec<OffsetDateTime> = events.iter().map(|e| e.received_at).collect();
+    let natural: Vec<Option<&str>> = events.iter().map(|e| e.natural_key.as_deref()).collect();
+    let customers: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.customer_external_id.as_deref())
+        .collect();
+    let modes: Vec<&str> = events.iter().map(|e| e.mode).collect();
+    let amounts: Vec<Option<Decimal>> = events.iter().map(|e| e.amount).collect();
+    let currencies: Vec<Option<&str>> = events.iter().map(|e| e.currency.as_deref()).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
+    let stmt = client.prepare_cached(INSERT).await?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &ws,
+                &ids,
+                &kinds,
+                &occurred,
+                &received,
+                &natural,
+                &customers,
+                &modes,
+                &amounts,
+                &currencies,
+                &payloads,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// An event as read back.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its id.
+    pub id: Uuid,
+    /// When we received it.
+    pub received_at: OffsetDateTime,
+    /// The normalised event in its wire form.
+    pub payload: serde_json::Value,
+}
+
+const GET: &str = "
+    SELECT id, received_at, payload FROM events WHERE workspace_id = $1 AND id = $2";
+
+/// One event of a workspace.
+pub async fn get_event(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    id: Uuid,
+) -> Result<Option<StoredEvent>, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(GET).await?;
+    Ok(client
+        .query_opt(&stmt, &[&workspace_id, &id])
+        .await?
+        .map(|r| StoredEvent {
+            id: r.get(0),
+            received_at: r.get(1),
+            payload: r.get(2),
+        }))
+}
+
+/// Filters of the event list; every one optional.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// `lead` or `sale`.
+    pub kind: Option<&'static str>,
+    /// The sender's user id.
+    pub customer_external_id: Option<String>,
+    /// A sale's invoiceId or a lead's leadId (with `kind`).
+    pub natural_key: Option<String>,
+    /// Received at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Only ids before this one (the cursor).
+    pub before: Option<Uuid>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+const LIST: &str = "
+    SELECT id, received_at, payload FROM events
+    WHERE workspace_id = $1
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL OR customer_external_id = $3)
+      AND ($4::text IS NULL OR natural_key = $4)
+      AND ($5::timestamptz IS NULL OR received_at >= $5)
+      AND ($6::uuid IS NULL OR id < $6)
+    ORDER BY id DESC
+    LIMIT $7";
+
+/// A page of a workspace's events, newest first.
+pub async fn list_events(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    filter: &EventFilter,
+) -> Result<Vec<StoredEvent>, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(LIST).await?;
+    Ok(client
+        .query(
+            &stmt,
+            &[
+                &workspace_id,
+                &filter.kind,
+                &filter.customer_external_id,
+                &filter.natural_key,
+                &filter.since,
+                &filter.before,
+                &filter.limit,
+            ],
+        )
+        .await?
+        .into_iter()
+        .map(|r| StoredEvent {
+            id: r.get(0),
+            received_at: r.get(1),
+            payload: r.get(2),
+        })
+        .collect())
+}

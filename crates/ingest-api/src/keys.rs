@@ -1,0 +1,215 @@
+//! Workspaces and API keys: creation, listing, revocation, and the lookup behind every request.
+//!
+//! A key reads `cr_<prefix>_<secret>`. The prefix is public and names the key; the secret is
+//! shown once. Keys are 190 bits of randomness, so a plain SHA-256 of the whole key is a safe
+//! stored form (no slow hash is needed against guessing) and is cheap enough for every request.
+
+use deadpool_postgres::GenericClient;
+use rand::distr::{Alphanumeric, SampleString};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Send events and clicks.
+    Ingest,
+    /// Read events, dispatches, reports.
+    Read,
+    /// Manage destinations and keys.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Read => "read",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ingest" => Ok(Self::Ingest),
+            "read" => Ok(Self::Read),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!("unknown scope {other:?} (ingest, read, admin)")),
+        }
+    }
+}
+
+/// A key as looked up for a request.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// The workspace it belongs to.
+    pub workspace_id: Uuid,
+    /// Its public prefix.
+    pub prefix: String,
+    /// SHA-256 of the whole key.
+    pub key_hash: Vec<u8>,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// A key as listed (never with its secret).
+#[derive(Debug, Clone)]
+pub struct KeyListing {
+    /// Its public prefix.
+    pub prefix: String,
+    /// Its workspace's name.
+    pub workspace: String,
+    /// Scopes, by name.
+    pub scopes: Vec<String>,
+    /// When it was made.
+    pub created_at: OffsetDateTime,
+    /// When it was last used (to the minute).
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When it was revoked.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Splits a presented key into its prefix, answering `None` for anything not shaped like a key.
+pub fn key_prefix(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("cr_")?;
+    let (prefix, secret) = rest.split_once('_')?;
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    (prefix.len() >= 8 && plain(prefix) && plain(secret)).then_some(prefix)
+}
+
+/// The stored form of a key.
+pub fn hash_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+const UPSERT_WORKSPACE: &str = "
+    WITH new AS (
+        INSERT INTO workspaces (id, name) VALUES ($1, $2)
+        ON CONFLICT (name) DO NOTHING RETURNING id)
+    SELECT id FROM new UNION ALL SELECT id FROM workspaces WHERE name = $2";
+
+const INSERT_KEY: &str = "
+    INSERT INTO api_keys (workspace_id, prefix, key_hash, scopes) VALUES ($1, $2, $3, $4)";
+
+/// Creates a key in the named workspace (creating the workspace too) and answers the whole key;
+/// this is the only time its secret exists outside the caller.
+pub async fn create_key(
+    client: &impl GenericClient,
+    workspace: &str,
+    scopes: &[Scope],
+) -> Result<String, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(UPSERT_WORKSPACE).await?;
+    let workspace_id: Uuid = client
+        .query_one(&stmt, &[&Uuid::now_v7(), &workspace])
+        .await?
+        .get(0);
+    let mut rng = rand::rng();
+    let prefix = Alphanumeric.sample_string(&mut rng, 12).to_ascii_lowercase();
+    let secret = Alphanumeric.sample_string(&mut rng, 32);
+    let key = format!("cr_{prefix}_{secret}");
+    let mut names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let stmt = client.prepare_cached(INSERT_KEY).await?;
+    client
+        .execute(&stmt, &[&workspace_id, &prefix, &hash_key(&key), &names])
+        .await?;
+    Ok(key)
+}
+
+const FIND_KEY: &str = "
+    SELECT workspace_id, prefix, key_hash, scopes, revoked_at IS NOT NULL
+    FROM api_keys WHERE prefix = $1";
+
+/// Looks a key up by its prefix.
+pub async fn find_key(
+    client: &impl GenericClient,
+    prefix: &str,
+) -> Result<Option<KeyRecord>, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(FIND_KEY).await?;
+    Ok(client.query_opt(&stmt, &[&prefix]).await?.map(|r| {
+        let scopes: Vec<String> = r.get(3);
+        KeyRecord {
+            workspace_id: r.get(0),
+            prefix: r.get(1),
+            key_hash: r.get(2),
+            scopes: scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+            revoked: r.get(4),
+        }
+    }))
+}
+
+const LIST_KEYS: &str = "
+    SELECT k.prefix, w.name, k.scopes, k.created_at, k.last_used_at, k.revoked_at
+    FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
+    WHERE $1::text IS NULL OR w.name = $1
+    ORDER BY w.name, k.created_at";
+
+/// Lists keys, of one workspace or of all.
+pub async fn list_keys(
+    client: &impl GenericClient,
+    workspace: Option<&str>,
+) -> Result<Vec<KeyListing>, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(LIST_KEYS).await?;
+    Ok(client
+        .query(&stmt, &[&workspace])
+        .await?
+        .into_iter()
+        .map(|r| KeyListing {
+            prefix: r.get(0),
+            workspace: r.get(1),
+            scopes: r.get(2),
+            created_at: r.get(3),
+            last_used_at: r.get(4),
+            revoked_at: r.get(5),
+        })
+        .collect())
+}
+
+const REVOKE_KEY: &str = "
+    UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE prefix = $1";
+
+/// Revokes a key; answers whether it exists.
+pub async fn revoke_key(
+    client: &impl GenericClient,
+    prefix: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(REVOKE_KEY).await?;
+    Ok(client.execute(&stmt, &[&prefix]).await? > 0)
+}
+
+const TOUCH_KEYS: &str = "
+    UPDATE api_keys SET last_used_at = now()
+    WHERE prefix = ANY($1) AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')";
+
+/// Records that keys were used (to the minute, so that a busy key costs one write a minute).
+pub async fn touch_keys(
+    client: &impl GenericClient,
+    prefixes: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    let stmt = client.prepare_cached(TOUCH_KEYS).await?;
+    client.execute(&stmt, &[&prefixes]).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_keys_have_a_prefix() {
+        assert_eq!(key_prefix("cr_abcdefgh1234_Secret99"), Some("abcdefgh1234"));
+        assert_eq!(key_prefix("cr_short_Secret99"), None);
+        assert_eq!(key_prefix("sk_abcdefgh1234_Secret99"), None);
+        assert_eq!(key_prefix("cr_abcdefgh1234_"), None);
+        assert_eq!(key_prefix("cr_abcdefgh1234_sec-ret"), None);
+        assert_eq!(key_prefix(""), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! `TestApp`: the real service, in process, on a port of its own, over a fresh database.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use ingest_api::keys::{self, Scope};
+use ingest_api::{db, Application, Settings};
+use serde_json::Value;
+use test_support::TestDb;
+
+/// A fresh, migrated database for a test.
+pub async fn test_db() -> TestDb {
+    TestDb::new(&db::migrations_id(), |client| {
+        Box::pin(async move { db::migrate_all(client).await.map_err(|e| e.to_string()) })
+    })
+    .await
+}
+
+/// Settings for a service on `database_url`, listening on a free loopback port.
+pub fn settings(database_url: &str) -> Settings {
+    let url = database_url.to_owned();
+    Settings::from_lookup(move |name| match name {
+        "DATABASE_URL" => Some(url.clone()),
+        "CONVRELAY_LISTEN" => Some("127.0.0.1:0".into()),
+        "CONVRELAY_RATE_LIMIT" => Some("0".into()),
+        "CONVRELAY_HTTP_WORKERS" => Some("2".into()),
+        "CONVRELAY_DB_TIMEOUT_MS" => Some("2000".into()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    pub http: reqwest::Client,
+    /// A key with the ingest and read scopes.
+    pub key: String,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let db = test_db().await;
+        Self::spawn_with(db, settings).await
+    }
+
+    pub async fn spawn_with(db: TestDb, settings: impl FnOnce(&str) -> Settings) -> Self {
+        let app = Application::build(settings(&db.url)).await.unwrap();
+        let addr = app.addr();
+        let server = tokio::spawn(app.run_until_stopped());
+        let key = create_key(&db, "acme", &[Scope::Ingest, Scope::Read]).await;
+        Self {
+            addr,
+            db,
+            http: reqwest::Client::new(),
+            key,
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs a JSON body with the app's key.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_raw(path, &self.key, serde_json::to_vec(body).unwrap(), None)
+            .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        key: &str,
+        body: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Counts the rows of a table in the test's database.
+    pub async fn count(&self, table: &str) -> i64 {
+        let client = self.db.client().await;
+        client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+pub async fn create_key(db: &TestDb, workspace: &str, scopes: &[Scope]) -> String {
+    let pool = db::pool(&db.url, 1, std::time::Duration::from_secs(5)).unwrap();
+    let client = pool.get().await.unwrap();
+    keys::create_key(&client, workspace, scopes).await.unwrap()
+}
+
+pub fn seed_lead() -> Value {
+    serde_json::from_str(r#"{"event":"lead","timestamp":"2026-04-10T12:34:56.000Z","clickId":"clickid_123","customerExternalId":"user_123","email":"user@gmail.com","name":"user","mode":"deferred"}"#).unwrap()
+}
+
+pub fn seed_sale() -> Value {
+    serde_json::from_str(r#"{"event":"sale","timestamp":"2026-04-10T12:45:10.000Z","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}"#).unwrap()
+}
+
+pub fn sale(invoice: &str) -> Value {
+    let mut s = seed_sale();
+    s["invoiceId"] = Value::String(invoice.into());
+    s
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make run`: a database (the project's local PostgreSQL unless DATABASE_URL is set), migrations,
+# a dev workspace and key (kept in .local/, shown each time), then serve on 127.0.0.1:8080.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+if [[ -z ${DATABASE_URL:-} ]]; then
+  admin=$(scripts/localpg.sh url)
+  ensure_database "$admin" convrelay
+  DATABASE_URL=$(with_database "$admin" convrelay)
+  export DATABASE_URL
+fi
+
+bin=${CONVRELAY_BIN:-target/debug/convrelay}
+"$bin" migrate
+
+mkdir -p .local
+keyfile=".local/dev-key-$(printf '%s' "$DATABASE_URL" | sha256sum | cut -c1-12)"
+key=""
+if [[ -s $keyfile ]]; then
+  key=$(<"$keyfile")
+  prefix=$(cut -d_ -f2 <<<"$key")
+  # Still there and not revoked?
+  if ! "$bin" keys list --workspace dev | awk -F'\t' -v p="$prefix" '$1 == p && $6 == "-" { found = 1 } END { exit !found }'; then
+    key=""
+  fi
+fi
+if [[ -z $key ]]; then
+  key=$("$bin" keys create --workspace dev --scope ingest --scope read --scope admin)
+  (umask 077 && printf '%s\n' "$key" >"$keyfile")
+fi
+
+listen=${CONVRELAY_LISTEN:-127.0.0.1:8080}
+cat >&2 <<MSG
+
+  Convrelay is starting on http://$listen
+  Dev API key (workspace "dev", scopes ingest, read, admin):
+
+    $key
+
+  Try it:
+
+    curl -sS http://$listen/v1/events -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
+      -d '{"event":"sale","timestamp":"2026-04-10T12:45:10.000Z","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}'
+
+MSG
+exec "$bin" serve

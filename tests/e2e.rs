@@ -1,0 +1,258 @@
+//! End to end: the real `convrelay` binary, its command line and its HTTP API, against a real
+//! PostgreSQL database of the test's own.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../crates/ingest-api/tests/common/mod.rs"]
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_convrelay");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cli(database_url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("CONVRELAY_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// A running `convrelay serve`; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(database_url: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("CONVRELAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CONVRELAY_RATE_LIMIT", "0")
+            .env("CONVRELAY_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(res) = reqwest::get(format!("{}/readyz", server.base)).await {
+                if res.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(base: &str, key: &str, body: &Value, idempotency_key: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(key)
+        .json(body);
+    if let Some(k) = idempotency_key {
+        req = req.header("Idempotency-Key", k);
+    }
+    req.send().await.unwrap()
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["keys", "--help"],
+        vec!["keys", "create", "--help"],
+        vec!["keys", "list", "--help"],
+        vec!["keys", "revoke", "--help"],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_new_user_creates_a_key_sends_the_seed_events_and_revokes_the_key() {
+    let db = common::test_db().await;
+    let out = cli(&db.url, &["keys", "create", "--workspace", "acme", "--scope", "ingest", "--scope", "read"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "the key alone on one line");
+    let key = stdout.trim().to_owned();
+    assert!(key.starts_with("cr_"));
+    let prefix = key.split('_').nth(1).unwrap().to_owned();
+
+    let server = Server::start(&db.url).await;
+    let lead = post(&server.base, &key, &common::seed_lead(), None).await;
+    assert_eq!(lead.status(), 202);
+    let sale = post(&server.base, &key, &common::seed_sale(), None).await;
+    assert_eq!(sale.status(), 202);
+    let again = post(&server.base, &key, &common::seed_sale(), None).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap()["duplicate"], true);
+
+    let out = cli(&db.url, &["keys", "list", "--workspace", "acme"]);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(listing.contains(&prefix) && listing.contains("ingest,read"));
+    assert!(!listing.contains(&key), "a listing never shows a secret");
+
+    let out = cli(&db.url, &["keys", "revoke", &prefix]);
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = post(&server.base, &key, &common::sale("after-revoke"), None).await;
+        if res.status() == 401 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a revoked key still works");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = cli(&db.url, &["keys", "revoke", "nosuchprefix"]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn sigterm_answers_requests_in_flight_then_exits_0() {
+    let db = common::test_db().await;
+    let key = common::create_key(&db, "acme", &[ingest_api::keys::Scope::Ingest]).await;
+    let mut server = Server::start(&db.url).await;
+    let base = server.base.clone();
+    let sends: Vec<_> = (0..200)
+        .map(|i| {
+            let (base, key) = (base.clone(), key.clone());
+            tokio::spawn(async move {
+                post(&base, &key, &common::sale(&format!("drain-{i}")), None)
+                    .await
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    // Let some requests get under way, then ask the server to stop.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    server.terminate();
+    let mut accepted = 0;
+    for send in sends {
+        match send.await {
+            Ok(202) => accepted += 1,
+            // Refused before it started: the sender retries; nothing half-done.
+            _ => {}
+        }
+    }
+    let status = server.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit status {status:?}");
+    let stored: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, accepted, "every 202 is stored, nothing else is");
+}
+
+#[tokio::test]
+async fn two_processes_on_one_database_store_a_racing_invoice_and_key_once() {
+    let db = common::test_db().await;
+    let key = common::create_key(&db, "acme", &[ingest_api::keys::Scope::Ingest]).await;
+    let a = Server::start(&db.url).await;
+    let b = Server::start(&db.url).await;
+
+    let sends: Vec<_> = (0..60)
+        .map(|i| {
+            let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+            let key = key.clone();
+            tokio::spawn(async move {
+                let res = post(&base, &key, &common::sale("race-1"), None).await;
+                (res.status().as_u16(), res.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for send in sends {
+        let (status, body) = send.await.unwrap();
+        assert!(status == 202 || status == 200, "{status}");
+        ids.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "every answer names the one event");
+
+    let sends: Vec<_> = (0..40)
+        .map(|i| {
+            let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+            let key = key.clone();
+            tokio::spawn(async move {
+                let res = post(&base, &key, &common::sale(&format!("idem-{i}")), Some("same-key")).await;
+                let status = res.status().as_u16();
+                (status, res.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    let mut bodies = std::collections::HashSet::new();
+    for send in sends {
+        let (status, body) = send.await.unwrap();
+        match status {
+            202 => {
+                bodies.insert(body);
+            }
+            // Still in flight elsewhere, or the key's first request had another body.
+            409 | 422 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let client = db.client().await;
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM events WHERE natural_key LIKE 'idem-%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "one key, one stored request");
+    assert_eq!(bodies.len(), 1);
+}
