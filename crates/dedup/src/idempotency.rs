@@ -229,7 +229,10 @@ mod tests {
     fn fingerprints_differ_when_any_part_differs() {
         let a = RequestFingerprint::new("POST", "/v1/events", b"{}");
         assert_eq!(a, RequestFingerprint::new("POST", "/v1/events", b"{}"));
-        assert_ne!(a, RequestFingerprint::new("POST", "/v1/events/batch", b"{}"));
+        assert_ne!(
+            a,
+            RequestFingerprint::new("POST", "/v1/events/batch", b"{}")
+        );
         assert_ne!(a, RequestFingerprint::new("POST", "/v1/events", b"{ }"));
         // Length prefixes keep part boundaries apart.
         assert_ne!(

@@ -99,7 +99,7 @@ impl ConsentStatus {
 
 /// The user's consent for ad platforms; a missing signal means the sender did not say.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Consent {
     /// Whether user data (email, phone, …) may be sent to ad platforms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,7 +118,6 @@ impl Consent {
 
 /// UTM parameters of the action's landing page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Utm {
     /// `utm_source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,7 +144,6 @@ impl Utm {
 /// Click ids the sender captured itself, straight from the ad platforms' landing-page
 /// parameters and cookies. On the wire they are top-level fields of the event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ClickIds {
     /// Google Ads click id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,7 +223,7 @@ impl ClickIds {
 
 /// One line of a sale; its price is in the event's currency.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Product {
     /// The sender's product id (SKU).
     pub id: String,
@@ -312,8 +310,11 @@ impl Event {
 
 /// The wire form of [`Event`]: every field at its JSON place. `Cow` lets serialisation borrow
 /// from the event while deserialisation owns.
+///
+/// Unknown fields are ignored on reading, unlike request bodies: a stored event written by a
+/// newer version must not break an older reader during a rolling deploy.
 #[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct EventWire<'a> {
     event: EventKind,
     #[serde(with = "rfc3339_millis")]
@@ -568,6 +569,34 @@ mod tests {
         assert!(json.contains(r#""amount":199.0"#), "{json}");
         assert!(json.contains(r#""price":0.1"#), "{json}");
         assert!(json.contains(r#""ratio":0.1"#), "{json}");
+    }
+
+    #[test]
+    fn event_can_be_flattened_into_a_response_with_exact_amounts() {
+        #[derive(Serialize)]
+        struct Response<'a> {
+            id: &'a str,
+            #[serde(flatten)]
+            event: &'a Event,
+        }
+        let event = full_sale();
+        let json = serde_json::to_string(&Response {
+            id: "evt_1",
+            event: &event,
+        })
+        .unwrap();
+        assert!(
+            json.starts_with(r#"{"id":"evt_1","event":"sale","#),
+            "{json}"
+        );
+        assert!(json.contains(r#""amount":199.0"#), "{json}");
+    }
+
+    #[test]
+    fn stored_event_with_a_newer_field_still_reads() {
+        let mut json = serde_json::to_value(full_sale()).unwrap();
+        json["addedLater"] = json!(true);
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), full_sale());
     }
 
     #[test]

@@ -366,8 +366,8 @@ fn read_products(reader: &mut Reader<'_, '_>) -> Vec<Product> {
 
 fn read_metadata(reader: &mut Reader<'_, '_>) -> Option<Map<String, Value>> {
     let metadata = reader.object("metadata")?;
-    // Display writes compact JSON, the same bytes the size limit is stated in.
-    let size = Value::Object(metadata.clone()).to_string().len();
+    // Compact JSON, the form the size limit is stated in; writing a map of JSON values cannot fail.
+    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_METADATA_BYTES {
         reader.fail(
             "metadata",

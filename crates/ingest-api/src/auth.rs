@@ -120,11 +120,10 @@ impl Authenticator {
 
     /// Writes the keys used since the last call as used now (run every few seconds).
     pub async fn flush_last_used(&self) -> Result<(), ApiError> {
-        let used: Vec<String> = std::mem::take(
-            &mut *self.used.lock().unwrap_or_else(PoisonError::into_inner),
-        )
-        .into_iter()
-        .collect();
+        let used: Vec<String> =
+            std::mem::take(&mut *self.used.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_iter()
+                .collect();
         if used.is_empty() {
             return Ok(());
         }

@@ -26,7 +26,9 @@ pub async fn read_json(
     let essence = content_type.split(';').next().unwrap_or_default().trim();
     let json = essence.eq_ignore_ascii_case("application/json")
         || (essence.len() > 5
-            && essence[..essence.len() - 5].to_ascii_lowercase().starts_with("application/")
+            && essence[..essence.len() - 5]
+                .to_ascii_lowercase()
+                .starts_with("application/")
             && essence.to_ascii_lowercase().ends_with("+json"));
     if !json {
         return Err(ApiError::UnsupportedMediaType);

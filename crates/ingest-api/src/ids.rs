@@ -52,7 +52,10 @@ mod tests {
         assert_eq!(from_wire(EVENT, &wire), Some(id));
         assert_eq!(from_wire("dsp_", &wire), None);
         assert_eq!(from_wire(EVENT, "evt_123"), None);
-        assert_eq!(from_wire(EVENT, "evt_0192f0c2-7c4e-7000-8000-000000000000"), None);
+        assert_eq!(
+            from_wire(EVENT, "evt_0192f0c2-7c4e-7000-8000-000000000000"),
+            None
+        );
         assert!((OffsetDateTime::now_utc() - at).whole_seconds().abs() < 5);
         assert_eq!(at.nanosecond() % 1_000_000, 0);
     }

@@ -1,9 +1,9 @@
 //! Taking events in: the Idempotency-Key rules, validation into domain events, and the hand-over
 //! to the group-commit writer. Handlers call one function of this module.
 
+use deadpool_postgres::Pool;
 use dedup::idempotency::{self, Replay};
 use dedup::{IdempotencyKey, InFlight, RequestFingerprint};
-use deadpool_postgres::Pool;
 use events::Event;
 use uuid::Uuid;
 
@@ -54,12 +54,15 @@ impl Ingest {
     pub async fn single(&self, post: Post<'_>) -> Result<Stored, ApiError> {
         self.run(post, |value, workspace_id| {
             let (id, received_at) = ids::new_event_id();
-            let event = events::parse_event(value, received_at)
-                .map_err(|e| ApiError::Validation(e.0))?;
+            let event =
+                events::parse_event(value, received_at).map_err(|e| ApiError::Validation(e.0))?;
             let shape = Shape::Single {
                 kind: event.kind().as_str(),
             };
-            Ok((vec![new_event(workspace_id, id, received_at, &event)], shape))
+            Ok((
+                vec![new_event(workspace_id, id, received_at, &event)],
+                shape,
+            ))
         })
         .await
     }
@@ -123,7 +126,9 @@ impl Ingest {
             workspace_id,
             events,
             shape,
-            idempotency: post.idempotency_key.map(|key| IdempotencyClaim { key, fingerprint }),
+            idempotency: post
+                .idempotency_key
+                .map(|key| IdempotencyClaim { key, fingerprint }),
         };
         match self.writer.submit(job).await? {
             Answer::Respond { rendered, replayed } => Ok(Stored { rendered, replayed }),

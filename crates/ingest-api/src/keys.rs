@@ -111,7 +111,9 @@ pub async fn create_key(
         .await?
         .get(0);
     let mut rng = rand::rng();
-    let prefix = Alphanumeric.sample_string(&mut rng, 12).to_ascii_lowercase();
+    let prefix = Alphanumeric
+        .sample_string(&mut rng, 12)
+        .to_ascii_lowercase();
     let secret = Alphanumeric.sample_string(&mut rng, 32);
     let key = format!("cr_{prefix}_{secret}");
     let mut names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();

@@ -199,7 +199,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         match self {
             Self::Internal(e) => tracing::error!(error = %chain(e.as_ref()), "internal error"),
-            Self::Unavailable(e) => tracing::warn!(error = %chain(e.as_ref()), "database unavailable"),
+            Self::Unavailable(e) => {
+                tracing::warn!(error = %chain(e.as_ref()), "database unavailable")
+            }
             _ => {}
         }
         let status = self.status_code();

@@ -64,9 +64,17 @@ impl EventQuery {
                 },
                 "cursor" => match ids::from_wire(ids::EVENT, &value) {
                     Some(id) => filter.before = Some(id),
-                    None => errors.push(error(&name, "format", "must be a nextCursor of a previous page")),
+                    None => errors.push(error(
+                        &name,
+                        "format",
+                        "must be a nextCursor of a previous page",
+                    )),
                 },
-                _ => errors.push(error(&name, "unknown_field", "is not a parameter of this endpoint")),
+                _ => errors.push(error(
+                    &name,
+                    "unknown_field",
+                    "is not a parameter of this endpoint",
+                )),
             }
         }
         match (invoice_id, lead_id) {
@@ -77,14 +85,22 @@ impl EventQuery {
             )),
             (Some(invoice), None) => {
                 if filter.kind == Some("lead") {
-                    errors.push(error("invoiceId", "not_allowed", "sales have invoice ids, not leads"));
+                    errors.push(error(
+                        "invoiceId",
+                        "not_allowed",
+                        "sales have invoice ids, not leads",
+                    ));
                 }
                 filter.kind = Some("sale");
                 filter.natural_key = Some(invoice);
             }
             (None, Some(lead)) => {
                 if filter.kind == Some("sale") {
-                    errors.push(error("leadId", "not_allowed", "leads have lead ids, not sales"));
+                    errors.push(error(
+                        "leadId",
+                        "not_allowed",
+                        "leads have lead ids, not sales",
+                    ));
                 }
                 filter.kind = Some("lead");
                 filter.natural_key = Some(lead);

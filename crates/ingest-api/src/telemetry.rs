@@ -31,14 +31,19 @@ pub struct RequestId(pub String);
 /// Sets up logging: `CONVRELAY_LOG` as the filter (default `info`), human-readable on a
 /// terminal, JSON lines otherwise.
 pub fn init() {
-    let filter = EnvFilter::try_from_env("CONVRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("CONVRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = if std::io::stderr().is_terminal() {
         builder.try_init()
     } else {
-        builder.json().flatten_event(true).with_current_span(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
     };
 }
 
@@ -50,9 +55,13 @@ fn request_id_for(req: &ServiceRequest) -> String {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
-        .map_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()), str::to_owned)
+        .map_or_else(
+            || format!("req_{}", uuid::Uuid::now_v7().simple()),
+            str::to_owned,
+        )
 }
 
 /// Middleware: gives each request its id and span, and logs its outcome at debug level

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use dedup::idempotency::{self, NewResponse, Replay};
 use dedup::{Claim, IdempotencyKey, NaturalKey, RequestFingerprint};
-use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -115,7 +115,11 @@ impl Writer {
                 .map_err(|_| ApiError::Internal("the writer dropped a request".into()))?
         })
         .await;
-        result.unwrap_or_else(|_| Err(ApiError::Unavailable("the database did not answer in time".into())))
+        result.unwrap_or_else(|_| {
+            Err(ApiError::Unavailable(
+                "the database did not answer in time".into(),
+            ))
+        })
     }
 }
 
@@ -208,7 +212,12 @@ async fn try_commit_group(
         .filter(|&i| jobs[i].idempotency.is_some())
         .collect();
     keyed.sort_by(|&a, &b| {
-        let key = |i: usize| (jobs[i].workspace_id, jobs[i].idempotency.as_ref().map(|c| c.key.as_str()));
+        let key = |i: usize| {
+            (
+                jobs[i].workspace_id,
+                jobs[i].idempotency.as_ref().map(|c| c.key.as_str()),
+            )
+        };
         key(a).cmp(&key(b))
     });
     let keys: Vec<(Uuid, &IdempotencyKey)> = keyed

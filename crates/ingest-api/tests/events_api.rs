@@ -21,20 +21,23 @@ async fn the_seed_lead_and_sale_are_accepted_and_read_back_normalised() {
         let id = answer["id"].as_str().unwrap();
         assert!(id.starts_with("evt_"), "{id}");
         let received = answer["receivedAt"].as_str().unwrap();
-        assert!(received.ends_with('Z') && received.len() == 24, "{received}");
+        assert!(
+            received.ends_with('Z') && received.len() == 24,
+            "{received}"
+        );
 
-        let stored: Value = app.get(&format!("/v1/events/{id}")).await.json().await.unwrap();
+        let stored: Value = app
+            .get(&format!("/v1/events/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(stored["id"], id);
         assert_eq!(stored["receivedAt"], received);
         assert_eq!(stored["event"], kind);
         assert_eq!(stored["customerExternalId"], "user_123");
     }
-    let sale: Value = app
-        .get("/v1/events?event=sale")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let sale: Value = app.get("/v1/events?event=sale").await.json().await.unwrap();
     let sale = &sale["data"][0];
     assert_eq!(sale["amount"].to_string(), "199.0");
     assert_eq!(sale["currency"], "USD");
@@ -50,8 +53,16 @@ async fn emails_phones_and_currencies_are_stored_normalised() {
                       "currency": "eur", "amount": 10.5, "invoiceId": "inv-n"});
     let res = app.post("/v1/events", &body).await;
     assert_eq!(res.status(), 202);
-    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let stored: Value = app.get(&format!("/v1/events/{id}")).await.json().await.unwrap();
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored: Value = app
+        .get(&format!("/v1/events/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stored["email"], "alex@example.com");
     assert_eq!(stored["phone"], "+14155550123");
     assert_eq!(stored["currency"], "EUR");
@@ -89,7 +100,14 @@ async fn every_bad_field_is_listed_in_one_problem_and_nothing_is_stored() {
     fields.sort_unstable();
     assert_eq!(
         fields,
-        ["amount", "colour", "currency", "email", "phone", "timestamp"]
+        [
+            "amount",
+            "colour",
+            "currency",
+            "email",
+            "phone",
+            "timestamp"
+        ]
     );
     for e in problem["errors"].as_array().unwrap() {
         assert!(!e["code"].as_str().unwrap().is_empty());
@@ -106,7 +124,10 @@ async fn bodies_that_are_not_json_objects_get_400_415_or_413() {
         .await;
     assert_eq!(res.status(), 400);
     let problem: Value = res.json().await.unwrap();
-    assert_eq!(problem["type"], "https://convrelay.dev/problems/bad-request");
+    assert_eq!(
+        problem["type"],
+        "https://convrelay.dev/problems/bad-request"
+    );
 
     let res = app
         .post_raw("/v1/events", &app.key, b"[1, 2]".to_vec(), None)
@@ -129,7 +150,10 @@ async fn bodies_that_are_not_json_objects_get_400_415_or_413() {
     let res = app.post("/v1/events", &big).await;
     assert_eq!(res.status(), 413);
     let problem: Value = res.json().await.unwrap();
-    assert_eq!(problem["type"], "https://convrelay.dev/problems/payload-too-large");
+    assert_eq!(
+        problem["type"],
+        "https://convrelay.dev/problems/payload-too-large"
+    );
     assert_eq!(app.count("events").await, 0);
 }
 
@@ -156,14 +180,22 @@ async fn keys_are_checked_for_existence_scope_and_workspace() {
 
     let read_only = create_key(&app.db, "acme", &[Scope::Read]).await;
     let res = app
-        .post_raw("/v1/events", &read_only, serde_json::to_vec(&seed_sale()).unwrap(), None)
+        .post_raw(
+            "/v1/events",
+            &read_only,
+            serde_json::to_vec(&seed_sale()).unwrap(),
+            None,
+        )
         .await;
     assert_eq!(res.status(), 403);
     let problem: Value = res.json().await.unwrap();
     assert_eq!(problem["type"], "https://convrelay.dev/problems/forbidden");
 
     let res = app.post("/v1/events", &seed_sale()).await;
-    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let other = create_key(&app.db, "globex", &[Scope::Ingest, Scope::Read]).await;
     let res = app
         .http
@@ -186,7 +218,12 @@ async fn keys_are_checked_for_existence_scope_and_workspace() {
     assert_eq!(page["data"], json!([]));
     // The same invoiceId in another workspace is another event.
     let res = app
-        .post_raw("/v1/events", &other, serde_json::to_vec(&seed_sale()).unwrap(), None)
+        .post_raw(
+            "/v1/events",
+            &other,
+            serde_json::to_vec(&seed_sale()).unwrap(),
+            None,
+        )
         .await;
     assert_eq!(res.status(), 202);
     assert_ne!(res.json::<Value>().await.unwrap()["id"], id);
@@ -245,7 +282,9 @@ async fn a_batch_stores_its_valid_items_and_lists_the_rest() {
     let res = app.post("/v1/events/batch", &json!({"items": []})).await;
     assert_eq!(res.status(), 422);
     let too_many: Vec<Value> = (0..1001).map(|i| sale(&format!("b-{i}"))).collect();
-    let res = app.post("/v1/events/batch", &json!({"events": too_many})).await;
+    let res = app
+        .post("/v1/events/batch", &json!({"events": too_many}))
+        .await;
     assert_eq!(res.status(), 422);
 }
 
@@ -273,7 +312,12 @@ async fn the_event_list_filters_and_pages_newest_first() {
     }
     app.post("/v1/events", &seed_lead()).await;
 
-    let page: Value = app.get("/v1/events?event=sale&limit=2").await.json().await.unwrap();
+    let page: Value = app
+        .get("/v1/events?event=sale&limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
     let got: Vec<&str> = page["data"]
         .as_array()
         .unwrap()
@@ -297,7 +341,12 @@ async fn the_event_list_filters_and_pages_newest_first() {
         .unwrap();
     assert_eq!(page["data"].as_array().unwrap().len(), 3);
     assert_eq!(page["nextCursor"], Value::Null);
-    let page: Value = app.get("/v1/events?invoiceId=inv-3").await.json().await.unwrap();
+    let page: Value = app
+        .get("/v1/events?invoiceId=inv-3")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
     assert_eq!(page["data"][0]["id"], ids[3].as_str());
     let page: Value = app
@@ -361,7 +410,10 @@ async fn a_key_past_its_rate_limit_gets_429_with_retry_after() {
         }
         statuses.push(res.status().as_u16());
     }
-    assert!(statuses.contains(&200) && statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "{statuses:?}"
+    );
     // Another key is not affected.
     let other = create_key(&app.db, "acme", &[Scope::Read]).await;
     let res = app

@@ -95,4 +95,3 @@ pub async fn list_events(
     let page = read::events(&pool, principal.workspace_id, filter).await?;
     Ok(HttpResponse::Ok().json(page))
 }
-
