@@ -43,6 +43,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod attribution;
 mod email;
 mod error;
 mod event;
@@ -51,6 +52,10 @@ mod parse;
 mod phone;
 mod timestamp;
 
+pub use attribution::{
+    Attribution, AttributionStatus, DestinationType, MatchedBy, RouteDecision, RoutedEvent,
+    Touchpoint,
+};
 pub use email::{Email, MAX_EMAIL_LENGTH};
 pub use error::{Error, FieldError, Result, ValidationErrors};
 pub use event::{ClickIds, Consent, ConsentStatus, Event, EventKind, Mode, Product, Utm};
