@@ -57,6 +57,11 @@ impl Application {
             tokio::spawn(purge_idempotency_keys(pool.clone())),
         ];
         let pool = web::Data::new(pool);
+        crate::metrics::handle();
+        crate::metrics::describe();
+        let metrics_token = web::Data::new(crate::routes::ops::MetricsToken(
+            settings.metrics_token.clone(),
+        ));
 
         let listener = TcpListener::bind(settings.listen)?;
         let addr = listener.local_addr()?;
@@ -66,6 +71,7 @@ impl Application {
                 .app_data(ingest.clone())
                 .app_data(auth.clone())
                 .app_data(pool.clone())
+                .app_data(metrics_token.clone())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })

@@ -21,6 +21,46 @@ pub struct Settings {
     /// How long a request may wait for the database before it is answered 503
     /// (`CONVRELAY_DB_TIMEOUT_MS`).
     pub db_timeout: Duration,
+    /// The key that seals destination credentials (`CONVRELAY_SECRET_KEY`, 32 bytes, hex or
+    /// base64). Without it, destinations cannot be created and nothing is forwarded.
+    pub secret_key: Option<Secret>,
+    /// Google Ads API address (`CONVRELAY_GOOGLE_ADS_URL`).
+    pub google_ads_url: String,
+    /// Google Data Manager API address (`CONVRELAY_GOOGLE_DATA_MANAGER_URL`).
+    pub google_data_manager_url: String,
+    /// Google OAuth token endpoint (`CONVRELAY_GOOGLE_OAUTH_URL`).
+    pub google_oauth_url: String,
+    /// Meta Graph API address (`CONVRELAY_META_URL`).
+    pub meta_url: String,
+    /// First retry delay (`CONVRELAY_RETRY_INITIAL_MS`).
+    pub retry_initial_ms: u64,
+    /// Longest retry delay (`CONVRELAY_RETRY_MAX_MS`).
+    pub retry_max_ms: u64,
+    /// Attempts before a dispatch fails (`CONVRELAY_RETRY_MAX_ATTEMPTS`).
+    pub retry_max_attempts: u32,
+    /// How long an unmatched sale waits for a late link (`CONVRELAY_PENDING_WINDOW_SECS`).
+    pub pending_window: Duration,
+    /// How long a worker's claim lasts (`CONVRELAY_LEASE_SECS`).
+    pub lease: Duration,
+    /// The bearer token `/metrics` asks for (`CONVRELAY_METRICS_TOKEN`); open when unset.
+    pub metrics_token: Option<Secret>,
+}
+
+/// A secret setting: never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// A setting that could not be read.
@@ -58,8 +98,46 @@ impl Settings {
                 None => std::thread::available_parallelism().map_or(2, |n| n.get()),
             },
             db_timeout: Duration::from_millis(parse(&lookup, "CONVRELAY_DB_TIMEOUT_MS", "5000")?),
+            secret_key: lookup("CONVRELAY_SECRET_KEY")
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| Secret(s.trim().to_owned())),
+            google_ads_url: text(
+                &lookup,
+                "CONVRELAY_GOOGLE_ADS_URL",
+                "https://googleads.googleapis.com",
+            ),
+            google_data_manager_url: text(
+                &lookup,
+                "CONVRELAY_GOOGLE_DATA_MANAGER_URL",
+                "https://datamanager.googleapis.com",
+            ),
+            google_oauth_url: text(
+                &lookup,
+                "CONVRELAY_GOOGLE_OAUTH_URL",
+                "https://oauth2.googleapis.com/token",
+            ),
+            meta_url: text(&lookup, "CONVRELAY_META_URL", "https://graph.facebook.com"),
+            retry_initial_ms: parse(&lookup, "CONVRELAY_RETRY_INITIAL_MS", "5000")?,
+            retry_max_ms: parse(&lookup, "CONVRELAY_RETRY_MAX_MS", "3600000")?,
+            retry_max_attempts: parse(&lookup, "CONVRELAY_RETRY_MAX_ATTEMPTS", "12")?,
+            pending_window: Duration::from_secs(parse(
+                &lookup,
+                "CONVRELAY_PENDING_WINDOW_SECS",
+                "86400",
+            )?),
+            lease: Duration::from_secs(parse(&lookup, "CONVRELAY_LEASE_SECS", "30")?),
+            metrics_token: lookup("CONVRELAY_METRICS_TOKEN")
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| Secret(s.trim().to_owned())),
         })
     }
+}
+
+fn text(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: &str) -> String {
+    lookup(name)
+        .map(|v| v.trim().trim_end_matches('/').to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 fn parse<T: std::str::FromStr>(

@@ -77,7 +77,10 @@ impl Ingest {
                 let (id, received_at) = ids::new_event_id();
                 match events::parse_event(item, received_at) {
                     Ok(event) => stored.push(new_event(workspace_id, id, received_at, &event)),
-                    Err(errors) => rejected.push((index, errors.0)),
+                    Err(errors) => {
+                        count_rejected(item);
+                        rejected.push((index, errors.0));
+                    }
                 }
             }
             let shape = Shape::Batch {
@@ -136,6 +139,16 @@ impl Ingest {
             Answer::KeyInFlight => Err(ApiError::IdempotencyKeyInFlight),
         }
     }
+}
+
+/// Counts a rejected event under the kind it claimed to be.
+fn count_rejected(value: &serde_json::Value) {
+    let kind = match value.get("event").and_then(|v| v.as_str()) {
+        Some("lead") => "lead",
+        Some("sale") => "sale",
+        _ => "unknown",
+    };
+    metrics::counter!("convrelay_events_total", "kind" => kind, "outcome" => "rejected").increment(1);
 }
 
 fn new_event(

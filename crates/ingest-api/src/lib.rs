@@ -10,6 +10,7 @@ pub mod ids;
 pub mod ingest;
 pub mod journal;
 pub mod keys;
+pub mod metrics;
 pub mod problem;
 pub mod query;
 pub mod read;

@@ -86,10 +86,19 @@ pub async fn request_id(
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    let elapsed = started.elapsed().as_secs_f64();
+    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+    metrics::histogram!(
+        "convrelay_http_request_duration_seconds",
+        "method" => res.request().method().to_string(),
+        "route" => route,
+        "status" => res.status().as_u16().to_string(),
+    )
+    .record(elapsed);
     tracing::debug!(
         parent: &span,
         status = res.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = elapsed * 1000.0,
         "answered"
     );
     Ok(res)

@@ -312,6 +312,17 @@ async fn try_commit_group(
     idempotency::store_responses(&tx, &to_keep, expires_at).await?;
 
     tx.commit().await.map_err(db_error)?;
+    metrics::histogram!("convrelay_ingest_group_events").record(new_events.len() as f64);
+    for &j in &going {
+        for (event, outcome) in jobs[j].events.iter().zip(&outcomes[j]) {
+            let outcome = match outcome {
+                Outcome::Accepted(_) => "accepted",
+                Outcome::Duplicate(_) => "duplicate",
+            };
+            metrics::counter!("convrelay_events_total", "kind" => event.kind, "outcome" => outcome)
+                .increment(1);
+        }
+    }
     for (j, rendered) in kept {
         answers[j] = Some(Answer::Respond {
             rendered,
