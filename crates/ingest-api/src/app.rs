@@ -50,6 +50,7 @@ impl Application {
             writer,
             pool: pool.clone(),
             inflight: InFlight::default(),
+            idempotency_ttl: settings.idempotency_ttl,
         });
         let auth = web::Data::new(Authenticator::new(pool.clone(), settings.rate_limit));
         let background = vec![

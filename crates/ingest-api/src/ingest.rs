@@ -2,8 +2,9 @@
 //! to the group-commit writer. Handlers call one function of this module.
 
 use deadpool_postgres::Pool;
-use dedup::idempotency::{self, Replay};
-use dedup::{IdempotencyKey, InFlight, RequestFingerprint};
+use dedup::idempotency::{self, NewResponse, Replay};
+use dedup::{IdempotencyKey, InFlight, InFlightGuard, RequestFingerprint};
+use futures_util::future::BoxFuture;
 use events::Event;
 use uuid::Uuid;
 
@@ -23,6 +24,8 @@ pub struct Ingest {
     pub pool: Pool,
     /// Idempotency-Keys in flight in this process.
     pub inflight: InFlight,
+    /// How long kept answers live.
+    pub idempotency_ttl: std::time::Duration,
 }
 
 /// A POST as received.
@@ -92,6 +95,30 @@ impl Ingest {
         .await
     }
 
+    /// Holds the request's Idempotency-Key in this process and answers a kept answer at once:
+    /// `Ok(Err(stored))` is the replay, `Ok(Ok(guard))` means go on.
+    async fn admit(
+        &self,
+        post: &Post<'_>,
+        fingerprint: &RequestFingerprint,
+    ) -> Result<Result<Option<InFlightGuard>, Stored>, ApiError> {
+        let Some(key) = &post.idempotency_key else {
+            return Ok(Ok(None));
+        };
+        let workspace_id = post.principal.workspace_id;
+        // Held until the answer is sent: a second request with the key meanwhile gets 409.
+        let guard = self
+            .inflight
+            .try_enter(workspace_id, key.as_str())
+            .ok_or(ApiError::IdempotencyKeyInFlight)?;
+        let client = self.pool.get().await?;
+        let kept = idempotency::find_responses(&client, &[(workspace_id, key)]).await?;
+        match kept.into_iter().next().flatten() {
+            Some(kept) => replay(kept, fingerprint).map(Err),
+            None => Ok(Ok(Some(guard))),
+        }
+    }
+
     async fn run(
         &self,
         post: Post<'_>,
@@ -99,31 +126,10 @@ impl Ingest {
     ) -> Result<Stored, ApiError> {
         let workspace_id = post.principal.workspace_id;
         let fingerprint = RequestFingerprint::new("POST", post.path, post.body);
-        // Held until the answer is sent: a second request with the key meanwhile gets 409.
-        let _guard = match &post.idempotency_key {
-            Some(key) => Some(
-                self.inflight
-                    .try_enter(workspace_id, key.as_str())
-                    .ok_or(ApiError::IdempotencyKeyInFlight)?,
-            ),
-            None => None,
+        let _guard = match self.admit(&post, &fingerprint).await? {
+            Ok(guard) => guard,
+            Err(replayed) => return Ok(replayed),
         };
-        if let Some(key) = &post.idempotency_key {
-            let client = self.pool.get().await?;
-            let kept = idempotency::find_responses(&client, &[(workspace_id, key)]).await?;
-            if let Some(kept) = kept.into_iter().next().flatten() {
-                return match kept.replay_for(&fingerprint) {
-                    Replay::Same(s) => Ok(Stored {
-                        rendered: Rendered {
-                            status: s.status,
-                            body: s.body,
-                        },
-                        replayed: true,
-                    }),
-                    Replay::Reused => Err(ApiError::IdempotencyKeyReused),
-                };
-            }
-        }
         let (events, shape) = parse(post.value, workspace_id)?;
         let job = Job {
             workspace_id,
@@ -138,6 +144,66 @@ impl Ingest {
             Answer::KeyReused => Err(ApiError::IdempotencyKeyReused),
             Answer::KeyInFlight => Err(ApiError::IdempotencyKeyInFlight),
         }
+    }
+
+    /// Runs a storing operation other than events (clicks, destinations, retries) in a
+    /// transaction of its own, under the same Idempotency-Key rules: the answer is kept in that
+    /// transaction, and only when it is a success.
+    pub async fn in_transaction<F>(&self, post: Post<'_>, op: F) -> Result<Stored, ApiError>
+    where
+        F: for<'t> FnOnce(
+            &'t deadpool_postgres::Transaction<'t>,
+        ) -> BoxFuture<'t, Result<Rendered, ApiError>>,
+    {
+        let workspace_id = post.principal.workspace_id;
+        let fingerprint = RequestFingerprint::new("POST", post.path, post.body);
+        let _guard = match self.admit(&post, &fingerprint).await? {
+            Ok(guard) => guard,
+            Err(replayed) => return Ok(replayed),
+        };
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(key) = &post.idempotency_key {
+            let keys = [(workspace_id, key)];
+            if idempotency::lock_keys(&tx, &keys).await? != [true] {
+                return Err(ApiError::IdempotencyKeyInFlight);
+            }
+            if let Some(kept) = idempotency::find_responses(&tx, &keys).await?.remove(0) {
+                return replay(kept, &fingerprint);
+            }
+        }
+        let rendered = op(&tx).await?;
+        if let Some(key) = &post.idempotency_key {
+            if (200..300).contains(&rendered.status) {
+                let answer = NewResponse {
+                    workspace_id,
+                    key,
+                    fingerprint,
+                    status: rendered.status,
+                    body: &rendered.body,
+                };
+                let expires_at = time::OffsetDateTime::now_utc() + self.idempotency_ttl;
+                idempotency::store_responses(&tx, &[answer], expires_at).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Stored {
+            rendered,
+            replayed: false,
+        })
+    }
+}
+
+fn replay(kept: dedup::StoredResponse, fingerprint: &RequestFingerprint) -> Result<Stored, ApiError> {
+    match kept.replay_for(fingerprint) {
+        Replay::Same(s) => Ok(Stored {
+            rendered: Rendered {
+                status: s.status,
+                body: s.body,
+            },
+            replayed: true,
+        }),
+        Replay::Reused => Err(ApiError::IdempotencyKeyReused),
     }
 }
 

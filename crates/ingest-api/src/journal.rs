@@ -171,3 +171,30 @@ pub async fn list_events(
         })
         .collect())
 }
+
+const GET_MANY: &str = "
+    SELECT id, received_at, payload FROM events
+    WHERE workspace_id = $1 AND id = ANY($2)
+    ORDER BY id";
+
+/// Several events of a workspace, in id (arrival) order; ids not found are left out.
+pub async fn get_events(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<StoredEvent>, tokio_postgres::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stmt = client.prepare_cached(GET_MANY).await?;
+    Ok(client
+        .query(&stmt, &[&workspace_id, &ids])
+        .await?
+        .into_iter()
+        .map(|r| StoredEvent {
+            id: r.get(0),
+            received_at: r.get(1),
+            payload: r.get(2),
+        })
+        .collect())
+}
