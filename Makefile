@@ -3,12 +3,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run test lint unit bench db-reset build
+.PHONY: help run test lint unit contract bench db-reset build
 
 help:
 	@echo "make run       start a local PostgreSQL (unless DATABASE_URL is set), migrate, print a dev key, serve"
 	@echo "make test      lint, then every test against a real PostgreSQL"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
+	@echo "make contract  the running server against openapi.yaml (schemathesis, examples, /docs in Chromium)"
 	@echo "make bench     drive the release server over loopback and print events/s, latency, memory"
 	@echo "make db-reset  stop the local PostgreSQL and delete its data"
 
@@ -25,7 +26,11 @@ lint:
 unit:
 	@scripts/test.sh
 
+contract:
+	@scripts/contract.sh
+
 test: lint unit
+	@scripts/contract.sh
 
 bench:
 	@scripts/bench.sh

@@ -112,6 +112,7 @@ fn every_command_has_help() {
     for args in [
         vec!["--help"],
         vec!["serve", "--help"],
+        vec!["worker", "--help"],
         vec!["migrate", "--help"],
         vec!["keys", "--help"],
         vec!["keys", "create", "--help"],

@@ -1,1 +1,122 @@
-//! placeholder
+//! The attribution stage of Convrelay: which ad click (if any) led to each conversion, and which
+//! kinds of destination get the conversion because of it.
+//!
+//! The crate owns four things, each in its own module:
+//! - [`clicks`]: the clicks registry behind `POST /v1/clicks` and `GET /v1/clicks/{clickId}`;
+//! - [`identity`]: the identity graph. Identifiers seen together on one event
+//!   (`customerExternalId`, normalised email, E.164 phone, `clickId`, the ad-platform click ids)
+//!   belong to one person; an event that names identifiers of two persons merges them. Only
+//!   SHA-256 digests of `"<kind>:<normalised value>"` are stored in the graph;
+//! - [`choice`] and [`routing`]: the pure rules. Direct click ids on the event, else its
+//!   registered `clickId`, else the person's most recent click within the attribution window
+//!   (`last_click`, with the first click of the window as `firstTouch`); then, per kind of
+//!   destination, whether it gets the conversion and why;
+//! - [`queue`] and [`decide`]: the worker step. [`enqueue`] files newly stored events inside the
+//!   ingest transaction; [`claim`] takes the oldest work of one workspace (new events, pending
+//!   events that a later link may match, pending events whose window is over) under a
+//!   per-workspace advisory lock; [`decide`] attributes and routes them, in arrival order, in the
+//!   same transaction.
+//!
+//! Late data: a sale that nothing links to a click yet is `pending` for
+//! [`MatchSettings::pending_window`]: webhooks get it at once, ad platforms only if a later event
+//! or click registration links it to a click before the window ends; after that it is
+//! `unmatched`. A lead without a click is `unmatched` at once. A lead sent with
+//! `mode: "deferred"` only links its identifiers.
+//!
+//! Every table's key starts with `workspace_id`. Functions take a
+//! [`deadpool_postgres::GenericClient`] so that the caller owns the transaction.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod choice;
+pub mod clicks;
+pub mod decide;
+pub mod identity;
+pub mod queue;
+pub mod routing;
+pub mod settings;
+
+pub use choice::{choose_touches, find_touchpoint, Chosen, Found, Linked, Touch};
+pub use clicks::{get_click, register_clicks, RegisteredClick, StoredClick, CLICK_ID_PREFIX};
+pub use decide::{decide, get_decision, Decided, Decision};
+pub use identity::{event_identifiers, identifier_hash, Identifier, IdentifierKind};
+pub use queue::{claim, claim_at, enqueue, queue_stats, Claim, QueueStats};
+pub use routing::{route, Stage};
+pub use settings::{
+    attribution_window, set_attribution_window, MatchSettings, DEFAULT_ATTRIBUTION_WINDOW,
+    DEFAULT_PENDING_WINDOW,
+};
+
+/// Errors of the attribution matcher.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database failed.
+    #[error("database error")]
+    Database(#[from] tokio_postgres::Error),
+    /// A migration failed.
+    #[error("migration failed")]
+    Migration(#[from] refinery::Error),
+    /// A JSON column of this crate's tables could not be read back (written by an incompatible
+    /// version, or edited by hand).
+    #[error("stored {what} cannot be read")]
+    StoredData {
+        /// Which column.
+        what: &'static str,
+        /// The decoding failure.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An attribution window must be at least one second and fit in 64-bit seconds.
+    #[error("the attribution window must be between 1 second and {max_secs} seconds")]
+    InvalidWindow {
+        /// The largest accepted window, in seconds.
+        max_secs: i64,
+    },
+    /// A click that lost its insert to an earlier registration could not be read back.
+    #[error("click {click_id} was registered concurrently and cannot be read back")]
+    ClickVanished {
+        /// The click's id.
+        click_id: String,
+    },
+}
+
+/// Result of this crate's functions.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// The name of this crate's migration history table.
+pub const MIGRATION_TABLE: &str = "matcher_schema_history";
+
+/// Applies this crate's pending migrations (forward only).
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
+    embedded::migrations::runner()
+        .set_migration_table_name(MIGRATION_TABLE)
+        .run_async(client)
+        .await?;
+    Ok(())
+}
+
+/// The migrations this crate embeds, as `(version, name)`; used to tell whether a database is current.
+pub fn migrations() -> Vec<(i32, String)> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| (m.version(), m.name().to_owned()))
+        .collect()
+}
+
+/// Reads a JSON column back into its type.
+fn from_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    value: serde_json::Value,
+) -> Result<T> {
+    serde_json::from_value(value).map_err(|source| Error::StoredData { what, source })
+}
+
+/// Writes a value for a JSON column; the types written here always serialise.
+fn to_json<T: serde::Serialize>(what: &'static str, value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|source| Error::StoredData { what, source })
+}

@@ -5,6 +5,8 @@
 //! matching, deduplication and hashing downstream never see two spellings of the same thing.
 //! [`parse_batch`] checks the envelope of a batch. An [`Event`]'s serde form is its stored wire
 //! form (camelCase JSON, times as [`format_timestamp`] writes them, amounts as exact JSON numbers).
+//! [`parse_click`] and [`parse_click_batch`] do the same for the [`Click`]s of `POST /v1/clicks`,
+//! under the same codes.
 //!
 //! # Validation errors
 //!
@@ -34,9 +36,9 @@
 //! | `maximum` | a number above its maximum: an amount or price above 10^14, a quantity above 4294967295 |
 //! | `precision` | an amount or price with more than 4 decimal places |
 //! | `max_size` | `metadata` is over 16 KiB once serialised |
-//! | `min_items` | `events` of a batch is empty |
-//! | `max_items` | `events` of a batch holds more than 1000 items |
-//! | `missing_identifier` | none of `customerExternalId`, `email`, `phone`, `clickId`, `gclid`, `gbraid`, `wbraid`, `fbclid`, `fbc`, `fbp`, `ttclid`, `msclkid` is given (field `identifiers`) |
+//! | `min_items` | `events` (or `clicks`) of a batch is empty |
+//! | `max_items` | `events` (or `clicks`) of a batch holds more than 1000 items |
+//! | `missing_identifier` | none of `customerExternalId`, `email`, `phone`, `clickId`, `gclid`, `gbraid`, `wbraid`, `fbclid`, `fbc`, `fbp`, `ttclid`, `msclkid` is given (field `identifiers`); for a click, none of `clickId`, the ad-platform click ids or a `utm` value |
 //!
 //! Errors are listed in the order the fields are checked: the event fields in the order of the
 //! API table (nested fields where their parent is), then unknown fields, then `identifiers`.
@@ -44,6 +46,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod attribution;
+mod click;
 mod email;
 mod error;
 mod event;
@@ -56,6 +59,7 @@ pub use attribution::{
     Attribution, AttributionStatus, DestinationType, MatchedBy, RouteDecision, RoutedEvent,
     Touchpoint,
 };
+pub use click::{parse_click, parse_click_batch, Click, CLICK_FIELDS};
 pub use email::{Email, MAX_EMAIL_LENGTH};
 pub use error::{Error, FieldError, Result, ValidationErrors};
 pub use event::{ClickIds, Consent, ConsentStatus, Event, EventKind, Mode, Product, Utm};
@@ -74,7 +78,7 @@ pub use timestamp::{
 
 use sha2::{Digest, Sha256};
 
-/// Most events in one `POST /v1/events/batch`.
+/// Most events in one `POST /v1/events/batch` (and most clicks in one `POST /v1/clicks/batch`).
 pub const MAX_BATCH: usize = 1000;
 
 /// SHA-256 of `input`'s UTF-8 bytes, as 64 lower-case hex digits.

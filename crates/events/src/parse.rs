@@ -244,7 +244,7 @@ pub fn parse_batch(value: &Value) -> Result<&[Value], ValidationErrors> {
     }
 }
 
-fn not_an_object() -> ValidationErrors {
+pub(crate) fn not_an_object() -> ValidationErrors {
     ValidationErrors(vec![FieldError::new(
         "",
         &Error::Type {
@@ -253,7 +253,7 @@ fn not_an_object() -> ValidationErrors {
     )])
 }
 
-fn read_click_ids(reader: &mut Reader<'_, '_>) -> ClickIds {
+pub(crate) fn read_click_ids(reader: &mut Reader<'_, '_>) -> ClickIds {
     let mut id = |key| reader.string(key, MAX_CLICK_ID_LENGTH);
     ClickIds {
         gclid: id("gclid"),
@@ -267,7 +267,7 @@ fn read_click_ids(reader: &mut Reader<'_, '_>) -> ClickIds {
     }
 }
 
-fn read_utm(parent: &mut Reader<'_, '_>, object: &Map<String, Value>) -> Utm {
+pub(crate) fn read_utm(parent: &mut Reader<'_, '_>, object: &Map<String, Value>) -> Utm {
     let mut reader = parent.nested(object, "utm.".to_owned());
     let utm = Utm {
         source: reader.string("source", MAX_ID_LENGTH),
@@ -384,14 +384,14 @@ fn read_metadata(reader: &mut Reader<'_, '_>) -> Option<Map<String, Value>> {
 ///
 /// Every accessor treats `null` like an absent field, and returns `None` both when the field is
 /// absent and when it is invalid (the error then being recorded).
-struct Reader<'a, 'e> {
+pub(crate) struct Reader<'a, 'e> {
     object: &'a Map<String, Value>,
     prefix: String,
     errors: &'e mut Vec<FieldError>,
 }
 
 impl<'a, 'e> Reader<'a, 'e> {
-    fn new(
+    pub(crate) fn new(
         object: &'a Map<String, Value>,
         prefix: String,
         errors: &'e mut Vec<FieldError>,
@@ -404,42 +404,46 @@ impl<'a, 'e> Reader<'a, 'e> {
     }
 
     /// A reader for an object inside this one, reporting into the same list.
-    fn nested<'b>(&'b mut self, object: &'b Map<String, Value>, prefix: String) -> Reader<'b, 'b> {
+    pub(crate) fn nested<'b>(
+        &'b mut self,
+        object: &'b Map<String, Value>,
+        prefix: String,
+    ) -> Reader<'b, 'b> {
         Reader::new(object, prefix, self.errors)
     }
 
-    fn value(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn value(&self, key: &str) -> Option<&'a Value> {
         self.object.get(key).filter(|value| !value.is_null())
     }
 
-    fn is_present(&self, key: &str) -> bool {
+    pub(crate) fn is_present(&self, key: &str) -> bool {
         self.value(key).is_some()
     }
 
-    fn fail(&mut self, key: &str, error: Error) {
+    pub(crate) fn fail(&mut self, key: &str, error: Error) {
         let path = format!("{}{key}", self.prefix);
         self.errors.push(FieldError::new(path, &error));
     }
 
-    fn fail_none<T>(&mut self, key: &str, error: Error) -> Option<T> {
+    pub(crate) fn fail_none<T>(&mut self, key: &str, error: Error) -> Option<T> {
         self.fail(key, error);
         None
     }
 
     /// Records the error of `result`, if any, against `key`.
-    fn check<T>(&mut self, key: &str, result: Result<T>) -> Option<T> {
+    pub(crate) fn check<T>(&mut self, key: &str, result: Result<T>) -> Option<T> {
         result.map_err(|error| self.fail(key, error)).ok()
     }
 
     /// Records [`Error::NotAllowed`] when `key` is present.
-    fn refuse(&mut self, key: &str, error: Error) {
+    pub(crate) fn refuse(&mut self, key: &str, error: Error) {
         if self.is_present(key) {
             self.fail(key, error);
         }
     }
 
     /// Any string, checked for its type only.
-    fn text(&mut self, key: &str) -> Option<&'a str> {
+    pub(crate) fn text(&mut self, key: &str) -> Option<&'a str> {
         match self.value(key)? {
             Value::String(text) => Some(text),
             _ => self.fail_none(
@@ -452,7 +456,7 @@ impl<'a, 'e> Reader<'a, 'e> {
     }
 
     /// A non-blank string of at most `max` characters, kept as given.
-    fn string(&mut self, key: &str, max: usize) -> Option<String> {
+    pub(crate) fn string(&mut self, key: &str, max: usize) -> Option<String> {
         let text = self.text(key)?;
         if text.trim().is_empty() {
             return self.fail_none(key, Error::Empty);
@@ -464,14 +468,18 @@ impl<'a, 'e> Reader<'a, 'e> {
     }
 
     /// A string turned into a domain type by its constructor.
-    fn parsed<T>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T>) -> Option<T> {
+    pub(crate) fn parsed<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T>,
+    ) -> Option<T> {
         let text = self.text(key)?;
         let parsed = parse(text);
         self.check(key, parsed)
     }
 
     /// An absolute URL of at most [`MAX_URL_LENGTH`] characters.
-    fn url(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn url(&mut self, key: &str) -> Option<String> {
         let url = self.string(key, MAX_URL_LENGTH)?;
         if url.validate_url() {
             Some(url)
@@ -481,7 +489,7 @@ impl<'a, 'e> Reader<'a, 'e> {
     }
 
     /// A string that must be one of `options`, matched exactly.
-    fn one_of<T: Copy>(
+    pub(crate) fn one_of<T: Copy>(
         &mut self,
         key: &str,
         options: &[(&str, T)],
@@ -494,7 +502,7 @@ impl<'a, 'e> Reader<'a, 'e> {
         }
     }
 
-    fn object(&mut self, key: &str) -> Option<&'a Map<String, Value>> {
+    pub(crate) fn object(&mut self, key: &str) -> Option<&'a Map<String, Value>> {
         match self.value(key)? {
             Value::Object(object) => Some(object),
             _ => self.fail_none(
@@ -507,7 +515,7 @@ impl<'a, 'e> Reader<'a, 'e> {
     }
 
     /// A JSON number under the amount rules, read from its exact text.
-    fn amount(&mut self, key: &str) -> Option<Decimal> {
+    pub(crate) fn amount(&mut self, key: &str) -> Option<Decimal> {
         match self.value(key)? {
             Value::Number(number) => {
                 let amount = amount_from_json(number);
@@ -523,7 +531,7 @@ impl<'a, 'e> Reader<'a, 'e> {
     }
 
     /// An integer from 1 to `u32::MAX`.
-    fn quantity(&mut self, key: &str) -> Option<u32> {
+    pub(crate) fn quantity(&mut self, key: &str) -> Option<u32> {
         let not_integer = Error::Type {
             expected: "an integer",
         };
@@ -544,7 +552,7 @@ impl<'a, 'e> Reader<'a, 'e> {
     }
 
     /// Records [`Error::UnknownField`] for every key outside `known`.
-    fn reject_unknown(&mut self, known: &[&str]) {
+    pub(crate) fn reject_unknown(&mut self, known: &[&str]) {
         let object = self.object;
         for key in object.keys() {
             if !known.contains(&key.as_str()) {

@@ -1,5 +1,78 @@
 //! The forwarder: destinations and their sealed credentials, the durable dispatch queue and its
 //! workers, the Google Ads / Meta / webhook clients, and the retry policy.
+//!
+//! The flow: the attribution step calls [`enqueue`] in its own transaction, which turns each
+//! routed conversion into one dispatch per subscribed destination. A [`Forwarder`] claims due
+//! dispatches in short transactions (`FOR UPDATE SKIP LOCKED`, with a lease), sends them outside
+//! any transaction, in batches, and records every attempt and the new status under the lease it
+//! claimed them with. Operators read and replay dispatches through [`views`].
+//!
+//! Every table is keyed by `workspace_id` first, and every function takes the workspace it acts
+//! for: no function reads or changes another workspace's rows.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod crypto;
+pub mod destinations;
+mod error;
+pub mod ids;
 pub mod model;
+pub mod platforms;
+pub mod queue;
+mod validate;
+pub mod views;
+pub mod worker;
+
+pub use crypto::Cipher;
+pub use destinations::{
+    create_destination, delete_destination, get_destination, list_destinations, update_destination,
+    Credentials, Destination, DestinationConfig, DestinationView,
+};
+pub use error::{Error, Result};
+pub use platforms::{Endpoints, RetryPolicy};
+pub use queue::{enqueue, DispatchKind, DispatchStatus};
+pub use views::{
+    dispatch_stats, dispatches_for_event, get_dispatch, list_dispatches, retract, retry_dispatch,
+    retry_dispatches, AttemptView, DestinationStats, DispatchDetail, DispatchFilter,
+    DispatchSummary, DispatchView, RetractReport, Stats,
+};
+pub use worker::{DispatchReport, Forwarder, ForwarderConfig};
+
+use serde::Serialize;
+
+/// A page of a list: `{"data": [...], "nextCursor": "…" | null}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    /// The items, newest first.
+    pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// The name of this crate's migration history table.
+pub const MIGRATION_TABLE: &str = "forwarder_schema_history";
+
+/// Applies this crate's pending migrations (forward only).
+///
+/// # Errors
+/// [`Error::Migration`].
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
+    embedded::migrations::runner()
+        .set_migration_table_name(MIGRATION_TABLE)
+        .run_async(client)
+        .await?;
+    Ok(())
+}
+
+/// The migrations this crate embeds, as `(version, name)`; used to tell whether a database is current.
+pub fn migrations() -> Vec<(i32, String)> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| (m.version(), m.name().to_owned()))
+        .collect()
+}

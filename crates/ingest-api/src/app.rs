@@ -4,7 +4,12 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use actix_web::dev::Server;
+use attribution_matcher::MatchSettings;
+use deadpool_postgres::Pool;
+use tokio::sync::Notify;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use dedup::InFlight;
@@ -13,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::ingest::Ingest;
+use crate::pipeline::Workers;
 use crate::writer::{Writer, WriterConfig};
 use crate::{db, routes, telemetry};
 
@@ -22,20 +28,116 @@ pub struct Application {
     addr: SocketAddr,
     writer: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    workers: Option<Workers>,
+}
+
+/// The attribution settings of the operator's settings.
+pub fn match_settings(settings: &Settings) -> MatchSettings {
+    MatchSettings {
+        pending_window: settings.pending_window,
+        ..MatchSettings::default()
+    }
+}
+
+/// The key that seals destination credentials, if the operator gave one.
+pub fn cipher(settings: &Settings) -> anyhow::Result<Option<forwarder::Cipher>> {
+    settings
+        .secret_key
+        .as_ref()
+        .map(|key| forwarder::Cipher::from_key(key.expose()))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("CONVRELAY_SECRET_KEY must be 32 bytes, as 64 hex digits or base64"))
+}
+
+/// The forwarder as the operator configured it; none without a secret key (nothing could be
+/// unsealed), which is said once in the log.
+pub fn forwarder(settings: &Settings, pool: &Pool) -> anyhow::Result<Option<forwarder::Forwarder>> {
+    let Some(cipher) = cipher(settings)? else {
+        tracing::warn!("CONVRELAY_SECRET_KEY is not set: destinations are disabled and nothing is forwarded");
+        return Ok(None);
+    };
+    let config = forwarder::ForwarderConfig {
+        endpoints: forwarder::Endpoints {
+            google_ads: settings.google_ads_url.clone(),
+            google_data_manager: settings.google_data_manager_url.clone(),
+            google_oauth: settings.google_oauth_url.clone(),
+            meta: settings.meta_url.clone(),
+        },
+        retry: forwarder::RetryPolicy::from_settings(
+            settings.retry_initial_ms,
+            settings.retry_max_ms,
+            settings.retry_max_attempts,
+        ),
+        lease: settings.lease,
+        ..forwarder::ForwarderConfig::default()
+    };
+    Ok(Some(forwarder::Forwarder::new(pool.clone(), cipher, config)))
+}
+
+/// Applies pending migrations and builds the pool.
+async fn prepare(settings: &Settings) -> anyhow::Result<Pool> {
+    let mut client = db::connect(&settings.database_url).await?;
+    db::migrate_all(&mut client).await?;
+    drop(client);
+    Ok(db::pool(
+        &settings.database_url,
+        settings.db_pool_size,
+        settings.db_timeout,
+    )?)
+}
+
+/// `convrelay worker`: the pipeline workers alone, until SIGTERM/SIGINT.
+pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
+    let pool = prepare(&settings).await?;
+    let forwarder = forwarder(&settings, &pool)?;
+    let workers = Workers::start(
+        pool,
+        match_settings(&settings),
+        Arc::new(Notify::new()),
+        forwarder,
+    );
+    tracing::info!("workers running");
+    wait_for_signal().await;
+    tracing::info!("stopping: workers finish what they hold");
+    workers.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 impl Application {
-    /// Applies pending migrations, connects, binds and prepares to serve.
+    /// Applies pending migrations, connects, binds and prepares to serve, with the pipeline
+    /// workers in the same process.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let mut client = db::connect(&settings.database_url).await?;
-        db::migrate_all(&mut client).await?;
-        drop(client);
+        Self::build_with(settings, true).await
+    }
 
-        let pool = db::pool(
-            &settings.database_url,
-            settings.db_pool_size,
-            settings.db_timeout,
-        )?;
+    /// As [`Application::build`]; `workers: false` serves the API alone (`serve --no-workers`).
+    pub async fn build_with(settings: Settings, workers: bool) -> anyhow::Result<Self> {
+        let pool = prepare(&settings).await?;
+        let stored = Arc::new(Notify::new());
+        let cipher = cipher(&settings)?;
+        let workers = if workers {
+            Some(Workers::start(
+                pool.clone(),
+                match_settings(&settings),
+                Arc::clone(&stored),
+                forwarder(&settings, &pool)?,
+            ))
+        } else {
+            None
+        };
         let (writer, writer_task) = Writer::spawn(
             pool.clone(),
             WriterConfig {
@@ -44,6 +146,7 @@ impl Application {
                 queue: 100_000,
                 timeout: settings.db_timeout,
                 idempotency_ttl: settings.idempotency_ttl,
+                stored,
             },
         );
         let ingest = web::Data::new(Ingest {
@@ -58,6 +161,7 @@ impl Application {
             tokio::spawn(purge_idempotency_keys(pool.clone())),
         ];
         let pool = web::Data::new(pool);
+        let cipher = web::Data::new(crate::routes::destinations::Sealing(cipher));
         crate::metrics::handle();
         crate::metrics::describe();
         let metrics_token = web::Data::new(crate::routes::ops::MetricsToken(
@@ -73,6 +177,7 @@ impl Application {
                 .app_data(auth.clone())
                 .app_data(pool.clone())
                 .app_data(metrics_token.clone())
+                .app_data(cipher.clone())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -85,6 +190,7 @@ impl Application {
             addr,
             writer: writer_task,
             background,
+            workers,
         })
     }
 
@@ -99,6 +205,9 @@ impl Application {
         let result = self.server.await;
         for task in &self.background {
             task.abort();
+        }
+        if let Some(workers) = self.workers {
+            workers.stop().await;
         }
         if tokio::time::timeout(Duration::from_secs(10), self.writer)
             .await

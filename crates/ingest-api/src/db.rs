@@ -28,9 +28,15 @@ pub enum DbError {
     /// A migration failed.
     #[error("migration failed")]
     Migrate(#[from] refinery::Error),
-    /// A crate's migrations failed.
+    /// The dedup crate's migrations failed.
     #[error("migration failed")]
     Dedup(#[from] dedup::Error),
+    /// The matcher's migrations failed.
+    #[error("migration failed")]
+    Matcher(#[from] attribution_matcher::Error),
+    /// The forwarder's migrations failed.
+    #[error("migration failed")]
+    Forwarder(#[from] forwarder::Error),
 }
 
 /// Builds the pool. Connections fail fast (`timeout`) so that a database outage becomes a 503,
@@ -92,6 +98,8 @@ pub async fn migrate_all(client: &mut tokio_postgres::Client) -> Result<(), DbEr
             .run_async(client)
             .await?;
         dedup::migrate(client).await?;
+        attribution_matcher::migrate(client).await?;
+        forwarder::migrate(client).await?;
         Ok(())
     }
     .await;
@@ -108,8 +116,15 @@ pub fn migrations_id() -> String {
     for m in embedded::migrations::runner().get_migrations() {
         id.push_str(&format!("journal:{}:{};", m.version(), m.name()));
     }
-    for (v, name) in dedup::migrations() {
-        id.push_str(&format!("dedup:{v}:{name};"));
+    let crates = [
+        ("dedup", dedup::migrations()),
+        ("matcher", attribution_matcher::migrations()),
+        ("forwarder", forwarder::migrations()),
+    ];
+    for (krate, migrations) in crates {
+        for (v, name) in migrations {
+            id.push_str(&format!("{krate}:{v}:{name};"));
+        }
     }
     id
 }
@@ -131,6 +146,19 @@ pub fn expected_versions() -> Vec<(&'static str, i32)> {
         (
             dedup::MIGRATION_TABLE,
             newest(dedup::migrations().into_iter().map(|(v, _)| v).collect()),
+        ),
+        (
+            attribution_matcher::MIGRATION_TABLE,
+            newest(
+                attribution_matcher::migrations()
+                    .into_iter()
+                    .map(|(v, _)| v)
+                    .collect(),
+            ),
+        ),
+        (
+            forwarder::MIGRATION_TABLE,
+            newest(forwarder::migrations().into_iter().map(|(v, _)| v).collect()),
         ),
     ]
 }

@@ -92,10 +92,28 @@ pub struct StoredEvent {
     pub received_at: OffsetDateTime,
     /// The normalised event in its wire form.
     pub payload: serde_json::Value,
+    /// When it was retracted, if it was.
+    pub retracted_at: Option<OffsetDateTime>,
+    /// Why.
+    pub retract_reason: Option<String>,
 }
 
+impl StoredEvent {
+    fn from_row(r: &tokio_postgres::Row) -> Self {
+        Self {
+            id: r.get(0),
+            received_at: r.get(1),
+            payload: r.get(2),
+            retracted_at: r.get(3),
+            retract_reason: r.get(4),
+        }
+    }
+}
+
+
 const GET: &str = "
-    SELECT id, received_at, payload FROM events WHERE workspace_id = $1 AND id = $2";
+    SELECT id, received_at, payload, retracted_at, retract_reason
+    FROM events WHERE workspace_id = $1 AND id = $2";
 
 /// One event of a workspace.
 pub async fn get_event(
@@ -107,11 +125,7 @@ pub async fn get_event(
     Ok(client
         .query_opt(&stmt, &[&workspace_id, &id])
         .await?
-        .map(|r| StoredEvent {
-            id: r.get(0),
-            received_at: r.get(1),
-            payload: r.get(2),
-        }))
+        .map(|r| StoredEvent::from_row(&r)))
 }
 
 /// Filters of the event list; every one optional.
@@ -132,7 +146,7 @@ pub struct EventFilter {
 }
 
 const LIST: &str = "
-    SELECT id, received_at, payload FROM events
+    SELECT id, received_at, payload, retracted_at, retract_reason FROM events
     WHERE workspace_id = $1
       AND ($2::text IS NULL OR kind = $2)
       AND ($3::text IS NULL OR customer_external_id = $3)
@@ -164,16 +178,12 @@ pub async fn list_events(
         )
         .await?
         .into_iter()
-        .map(|r| StoredEvent {
-            id: r.get(0),
-            received_at: r.get(1),
-            payload: r.get(2),
-        })
+        .map(|r| StoredEvent::from_row(&r))
         .collect())
 }
 
 const GET_MANY: &str = "
-    SELECT id, received_at, payload FROM events
+    SELECT id, received_at, payload, retracted_at, retract_reason FROM events
     WHERE workspace_id = $1 AND id = ANY($2)
     ORDER BY id";
 
@@ -191,10 +201,27 @@ pub async fn get_events(
         .query(&stmt, &[&workspace_id, &ids])
         .await?
         .into_iter()
-        .map(|r| StoredEvent {
-            id: r.get(0),
-            received_at: r.get(1),
-            payload: r.get(2),
-        })
+        .map(|r| StoredEvent::from_row(&r))
         .collect())
+}
+
+const RETRACT: &str = "
+    UPDATE events SET retracted_at = coalesce(retracted_at, now()),
+                      retract_reason = coalesce(retract_reason, $3)
+    WHERE workspace_id = $1 AND id = $2
+    RETURNING id, received_at, payload, retracted_at, retract_reason";
+
+/// Marks an event retracted (the first retraction's time and reason stay); `None` when the
+/// workspace has no such event.
+pub async fn retract_event(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    id: Uuid,
+    reason: &str,
+) -> Result<Option<StoredEvent>, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(RETRACT).await?;
+    Ok(client
+        .query_opt(&stmt, &[&workspace_id, &id, &reason])
+        .await?
+        .map(|r| StoredEvent::from_row(&r)))
 }

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod journal;
 pub mod keys;
 pub mod metrics;
+pub mod pipeline;
 pub mod problem;
 pub mod query;
 pub mod read;

@@ -18,8 +18,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply pending migrations, then serve the HTTP API until SIGTERM.
-    Serve,
+    /// Apply pending migrations, then serve the HTTP API and run the pipeline workers
+    /// (attribution and forwarding) until SIGTERM.
+    Serve {
+        /// Serve the API only; run the workers elsewhere with `convrelay worker`.
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Apply pending migrations, then run the pipeline workers alone until SIGTERM.
+    Worker,
     /// Apply pending migrations and exit.
     Migrate,
     /// Manage API keys.
@@ -65,13 +72,19 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init();
     match cli.command {
-        Command::Serve => {
+        Command::Serve { no_workers } => {
             let settings = Settings::from_env()?;
-            let app = Application::build(settings)
+            let app = Application::build_with(settings, !no_workers)
                 .await
                 .context("cannot start the service")?;
             tracing::info!(addr = %app.addr(), "serving");
             app.run_until_stopped().await?;
+        }
+        Command::Worker => {
+            let settings = Settings::from_env()?;
+            ingest_api::app::run_workers(settings)
+                .await
+                .context("cannot run the workers")?;
         }
         Command::Migrate => {
             let mut client = db::connect(&database_url()?).await?;

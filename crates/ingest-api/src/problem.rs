@@ -35,6 +35,10 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 409: the `Idempotency-Key` is held by a request still in flight.
     IdempotencyKeyInFlight,
+    /// 409: the resource is not in a state that allows this (e.g. retrying a succeeded dispatch).
+    Conflict(String),
+    /// 503: destinations need `CONVRELAY_SECRET_KEY`, which the operator has not set.
+    SecretKeyMissing,
     /// 413: the body is over the limit.
     PayloadTooLarge {
         /// The limit in bytes.
@@ -95,6 +99,12 @@ impl ApiError {
                 "idempotency-key-in-flight",
                 "Idempotency-Key in use",
                 "A request with this Idempotency-Key is still in flight; retry once it has been answered.".into(),
+            ),
+            Self::Conflict(detail) => ("conflict", "Conflict", detail.clone()),
+            Self::SecretKeyMissing => (
+                "secret-key-missing",
+                "Destinations unavailable",
+                "The operator has not set CONVRELAY_SECRET_KEY, so credentials cannot be sealed.".into(),
             ),
             Self::PayloadTooLarge { limit } => (
                 "payload-too-large",
@@ -186,7 +196,8 @@ impl ResponseError for ApiError {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            Self::IdempotencyKeyInFlight | Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::SecretKeyMissing => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -268,6 +279,28 @@ impl From<dedup::Error> for ApiError {
             },
             dedup::Error::Database(e) => e.into(),
             dedup::Error::Migration(e) => Self::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<attribution_matcher::Error> for ApiError {
+    fn from(e: attribution_matcher::Error) -> Self {
+        match e {
+            attribution_matcher::Error::Database(e) => e.into(),
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<forwarder::Error> for ApiError {
+    fn from(e: forwarder::Error) -> Self {
+        match e {
+            forwarder::Error::Invalid(errors) => Self::Validation(errors),
+            forwarder::Error::NotFound => Self::NotFound,
+            forwarder::Error::Conflict(detail) => Self::Conflict(detail),
+            forwarder::Error::Database(e) => e.into(),
+            forwarder::Error::Pool(e) => e.into(),
+            other => Self::Internal(Box::new(other)),
         }
     }
 }

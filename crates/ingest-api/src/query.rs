@@ -5,6 +5,7 @@ use events::FieldError;
 
 use crate::ids;
 use crate::journal::EventFilter;
+use crate::problem::ApiError;
 
 /// The default page size.
 pub const LIMIT_DEFAULT: i64 = 50;
@@ -112,6 +113,73 @@ impl EventQuery {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// Query parameters of an endpoint that takes only the names it knows; the checks of each
+/// value collect every error, like body validation.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    /// Reads a query string, refusing names not in `allowed` (422, one error each).
+    pub fn parse(query: &str, allowed: &[&str]) -> Result<Self, ApiError> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+            .map(web::Query::into_inner)
+            .map_err(|_| {
+                ApiError::Validation(vec![error("", "format", "the query string cannot be read")])
+            })?;
+        let unknown: Vec<FieldError> = pairs
+            .iter()
+            .filter(|(name, _)| !allowed.contains(&name.as_str()))
+            .map(|(name, _)| error(name, "unknown_field", "is not a parameter of this endpoint"))
+            .collect();
+        if unknown.is_empty() {
+            Ok(Self { pairs })
+        } else {
+            Err(ApiError::Validation(unknown))
+        }
+    }
+
+    /// The last value given for `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `limit`: 1 to [`LIMIT_MAX`], default [`LIMIT_DEFAULT`].
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.get("limit") {
+            None => Ok(LIMIT_DEFAULT),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if (1..=LIMIT_MAX).contains(&n) => Ok(n),
+                _ => Err(ApiError::Validation(vec![error(
+                    "limit",
+                    "range",
+                    format!("must be an integer from 1 to {LIMIT_MAX}"),
+                )])),
+            },
+        }
+    }
+
+    /// An RFC 3339 time parameter, if given.
+    pub fn time(&self, name: &str) -> Result<Option<time::OffsetDateTime>, FieldError> {
+        self.get(name)
+            .map(|raw| {
+                events::parse_timestamp(raw).map_err(|_| {
+                    error(
+                        name,
+                        "format",
+                        "must be an RFC 3339 time with offset, e.g. 2026-04-10T12:34:56.000Z",
+                    )
+                })
+            })
+            .transpose()
     }
 }
 

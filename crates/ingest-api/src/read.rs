@@ -1,6 +1,8 @@
-//! Reading events back: one by id, or a page of a workspace's events.
+//! Reading events back: one by id (with its attribution, routing and dispatches), or a page of a
+//! workspace's events.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
+use events::{Attribution, RouteDecision};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -9,14 +11,30 @@ use crate::journal::{self, EventFilter, StoredEvent};
 use crate::problem::ApiError;
 use crate::query::EventQuery;
 
-/// An event as shown: its id and arrival, then the event as stored (normalised).
+/// An event as listed: its id and arrival, then the event as stored (normalised).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
     id: String,
     received_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retracted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retract_reason: Option<String>,
     #[serde(flatten)]
     event: events::Event,
+}
+
+/// An event with what the pipeline made of it: `attribution` (null until decided), `routing`
+/// (why each destination type was or was not chosen) and `dispatches`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDetail {
+    #[serde(flatten)]
+    view: EventView,
+    attribution: Option<Attribution>,
+    routing: Vec<RouteDecision>,
+    dispatches: Vec<forwarder::DispatchSummary>,
 }
 
 /// A page of a list.
@@ -28,23 +46,46 @@ pub struct Page<T> {
 }
 
 fn view(stored: StoredEvent) -> Result<EventView, ApiError> {
-    let event: events::Event =
-        serde_json::from_value(stored.payload).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let event: events::Event = serde_json::from_value(stored.payload)
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(EventView {
         id: ids::to_wire(ids::EVENT, stored.id),
         received_at: events::format_timestamp(stored.received_at),
+        retracted_at: stored.retracted_at.map(events::format_timestamp),
+        retract_reason: stored.retract_reason,
         event,
     })
 }
 
+/// An event's detail, from its stored form.
+pub async fn detail(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    stored: StoredEvent,
+) -> Result<EventDetail, ApiError> {
+    let id = stored.id;
+    let decision = attribution_matcher::get_decision(client, workspace_id, id).await?;
+    let dispatches = forwarder::dispatches_for_event(client, workspace_id, id).await?;
+    let (attribution, routing) = match decision {
+        Some(d) => (Some(d.attribution), d.routes),
+        None => (None, Vec::new()),
+    };
+    Ok(EventDetail {
+        view: view(stored)?,
+        attribution,
+        routing,
+        dispatches,
+    })
+}
+
 /// One event of the workspace, by its wire id; 404 when it is not the workspace's.
-pub async fn event(pool: &Pool, workspace_id: Uuid, id: &str) -> Result<EventView, ApiError> {
+pub async fn event(pool: &Pool, workspace_id: Uuid, id: &str) -> Result<EventDetail, ApiError> {
     let id = ids::from_wire(ids::EVENT, id).ok_or(ApiError::NotFound)?;
     let client = pool.get().await?;
     let stored = journal::get_event(&client, workspace_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    view(stored)
+    detail(&client, workspace_id, stored).await
 }
 
 /// A page of the workspace's events, newest first.
@@ -69,4 +110,94 @@ pub async fn events(
         data: rows.into_iter().map(view).collect::<Result<_, _>>()?,
         next_cursor,
     })
+}
+
+/// `POST /v1/events/{id}/retract`: the event leaves reports; destinations that can retract get
+/// a retraction, the others record `not_supported`. Idempotent.
+pub async fn retract(
+    pool: &Pool,
+    workspace_id: Uuid,
+    id: &str,
+    reason: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let id = ids::from_wire(ids::EVENT, id).ok_or(ApiError::NotFound)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let stored = journal::retract_event(&tx, workspace_id, id, reason)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let report = forwarder::retract(&tx, workspace_id, id, reason).await?;
+    tx.commit().await?;
+    Ok(serde_json::json!({
+        "id": ids::to_wire(ids::EVENT, id),
+        "retractedAt": stored.retracted_at.map(events::format_timestamp),
+        "reason": stored.retract_reason,
+        "retractions": report.retractions,
+        "cancelled": report.cancelled,
+    }))
+}
+
+/// How long `mode: "wait"` waits for attribution before it answers without it.
+pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(serde::Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    id: String,
+    event: String,
+    status: String,
+    duplicate: bool,
+    received_at: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Decided {
+    #[serde(flatten)]
+    accepted: Accepted,
+    attribution: Option<Attribution>,
+    routing: Vec<RouteDecision>,
+    dispatches: Vec<forwarder::DispatchSummary>,
+}
+
+/// `mode: "wait"`: waits until attribution has decided (matched, unmatched or pending — the
+/// pending window is not waited out) and routing is recorded, then answers the accepted body
+/// with `attribution`, `routing` and `dispatches` added. Polls with a deadline ([`WAIT_LIMIT`]);
+/// past it, `attribution` is null.
+pub async fn await_decision(
+    pool: &Pool,
+    workspace_id: Uuid,
+    accepted: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let accepted: Accepted =
+        serde_json::from_slice(accepted).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let id = ids::from_wire(ids::EVENT, &accepted.id)
+        .ok_or_else(|| ApiError::Internal("an accepted event has no id".into()))?;
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    let mut pause = std::time::Duration::from_millis(2);
+    let decision = loop {
+        let client = pool.get().await?;
+        if let Some(d) = attribution_matcher::get_decision(&client, workspace_id, id).await? {
+            break Some(d);
+        }
+        drop(client);
+        if tokio::time::Instant::now() + pause > deadline {
+            break None;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    };
+    let client = pool.get().await?;
+    let dispatches = forwarder::dispatches_for_event(&client, workspace_id, id).await?;
+    let (attribution, routing) = match decision {
+        Some(d) => (Some(d.attribution), d.routes),
+        None => (None, Vec::new()),
+    };
+    serde_json::to_vec(&Decided {
+        accepted,
+        attribution,
+        routing,
+        dispatches,
+    })
+    .map_err(|e| ApiError::Internal(Box::new(e)))
 }

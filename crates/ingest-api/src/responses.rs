@@ -139,3 +139,78 @@ pub fn render(shape: &Shape, outcomes: &[Outcome]) -> Rendered {
         },
     }
 }
+
+/// `POST /v1/clicks`: 201 with the click when new, 200 with the first registration when the
+/// clickId was known.
+pub fn render_click(registered: &attribution_matcher::RegisteredClick) -> Rendered {
+    let status = if registered.created { 201 } else { 200 };
+    match serde_json::to_vec(&registered.click) {
+        Ok(body) => Rendered { status, body },
+        Err(_) => Rendered {
+            status: 500,
+            body: b"{}".to_vec(),
+        },
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClickBatchItem<'a> {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    click_id: Option<&'a str>,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+/// `POST /v1/clicks/batch`: always 200, one result per item in request order.
+pub fn render_click_batch(
+    total: usize,
+    rejected: &[(usize, Vec<FieldError>)],
+    registered: &[attribution_matcher::RegisteredClick],
+) -> Rendered {
+    let mut results = Vec::with_capacity(total);
+    let mut registered_items = registered.iter();
+    let mut rejected_items = rejected.iter().peekable();
+    let (mut accepted, mut duplicates) = (0, 0);
+    for index in 0..total {
+        if let Some((_, errors)) = rejected_items.next_if(|(i, _)| *i == index) {
+            results.push(ClickBatchItem {
+                index,
+                click_id: None,
+                status: "rejected",
+                duplicate: None,
+                errors: Some(errors),
+            });
+        } else if let Some(r) = registered_items.next() {
+            if r.created {
+                accepted += 1;
+            } else {
+                duplicates += 1;
+            }
+            results.push(ClickBatchItem {
+                index,
+                click_id: Some(&r.click.click_id),
+                status: "accepted",
+                duplicate: Some(!r.created),
+                errors: None,
+            });
+        }
+    }
+    let body = serde_json::to_vec(&serde_json::json!({
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": rejected.len(),
+        "results": results,
+    }));
+    match body {
+        Ok(body) => Rendered { status: 200, body },
+        Err(_) => Rendered {
+            status: 500,
+            body: b"{}".to_vec(),
+        },
+    }
+}

@@ -34,6 +34,8 @@ pub struct WriterConfig {
     pub timeout: Duration,
     /// How long an Idempotency-Key answer is kept.
     pub idempotency_ttl: Duration,
+    /// Woken after a commit stored new events, so the attribution worker starts at once.
+    pub stored: Arc<tokio::sync::Notify>,
 }
 
 /// The Idempotency-Key part of a job.
@@ -289,6 +291,11 @@ async fn try_commit_group(
     journal::insert_events(&tx, &new_events)
         .await
         .map_err(db_error)?;
+    let arrivals: Vec<(Uuid, Uuid)> = new_events
+        .iter()
+        .map(|e| (e.workspace_id, e.id))
+        .collect();
+    attribution_matcher::enqueue(&tx, &arrivals).await?;
 
     // 4. The answers, kept for their Idempotency-Keys in this same transaction.
     let mut kept: Vec<(usize, Rendered)> = Vec::with_capacity(going.len());
@@ -313,6 +320,9 @@ async fn try_commit_group(
 
     tx.commit().await.map_err(db_error)?;
     metrics::histogram!("convrelay_ingest_group_events").record(new_events.len() as f64);
+    if !new_events.is_empty() {
+        config.stored.notify_one();
+    }
     for &j in &going {
         for (event, outcome) in jobs[j].events.iter().zip(&outcomes[j]) {
             let outcome = match outcome {

@@ -16,14 +16,14 @@ use crate::read;
 /// The header set on an answer replayed for an Idempotency-Key.
 pub const REPLAYED: &str = "Idempotent-Replayed";
 
-fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
     req.headers()
         .get("Idempotency-Key")
         .map(|v| IdempotencyKey::parse(v.as_bytes()).map_err(ApiError::from))
         .transpose()
 }
 
-fn respond(stored: Stored) -> HttpResponse {
+pub(crate) fn respond(stored: Stored) -> HttpResponse {
     let status = StatusCode::from_u16(stored.rendered.status).unwrap_or(StatusCode::OK);
     let mut res = HttpResponse::build(status);
     res.insert_header((header::CONTENT_TYPE, "application/json"));
@@ -43,6 +43,7 @@ pub async fn post_event(
     principal.require(Scope::Ingest)?;
     let idempotency_key = idempotency_key(&req)?;
     let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    let wait = value.get("mode").and_then(|m| m.as_str()) == Some("wait");
     let post = Post {
         principal: &principal,
         idempotency_key,
@@ -50,7 +51,13 @@ pub async fn post_event(
         body: &raw,
         value: &value,
     };
-    Ok(respond(ingest.single(post).await?))
+    let mut stored = ingest.single(post).await?;
+    if wait && stored.rendered.status == 202 && !stored.replayed {
+        stored.rendered.body =
+            read::await_decision(&ingest.pool, principal.workspace_id, &stored.rendered.body)
+                .await?;
+    }
+    Ok(respond(stored))
 }
 
 /// `POST /v1/events/batch`: up to 1000 events; each valid one is stored.
@@ -94,4 +101,49 @@ pub async fn list_events(
     let filter = EventQuery::parse(req.query_string()).map_err(ApiError::Validation)?;
     let page = read::events(&pool, principal.workspace_id, filter).await?;
     Ok(HttpResponse::Ok().json(page))
+}
+
+/// `POST /v1/events/{id}/retract` `{"reason": "refund"}`: undo a conversion. Idempotent.
+pub async fn retract(
+    req: HttpRequest,
+    principal: Principal,
+    path: web::Path<String>,
+    payload: web::Payload,
+    pool: web::Data<deadpool_postgres::Pool>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::Ingest)?;
+    let (_, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    let reason = retract_reason(&value)?;
+    let answer = read::retract(&pool, principal.workspace_id, &path, &reason).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// The body of a retraction: `{"reason"?: "…"}` (default `"retracted"`).
+fn retract_reason(value: &serde_json::Value) -> Result<String, ApiError> {
+    let mut errors = Vec::new();
+    let mut reason = "retracted".to_owned();
+    if let Some(map) = value.as_object() {
+        for (name, v) in map {
+            match (name.as_str(), v) {
+                ("reason", serde_json::Value::String(s)) if !s.trim().is_empty() && s.len() <= 255 => {
+                    reason = s.trim().to_owned();
+                }
+                ("reason", _) => errors.push(events::FieldError {
+                    field: "reason".into(),
+                    code: "type",
+                    message: "must be a non-empty string of at most 255 characters".into(),
+                }),
+                _ => errors.push(events::FieldError {
+                    field: name.clone(),
+                    code: "unknown_field",
+                    message: "is not a field of this request".into(),
+                }),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(reason)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
 }

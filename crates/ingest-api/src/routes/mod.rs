@@ -1,5 +1,9 @@
 //! HTTP routes: thin handlers that extract, call one function, and map the result.
 
+pub mod docs;
+pub mod clicks;
+pub mod destinations;
+pub mod dispatches;
 pub mod events;
 pub mod ops;
 
@@ -12,6 +16,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
+        .configure(docs::configure)
         .service(
             web::scope("/v1")
                 .service(
@@ -23,6 +28,64 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/events/batch")
                         .post(events::post_batch)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/clicks")
+                        .post(clicks::post_click)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/clicks/batch")
+                        .post(clicks::post_click_batch)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/clicks/{click_id}")
+                        .get(clicks::get_click)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/destinations")
+                        .post(destinations::create)
+                        .get(destinations::list)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/destinations/{id}")
+                        .get(destinations::get)
+                        .patch(destinations::update)
+                        .delete(destinations::delete)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/dispatches")
+                        .get(dispatches::list)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/dispatches/stats")
+                        .get(dispatches::stats)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/dispatches/retry")
+                        .post(dispatches::retry_many)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/dispatches/{id}")
+                        .get(dispatches::get)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/dispatches/{id}/retry")
+                        .post(dispatches::retry)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/events/{id}/retract")
+                        .post(events::retract)
                         .default_service(web::to(method_not_allowed)),
                 )
                 .service(

@@ -16,15 +16,33 @@ pub async fn test_db() -> TestDb {
     .await
 }
 
+/// A fixed test key that seals destination credentials.
+pub const SECRET_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
 /// Settings for a service on `database_url`, listening on a free loopback port.
 pub fn settings(database_url: &str) -> Settings {
+    settings_with(database_url, None)
+}
+
+/// Settings whose ad platforms all live at `platforms` (a fake server's address), with a
+/// retry schedule of milliseconds.
+pub fn settings_with(database_url: &str, platforms: Option<&str>) -> Settings {
     let url = database_url.to_owned();
+    let platforms = platforms.map(str::to_owned);
     Settings::from_lookup(move |name| match name {
         "DATABASE_URL" => Some(url.clone()),
         "CONVRELAY_LISTEN" => Some("127.0.0.1:0".into()),
         "CONVRELAY_RATE_LIMIT" => Some("0".into()),
         "CONVRELAY_HTTP_WORKERS" => Some("2".into()),
         "CONVRELAY_DB_TIMEOUT_MS" => Some("2000".into()),
+        "CONVRELAY_SECRET_KEY" => Some(SECRET_KEY.into()),
+        "CONVRELAY_RETRY_INITIAL_MS" => Some("10".into()),
+        "CONVRELAY_RETRY_MAX_MS" => Some("50".into()),
+        "CONVRELAY_RETRY_MAX_ATTEMPTS" => Some("3".into()),
+        "CONVRELAY_GOOGLE_ADS_URL" | "CONVRELAY_GOOGLE_DATA_MANAGER_URL" | "CONVRELAY_META_URL" => {
+            platforms.clone()
+        }
+        "CONVRELAY_GOOGLE_OAUTH_URL" => platforms.as_ref().map(|p| format!("{p}/token")),
         _ => None,
     })
     .unwrap()
@@ -86,6 +104,22 @@ impl TestApp {
             req = req.header("Idempotency-Key", k);
         }
         req.send().await.unwrap()
+    }
+
+    /// GETs with another key.
+    pub async fn get_as(&self, key: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs JSON with another key.
+    pub async fn post_as(&self, key: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.post_raw(path, key, serde_json::to_vec(body).unwrap(), None)
+            .await
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

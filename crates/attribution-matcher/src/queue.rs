@@ -1,0 +1,265 @@
+//! The matcher's work queue, and how a worker claims a step of it.
+//!
+//! Three kinds of work, all per workspace:
+//! - newly stored events, queued by [`enqueue`] inside the ingest transaction;
+//! - newly registered clicks, queued by [`crate::register_clicks`]; a claim files each into the
+//!   identity graph (as a click of the person who named its clickId, if anyone did) and turns it
+//!   into re-checks of that person's pending events it may match;
+//! - pending events: those a later event linked to new clicks (queued by [`crate::decide`]), and
+//!   those whose pending window is over.
+//!
+//! [`claim`] picks the workspace with the oldest work that no other worker holds, takes its
+//! transaction-scoped advisory lock (`pg_try_advisory_xact_lock`), and takes that workspace's
+//! oldest queue rows with `FOR UPDATE SKIP LOCKED`, deleting them. One worker at a time works on
+//! a workspace, so its events are attributed in arrival order and its identity graph has one
+//! writer; other workspaces go to other workers. Everything happens in the caller's transaction:
+//! if the worker dies before it commits, the rows are back and the lock is gone.
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// The work of one step: events of one workspace to attribute or look at again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The workspace, locked for the rest of the caller's transaction.
+    pub workspace_id: Uuid,
+    /// The events to hand to [`crate::decide`], in arrival order (UUIDv7 order), without
+    /// duplicates. May be empty when the step only filed registered clicks.
+    pub event_ids: Vec<Uuid>,
+}
+
+/// Counts for metrics and for telling whether the matcher keeps up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Rows waiting in the queue (events, clicks, re-checks), all workspaces.
+    pub queued: i64,
+    /// When the oldest of them was queued.
+    pub oldest_queued_at: Option<OffsetDateTime>,
+    /// Events waiting in the pending window for a late link.
+    pub pending: i64,
+}
+
+const ENQUEUE: &str = "
+    INSERT INTO match_queue (workspace_id, event_id)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[])";
+
+/// Queues newly stored events, given as `(workspace_id, event_id)` in arrival order, for the
+/// matcher. Meant for the ingest transaction: one small row per event, one statement.
+pub async fn enqueue(client: &impl GenericClient, arrivals: &[(Uuid, Uuid)]) -> Result<()> {
+    if arrivals.is_empty() {
+        return Ok(());
+    }
+    let workspaces: Vec<Uuid> = arrivals.iter().map(|(workspace, _)| *workspace).collect();
+    let events: Vec<Uuid> = arrivals.iter().map(|(_, event)| *event).collect();
+    let statement = client.prepare_cached(ENQUEUE).await?;
+    client.execute(&statement, &[&workspaces, &events]).await?;
+    Ok(())
+}
+
+/// The workspaces with the oldest work, skipping those in $1: queued rows by queueing time,
+/// expired pending events by the end of their window.
+const CANDIDATES: &str = "
+    SELECT workspace_id, min(since) AS since FROM (
+        (SELECT workspace_id, enqueued_at AS since FROM match_queue
+         WHERE workspace_id <> ALL($1)
+         ORDER BY id LIMIT $3)
+        UNION ALL
+        (SELECT workspace_id, pending_until AS since FROM attributions
+         WHERE status = 'pending' AND pending_until <= $2 AND workspace_id <> ALL($1)
+         ORDER BY pending_until LIMIT $3)
+    ) AS work
+    GROUP BY workspace_id
+    ORDER BY since
+    LIMIT $3";
+
+/// How many candidate rows one look at the queue reads.
+const CANDIDATE_ROWS: i64 = 64;
+
+/// How many looks a claim takes before it concludes that every workspace with work is held.
+const CANDIDATE_ROUNDS: usize = 4;
+
+const TRY_LOCK: &str = "
+    SELECT pg_try_advisory_xact_lock(hashtextextended('attribution-matcher:' || ($1::uuid)::text, 0))";
+
+const TAKE_QUEUED: &str = "
+    DELETE FROM match_queue
+    WHERE workspace_id = $1 AND id = ANY(ARRAY(
+        SELECT id FROM match_queue WHERE workspace_id = $1
+        ORDER BY id LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING id, event_id, click_identifier";
+
+const TAKE_EXPIRED: &str = "
+    SELECT event_id FROM attributions
+    WHERE workspace_id = $1 AND status = 'pending' AND pending_until <= $2
+    ORDER BY pending_until LIMIT $3
+    FOR UPDATE SKIP LOCKED";
+
+/// Files registered clicks as clicks of the person who named them, when someone did.
+const FILE_CLICKS: &str = "
+    INSERT INTO touches (workspace_id, identifier, person_id, clicked_at, click_id)
+    SELECT c.workspace_id, c.identifier, i.person_id, c.clicked_at, c.click_id
+    FROM unnest($2::bytea[]) AS q(identifier)
+    JOIN clicks c ON c.workspace_id = $1 AND c.identifier = q.identifier
+    JOIN identities i ON i.workspace_id = c.workspace_id AND i.identifier = c.identifier
+    ON CONFLICT DO NOTHING
+    RETURNING person_id, clicked_at, identifier";
+
+/// Pending events that newly filed clicks may match: the click happened before the event, or
+/// the event named it.
+const PENDING_FOR_CLICKS: &str = "
+    SELECT DISTINCT a.event_id
+    FROM unnest($2::uuid[], $3::timestamptz[], $4::bytea[]) AS g(person_id, clicked_at, identifier)
+    JOIN attributions a
+      ON a.workspace_id = $1 AND a.status = 'pending' AND a.person_id = g.person_id
+     AND (a.occurred_at >= g.clicked_at OR a.named_click = g.identifier)";
+
+/// [`claim_at`] now.
+pub async fn claim(client: &impl GenericClient, limit: usize) -> Result<Option<Claim>> {
+    claim_at(client, limit, OffsetDateTime::now_utc()).await
+}
+
+/// Claims the oldest work of one workspace that no other worker holds, for the rest of the
+/// caller's transaction; `None` when there is nothing to claim. `now` decides which pending
+/// windows are over.
+///
+/// At most `limit` queue rows and expired pending events are taken (a quarter of `limit` at
+/// most, at least one, for the expired ones, so that a busy workspace still expires its pending
+/// events); a registered click may add the pending events it may match on top.
+///
+/// Run it in a transaction at READ COMMITTED (the default) and call [`crate::decide`] in the
+/// same transaction before committing: the claimed rows are deleted here, so committing without
+/// deciding drops them.
+pub async fn claim_at(
+    client: &impl GenericClient,
+    limit: usize,
+    now: OffsetDateTime,
+) -> Result<Option<Claim>> {
+    if limit == 0 {
+        return Ok(None);
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let candidates = client.prepare_cached(CANDIDATES).await?;
+    let try_lock = client.prepare_cached(TRY_LOCK).await?;
+    let mut held: Vec<Uuid> = Vec::new();
+    for _ in 0..CANDIDATE_ROUNDS {
+        let rows = client
+            .query(&candidates, &[&held, &now, &CANDIDATE_ROWS])
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        for row in rows {
+            let workspace_id: Uuid = row.try_get(0)?;
+            let locked: bool = client
+                .query_one(&try_lock, &[&workspace_id])
+                .await?
+                .try_get(0)?;
+            if !locked {
+                held.push(workspace_id);
+                continue;
+            }
+            if let Some(claim) = take(client, workspace_id, limit, now).await? {
+                return Ok(Some(claim));
+            }
+            // Another worker emptied it between the look and the lock; the lock is harmless.
+            held.push(workspace_id);
+        }
+    }
+    Ok(None)
+}
+
+/// Takes the work of a workspace whose lock this transaction holds.
+async fn take(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    limit: i64,
+    now: OffsetDateTime,
+) -> Result<Option<Claim>> {
+    let expired_budget = (limit / 4).max(1);
+    let take_expired = client.prepare_cached(TAKE_EXPIRED).await?;
+    let mut event_ids: Vec<Uuid> = client
+        .query(&take_expired, &[&workspace_id, &now, &expired_budget])
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+
+    let take_queued = client.prepare_cached(TAKE_QUEUED).await?;
+    let queue_budget = limit.saturating_sub(i64::try_from(event_ids.len()).unwrap_or(limit));
+    let queued = if queue_budget > 0 {
+        client
+            .query(&take_queued, &[&workspace_id, &queue_budget])
+            .await?
+    } else {
+        Vec::new()
+    };
+    if event_ids.is_empty() && queued.is_empty() {
+        return Ok(None);
+    }
+    let mut clicks: Vec<Vec<u8>> = Vec::new();
+    for row in &queued {
+        if let Some(event_id) = row.try_get::<_, Option<Uuid>>(1)? {
+            event_ids.push(event_id);
+        }
+        if let Some(identifier) = row.try_get::<_, Option<Vec<u8>>>(2)? {
+            clicks.push(identifier);
+        }
+    }
+    if !clicks.is_empty() {
+        event_ids.extend(file_clicks(client, workspace_id, &clicks).await?);
+    }
+    event_ids.sort_unstable();
+    event_ids.dedup();
+    Ok(Some(Claim {
+        workspace_id,
+        event_ids,
+    }))
+}
+
+/// Files newly registered clicks into the graph; answers the pending events to look at again.
+async fn file_clicks(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    identifiers: &[Vec<u8>],
+) -> Result<Vec<Uuid>> {
+    let file = client.prepare_cached(FILE_CLICKS).await?;
+    let filed = client.query(&file, &[&workspace_id, &identifiers]).await?;
+    if filed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut persons: Vec<Uuid> = Vec::with_capacity(filed.len());
+    let mut clicked_at: Vec<OffsetDateTime> = Vec::with_capacity(filed.len());
+    let mut owners: Vec<Vec<u8>> = Vec::with_capacity(filed.len());
+    for row in &filed {
+        persons.push(row.try_get(0)?);
+        clicked_at.push(row.try_get(1)?);
+        owners.push(row.try_get(2)?);
+    }
+    let pending = client.prepare_cached(PENDING_FOR_CLICKS).await?;
+    client
+        .query(&pending, &[&workspace_id, &persons, &clicked_at, &owners])
+        .await?
+        .iter()
+        .map(|row| Ok(row.try_get(0)?))
+        .collect()
+}
+
+const STATS: &str = "
+    SELECT (SELECT count(*) FROM match_queue),
+           (SELECT enqueued_at FROM match_queue ORDER BY id LIMIT 1),
+           (SELECT count(*) FROM attributions WHERE status = 'pending')";
+
+/// How much work waits, over all workspaces.
+pub async fn queue_stats(client: &impl GenericClient) -> Result<QueueStats> {
+    let statement = client.prepare_cached(STATS).await?;
+    let row = client.query_one(&statement, &[]).await?;
+    Ok(QueueStats {
+        queued: row.try_get(0)?,
+        oldest_queued_at: row.try_get(1)?,
+        pending: row.try_get(2)?,
+    })
+}

@@ -1,0 +1,269 @@
+//! Which kinds of destination get a conversion, and why: the table of API.md's Routing section.
+//!
+//! | stage | google_ads | meta | webhook |
+//! |---|---|---|---|
+//! | matched (first decision) | iff gclid / gbraid / wbraid | iff fbclid / fbc | yes |
+//! | unmatched (first decision) | no | no | yes |
+//! | pending | no, until it matches | no, until it matches | yes, now |
+//! | matched late (was pending) | iff gclid / gbraid / wbraid | iff fbclid / fbc | no: already sent |
+//! | pending window over | no | no | no: already sent |
+//! | deferred lead | no | no | no |
+//!
+//! Each decision carries a reason for people, naming what was present or missing. Whether a
+//! destination subscribes to the event's kind is the forwarder's business.
+
+use events::{ClickIds, DestinationType, RouteDecision, Touchpoint};
+
+/// Where an event's attribution stands when it is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// A lead sent with `mode: "deferred"`: its identifiers were linked, nothing else.
+    Deferred,
+    /// First decision: a touchpoint was found.
+    Matched,
+    /// First decision: no touchpoint, and none is awaited.
+    Unmatched,
+    /// First decision: no touchpoint yet; a late link may still match it.
+    Pending,
+    /// A pending event was matched by a late link.
+    MatchedLate,
+    /// A pending event's window ended without a match.
+    Expired,
+}
+
+const GOOGLE_IDS: [&str; 3] = ["gclid", "gbraid", "wbraid"];
+const META_IDS: [&str; 2] = ["fbclid", "fbc"];
+
+/// One decision per kind of destination, in the order of [`DestinationType::ALL`]. `click` is the
+/// touchpoint of a matched event.
+pub fn route(stage: Stage, click: Option<&Touchpoint>) -> Vec<RouteDecision> {
+    DestinationType::ALL
+        .into_iter()
+        .map(|destination_type| {
+            let (dispatch, reason) = decide_one(stage, destination_type, click);
+            RouteDecision {
+                destination_type,
+                dispatch,
+                reason,
+            }
+        })
+        .collect()
+}
+
+fn decide_one(
+    stage: Stage,
+    destination_type: DestinationType,
+    click: Option<&Touchpoint>,
+) -> (bool, String) {
+    let name = destination_type.as_str();
+    match (stage, destination_type) {
+        (Stage::Deferred, _) => (
+            false,
+            "deferred lead: identifiers linked; not counted or dispatched".to_owned(),
+        ),
+        (Stage::Pending, DestinationType::Webhook) => {
+            (true, "attribution pending: webhooks get it now".to_owned())
+        }
+        (Stage::Pending, _) => (
+            false,
+            "attribution pending: sent if and when it matches".to_owned(),
+        ),
+        (Stage::Matched, DestinationType::Webhook) => (
+            true,
+            "matched: webhooks get every subscribed event".to_owned(),
+        ),
+        (Stage::Unmatched, DestinationType::Webhook) => (
+            true,
+            "unmatched: webhooks get every subscribed event".to_owned(),
+        ),
+        (Stage::MatchedLate | Stage::Expired, DestinationType::Webhook) => {
+            (false, "already sent while pending".to_owned())
+        }
+        (Stage::Matched | Stage::MatchedLate, platform) => {
+            let ids = click.map(|click| &click.click_ids);
+            let (wanted, action) = match platform {
+                DestinationType::GoogleAds => {
+                    (&GOOGLE_IDS[..], "google_ads offline click conversion")
+                }
+                _ => (&META_IDS[..], "meta conversions api event"),
+            };
+            let present = present_ids(ids, wanted);
+            let late = if stage == Stage::MatchedLate {
+                "matched late; "
+            } else {
+                ""
+            };
+            if present.is_empty() {
+                (
+                    false,
+                    format!("{late}no {}: {name} not applicable", wanted.join("/")),
+                )
+            } else {
+                (
+                    true,
+                    format!("{late}{} present: {action}", present.join(", ")),
+                )
+            }
+        }
+        (Stage::Unmatched, platform) => (
+            false,
+            format!(
+                "unmatched, no {}: {name} not applicable",
+                wanted_ids(platform).join("/")
+            ),
+        ),
+        (Stage::Expired, platform) => (
+            false,
+            format!(
+                "pending window over without a match, no {}: {name} not applicable",
+                wanted_ids(platform).join("/")
+            ),
+        ),
+    }
+}
+
+fn wanted_ids(platform: DestinationType) -> &'static [&'static str] {
+    match platform {
+        DestinationType::GoogleAds => &GOOGLE_IDS,
+        _ => &META_IDS,
+    }
+}
+
+fn present_ids(ids: Option<&ClickIds>, wanted: &[&'static str]) -> Vec<&'static str> {
+    let Some(ids) = ids else { return Vec::new() };
+    wanted
+        .iter()
+        .copied()
+        .filter(|name| ids.get(name).is_some())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn click(ids: ClickIds) -> Touchpoint {
+        Touchpoint {
+            click_id: None,
+            clicked_at: datetime!(2026-04-10 12:00 UTC),
+            click_ids: ids,
+            utm: None,
+            url: None,
+            referrer: None,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    fn decisions(stage: Stage, click: Option<&Touchpoint>) -> Vec<(&'static str, bool, String)> {
+        route(stage, click)
+            .into_iter()
+            .map(|r| (r.destination_type.as_str(), r.dispatch, r.reason))
+            .collect()
+    }
+
+    #[test]
+    fn a_gclid_goes_to_google_ads_and_webhooks_only() {
+        let touch = click(ClickIds {
+            gclid: Some("g".into()),
+            wbraid: Some("w".into()),
+            ..ClickIds::default()
+        });
+        assert_eq!(
+            decisions(Stage::Matched, Some(&touch)),
+            [
+                (
+                    "google_ads",
+                    true,
+                    "gclid, wbraid present: google_ads offline click conversion".into()
+                ),
+                ("meta", false, "no fbclid/fbc: meta not applicable".into()),
+                (
+                    "webhook",
+                    true,
+                    "matched: webhooks get every subscribed event".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_fbc_goes_to_meta() {
+        let touch = click(ClickIds {
+            fbc: Some("fb.1.2.3".into()),
+            ..ClickIds::default()
+        });
+        let routes = route(Stage::Matched, Some(&touch));
+        assert!(!routes[0].dispatch);
+        assert_eq!(
+            routes[0].reason,
+            "no gclid/gbraid/wbraid: google_ads not applicable"
+        );
+        assert!(routes[1].dispatch);
+        assert_eq!(routes[1].reason, "fbc present: meta conversions api event");
+    }
+
+    #[test]
+    fn pending_goes_to_webhooks_now_and_ad_platforms_later() {
+        let routes = route(Stage::Pending, None);
+        assert_eq!(
+            routes.iter().map(|r| r.dispatch).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        assert_eq!(
+            routes[0].reason,
+            "attribution pending: sent if and when it matches"
+        );
+        assert_eq!(routes[2].reason, "attribution pending: webhooks get it now");
+    }
+
+    #[test]
+    fn a_late_match_skips_webhooks_that_already_have_it() {
+        let touch = click(ClickIds {
+            gclid: Some("g".into()),
+            fbclid: Some("f".into()),
+            ..ClickIds::default()
+        });
+        let routes = route(Stage::MatchedLate, Some(&touch));
+        assert_eq!(
+            routes.iter().map(|r| r.dispatch).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        assert_eq!(routes[2].reason, "already sent while pending");
+    }
+
+    #[test]
+    fn nothing_is_dispatched_for_deferred_or_expired_events() {
+        for stage in [Stage::Deferred, Stage::Expired] {
+            assert!(route(stage, None).iter().all(|r| !r.dispatch), "{stage:?}");
+        }
+        let unmatched = route(Stage::Unmatched, None);
+        assert_eq!(
+            unmatched.iter().map(|r| r.dispatch).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        assert_eq!(
+            unmatched[0].reason,
+            "unmatched, no gclid/gbraid/wbraid: google_ads not applicable"
+        );
+    }
+
+    #[test]
+    fn every_destination_type_gets_one_decision_in_order() {
+        for stage in [
+            Stage::Deferred,
+            Stage::Matched,
+            Stage::Unmatched,
+            Stage::Pending,
+            Stage::MatchedLate,
+            Stage::Expired,
+        ] {
+            let types: Vec<_> = route(stage, None)
+                .iter()
+                .map(|r| r.destination_type)
+                .collect();
+            assert_eq!(types, DestinationType::ALL);
+        }
+    }
+}

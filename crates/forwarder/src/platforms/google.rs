@@ -1,0 +1,906 @@
+//! Google: offline click conversions through the Data Manager API (`events:ingest`, the default
+//! and the only path open to new adopters since June 2026) or the Google Ads API v26
+//! (`uploadClickConversions`; `uploadConversionAdjustments` for retractions), for allow-listed
+//! accounts.
+//!
+//! Both carry the same facts: one click id (gclid, else gbraid, else wbraid), the conversion
+//! action of the event's kind, the time in the API's own format, value and currency, the
+//! `orderId` / `transactionId` that makes a re-send count once, consent, and the email and phone
+//! hashed by Google's rules. They differ in how they fail: the Ads API answers 200 with a
+//! `partialFailureError` naming failed rows by index; the Data Manager API rejects the whole
+//! request for one bad event, naming it in a field violation, so those events fail and the others
+//! are sent again at once.
+
+use std::collections::{BTreeMap, HashSet};
+
+use events::{Consent, ConsentStatus, EventKind};
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{json, Map, Value};
+use time::{Duration as TimeDuration, OffsetDateTime, UtcOffset};
+
+use super::{
+    classify, hashing, order_id, record, Collector, Exchange, Platforms, RequestTarget, SendReport,
+};
+use crate::model::{Conversion, GoogleAdsConfig, GoogleApi, GoogleCredentials, Outcome};
+
+/// Most conversions (or adjustments, or Data Manager events) in one request.
+pub const MAX_PER_REQUEST: usize = 2000;
+
+/// The Google Ads API version in the paths.
+pub const ADS_API_VERSION: &str = "v26";
+
+/// How many times a Data Manager request is re-sent without the events its 400 named, before
+/// the rest are left to the next attempt.
+const MAX_DATA_MANAGER_ROUNDS: usize = 5;
+
+/// `conversionDateTime` / `adjustmentDateTime`: `yyyy-mm-dd hh:mm:ss+hh:mm`, here always in UTC.
+pub fn ads_datetime(at: OffsetDateTime) -> String {
+    let at = at.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00:00",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// Data Manager `eventTimestamp`: RFC 3339 in UTC with a `T` and a `Z`, whole seconds.
+pub fn data_manager_timestamp(at: OffsetDateTime) -> String {
+    let at = at.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// One conversion ready for either Google API.
+#[derive(Debug, Clone)]
+struct Row {
+    index: usize,
+    action_id: String,
+    order_id: String,
+    /// The event time, never after `now` (events may carry a few minutes of clock skew; Google
+    /// refuses times in the future).
+    at: OffsetDateTime,
+    click: Option<(&'static str, String)>,
+    email_sha256: Option<String>,
+    phone_sha256: Option<String>,
+    value: Option<(f64, &'static str)>,
+    consent: Option<Consent>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+fn digits_only(id: &str) -> String {
+    id.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// The conversion action id of `kind`: the number, also from a resource name
+/// (`customers/1/conversionActions/2`).
+fn action_id(config: &GoogleAdsConfig, kind: EventKind) -> Result<String, Outcome> {
+    let configured = config.conversion_actions.get(kind).ok_or_else(|| {
+        classify::permanent(format!(
+            "no conversion action is configured for {kind} events"
+        ))
+    })?;
+    let id = configured.rsplit('/').next().unwrap_or(configured).trim();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(classify::permanent(format!(
+            "the conversion action for {kind} events is not a numeric id"
+        )));
+    }
+    Ok(id.to_owned())
+}
+
+/// The Google click id of a conversion: the touchpoint's, else the event's own; gclid first,
+/// then gbraid, then wbraid (only one may be sent).
+fn google_click(conversion: &Conversion) -> Option<(&'static str, String)> {
+    let from = |ids: &events::ClickIds| {
+        [
+            ("gclid", &ids.gclid),
+            ("gbraid", &ids.gbraid),
+            ("wbraid", &ids.wbraid),
+        ]
+        .into_iter()
+        .find_map(|(name, value)| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(|value| (name, value.to_owned()))
+        })
+    };
+    conversion
+        .attribution
+        .click
+        .as_ref()
+        .and_then(|touchpoint| from(&touchpoint.click_ids))
+        .or_else(|| from(&conversion.event.click_ids))
+}
+
+fn prepare(
+    config: &GoogleAdsConfig,
+    index: usize,
+    conversion: &Conversion,
+    now: OffsetDateTime,
+) -> Result<Row, Outcome> {
+    let event = &conversion.event;
+    let action_id = action_id(config, event.kind)?;
+    let click = google_click(conversion);
+    let consent = event.consent;
+    let denied = consent.is_some_and(|consent| consent.ad_user_data_denied());
+    let (email_sha256, phone_sha256) = if denied {
+        (None, None)
+    } else {
+        (
+            event
+                .email
+                .as_ref()
+                .and_then(|email| hashing::google_email_sha256(email.as_str())),
+            event
+                .phone
+                .as_ref()
+                .and_then(|phone| hashing::google_phone_sha256(phone.as_str())),
+        )
+    };
+    if click.is_none() && email_sha256.is_none() && phone_sha256.is_none() {
+        let had_user_data = event.email.is_some() || event.phone.is_some();
+        let reason = if denied && had_user_data {
+            "consent_denied: adUserData is denied and there is no gclid, gbraid or wbraid to send"
+        } else {
+            "no_identifiers: no gclid, gbraid or wbraid and no email or phone"
+        };
+        return Err(Outcome::Skipped {
+            reason: reason.into(),
+        });
+    }
+    let touchpoint = conversion.attribution.click.as_ref();
+    let (ip, user_agent) = if denied {
+        (None, None)
+    } else {
+        (
+            event
+                .ip
+                .or_else(|| touchpoint.and_then(|click| click.ip))
+                .map(|ip| ip.to_string()),
+            event
+                .user_agent
+                .clone()
+                .or_else(|| touchpoint.and_then(|click| click.user_agent.clone())),
+        )
+    };
+    let value = event.value.and_then(|money| {
+        money
+            .amount()
+            .to_f64()
+            .map(|amount| (amount, money.currency().code()))
+    });
+    Ok(Row {
+        index,
+        action_id,
+        order_id: order_id(conversion),
+        at: event.timestamp.min(now),
+        click,
+        email_sha256,
+        phone_sha256,
+        value,
+        consent,
+        ip,
+        user_agent,
+    })
+}
+
+/// Splits rows into requests of at most [`MAX_PER_REQUEST`], never putting one order id twice in
+/// a request (Google refuses that as `DUPLICATE_ORDER_ID`).
+fn chunks<T>(rows: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+    let mut chunks: Vec<(Vec<T>, HashSet<String>)> = Vec::new();
+    for row in rows {
+        let id = key(&row).to_owned();
+        let slot = chunks
+            .iter_mut()
+            .position(|(rows, ids)| rows.len() < MAX_PER_REQUEST && !ids.contains(&id));
+        match slot {
+            Some(position) => {
+                let (rows, ids) = &mut chunks[position];
+                ids.insert(id);
+                rows.push(row);
+            }
+            None => chunks.push((vec![row], HashSet::from([id]))),
+        }
+    }
+    chunks.into_iter().map(|(rows, _)| rows).collect()
+}
+
+fn money_json(amount: f64) -> Value {
+    serde_json::Number::from_f64(amount).map_or(Value::Null, Value::Number)
+}
+
+fn ads_consent(consent: Option<Consent>) -> Option<Value> {
+    let status = consent?.ad_user_data?;
+    Some(json!({"adUserData": match status {
+        ConsentStatus::Granted => "GRANTED",
+        ConsentStatus::Denied => "DENIED",
+    }}))
+}
+
+fn data_manager_consent(consent: Option<Consent>) -> Option<Value> {
+    let consent = consent?;
+    let name = |status: ConsentStatus| match status {
+        ConsentStatus::Granted => "CONSENT_GRANTED",
+        ConsentStatus::Denied => "CONSENT_DENIED",
+    };
+    let mut map = Map::new();
+    if let Some(status) = consent.ad_user_data {
+        map.insert("adUserData".into(), name(status).into());
+    }
+    if let Some(status) = consent.ad_personalization {
+        map.insert("adPersonalization".into(), name(status).into());
+    }
+    (!map.is_empty()).then_some(Value::Object(map))
+}
+
+/// A `ClickConversion` of `uploadClickConversions`: exactly one of gclid, gbraid, wbraid or
+/// `userIdentifiers` (a braid refuses user identifiers, and with a gclid they are ignored).
+fn ads_conversion(customer_id: &str, row: &Row) -> Value {
+    let mut conversion = Map::new();
+    match &row.click {
+        Some((name, value)) => {
+            conversion.insert((*name).into(), value.clone().into());
+        }
+        None => {
+            let mut identifiers = Vec::new();
+            if let Some(hash) = &row.email_sha256 {
+                identifiers
+                    .push(json!({"hashedEmail": hash, "userIdentifierSource": "FIRST_PARTY"}));
+            }
+            if let Some(hash) = &row.phone_sha256 {
+                identifiers.push(
+                    json!({"hashedPhoneNumber": hash, "userIdentifierSource": "FIRST_PARTY"}),
+                );
+            }
+            conversion.insert("userIdentifiers".into(), identifiers.into());
+        }
+    }
+    conversion.insert(
+        "conversionAction".into(),
+        format!(
+            "customers/{customer_id}/conversionActions/{}",
+            row.action_id
+        )
+        .into(),
+    );
+    conversion.insert("conversionDateTime".into(), ads_datetime(row.at).into());
+    if let Some((amount, currency)) = row.value {
+        conversion.insert("conversionValue".into(), money_json(amount));
+        conversion.insert("currencyCode".into(), currency.into());
+    }
+    conversion.insert("orderId".into(), row.order_id.clone().into());
+    if let Some(consent) = ads_consent(row.consent) {
+        conversion.insert("consent".into(), consent);
+    }
+    Value::Object(conversion)
+}
+
+/// The reference of the Data Manager destination of a conversion action.
+fn destination_reference(action_id: &str) -> String {
+    format!("conversion_action_{action_id}")
+}
+
+/// An `IngestEventsRequest` for `rows`: one destination per conversion action they use.
+fn data_manager_body(config: &GoogleAdsConfig, rows: &[&Row]) -> Value {
+    let customer_id = digits_only(&config.customer_id);
+    let login = config.login_customer_id.as_deref().map(digits_only);
+    let actions: BTreeMap<&str, ()> = rows
+        .iter()
+        .map(|row| (row.action_id.as_str(), ()))
+        .collect();
+    let destinations: Vec<Value> = actions
+        .keys()
+        .map(|action_id| {
+            let mut destination = json!({
+                "reference": destination_reference(action_id),
+                "operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": customer_id},
+                "productDestinationId": action_id,
+            });
+            if let (Some(login), Some(map)) = (&login, destination.as_object_mut()) {
+                if !login.is_empty() && *login != customer_id {
+                    map.insert(
+                        "loginAccount".into(),
+                        json!({"accountType": "GOOGLE_ADS", "accountId": login}),
+                    );
+                }
+            }
+            destination
+        })
+        .collect();
+    let event_source = match config.event_source.trim() {
+        "" => "WEB".to_owned(),
+        source => source.to_ascii_uppercase(),
+    };
+    let events: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let mut event = Map::new();
+            event.insert(
+                "destinationReferences".into(),
+                json!([destination_reference(&row.action_id)]),
+            );
+            event.insert("transactionId".into(), row.order_id.clone().into());
+            event.insert(
+                "eventTimestamp".into(),
+                data_manager_timestamp(row.at).into(),
+            );
+            event.insert("eventSource".into(), event_source.clone().into());
+            if let Some((name, value)) = &row.click {
+                event.insert("adIdentifiers".into(), json!({ *name: value }));
+            }
+            if let Some((amount, currency)) = row.value {
+                event.insert("conversionValue".into(), money_json(amount));
+                event.insert("currency".into(), currency.into());
+            }
+            let mut identifiers = Vec::new();
+            if let Some(hash) = &row.email_sha256 {
+                identifiers.push(json!({"emailAddress": hash}));
+            }
+            if let Some(hash) = &row.phone_sha256 {
+                identifiers.push(json!({"phoneNumber": hash}));
+            }
+            if !identifiers.is_empty() {
+                event.insert("userData".into(), json!({"userIdentifiers": identifiers}));
+            }
+            if let Some(consent) = data_manager_consent(row.consent) {
+                event.insert("consent".into(), consent);
+            }
+            let mut device = Map::new();
+            if let Some(agent) = &row.user_agent {
+                device.insert("userAgent".into(), agent.clone().into());
+            }
+            if let Some(ip) = &row.ip {
+                device.insert("ipAddress".into(), ip.clone().into());
+            }
+            if !device.is_empty() {
+                event.insert("eventDeviceInfo".into(), Value::Object(device));
+            }
+            Value::Object(event)
+        })
+        .collect();
+    json!({
+        "destinations": destinations,
+        "encoding": "HEX",
+        "events": events,
+        "validateOnly": config.validate_only,
+    })
+}
+
+/// A collector that keeps the credentials out of every outcome.
+fn collector_for(creds: &GoogleCredentials, count: usize) -> Collector {
+    let mut collector = Collector::new(count);
+    collector.add_secret(&creds.client_secret);
+    collector.add_secret(&creds.refresh_token);
+    if let Some(developer_token) = creds.developer_token.as_deref() {
+        collector.add_secret(developer_token);
+    }
+    collector
+}
+
+/// Everything a record must not show.
+fn secrets<'a>(creds: &'a GoogleCredentials, token: &'a str) -> Vec<&'a str> {
+    let mut secrets = vec![
+        creds.client_secret.as_str(),
+        creds.refresh_token.as_str(),
+        token,
+    ];
+    if let Some(developer_token) = creds.developer_token.as_deref() {
+        secrets.push(developer_token);
+    }
+    secrets
+}
+
+/// Sends with a cached access token; on a 401, refreshes it once and sends again. The error is
+/// the outcome of every conversion in the request (no token could be had).
+async fn send_authorized(
+    platforms: &Platforms,
+    creds: &GoogleCredentials,
+    target: RequestTarget,
+    indexes: &[usize],
+    collector: &mut Collector,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<(Exchange, String), Outcome> {
+    let token = platforms
+        .tokens
+        .access_token(platforms, creds, indexes, collector)
+        .await?;
+    collector.add_secret(&token);
+    let exchange = platforms.execute(build(&token)).await;
+    if exchange.status != Some(401) {
+        return Ok((exchange, token));
+    }
+    collector.requests.push(record(
+        target,
+        indexes.to_vec(),
+        &exchange,
+        Some("HTTP 401: the access token was refused; refreshing it once".into()),
+        &secrets(creds, &token),
+    ));
+    tracing::info!(
+        target = target.as_str(),
+        "google refused the access token; refreshing"
+    );
+    platforms.tokens.invalidate(creds, &token).await;
+    let token = platforms
+        .tokens
+        .access_token(platforms, creds, indexes, collector)
+        .await?;
+    collector.add_secret(&token);
+    let exchange = platforms.execute(build(&token)).await;
+    Ok((exchange, token))
+}
+
+fn log_exchange(target: RequestTarget, exchange: &Exchange, count: usize) {
+    tracing::debug!(
+        target = target.as_str(),
+        status = ?exchange.status,
+        duration_ms = u64::try_from(exchange.duration.as_millis()).unwrap_or(u64::MAX),
+        conversions = count,
+        request_id = exchange.header("request-id").as_deref().unwrap_or(""),
+        "google request"
+    );
+}
+
+/// True when a field path element names `field`: Google writes proto field names there
+/// (`conversion_adjustments`), our bodies use their JSON names (`conversionAdjustments`).
+fn same_field(name: &str, field: &str) -> bool {
+    name.replace('_', "").eq_ignore_ascii_case(field)
+}
+
+/// The outcome of each row of an Ads API answer: succeeded unless `partialFailureError` names
+/// it (`location.fieldPathElements` with `fieldName == list_field`).
+fn ads_row_outcomes(body: &Value, list_field: &str, count: usize) -> Vec<Outcome> {
+    let mut outcomes = vec![Outcome::Succeeded; count];
+    let Some(failure) = body
+        .get("partialFailureError")
+        .filter(|failure| failure.is_object())
+    else {
+        return outcomes;
+    };
+    let errors: Vec<&Value> = failure
+        .get("details")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|detail| detail.get("errors").and_then(Value::as_array))
+        .flatten()
+        .collect();
+    if errors.is_empty() {
+        // Something failed but Google did not say which: every row goes again; the order id
+        // makes the ones already taken come back as ORDER_ID_ALREADY_IN_USE.
+        let message = failure.get("message").and_then(Value::as_str).unwrap_or("");
+        let outcome = classify::retry(format!("partial failure without details: {message}"), None);
+        return vec![outcome; count];
+    }
+    for error in errors {
+        let (family, code) = classify::google_error_code(error)
+            .unwrap_or_else(|| ("unknown".into(), "UNKNOWN".into()));
+        let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+        let outcome = classify::google_ads_row(&family, &code, message);
+        let index = error
+            .pointer("/location/fieldPathElements")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|element| {
+                element
+                    .get("fieldName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|name| same_field(name, list_field))
+            })
+            .and_then(|element| element.get("index"))
+            .and_then(Value::as_u64)
+            .and_then(|index| usize::try_from(index).ok());
+        match index {
+            Some(index) if index < count => {
+                let current = std::mem::replace(&mut outcomes[index], Outcome::Succeeded);
+                outcomes[index] = classify::worse(current, outcome);
+            }
+            // An error about no row in particular concerns them all.
+            _ => {
+                for slot in &mut outcomes {
+                    let current = std::mem::replace(slot, Outcome::Succeeded);
+                    *slot = classify::worse(current, outcome.clone());
+                }
+            }
+        }
+    }
+    outcomes
+}
+
+/// The outcomes of an Ads API request, and the request-level error to record.
+fn ads_outcomes(
+    exchange: &Exchange,
+    list_field: &str,
+    count: usize,
+) -> (Vec<Outcome>, Option<String>) {
+    if let Some(outcome) = exchange.transport_outcome() {
+        return (vec![outcome; count], None);
+    }
+    let status = exchange.status.unwrap_or(0);
+    if exchange.is_success() {
+        return match exchange.json().filter(Value::is_object) {
+            Some(body) => (ads_row_outcomes(&body, list_field, count), None),
+            None => {
+                let outcome = classify::unexpected_body(status, "not JSON");
+                let error = outcome_error(&outcome);
+                (vec![outcome; count], error)
+            }
+        };
+    }
+    let outcome = classify::google_request_failure(status, exchange.retry_after(), &exchange.body);
+    let error = outcome_error(&outcome);
+    (vec![outcome; count], error)
+}
+
+fn outcome_error(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Retry { error, .. } | Outcome::Permanent { error } => Some(error.clone()),
+        _ => None,
+    }
+}
+
+/// One of the two Ads API methods.
+#[derive(Debug, Clone, Copy)]
+struct AdsMethod {
+    target: RequestTarget,
+    /// The custom method in the path.
+    name: &'static str,
+    /// The list of rows in the body, named in `partialFailureError` locations.
+    list_field: &'static str,
+}
+
+const UPLOAD_CLICK_CONVERSIONS: AdsMethod = AdsMethod {
+    target: RequestTarget::GoogleAdsUploadClickConversions,
+    name: "uploadClickConversions",
+    list_field: "conversions",
+};
+
+const UPLOAD_CONVERSION_ADJUSTMENTS: AdsMethod = AdsMethod {
+    target: RequestTarget::GoogleAdsUploadConversionAdjustments,
+    name: "uploadConversionAdjustments",
+    list_field: "conversionAdjustments",
+};
+
+/// POSTs one Ads API request and records what every row got.
+async fn ads_request(
+    platforms: &Platforms,
+    config: &GoogleAdsConfig,
+    creds: &GoogleCredentials,
+    ads_method: AdsMethod,
+    items: Vec<Value>,
+    indexes: Vec<usize>,
+    collector: &mut Collector,
+) {
+    let AdsMethod {
+        target,
+        name: method,
+        list_field,
+    } = ads_method;
+    let customer_id = digits_only(&config.customer_id);
+    let url = super::join(
+        &platforms.endpoints.google_ads,
+        &format!("/{ADS_API_VERSION}/customers/{customer_id}:{method}"),
+    );
+    let body = json!({
+        list_field: items,
+        "partialFailure": true,
+        "validateOnly": config.validate_only,
+    });
+    let body = body.to_string();
+    let login = config
+        .login_customer_id
+        .as_deref()
+        .map(digits_only)
+        .filter(|login| !login.is_empty());
+    let build = |token: &str| {
+        let mut request = platforms
+            .client
+            .post(&url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone());
+        if let Some(developer_token) = creds
+            .developer_token
+            .as_deref()
+            .filter(|token| !token.is_empty())
+        {
+            request = request.header("developer-token", developer_token);
+        }
+        if let Some(login) = &login {
+            request = request.header("login-customer-id", login.as_str());
+        }
+        request
+    };
+    match send_authorized(platforms, creds, target, &indexes, collector, build).await {
+        Err(outcome) => collector.set_all(&indexes, &outcome),
+        Ok((exchange, token)) => {
+            log_exchange(target, &exchange, indexes.len());
+            let (outcomes, error) = ads_outcomes(&exchange, list_field, indexes.len());
+            collector.requests.push(record(
+                target,
+                indexes.clone(),
+                &exchange,
+                error,
+                &secrets(creds, &token),
+            ));
+            for (index, outcome) in indexes.into_iter().zip(outcomes) {
+                collector.set(index, outcome);
+            }
+        }
+    }
+}
+
+/// Sends rows through the Data Manager API, re-sending at once without the events a 400 named.
+async fn data_manager_request(
+    platforms: &Platforms,
+    config: &GoogleAdsConfig,
+    creds: &GoogleCredentials,
+    rows: Vec<Row>,
+    collector: &mut Collector,
+) {
+    let target = RequestTarget::GoogleDataManagerIngest;
+    let url = super::join(
+        &platforms.endpoints.google_data_manager,
+        "/v1/events:ingest",
+    );
+    let mut pending: Vec<&Row> = rows.iter().collect();
+    for _ in 0..MAX_DATA_MANAGER_ROUNDS {
+        let indexes: Vec<usize> = pending.iter().map(|row| row.index).collect();
+        let body = data_manager_body(config, &pending).to_string();
+        let build = |token: &str| {
+            platforms
+                .client
+                .post(&url)
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        };
+        let (exchange, token) =
+            match send_authorized(platforms, creds, target, &indexes, collector, build).await {
+                Ok(answer) => answer,
+                Err(outcome) => {
+                    collector.set_all(&indexes, &outcome);
+                    return;
+                }
+            };
+        log_exchange(target, &exchange, indexes.len());
+        let secrets = secrets(creds, &token);
+        if let Some(outcome) = exchange.transport_outcome() {
+            collector
+                .requests
+                .push(record(target, indexes.clone(), &exchange, None, &secrets));
+            collector.set_all(&indexes, &outcome);
+            return;
+        }
+        let status = exchange.status.unwrap_or(0);
+        if exchange.is_success() {
+            let outcome = if exchange.json().is_some_and(|body| body.is_object()) {
+                Outcome::Succeeded
+            } else {
+                classify::unexpected_body(status, "not JSON")
+            };
+            collector.requests.push(record(
+                target,
+                indexes.clone(),
+                &exchange,
+                outcome_error(&outcome),
+                &secrets,
+            ));
+            collector.set_all(&indexes, &outcome);
+            return;
+        }
+        let named: Vec<(usize, String)> = if status == 400 {
+            classify::data_manager_violations(&exchange.body)
+                .into_iter()
+                .filter(|(position, _)| *position < pending.len())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if named.is_empty() {
+            let outcome =
+                classify::google_request_failure(status, exchange.retry_after(), &exchange.body);
+            collector.requests.push(record(
+                target,
+                indexes.clone(),
+                &exchange,
+                outcome_error(&outcome),
+                &secrets,
+            ));
+            collector.set_all(&indexes, &outcome);
+            return;
+        }
+        collector.requests.push(record(
+            target,
+            indexes.clone(),
+            &exchange,
+            Some(format!(
+                "HTTP 400: {} of {} events refused; re-sending the others",
+                named.len(),
+                pending.len()
+            )),
+            &secrets,
+        ));
+        let refused: HashSet<usize> = named.iter().map(|(position, _)| *position).collect();
+        for (position, violation) in named {
+            collector.set(
+                pending[position].index,
+                classify::permanent(format!("HTTP 400 INVALID_ARGUMENT: {violation}")),
+            );
+        }
+        pending = pending
+            .into_iter()
+            .enumerate()
+            .filter(|(position, _)| !refused.contains(position))
+            .map(|(_, row)| row)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+    }
+    let indexes: Vec<usize> = pending.iter().map(|row| row.index).collect();
+    collector.set_all(
+        &indexes,
+        &classify::retry(
+            "the Data Manager API kept refusing other events of the request; sending again later",
+            None,
+        ),
+    );
+}
+
+/// See [`Platforms::send_google`].
+pub(super) async fn send(
+    platforms: &Platforms,
+    config: &GoogleAdsConfig,
+    creds: &GoogleCredentials,
+    batch: &[Conversion],
+    now: OffsetDateTime,
+) -> SendReport {
+    let mut collector = collector_for(creds, batch.len());
+    let mut rows = Vec::new();
+    for (index, conversion) in batch.iter().enumerate() {
+        match prepare(config, index, conversion, now) {
+            Ok(row) => rows.push(row),
+            Err(outcome) => collector.set(index, outcome),
+        }
+    }
+    let customer_id = digits_only(&config.customer_id);
+    for chunk in chunks(rows, |row| row.order_id.as_str()) {
+        match config.api {
+            GoogleApi::DataManager => {
+                data_manager_request(platforms, config, creds, chunk, &mut collector).await;
+            }
+            GoogleApi::GoogleAdsApi => {
+                let indexes = chunk.iter().map(|row| row.index).collect();
+                let items = chunk
+                    .iter()
+                    .map(|row| ads_conversion(&customer_id, row))
+                    .collect();
+                ads_request(
+                    platforms,
+                    config,
+                    creds,
+                    UPLOAD_CLICK_CONVERSIONS,
+                    items,
+                    indexes,
+                    &mut collector,
+                )
+                .await;
+            }
+        }
+    }
+    collector.finish()
+}
+
+/// See [`Platforms::retract_google`].
+pub(super) async fn retract(
+    platforms: &Platforms,
+    config: &GoogleAdsConfig,
+    creds: &GoogleCredentials,
+    batch: &[Conversion],
+    now: OffsetDateTime,
+) -> SendReport {
+    if config.api == GoogleApi::DataManager {
+        return SendReport::uniform(
+            batch.len(),
+            &Outcome::Skipped {
+                reason: "not_supported".into(),
+            },
+        );
+    }
+    let customer_id = digits_only(&config.customer_id);
+    let mut collector = collector_for(creds, batch.len());
+    let mut rows: Vec<(usize, String, Value)> = Vec::new();
+    for (index, conversion) in batch.iter().enumerate() {
+        match action_id(config, conversion.event.kind) {
+            Ok(action) => {
+                let order_id = order_id(conversion);
+                // The adjustment must come after the conversion it adjusts.
+                let at = now.max(conversion.event.timestamp + TimeDuration::seconds(1));
+                let adjustment = json!({
+                    "orderId": order_id,
+                    "conversionAction": format!("customers/{customer_id}/conversionActions/{action}"),
+                    "adjustmentType": "RETRACTION",
+                    "adjustmentDateTime": ads_datetime(at),
+                });
+                rows.push((index, order_id, adjustment));
+            }
+            Err(outcome) => collector.set(index, outcome),
+        }
+    }
+    for chunk in chunks(rows, |(_, order_id, _)| order_id.as_str()) {
+        let (indexes, items): (Vec<usize>, Vec<Value>) = chunk
+            .into_iter()
+            .map(|(index, _, adjustment)| (index, adjustment))
+            .unzip();
+        ads_request(
+            platforms,
+            config,
+            creds,
+            UPLOAD_CONVERSION_ADJUSTMENTS,
+            items,
+            indexes,
+            &mut collector,
+        )
+        .await;
+    }
+    collector.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn ads_times_have_a_space_and_an_offset_with_a_colon() {
+        let at = datetime!(2026-11-20 12:32:45.678 +01:00);
+        assert_eq!(ads_datetime(at), "2026-11-20 11:32:45+00:00");
+        assert_eq!(data_manager_timestamp(at), "2026-11-20T11:32:45Z");
+    }
+
+    #[test]
+    fn chunks_respect_the_limit_and_never_repeat_an_order_id() {
+        let rows: Vec<String> = (0..4500).map(|n| format!("o{}", n % 4000)).collect();
+        let chunks = chunks(rows, |row| row.as_str());
+        assert!(chunks.iter().all(|chunk| chunk.len() <= MAX_PER_REQUEST));
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 4500);
+        for chunk in &chunks {
+            let unique: HashSet<_> = chunk.iter().collect();
+            assert_eq!(unique.len(), chunk.len());
+        }
+        assert_eq!(chunks.len(), 3);
+    }
+
+    #[test]
+    fn partial_failure_rows_get_their_own_outcomes() {
+        let body = json!({"partialFailureError": {"code": 3, "message": "m", "details": [{
+            "@type": "type.googleapis.com/google.ads.googleads.v26.errors.GoogleAdsFailure",
+            "errors": [
+              {"errorCode": {"conversionUploadError": "EXPIRED_EVENT"}, "message": "old",
+               "location": {"fieldPathElements": [{"fieldName": "conversions", "index": 1}]}},
+              {"errorCode": {"conversionUploadError": "ORDER_ID_ALREADY_IN_USE"}, "message": "dup",
+               "location": {"fieldPathElements": [{"fieldName": "conversions", "index": 2}, {"fieldName": "order_id"}]}}
+            ]}]},
+            "results": [{"gclid": "a"}, {}, {}]});
+        let outcomes = ads_row_outcomes(&body, "conversions", 3);
+        assert_eq!(outcomes[0], Outcome::Succeeded);
+        assert_eq!(outcomes[1], classify::permanent("EXPIRED_EVENT: old"));
+        assert_eq!(outcomes[2], Outcome::AlreadyDelivered);
+    }
+}

@@ -1,0 +1,427 @@
+//! Meta Conversions API v26.0: `POST /v26.0/{pixel id}/events` with server events.
+//!
+//! Every event carries our event id as `event_id` on every attempt, so Meta counts a re-send
+//! once; `event_time` is in Unix seconds; `user_data` holds the click id as `fbc` (the cookie
+//! when the sender had it, else `fb.1.<click time in ms>.<fbclid>` with the fbclid exactly as
+//! received), `fbp`, the client's IP and user agent unhashed, and the email, phone and external
+//! id hashed by Meta's rules (phone digits without `+`).
+//!
+//! Meta refuses a whole request when one of its events is more than 7 days old, so such events
+//! are skipped (expired) and never sent. A request refused for an invalid parameter is split in
+//! halves until the events at fault are found, so that one bad event does not fail its batch.
+
+use std::time::Duration;
+
+use events::EventKind;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use super::{
+    classify, event_wire_id, hashing, order_id, record, Collector, Exchange, Platforms,
+    RequestTarget, SendReport,
+};
+use crate::model::{Conversion, MetaConfig, MetaCredentials, Outcome};
+
+/// Most events in one request.
+pub const MAX_PER_REQUEST: usize = 1000;
+
+/// The Graph API version in the path.
+pub const API_VERSION: &str = "v26.0";
+
+/// The oldest event Meta takes (other than `physical_store`).
+pub const MAX_EVENT_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The oldest `physical_store` event Meta takes.
+pub const MAX_STORE_EVENT_AGE: Duration = Duration::from_secs(62 * 24 * 3600);
+
+/// Events this close to the age limit are treated as expired: one that crosses it on the way
+/// would make Meta refuse the whole request.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Most extra requests spent splitting refused batches in one send.
+const MAX_SPLIT_REQUESTS: usize = 32;
+
+/// `partner_agent`: names the integration to Meta.
+const PARTNER_AGENT: &str = "convrelay";
+
+/// `fbc` built on the server from an fbclid: subdomain index 1, the click time in milliseconds,
+/// the fbclid exactly as received (it is case-sensitive).
+pub fn fbc_from_fbclid(fbclid: &str, clicked_at: OffsetDateTime) -> String {
+    let millis = clicked_at.unix_timestamp_nanos() / 1_000_000;
+    format!("fb.1.{millis}.{fbclid}")
+}
+
+fn non_empty(value: Option<&String>) -> Option<&str> {
+    value
+        .map(|value| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// The `fbc` of a conversion: the event's or the touchpoint's cookie, else one built from the
+/// touchpoint's fbclid (with its click time), else from the event's own fbclid (with the event
+/// time).
+fn fbc(conversion: &Conversion) -> Option<String> {
+    let event = &conversion.event;
+    let touchpoint = conversion.attribution.click.as_ref();
+    non_empty(event.click_ids.fbc.as_ref())
+        .or_else(|| touchpoint.and_then(|click| non_empty(click.click_ids.fbc.as_ref())))
+        .map(str::to_owned)
+        .or_else(|| {
+            touchpoint.and_then(|click| {
+                non_empty(click.click_ids.fbclid.as_ref())
+                    .map(|fbclid| fbc_from_fbclid(fbclid, click.clicked_at))
+            })
+        })
+        .or_else(|| {
+            non_empty(event.click_ids.fbclid.as_ref())
+                .map(|fbclid| fbc_from_fbclid(fbclid, event.timestamp))
+        })
+}
+
+fn event_name(config: &MetaConfig, kind: EventKind) -> String {
+    config
+        .event_names
+        .get(kind)
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map_or_else(
+            || match kind {
+                EventKind::Lead => "Lead".to_owned(),
+                EventKind::Sale => "Purchase".to_owned(),
+            },
+            str::to_owned,
+        )
+}
+
+fn prepare(
+    config: &MetaConfig,
+    conversion: &Conversion,
+    now: OffsetDateTime,
+) -> Result<Value, Outcome> {
+    let event = &conversion.event;
+    let touchpoint = conversion.attribution.click.as_ref();
+    let action_source = match config.action_source.trim() {
+        "" => "system_generated",
+        source => source,
+    };
+    let limit = if action_source == "physical_store" {
+        MAX_STORE_EVENT_AGE
+    } else {
+        MAX_EVENT_AGE
+    };
+    let age = now - event.timestamp;
+    if age >= limit.saturating_sub(EXPIRY_MARGIN) {
+        return Err(Outcome::Skipped {
+            reason: format!(
+                "expired: the event is more than {} days old, past Meta's limit",
+                limit.as_secs() / 86_400
+            ),
+        });
+    }
+    let fbc = fbc(conversion);
+    if fbc.is_none() && !config.match_without_click_id {
+        return Err(Outcome::Skipped {
+            reason: "no_click_id: no fbclid or fbc, and matchWithoutClickId is off".into(),
+        });
+    }
+    let denied = event
+        .consent
+        .is_some_and(|consent| consent.ad_user_data_denied());
+
+    let mut user_data = Map::new();
+    if let Some(fbc) = fbc {
+        user_data.insert("fbc".into(), fbc.into());
+    }
+    let fbp = non_empty(event.click_ids.fbp.as_ref())
+        .or_else(|| touchpoint.and_then(|click| non_empty(click.click_ids.fbp.as_ref())));
+    if let Some(fbp) = fbp {
+        user_data.insert("fbp".into(), fbp.into());
+    }
+    if !denied {
+        if let Some(hash) = event
+            .email
+            .as_ref()
+            .and_then(|email| hashing::meta_email_sha256(email.as_str()))
+        {
+            user_data.insert("em".into(), json!([hash]));
+        }
+        if let Some(hash) = event
+            .phone
+            .as_ref()
+            .and_then(|phone| hashing::meta_phone_sha256(phone.as_str()))
+        {
+            user_data.insert("ph".into(), json!([hash]));
+        }
+        if let Some(hash) = event
+            .customer_external_id
+            .as_deref()
+            .and_then(hashing::meta_external_id_sha256)
+        {
+            user_data.insert("external_id".into(), json!([hash]));
+        }
+        if let Some(ip) = event.ip.or_else(|| touchpoint.and_then(|click| click.ip)) {
+            user_data.insert("client_ip_address".into(), ip.to_string().into());
+        }
+        let agent = non_empty(event.user_agent.as_ref())
+            .or_else(|| touchpoint.and_then(|click| non_empty(click.user_agent.as_ref())));
+        if let Some(agent) = agent {
+            user_data.insert("client_user_agent".into(), agent.into());
+        }
+    }
+    if user_data.is_empty() {
+        let had_user_data = event.email.is_some()
+            || event.phone.is_some()
+            || event.customer_external_id.is_some()
+            || event.ip.is_some()
+            || event.user_agent.is_some();
+        let reason = if denied && had_user_data {
+            "consent_denied: adUserData is denied and there is no fbclid, fbc or fbp to send"
+        } else {
+            "no_identifiers: nothing Meta could match the event on"
+        };
+        return Err(Outcome::Skipped {
+            reason: reason.into(),
+        });
+    }
+
+    let mut custom_data = Map::new();
+    if let Some(money) = event.value {
+        if let Some(amount) = money
+            .amount()
+            .to_f64()
+            .and_then(serde_json::Number::from_f64)
+        {
+            custom_data.insert("value".into(), Value::Number(amount));
+            custom_data.insert(
+                "currency".into(),
+                money.currency().code().to_ascii_lowercase().into(),
+            );
+        }
+    }
+    if event.kind == EventKind::Sale {
+        custom_data.insert("order_id".into(), order_id(conversion).into());
+    }
+    if !event.products.is_empty() {
+        let ids: Vec<&str> = event
+            .products
+            .iter()
+            .map(|product| product.id.as_str())
+            .collect();
+        custom_data.insert("content_ids".into(), json!(ids));
+        let contents: Vec<Value> = event
+            .products
+            .iter()
+            .map(|product| {
+                let mut content = json!({"id": product.id, "quantity": product.quantity});
+                if let (Some(price), Some(map)) = (
+                    product
+                        .price
+                        .and_then(|price| price.to_f64())
+                        .and_then(serde_json::Number::from_f64),
+                    content.as_object_mut(),
+                ) {
+                    map.insert("item_price".into(), Value::Number(price));
+                }
+                content
+            })
+            .collect();
+        custom_data.insert("contents".into(), contents.into());
+        custom_data.insert("content_type".into(), "product".into());
+    }
+
+    let mut server_event = Map::new();
+    server_event.insert("event_name".into(), event_name(config, event.kind).into());
+    server_event.insert(
+        "event_time".into(),
+        event.timestamp.min(now).unix_timestamp().into(),
+    );
+    server_event.insert("event_id".into(), event_wire_id(conversion.event_id).into());
+    server_event.insert("action_source".into(), action_source.into());
+    let source_url = non_empty(event.page_url.as_ref())
+        .or_else(|| touchpoint.and_then(|click| non_empty(click.url.as_ref())))
+        .filter(|url| url.starts_with("https://") || url.starts_with("http://"));
+    if let Some(url) = source_url {
+        server_event.insert("event_source_url".into(), url.into());
+    }
+    server_event.insert("user_data".into(), Value::Object(user_data));
+    if !custom_data.is_empty() {
+        server_event.insert("custom_data".into(), Value::Object(custom_data));
+    }
+    Ok(Value::Object(server_event))
+}
+
+/// What one request achieved for its events.
+enum Answer {
+    /// The same outcome for all of them.
+    All(Outcome, Option<String>),
+    /// Refused for an invalid parameter: perhaps only some events are at fault.
+    PayloadError(Outcome, String),
+}
+
+fn interpret(exchange: &Exchange, count: usize) -> Answer {
+    if let Some(outcome) = exchange.transport_outcome() {
+        return Answer::All(outcome, None);
+    }
+    let status = exchange.status.unwrap_or(0);
+    if exchange.is_success() {
+        return match exchange.json().filter(Value::is_object) {
+            Some(body) => {
+                let received = body.get("events_received").and_then(Value::as_u64);
+                let note = received
+                    .filter(|received| usize::try_from(*received).ok() != Some(count))
+                    .map(|received| format!("Meta reported {received} of {count} events received"));
+                Answer::All(Outcome::Succeeded, note)
+            }
+            None => {
+                let outcome = classify::unexpected_body(status, "not JSON");
+                let error = error_text(&outcome);
+                Answer::All(outcome, error)
+            }
+        };
+    }
+    let failure = classify::meta_failure(status, exchange.retry_after(), &exchange.body);
+    let error = error_text(&failure.outcome);
+    if failure.payload_error {
+        Answer::PayloadError(failure.outcome, error.unwrap_or_default())
+    } else {
+        Answer::All(failure.outcome, error)
+    }
+}
+
+fn error_text(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Retry { error, .. } | Outcome::Permanent { error } => Some(error.clone()),
+        _ => None,
+    }
+}
+
+/// See [`Platforms::send_meta`].
+pub(super) async fn send(
+    platforms: &Platforms,
+    config: &MetaConfig,
+    creds: &MetaCredentials,
+    batch: &[Conversion],
+    now: OffsetDateTime,
+) -> SendReport {
+    let mut collector = Collector::new(batch.len());
+    collector.add_secret(&creds.access_token);
+    let pixel_id = config.pixel_id.trim();
+    if pixel_id.is_empty() || !pixel_id.chars().all(|c| c.is_ascii_digit()) {
+        let outcome = classify::permanent("the destination's pixelId is not a numeric id");
+        collector.set_all(&(0..batch.len()).collect::<Vec<_>>(), &outcome);
+        return collector.finish();
+    }
+    let address = super::join(
+        &platforms.endpoints.meta,
+        &format!("/{API_VERSION}/{pixel_id}/events"),
+    );
+    let Ok(mut url) = reqwest::Url::parse(&address) else {
+        let outcome = classify::permanent("the Meta base address is not a valid URL");
+        collector.set_all(&(0..batch.len()).collect::<Vec<_>>(), &outcome);
+        return collector.finish();
+    };
+    url.query_pairs_mut()
+        .append_pair("access_token", &creds.access_token);
+    let secrets = [creds.access_token.as_str()];
+
+    let mut rows: Vec<(usize, Value)> = Vec::new();
+    for (index, conversion) in batch.iter().enumerate() {
+        match prepare(config, conversion, now) {
+            Ok(event) => rows.push((index, event)),
+            Err(outcome) => collector.set(index, outcome),
+        }
+    }
+    let mut groups: Vec<Vec<(usize, Value)>> = Vec::new();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(MAX_PER_REQUEST));
+        groups.push(rest);
+        rest = tail;
+    }
+    groups.reverse();
+    let mut splits_left = MAX_SPLIT_REQUESTS;
+
+    while let Some(group) = groups.pop() {
+        let indexes: Vec<usize> = group.iter().map(|(index, _)| *index).collect();
+        let data: Vec<&Value> = group.iter().map(|(_, event)| event).collect();
+        let mut body = json!({"data": data, "partner_agent": PARTNER_AGENT});
+        if let (Some(code), Some(map)) = (
+            config
+                .test_event_code
+                .as_deref()
+                .map(str::trim)
+                .filter(|code| !code.is_empty()),
+            body.as_object_mut(),
+        ) {
+            map.insert("test_event_code".into(), code.into());
+        }
+        let request = platforms
+            .client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let exchange = platforms.execute(request).await;
+        tracing::debug!(
+            status = ?exchange.status,
+            duration_ms = u64::try_from(exchange.duration.as_millis()).unwrap_or(u64::MAX),
+            events = indexes.len(),
+            "meta request"
+        );
+        match interpret(&exchange, indexes.len()) {
+            Answer::All(outcome, error) => {
+                collector.requests.push(record(
+                    RequestTarget::MetaEvents,
+                    indexes.clone(),
+                    &exchange,
+                    error,
+                    &secrets,
+                ));
+                collector.set_all(&indexes, &outcome);
+            }
+            Answer::PayloadError(outcome, error) => {
+                if group.len() > 1 && splits_left >= 2 {
+                    splits_left -= 2;
+                    collector.requests.push(record(
+                        RequestTarget::MetaEvents,
+                        indexes,
+                        &exchange,
+                        Some(format!(
+                            "{error}; splitting the batch to find the refused events"
+                        )),
+                        &secrets,
+                    ));
+                    let mut first = group;
+                    let second = first.split_off(first.len() / 2);
+                    groups.push(second);
+                    groups.push(first);
+                } else {
+                    collector.requests.push(record(
+                        RequestTarget::MetaEvents,
+                        indexes.clone(),
+                        &exchange,
+                        Some(error),
+                        &secrets,
+                    ));
+                    collector.set_all(&indexes, &outcome);
+                }
+            }
+        }
+    }
+    collector.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn fbc_keeps_the_fbclid_exactly_and_uses_milliseconds() {
+        let at = datetime!(2019-04-08 22:49:01.205 UTC);
+        assert_eq!(
+            fbc_from_fbclid("AbCdEfGhIjKlMnOpQrStUvWxYz1234567890", at),
+            "fb.1.1554763741205.AbCdEfGhIjKlMnOpQrStUvWxYz1234567890"
+        );
+    }
+}

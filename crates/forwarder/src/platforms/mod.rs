@@ -1,0 +1,565 @@
+//! The ad-platform clients: Google (Data Manager API `events:ingest`, Google Ads API v26
+//! `uploadClickConversions` / `uploadConversionAdjustments`), the Meta Conversions API v26.0 and
+//! signed webhooks.
+//!
+//! A call here is one attempt for a batch of conversions: it may take several HTTP requests
+//! (chunks of the platform's maximum, an OAuth refresh, the one retry after a 401, the re-send
+//! of the events a Data Manager 400 did not name), but it never waits out a backoff. It answers a
+//! [`SendReport`]: one [`Outcome`] per conversion, in input order, and one [`RequestRecord`] per
+//! HTTP request made, so the caller can store what happened and schedule the next attempt with
+//! [`RetryPolicy`].
+//!
+//! Nothing secret or personal leaves this module in a log line or a record: response excerpts
+//! are redacted (token-like JSON keys and every credential in use) and cut at 2 KiB; errors never
+//! carry a URL (Meta's holds the access token); identifiers are logged as hash prefixes at most.
+
+pub mod classify;
+mod google;
+pub mod hashing;
+mod meta;
+mod oauth;
+pub mod retry;
+mod webhook;
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::model::{
+    Conversion, GoogleAdsConfig, GoogleCredentials, MetaConfig, MetaCredentials, Outcome,
+    WebhookConfig, WebhookCredentials,
+};
+pub use google::{ads_datetime, data_manager_timestamp, MAX_PER_REQUEST as GOOGLE_MAX_PER_REQUEST};
+pub use meta::{fbc_from_fbclid, MAX_PER_REQUEST as META_MAX_PER_REQUEST};
+pub use oauth::REFRESH_MARGIN;
+pub use retry::RetryPolicy;
+pub use webhook::{signature as webhook_signature, SIGNATURE_HEADER};
+
+/// Most bytes of a response kept in a [`RequestRecord`].
+pub const MAX_EXCERPT_BYTES: usize = 2048;
+
+/// Most bytes of a platform's answer read; a Google partial failure for 2,000 rows fits easily.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Where the platforms are. Operators set them (`CONVRELAY_GOOGLE_ADS_URL`, …); tests point
+/// them at fake servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Google Ads API base address (`https://googleads.googleapis.com`).
+    pub google_ads: String,
+    /// Data Manager API base address (`https://datamanager.googleapis.com`).
+    pub google_data_manager: String,
+    /// Google's OAuth token endpoint, the full address (`https://oauth2.googleapis.com/token`).
+    pub google_oauth: String,
+    /// Graph API base address (`https://graph.facebook.com`).
+    pub meta: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            google_ads: "https://googleads.googleapis.com".into(),
+            google_data_manager: "https://datamanager.googleapis.com".into(),
+            google_oauth: "https://oauth2.googleapis.com/token".into(),
+            meta: "https://graph.facebook.com".into(),
+        }
+    }
+}
+
+/// Which call a [`RequestRecord`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestTarget {
+    /// Google OAuth refresh-token exchange.
+    GoogleOAuth,
+    /// Data Manager API `events:ingest`.
+    GoogleDataManagerIngest,
+    /// Google Ads API `uploadClickConversions`.
+    GoogleAdsUploadClickConversions,
+    /// Google Ads API `uploadConversionAdjustments`.
+    GoogleAdsUploadConversionAdjustments,
+    /// Meta Conversions API `/{pixel}/events`.
+    MetaEvents,
+    /// A webhook receiver.
+    Webhook,
+}
+
+impl RequestTarget {
+    /// A stable name for logs and storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GoogleOAuth => "google_oauth",
+            Self::GoogleDataManagerIngest => "google_data_manager_ingest",
+            Self::GoogleAdsUploadClickConversions => "google_ads_upload_click_conversions",
+            Self::GoogleAdsUploadConversionAdjustments => {
+                "google_ads_upload_conversion_adjustments"
+            }
+            Self::MetaEvents => "meta_events",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// One HTTP request made for a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// What was called.
+    pub target: RequestTarget,
+    /// The input positions of the conversions this request carried (for an OAuth exchange: the
+    /// conversions waiting on it).
+    pub conversions: Vec<usize>,
+    /// The HTTP status, when an answer came.
+    pub http_status: Option<u16>,
+    /// From sending the request to the end of the answer (or the failure).
+    pub duration: Duration,
+    /// The start of the answer, redacted, at most [`MAX_EXCERPT_BYTES`].
+    pub response_excerpt: String,
+    /// What went wrong with the request as a whole (transport error, timeout, error status), if
+    /// anything; per-conversion errors are in the outcomes.
+    pub error: Option<String>,
+    /// The platform's own id of the request (Google's `request-id` header, Meta's
+    /// `fbtrace_id`), for support tickets.
+    pub platform_request_id: Option<String>,
+}
+
+/// What one send did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReport {
+    /// One outcome per conversion, in input order.
+    pub outcomes: Vec<Outcome>,
+    /// Every HTTP request made, in the order made.
+    pub requests: Vec<RequestRecord>,
+}
+
+impl SendReport {
+    /// The last request that carried the conversion at input position `index` (the one whose
+    /// answer decided its outcome); `None` when it was not sent (skipped, or refused before
+    /// sending).
+    pub fn request_for(&self, index: usize) -> Option<&RequestRecord> {
+        self.requests
+            .iter()
+            .rev()
+            .find(|record| record.conversions.contains(&index))
+    }
+
+    /// Every conversion gets the same outcome, with no request made.
+    fn uniform(count: usize, outcome: &Outcome) -> Self {
+        Self {
+            outcomes: vec![outcome.clone(); count],
+            requests: Vec::new(),
+        }
+    }
+}
+
+/// Outcomes being collected for a batch, filled in as answers come.
+struct Collector {
+    outcomes: Vec<Option<Outcome>>,
+    requests: Vec<RequestRecord>,
+    /// Credentials in use, blanked out of every outcome's message (a platform may echo them).
+    secrets: Vec<String>,
+}
+
+impl Collector {
+    fn new(count: usize) -> Self {
+        Self {
+            outcomes: vec![None; count],
+            requests: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+
+    fn add_secret(&mut self, secret: &str) {
+        if !self.secrets.iter().any(|known| known == secret) {
+            self.secrets.push(secret.to_owned());
+        }
+    }
+
+    fn set(&mut self, index: usize, outcome: Outcome) {
+        if let Some(slot) = self.outcomes.get_mut(index) {
+            *slot = Some(outcome);
+        }
+    }
+
+    fn set_all(&mut self, indexes: &[usize], outcome: &Outcome) {
+        for &index in indexes {
+            self.set(index, outcome.clone());
+        }
+    }
+
+    fn finish(self) -> SendReport {
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        let outcomes = self
+            .outcomes
+            .into_iter()
+            .map(|outcome| {
+                match outcome.unwrap_or_else(|| {
+                    classify::retry(
+                        "internal: no outcome was recorded for this conversion",
+                        None,
+                    )
+                }) {
+                    Outcome::Retry { error, after } => Outcome::Retry {
+                        error: redact_text(&error, &secrets),
+                        after,
+                    },
+                    Outcome::Permanent { error } => Outcome::Permanent {
+                        error: redact_text(&error, &secrets),
+                    },
+                    other => other,
+                }
+            })
+            .collect();
+        SendReport {
+            outcomes,
+            requests: self.requests,
+        }
+    }
+}
+
+/// The answer to one HTTP request, or why there was none.
+struct Exchange {
+    status: Option<u16>,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    duration: Duration,
+    transport_error: Option<String>,
+}
+
+impl Exchange {
+    fn is_success(&self) -> bool {
+        self.status
+            .is_some_and(|status| (200..300).contains(&status))
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        let value = self
+            .headers
+            .get(reqwest::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?;
+        classify::parse_retry_after(value, OffsetDateTime::now_utc())
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// The outcome when no answer came: a retried failure.
+    fn transport_outcome(&self) -> Option<Outcome> {
+        self.transport_error
+            .as_ref()
+            .map(|error| classify::retry(error.clone(), None))
+    }
+
+    fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// The platform clients, sharing one connection pool and one OAuth token cache.
+#[derive(Debug, Clone)]
+pub struct Platforms {
+    client: reqwest::Client,
+    endpoints: Endpoints,
+    timeout: Duration,
+    tokens: oauth::TokenCache,
+}
+
+impl Platforms {
+    /// Clients for `endpoints`; every request (connect, send, answer) must finish within
+    /// `timeout`, else it counts as a retried failure. Redirects are not followed.
+    pub fn new(endpoints: Endpoints, timeout: Duration) -> Self {
+        let built = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("convrelay-forwarder/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let client = match built {
+            Ok(client) => client,
+            Err(error) => {
+                // Only a broken TLS setup gets here; the default client is the best left.
+                tracing::error!(error = %error.without_url(), "building the HTTP client failed");
+                reqwest::Client::default()
+            }
+        };
+        Self {
+            client,
+            endpoints,
+            timeout,
+            tokens: oauth::TokenCache::default(),
+        }
+    }
+
+    /// Where requests go.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// Sends conversions to a `google_ads` destination: Data Manager `events:ingest` or Google
+    /// Ads API `uploadClickConversions`, as the config says, in requests of at most 2,000.
+    pub async fn send_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        google::send(self, config, creds, batch, now).await
+    }
+
+    /// Retracts conversions sent before: a Google Ads API `RETRACTION` adjustment by order id
+    /// each. The Data Manager API has no documented retraction: every conversion is then
+    /// `Skipped { reason: "not_supported" }` and nothing is sent.
+    pub async fn retract_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        google::retract(self, config, creds, batch, now).await
+    }
+
+    /// Sends conversions to the Meta Conversions API, in requests of at most 1,000 events.
+    pub async fn send_meta(
+        &self,
+        config: &MetaConfig,
+        creds: &MetaCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        meta::send(self, config, creds, batch, now).await
+    }
+
+    /// Delivers one conversion to a webhook, signed; `routing_json` is the routing decision as
+    /// `GET /v1/events/{id}` shows it.
+    pub async fn send_webhook(
+        &self,
+        config: &WebhookConfig,
+        creds: &WebhookCredentials,
+        conversion: &Conversion,
+        routing_json: &Value,
+        now: OffsetDateTime,
+    ) -> SendReport {
+        webhook::send(self, config, creds, conversion, routing_json, now).await
+    }
+
+    /// Sends a request and reads the answer (up to a limit), never failing: a transport error
+    /// or timeout is recorded in the [`Exchange`], without the URL.
+    async fn execute(&self, request: reqwest::RequestBuilder) -> Exchange {
+        let started = Instant::now();
+        let mut exchange = Exchange {
+            status: None,
+            headers: HeaderMap::new(),
+            body: Vec::new(),
+            duration: Duration::ZERO,
+            transport_error: None,
+        };
+        match request.send().await {
+            Ok(mut response) => {
+                exchange.status = Some(response.status().as_u16());
+                exchange.headers = response.headers().clone();
+                loop {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => {
+                            let room = MAX_BODY_BYTES.saturating_sub(exchange.body.len());
+                            exchange
+                                .body
+                                .extend_from_slice(&chunk[..chunk.len().min(room)]);
+                            if room <= chunk.len() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            exchange.transport_error = Some(self.describe(error));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => exchange.transport_error = Some(self.describe(error)),
+        }
+        exchange.duration = started.elapsed();
+        exchange
+    }
+
+    /// A transport error in words, without its URL.
+    fn describe(&self, error: reqwest::Error) -> String {
+        let kind = if error.is_timeout() {
+            format!("timeout after {} ms", self.timeout.as_millis())
+        } else if error.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            "request failed".to_owned()
+        };
+        let error = error.without_url();
+        let mut text = format!("{kind}: {error}");
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
+/// Builds the record of one request; `secrets` are replaced wherever they appear.
+fn record(
+    target: RequestTarget,
+    conversions: Vec<usize>,
+    exchange: &Exchange,
+    error: Option<String>,
+    secrets: &[&str],
+) -> RequestRecord {
+    let platform_request_id = exchange.header("request-id").or_else(|| {
+        exchange
+            .json()
+            .and_then(|body| {
+                body.get("fbtrace_id")
+                    .or_else(|| body.pointer("/error/fbtrace_id"))
+                    .or_else(|| body.get("requestId"))
+                    .cloned()
+            })
+            .and_then(|value| value.as_str().map(str::to_owned))
+    });
+    let error = error
+        .or_else(|| exchange.transport_error.clone())
+        .or_else(|| {
+            exchange
+                .status
+                .filter(|status| !(200..300).contains(status))
+                .map(|status| format!("HTTP {status}"))
+        });
+    RequestRecord {
+        target,
+        conversions,
+        http_status: exchange.status,
+        duration: exchange.duration,
+        response_excerpt: excerpt(&exchange.body, secrets),
+        error: error.map(|text| redact_text(&text, secrets)),
+        platform_request_id,
+    }
+}
+
+/// The start of a response body with nothing secret in it: values under token-, secret- or
+/// password-like JSON keys and every known credential are replaced, then the text is cut at
+/// [`MAX_EXCERPT_BYTES`] on a character boundary.
+pub fn excerpt(body: &[u8], secrets: &[&str]) -> String {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(mut value) => {
+            redact_json(&mut value);
+            value.to_string()
+        }
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    truncate(redact_text(&text, secrets), MAX_EXCERPT_BYTES)
+}
+
+fn redact_json(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                let key = key.to_ascii_lowercase();
+                if ["token", "secret", "password", "authorization"]
+                    .iter()
+                    .any(|word| key.contains(word))
+                {
+                    *value = Value::String("[redacted]".into());
+                } else {
+                    redact_json(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+fn redact_text(text: &str, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .filter(|secret| secret.len() >= 4)
+        .fold(text.to_owned(), |text, secret| {
+            text.replace(secret, "[redacted]")
+        })
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Our public id of an event, as the API shows it: `evt_` and the UUID's hex.
+pub fn event_wire_id(id: Uuid) -> String {
+    crate::ids::to_wire(crate::ids::EVENT, id)
+}
+
+/// The id a platform deduplicates a conversion by (Google's `orderId` / `transactionId`, Meta's
+/// `custom_data.order_id`): the sale's invoice id or the lead's id, else our event id. The same
+/// on every attempt, so that a re-send is counted once.
+pub fn order_id(conversion: &Conversion) -> String {
+    conversion
+        .event
+        .natural_key()
+        .map(str::to_owned)
+        .unwrap_or_else(|| event_wire_id(conversion.event_id))
+}
+
+/// A base address joined with a path, with no doubled slash.
+fn join(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn excerpts_hide_tokens_and_known_secrets_and_stay_short() {
+        let body = serde_json::to_vec(
+            &json!({"access_token": "ya29.secret", "nested": [{"refresh_token": "1//x"}],
+            "message": "token abcd1234 was refused"}),
+        )
+        .unwrap();
+        let text = excerpt(&body, &["abcd1234"]);
+        assert!(
+            !text.contains("ya29.secret") && !text.contains("1//x") && !text.contains("abcd1234"),
+            "{text}"
+        );
+        assert!(text.contains("[redacted]"));
+        let long = "é".repeat(5000);
+        let cut = excerpt(long.as_bytes(), &[]);
+        assert!(cut.len() <= MAX_EXCERPT_BYTES && cut.len() >= MAX_EXCERPT_BYTES - 1);
+        let plain = excerpt(b"<html>sk_live_1234 oops</html>", &["sk_live_1234"]);
+        assert_eq!(plain, "<html>[redacted] oops</html>");
+    }
+
+    #[test]
+    fn default_endpoints_are_the_real_addresses() {
+        let endpoints = Endpoints::default();
+        assert_eq!(
+            endpoints.google_oauth,
+            "https://oauth2.googleapis.com/token"
+        );
+        assert_eq!(
+            join(&endpoints.meta, "/v26.0/1/events"),
+            "https://graph.facebook.com/v26.0/1/events"
+        );
+        assert_eq!(join("http://x/", "/a"), "http://x/a");
+    }
+}

@@ -1,0 +1,658 @@
+//! The durable dispatch queue: one row per (event, destination, kind), from routing to the
+//! platform's answer.
+//!
+//! - [`enqueue`] runs inside the attribution step's transaction, so a routing decision and its
+//!   dispatches commit together. A unique key on (workspace, event, destination, kind) makes a
+//!   second enqueue of the same event a no-op.
+//! - [`claim_due`] takes due work in one statement: `FOR UPDATE SKIP LOCKED` so that concurrent
+//!   workers never take the same row, and a lease (`due_at` moves to the lease's end, a fresh
+//!   `lease_token` names the claim) so that a crashed worker's rows come back when it runs out.
+//! - [`record_results`] writes the attempts and new statuses in one statement, only for rows still
+//!   held under the claim's token: a worker that lost its lease cannot overwrite another's result.
+//!
+//! Statuses: `queued` → `in_flight` → `succeeded` | `retrying` | `failed` | `skipped`, and
+//! `cancelled` when the destination is deleted or the event retracted before the send.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use events::{
+    Attribution, AttributionStatus, DestinationType, Event, Mode, RouteDecision, RoutedEvent,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::destinations::{self, Destination, DestinationConfig};
+use crate::model::Conversion;
+use crate::{Error, Result};
+
+/// Where a dispatch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchStatus {
+    /// Waiting for its first attempt (or for its destination to be enabled).
+    Queued,
+    /// A worker holds it and is sending it.
+    InFlight,
+    /// The platform has it.
+    Succeeded,
+    /// An attempt failed; the next one is due at `nextAttemptAt`.
+    Retrying,
+    /// A permanent error, or attempts exhausted; `lastError` keeps the platform's message.
+    Failed,
+    /// Not sent on purpose; `reason` says why.
+    Skipped,
+    /// Not sent: its destination was deleted or its event retracted first.
+    Cancelled,
+}
+
+impl DispatchStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::InFlight,
+        Self::Succeeded,
+        Self::Retrying,
+        Self::Failed,
+        Self::Skipped,
+        Self::Cancelled,
+    ];
+
+    /// The wire and column name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::InFlight => "in_flight",
+            Self::Succeeded => "succeeded",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Reads a wire name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+impl fmt::Display for DispatchStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a dispatch delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchKind {
+    /// The conversion itself.
+    Conversion,
+    /// The undoing of a conversion delivered before (Google Ads `RETRACTION`).
+    Retraction,
+}
+
+impl DispatchKind {
+    /// The wire and column name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Conversion => "conversion",
+            Self::Retraction => "retraction",
+        }
+    }
+
+    /// Reads a column value.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "conversion" => Some(Self::Conversion),
+            "retraction" => Some(Self::Retraction),
+            _ => None,
+        }
+    }
+}
+
+/// The conversion as routed, stored with each dispatch (`payload`): everything a send needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Snapshot {
+    pub event_id: Uuid,
+    #[serde(with = "events::rfc3339_millis")]
+    pub received_at: OffsetDateTime,
+    pub event: Event,
+    pub attribution: Attribution,
+}
+
+impl Snapshot {
+    pub(crate) fn into_conversion(self, dispatch_id: Uuid) -> Conversion {
+        Conversion {
+            dispatch_id,
+            event_id: self.event_id,
+            received_at: self.received_at,
+            event: self.event,
+            attribution: self.attribution,
+        }
+    }
+}
+
+/// True when a Meta destination that opted in to user-data-only matching
+/// (`matchWithoutClickId`) gets this event although its Meta route is off: it has no Meta click
+/// id, it names the person (email, phone or customerExternalId) and user data may leave, and
+/// attribution has decided (matched or unmatched, neither pending nor a deferred lead).
+fn meta_user_data_only(routed: &RoutedEvent) -> bool {
+    let event = &routed.event;
+    let meta_route_off = routed
+        .routes
+        .iter()
+        .filter(|r| r.destination_type == DestinationType::Meta)
+        .all(|r| !r.dispatch);
+    let decided = matches!(
+        routed.attribution.status,
+        AttributionStatus::Matched | AttributionStatus::Unmatched
+    );
+    let has_meta_click = event.click_ids.has_meta()
+        || routed
+            .attribution
+            .click
+            .as_ref()
+            .is_some_and(|c| c.click_ids.has_meta());
+    let names_person =
+        event.email.is_some() || event.phone.is_some() || event.customer_external_id.is_some();
+    let consent_denied = event.consent.is_some_and(|c| c.ad_user_data_denied());
+    meta_route_off
+        && decided
+        && event.mode != Mode::Deferred
+        && !has_meta_click
+        && names_person
+        && !consent_denied
+}
+
+/// True when `destination` gets `routed`.
+fn routed_to(routed: &RoutedEvent, destination: &Destination) -> bool {
+    if !destination.subscribes_to(routed.event.kind()) {
+        return false;
+    }
+    let destination_type = destination.destination_type();
+    let by_route = routed
+        .routes
+        .iter()
+        .any(|r| r.destination_type == destination_type && r.dispatch);
+    by_route
+        || matches!(&destination.config, DestinationConfig::Meta(meta) if meta.match_without_click_id)
+            && meta_user_data_only(routed)
+}
+
+const INSERT_DISPATCHES: &str = "
+    INSERT INTO dispatches
+        (workspace_id, id, event_id, destination_id, destination_type, kind, status, payload, routing)
+    SELECT u.workspace_id, u.id, u.event_id, u.destination_id, u.destination_type, 'conversion',
+           'queued', u.payload, u.routing
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[])
+        AS u(workspace_id, id, event_id, destination_id, destination_type, payload, routing)
+    ON CONFLICT (workspace_id, event_id, destination_id, kind) DO NOTHING
+    RETURNING id";
+
+/// Turns routed conversions into dispatches, inside the caller's transaction.
+///
+/// For each route with `dispatch = true`, one dispatch per destination of that type in the
+/// event's workspace that subscribes to the event's kind, enabled or not (a disabled
+/// destination's dispatches wait until it is enabled). A Meta destination with
+/// `matchWithoutClickId` also gets decided events that have no Meta click id but name the person.
+/// Each dispatch stores the conversion and its routing as they are now, status `queued`, due now.
+/// Enqueueing the same event again adds nothing. Answers how many dispatches were created.
+///
+/// # Errors
+/// [`Error::Database`]; [`Error::Corrupt`] when a stored destination cannot be read.
+pub async fn enqueue(client: &impl GenericClient, routed: &[RoutedEvent]) -> Result<usize> {
+    let interesting: Vec<&RoutedEvent> = routed
+        .iter()
+        .filter(|r| r.routes.iter().any(|d| d.dispatch) || meta_user_data_only(r))
+        .collect();
+    if interesting.is_empty() {
+        return Ok(0);
+    }
+    let mut workspaces: Vec<Uuid> = interesting.iter().map(|r| r.workspace_id).collect();
+    workspaces.sort_unstable();
+    workspaces.dedup();
+    let mut by_workspace: HashMap<Uuid, Vec<Destination>> = HashMap::new();
+    for destination in destinations::destinations_of(client, &workspaces).await? {
+        by_workspace
+            .entry(destination.workspace_id)
+            .or_default()
+            .push(destination);
+    }
+
+    struct Row<'a> {
+        routed: &'a RoutedEvent,
+        destination: &'a Destination,
+    }
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for routed in &interesting {
+        for destination in by_workspace.get(&routed.workspace_id).into_iter().flatten() {
+            if routed_to(routed, destination) {
+                rows.push(Row {
+                    routed,
+                    destination,
+                });
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // One lock order for every transaction, as in the dedup crate.
+    rows.sort_by_key(|r| (r.routed.workspace_id, r.routed.event_id, r.destination.id));
+    rows.dedup_by_key(|r| (r.routed.workspace_id, r.routed.event_id, r.destination.id));
+
+    let mut ws = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut event_ids = Vec::with_capacity(rows.len());
+    let mut destination_ids = Vec::with_capacity(rows.len());
+    let mut types = Vec::with_capacity(rows.len());
+    let mut payloads = Vec::with_capacity(rows.len());
+    let mut routings = Vec::with_capacity(rows.len());
+    let mut payload_of: HashMap<Uuid, (Value, Value)> = HashMap::new();
+    for row in &rows {
+        let routed = row.routed;
+        let (payload, routing) = match payload_of.get(&routed.event_id) {
+            Some(cached) => cached.clone(),
+            None => {
+                let made = (snapshot_json(routed)?, routing_json(&routed.routes)?);
+                payload_of.insert(routed.event_id, made.clone());
+                made
+            }
+        };
+        ws.push(routed.workspace_id);
+        ids.push(Uuid::now_v7());
+        event_ids.push(routed.event_id);
+        destination_ids.push(row.destination.id);
+        types.push(row.destination.destination_type().as_str());
+        payloads.push(payload);
+        routings.push(routing);
+    }
+    let stmt = client.prepare_cached(INSERT_DISPATCHES).await?;
+    let created = client
+        .query(
+            &stmt,
+            &[
+                &ws,
+                &ids,
+                &event_ids,
+                &destination_ids,
+                &types,
+                &payloads,
+                &routings,
+            ],
+        )
+        .await?;
+    Ok(created.len())
+}
+
+fn snapshot_json(routed: &RoutedEvent) -> Result<Value> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SnapshotRef<'a> {
+        event_id: Uuid,
+        #[serde(with = "events::rfc3339_millis")]
+        received_at: OffsetDateTime,
+        event: &'a Event,
+        attribution: &'a Attribution,
+    }
+    serde_json::to_value(SnapshotRef {
+        event_id: routed.event_id,
+        received_at: routed.received_at,
+        event: &routed.event,
+        attribution: &routed.attribution,
+    })
+    .map_err(|e| Error::Corrupt {
+        what: "routed event",
+        detail: e.to_string(),
+    })
+}
+
+fn routing_json(routes: &[RouteDecision]) -> Result<Value> {
+    serde_json::to_value(routes).map_err(|e| Error::Corrupt {
+        what: "routing",
+        detail: e.to_string(),
+    })
+}
+
+/// A dispatch a worker holds, ready to send.
+#[derive(Debug, Clone)]
+pub struct ClaimedDispatch {
+    /// Its workspace.
+    pub workspace_id: Uuid,
+    /// Its id.
+    pub id: Uuid,
+    /// Conversion or retraction.
+    pub kind: DispatchKind,
+    /// Attempts made, this one included.
+    pub attempts: i32,
+    /// `attempts` at the last manual retry: the retry budget counts from there.
+    pub retry_from: i32,
+    /// Its destination.
+    pub destination: Destination,
+    /// What to send (unreadable payloads are reported in [`Claim::unreadable`]).
+    pub conversion: Conversion,
+    /// The routing decision as `GET /v1/events/{id}` shows it (webhooks carry it).
+    pub routing: Value,
+}
+
+/// What one claim took.
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// The token every row of this claim holds; results are recorded only under it.
+    pub token: Uuid,
+    /// Rows to send.
+    pub dispatches: Vec<ClaimedDispatch>,
+    /// Rows held under the token whose stored payload or destination cannot be read: to be
+    /// recorded as failed, never sent.
+    pub unreadable: Vec<(Uuid, Uuid, i32, String)>,
+    /// Rows of deleted destinations found due, now `cancelled`.
+    pub cancelled: usize,
+    /// Rows whose worker's lease ran out with no attempts left, now `failed`.
+    pub exhausted: usize,
+    /// Rows whose worker's lease ran out while their destination is disabled, back to `queued`.
+    pub released: usize,
+}
+
+/// Claiming due work, all in one statement (so no explicit transaction is needed):
+/// - `due`: queued or retrying rows whose time has come and whose destination is enabled, and
+///   in-flight rows whose lease ran out, oldest due first, locked with `SKIP LOCKED` so that
+///   concurrent workers split the work instead of waiting for each other;
+/// - `decided`: a row of a deleted destination is cancelled; an expired in-flight row with no
+///   attempts left fails; an expired one of a disabled destination goes back to queued; every
+///   other row goes in flight under `$2` until `now() + $3 ms`, its attempt counted;
+/// - `expired`: the lost attempt of every expired in-flight row is written down.
+const CLAIM: &str = "
+    WITH due AS (
+        SELECT d.workspace_id, d.id, d.status AS was, d.attempts AS old_attempts, d.retry_from,
+               t.id IS NULL AS orphan, coalesce(t.enabled, false) AS enabled
+        FROM dispatches d
+        LEFT JOIN destinations t ON t.workspace_id = d.workspace_id AND t.id = d.destination_id
+        WHERE d.status IN ('queued', 'retrying', 'in_flight') AND d.due_at <= now()
+          AND (t.enabled OR t.id IS NULL OR d.status = 'in_flight')
+        ORDER BY d.due_at
+        LIMIT $1
+        FOR UPDATE OF d SKIP LOCKED
+    ), decided AS (
+        SELECT due.*, CASE
+            WHEN orphan THEN 'cancelled'
+            WHEN was = 'in_flight' AND old_attempts - retry_from >= $4 THEN 'failed'
+            WHEN NOT enabled THEN 'queued'
+            ELSE 'in_flight' END AS next
+        FROM due
+    ), claimed AS (
+        UPDATE dispatches d SET
+            status = decided.next,
+            attempts = d.attempts + (decided.next = 'in_flight')::int,
+            lease_token = CASE WHEN decided.next = 'in_flight' THEN $2::uuid END,
+            due_at = CASE WHEN decided.next = 'in_flight'
+                          THEN now() + $3::bigint * interval '1 millisecond' ELSE now() END,
+            reason = CASE WHEN decided.next = 'cancelled' THEN 'destination deleted' ELSE d.reason END,
+            last_error = CASE WHEN decided.next = 'failed'
+                              THEN 'attempts exhausted: the last attempt''s worker stopped before recording a result'
+                              ELSE d.last_error END,
+            updated_at = now()
+        FROM decided
+        WHERE d.workspace_id = decided.workspace_id AND d.id = decided.id
+        RETURNING d.workspace_id, d.id, d.status, d.destination_id, d.kind, d.payload, d.routing,
+                  d.attempts, d.retry_from
+    ), expired AS (
+        INSERT INTO dispatch_attempts (workspace_id, dispatch_id, attempt, at, duration_ms, outcome, error)
+        SELECT workspace_id, id, old_attempts, now(), 0, 'lease_expired',
+               'no result was recorded before the worker''s lease ran out (it stopped or was too slow)'
+        FROM decided WHERE was = 'in_flight' AND old_attempts > 0
+        ON CONFLICT DO NOTHING
+    )
+    SELECT c.workspace_id, c.id, c.status AS dispatch_status, c.kind, c.payload, c.routing,
+           c.attempts, c.retry_from,
+           t.workspace_id AS t_workspace_id, t.id AS t_id, t.type, t.name, t.enabled, t.events,
+           t.config, t.credentials, t.revision, t.created_at, t.updated_at
+    FROM claimed c
+    LEFT JOIN destinations t ON t.workspace_id = c.workspace_id AND t.id = c.destination_id";
+
+/// Claims up to `limit` due dispatches for `lease`. `max_attempts` is the retry policy's budget:
+/// a dispatch whose worker vanished on its last allowed attempt fails instead of going again.
+///
+/// # Errors
+/// [`Error::Database`].
+pub async fn claim_due(
+    client: &impl GenericClient,
+    limit: usize,
+    lease: Duration,
+    max_attempts: u32,
+) -> Result<Claim> {
+    let token = Uuid::now_v7();
+    let stmt = client.prepare_cached(CLAIM).await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let max_attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
+    let tq = std::time::Instant::now();
+    let rows = client
+        .query(&stmt, &[&limit, &token, &lease_ms, &max_attempts])
+        .await?;
+    eprintln!("CLAIMQ {:?}", tq.elapsed());
+    let mut claim = Claim {
+        token,
+        ..Claim::default()
+    };
+    for row in rows {
+        let status: &str = row.try_get("dispatch_status")?;
+        match status {
+            "cancelled" => {
+                claim.cancelled += 1;
+                continue;
+            }
+            "failed" => {
+                claim.exhausted += 1;
+                continue;
+            }
+            "queued" => {
+                claim.released += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let workspace_id: Uuid = row.try_get("workspace_id")?;
+        let id: Uuid = row.try_get("id")?;
+        let attempts: i32 = row.try_get("attempts")?;
+        let read = || -> Result<ClaimedDispatch> {
+            let kind_raw: &str = row.try_get("kind")?;
+            let kind = DispatchKind::parse(kind_raw).ok_or_else(|| Error::Corrupt {
+                what: "dispatch kind",
+                detail: kind_raw.to_owned(),
+            })?;
+            let snapshot: Snapshot =
+                serde_json::from_value(row.try_get("payload")?).map_err(|e| Error::Corrupt {
+                    what: "dispatch payload",
+                    detail: e.to_string(),
+                })?;
+            let routing: Option<Value> = row.try_get("routing")?;
+            Ok(ClaimedDispatch {
+                workspace_id,
+                id,
+                kind,
+                attempts,
+                retry_from: row.try_get("retry_from")?,
+                destination: Destination::from_claim_row(&row)?,
+                conversion: snapshot.into_conversion(id),
+                routing: routing.unwrap_or(Value::Null),
+            })
+        };
+        match read() {
+            Ok(dispatch) => claim.dispatches.push(dispatch),
+            Err(error) => claim
+                .unreadable
+                .push((workspace_id, id, attempts, error.to_string())),
+        }
+    }
+    Ok(claim)
+}
+
+const EXTEND: &str = "
+    UPDATE dispatches SET due_at = now() + $4::bigint * interval '1 millisecond'
+    FROM unnest($1::uuid[], $2::uuid[]) AS u(workspace_id, id)
+    WHERE dispatches.workspace_id = u.workspace_id AND dispatches.id = u.id
+      AND dispatches.lease_token = $3 AND dispatches.status = 'in_flight'";
+
+/// Extends the lease on rows still held under `token`, for sends that take long. Answers how many
+/// rows are still held.
+///
+/// # Errors
+/// [`Error::Database`].
+pub async fn extend_lease(
+    client: &impl GenericClient,
+    rows: &[(Uuid, Uuid)],
+    token: Uuid,
+    lease: Duration,
+) -> Result<u64> {
+    let ws: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let stmt = client.prepare_cached(EXTEND).await?;
+    Ok(client
+        .execute(&stmt, &[&ws, &ids, &token, &lease_ms])
+        .await?)
+}
+
+/// The result of one attempt of one dispatch, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptResult {
+    /// The dispatch's workspace.
+    pub workspace_id: Uuid,
+    /// The dispatch.
+    pub id: Uuid,
+    /// Its new status: succeeded, retrying, failed or skipped.
+    pub status: DispatchStatus,
+    /// For `retrying`: how long until the next attempt.
+    pub retry_in: Option<Duration>,
+    /// The error to show as `lastError` (`None` clears it).
+    pub last_error: Option<String>,
+    /// For `skipped`: why.
+    pub reason: Option<String>,
+    /// When the attempt started.
+    pub at: OffsetDateTime,
+    /// How long it took.
+    pub duration: Duration,
+    /// The HTTP status of the answer that decided it.
+    pub http_status: Option<u16>,
+    /// `succeeded`, `already_delivered`, `retry`, `permanent`, `skipped` or `error`.
+    pub outcome: &'static str,
+    /// The attempt's error.
+    pub error: Option<String>,
+    /// The start of the answer, with nothing secret in it.
+    pub response_excerpt: Option<String>,
+}
+
+/// Recording results: the status changes only for rows still in flight under the claim's token
+/// (a deleted destination's in-flight row stays `cancelled`), the attempt is written for every
+/// row still held under the token, and the token is released.
+const RECORD: &str = "
+    WITH u AS (
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                             $7::timestamptz[], $8::int[], $9::int2[], $10::text[], $11::text[], $12::text[])
+            AS u(workspace_id, id, status, retry_ms, last_error, reason,
+                 at, duration_ms, http_status, outcome, error, excerpt)
+    ), updated AS (
+        UPDATE dispatches d SET
+            status = CASE WHEN d.status = 'in_flight' THEN u.status ELSE d.status END,
+            due_at = CASE WHEN d.status = 'in_flight' AND u.retry_ms IS NOT NULL
+                          THEN now() + u.retry_ms * interval '1 millisecond' ELSE d.due_at END,
+            last_error = CASE WHEN d.status = 'in_flight' THEN u.last_error ELSE d.last_error END,
+            reason = CASE WHEN d.status = 'in_flight' THEN u.reason ELSE d.reason END,
+            lease_token = NULL,
+            updated_at = now()
+        FROM u
+        WHERE d.workspace_id = u.workspace_id AND d.id = u.id AND d.lease_token = $13
+        RETURNING d.workspace_id, d.id, d.attempts
+    )
+    INSERT INTO dispatch_attempts
+        (workspace_id, dispatch_id, attempt, at, duration_ms, http_status, outcome, error, response_excerpt)
+    SELECT updated.workspace_id, updated.id, updated.attempts, u.at, u.duration_ms, u.http_status,
+           u.outcome, u.error, u.excerpt
+    FROM updated JOIN u ON u.workspace_id = updated.workspace_id AND u.id = updated.id
+    ON CONFLICT DO NOTHING
+    RETURNING dispatch_id";
+
+/// Records attempts held under `token`. Answers the ids recorded; a result whose lease was lost
+/// (another worker took the row over) is left out and changes nothing.
+///
+/// # Errors
+/// [`Error::Database`].
+pub async fn record_results(
+    client: &impl GenericClient,
+    token: Uuid,
+    results: &[AttemptResult],
+) -> Result<Vec<Uuid>> {
+    if results.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ws: Vec<Uuid> = results.iter().map(|r| r.workspace_id).collect();
+    let ids: Vec<Uuid> = results.iter().map(|r| r.id).collect();
+    let status: Vec<&str> = results.iter().map(|r| r.status.as_str()).collect();
+    let retry_ms: Vec<Option<i64>> = results
+        .iter()
+        .map(|r| {
+            r.retry_in
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        })
+        .collect();
+    let last_error: Vec<Option<&str>> = results.iter().map(|r| r.last_error.as_deref()).collect();
+    let reason: Vec<Option<&str>> = results.iter().map(|r| r.reason.as_deref()).collect();
+    let at: Vec<OffsetDateTime> = results.iter().map(|r| r.at).collect();
+    let duration_ms: Vec<i32> = results
+        .iter()
+        .map(|r| i32::try_from(r.duration.as_millis()).unwrap_or(i32::MAX))
+        .collect();
+    let http_status: Vec<Option<i16>> = results
+        .iter()
+        .map(|r| r.http_status.and_then(|s| i16::try_from(s).ok()))
+        .collect();
+    let outcome: Vec<&str> = results.iter().map(|r| r.outcome).collect();
+    let error: Vec<Option<&str>> = results.iter().map(|r| r.error.as_deref()).collect();
+    let excerpt: Vec<Option<&str>> = results
+        .iter()
+        .map(|r| r.response_excerpt.as_deref())
+        .collect();
+    let stmt = client.prepare_cached(RECORD).await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &ws,
+                &ids,
+                &status,
+                &retry_ms,
+                &last_error,
+                &reason,
+                &at,
+                &duration_ms,
+                &http_status,
+                &outcome,
+                &error,
+                &excerpt,
+                &token,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+impl Destination {
+    /// Reads the destination columns of a claim row (prefixed `t_` where they clash).
+    fn from_claim_row(row: &tokio_postgres::Row) -> Result<Self> {
+        let workspace_id: Option<Uuid> = row.try_get("t_workspace_id")?;
+        if workspace_id.is_none() {
+            return Err(Error::Corrupt {
+                what: "destination",
+                detail: "deleted".into(),
+            });
+        }
+        Destination::from_columns(row, "t_workspace_id", "t_id")
+    }
+}

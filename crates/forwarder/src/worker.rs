@@ -1,0 +1,564 @@
+//! The dispatch worker: claim due dispatches, send them, record what happened.
+//!
+//! One [`Forwarder::dispatch_due`] step is three short phases, and no platform call ever happens
+//! inside a database transaction:
+//! 1. claim (one statement, `FOR UPDATE SKIP LOCKED`, a lease under a fresh token);
+//! 2. send, outside any transaction: per destination in batches (Google and Meta take a whole
+//!    batch per call, webhooks one conversion per call), several calls at once, the lease
+//!    extended while the sends take long;
+//! 3. record (one statement), only under the claim's token: succeeded, retrying with the next
+//!    attempt from the [`RetryPolicy`] (never sooner than the platform asked), failed (permanent
+//!    error or attempts exhausted, the platform's message kept), or skipped (with the reason).
+//!
+//! Any number of forwarders, in one process or many, share one queue: a row is held by one claim
+//! at a time, and a claim whose worker vanished comes back when its lease runs out.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use futures_util::stream::{self, StreamExt};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::destinations::{Credentials, DestinationConfig};
+use crate::model::{Conversion, Outcome};
+use crate::platforms::{Endpoints, Platforms, RequestRecord, RetryPolicy, SendReport};
+use crate::queue::{self, AttemptResult, ClaimedDispatch, DispatchKind, DispatchStatus};
+use crate::views::NOT_SUPPORTED;
+use crate::{ids, Cipher, Result};
+
+/// The forwarder's settings.
+#[derive(Debug, Clone)]
+pub struct ForwarderConfig {
+    /// Where the platforms are (`CONVRELAY_GOOGLE_ADS_URL`, …).
+    pub endpoints: Endpoints,
+    /// The retry schedule (`CONVRELAY_RETRY_*`).
+    pub retry: RetryPolicy,
+    /// How long a claim holds its dispatches before another worker may take them over
+    /// (`CONVRELAY_LEASE_SECS`). Extended while sends run, so it bounds the time to notice a
+    /// vanished worker, not the time a send may take.
+    pub lease: Duration,
+    /// Most dispatches one step claims.
+    pub batch_size: usize,
+    /// Every HTTP request must finish within this.
+    pub http_timeout: Duration,
+    /// How long an idle worker waits before it looks for due work again.
+    pub poll_interval: Duration,
+    /// Most platform calls one step makes at once.
+    pub concurrency: usize,
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Endpoints::default(),
+            retry: RetryPolicy::default(),
+            lease: Duration::from_secs(30),
+            batch_size: 1000,
+            http_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(250),
+            concurrency: 32,
+        }
+    }
+}
+
+/// What one step did (tests and benchmarks read it; the loop uses it to tell idle from busy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchReport {
+    /// Dispatches claimed and sent.
+    pub claimed: usize,
+    /// Now `succeeded`.
+    pub succeeded: usize,
+    /// Now `retrying`.
+    pub retrying: usize,
+    /// Now `failed`: permanent errors, attempts exhausted, unreadable rows.
+    pub failed: usize,
+    /// Now `skipped`.
+    pub skipped: usize,
+    /// Found due while their destination was deleted: now `cancelled`.
+    pub cancelled: usize,
+    /// Results not recorded because the lease was lost (another worker took the rows over).
+    pub lost: usize,
+}
+
+impl DispatchReport {
+    /// True when the step found nothing to do.
+    pub fn is_idle(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One platform call's results: per claimed dispatch (by index), its outcome and the request
+/// that decided it.
+struct CallResult {
+    started_at: OffsetDateTime,
+    elapsed: Duration,
+    items: Vec<(usize, Outcome, Option<RequestRecord>)>,
+}
+
+type Call<'a> = Pin<Box<dyn Future<Output = CallResult> + Send + 'a>>;
+
+/// The dispatch worker. Cheap to share by reference; [`Forwarder::run`] owns it for the loop.
+pub struct Forwarder {
+    pool: Pool,
+    cipher: Cipher,
+    platforms: Platforms,
+    config: ForwarderConfig,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    /// A worker over `pool`, opening credentials with `cipher`.
+    pub fn new(pool: Pool, cipher: Cipher, config: ForwarderConfig) -> Self {
+        let platforms = Platforms::new(config.endpoints.clone(), config.http_timeout);
+        Self {
+            pool,
+            cipher,
+            platforms,
+            config,
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &ForwarderConfig {
+        &self.config
+    }
+
+    /// One step: claims up to `limit` due dispatches, sends them, records the results.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] / [`crate::Error::Pool`] when the claim or the record fails; a
+    /// claim whose record failed comes back when its lease runs out (and is sent again: the
+    /// platforms deduplicate by the conversion's stable ids).
+    pub async fn dispatch_due(&self, limit: usize) -> Result<DispatchReport> {
+        let t0 = Instant::now();
+        let claim = {
+            let client = self.pool.get().await?;
+            queue::claim_due(
+                &client,
+                limit,
+                self.config.lease,
+                self.config.retry.max_attempts(),
+            )
+            .await?
+        };
+        let mut report = DispatchReport {
+            claimed: claim.dispatches.len() + claim.unreadable.len(),
+            cancelled: claim.cancelled,
+            failed: claim.exhausted,
+            ..DispatchReport::default()
+        };
+        if report.claimed == 0 {
+            return Ok(report);
+        }
+        let mut results: Vec<AttemptResult> = claim
+            .unreadable
+            .iter()
+            .map(|(workspace_id, id, _, error)| {
+                tracing::error!(dispatch = %ids::to_wire(ids::DISPATCH, *id), %error, "dispatch cannot be read");
+                AttemptResult {
+                    workspace_id: *workspace_id,
+                    id: *id,
+                    status: DispatchStatus::Failed,
+                    retry_in: None,
+                    last_error: Some(error.clone()),
+                    reason: Some("unreadable".into()),
+                    at: OffsetDateTime::now_utc(),
+                    duration: Duration::ZERO,
+                    http_status: None,
+                    outcome: "error",
+                    error: Some(error.clone()),
+                    response_excerpt: None,
+                }
+            })
+            .collect();
+
+        let t1 = Instant::now();
+        let calls = self.calls(&claim.dispatches);
+        let done = self.send_holding_lease(&claim, calls).await;
+        for call in done {
+            for (index, outcome, request) in call.items {
+                if let Some(dispatch) = claim.dispatches.get(index) {
+                    results.push(self.attempt_result(
+                        dispatch,
+                        outcome,
+                        request.as_ref(),
+                        call.started_at,
+                        call.elapsed,
+                    ));
+                }
+            }
+        }
+
+        let t2 = Instant::now();
+        let recorded = self.record(claim.token, &results).await?;
+        eprintln!("STEP n={} claim={:?} send={:?} record={:?}", results.len(), t1 - t0, t2 - t1, t2.elapsed());
+        for result in &results {
+            if !recorded.contains(&result.id) {
+                report.lost += 1;
+                continue;
+            }
+            match result.status {
+                DispatchStatus::Succeeded => report.succeeded += 1,
+                DispatchStatus::Retrying => report.retrying += 1,
+                DispatchStatus::Failed => report.failed += 1,
+                DispatchStatus::Skipped => report.skipped += 1,
+                _ => {}
+            }
+        }
+        if report.lost > 0 {
+            tracing::warn!(
+                lost = report.lost,
+                "results not recorded: the lease ran out and another worker took the dispatches over"
+            );
+        }
+        tracing::debug!(?report, "dispatch step");
+        Ok(report)
+    }
+
+    /// Runs steps until `shutdown` turns true: busy while work is due, else waiting
+    /// `poll_interval` (or until shutdown). A step under way when shutdown comes is finished, its
+    /// sends answered and recorded, before this returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(
+            batch_size = self.config.batch_size,
+            lease_ms = self.config.lease.as_millis() as u64,
+            "forwarder started"
+        );
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wait = match self.dispatch_due(self.config.batch_size).await {
+                Ok(report) if !report.is_idle() => continue,
+                Ok(_) => self.config.poll_interval,
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "dispatch step failed; trying again shortly");
+                    self.config.poll_interval.max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        // The sender is gone: nobody can ask us to stop any more, so stop now.
+                        break;
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("forwarder stopped");
+    }
+
+    /// The platform calls for a claim: per destination, Google and Meta in one call each (the
+    /// clients cut requests to the platform's maximum), webhooks one call per dispatch.
+    fn calls<'a>(&'a self, dispatches: &'a [ClaimedDispatch]) -> Vec<Call<'a>> {
+        let mut groups: BTreeMap<(Uuid, Uuid, DispatchKind), Vec<usize>> = BTreeMap::new();
+        for (index, dispatch) in dispatches.iter().enumerate() {
+            groups
+                .entry((
+                    dispatch.workspace_id,
+                    dispatch.destination.id,
+                    dispatch.kind,
+                ))
+                .or_default()
+                .push(index);
+        }
+        let mut calls: Vec<Call<'a>> = Vec::new();
+        for ((_, _, kind), indexes) in groups {
+            let destination = &dispatches[indexes[0]].destination;
+            let credentials = match destination.credentials(&self.cipher) {
+                Ok(credentials) => credentials,
+                Err(error) => {
+                    tracing::error!(
+                        destination = %ids::to_wire(ids::DESTINATION, destination.id),
+                        error = %error,
+                        "destination credentials cannot be opened"
+                    );
+                    let outcome = Outcome::Retry {
+                        error: error.to_string(),
+                        after: None,
+                    };
+                    calls.push(Box::pin(async move { uniform(&indexes, outcome) }));
+                    continue;
+                }
+            };
+            match (&destination.config, credentials, kind) {
+                (
+                    DestinationConfig::Webhook(config),
+                    Credentials::Webhook(creds),
+                    DispatchKind::Conversion,
+                ) => {
+                    for index in indexes {
+                        let dispatch = &dispatches[index];
+                        let (config, creds) = (config.clone(), creds.clone());
+                        calls.push(Box::pin(async move {
+                            timed(vec![index], |now| async move {
+                                self.platforms
+                                    .send_webhook(
+                                        &config,
+                                        &creds,
+                                        &dispatch.conversion,
+                                        &dispatch.routing,
+                                        now,
+                                    )
+                                    .await
+                            })
+                            .await
+                        }));
+                    }
+                }
+                (DestinationConfig::GoogleAds(config), Credentials::Google(creds), kind) => {
+                    let batch: Vec<Conversion> = indexes
+                        .iter()
+                        .map(|&i| dispatches[i].conversion.clone())
+                        .collect();
+                    calls.push(Box::pin(async move {
+                        timed(indexes, |now| async move {
+                            match kind {
+                                DispatchKind::Conversion => {
+                                    self.platforms
+                                        .send_google(config, &creds, &batch, now)
+                                        .await
+                                }
+                                DispatchKind::Retraction => {
+                                    self.platforms
+                                        .retract_google(config, &creds, &batch, now)
+                                        .await
+                                }
+                            }
+                        })
+                        .await
+                    }));
+                }
+                (
+                    DestinationConfig::Meta(config),
+                    Credentials::Meta(creds),
+                    DispatchKind::Conversion,
+                ) => {
+                    let batch: Vec<Conversion> = indexes
+                        .iter()
+                        .map(|&i| dispatches[i].conversion.clone())
+                        .collect();
+                    calls.push(Box::pin(async move {
+                        timed(indexes, |now| async move {
+                            self.platforms.send_meta(config, &creds, &batch, now).await
+                        })
+                        .await
+                    }));
+                }
+                (_, _, DispatchKind::Retraction) => {
+                    let outcome = Outcome::Skipped {
+                        reason: NOT_SUPPORTED.into(),
+                    };
+                    calls.push(Box::pin(async move { uniform(&indexes, outcome) }));
+                }
+                (config, _, _) => {
+                    // Sealed credentials always match their destination's type; a mismatch is a
+                    // stored row edited by hand.
+                    let outcome = Outcome::Permanent {
+                        error: format!(
+                            "stored credentials do not belong to a {} destination",
+                            config.destination_type().as_str()
+                        ),
+                    };
+                    calls.push(Box::pin(async move { uniform(&indexes, outcome) }));
+                }
+            }
+        }
+        calls
+    }
+
+    /// Runs the calls, a few at a time, extending the claim's lease while they take long.
+    async fn send_holding_lease(
+        &self,
+        claim: &queue::Claim,
+        calls: Vec<Call<'_>>,
+    ) -> Vec<CallResult> {
+        let held: Vec<(Uuid, Uuid)> = claim
+            .dispatches
+            .iter()
+            .map(|d| (d.workspace_id, d.id))
+            .collect();
+        let sends = stream::iter(calls)
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect::<Vec<_>>();
+        tokio::pin!(sends);
+        let every = (self.config.lease / 3).max(Duration::from_millis(100));
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                done = &mut sends => return done,
+                _ = heartbeat.tick() => {
+                    match self.pool.get().await {
+                        Ok(client) => {
+                            if let Err(error) = queue::extend_lease(&client, &held, claim.token, self.config.lease).await {
+                                tracing::warn!(error = %error_chain(&error), "cannot extend the lease of dispatches in flight");
+                            }
+                        }
+                        Err(error) => tracing::warn!(error = %error, "cannot extend the lease of dispatches in flight"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// What an outcome means for a dispatch.
+    fn attempt_result(
+        &self,
+        dispatch: &ClaimedDispatch,
+        outcome: Outcome,
+        request: Option<&RequestRecord>,
+        started_at: OffsetDateTime,
+        elapsed: Duration,
+    ) -> AttemptResult {
+        let mut result = AttemptResult {
+            workspace_id: dispatch.workspace_id,
+            id: dispatch.id,
+            status: DispatchStatus::Succeeded,
+            retry_in: None,
+            last_error: None,
+            reason: None,
+            at: started_at,
+            duration: request.map_or(elapsed, |r| r.duration),
+            http_status: request.and_then(|r| r.http_status),
+            outcome: "succeeded",
+            error: None,
+            response_excerpt: request
+                .map(|r| r.response_excerpt.clone())
+                .filter(|e| !e.is_empty()),
+        };
+        match outcome {
+            Outcome::Succeeded => {}
+            Outcome::AlreadyDelivered => result.outcome = "already_delivered",
+            Outcome::Retry { error, after } => {
+                let made = u32::try_from(dispatch.attempts - dispatch.retry_from).unwrap_or(0);
+                result.outcome = "retry";
+                result.error = Some(error.clone());
+                result.last_error = Some(error);
+                match self.config.retry.next_attempt(made, after) {
+                    Some(wait) => {
+                        result.status = DispatchStatus::Retrying;
+                        result.retry_in = Some(wait);
+                    }
+                    None => {
+                        result.status = DispatchStatus::Failed;
+                        result.reason = Some("attempts_exhausted".into());
+                    }
+                }
+            }
+            Outcome::Permanent { error } => {
+                result.status = DispatchStatus::Failed;
+                result.outcome = "permanent";
+                result.reason = Some("permanent_error".into());
+                result.error = Some(error.clone());
+                result.last_error = Some(error);
+            }
+            Outcome::Skipped { reason } => {
+                result.status = DispatchStatus::Skipped;
+                result.outcome = "skipped";
+                result.reason = Some(reason);
+            }
+        }
+        if result.error.is_none() && result.status != DispatchStatus::Succeeded {
+            result.error = request.and_then(|r| r.error.clone());
+        }
+        if matches!(result.status, DispatchStatus::Failed) {
+            tracing::info!(
+                dispatch = %ids::to_wire(ids::DISPATCH, dispatch.id),
+                destination_type = dispatch.destination.destination_type().as_str(),
+                attempts = dispatch.attempts,
+                error = result.last_error.as_deref().unwrap_or_default(),
+                "dispatch failed"
+            );
+        }
+        result
+    }
+
+    /// Records results, trying again a few times if the database hiccups: losing the record
+    /// means sending again after the lease.
+    async fn record(&self, token: Uuid, results: &[AttemptResult]) -> Result<Vec<Uuid>> {
+        let mut delay = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            let attempt = async {
+                let client = self.pool.get().await?;
+                queue::record_results(&client, token, results).await
+            };
+            match attempt.await {
+                Ok(ids) => return Ok(ids),
+                Err(error) if tries < 3 && error.is_unavailable() => {
+                    tries += 1;
+                    tracing::warn!(error = %error_chain(&error), "recording dispatch results failed; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay *= 3;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// Every dispatch of a call gets the same outcome, with no request made.
+fn uniform(indexes: &[usize], outcome: Outcome) -> CallResult {
+    CallResult {
+        started_at: OffsetDateTime::now_utc(),
+        elapsed: Duration::ZERO,
+        items: indexes
+            .iter()
+            .map(|&i| (i, outcome.clone(), None))
+            .collect(),
+    }
+}
+
+/// Runs one platform call and pairs each conversion's outcome with the request that decided it.
+async fn timed<F, Fut>(indexes: Vec<usize>, send: F) -> CallResult
+where
+    F: FnOnce(OffsetDateTime) -> Fut,
+    Fut: Future<Output = SendReport>,
+{
+    let started_at = OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let report = send(started_at).await;
+    let elapsed = clock.elapsed();
+    let mut outcomes = report.outcomes.iter().cloned();
+    let items = indexes
+        .iter()
+        .enumerate()
+        .map(|(position, &index)| {
+            let outcome = outcomes.next().unwrap_or_else(|| Outcome::Retry {
+                error: "internal: the platform client gave no outcome for this conversion".into(),
+                after: None,
+            });
+            (index, outcome, report.request_for(position).cloned())
+        })
+        .collect();
+    CallResult {
+        started_at,
+        elapsed,
+        items,
+    }
+}
+
+/// An error and its sources, for one log line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,1242 @@
+//! Fixtures and fake-platform checks shared by the `platforms_*` tests.
+//!
+//! The checks are as strict as the real APIs (and stricter where the reference says the real
+//! parser is lax): path, method, headers, the exact set of allowed keys, every field's format.
+//! A mock only answers requests that pass them, and every test ends with
+//! [`assert_requests_strict`], so a malformed request fails the test with the reason.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use events::{
+    Attribution, AttributionStatus, ClickIds, Consent, ConsentStatus, Currency, Email, Event,
+    EventKind, MatchedBy, Mode, Money, PhoneE164, Product, Touchpoint,
+};
+use forwarder::model::{
+    Conversion, GoogleAdsConfig, GoogleApi, GoogleCredentials, MetaConfig, MetaCredentials, PerKind,
+};
+use forwarder::platforms::{Endpoints, Platforms, SendReport};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+use wiremock::matchers::{method, path};
+use wiremock::{Match, Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub const CUSTOMER_ID: &str = "1234567890";
+pub const LOGIN_CUSTOMER_ID: &str = "9876543210";
+pub const SALE_ACTION: &str = "987654321";
+pub const LEAD_ACTION: &str = "123456789";
+pub const PIXEL_ID: &str = "1122334455";
+pub const CLIENT_ID: &str = "client-1.apps.googleusercontent.com";
+pub const CLIENT_SECRET: &str = "GOCSPX-client-secret";
+pub const REFRESH_TOKEN: &str = "1//0refresh-token";
+pub const DEVELOPER_TOKEN: &str = "DEVTOKEN22characters00";
+pub const META_TOKEN: &str = "EAAmetaaccesstoken";
+
+/// Google's hash of `John.Smith+promo@gmail.com` (Gmail rules: `johnsmith@gmail.com`).
+pub const GOOGLE_EMAIL_SHA256: &str =
+    "3586de92bb3636d0885a12eff961429a32e4ebd764b96f50d85d016f9338d586";
+/// Google's hash of `+16505551212` (E.164 with the `+`).
+pub const GOOGLE_PHONE_SHA256: &str =
+    "1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8";
+/// Meta's hash of `john_smith@gmail.com`.
+pub const META_EMAIL_SHA256: &str =
+    "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f";
+/// Meta's hash of `16505551212` (digits, no `+`).
+pub const META_PHONE_SHA256: &str =
+    "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176";
+
+pub const GCLID: &str = "Cj0KCQiA_gclid-Value";
+pub const FBCLID: &str = "IwAR2MixedCase_FbClid-Value";
+
+/// Platforms pointed at `server`, with a request timeout.
+pub fn platforms(server: &MockServer, timeout: Duration) -> Platforms {
+    Platforms::new(endpoints(server), timeout)
+}
+
+pub fn endpoints(server: &MockServer) -> Endpoints {
+    Endpoints {
+        google_ads: server.uri(),
+        google_data_manager: server.uri(),
+        google_oauth: format!("{}/token", server.uri()),
+        meta: server.uri(),
+    }
+}
+
+pub fn google_config(api: GoogleApi) -> GoogleAdsConfig {
+    GoogleAdsConfig {
+        api,
+        customer_id: CUSTOMER_ID.into(),
+        login_customer_id: Some(LOGIN_CUSTOMER_ID.into()),
+        conversion_actions: PerKind {
+            lead: Some(LEAD_ACTION.into()),
+            sale: Some(SALE_ACTION.into()),
+        },
+        event_source: "WEB".into(),
+        validate_only: false,
+    }
+}
+
+pub fn google_creds() -> GoogleCredentials {
+    GoogleCredentials {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        refresh_token: REFRESH_TOKEN.into(),
+        developer_token: Some(DEVELOPER_TOKEN.into()),
+    }
+}
+
+pub fn meta_config() -> MetaConfig {
+    MetaConfig {
+        pixel_id: PIXEL_ID.into(),
+        action_source: "website".into(),
+        test_event_code: None,
+        event_names: PerKind {
+            lead: Some("Lead".into()),
+            sale: Some("Purchase".into()),
+        },
+        match_without_click_id: false,
+    }
+}
+
+pub fn meta_creds() -> MetaCredentials {
+    MetaCredentials {
+        access_token: META_TOKEN.into(),
+    }
+}
+
+/// A time with whole milliseconds, so that stored and sent times compare exactly.
+pub fn millis(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.millisecond() as u32 * 1_000_000)
+        .unwrap()
+}
+
+/// A sale an hour ago for `invoice`, clicked two hours ago (gclid and fbclid), with email,
+/// phone, IP, user agent, value 149.00 EUR, one product and granted consent.
+pub fn sale(invoice: &str, now: OffsetDateTime) -> Conversion {
+    let at = millis(now - time::Duration::hours(1));
+    let clicked_at = millis(now - time::Duration::hours(2));
+    let event = Event {
+        kind: EventKind::Sale,
+        timestamp: at,
+        lead_id: None,
+        invoice_id: Some(invoice.into()),
+        event_name: "sale".into(),
+        customer_external_id: Some("user-42".into()),
+        email: Some(Email::parse("John.Smith+promo@GMail.com").unwrap()),
+        phone: Some(PhoneE164::parse("+1 650 555 1212").unwrap()),
+        name: Some("John Smith".into()),
+        click_id: None,
+        click_ids: ClickIds::default(),
+        utm: None,
+        page_url: Some("https://shop.example.com/thanks".into()),
+        referrer: None,
+        ip: Some(IpAddr::from_str("203.0.113.7").unwrap()),
+        user_agent: Some("Mozilla/5.0 (test)".into()),
+        consent: Some(Consent {
+            ad_user_data: Some(ConsentStatus::Granted),
+            ad_personalization: Some(ConsentStatus::Granted),
+        }),
+        value: Some(Money::new(Decimal::new(14900, 2), Currency::parse("EUR").unwrap()).unwrap()),
+        products: vec![Product {
+            id: "sku-1".into(),
+            name: None,
+            quantity: 2,
+            price: Some(Decimal::new(7450, 2)),
+        }],
+        mode: Mode::Async,
+        metadata: None,
+    };
+    let attribution = Attribution {
+        status: AttributionStatus::Matched,
+        matched_by: Some(MatchedBy::ClickId),
+        click: Some(Touchpoint {
+            click_id: Some("clk_1".into()),
+            clicked_at,
+            click_ids: ClickIds {
+                gclid: Some(GCLID.into()),
+                fbclid: Some(FBCLID.into()),
+                ..ClickIds::default()
+            },
+            utm: None,
+            url: Some("https://shop.example.com/landing".into()),
+            referrer: None,
+            ip: None,
+            user_agent: None,
+        }),
+        model: "last_click".into(),
+        first_touch: None,
+        pending_until: None,
+        decided_at: at,
+    };
+    Conversion {
+        dispatch_id: Uuid::now_v7(),
+        event_id: Uuid::now_v7(),
+        received_at: at,
+        event,
+        attribution,
+    }
+}
+
+/// A lead an hour ago, with `lead_id` when given, and the same identifiers as [`sale`] but no
+/// value.
+pub fn lead(lead_id: Option<&str>, now: OffsetDateTime) -> Conversion {
+    let mut conversion = sale("unused", now);
+    conversion.event.kind = EventKind::Lead;
+    conversion.event.invoice_id = None;
+    conversion.event.lead_id = lead_id.map(str::to_owned);
+    conversion.event.event_name = "lead".into();
+    conversion.event.value = None;
+    conversion.event.products = Vec::new();
+    conversion
+}
+
+/// Removes every click id (touchpoint and event).
+pub fn without_clicks(mut conversion: Conversion) -> Conversion {
+    conversion.attribution.click = None;
+    conversion.attribution.status = AttributionStatus::Unmatched;
+    conversion.attribution.matched_by = None;
+    conversion.event.click_ids = ClickIds::default();
+    conversion
+}
+
+pub fn deny_user_data(mut conversion: Conversion) -> Conversion {
+    conversion.event.consent = Some(Consent {
+        ad_user_data: Some(ConsentStatus::Denied),
+        ad_personalization: Some(ConsentStatus::Denied),
+    });
+    conversion
+}
+
+pub fn evt(conversion: &Conversion) -> String {
+    format!("evt_{}", conversion.event_id.simple())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format checks
+
+/// True when `text` has `pattern`'s shape: `9` a digit, `#` a `+` or `-`, anything else itself.
+pub fn shaped(text: &str, pattern: &str) -> bool {
+    text.len() == pattern.len()
+        && text.bytes().zip(pattern.bytes()).all(|(c, p)| match p {
+            b'9' => c.is_ascii_digit(),
+            b'#' => c == b'+' || c == b'-',
+            _ => c == p,
+        })
+}
+
+pub fn is_hex64(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn is_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit())
+}
+
+fn is_currency(text: &str) -> bool {
+    text.len() == 3 && text.bytes().all(|c| c.is_ascii_uppercase())
+}
+
+/// Every key of every object in `value`, with its path.
+fn keys(value: &Value, at: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                out.push(format!("{at}.{key}"));
+                keys(child, &format!("{at}.{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                keys(item, &format!("{at}[{index}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn no_nulls(value: &Value, at: &str, problems: &mut Vec<String>) {
+    match value {
+        Value::Null => problems.push(format!("{at} is null")),
+        Value::Object(map) => map
+            .iter()
+            .for_each(|(key, child)| no_nulls(child, &format!("{at}.{key}"), problems)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(index, item)| no_nulls(item, &format!("{at}[{index}]"), problems)),
+        _ => {}
+    }
+}
+
+fn only_keys(object: &Value, allowed: &[&str], at: &str, problems: &mut Vec<String>) {
+    match object.as_object() {
+        Some(map) => {
+            for key in map.keys() {
+                if !allowed.contains(&key.as_str()) {
+                    problems.push(format!("{at}: unknown field {key:?}"));
+                }
+            }
+        }
+        None => problems.push(format!("{at} is not an object")),
+    }
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+}
+
+fn json_body(request: &Request, problems: &mut Vec<String>) -> Value {
+    if !header(request, "content-type").is_some_and(|value| value.starts_with("application/json")) {
+        problems.push("content-type is not application/json".into());
+    }
+    match serde_json::from_slice::<Value>(&request.body) {
+        Ok(value) => {
+            no_nulls(&value, "body", problems);
+            value
+        }
+        Err(error) => {
+            problems.push(format!("body is not JSON: {error}"));
+            Value::Null
+        }
+    }
+}
+
+fn bearer(request: &Request, problems: &mut Vec<String>) {
+    match header(request, "authorization").and_then(|value| value.strip_prefix("Bearer ")) {
+        Some(token) if !token.trim().is_empty() => {}
+        _ => problems.push("no Authorization: Bearer <token>".into()),
+    }
+}
+
+fn camel_case_only(body: &Value, problems: &mut Vec<String>) {
+    let mut all = Vec::new();
+    keys(body, "body", &mut all);
+    for key in all {
+        let last = key.rsplit('.').next().unwrap_or("");
+        if last.contains('_') {
+            problems.push(format!("{key}: not a camelCase key"));
+        }
+    }
+}
+
+/// Google Ads API `uploadClickConversions` (reference A.1, A.2, D.1).
+pub fn check_ads_upload(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" {
+        problems.push("method is not POST".into());
+    }
+    let path = request.url.path();
+    match path
+        .strip_prefix("/v26/customers/")
+        .and_then(|rest| rest.strip_suffix(":uploadClickConversions"))
+    {
+        Some(id) if id.len() == 10 && is_digits(id) => {}
+        _ => problems.push(format!(
+            "path {path} is not /v26/customers/<10 digits>:uploadClickConversions"
+        )),
+    }
+    ads_headers(request, &mut problems);
+    let body = json_body(request, &mut problems);
+    camel_case_only(&body, &mut problems);
+    only_keys(
+        &body,
+        &["conversions", "partialFailure", "validateOnly", "jobId"],
+        "body",
+        &mut problems,
+    );
+    if body.get("partialFailure") != Some(&Value::Bool(true)) {
+        problems.push("partialFailure is not true (PARTIAL_FAILURE_MODE_REQUIRED)".into());
+    }
+    let conversions = body
+        .get("conversions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if conversions.is_empty() || conversions.len() > 2000 {
+        problems.push(format!(
+            "{} conversions (1 to 2000 allowed)",
+            conversions.len()
+        ));
+    }
+    let mut order_ids = std::collections::HashSet::new();
+    for (index, conversion) in conversions.iter().enumerate() {
+        let at = format!("conversions[{index}]");
+        only_keys(
+            conversion,
+            &[
+                "gclid",
+                "gbraid",
+                "wbraid",
+                "conversionAction",
+                "conversionDateTime",
+                "conversionValue",
+                "currencyCode",
+                "orderId",
+                "userIdentifiers",
+                "consent",
+                "customVariables",
+                "externalAttributionData",
+                "cartData",
+                "conversionEnvironment",
+                "customerType",
+            ],
+            &at,
+            &mut problems,
+        );
+        let ids = ["gclid", "gbraid", "wbraid", "userIdentifiers"]
+            .iter()
+            .filter(|key| conversion.get(**key).is_some())
+            .count();
+        if ids != 1 {
+            problems.push(format!(
+                "{at}: {ids} of gclid/gbraid/wbraid/userIdentifiers (exactly 1)"
+            ));
+        }
+        for key in ["gclid", "gbraid", "wbraid"] {
+            if let Some(value) = conversion.get(key) {
+                if value.as_str().is_none_or(str::is_empty) {
+                    problems.push(format!("{at}.{key} is not a non-empty string"));
+                }
+            }
+        }
+        check_action(conversion.get("conversionAction"), &at, &mut problems);
+        match conversion.get("conversionDateTime").and_then(Value::as_str) {
+            Some(text) if shaped(text, "9999-99-99 99:99:99#99:99") => {}
+            other => problems.push(format!(
+                "{at}.conversionDateTime {other:?} is not yyyy-mm-dd hh:mm:ss+hh:mm"
+            )),
+        }
+        check_value(
+            conversion,
+            "conversionValue",
+            "currencyCode",
+            &at,
+            &mut problems,
+        );
+        match conversion.get("orderId").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() => {
+                if !order_ids.insert(id.to_owned()) {
+                    problems.push(format!("{at}: DUPLICATE_ORDER_ID {id}"));
+                }
+            }
+            _ => problems.push(format!("{at}.orderId missing")),
+        }
+        if let Some(identifiers) = conversion.get("userIdentifiers") {
+            let list = identifiers.as_array().cloned().unwrap_or_default();
+            if list.is_empty() || list.len() > 5 {
+                problems.push(format!(
+                    "{at}.userIdentifiers: {} entries (1 to 5)",
+                    list.len()
+                ));
+            }
+            for (position, identifier) in list.iter().enumerate() {
+                let here = format!("{at}.userIdentifiers[{position}]");
+                only_keys(
+                    identifier,
+                    &["hashedEmail", "hashedPhoneNumber", "userIdentifierSource"],
+                    &here,
+                    &mut problems,
+                );
+                let hashes: Vec<&str> = ["hashedEmail", "hashedPhoneNumber"]
+                    .iter()
+                    .filter_map(|key| identifier.get(*key).and_then(Value::as_str))
+                    .collect();
+                if hashes.len() != 1 || !is_hex64(hashes[0]) {
+                    problems.push(format!("{here}: not exactly one 64-hex hash"));
+                }
+                if let Some(source) = identifier.get("userIdentifierSource") {
+                    if !matches!(source.as_str(), Some("FIRST_PARTY" | "THIRD_PARTY")) {
+                        problems.push(format!("{here}.userIdentifierSource invalid"));
+                    }
+                }
+            }
+        }
+        if let Some(consent) = conversion.get("consent") {
+            only_keys(
+                consent,
+                &["adUserData"],
+                &format!("{at}.consent"),
+                &mut problems,
+            );
+            if !matches!(
+                consent.get("adUserData").and_then(Value::as_str),
+                Some("GRANTED" | "DENIED")
+            ) {
+                problems.push(format!("{at}.consent.adUserData is not GRANTED/DENIED"));
+            }
+        }
+    }
+    problems
+}
+
+/// Google Ads API `uploadConversionAdjustments` (reference A.5).
+pub fn check_ads_adjustments(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    let path = request.url.path();
+    match path
+        .strip_prefix("/v26/customers/")
+        .and_then(|rest| rest.strip_suffix(":uploadConversionAdjustments"))
+    {
+        Some(id) if id.len() == 10 && is_digits(id) => {}
+        _ => problems.push(format!(
+            "path {path} is not /v26/customers/<10 digits>:uploadConversionAdjustments"
+        )),
+    }
+    ads_headers(request, &mut problems);
+    let body = json_body(request, &mut problems);
+    camel_case_only(&body, &mut problems);
+    only_keys(
+        &body,
+        &[
+            "conversionAdjustments",
+            "partialFailure",
+            "validateOnly",
+            "jobId",
+        ],
+        "body",
+        &mut problems,
+    );
+    if body.get("partialFailure") != Some(&Value::Bool(true)) {
+        problems.push("partialFailure is not true".into());
+    }
+    let items = body
+        .get("conversionAdjustments")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if items.is_empty() || items.len() > 2000 {
+        problems.push(format!("{} adjustments (1 to 2000 allowed)", items.len()));
+    }
+    for (index, item) in items.iter().enumerate() {
+        let at = format!("conversionAdjustments[{index}]");
+        only_keys(
+            item,
+            &[
+                "orderId",
+                "gclidDateTimePair",
+                "conversionAction",
+                "adjustmentType",
+                "adjustmentDateTime",
+                "restatementValue",
+                "userIdentifiers",
+                "userAgent",
+            ],
+            &at,
+            &mut problems,
+        );
+        let by_order = item
+            .get("orderId")
+            .and_then(Value::as_str)
+            .is_some_and(|id| !id.is_empty());
+        if by_order == item.get("gclidDateTimePair").is_some() {
+            problems.push(format!("{at}: exactly one of orderId / gclidDateTimePair"));
+        }
+        check_action(item.get("conversionAction"), &at, &mut problems);
+        let kind = item.get("adjustmentType").and_then(Value::as_str);
+        if !matches!(kind, Some("RETRACTION" | "RESTATEMENT" | "ENHANCEMENT")) {
+            problems.push(format!("{at}.adjustmentType {kind:?} invalid"));
+        }
+        if (kind == Some("RESTATEMENT")) != item.get("restatementValue").is_some() {
+            problems.push(format!(
+                "{at}: restatementValue is required for RESTATEMENT and refused otherwise"
+            ));
+        }
+        match item.get("adjustmentDateTime").and_then(Value::as_str) {
+            Some(text) if shaped(text, "9999-99-99 99:99:99#99:99") => {}
+            other => problems.push(format!("{at}.adjustmentDateTime {other:?} malformed")),
+        }
+    }
+    problems
+}
+
+fn ads_headers(request: &Request, problems: &mut Vec<String>) {
+    bearer(request, problems);
+    if let Some(login) = header(request, "login-customer-id") {
+        if !is_digits(login) {
+            problems.push(format!("login-customer-id {login:?} is not digits only"));
+        }
+    }
+    if let Some(token) = header(request, "developer-token") {
+        if token.len() != 22 {
+            problems.push("developer-token is not 22 characters".into());
+        }
+    }
+}
+
+fn check_action(action: Option<&Value>, at: &str, problems: &mut Vec<String>) {
+    let ok = action
+        .and_then(Value::as_str)
+        .and_then(|text| text.strip_prefix("customers/"))
+        .and_then(|rest| rest.split_once("/conversionActions/"))
+        .is_some_and(|(customer, id)| is_digits(customer) && is_digits(id));
+    if !ok {
+        problems.push(format!(
+            "{at}.conversionAction {action:?} is not customers/<id>/conversionActions/<id>"
+        ));
+    }
+}
+
+fn check_value(
+    item: &Value,
+    value_key: &str,
+    currency_key: &str,
+    at: &str,
+    problems: &mut Vec<String>,
+) {
+    if let Some(value) = item.get(value_key) {
+        if !value.is_number() {
+            problems.push(format!("{at}.{value_key} is not a JSON number"));
+        }
+        match item.get(currency_key).and_then(Value::as_str) {
+            Some(code) if is_currency(code) => {}
+            other => problems.push(format!(
+                "{at}.{currency_key} {other:?} is not 3 upper-case letters"
+            )),
+        }
+    }
+}
+
+/// Data Manager `events:ingest` (reference A.7, D.3).
+pub fn check_data_manager(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != "/v1/events:ingest" {
+        problems.push(format!(
+            "{} {} is not POST /v1/events:ingest",
+            request.method,
+            request.url.path()
+        ));
+    }
+    bearer(request, &mut problems);
+    for forbidden in ["developer-token", "login-customer-id"] {
+        if header(request, forbidden).is_some() {
+            problems.push(format!(
+                "{forbidden} header must not be sent to the Data Manager API"
+            ));
+        }
+    }
+    let body = json_body(request, &mut problems);
+    camel_case_only(&body, &mut problems);
+    only_keys(
+        &body,
+        &[
+            "destinations",
+            "events",
+            "consent",
+            "validateOnly",
+            "encoding",
+            "encryptionInfo",
+        ],
+        "body",
+        &mut problems,
+    );
+    let destinations = body
+        .get("destinations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if destinations.is_empty() || destinations.len() > 10 {
+        problems.push(format!("{} destinations (1 to 10)", destinations.len()));
+    }
+    let mut references = std::collections::HashSet::new();
+    for (index, destination) in destinations.iter().enumerate() {
+        let at = format!("destinations[{index}]");
+        only_keys(
+            destination,
+            &[
+                "reference",
+                "operatingAccount",
+                "loginAccount",
+                "linkedAccount",
+                "productDestinationId",
+            ],
+            &at,
+            &mut problems,
+        );
+        match destination.get("reference").and_then(Value::as_str) {
+            Some(reference) if !reference.is_empty() => {
+                if !references.insert(reference.to_owned()) {
+                    problems.push(format!("{at}.reference repeated"));
+                }
+            }
+            _ => problems.push(format!("{at}.reference missing")),
+        }
+        for account in ["operatingAccount", "loginAccount"] {
+            let Some(value) = destination.get(account) else {
+                if account == "operatingAccount" {
+                    problems.push(format!("{at}.operatingAccount missing"));
+                }
+                continue;
+            };
+            only_keys(
+                value,
+                &["accountType", "accountId"],
+                &format!("{at}.{account}"),
+                &mut problems,
+            );
+            if value.get("accountType").and_then(Value::as_str) != Some("GOOGLE_ADS") {
+                problems.push(format!("{at}.{account}.accountType is not GOOGLE_ADS"));
+            }
+            if !value
+                .get("accountId")
+                .and_then(Value::as_str)
+                .is_some_and(|id| id.len() == 10 && is_digits(id))
+            {
+                problems.push(format!(
+                    "{at}.{account}.accountId is not a string of 10 digits"
+                ));
+            }
+        }
+        if !destination
+            .get("productDestinationId")
+            .and_then(Value::as_str)
+            .is_some_and(is_digits)
+        {
+            problems.push(format!("{at}.productDestinationId is not a numeric string"));
+        }
+    }
+    let events = body
+        .get("events")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if events.is_empty() || events.len() > 2000 {
+        problems.push(format!("{} events (1 to 2000)", events.len()));
+    }
+    let now = OffsetDateTime::now_utc();
+    let encoding = body.get("encoding").and_then(Value::as_str);
+    if !matches!(encoding, None | Some("HEX" | "BASE64")) {
+        problems.push(format!("encoding {encoding:?} invalid"));
+    }
+    if let Some(consent) = body.get("consent") {
+        check_dm_consent(consent, "consent", &mut problems);
+    }
+    let mut transactions = std::collections::HashSet::new();
+    for (index, event) in events.iter().enumerate() {
+        let at = format!("events[{index}]");
+        only_keys(
+            event,
+            &[
+                "destinationReferences",
+                "transactionId",
+                "eventTimestamp",
+                "lastUpdatedTimestamp",
+                "userData",
+                "consent",
+                "adIdentifiers",
+                "currency",
+                "conversionValue",
+                "eventSource",
+                "eventDeviceInfo",
+                "cartData",
+                "customVariables",
+                "experimentalFields",
+                "userProperties",
+            ],
+            &at,
+            &mut problems,
+        );
+        for reference in event
+            .get("destinationReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !reference.as_str().is_some_and(|r| references.contains(r)) {
+                problems.push(format!(
+                    "{at}.destinationReferences names no destination: {reference}"
+                ));
+            }
+        }
+        match event.get("transactionId").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() => {
+                if !transactions.insert(id.to_owned()) {
+                    problems.push(format!("{at}.transactionId repeated in the request"));
+                }
+            }
+            _ => problems.push(format!("{at}.transactionId missing")),
+        }
+        match event.get("eventTimestamp").and_then(Value::as_str) {
+            Some(text) => {
+                let well_formed = text.as_bytes().get(10) == Some(&b'T')
+                    && (text.ends_with('Z')
+                        || shaped(&text[text.len().saturating_sub(6)..], "#99:99"));
+                match OffsetDateTime::parse(text, &Rfc3339) {
+                    Ok(at_time) if well_formed => {
+                        if at_time > now + time::Duration::seconds(1) {
+                            problems.push(format!("{at}.eventTimestamp is in the future"));
+                        }
+                    }
+                    _ => problems.push(format!(
+                        "{at}.eventTimestamp {text:?} is not RFC 3339 with T and Z/offset"
+                    )),
+                }
+            }
+            None => problems.push(format!("{at}.eventTimestamp missing")),
+        }
+        if !matches!(
+            event.get("eventSource").and_then(Value::as_str),
+            Some("WEB" | "APP" | "IN_STORE" | "PHONE" | "OTHER")
+        ) {
+            problems.push(format!("{at}.eventSource missing or invalid"));
+        }
+        let click_ids = event
+            .get("adIdentifiers")
+            .map(|ids| {
+                only_keys(
+                    ids,
+                    &[
+                        "gclid",
+                        "gbraid",
+                        "wbraid",
+                        "sessionAttributes",
+                        "landingPageDeviceInfo",
+                    ],
+                    &format!("{at}.adIdentifiers"),
+                    &mut problems,
+                );
+                ["gclid", "gbraid", "wbraid"]
+                    .iter()
+                    .filter(|key| ids.get(**key).is_some())
+                    .count()
+            })
+            .unwrap_or(0);
+        if click_ids > 1 {
+            problems.push(format!("{at}: more than one click id"));
+        }
+        let user_data = event.get("userData");
+        if click_ids == 0 && user_data.is_none() {
+            problems.push(format!("{at}: NO_IDENTIFIERS_PROVIDED"));
+        }
+        if let Some(user_data) = user_data {
+            if encoding.is_none() {
+                problems.push("encoding missing while userData is sent".into());
+            }
+            only_keys(
+                user_data,
+                &["userIdentifiers"],
+                &format!("{at}.userData"),
+                &mut problems,
+            );
+            let identifiers = user_data
+                .get("userIdentifiers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if identifiers.is_empty() || identifiers.len() > 10 {
+                problems.push(format!(
+                    "{at}.userData: {} identifiers (1 to 10)",
+                    identifiers.len()
+                ));
+            }
+            for (position, identifier) in identifiers.iter().enumerate() {
+                let here = format!("{at}.userData.userIdentifiers[{position}]");
+                only_keys(
+                    identifier,
+                    &["emailAddress", "phoneNumber", "address"],
+                    &here,
+                    &mut problems,
+                );
+                let hashes: Vec<&str> = ["emailAddress", "phoneNumber"]
+                    .iter()
+                    .filter_map(|key| identifier.get(*key).and_then(Value::as_str))
+                    .collect();
+                if hashes.len() != 1 || !is_hex64(hashes[0]) {
+                    problems.push(format!("{here}: not exactly one HEX hash"));
+                }
+            }
+        }
+        check_value(event, "conversionValue", "currency", &at, &mut problems);
+        if let Some(consent) = event.get("consent") {
+            check_dm_consent(consent, &format!("{at}.consent"), &mut problems);
+        }
+        if let Some(device) = event.get("eventDeviceInfo") {
+            only_keys(
+                device,
+                &["userAgent", "ipAddress"],
+                &format!("{at}.eventDeviceInfo"),
+                &mut problems,
+            );
+        }
+    }
+    problems
+}
+
+fn check_dm_consent(consent: &Value, at: &str, problems: &mut Vec<String>) {
+    only_keys(consent, &["adUserData", "adPersonalization"], at, problems);
+    for key in ["adUserData", "adPersonalization"] {
+        if let Some(value) = consent.get(key) {
+            if !matches!(value.as_str(), Some("CONSENT_GRANTED" | "CONSENT_DENIED")) {
+                problems.push(format!(
+                    "{at}.{key} {value} is not CONSENT_GRANTED/CONSENT_DENIED"
+                ));
+            }
+        }
+    }
+}
+
+/// Meta Conversions API `POST /v26.0/{pixel}/events` (reference B.1–B.4).
+pub fn check_meta(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    let path = request.url.path();
+    match path
+        .strip_prefix("/v26.0/")
+        .and_then(|rest| rest.strip_suffix("/events"))
+    {
+        Some(pixel) if is_digits(pixel) => {}
+        _ => problems.push(format!("path {path} is not /v26.0/<pixel id>/events")),
+    }
+    if request.method.as_str() != "POST" {
+        problems.push("method is not POST".into());
+    }
+    let tokens: Vec<String> = request
+        .url
+        .query_pairs()
+        .filter(|(key, _)| key == "access_token")
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    if tokens.len() != 1 || tokens[0].is_empty() {
+        problems.push("access_token query parameter missing".into());
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(
+        &body,
+        &[
+            "data",
+            "test_event_code",
+            "partner_agent",
+            "namespace_id",
+            "upload_id",
+            "upload_tag",
+            "upload_source",
+        ],
+        "body",
+        &mut problems,
+    );
+    let data = body
+        .get("data")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if data.is_empty() || data.len() > 1000 {
+        problems.push(format!("{} events (1 to 1000)", data.len()));
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    for (index, event) in data.iter().enumerate() {
+        let at = format!("data[{index}]");
+        only_keys(
+            event,
+            &[
+                "event_name",
+                "event_time",
+                "event_id",
+                "action_source",
+                "event_source_url",
+                "opt_out",
+                "user_data",
+                "custom_data",
+                "data_processing_options",
+                "data_processing_options_country",
+                "data_processing_options_state",
+                "referrer_url",
+            ],
+            &at,
+            &mut problems,
+        );
+        if event
+            .get("event_name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            problems.push(format!("{at}.event_name missing"));
+        }
+        match event.get("event_time").and_then(Value::as_i64) {
+            Some(seconds) if seconds <= now + 60 && seconds > now - 7 * 86_400 => {}
+            other => problems.push(format!(
+                "{at}.event_time {other:?} is not Unix seconds within the last 7 days"
+            )),
+        }
+        if event
+            .get("event_id")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            problems.push(format!("{at}.event_id missing"));
+        }
+        let source = event.get("action_source").and_then(Value::as_str);
+        if !matches!(
+            source,
+            Some(
+                "email"
+                    | "website"
+                    | "app"
+                    | "phone_call"
+                    | "chat"
+                    | "physical_store"
+                    | "system_generated"
+                    | "business_messaging"
+                    | "other"
+            )
+        ) {
+            problems.push(format!("{at}.action_source {source:?} invalid"));
+        }
+        if let Some(url) = event.get("event_source_url") {
+            if !url
+                .as_str()
+                .is_some_and(|url| url.starts_with("http://") || url.starts_with("https://"))
+            {
+                problems.push(format!("{at}.event_source_url must start with http(s)://"));
+            }
+        }
+        let user_data = event.get("user_data").cloned().unwrap_or(Value::Null);
+        only_keys(
+            &user_data,
+            &[
+                "em",
+                "ph",
+                "fn",
+                "ln",
+                "ge",
+                "db",
+                "ct",
+                "st",
+                "zp",
+                "country",
+                "external_id",
+                "client_ip_address",
+                "client_user_agent",
+                "fbc",
+                "fbp",
+                "subscription_id",
+                "fb_login_id",
+                "lead_id",
+            ],
+            &format!("{at}.user_data"),
+            &mut problems,
+        );
+        if user_data.as_object().is_some_and(|map| map.is_empty()) {
+            problems.push(format!("{at}.user_data is empty"));
+        }
+        if source == Some("website")
+            && (event.get("event_source_url").is_none()
+                || user_data.get("client_user_agent").is_none())
+        {
+            problems.push(format!(
+                "{at}: website events need event_source_url and client_user_agent"
+            ));
+        }
+        for key in ["em", "ph", "external_id"] {
+            if let Some(list) = user_data.get(key) {
+                let ok = list.as_array().is_some_and(|items| {
+                    !items.is_empty()
+                        && items.iter().all(|item| item.as_str().is_some_and(is_hex64))
+                });
+                if !ok {
+                    problems.push(format!(
+                        "{at}.user_data.{key} is not a list of SHA-256 hex hashes"
+                    ));
+                }
+            }
+        }
+        if let Some(fbc) = user_data.get("fbc") {
+            let parts: Vec<&str> = fbc.as_str().unwrap_or("").splitn(4, '.').collect();
+            let ok = parts.len() == 4
+                && parts[0] == "fb"
+                && is_digits(parts[1])
+                && parts[2].len() == 13
+                && is_digits(parts[2])
+                && !parts[3].is_empty();
+            if !ok {
+                problems.push(format!(
+                    "{at}.user_data.fbc {fbc} is not fb.<n>.<ms>.<fbclid>"
+                ));
+            }
+        }
+        if let Some(ip) = user_data.get("client_ip_address") {
+            if ip
+                .as_str()
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+                .is_none()
+            {
+                problems.push(format!("{at}.user_data.client_ip_address is not an IP"));
+            }
+        }
+        if let Some(custom) = event.get("custom_data") {
+            if let Some(value) = custom.get("value") {
+                if !value.is_number() {
+                    problems.push(format!("{at}.custom_data.value is not a number"));
+                }
+                if custom
+                    .get("currency")
+                    .and_then(Value::as_str)
+                    .is_none_or(|c| c.len() != 3)
+                {
+                    problems.push(format!("{at}.custom_data.currency missing"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Google's token endpoint: a refresh-token exchange as `google-auth` sends it (reference A.6).
+pub fn check_oauth(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != "/token" {
+        problems.push("not POST /token".into());
+    }
+    if header(request, "content-type") != Some("application/x-www-form-urlencoded") {
+        problems.push("content-type is not application/x-www-form-urlencoded".into());
+    }
+    let form = form_decode(&String::from_utf8_lossy(&request.body));
+    let get = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    if get("grant_type") != Some("refresh_token") {
+        problems.push("grant_type is not refresh_token".into());
+    }
+    for key in ["client_id", "client_secret", "refresh_token"] {
+        if get(key).is_none_or(str::is_empty) {
+            problems.push(format!("{key} missing"));
+        }
+    }
+    problems
+}
+
+/// `application/x-www-form-urlencoded` pairs.
+pub fn form_decode(text: &str) -> Vec<(String, String)> {
+    fn decode(part: &str) -> String {
+        let bytes = part.as_bytes();
+        let mut out = Vec::new();
+        let mut index = 0;
+        while index < bytes.len() {
+            match bytes[index] {
+                b'+' => out.push(b' '),
+                b'%' if index + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    index += 2;
+                }
+                byte => out.push(byte),
+            }
+            index += 1;
+        }
+        String::from_utf8(out).unwrap()
+    }
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+/// Every request the server got passes the check for its kind.
+pub async fn assert_requests_strict(server: &MockServer) {
+    for request in server.received_requests().await.unwrap_or_default() {
+        let path = request.url.path().to_owned();
+        let problems = if path == "/token" {
+            check_oauth(&request)
+        } else if path.ends_with(":uploadClickConversions") {
+            check_ads_upload(&request)
+        } else if path.ends_with(":uploadConversionAdjustments") {
+            check_ads_adjustments(&request)
+        } else if path == "/v1/events:ingest" {
+            check_data_manager(&request)
+        } else if path.starts_with("/v26.0/") {
+            check_meta(&request)
+        } else {
+            vec![format!("unexpected request to {path}")]
+        };
+        assert!(problems.is_empty(), "{path}: {problems:#?}");
+    }
+}
+
+/// Bodies of the requests to `path_suffix`, in order.
+pub async fn bodies(server: &MockServer, path_suffix: &str) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|request| request.url.path().ends_with(path_suffix))
+        .map(|request| serde_json::from_slice(&request.body).unwrap())
+        .collect()
+}
+
+/// Matches only requests that pass `check`.
+pub struct Strict(pub fn(&Request) -> Vec<String>);
+
+impl Match for Strict {
+    fn matches(&self, request: &Request) -> bool {
+        (self.0)(request).is_empty()
+    }
+}
+
+/// Token endpoint answering `tokens` in turn (the last one repeatedly), each living
+/// `expires_in` seconds.
+pub struct TokenSequence {
+    pub tokens: Vec<&'static str>,
+    pub expires_in: u64,
+    pub served: AtomicUsize,
+}
+
+impl Respond for TokenSequence {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let position = self.served.fetch_add(1, Ordering::SeqCst);
+        let token = self.tokens[position.min(self.tokens.len() - 1)];
+        ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": token, "expires_in": self.expires_in,
+            "scope": "https://www.googleapis.com/auth/adwords https://www.googleapis.com/auth/datamanager",
+            "token_type": "Bearer"
+        }))
+    }
+}
+
+/// Mounts a token endpoint that checks the exchange and hands out `token`.
+pub async fn mount_oauth(server: &MockServer, token: &'static str) {
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(Strict(check_oauth))
+        .respond_with(TokenSequence {
+            tokens: vec![token],
+            expires_in: 3599,
+            served: AtomicUsize::new(0),
+        })
+        .named("oauth token")
+        .mount(server)
+        .await;
+}
+
+/// No record of `report` shows a credential.
+pub fn assert_no_secrets(report: &SendReport, extra: &[&str]) {
+    let secrets = [CLIENT_SECRET, REFRESH_TOKEN, DEVELOPER_TOKEN, META_TOKEN];
+    for record in &report.requests {
+        for secret in secrets.iter().chain(extra) {
+            assert!(
+                !record.response_excerpt.contains(secret),
+                "excerpt shows a secret: {}",
+                record.response_excerpt
+            );
+            assert!(
+                !record.error.as_deref().unwrap_or("").contains(secret),
+                "error shows a secret: {:?}",
+                record.error
+            );
+        }
+        assert!(record.response_excerpt.len() <= 2048);
+    }
+    for outcome in &report.outcomes {
+        let text = format!("{outcome:?}");
+        for secret in secrets.iter().chain(extra) {
+            assert!(!text.contains(secret), "outcome shows a secret: {text}");
+        }
+    }
+}

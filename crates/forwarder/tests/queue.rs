@@ -1,0 +1,622 @@
+//! The dispatch queue on a real PostgreSQL: what enqueue creates, exclusive claims and leases,
+//! operator retries, statistics and retractions.
+#![allow(clippy::unwrap_used)]
+
+mod worker_support;
+
+use std::time::Duration;
+
+use events::{AttributionStatus, DestinationType};
+use forwarder::queue::{self, AttemptResult};
+use forwarder::{DispatchFilter, DispatchKind, DispatchStatus, Error};
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+use worker_support::*;
+
+const GOOGLE_ONLY: [(DestinationType, bool); 3] = [
+    (DestinationType::GoogleAds, true),
+    (DestinationType::Meta, false),
+    (DestinationType::Webhook, true),
+];
+
+#[tokio::test]
+async fn enqueue_follows_routes_and_subscriptions_and_adds_nothing_the_second_time() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let (ws, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let sales_hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let leads_hook = webhook(&client, ws, "https://b.example.com/", &["lead"], true).await;
+    let ads = google(&client, ws, "data_manager").await;
+    let pixel = meta(&client, ws, &["sale"], false).await;
+    webhook(
+        &client,
+        other,
+        "https://other.example.com/",
+        &["sale", "lead"],
+        true,
+    )
+    .await;
+
+    let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &GOOGLE_ONLY);
+    let batch = [event.clone()];
+    assert_eq!(forwarder::enqueue(&client, &batch).await.unwrap(), 2);
+    assert_eq!(forwarder::enqueue(&client, &batch).await.unwrap(), 0);
+
+    let mut got: Vec<(String, DestinationType, DispatchStatus)> =
+        dispatches_of(&client, ws, event.event_id)
+            .await
+            .into_iter()
+            .map(|d| (d.destination, d.destination_type, d.status))
+            .collect();
+    got.sort();
+    let mut expected = vec![
+        (
+            sales_hook.id.clone(),
+            DestinationType::Webhook,
+            DispatchStatus::Queued,
+        ),
+        (
+            ads.id.clone(),
+            DestinationType::GoogleAds,
+            DispatchStatus::Queued,
+        ),
+    ];
+    expected.sort();
+    assert_eq!(got, expected);
+    let _ = (leads_hook, pixel);
+
+    // A lead reaches only the lead subscriber; nothing crosses workspaces.
+    let lead_event = routed(
+        ws,
+        lead("lead-1"),
+        AttributionStatus::Unmatched,
+        &[(DestinationType::Webhook, true)],
+    );
+    assert_eq!(forwarder::enqueue(&client, &[lead_event]).await.unwrap(), 1);
+    let total: i64 = client
+        .query_one(
+            "SELECT count(*) FROM dispatches WHERE workspace_id = $1",
+            &[&other],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 0);
+
+    // A routing decision that dispatches nothing creates nothing.
+    let none = routed(
+        ws,
+        sale("inv-2"),
+        AttributionStatus::Matched,
+        &[
+            (DestinationType::GoogleAds, false),
+            (DestinationType::Meta, false),
+            (DestinationType::Webhook, false),
+        ],
+    );
+    assert_eq!(forwarder::enqueue(&client, &[none]).await.unwrap(), 0);
+
+    // The snapshot carries the conversion as routed.
+    let payload: serde_json::Value = client
+        .query_one(
+            "SELECT payload FROM dispatches WHERE workspace_id = $1 AND event_id = $2 LIMIT 1",
+            &[&ws, &event.event_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payload["event"]["invoiceId"], "inv-1");
+    assert_eq!(payload["event"]["amount"].to_string(), "49.9");
+    assert_eq!(payload["attribution"]["status"], "matched");
+}
+
+#[tokio::test]
+async fn meta_destinations_that_opt_in_get_decided_events_without_a_meta_click() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let opted_in = meta(&client, ws, &["lead", "sale"], true).await;
+    let _plain = meta(&client, ws, &["lead", "sale"], false).await;
+    let meta_off = [(DestinationType::Meta, false)];
+
+    let unmatched = routed(ws, lead("l-1"), AttributionStatus::Unmatched, &meta_off);
+    assert_eq!(
+        forwarder::enqueue(&client, std::slice::from_ref(&unmatched))
+            .await
+            .unwrap(),
+        1
+    );
+    let got = dispatches_of(&client, ws, unmatched.event_id).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].destination, opted_in.id);
+
+    let pending = routed(ws, lead("l-2"), AttributionStatus::Pending, &meta_off);
+    let deferred = routed(
+        ws,
+        event(
+            json!({"event": "lead", "leadId": "l-3", "email": "d@example.com", "mode": "deferred"}),
+        ),
+        AttributionStatus::Unmatched,
+        &meta_off,
+    );
+    let denied = routed(
+        ws,
+        event(
+            json!({"event": "lead", "leadId": "l-4", "email": "d@example.com",
+                     "consent": {"adUserData": "denied"}}),
+        ),
+        AttributionStatus::Unmatched,
+        &meta_off,
+    );
+    let nobody = routed(
+        ws,
+        event(json!({"event": "lead", "leadId": "l-5", "clickId": "clk_1"})),
+        AttributionStatus::Unmatched,
+        &meta_off,
+    );
+    assert_eq!(
+        forwarder::enqueue(&client, &[pending, deferred, denied, nobody])
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_share_a_dispatch() {
+    let db = test_db().await;
+    let pool = pool(&db, 4);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let events: Vec<_> = (0..50)
+        .map(|i| {
+            routed(
+                ws,
+                sale(&format!("inv-{i}")),
+                AttributionStatus::Matched,
+                &ALL_ROUTES,
+            )
+        })
+        .collect();
+    assert_eq!(forwarder::enqueue(&client, &events).await.unwrap(), 50);
+
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    let lease = Duration::from_secs(30);
+    let (first, second) = tokio::join!(
+        queue::claim_due(&a, 30, lease, 5),
+        queue::claim_due(&b, 30, lease, 5)
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.dispatches.len() + second.dispatches.len(), 50);
+    let mut ids: Vec<Uuid> = first
+        .dispatches
+        .iter()
+        .chain(&second.dispatches)
+        .map(|d| d.id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    assert!(queue::claim_due(&client, 30, lease, 5)
+        .await
+        .unwrap()
+        .dispatches
+        .is_empty());
+}
+
+fn result_for(d: &queue::ClaimedDispatch) -> AttemptResult {
+    AttemptResult {
+        workspace_id: d.workspace_id,
+        id: d.id,
+        status: DispatchStatus::Succeeded,
+        retry_in: None,
+        last_error: None,
+        reason: None,
+        at: OffsetDateTime::now_utc(),
+        duration: Duration::from_millis(12),
+        http_status: Some(200),
+        outcome: "succeeded",
+        error: None,
+        response_excerpt: Some("ok".into()),
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_returns_the_claim_and_the_old_holder_cannot_record() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+
+    // A worker claims with a lease that is already over, then "crashes".
+    let crashed = queue::claim_due(&client, 10, Duration::ZERO, 5)
+        .await
+        .unwrap();
+    assert_eq!(crashed.dispatches.len(), 1);
+    let taken = queue::claim_due(&client, 10, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    assert_eq!(taken.dispatches.len(), 1);
+    assert_eq!(taken.dispatches[0].attempts, 2);
+
+    // The vanished worker comes back late: its result is refused.
+    let late = queue::record_results(
+        &client,
+        crashed.token,
+        &[result_for(&crashed.dispatches[0])],
+    )
+    .await
+    .unwrap();
+    assert!(late.is_empty());
+    let recorded = queue::record_results(&client, taken.token, &[result_for(&taken.dispatches[0])])
+        .await
+        .unwrap();
+    assert_eq!(recorded, [taken.dispatches[0].id]);
+
+    let id = forwarder::ids::to_wire(forwarder::ids::DISPATCH, taken.dispatches[0].id);
+    let detail = forwarder::get_dispatch(&client, ws, &id).await.unwrap();
+    assert_eq!(detail.dispatch.status, DispatchStatus::Succeeded);
+    let outcomes: Vec<(i32, &str)> = detail
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str()))
+        .collect();
+    assert_eq!(outcomes, [(1, "lease_expired"), (2, "succeeded")]);
+    assert_eq!(detail.attempts[1].http_status, Some(200));
+}
+
+#[tokio::test]
+async fn a_vanished_worker_on_the_last_attempt_fails_the_dispatch() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let crashed = queue::claim_due(&client, 10, Duration::ZERO, 1)
+        .await
+        .unwrap();
+    assert_eq!(crashed.dispatches.len(), 1);
+    let again = queue::claim_due(&client, 10, Duration::ZERO, 1)
+        .await
+        .unwrap();
+    assert!(again.dispatches.is_empty());
+    assert_eq!(again.exhausted, 1);
+    let got = dispatches_of(&client, ws, event.event_id).await;
+    assert_eq!(got[0].status, DispatchStatus::Failed);
+    assert!(got[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("attempts exhausted"));
+}
+
+#[tokio::test]
+async fn operators_retry_failed_dispatches_one_by_one_or_in_bulk() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let other_hook = webhook(&client, ws, "https://b.example.com/", &["sale"], true).await;
+    let events: Vec<_> = (0..3)
+        .map(|i| {
+            routed(
+                ws,
+                sale(&format!("inv-{i}")),
+                AttributionStatus::Matched,
+                &ALL_ROUTES,
+            )
+        })
+        .collect();
+    forwarder::enqueue(&client, &events).await.unwrap();
+    // Everything fails permanently.
+    let claim = queue::claim_due(&client, 100, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    let results: Vec<AttemptResult> = claim
+        .dispatches
+        .iter()
+        .map(|d| AttemptResult {
+            status: DispatchStatus::Failed,
+            outcome: "permanent",
+            last_error: Some("HTTP 410: gone".into()),
+            error: Some("HTTP 410: gone".into()),
+            http_status: Some(410),
+            ..result_for(d)
+        })
+        .collect();
+    assert_eq!(
+        queue::record_results(&client, claim.token, &results)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+
+    let failed = forwarder::list_dispatches(
+        &client,
+        ws,
+        DispatchFilter {
+            status: Some(DispatchStatus::Failed),
+            ..DispatchFilter::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.data.len(), 6);
+    let one = &failed.data[0];
+    assert_eq!(one.last_error.as_deref(), Some("HTTP 410: gone"));
+
+    let retried = forwarder::retry_dispatch(&client, ws, &one.id)
+        .await
+        .unwrap();
+    assert_eq!(retried.status, DispatchStatus::Queued);
+    assert!(retried.next_attempt_at.is_some());
+    assert!(matches!(
+        forwarder::retry_dispatch(&client, ws, &one.id).await,
+        Err(Error::Conflict(message)) if message.contains("queued")
+    ));
+    assert!(matches!(
+        forwarder::retry_dispatch(&client, Uuid::now_v7(), &one.id).await,
+        Err(Error::NotFound)
+    ));
+
+    let count = forwarder::retry_dispatches(
+        &client,
+        ws,
+        &json!({"status": "failed", "destination": hook.id}),
+    )
+    .await
+    .unwrap();
+    let already = usize::from(one.destination == hook.id);
+    assert_eq!(count, 3 - already);
+    let count = forwarder::retry_dispatches(&client, ws, &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(count, 3 - usize::from(one.destination == other_hook.id));
+    let count = forwarder::retry_dispatches(&client, ws, &json!({"status": "failed"}))
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+    assert!(matches!(
+        forwarder::retry_dispatches(&client, ws, &json!({"status": "succeeded", "since": "yesterday", "x": 1})).await,
+        Err(Error::Invalid(errors)) if errors.len() == 3
+    ));
+
+    // A retried dispatch gets the full retry budget again.
+    let claim = queue::claim_due(&client, 100, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    assert_eq!(claim.dispatches.len(), 6);
+    assert!(claim
+        .dispatches
+        .iter()
+        .all(|d| d.attempts == 2 && d.retry_from == 1));
+}
+
+#[tokio::test]
+async fn stats_count_per_destination_and_status() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let ads = google(&client, ws, "data_manager").await;
+    let events: Vec<_> = (0..3)
+        .map(|i| {
+            routed(
+                ws,
+                sale(&format!("inv-{i}")),
+                AttributionStatus::Matched,
+                &ALL_ROUTES,
+            )
+        })
+        .collect();
+    forwarder::enqueue(&client, &events).await.unwrap();
+    client
+        .execute(
+            "UPDATE dispatches SET status = 'succeeded', created_at = created_at - interval '10 seconds'
+             WHERE destination_type = 'google_ads' AND event_id = $1",
+            &[&events[0].event_id],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE dispatches SET created_at = now() - interval '42 seconds'
+             WHERE destination_type = 'webhook' AND event_id = $1",
+            &[&events[1].event_id],
+        )
+        .await
+        .unwrap();
+
+    let stats = forwarder::dispatch_stats(&client, ws).await.unwrap();
+    assert_eq!(stats.totals["queued"], 5);
+    assert_eq!(stats.totals["succeeded"], 1);
+    assert_eq!(stats.totals["failed"], 0);
+    let of = |id: &str| {
+        stats
+            .destinations
+            .iter()
+            .find(|d| d.destination == id)
+            .unwrap()
+    };
+    assert_eq!(of(&hook.id).counts["queued"], 3);
+    assert_eq!(of(&ads.id).counts["queued"], 2);
+    assert_eq!(of(&ads.id).counts["succeeded"], 1);
+    let age = stats.oldest_queued_age_seconds.unwrap();
+    assert!((42.0..60.0).contains(&age), "{age}");
+    assert!(of(&ads.id).oldest_queued_age_seconds.unwrap() < 42.0);
+    let json = serde_json::to_value(&stats).unwrap();
+    assert!(json["oldestQueuedAgeSeconds"].is_number());
+    assert_eq!(json["destinations"][0]["counts"]["in_flight"], 0);
+
+    let empty = forwarder::dispatch_stats(&client, Uuid::now_v7())
+        .await
+        .unwrap();
+    assert!(empty.destinations.is_empty() && empty.oldest_queued_age_seconds.is_none());
+}
+
+#[tokio::test]
+async fn retracting_queues_google_ads_retractions_and_records_not_supported_once() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let ads_api = google(&client, ws, "google_ads_api").await;
+    let data_manager = google(&client, ws, "data_manager").await;
+    let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let late_hook = webhook(&client, ws, "https://b.example.com/", &["sale"], true).await;
+    let pixel = meta(&client, ws, &["sale"], false).await;
+    let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    assert_eq!(
+        forwarder::enqueue(&client, std::slice::from_ref(&event))
+            .await
+            .unwrap(),
+        5
+    );
+    // Everything went out but one webhook, still waiting.
+    let late_id = forwarder::ids::from_wire(forwarder::ids::DESTINATION, &late_hook.id).unwrap();
+    client
+        .execute(
+            "UPDATE dispatches SET status = 'succeeded' WHERE workspace_id = $1 AND destination_id <> $2",
+            &[&ws, &late_id],
+        )
+        .await
+        .unwrap();
+
+    let report = forwarder::retract(&client, ws, event.event_id, "refund")
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.queued, report.not_supported, report.cancelled),
+        (1, 3, 1)
+    );
+    let by_destination = |id: &str| {
+        report
+            .retractions
+            .iter()
+            .find(|d| d.destination == id)
+            .unwrap()
+    };
+    assert_eq!(by_destination(&ads_api.id).status, DispatchStatus::Queued);
+    assert_eq!(by_destination(&ads_api.id).kind, DispatchKind::Retraction);
+    for id in [&data_manager.id, &hook.id, &pixel.id] {
+        assert_eq!(by_destination(id).status, DispatchStatus::Skipped);
+        assert_eq!(by_destination(id).reason.as_deref(), Some("not_supported"));
+    }
+    let all = dispatches_of(&client, ws, event.event_id).await;
+    let late = all
+        .iter()
+        .find(|d| d.destination == late_hook.id && d.kind == DispatchKind::Conversion)
+        .unwrap();
+    assert_eq!(late.status, DispatchStatus::Cancelled);
+    assert_eq!(late.reason.as_deref(), Some("event retracted: refund"));
+
+    let again = forwarder::retract(&client, ws, event.event_id, "refund")
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.queued, again.not_supported, again.cancelled),
+        (0, 0, 0)
+    );
+    assert_eq!(again.retractions, report.retractions);
+    assert_eq!(dispatches_of(&client, ws, event.event_id).await.len(), 9);
+    let detail = forwarder::get_dispatch(&client, ws, &by_destination(&ads_api.id).id)
+        .await
+        .unwrap();
+    assert_eq!(detail.retract_reason.as_deref(), Some("refund"));
+
+    assert!(matches!(
+        forwarder::retract(&client, ws, event.event_id, "  ").await,
+        Err(Error::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_dispatch_list_filters_and_pages_newest_first() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    google(&client, ws, "data_manager").await;
+    let events: Vec<_> = (0..4)
+        .map(|i| {
+            routed(
+                ws,
+                sale(&format!("inv-{i}")),
+                AttributionStatus::Matched,
+                &ALL_ROUTES,
+            )
+        })
+        .collect();
+    for e in &events {
+        forwarder::enqueue(&client, std::slice::from_ref(e))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = forwarder::list_dispatches(
+            &client,
+            ws,
+            DispatchFilter {
+                destination: Some(hook.id.clone()),
+                limit: 3,
+                cursor,
+                ..DispatchFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+        seen.extend(page.data.into_iter().map(|d| d.event_id));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = events
+        .iter()
+        .rev()
+        .map(|e| forwarder::ids::to_wire(forwarder::ids::EVENT, e.event_id))
+        .collect();
+    assert_eq!(seen, expected);
+
+    let filter =
+        DispatchFilter::from_pairs([("eventId", expected[0].as_str()), ("limit", "10")]).unwrap();
+    let page = forwarder::list_dispatches(&client, ws, filter)
+        .await
+        .unwrap();
+    assert_eq!(page.data.len(), 2);
+    assert!(page.next_cursor.is_none());
+    let errors = match DispatchFilter::from_pairs([
+        ("status", "done"),
+        ("destination", "evt_1"),
+        ("limit", "500"),
+        ("colour", "red"),
+    ]) {
+        Err(Error::Invalid(errors)) => errors,
+        other => panic!("{other:?}"),
+    };
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["status", "destination", "limit", "colour"]);
+    let json = serde_json::to_value(&page).unwrap();
+    assert!(json["nextCursor"].is_null());
+    assert_eq!(json["data"][0]["status"], "queued");
+    assert!(json["data"][0]["lastError"].is_null());
+}

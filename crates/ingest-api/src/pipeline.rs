@@ -1,0 +1,196 @@
+//! The pipeline workers that run inside `convrelay serve` (and alone in `convrelay worker`):
+//! the attribution step — claim queued events of one workspace, decide attribution and routing,
+//! queue the dispatches, all in one transaction — and the forwarder's dispatch loop.
+//!
+//! Any number of processes may run them against one database: claims use `SKIP LOCKED` and
+//! per-workspace locks, and a crashed worker's claim is its rolled-back transaction.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attribution_matcher::MatchSettings;
+use deadpool_postgres::Pool;
+use events::{Event, RoutedEvent};
+use time::OffsetDateTime;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::journal::{self, StoredEvent};
+use crate::problem::ApiError;
+
+/// Events the attribution step claims at most per transaction.
+const MATCH_BATCH: usize = 500;
+
+/// How often an idle worker looks for work that another process queued.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// What one attribution step did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MatchReport {
+    /// Events decided (first decisions, late matches, expiries).
+    pub decided: usize,
+    /// Dispatches queued.
+    pub dispatches: usize,
+}
+
+/// One attribution step in one transaction; answers what it did (nothing when no work).
+pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchReport, ApiError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some(claim) = attribution_matcher::claim(&tx, MATCH_BATCH).await.map_err(matcher_error)? else {
+        return Ok(MatchReport::default());
+    };
+    let mut retracted = HashSet::new();
+    let mut loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
+    let now = OffsetDateTime::now_utc();
+    let decided = attribution_matcher::decide(&tx, &claim, &loaded, settings, now)
+        .await
+        .map_err(matcher_error)?;
+    // Late matches of pending events that this step's links resolved may lie outside the claim.
+    let have: HashSet<Uuid> = loaded.iter().map(|(id, _, _)| *id).collect();
+    let missing: Vec<Uuid> = decided
+        .iter()
+        .map(|d| d.event_id)
+        .filter(|id| !have.contains(id))
+        .collect();
+    loaded.extend(load(&tx, &claim.workspace_id, &missing, &mut retracted).await?);
+
+    let mut routed = Vec::with_capacity(decided.len());
+    for d in &decided {
+        if d.first {
+            if let Some((_, received_at, _)) = loaded.iter().find(|(id, _, _)| *id == d.event_id) {
+                let lag = (now - *received_at).as_seconds_f64().max(0.0);
+                metrics::histogram!("convrelay_matcher_lag_seconds").record(lag);
+            }
+        }
+        // A retracted event is attributed (its links count) but never sent.
+        if !d.routes.iter().any(|r| r.dispatch) || retracted.contains(&d.event_id) {
+            continue;
+        }
+        let Some((_, received_at, event)) = loaded.iter().find(|(id, _, _)| *id == d.event_id)
+        else {
+            continue;
+        };
+        routed.push(RoutedEvent {
+            workspace_id: claim.workspace_id,
+            event_id: d.event_id,
+            received_at: *received_at,
+            event: event.clone(),
+            attribution: d.attribution.clone(),
+            routes: d.routes.clone(),
+        });
+    }
+    let dispatches = forwarder::enqueue(&tx, &routed)
+        .await
+        .map_err(forwarder_error)?;
+    tx.commit().await?;
+    metrics::counter!("convrelay_matcher_decisions_total").increment(decided.len() as u64);
+    Ok(MatchReport {
+        decided: decided.len(),
+        dispatches,
+    })
+}
+
+/// Loads events from the journal in arrival order, noting which were retracted.
+async fn load(
+    client: &impl deadpool_postgres::GenericClient,
+    workspace_id: &Uuid,
+    ids: &[Uuid],
+    retracted: &mut HashSet<Uuid>,
+) -> Result<Vec<(Uuid, OffsetDateTime, Event)>, ApiError> {
+    let rows = journal::get_events(client, *workspace_id, ids).await?;
+    retracted.extend(rows.iter().filter(|r| r.retracted_at.is_some()).map(|r| r.id));
+    Ok(rows
+        .into_iter()
+        .filter_map(|StoredEvent { id, received_at, payload, .. }| {
+            match serde_json::from_value::<Event>(payload) {
+                Ok(event) => Some((id, received_at, event)),
+                Err(e) => {
+                    tracing::error!(event_id = %id, error = %e, "a stored event cannot be read");
+                    None
+                }
+            }
+        })
+        .collect())
+}
+
+fn matcher_error(e: attribution_matcher::Error) -> ApiError {
+    match e {
+        attribution_matcher::Error::Database(e) => e.into(),
+        other => ApiError::Internal(Box::new(other)),
+    }
+}
+
+fn forwarder_error(e: forwarder::Error) -> ApiError {
+    match e {
+        forwarder::Error::Database(e) => e.into(),
+        other => ApiError::Internal(Box::new(other)),
+    }
+}
+
+/// The running workers of a process.
+pub struct Workers {
+    shutdown: watch::Sender<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts the attribution loop (woken by `work` when this process stores events) and, when
+    /// given, the forwarder's dispatch loop.
+    pub fn start(
+        pool: Pool,
+        settings: MatchSettings,
+        work: Arc<Notify>,
+        forwarder: Option<forwarder::Forwarder>,
+    ) -> Self {
+        let (shutdown, stop) = watch::channel(false);
+        let mut handles = vec![tokio::spawn(match_loop(pool, settings, work, stop.clone()))];
+        if let Some(forwarder) = forwarder {
+            handles.push(tokio::spawn(forwarder.run(stop)));
+        }
+        Self { shutdown, handles }
+    }
+
+    /// Asks the workers to finish what they hold and waits for them (bounded).
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for handle in self.handles {
+            if tokio::time::timeout(Duration::from_secs(30), handle).await.is_err() {
+                tracing::warn!("a worker did not stop in time");
+            }
+        }
+    }
+}
+
+async fn match_loop(
+    pool: Pool,
+    settings: MatchSettings,
+    work: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let idle = match match_step(&pool, &settings).await {
+            Ok(report) => report.decided == 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "attribution step failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+        };
+        if idle {
+            tokio::select! {
+                _ = work.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}

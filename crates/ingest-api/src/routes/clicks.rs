@@ -1,0 +1,102 @@
+//! `/v1/clicks`: register ad and short-link clicks so that later events can name them.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use deadpool_postgres::Pool;
+
+use crate::auth::Principal;
+use crate::body::{self, BATCH_LIMIT, SINGLE_LIMIT};
+use crate::ingest::{Ingest, Post};
+use crate::keys::Scope;
+use crate::problem::ApiError;
+use crate::responses;
+use crate::routes::events::{idempotency_key, respond};
+
+/// `POST /v1/clicks`: one click; 201 when new, 200 with the first when its clickId is known.
+pub async fn post_click(
+    req: HttpRequest,
+    principal: Principal,
+    payload: web::Payload,
+    ingest: web::Data<Ingest>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::Ingest)?;
+    let idempotency_key = idempotency_key(&req)?;
+    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    let click = events::parse_click(&value, time::OffsetDateTime::now_utc())
+        .map_err(|e| ApiError::Validation(e.0))?;
+    let workspace_id = principal.workspace_id;
+    let post = Post {
+        principal: &principal,
+        idempotency_key,
+        path: req.path(),
+        body: &raw,
+        value: &value,
+    };
+    let stored = ingest
+        .in_transaction(post, move |tx| {
+            Box::pin(async move {
+                let registered =
+                    attribution_matcher::register_clicks(tx, workspace_id, &[click]).await?;
+                registered
+                    .first()
+                    .map(responses::render_click)
+                    .ok_or_else(|| ApiError::Internal("no click was registered".into()))
+            })
+        })
+        .await?;
+    Ok(respond(stored))
+}
+
+/// `POST /v1/clicks/batch`: up to 1000 clicks; each valid one is registered.
+pub async fn post_click_batch(
+    req: HttpRequest,
+    principal: Principal,
+    payload: web::Payload,
+    ingest: web::Data<Ingest>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::Ingest)?;
+    let idempotency_key = idempotency_key(&req)?;
+    let (raw, value) = body::read_json(&req, payload, BATCH_LIMIT).await?;
+    let items = events::parse_click_batch(&value).map_err(|e| ApiError::Validation(e.0))?;
+    let now = time::OffsetDateTime::now_utc();
+    let total = items.len();
+    let mut clicks = Vec::with_capacity(total);
+    let mut rejected = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match events::parse_click(item, now) {
+            Ok(click) => clicks.push(click),
+            Err(errors) => rejected.push((index, errors.0)),
+        }
+    }
+    let workspace_id = principal.workspace_id;
+    let post = Post {
+        principal: &principal,
+        idempotency_key,
+        path: req.path(),
+        body: &raw,
+        value: &value,
+    };
+    let stored = ingest
+        .in_transaction(post, move |tx| {
+            Box::pin(async move {
+                let registered =
+                    attribution_matcher::register_clicks(tx, workspace_id, &clicks).await?;
+                Ok(responses::render_click_batch(total, &rejected, &registered))
+            })
+        })
+        .await?;
+    Ok(respond(stored))
+}
+
+/// `GET /v1/clicks/{clickId}`.
+pub async fn get_click(
+    principal: Principal,
+    path: web::Path<String>,
+    pool: web::Data<Pool>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::Read)?;
+    let client = pool.get().await?;
+    let click = attribution_matcher::get_click(&client, principal.workspace_id, &path)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(click))
+}

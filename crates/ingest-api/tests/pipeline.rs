@@ -1,0 +1,271 @@
+//! The whole pipeline in one process: events in, attribution, routing, dispatches to fake ad
+//! platforms and webhooks, the operator's view of it, retries and retractions.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{create_key, seed_lead, seed_sale, TestApp};
+use ingest_api::keys::Scope;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+async fn app_with_platforms(server: &MockServer) -> (TestApp, String) {
+    let db = common::test_db().await;
+    let uri = server.uri();
+    let app = TestApp::spawn_with(db, |url| common::settings_with(url, Some(&uri))).await;
+    let admin = create_key(&app.db, "acme", &[Scope::Admin, Scope::Read, Scope::Ingest]).await;
+    (app, admin)
+}
+
+async fn mount_google(server: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "ya29.test-token", "expires_in": 3599, "token_type": "Bearer"
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/events:ingest"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"requestId": "dm-1"})))
+        .mount(server)
+        .await;
+}
+
+fn google_destination() -> Value {
+    json!({
+        "type": "google_ads", "name": "Google Ads", "events": ["lead", "sale"],
+        "config": {"customerId": "123-456-7890", "conversionActions": {"lead": "111", "sale": "222"}},
+        "credentials": {"clientId": "client.apps.example", "clientSecret": "client-secret-1",
+                        "refreshToken": "1//refresh-token"}
+    })
+}
+
+/// Polls an event until `done` holds for it, with a deadline.
+async fn event_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let event: Value = app.get(&format!("/v1/events/{id}")).await.json().await.unwrap();
+        if done(&event) {
+            return event;
+        }
+        assert!(Instant::now() < deadline, "never reached: {event:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_seed_sale_reaches_google_through_the_click_of_its_deferred_lead() {
+    let server = MockServer::start().await;
+    mount_google(&server).await;
+    let (app, admin) = app_with_platforms(&server).await;
+    let res = app.post_as(&admin, "/v1/destinations", &google_destination()).await;
+    assert_eq!(res.status(), 201);
+    let destination: Value = res.json().await.unwrap();
+    assert!(destination.get("credentials").is_none(), "credentials are write-only");
+    assert!(!destination.to_string().contains("refresh-token"));
+
+    let click = json!({"clickId": "clickid_123", "gclid": "Cj0KCQ-test-gclid", "timestamp": "2026-04-01T09:00:00.000Z",
+                       "utm": {"source": "google", "medium": "cpc", "campaign": "spring"}});
+    assert_eq!(app.post("/v1/clicks", &click).await.status(), 201);
+    assert_eq!(app.post("/v1/clicks", &click).await.status(), 200);
+    assert_eq!(app.post("/v1/events", &seed_lead()).await.status(), 202);
+
+    let mut sale = seed_sale();
+    sale["mode"] = json!("wait");
+    let res = app.post("/v1/events", &sale).await;
+    assert_eq!(res.status(), 202);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["attribution"]["status"], "matched", "{answer:#}");
+    assert_eq!(answer["attribution"]["matchedBy"], "customerExternalId");
+    assert_eq!(answer["attribution"]["click"]["clickId"], "clickid_123");
+    assert_eq!(answer["attribution"]["click"]["gclid"], "Cj0KCQ-test-gclid");
+    let google = answer["routing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "google_ads")
+        .unwrap();
+    assert_eq!(google["dispatch"], true);
+    assert_eq!(answer["dispatches"].as_array().unwrap().len(), 1);
+
+    let id = answer["id"].as_str().unwrap();
+    let event = event_until(&app, id, |e| e["dispatches"][0]["status"] == "succeeded").await;
+    assert_eq!(event["dispatches"][0]["type"], "google_ads");
+    let sent: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/v1/events:ingest")
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].contains("Cj0KCQ-test-gclid"));
+    assert!(sent[0].contains("inv_987"), "the invoiceId is the transaction id");
+
+    // The deferred lead itself is linked, not dispatched.
+    let leads: Value = app.get("/v1/events?event=lead").await.json().await.unwrap();
+    let lead_id = leads["data"][0]["id"].as_str().unwrap();
+    let lead = event_until(&app, lead_id, |e| !e["attribution"].is_null()).await;
+    assert_eq!(lead["dispatches"], json!([]));
+    assert!(lead["routing"].as_array().unwrap().iter().all(|r| r["dispatch"] == false));
+}
+
+#[tokio::test]
+async fn a_pending_sale_goes_to_webhooks_now_and_to_google_when_its_click_arrives() {
+    let server = MockServer::start().await;
+    mount_google(&server).await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let (app, admin) = app_with_platforms(&server).await;
+    assert_eq!(app.post_as(&admin, "/v1/destinations", &google_destination()).await.status(), 201);
+    let webhook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
+                         "config": {"url": format!("{}/hook", server.uri())},
+                         "credentials": {"secret": "whsec_0123456789abcdef"}});
+    assert_eq!(app.post_as(&admin, "/v1/destinations", &webhook).await.status(), 201);
+
+    let sale = json!({"event": "sale", "clickId": "late-click", "customerExternalId": "u-late",
+                      "currency": "EUR", "amount": 49.5, "invoiceId": "inv-late", "mode": "wait"});
+    let answer: Value = app.post("/v1/events", &sale).await.json().await.unwrap();
+    assert_eq!(answer["attribution"]["status"], "pending", "{answer:#}");
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let event = event_until(&app, &id, |e| e["dispatches"][0]["status"] == "succeeded").await;
+    assert_eq!(event["dispatches"].as_array().unwrap().len(), 1);
+    assert_eq!(event["dispatches"][0]["type"], "webhook");
+
+    let click = json!({"clickId": "late-click", "gclid": "late-gclid"});
+    assert_eq!(app.post("/v1/clicks", &click).await.status(), 201);
+    let event = event_until(&app, &id, |e| {
+        e["attribution"]["status"] == "matched"
+            && e["dispatches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["type"] == "google_ads" && d["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(event["attribution"]["matchedBy"], "clickId");
+    // The webhook had it while pending, and is not sent it twice.
+    let hooks = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/hook")
+        .count();
+    assert_eq!(hooks, 1);
+}
+
+#[tokio::test]
+async fn operators_see_a_failed_dispatch_with_its_attempts_and_retry_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("boom"))
+        .mount(&server)
+        .await;
+    let (app, admin) = app_with_platforms(&server).await;
+    let webhook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
+                         "config": {"url": format!("{}/hook", server.uri())},
+                         "credentials": {"secret": "whsec_0123456789abcdef"}});
+    assert_eq!(app.post_as(&admin, "/v1/destinations", &webhook).await.status(), 201);
+    let answer: Value = app.post("/v1/events", &seed_sale()).await.json().await.unwrap();
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let event = event_until(&app, &id, |e| e["dispatches"][0]["status"] == "failed").await;
+    let dispatch = event["dispatches"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(event["dispatches"][0]["attempts"], 3);
+
+    let detail: Value = app
+        .get(&format!("/v1/dispatches/{dispatch}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let attempts = detail["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[0]["httpStatus"], 500);
+    assert!(attempts[0]["responseExcerpt"].as_str().unwrap().contains("boom"));
+
+    let page: Value = app.get("/v1/dispatches?status=failed").await.json().await.unwrap();
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    let stats: Value = app.get("/v1/dispatches/stats").await.json().await.unwrap();
+    assert!(stats.to_string().contains("failed"), "{stats}");
+    let res = app.get("/v1/dispatches?status=lost").await;
+    assert_eq!(res.status(), 422);
+
+    // Retrying needs admin.
+    let retry = format!("/v1/dispatches/{dispatch}/retry");
+    assert_eq!(app.post(&retry, &json!({})).await.status(), 403);
+    server.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let res = app.post_as(&admin, &retry, &json!({})).await;
+    assert_eq!(res.status(), 200);
+    event_until(&app, &id, |e| e["dispatches"][0]["status"] == "succeeded").await;
+}
+
+#[tokio::test]
+async fn a_retracted_sale_records_not_supported_where_google_cannot_retract() {
+    let server = MockServer::start().await;
+    mount_google(&server).await;
+    let (app, admin) = app_with_platforms(&server).await;
+    assert_eq!(app.post_as(&admin, "/v1/destinations", &google_destination()).await.status(), 201);
+    let mut sale = seed_sale();
+    sale["gclid"] = json!("direct-gclid");
+    let answer: Value = app.post("/v1/events", &sale).await.json().await.unwrap();
+    let id = answer["id"].as_str().unwrap().to_owned();
+    event_until(&app, &id, |e| e["dispatches"][0]["status"] == "succeeded").await;
+
+    let retract = format!("/v1/events/{id}/retract");
+    let first: Value = app.post(&retract, &json!({"reason": "refund"})).await.json().await.unwrap();
+    assert_eq!(first["reason"], "refund");
+    assert!(first["retractedAt"].is_string());
+    let again: Value = app.post(&retract, &json!({"reason": "other"})).await.json().await.unwrap();
+    assert_eq!(again["retractedAt"], first["retractedAt"], "retracting is idempotent");
+    assert_eq!(again["reason"], "refund");
+    let event: Value = app.get(&format!("/v1/events/{id}")).await.json().await.unwrap();
+    assert_eq!(event["retractedAt"], first["retractedAt"]);
+    assert!(event.to_string().contains("not_supported"), "{event:#}");
+    let res = app.post(&retract, &json!({"colour": "red"})).await;
+    assert_eq!(res.status(), 422);
+    let res = app.post("/v1/events/evt_0000/retract", &json!({})).await;
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn destinations_that_cannot_work_are_refused_at_creation() {
+    let server = MockServer::start().await;
+    let (app, admin) = app_with_platforms(&server).await;
+    let bad = json!({"type": "google_ads", "name": "G", "events": ["sale"],
+                     "config": {"customerId": "12-34", "conversionActions": {}},
+                     "credentials": {"clientId": "x"}});
+    let res = app.post_as(&admin, "/v1/destinations", &bad).await;
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"config.customerId"), "{fields:?}");
+    assert!(fields.iter().any(|f| f.starts_with("config.conversionActions")), "{fields:?}");
+    assert!(fields.iter().any(|f| f.starts_with("credentials.")), "{fields:?}");
+    let hook = json!({"type": "webhook", "name": "W", "events": ["sale"],
+                      "config": {"url": "http://crm.example.com/hook"},
+                      "credentials": {"secret": "whsec_0123456789abcdef"}});
+    assert_eq!(app.post_as(&admin, "/v1/destinations", &hook).await.status(), 422);
+    // Ingest keys cannot manage destinations.
+    assert_eq!(app.post("/v1/destinations", &hook).await.status(), 403);
+    assert_eq!(app.get("/v1/destinations").await.status(), 403);
+}

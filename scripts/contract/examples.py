@@ -1,0 +1,379 @@
+"""Checks the examples of openapi.yaml and schemas/ against their schemas and against the server.
+
+    examples.py ROOT BASE_URL KEY INGEST_ONLY_KEY
+
+1. Every JSON Schema of schemas/ is a valid 2020-12 schema, and openapi.yaml has no duplicate
+   keys (YAML loaders keep the last one silently).
+2. Every example validates against the schema it illustrates: `examples` of each JSON Schema,
+   and in openapi.yaml the examples of request bodies, responses, parameters and headers. A
+   request example marked `x-schema-valid: false` shows how a rejection is answered and must
+   break its schema.
+3. Every request example is sent to the server and must get its documented answer: the
+   `x-expected-status` of an openapi.yaml example; for the `examples` of schemas/, 202 for a new
+   event and 200 for a repeated natural key (`invoiceId`, `leadId`). The answer's body must
+   validate against the response schema documented for its status, and its headers must carry
+   the documented required headers.
+4. The documented behaviours that no single example shows: the problem answers (401, 403, 404,
+   405, 400, 413, 415, 422), Idempotency-Key replay and reuse, pagination, reading an event back.
+
+The database must be fresh: the expected statuses of natural keys depend on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+BASE_URI = "https://contract.invalid/"
+SCHEMA_FILES = ("common.json", "lead.json", "sale.json", "event.json", "batch.json", "click.json", "problem.json")
+
+failures: list[str] = []
+checked = 0
+
+
+def fail(message: str) -> None:
+    failures.append(message)
+    print(f"  FAIL {message}")
+
+
+def ok() -> None:
+    global checked
+    checked += 1
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_documents(root: Path) -> tuple[dict, dict[str, dict], Registry]:
+    spec = yaml.load((root / "openapi.yaml").read_text(), Loader=UniqueKeyLoader)
+    schemas = {}
+    resources = [(BASE_URI + "openapi.yaml", Resource(contents=spec, specification=DRAFT202012))]
+    for name in SCHEMA_FILES:
+        schema = json.loads((root / "schemas" / name).read_text())
+        Draft202012Validator.check_schema(schema)
+        schemas[name] = schema
+        resources.append((BASE_URI + "schemas/" + name, Resource(contents=schema, specification=DRAFT202012)))
+    return spec, schemas, Registry().with_resources(resources)
+
+
+def validator(registry: Registry, ref: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": ref}, registry=registry, format_checker=FormatChecker())
+
+
+def validate(registry: Registry, ref: str, instance: object, what: str) -> bool:
+    errors = sorted(validator(registry, ref).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        fail(f"{what}: " + "; ".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]))
+        return False
+    ok()
+    return True
+
+
+def pointer(*parts: str) -> str:
+    return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def example_values(holder: dict) -> list[tuple[str, object, dict]]:
+    found = []
+    if "example" in holder:
+        found.append(("example", holder["example"], {}))
+    for name, example in (holder.get("examples") or {}).items():
+        if isinstance(example, dict) and "value" in example:
+            found.append((name, example["value"], example))
+    return found
+
+
+def resolve(spec: dict, node: dict) -> dict:
+    while isinstance(node, dict) and "$ref" in node and node["$ref"].startswith("#/components/"):
+        target = spec
+        for part in node["$ref"][2:].split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def check_static(spec: dict, schemas: dict[str, dict], registry: Registry) -> None:
+    print("examples of schemas/ against their schemas")
+    for name, schema in schemas.items():
+        for index, example in enumerate(schema.get("examples", [])):
+            validate(registry, BASE_URI + "schemas/" + name, example, f"schemas/{name} examples[{index}]")
+    print("examples of openapi.yaml against their schemas")
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            base = pointer("paths", path, method)
+            for index, parameter in enumerate(operation.get("parameters", [])):
+                parameter = resolve(spec, parameter)
+                for name, value, _ in example_values(parameter):
+                    ref = BASE_URI + "openapi.yaml#/" + (
+                        pointer("paths", path, method, "parameters", str(index), "schema")
+                        if "$ref" not in operation["parameters"][index]
+                        else operation["parameters"][index]["$ref"][2:] + "/schema"
+                    )
+                    validate(registry, ref, value, f"{method.upper()} {path} parameter {parameter['name']} {name}")
+            body = operation.get("requestBody", {}).get("content", {})
+            for media, content in body.items():
+                ref = BASE_URI + "openapi.yaml#/" + pointer("paths", path, method, "requestBody", "content", media, "schema")
+                for name, value, example in example_values(content):
+                    what = f"{method.upper()} {path} request {name}"
+                    if example.get("x-schema-valid", True):
+                        validate(registry, ref, value, what)
+                    elif validator(registry, ref).is_valid(value):
+                        fail(f"{what}: is marked x-schema-valid: false but is valid")
+                    else:
+                        ok()
+            for status, response in operation.get("responses", {}).items():
+                response_base = pointer("paths", path, method, "responses", status)
+                if "$ref" in response:
+                    response_base = response["$ref"][2:]
+                response = resolve(spec, response)
+                for media, content in response.get("content", {}).items():
+                    ref = BASE_URI + "openapi.yaml#/" + response_base + "/" + pointer("content", media, "schema")
+                    for name, value, _ in example_values(content):
+                        validate(registry, ref, value, f"{method.upper()} {path} {status} {name}")
+    for name, header in spec["components"]["headers"].items():
+        if "example" in header:
+            validate(registry, BASE_URI + "openapi.yaml#/" + pointer("components", "headers", name, "schema"),
+                     header["example"], f"header {name} example")
+
+
+class Client:
+    def __init__(self, base: str, key: str | None) -> None:
+        self.base = base.rstrip("/")
+        self.key = key
+
+    def send(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+             key: str | None | bool = True) -> tuple[int, dict, bytes]:
+        request = urllib.request.Request(self.base + path, data=body, method=method)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        chosen = self.key if key is True else key
+        if chosen:
+            request.add_header("Authorization", f"Bearer {chosen}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def check_answer(spec: dict, registry: Registry, path: str, method: str, status: int, headers: dict,
+                 body: bytes, what: str) -> object:
+    """Validates an answer against what openapi.yaml documents for its status; returns the body."""
+    operation = spec["paths"][path][method]
+    response = operation["responses"].get(str(status))
+    if response is None:
+        fail(f"{what}: status {status} is not documented for {method.upper()} {path}: {body[:300]!r}")
+        return None
+    base = response["$ref"][2:] if "$ref" in response else pointer("paths", path, method, "responses", str(status))
+    response = resolve(spec, response)
+    for name, header in response.get("headers", {}).items():
+        header = resolve(spec, header)
+        if header.get("required") and name.lower() not in headers:
+            fail(f"{what}: documented header {name} is missing")
+    media = headers.get("content-type", "").split(";")[0].strip()
+    content = response.get("content", {})
+    if media not in content:
+        fail(f"{what}: content type {media!r} is not documented for {status} (documented: {list(content)})")
+        return None
+    if not media.endswith("json"):
+        ok()
+        return body
+    value = json.loads(body, parse_float=Decimal)
+    ref = BASE_URI + "openapi.yaml#/" + base + "/" + pointer("content", media, "schema")
+    validate(registry, ref, json.loads(body), f"{what}: {status} body")
+    return value
+
+
+def natural_key(event: object) -> tuple[str, str] | None:
+    if not isinstance(event, dict):
+        return None
+    if event.get("event") == "sale" and event.get("invoiceId") is not None:
+        return ("sale", event["invoiceId"])
+    if event.get("event") == "lead" and event.get("leadId") is not None:
+        return ("lead", event["leadId"])
+    return None
+
+
+def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client: Client, ingest_key: str) -> None:
+    seen_keys: set[tuple[str, str]] = set()
+    event_ids: list[str] = []
+
+    def expect(status: int, wanted: int | set[int], what: str) -> bool:
+        wanted = {wanted} if isinstance(wanted, int) else wanted
+        if status not in wanted:
+            fail(f"{what}: answered {status}, documented {sorted(wanted)}")
+            return False
+        ok()
+        return True
+
+    print("openapi.yaml request examples sent to the server")
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if content is None:
+                continue
+            for name, value, example in example_values(content):
+                what = f"{method.upper()} {path} example {name}"
+                wanted = example.get("x-expected-status")
+                if wanted is None:
+                    fail(f"{what}: has no x-expected-status")
+                    continue
+                raw = json.dumps(value).encode()
+                status, headers, body = client.send(method.upper(), path, raw)
+                expect(status, wanted, what)
+                answer = check_answer(spec, registry, path, method, status, headers, body, what)
+                events = value.get("events", [value]) if isinstance(value, dict) else []
+                for event in events:
+                    key = natural_key(event)
+                    if key:
+                        seen_keys.add(key)
+                if isinstance(answer, dict) and "id" in answer:
+                    event_ids.append(answer["id"])
+
+    print("schemas/ examples sent to the server")
+    for name in ("lead.json", "sale.json", "event.json"):
+        for index, event in enumerate(schemas[name].get("examples", [])):
+            what = f"schemas/{name} examples[{index}]"
+            key = natural_key(event)
+            wanted = 200 if key in seen_keys else 202
+            status, headers, body = client.send("POST", "/v1/events", json.dumps(event).encode())
+            expect(status, wanted, what)
+            answer = check_answer(spec, registry, "/v1/events", "post", status, headers, body, what)
+            if isinstance(answer, dict) and answer.get("duplicate") is not (wanted == 200):
+                fail(f"{what}: duplicate is {answer.get('duplicate')}")
+            if key:
+                seen_keys.add(key)
+    for index, batch in enumerate(schemas["batch.json"].get("examples", [])):
+        what = f"schemas/batch.json examples[{index}]"
+        status, headers, body = client.send("POST", "/v1/events/batch", json.dumps(batch).encode())
+        expect(status, 200, what)
+        answer = check_answer(spec, registry, "/v1/events/batch", "post", status, headers, body, what)
+        if isinstance(answer, dict):
+            for result, event in zip(answer["results"], batch["events"]):
+                key = natural_key(event)
+                duplicate = key in seen_keys
+                if result.get("status") != "accepted" or result.get("duplicate") is not duplicate:
+                    fail(f"{what}: item {result.get('index')} answered {result}, documented accepted, duplicate={duplicate}")
+                if key:
+                    seen_keys.add(key)
+    print("  (click.json: POST /v1/clicks does not exist yet; its examples are checked against the schema only)")
+
+    print("reading back")
+    for event_id in event_ids[:3]:
+        status, headers, body = client.send("GET", f"/v1/events/{event_id}")
+        expect(status, 200, f"GET /v1/events/{event_id}")
+        check_answer(spec, registry, "/v1/events/{id}", "get", status, headers, body, f"GET /v1/events/{event_id}")
+    listing = spec["paths"]["/v1/events"]["get"]
+    for parameter in listing["parameters"]:
+        for name, value, _ in example_values(parameter):
+            query = f"/v1/events?{parameter['name']}={urllib.request.quote(str(value))}"
+            status, headers, body = client.send("GET", query)
+            expect(status, 200, f"GET {query}")
+            check_answer(spec, registry, "/v1/events", "get", status, headers, body, f"GET {query}")
+    # Pagination: pages of 2 until nextCursor is null, every event seen once, newest first.
+    seen: list[str] = []
+    cursor = None
+    for _ in range(100):
+        query = "/v1/events?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, headers, body = client.send("GET", query)
+        page = check_answer(spec, registry, "/v1/events", "get", status, headers, body, f"GET {query}")
+        if not isinstance(page, dict):
+            break
+        seen.extend(event["id"] for event in page["data"])
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    if len(seen) != len(set(seen)) or seen != sorted(seen, reverse=True):
+        fail(f"pagination: ids repeat or are not newest first: {seen}")
+    else:
+        ok()
+
+    print("documented problem answers")
+    sale = json.dumps(schemas["sale.json"]["examples"][0]).encode()
+    cases = [
+        ("no key", "POST", "/v1/events", sale, {}, None, 401),
+        ("unknown key", "POST", "/v1/events", sale, {}, "cr_unknownprefix_secret", 401),
+        ("key without the read scope", "GET", "/v1/events", None, {}, ingest_key, 403),
+        ("unknown event id", "GET", "/v1/events/evt_00000000000000000000000000000000", None, {}, True, 404),
+        ("not JSON", "POST", "/v1/events", b"{not json", {}, True, 400),
+        ("not an object", "POST", "/v1/events", b"[1]", {}, True, 400),
+        ("malformed Idempotency-Key", "POST", "/v1/events", sale, {"Idempotency-Key": "caf\u00e9".encode().decode("latin-1")}, True, 400),
+        ("not application/json", "POST", "/v1/events", sale, {"Content-Type": "text/plain"}, True, 415),
+        ("too large", "POST", "/v1/events", b" " * (1024 * 1024 + 1), {}, True, 413),
+        ("invalid body", "POST", "/v1/events", b'{"event":"sale","amount":-1}', {}, True, 422),
+        ("empty batch", "POST", "/v1/events/batch", b'{"events":[]}', {}, True, 422),
+        ("bad query", "GET", "/v1/events?limit=0&colour=red", None, {}, True, 422),
+        ("unknown schema", "GET", "/schemas/nope.json", None, {}, False, 404),
+    ]
+    for what, method, path, body, headers, key, wanted in cases:
+        status, answer_headers, answer = client.send(method, path, body, headers, key=key)
+        route = path.split("?")[0]
+        route = "/v1/events/{id}" if route.startswith("/v1/events/evt_") else route
+        route = "/schemas/{file}" if route.startswith("/schemas/") else route
+        if expect(status, wanted, what):
+            check_answer(spec, registry, route, method.lower(), status, answer_headers, answer, what)
+    status, headers, _ = client.send("DELETE", "/openapi.yaml", key=False)
+    if expect(status, 405, "DELETE /openapi.yaml") and headers.get("allow") != "GET":
+        fail(f"DELETE /openapi.yaml: Allow is {headers.get('allow')!r}, documented GET")
+
+    print("Idempotency-Key")
+    key = f"contract-{uuid.uuid4()}"
+    body = json.dumps({"event": "lead", "leadId": f"lead_{uuid.uuid4().hex}", "email": "idem@example.com"}).encode()
+    first = client.send("POST", "/v1/events", body, {"Idempotency-Key": key})
+    again = client.send("POST", "/v1/events", body, {"Idempotency-Key": key})
+    expect(first[0], 202, "first request with a key")
+    if again[0] != first[0] or again[2] != first[2] or again[1].get("idempotent-replayed") != "true":
+        fail(f"replay: answered {again[0]} {again[2][:200]!r} replayed={again[1].get('idempotent-replayed')!r}, "
+             f"documented the kept {first[0]} byte for byte with Idempotent-Replayed: true")
+    else:
+        ok()
+    other = client.send("POST", "/v1/events", body.replace(b"idem@", b"other@"), {"Idempotency-Key": key})
+    if expect(other[0], 422, "same key, other body"):
+        answer = check_answer(spec, registry, "/v1/events", "post", *other, "same key, other body")
+        if isinstance(answer, dict) and not answer["type"].endswith("/idempotency-key-reused"):
+            fail(f"same key, other body: type {answer['type']}")
+    # A rejected request keeps no answer: the key stays free for the corrected request.
+    key = f"contract-{uuid.uuid4()}"
+    expect(client.send("POST", "/v1/events", b'{"event":"lead"}', {"Idempotency-Key": key})[0], 422,
+           "rejected request with a key")
+    expect(client.send("POST", "/v1/events", body.replace(b"lead_", b"lead_fixed_"), {"Idempotency-Key": key})[0],
+           202, "corrected request with the same key")
+
+
+def main() -> int:
+    root, base, key, ingest_key = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    spec, schemas, registry = load_documents(root)
+    check_static(spec, schemas, registry)
+    check_live(spec, schemas, registry, Client(base, key), ingest_key)
+    print(f"examples: {checked} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
