@@ -108,8 +108,8 @@ is_ready() {
 # Starts the server on $1; fails if it exits or is not ready within 30 s.
 start_server() {
   local port=$1 i
-  # In a session of its own, so that Ctrl-C reaches this script (which then stops the server
-  # with SIGTERM) rather than the server directly.
+  # Out of this script's process group (setsid): Ctrl-C reaches the script, which then stops
+  # the server with SIGTERM, rather than the server itself.
   CONVRELAY_LISTEN=127.0.0.1:$port ${setsid:+"$setsid"} "$server_bin" serve >"$server_log" 2>&1 &
   server_pid=$!
   for ((i = 0; i < 300; i++)); do

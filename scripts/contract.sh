@@ -81,6 +81,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Databases of earlier runs that were killed before their trap ran.
+for stale in $(scripts/localpg.sh psql -d "$admin" -tAc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'cr\_contract\_%'"); do
+  if ! kill -0 "${stale#cr_contract_}" 2>/dev/null; then
+    scripts/localpg.sh psql -d "$admin" -qc "DROP DATABASE IF EXISTS $stale WITH (FORCE)" >/dev/null
+  fi
+done
 scripts/localpg.sh psql -d "$admin" -qc "CREATE DATABASE $database" >/dev/null
 DATABASE_URL=$(with_database "$admin" "$database")
 export DATABASE_URL
@@ -130,7 +137,7 @@ timeout 90 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-fi
   --dump-dom "$base/docs" >"$dom" 2>"$work/chromium.log" || true
 missing=()
 for text in "Convrelay API" "/v1/events/batch" "/v1/events/{id}" "/healthz" "/readyz" \
-  "Send one event" "Send a batch of events" "Read one event" "List events" \
+  "Send one event" "Send a batch of events" "Read one event" "List events" "/v1/clicks/{clickId}" \
   "Idempotency-Key" "customerExternalId" "invoiceId" "idempotency-key-reused" "missing_identifier"; do
   grep -qF -- "$text" "$dom" || missing+=("$text")
 done

@@ -12,10 +12,19 @@ if [[ -z ${DATABASE_URL:-} ]]; then
   export DATABASE_URL
 fi
 
+# Destination credentials are sealed with CONVRELAY_SECRET_KEY; the dev setup keeps its own.
+mkdir -p .local
+if [[ -z ${CONVRELAY_SECRET_KEY:-} ]]; then
+  if [[ ! -s .local/secret-key ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >.local/secret-key)
+  fi
+  CONVRELAY_SECRET_KEY=$(<.local/secret-key)
+  export CONVRELAY_SECRET_KEY
+fi
+
 bin=${CONVRELAY_BIN:-target/debug/convrelay}
 "$bin" migrate
 
-mkdir -p .local
 keyfile=".local/dev-key-$(printf '%s' "$DATABASE_URL" | sha256sum | cut -c1-12)"
 key=""
 if [[ -s $keyfile ]]; then

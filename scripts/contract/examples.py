@@ -222,6 +222,7 @@ def natural_key(event: object) -> tuple[str, str] | None:
 
 def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client: Client, ingest_key: str) -> None:
     seen_keys: set[tuple[str, str]] = set()
+    seen_clicks: set[str] = set()
     event_ids: list[str] = []
 
     def expect(status: int, wanted: int | set[int], what: str) -> bool:
@@ -248,7 +249,10 @@ def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client:
                 status, headers, body = client.send(method.upper(), path, raw)
                 expect(status, wanted, what)
                 answer = check_answer(spec, registry, path, method, status, headers, body, what)
-                events = value.get("events", [value]) if isinstance(value, dict) else []
+                if path.startswith("/v1/clicks"):
+                    clicks = value.get("clicks", [value]) if isinstance(value, dict) else []
+                    seen_clicks.update(c["clickId"] for c in clicks if isinstance(c, dict) and c.get("clickId"))
+                events = value.get("events", [value]) if isinstance(value, dict) and path.startswith("/v1/events") else []
                 for event in events:
                     key = natural_key(event)
                     if key:
@@ -282,13 +286,27 @@ def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client:
                     fail(f"{what}: item {result.get('index')} answered {result}, documented accepted, duplicate={duplicate}")
                 if key:
                     seen_keys.add(key)
-    print("  (click.json: POST /v1/clicks does not exist yet; its examples are checked against the schema only)")
+    for index, click in enumerate(schemas["click.json"].get("examples", [])):
+        what = f"schemas/click.json examples[{index}]"
+        click_id = click.get("clickId")
+        wanted = 200 if click_id in seen_clicks else 201
+        status, headers, body = client.send("POST", "/v1/clicks", json.dumps(click).encode())
+        expect(status, wanted, what)
+        answer = check_answer(spec, registry, "/v1/clicks", "post", status, headers, body, what)
+        if isinstance(answer, dict) and click_id and answer.get("clickId") != click_id:
+            fail(f"{what}: answered clickId {answer.get('clickId')!r}")
+        if click_id:
+            seen_clicks.add(click_id)
 
     print("reading back")
     for event_id in event_ids[:3]:
         status, headers, body = client.send("GET", f"/v1/events/{event_id}")
         expect(status, 200, f"GET /v1/events/{event_id}")
         check_answer(spec, registry, "/v1/events/{id}", "get", status, headers, body, f"GET /v1/events/{event_id}")
+    for click_id in sorted(seen_clicks)[:3]:
+        status, headers, body = client.send("GET", f"/v1/clicks/{click_id}")
+        expect(status, 200, f"GET /v1/clicks/{click_id}")
+        check_answer(spec, registry, "/v1/clicks/{clickId}", "get", status, headers, body, f"GET /v1/clicks/{click_id}")
     listing = spec["paths"]["/v1/events"]["get"]
     for parameter in listing["parameters"]:
         for name, value, _ in example_values(parameter):

@@ -3,7 +3,7 @@
 JSON Schema cannot state a few rules the server keeps, all of them written in the schemas'
 descriptions:
 
-- a timestamp must lie between 2000-01-01T00:00:00Z and five minutes after the time it is
+- a timestamp (of an event or a click) must lie between 2000-01-01T00:00:00Z and five minutes after the time it is
   received (a window relative to "now");
 - a phone number must be valid for its country (libphonenumber's numbering plans);
 - a currency must be an ISO 4217 code (any case);
@@ -106,6 +106,13 @@ def before_call(context, case, kwargs):
         if isinstance(events, list):
             for index, event in enumerate(events):
                 _fix_event(event, index)
+    elif path == "/v1/clicks" and isinstance(body, dict):
+        _fix_event(body, 0)
+    elif path == "/v1/clicks/batch" and isinstance(body, dict):
+        clicks = body.get("clicks")
+        if isinstance(clicks, list):
+            for index, click in enumerate(clicks):
+                _fix_event(click, index)
     elif path == "/v1/events" and case.method.upper() == "GET" and case.query:
         query = case.query
         if query.get("invoiceId") is not None and query.get("leadId") is not None:

@@ -80,6 +80,32 @@ pub async fn get_decision(
     }))
 }
 
+const SELECT_ATTRIBUTIONS: &str = "
+    SELECT a.event_id, a.attribution
+    FROM unnest($2::uuid[]) AS q(event_id)
+    JOIN attributions a ON a.workspace_id = $1 AND a.event_id = q.event_id";
+
+/// The attributions of those of `event_ids` that are decided, by event id (for reports: one
+/// statement for many events).
+pub async fn get_attributions(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Attribution>> {
+    let mut out = HashMap::with_capacity(event_ids.len());
+    if event_ids.is_empty() {
+        return Ok(out);
+    }
+    let statement = client.prepare_cached(SELECT_ATTRIBUTIONS).await?;
+    for row in client
+        .query(&statement, &[&workspace_id, &event_ids])
+        .await?
+    {
+        out.insert(row.try_get(0)?, from_json("attribution", row.try_get(1)?)?);
+    }
+    Ok(out)
+}
+
 const SELECT_EXISTING: &str = "
     SELECT a.event_id, a.status, a.pending_until
     FROM unnest($2::uuid[]) AS q(event_id)
@@ -201,9 +227,11 @@ struct NewTouch {
 ///
 /// `events` holds the claimed events as `(event_id, received_at, event)`, in any order; a claimed
 /// event missing from it (no longer stored) is skipped, except that a pending one whose window
-/// is over is recorded `unmatched` (without a [`Decided`]: nothing is dispatched then anyway). Answers a [`Decided`] for every event whose routing changes
-/// now: first decisions (matched, unmatched, pending, or deferred), late matches and expiries,
-/// in claim order. A pending event that still waits is not in the answer.
+/// is over is recorded `unmatched` (without a [`Decided`]: nothing is dispatched then anyway).
+///
+/// Answers a [`Decided`] for every event whose routing changes now, in claim order: first
+/// decisions (matched, unmatched, pending, or deferred), late matches and expiries. A pending
+/// event that still waits is not in the answer.
 pub async fn decide(
     client: &impl GenericClient,
     claim: &Claim,
@@ -219,18 +247,13 @@ pub async fn decide(
     let window = to_time(attribution_window(client, workspace_id, settings).await?);
     let pending_window = to_time(settings.pending_window);
 
-    let t0 = std::time::Instant::now();
     let (items, gone) = load_items(client, claim, events, now).await?;
-    eprintln!("items {:?}", t0.elapsed());
     let mut graph = Graph::default();
     let known = load_persons(client, workspace_id, &items, &mut graph).await?;
-    eprintln!("persons {:?}", t0.elapsed());
     let named = load_named_clicks(client, workspace_id, &items).await?;
-    eprintln!("named {:?}", t0.elapsed());
     let mut touch_owners =
         load_touches(client, workspace_id, &items, &known, window, &mut graph).await?;
 
-    eprintln!("touches {:?}", t0.elapsed());
     let mut decided = Vec::with_capacity(items.len());
     let mut records = Vec::with_capacity(items.len());
     let mut new_identities: Vec<(Identifier, usize)> = Vec::new();
@@ -345,19 +368,14 @@ pub async fn decide(
             received_at: item.received_at,
             pending,
         });
-        // A pending event that is still pending keeps its row as it is.
-        if item.pending_until.is_none() || outcome.attribution.status != AttributionStatus::Pending
-        {
-            decided.push(Decided {
-                event_id: item.event_id,
-                first: item.pending_until.is_none(),
-                attribution: outcome.attribution,
-                routes: outcome.routes,
-            });
-        }
+        decided.push(Decided {
+            event_id: item.event_id,
+            first: item.pending_until.is_none(),
+            attribution: outcome.attribution,
+            routes: outcome.routes,
+        });
     }
 
-    eprintln!("memory {:?}", t0.elapsed());
     write(
         client,
         workspace_id,
@@ -369,7 +387,6 @@ pub async fn decide(
         &gone,
     )
     .await?;
-    eprintln!("write {:?}", t0.elapsed());
     Ok(decided)
 }
 
@@ -713,7 +730,6 @@ async fn write(
                     .and_then(|(_, _, named)| named.as_ref().map(|hash| &hash[..]))
             })
             .collect();
-        let t1 = std::time::Instant::now();
         let statement = client.prepare_cached(UPSERT_ATTRIBUTIONS).await?;
         client
             .execute(
@@ -733,7 +749,6 @@ async fn write(
                 ],
             )
             .await?;
-        eprintln!("upsert {:?}", t1.elapsed());
     }
 
     if !gone.is_empty() {

@@ -8,7 +8,7 @@
 //! person id); the per-workspace advisory lock of [`crate::claim`] makes one transaction at a time
 //! write a workspace's graph, so merges are never lost and never deadlock.
 //!
-//! Within one worker step the graph of the events at hand is worked out in memory ([`Graph`], a
+//! Within one worker step the graph of the events at hand is worked out in memory (a
 //! union-find over persons and identifiers that also carries each person's clicks), and written
 //! back in a few batched statements at the end.
 

@@ -11,10 +11,10 @@
 //!   registered `clickId`, else the person's most recent click within the attribution window
 //!   (`last_click`, with the first click of the window as `firstTouch`); then, per kind of
 //!   destination, whether it gets the conversion and why;
-//! - [`queue`] and [`decide`]: the worker step. [`enqueue`] files newly stored events inside the
+//! - [`queue`] and [`mod@decide`]: the worker step. [`enqueue`] files newly stored events inside the
 //!   ingest transaction; [`claim`] takes the oldest work of one workspace (new events, pending
 //!   events that a later link may match, pending events whose window is over) under a
-//!   per-workspace advisory lock; [`decide`] attributes and routes them, in arrival order, in the
+//!   per-workspace advisory lock; [`decide()`] attributes and routes them, in arrival order, in the
 //!   same transaction.
 //!
 //! Late data: a sale that nothing links to a click yet is `pending` for
@@ -38,7 +38,7 @@ pub mod settings;
 
 pub use choice::{choose_touches, find_touchpoint, Chosen, Found, Linked, Touch};
 pub use clicks::{get_click, register_clicks, RegisteredClick, StoredClick, CLICK_ID_PREFIX};
-pub use decide::{decide, get_decision, Decided, Decision};
+pub use decide::{decide, get_attributions, get_decision, Decided, Decision};
 pub use identity::{event_identifiers, identifier_hash, Identifier, IdentifierKind};
 pub use queue::{claim, claim_at, enqueue, queue_stats, Claim, QueueStats};
 pub use routing::{route, Stage};
@@ -99,12 +99,12 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
     Ok(())
 }
 
-/// The migrations this crate embeds, as `(version, name)`; used to tell whether a database is current.
-pub fn migrations() -> Vec<(i32, String)> {
+/// The migrations this crate embeds, as `(version, name, checksum)`; used to tell whether a database is current.
+pub fn migrations() -> Vec<(i32, String, u64)> {
     embedded::migrations::runner()
         .get_migrations()
         .iter()
-        .map(|m| (m.version(), m.name().to_owned()))
+        .map(|m| (m.version(), m.name().to_owned(), m.checksum()))
         .collect()
 }
 

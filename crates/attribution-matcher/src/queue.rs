@@ -5,7 +5,7 @@
 //! - newly registered clicks, queued by [`crate::register_clicks`]; a claim files each into the
 //!   identity graph (as a click of the person who named its clickId, if anyone did) and turns it
 //!   into re-checks of that person's pending events it may match;
-//! - pending events: those a later event linked to new clicks (queued by [`crate::decide`]), and
+//! - pending events: those a later event linked to new clicks (queued by [`crate::decide()`]), and
 //!   those whose pending window is over.
 //!
 //! [`claim`] picks the workspace with the oldest work that no other worker holds, takes its
@@ -26,7 +26,7 @@ use crate::Result;
 pub struct Claim {
     /// The workspace, locked for the rest of the caller's transaction.
     pub workspace_id: Uuid,
-    /// The events to hand to [`crate::decide`], in arrival order (UUIDv7 order), without
+    /// The events to hand to [`crate::decide()`], in arrival order (UUIDv7 order), without
     /// duplicates. May be empty when the step only filed registered clicks.
     pub event_ids: Vec<Uuid>,
 }
@@ -130,7 +130,7 @@ pub async fn claim(client: &impl GenericClient, limit: usize) -> Result<Option<C
 /// most, at least one, for the expired ones, so that a busy workspace still expires its pending
 /// events); a registered click may add the pending events it may match on top.
 ///
-/// Run it in a transaction at READ COMMITTED (the default) and call [`crate::decide`] in the
+/// Run it in a transaction at READ COMMITTED (the default) and call [`crate::decide()`] in the
 /// same transaction before committing: the claimed rows are deleted here, so committing without
 /// deciding drops them.
 pub async fn claim_at(

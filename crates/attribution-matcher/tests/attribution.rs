@@ -47,6 +47,15 @@ async fn direct_click_ids_on_the_event_are_the_touchpoint() {
     let stored = h.decision(sale).await.unwrap();
     assert_eq!(stored.attribution, decided.attribution);
     assert_eq!(stored.routes, decided.routes);
+    let client = h.pool.get().await.unwrap();
+    let queued = h
+        .send(json!({"event": "lead", "email": "later@example.com"}), T0)
+        .await;
+    let many = attribution_matcher::get_attributions(&client, h.workspace, &[sale, queued, sale])
+        .await
+        .unwrap();
+    assert_eq!(many.len(), 1);
+    assert_eq!(many[&sale], decided.attribution);
 }
 
 #[tokio::test]

@@ -316,3 +316,83 @@ async fn a_claimed_event_that_is_no_longer_stored_is_skipped() {
     assert!(closed.routes.iter().all(|r| !r.dispatch));
     assert!(h.step(until).await.is_none());
 }
+
+#[tokio::test]
+async fn a_pending_sale_is_matched_when_a_later_event_merges_its_person_with_a_clicker() {
+    let mut h = Harness::new().await;
+    h.click(
+        json!({"clickId": "c1", "timestamp": "2026-04-10T08:00:00Z", "fbclid": "f"}),
+        T0,
+    )
+    .await;
+    // Two persons: one clicked, the other bought.
+    h.send(
+        json!({"event": "lead", "timestamp": "2026-04-10T09:00:00Z", "clickId": "c1",
+               "email": "e@x.io"}),
+        T0,
+    )
+    .await;
+    let id = h.send(sale(json!({"phone": "+14155550199"})), T0).await;
+    let decided = h.run(T0).await;
+    assert_eq!(decided.len(), 2);
+    assert_eq!(h.persons().await, 2);
+    assert_eq!(
+        h.decision(id).await.unwrap().attribution.status,
+        AttributionStatus::Pending
+    );
+
+    let later = T0 + Duration::hours(6);
+    h.send(
+        json!({"event": "lead", "phone": "+14155550199", "email": "e@x.io"}),
+        later,
+    )
+    .await;
+    let decided = h.run(later).await;
+    assert_eq!(decided.len(), 2, "{decided:#?}");
+    let late = decided.iter().find(|d| d.event_id == id).unwrap();
+    assert!(!late.first);
+    assert_eq!(late.attribution.matched_by, Some(MatchedBy::Phone));
+    assert_eq!(
+        dispatches(late),
+        [("google_ads", false), ("meta", true), ("webhook", false)]
+    );
+    assert_eq!(h.persons().await, 1);
+}
+
+#[tokio::test]
+async fn a_click_registered_after_the_event_that_named_it_becomes_the_persons_click() {
+    let mut h = Harness::new().await;
+    // The lead names a click nobody registered yet: unmatched at once, as a lead.
+    h.send(
+        json!({"event": "lead", "timestamp": "2026-04-10T12:00:00Z", "clickId": "c_late",
+               "customerExternalId": "u7"}),
+        T0,
+    )
+    .await;
+    h.run(T0).await;
+    // The click arrives later, dated before the lead.
+    h.click(
+        json!({"clickId": "c_late", "timestamp": "2026-04-10T11:00:00Z", "gclid": "g"}),
+        T0 + Duration::hours(1),
+    )
+    .await;
+    assert!(h.run(T0 + Duration::hours(1)).await.is_empty());
+    // The person's next sale finds it.
+    let at = T0 + Duration::hours(2);
+    let id = h
+        .send(
+            sale(json!({"timestamp": "2026-04-10T14:00:00Z", "customerExternalId": "u7"})),
+            at,
+        )
+        .await;
+    let decided = h.run_one(id, at).await;
+    assert!(decided.first);
+    assert_eq!(
+        decided.attribution.matched_by,
+        Some(MatchedBy::CustomerExternalId)
+    );
+    assert_eq!(
+        decided.attribution.click.unwrap().click_id.as_deref(),
+        Some("c_late")
+    );
+}

@@ -207,3 +207,35 @@ async fn concurrent_workers_lose_no_merge() {
         assert_eq!(identifiers, 40 * 3);
     }
 }
+
+#[tokio::test]
+async fn registering_a_click_never_waits_for_a_matcher_step() {
+    let mut h = Harness::new().await;
+    let id = h
+        .send(
+            json!({"event": "sale", "clickId": "c_mid", "amount": 1, "currency": "USD"}),
+            T0,
+        )
+        .await;
+    let mut client = h.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let claim = claim_at(&tx, 10, T0).await.unwrap().unwrap();
+    // While the step holds the workspace, the click is registered (and committed) at once.
+    let registered = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        h.click(json!({"clickId": "c_mid", "gclid": "g"}), T0),
+    )
+    .await
+    .expect("registration blocked by the matcher");
+    assert!(registered.created);
+    // The step may or may not see the click; either way the sale ends up matched.
+    let events = h.load(&claim);
+    decide(&tx, &claim, &events, &h.settings, T0).await.unwrap();
+    tx.commit().await.unwrap();
+    h.run(T0).await;
+    let decision = h.decision(id).await.unwrap();
+    assert_eq!(
+        decision.attribution.status,
+        events::AttributionStatus::Matched
+    );
+}

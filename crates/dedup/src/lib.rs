@@ -48,11 +48,11 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
     Ok(())
 }
 
-/// The migrations this crate embeds, as `(version, name)`; used to tell whether a database is current.
-pub fn migrations() -> Vec<(i32, String)> {
+/// The migrations this crate embeds, as `(version, name, checksum)`; used to tell whether a database is current.
+pub fn migrations() -> Vec<(i32, String, u64)> {
     embedded::migrations::runner()
         .get_migrations()
         .iter()
-        .map(|m| (m.version(), m.name().to_owned()))
+        .map(|m| (m.version(), m.name().to_owned(), m.checksum()))
         .collect()
 }

@@ -50,7 +50,10 @@ CREATE TABLE dispatches (
 );
 CREATE INDEX dispatches_due ON dispatches (due_at)
     WHERE status IN ('queued', 'retrying', 'in_flight');
-CREATE INDEX dispatches_by_status ON dispatches (workspace_id, status, id);
+-- Most dispatches end `succeeded`; leaving them out keeps this index small and spares the last
+-- update of each dispatch one index entry. A list of succeeded dispatches walks the primary key.
+CREATE INDEX dispatches_by_status ON dispatches (workspace_id, status, id)
+    WHERE status <> 'succeeded';
 CREATE INDEX dispatches_by_destination ON dispatches (workspace_id, destination_id, id);
 
 -- Every attempt of a dispatch, for operators: what was sent when, and what came back.

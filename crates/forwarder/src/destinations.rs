@@ -197,17 +197,11 @@ impl Destination {
 
     /// Reads a row of the destination columns under their own names.
     pub(crate) fn from_row(row: &Row) -> Result<Self> {
-        Self::from_columns(row, "workspace_id", "id")
-    }
-
-    /// Reads a row of the destination columns, with the workspace and id under other names
-    /// (where a join makes them clash).
-    pub(crate) fn from_columns(row: &Row, workspace_column: &str, id_column: &str) -> Result<Self> {
         let destination_type = parse_type(row.try_get("type")?)?;
         let events: Vec<String> = row.try_get("events")?;
         Ok(Self {
-            workspace_id: row.try_get(workspace_column)?,
-            id: row.try_get(id_column)?,
+            workspace_id: row.try_get("workspace_id")?,
+            id: row.try_get("id")?,
             name: row.try_get("name")?,
             enabled: row.try_get("enabled")?,
             events: events

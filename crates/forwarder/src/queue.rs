@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
@@ -24,6 +25,7 @@ use events::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
+use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 use crate::destinations::{self, Destination, DestinationConfig};
@@ -334,8 +336,8 @@ pub struct ClaimedDispatch {
     pub attempts: i32,
     /// `attempts` at the last manual retry: the retry budget counts from there.
     pub retry_from: i32,
-    /// Its destination.
-    pub destination: Destination,
+    /// Its destination (shared by the claim's dispatches to it).
+    pub destination: Arc<Destination>,
     /// What to send (unreadable payloads are reported in [`Claim::unreadable`]).
     pub conversion: Conversion,
     /// The routing decision as `GET /v1/events/{id}` shows it (webhooks carry it).
@@ -409,12 +411,16 @@ const CLAIM: &str = "
         FROM decided WHERE was = 'in_flight' AND old_attempts > 0
         ON CONFLICT DO NOTHING
     )
-    SELECT c.workspace_id, c.id, c.status AS dispatch_status, c.kind, c.payload, c.routing,
-           c.attempts, c.retry_from,
-           t.workspace_id AS t_workspace_id, t.id AS t_id, t.type, t.name, t.enabled, t.events,
-           t.config, t.credentials, t.revision, t.created_at, t.updated_at
-    FROM claimed c
-    LEFT JOIN destinations t ON t.workspace_id = c.workspace_id AND t.id = c.destination_id";
+    SELECT workspace_id, id, status, destination_id, kind, payload, routing, attempts, retry_from
+    FROM claimed";
+
+/// The destinations of claimed rows, each once.
+const CLAIMED_DESTINATIONS: &str = "
+    SELECT t.workspace_id, t.id, t.type, t.name, t.enabled, t.events, t.config, t.credentials,
+           t.revision, t.created_at, t.updated_at
+    FROM destinations t
+    JOIN unnest($1::uuid[], $2::uuid[]) AS u(workspace_id, id)
+      ON t.workspace_id = u.workspace_id AND t.id = u.id";
 
 /// Claims up to `limit` due dispatches for `lease`. `max_attempts` is the retry policy's budget:
 /// a dispatch whose worker vanished on its last allowed attempt fails instead of going again.
@@ -432,63 +438,75 @@ pub async fn claim_due(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let max_attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
-    let tq = std::time::Instant::now();
     let rows = client
         .query(&stmt, &[&limit, &token, &lease_ms, &max_attempts])
         .await?;
-    eprintln!("CLAIMQ {:?}", tq.elapsed());
     let mut claim = Claim {
         token,
         ..Claim::default()
     };
+    let mut held = Vec::with_capacity(rows.len());
     for row in rows {
-        let status: &str = row.try_get("dispatch_status")?;
-        match status {
-            "cancelled" => {
-                claim.cancelled += 1;
-                continue;
-            }
-            "failed" => {
-                claim.exhausted += 1;
-                continue;
-            }
-            "queued" => {
-                claim.released += 1;
-                continue;
-            }
-            _ => {}
+        match row.try_get::<_, &str>("status")? {
+            "cancelled" => claim.cancelled += 1,
+            "failed" => claim.exhausted += 1,
+            "queued" => claim.released += 1,
+            _ => held.push(row),
         }
+    }
+    if held.is_empty() {
+        return Ok(claim);
+    }
+    let mut wanted: Vec<(Uuid, Uuid)> = held
+        .iter()
+        .map(|row| Ok((row.try_get("workspace_id")?, row.try_get("destination_id")?)))
+        .collect::<Result<_>>()?;
+    wanted.sort_unstable();
+    wanted.dedup();
+    let ws: Vec<Uuid> = wanted.iter().map(|w| w.0).collect();
+    let ids: Vec<Uuid> = wanted.iter().map(|w| w.1).collect();
+    let stmt = client.prepare_cached(CLAIMED_DESTINATIONS).await?;
+    let mut destinations: HashMap<(Uuid, Uuid), std::result::Result<Arc<Destination>, String>> =
+        HashMap::with_capacity(wanted.len());
+    for row in client.query(&stmt, &[&ws, &ids]).await? {
+        let key = (row.try_get("workspace_id")?, row.try_get("id")?);
+        let destination = Destination::from_row(&row)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        destinations.insert(key, destination);
+    }
+    for row in held {
         let workspace_id: Uuid = row.try_get("workspace_id")?;
         let id: Uuid = row.try_get("id")?;
         let attempts: i32 = row.try_get("attempts")?;
-        let read = || -> Result<ClaimedDispatch> {
-            let kind_raw: &str = row.try_get("kind")?;
-            let kind = DispatchKind::parse(kind_raw).ok_or_else(|| Error::Corrupt {
-                what: "dispatch kind",
-                detail: kind_raw.to_owned(),
-            })?;
-            let snapshot: Snapshot =
-                serde_json::from_value(row.try_get("payload")?).map_err(|e| Error::Corrupt {
-                    what: "dispatch payload",
-                    detail: e.to_string(),
-                })?;
-            let routing: Option<Value> = row.try_get("routing")?;
+        let read = || -> std::result::Result<ClaimedDispatch, String> {
+            let destination_id: Uuid = row.try_get("destination_id").map_err(|e| e.to_string())?;
+            let destination = destinations
+                .get(&(workspace_id, destination_id))
+                // Deleted between the claim and this read: the record keeps it cancelled.
+                .ok_or_else(|| "its destination was deleted".to_owned())?
+                .clone()?;
+            let kind_raw: &str = row.try_get("kind").map_err(|e| e.to_string())?;
+            let kind = DispatchKind::parse(kind_raw)
+                .ok_or_else(|| format!("stored dispatch kind cannot be read: {kind_raw}"))?;
+            let Json(snapshot): Json<Snapshot> = row
+                .try_get("payload")
+                .map_err(|e| format!("stored dispatch payload cannot be read: {e}"))?;
+            let routing: Option<Value> = row.try_get("routing").map_err(|e| e.to_string())?;
             Ok(ClaimedDispatch {
                 workspace_id,
                 id,
                 kind,
                 attempts,
-                retry_from: row.try_get("retry_from")?,
-                destination: Destination::from_claim_row(&row)?,
+                retry_from: row.try_get("retry_from").map_err(|e| e.to_string())?,
+                destination,
                 conversion: snapshot.into_conversion(id),
                 routing: routing.unwrap_or(Value::Null),
             })
         };
         match read() {
             Ok(dispatch) => claim.dispatches.push(dispatch),
-            Err(error) => claim
-                .unreadable
-                .push((workspace_id, id, attempts, error.to_string())),
+            Err(error) => claim.unreadable.push((workspace_id, id, attempts, error)),
         }
     }
     Ok(claim)
@@ -641,18 +659,4 @@ pub async fn record_results(
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-impl Destination {
-    /// Reads the destination columns of a claim row (prefixed `t_` where they clash).
-    fn from_claim_row(row: &tokio_postgres::Row) -> Result<Self> {
-        let workspace_id: Option<Uuid> = row.try_get("t_workspace_id")?;
-        if workspace_id.is_none() {
-            return Err(Error::Corrupt {
-                what: "destination",
-                detail: "deleted".into(),
-            });
-        }
-        Destination::from_columns(row, "t_workspace_id", "t_id")
-    }
 }

@@ -50,6 +50,10 @@ pub struct ForwarderConfig {
     pub poll_interval: Duration,
     /// Most platform calls one step makes at once.
     pub concurrency: usize,
+    /// Steps [`Forwarder::run`] keeps going at once, so that one step's claim or record overlaps
+    /// another's sends. Each holds a database connection while it claims or records: the pool
+    /// needs at least this many (plus one for lease extensions).
+    pub parallel_steps: usize,
 }
 
 impl Default for ForwarderConfig {
@@ -62,6 +66,7 @@ impl Default for ForwarderConfig {
             http_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
             concurrency: 32,
+            parallel_steps: 2,
         }
     }
 }
@@ -142,7 +147,6 @@ impl Forwarder {
     /// claim whose record failed comes back when its lease runs out (and is sent again: the
     /// platforms deduplicate by the conversion's stable ids).
     pub async fn dispatch_due(&self, limit: usize) -> Result<DispatchReport> {
-        let t0 = Instant::now();
         let claim = {
             let client = self.pool.get().await?;
             queue::claim_due(
@@ -184,7 +188,6 @@ impl Forwarder {
             })
             .collect();
 
-        let t1 = Instant::now();
         let calls = self.calls(&claim.dispatches);
         let done = self.send_holding_lease(&claim, calls).await;
         for call in done {
@@ -201,9 +204,7 @@ impl Forwarder {
             }
         }
 
-        let t2 = Instant::now();
         let recorded = self.record(claim.token, &results).await?;
-        eprintln!("STEP n={} claim={:?} send={:?} record={:?}", results.len(), t1 - t0, t2 - t1, t2.elapsed());
         for result in &results {
             if !recorded.contains(&result.id) {
                 report.lost += 1;
@@ -227,15 +228,23 @@ impl Forwarder {
         Ok(report)
     }
 
-    /// Runs steps until `shutdown` turns true: busy while work is due, else waiting
-    /// `poll_interval` (or until shutdown). A step under way when shutdown comes is finished, its
-    /// sends answered and recorded, before this returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs steps until `shutdown` turns true: `parallel_steps` loops, each busy while work is
+    /// due, else waiting `poll_interval` (or until shutdown). A step under way when shutdown comes
+    /// is finished, its sends answered and recorded, before this returns.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
         tracing::info!(
             batch_size = self.config.batch_size,
+            parallel_steps = self.config.parallel_steps,
             lease_ms = self.config.lease.as_millis() as u64,
             "forwarder started"
         );
+        let loops =
+            (0..self.config.parallel_steps.max(1)).map(|_| self.step_loop(shutdown.clone()));
+        futures_util::future::join_all(loops).await;
+        tracing::info!("forwarder stopped");
+    }
+
+    async fn step_loop(&self, mut shutdown: watch::Receiver<bool>) {
         loop {
             if *shutdown.borrow() {
                 break;
@@ -258,7 +267,6 @@ impl Forwarder {
                 () = tokio::time::sleep(wait) => {}
             }
         }
-        tracing::info!("forwarder stopped");
     }
 
     /// The platform calls for a claim: per destination, Google and Meta in one call each (the
@@ -475,7 +483,7 @@ impl Forwarder {
             result.error = request.and_then(|r| r.error.clone());
         }
         if matches!(result.status, DispatchStatus::Failed) {
-            tracing::info!(
+            tracing::debug!(
                 dispatch = %ids::to_wire(ids::DISPATCH, dispatch.id),
                 destination_type = dispatch.destination.destination_type().as_str(),
                 attempts = dispatch.attempts,

@@ -369,14 +369,26 @@ async fn two_workers_on_one_queue_never_send_a_dispatch_twice() {
     assert_eq!(forwarder::enqueue(&client, &events).await.unwrap(), EVENTS);
 
     // Two pools, as two processes would have; small batches so that both get work.
+    let forwarders: Vec<Forwarder> = (0..2)
+        .map(|_| {
+            let mut settings = config(&server.uri(), 5);
+            settings.batch_size = 7;
+            Forwarder::new(pool(&db, 4), cipher(), settings)
+        })
+        .collect();
+    // Steps at the same moment take different dispatches.
+    let (a, b) = tokio::join!(forwarders[0].dispatch_due(7), forwarders[1].dispatch_due(7));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        (a.claimed, a.succeeded, b.claimed, b.succeeded),
+        (7, 7, 7, 7)
+    );
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        let mut settings = config(&server.uri(), 5);
-        settings.batch_size = 7;
-        let worker = Forwarder::new(pool(&db, 4), cipher(), settings);
-        workers.push(tokio::spawn(worker.run(stopped.clone())));
-    }
+    let workers: Vec<_> = forwarders
+        .into_iter()
+        .map(|worker| tokio::spawn(worker.run(stopped.clone())))
+        .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let stats = forwarder::dispatch_stats(&client, ws).await.unwrap();
@@ -515,4 +527,43 @@ async fn meta_conversions_of_one_destination_go_in_one_request() {
         .collect();
     expected.sort();
     assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn a_slow_send_keeps_its_lease_and_nobody_takes_it_over() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1200)))
+        .mount(&server)
+        .await;
+    let db = test_db().await;
+    let pool = pool(&db, 4);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    webhook(
+        &client,
+        ws,
+        &format!("{}/hook", server.uri()),
+        &["sale"],
+        true,
+    )
+    .await;
+    let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+
+    let mut settings = config(&server.uri(), 5);
+    settings.lease = Duration::from_millis(300);
+    let slow = Forwarder::new(pool.clone(), cipher(), settings.clone());
+    let other = Forwarder::new(pool.clone(), cipher(), settings);
+    let (sent, meanwhile) = tokio::join!(slow.dispatch_due(10), async {
+        // Well past the first lease's end, while the send is still under way.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        other.dispatch_due(10).await
+    });
+    assert!(meanwhile.unwrap().is_idle());
+    let sent = sent.unwrap();
+    assert_eq!((sent.succeeded, sent.lost), (1, 0));
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }

@@ -1,6 +1,7 @@
 //! A drain measurement, not a timed test (ignored by default): routes `DRAIN_CONVERSIONS`
 //! (50,000) conversions to a Meta destination whose API is a local fake, drains the queue with
-//! `DRAIN_WORKERS` (2) forwarders of their own pools, and prints conversions/s and the queue lag.
+//! `DRAIN_WORKERS` (1) forwarders of their own pools, each running `DRAIN_PARALLEL_STEPS` (2)
+//! steps of `DRAIN_BATCH` (1000) at once, and prints conversions/s and the queue lag.
 //!
 //! `cargo test --release -p forwarder --test worker_drain -- --ignored --nocapture`
 #![allow(clippy::unwrap_used)]
@@ -28,8 +29,9 @@ fn setting(name: &str, default: usize) -> usize {
 #[ignore = "a measurement: run it with --ignored --nocapture"]
 async fn drain_routed_conversions_to_a_local_fake_platform() {
     let total = setting("DRAIN_CONVERSIONS", 50_000);
-    let workers = setting("DRAIN_WORKERS", 2);
-    let batch = setting("DRAIN_BATCH", 2000);
+    let workers = setting("DRAIN_WORKERS", 1);
+    let parallel = setting("DRAIN_PARALLEL_STEPS", 2);
+    let batch = setting("DRAIN_BATCH", 1000);
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"events_received": 1})))
@@ -63,7 +65,8 @@ async fn drain_routed_conversions_to_a_local_fake_platform() {
         let mut settings = config(&server.uri(), 5);
         settings.batch_size = batch;
         settings.poll_interval = Duration::from_millis(5);
-        let worker = Forwarder::new(pool(&db, 4), cipher(), settings);
+        settings.parallel_steps = parallel;
+        let worker = Forwarder::new(pool(&db, parallel + 2), cipher(), settings);
         handles.push(tokio::spawn(worker.run(stopped.clone())));
     }
     let mut worst_lag = 0.0f64;
@@ -82,7 +85,7 @@ async fn drain_routed_conversions_to_a_local_fake_platform() {
         handle.await.unwrap();
     }
     println!(
-        "forwarder drain: {total} conversions, {workers} workers, batch {batch}: \
+        "forwarder drain: {total} conversions, {workers} worker(s) of {parallel} step(s), batch {batch}: \
          enqueued in {:.2}s ({:.0}/s), drained in {:.2}s = {:.0} conversions/s, \
          oldest queued at worst {worst_lag:.1}s",
         enqueued_in.as_secs_f64(),

@@ -7,12 +7,12 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use attribution_matcher::MatchSettings;
-use deadpool_postgres::Pool;
-use tokio::sync::Notify;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
+use attribution_matcher::MatchSettings;
+use deadpool_postgres::Pool;
 use dedup::InFlight;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
@@ -46,14 +46,18 @@ pub fn cipher(settings: &Settings) -> anyhow::Result<Option<forwarder::Cipher>> 
         .as_ref()
         .map(|key| forwarder::Cipher::from_key(key.expose()))
         .transpose()
-        .map_err(|_| anyhow::anyhow!("CONVRELAY_SECRET_KEY must be 32 bytes, as 64 hex digits or base64"))
+        .map_err(|_| {
+            anyhow::anyhow!("CONVRELAY_SECRET_KEY must be 32 bytes, as 64 hex digits or base64")
+        })
 }
 
 /// The forwarder as the operator configured it; none without a secret key (nothing could be
 /// unsealed), which is said once in the log.
 pub fn forwarder(settings: &Settings, pool: &Pool) -> anyhow::Result<Option<forwarder::Forwarder>> {
     let Some(cipher) = cipher(settings)? else {
-        tracing::warn!("CONVRELAY_SECRET_KEY is not set: destinations are disabled and nothing is forwarded");
+        tracing::warn!(
+            "CONVRELAY_SECRET_KEY is not set: destinations are disabled and nothing is forwarded"
+        );
         return Ok(None);
     };
     let config = forwarder::ForwarderConfig {
@@ -71,7 +75,11 @@ pub fn forwarder(settings: &Settings, pool: &Pool) -> anyhow::Result<Option<forw
         lease: settings.lease,
         ..forwarder::ForwarderConfig::default()
     };
-    Ok(Some(forwarder::Forwarder::new(pool.clone(), cipher, config)))
+    Ok(Some(forwarder::Forwarder::new(
+        pool.clone(),
+        cipher,
+        config,
+    )))
 }
 
 /// Applies pending migrations and builds the pool.
@@ -105,8 +113,10 @@ pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

@@ -114,7 +114,12 @@ pub async fn migrate_all(client: &mut tokio_postgres::Client) -> Result<(), DbEr
 pub fn migrations_id() -> String {
     let mut id = String::new();
     for m in embedded::migrations::runner().get_migrations() {
-        id.push_str(&format!("journal:{}:{};", m.version(), m.name()));
+        id.push_str(&format!(
+            "journal:{}:{}:{};",
+            m.version(),
+            m.name(),
+            m.checksum()
+        ));
     }
     let crates = [
         ("dedup", dedup::migrations()),
@@ -122,8 +127,8 @@ pub fn migrations_id() -> String {
         ("forwarder", forwarder::migrations()),
     ];
     for (krate, migrations) in crates {
-        for (v, name) in migrations {
-            id.push_str(&format!("{krate}:{v}:{name};"));
+        for (v, name, checksum) in migrations {
+            id.push_str(&format!("{krate}:{v}:{name}:{checksum};"));
         }
     }
     id
@@ -145,20 +150,25 @@ pub fn expected_versions() -> Vec<(&'static str, i32)> {
         ),
         (
             dedup::MIGRATION_TABLE,
-            newest(dedup::migrations().into_iter().map(|(v, _)| v).collect()),
+            newest(dedup::migrations().into_iter().map(|(v, _, _)| v).collect()),
         ),
         (
             attribution_matcher::MIGRATION_TABLE,
             newest(
                 attribution_matcher::migrations()
                     .into_iter()
-                    .map(|(v, _)| v)
+                    .map(|(v, _, _)| v)
                     .collect(),
             ),
         ),
         (
             forwarder::MIGRATION_TABLE,
-            newest(forwarder::migrations().into_iter().map(|(v, _)| v).collect()),
+            newest(
+                forwarder::migrations()
+                    .into_iter()
+                    .map(|(v, _, _)| v)
+                    .collect(),
+            ),
         ),
     ]
 }

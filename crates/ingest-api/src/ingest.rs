@@ -4,8 +4,8 @@
 use deadpool_postgres::Pool;
 use dedup::idempotency::{self, NewResponse, Replay};
 use dedup::{IdempotencyKey, InFlight, InFlightGuard, RequestFingerprint};
-use futures_util::future::BoxFuture;
 use events::Event;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -194,7 +194,10 @@ impl Ingest {
     }
 }
 
-fn replay(kept: dedup::StoredResponse, fingerprint: &RequestFingerprint) -> Result<Stored, ApiError> {
+fn replay(
+    kept: dedup::StoredResponse,
+    fingerprint: &RequestFingerprint,
+) -> Result<Stored, ApiError> {
     match kept.replay_for(fingerprint) {
         Replay::Same(s) => Ok(Stored {
             rendered: Rendered {
@@ -214,7 +217,8 @@ fn count_rejected(value: &serde_json::Value) {
         Some("sale") => "sale",
         _ => "unknown",
     };
-    metrics::counter!("convrelay_events_total", "kind" => kind, "outcome" => "rejected").increment(1);
+    metrics::counter!("convrelay_events_total", "kind" => kind, "outcome" => "rejected")
+        .increment(1);
 }
 
 fn new_event(

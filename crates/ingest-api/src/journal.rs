@@ -110,7 +110,6 @@ impl StoredEvent {
     }
 }
 
-
 const GET: &str = "
     SELECT id, received_at, payload, retracted_at, retract_reason
     FROM events WHERE workspace_id = $1 AND id = $2";
@@ -224,4 +223,48 @@ pub async fn retract_event(
         .query_opt(&stmt, &[&workspace_id, &id, &reason])
         .await?
         .map(|r| StoredEvent::from_row(&r)))
+}
+
+/// An event as reports count it.
+#[derive(Debug, Clone)]
+pub struct Countable {
+    /// Its id.
+    pub id: Uuid,
+    /// `lead` or `sale`.
+    pub kind: String,
+    /// When it happened.
+    pub occurred_at: OffsetDateTime,
+    /// Its amount, if any.
+    pub amount: Option<Decimal>,
+    /// Its currency.
+    pub currency: Option<String>,
+}
+
+const COUNTABLE: &str = "
+    SELECT id, kind, occurred_at, amount, currency FROM events
+    WHERE workspace_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+      AND retracted_at IS NULL AND mode <> 'deferred'
+    ORDER BY id";
+
+/// The events reports count in `[from, to)` by the time they happened: neither retracted nor
+/// deferred.
+pub async fn countable_events(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<Countable>, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(COUNTABLE).await?;
+    Ok(client
+        .query(&stmt, &[&workspace_id, &from, &to])
+        .await?
+        .into_iter()
+        .map(|r| Countable {
+            id: r.get(0),
+            kind: r.get(1),
+            occurred_at: r.get(2),
+            amount: r.get(3),
+            currency: r.get(4),
+        })
+        .collect())
 }

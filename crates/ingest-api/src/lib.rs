@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod problem;
 pub mod query;
 pub mod read;
+pub mod reports;
 pub mod responses;
 pub mod routes;
 pub mod telemetry;

@@ -23,12 +23,17 @@ use crate::problem::ApiError;
 /// Events the attribution step claims at most per transaction.
 const MATCH_BATCH: usize = 500;
 
+/// Attribution loops per process.
+const MATCH_LOOPS: usize = 2;
+
 /// How often an idle worker looks for work that another process queued.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// What one attribution step did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MatchReport {
+    /// Whether it claimed anything (events, clicks to file, re-checks); false means idle.
+    pub claimed: bool,
     /// Events decided (first decisions, late matches, expiries).
     pub decided: usize,
     /// Dispatches queued.
@@ -39,23 +44,18 @@ pub struct MatchReport {
 pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchReport, ApiError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let Some(claim) = attribution_matcher::claim(&tx, MATCH_BATCH).await.map_err(matcher_error)? else {
+    let Some(claim) = attribution_matcher::claim(&tx, MATCH_BATCH)
+        .await
+        .map_err(matcher_error)?
+    else {
         return Ok(MatchReport::default());
     };
     let mut retracted = HashSet::new();
-    let mut loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
+    let loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
     let now = OffsetDateTime::now_utc();
     let decided = attribution_matcher::decide(&tx, &claim, &loaded, settings, now)
         .await
         .map_err(matcher_error)?;
-    // Late matches of pending events that this step's links resolved may lie outside the claim.
-    let have: HashSet<Uuid> = loaded.iter().map(|(id, _, _)| *id).collect();
-    let missing: Vec<Uuid> = decided
-        .iter()
-        .map(|d| d.event_id)
-        .filter(|id| !have.contains(id))
-        .collect();
-    loaded.extend(load(&tx, &claim.workspace_id, &missing, &mut retracted).await?);
 
     let mut routed = Vec::with_capacity(decided.len());
     for d in &decided {
@@ -88,6 +88,7 @@ pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchRe
     tx.commit().await?;
     metrics::counter!("convrelay_matcher_decisions_total").increment(decided.len() as u64);
     Ok(MatchReport {
+        claimed: true,
         decided: decided.len(),
         dispatches,
     })
@@ -101,7 +102,11 @@ async fn load(
     retracted: &mut HashSet<Uuid>,
 ) -> Result<Vec<(Uuid, OffsetDateTime, Event)>, ApiError> {
     let rows = journal::get_events(client, *workspace_id, ids).await?;
-    retracted.extend(rows.iter().filter(|r| r.retracted_at.is_some()).map(|r| r.id));
+    retracted.extend(
+        rows.iter()
+            .filter(|r| r.retracted_at.is_some())
+            .map(|r| r.id),
+    );
     Ok(rows
         .into_iter()
         .filter_map(|StoredEvent { id, received_at, payload, .. }| {
@@ -146,7 +151,17 @@ impl Workers {
         forwarder: Option<forwarder::Forwarder>,
     ) -> Self {
         let (shutdown, stop) = watch::channel(false);
-        let mut handles = vec![tokio::spawn(match_loop(pool, settings, work, stop.clone()))];
+        // Each loop works on one workspace at a time; a few let workspaces proceed side by side.
+        let mut handles: Vec<JoinHandle<()>> = (0..MATCH_LOOPS)
+            .map(|_| {
+                tokio::spawn(match_loop(
+                    pool.clone(),
+                    settings,
+                    Arc::clone(&work),
+                    stop.clone(),
+                ))
+            })
+            .collect();
         if let Some(forwarder) = forwarder {
             handles.push(tokio::spawn(forwarder.run(stop)));
         }
@@ -157,7 +172,10 @@ impl Workers {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for handle in self.handles {
-            if tokio::time::timeout(Duration::from_secs(30), handle).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a worker did not stop in time");
             }
         }
@@ -175,7 +193,7 @@ async fn match_loop(
             return;
         }
         let idle = match match_step(&pool, &settings).await {
-            Ok(report) => report.decided == 0,
+            Ok(report) => !report.claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "attribution step failed; retrying");
                 tokio::select! {

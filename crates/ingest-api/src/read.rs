@@ -46,8 +46,8 @@ pub struct Page<T> {
 }
 
 fn view(stored: StoredEvent) -> Result<EventView, ApiError> {
-    let event: events::Event = serde_json::from_value(stored.payload)
-        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let event: events::Event =
+        serde_json::from_value(stored.payload).map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(EventView {
         id: ids::to_wire(ids::EVENT, stored.id),
         received_at: events::format_timestamp(stored.received_at),

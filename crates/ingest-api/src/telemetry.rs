@@ -87,7 +87,10 @@ pub async fn request_id(
         res.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
     metrics::histogram!(
         "convrelay_http_request_duration_seconds",
         "method" => res.request().method().to_string(),

@@ -291,10 +291,7 @@ async fn try_commit_group(
     journal::insert_events(&tx, &new_events)
         .await
         .map_err(db_error)?;
-    let arrivals: Vec<(Uuid, Uuid)> = new_events
-        .iter()
-        .map(|e| (e.workspace_id, e.id))
-        .collect();
+    let arrivals: Vec<(Uuid, Uuid)> = new_events.iter().map(|e| (e.workspace_id, e.id)).collect();
     attribution_matcher::enqueue(&tx, &arrivals).await?;
 
     // 4. The answers, kept for their Idempotency-Keys in this same transaction.

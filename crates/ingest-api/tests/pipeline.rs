@@ -48,7 +48,12 @@ fn google_destination() -> Value {
 async fn event_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let event: Value = app.get(&format!("/v1/events/{id}")).await.json().await.unwrap();
+        let event: Value = app
+            .get(&format!("/v1/events/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
         if done(&event) {
             return event;
         }
@@ -62,10 +67,15 @@ async fn the_seed_sale_reaches_google_through_the_click_of_its_deferred_lead() {
     let server = MockServer::start().await;
     mount_google(&server).await;
     let (app, admin) = app_with_platforms(&server).await;
-    let res = app.post_as(&admin, "/v1/destinations", &google_destination()).await;
+    let res = app
+        .post_as(&admin, "/v1/destinations", &google_destination())
+        .await;
     assert_eq!(res.status(), 201);
     let destination: Value = res.json().await.unwrap();
-    assert!(destination.get("credentials").is_none(), "credentials are write-only");
+    assert!(
+        destination.get("credentials").is_none(),
+        "credentials are write-only"
+    );
     assert!(!destination.to_string().contains("refresh-token"));
 
     let click = json!({"clickId": "clickid_123", "gclid": "Cj0KCQ-test-gclid", "timestamp": "2026-04-01T09:00:00.000Z",
@@ -105,14 +115,21 @@ async fn the_seed_sale_reaches_google_through_the_click_of_its_deferred_lead() {
         .collect();
     assert_eq!(sent.len(), 1);
     assert!(sent[0].contains("Cj0KCQ-test-gclid"));
-    assert!(sent[0].contains("inv_987"), "the invoiceId is the transaction id");
+    assert!(
+        sent[0].contains("inv_987"),
+        "the invoiceId is the transaction id"
+    );
 
     // The deferred lead itself is linked, not dispatched.
     let leads: Value = app.get("/v1/events?event=lead").await.json().await.unwrap();
     let lead_id = leads["data"][0]["id"].as_str().unwrap();
     let lead = event_until(&app, lead_id, |e| !e["attribution"].is_null()).await;
     assert_eq!(lead["dispatches"], json!([]));
-    assert!(lead["routing"].as_array().unwrap().iter().all(|r| r["dispatch"] == false));
+    assert!(lead["routing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["dispatch"] == false));
 }
 
 #[tokio::test]
@@ -125,11 +142,21 @@ async fn a_pending_sale_goes_to_webhooks_now_and_to_google_when_its_click_arrive
         .mount(&server)
         .await;
     let (app, admin) = app_with_platforms(&server).await;
-    assert_eq!(app.post_as(&admin, "/v1/destinations", &google_destination()).await.status(), 201);
+    assert_eq!(
+        app.post_as(&admin, "/v1/destinations", &google_destination())
+            .await
+            .status(),
+        201
+    );
     let webhook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
                          "config": {"url": format!("{}/hook", server.uri())},
                          "credentials": {"secret": "whsec_0123456789abcdef"}});
-    assert_eq!(app.post_as(&admin, "/v1/destinations", &webhook).await.status(), 201);
+    assert_eq!(
+        app.post_as(&admin, "/v1/destinations", &webhook)
+            .await
+            .status(),
+        201
+    );
 
     let sale = json!({"event": "sale", "clickId": "late-click", "customerExternalId": "u-late",
                       "currency": "EUR", "amount": 49.5, "invoiceId": "inv-late", "mode": "wait"});
@@ -175,8 +202,18 @@ async fn operators_see_a_failed_dispatch_with_its_attempts_and_retry_it() {
     let webhook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
                          "config": {"url": format!("{}/hook", server.uri())},
                          "credentials": {"secret": "whsec_0123456789abcdef"}});
-    assert_eq!(app.post_as(&admin, "/v1/destinations", &webhook).await.status(), 201);
-    let answer: Value = app.post("/v1/events", &seed_sale()).await.json().await.unwrap();
+    assert_eq!(
+        app.post_as(&admin, "/v1/destinations", &webhook)
+            .await
+            .status(),
+        201
+    );
+    let answer: Value = app
+        .post("/v1/events", &seed_sale())
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = answer["id"].as_str().unwrap().to_owned();
     let event = event_until(&app, &id, |e| e["dispatches"][0]["status"] == "failed").await;
     let dispatch = event["dispatches"][0]["id"].as_str().unwrap().to_owned();
@@ -191,9 +228,17 @@ async fn operators_see_a_failed_dispatch_with_its_attempts_and_retry_it() {
     let attempts = detail["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[0]["httpStatus"], 500);
-    assert!(attempts[0]["responseExcerpt"].as_str().unwrap().contains("boom"));
+    assert!(attempts[0]["responseExcerpt"]
+        .as_str()
+        .unwrap()
+        .contains("boom"));
 
-    let page: Value = app.get("/v1/dispatches?status=failed").await.json().await.unwrap();
+    let page: Value = app
+        .get("/v1/dispatches?status=failed")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
     let stats: Value = app.get("/v1/dispatches/stats").await.json().await.unwrap();
     assert!(stats.to_string().contains("failed"), "{stats}");
@@ -219,7 +264,12 @@ async fn a_retracted_sale_records_not_supported_where_google_cannot_retract() {
     let server = MockServer::start().await;
     mount_google(&server).await;
     let (app, admin) = app_with_platforms(&server).await;
-    assert_eq!(app.post_as(&admin, "/v1/destinations", &google_destination()).await.status(), 201);
+    assert_eq!(
+        app.post_as(&admin, "/v1/destinations", &google_destination())
+            .await
+            .status(),
+        201
+    );
     let mut sale = seed_sale();
     sale["gclid"] = json!("direct-gclid");
     let answer: Value = app.post("/v1/events", &sale).await.json().await.unwrap();
@@ -227,13 +277,31 @@ async fn a_retracted_sale_records_not_supported_where_google_cannot_retract() {
     event_until(&app, &id, |e| e["dispatches"][0]["status"] == "succeeded").await;
 
     let retract = format!("/v1/events/{id}/retract");
-    let first: Value = app.post(&retract, &json!({"reason": "refund"})).await.json().await.unwrap();
+    let first: Value = app
+        .post(&retract, &json!({"reason": "refund"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["reason"], "refund");
     assert!(first["retractedAt"].is_string());
-    let again: Value = app.post(&retract, &json!({"reason": "other"})).await.json().await.unwrap();
-    assert_eq!(again["retractedAt"], first["retractedAt"], "retracting is idempotent");
+    let again: Value = app
+        .post(&retract, &json!({"reason": "other"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again["retractedAt"], first["retractedAt"],
+        "retracting is idempotent"
+    );
     assert_eq!(again["reason"], "refund");
-    let event: Value = app.get(&format!("/v1/events/{id}")).await.json().await.unwrap();
+    let event: Value = app
+        .get(&format!("/v1/events/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(event["retractedAt"], first["retractedAt"]);
     assert!(event.to_string().contains("not_supported"), "{event:#}");
     let res = app.post(&retract, &json!({"colour": "red"})).await;
@@ -259,12 +327,25 @@ async fn destinations_that_cannot_work_are_refused_at_creation() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert!(fields.contains(&"config.customerId"), "{fields:?}");
-    assert!(fields.iter().any(|f| f.starts_with("config.conversionActions")), "{fields:?}");
-    assert!(fields.iter().any(|f| f.starts_with("credentials.")), "{fields:?}");
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.starts_with("config.conversionActions")),
+        "{fields:?}"
+    );
+    assert!(
+        fields.iter().any(|f| f.starts_with("credentials.")),
+        "{fields:?}"
+    );
     let hook = json!({"type": "webhook", "name": "W", "events": ["sale"],
                       "config": {"url": "http://crm.example.com/hook"},
                       "credentials": {"secret": "whsec_0123456789abcdef"}});
-    assert_eq!(app.post_as(&admin, "/v1/destinations", &hook).await.status(), 422);
+    assert_eq!(
+        app.post_as(&admin, "/v1/destinations", &hook)
+            .await
+            .status(),
+        422
+    );
     // Ingest keys cannot manage destinations.
     assert_eq!(app.post("/v1/destinations", &hook).await.status(), 403);
     assert_eq!(app.get("/v1/destinations").await.status(), 403);

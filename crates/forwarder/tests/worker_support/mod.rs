@@ -188,6 +188,7 @@ pub fn config(base: &str, max_attempts: u32) -> ForwarderConfig {
         http_timeout: Duration::from_secs(5),
         poll_interval: Duration::from_millis(10),
         concurrency: 16,
+        parallel_steps: 2,
     }
 }
 

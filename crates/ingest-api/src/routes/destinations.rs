@@ -45,13 +45,9 @@ pub async fn list(
     let params = Params::parse(req.query_string(), &["limit", "cursor"])?;
     let limit = params.limit()?;
     let client = pool.get().await?;
-    let page = forwarder::list_destinations(
-        &client,
-        principal.workspace_id,
-        params.get("cursor"),
-        limit,
-    )
-    .await?;
+    let page =
+        forwarder::list_destinations(&client, principal.workspace_id, params.get("cursor"), limit)
+            .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -97,4 +93,3 @@ pub async fn delete(
     forwarder::delete_destination(&client, principal.workspace_id, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }
-

@@ -14,7 +14,14 @@ use crate::query::Params;
 fn filter(query: &str) -> Result<DispatchFilter, ApiError> {
     let params = Params::parse(
         query,
-        &["status", "destination", "eventId", "since", "limit", "cursor"],
+        &[
+            "status",
+            "destination",
+            "eventId",
+            "since",
+            "limit",
+            "cursor",
+        ],
     )?;
     let mut errors = Vec::new();
     let status = match params.get("status") {

@@ -1,7 +1,7 @@
 //! The API's own documentation, served by the binary so that it matches the running version and
 //! works with no internet access: the OpenAPI document (`/openapi.yaml`), the JSON Schemas it
 //! refers to (`/schemas/{file}`, so that its relative `$ref`s resolve in a browser too), and a
-//! rendered page (`/docs`) whose renderer, Redoc, is vendored in `assets/`.
+//! rendered page (`/docs`) whose renderer, Redoc, is vendored in `assets/` (see its README).
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse, ResponseError};
@@ -18,16 +18,27 @@ const SCHEMAS: [(&str, &str); 7] = [
     ("event.json", include_str!("../../../../schemas/event.json")),
     ("batch.json", include_str!("../../../../schemas/batch.json")),
     ("click.json", include_str!("../../../../schemas/click.json")),
-    ("problem.json", include_str!("../../../../schemas/problem.json")),
-    ("common.json", include_str!("../../../../schemas/common.json")),
+    (
+        "problem.json",
+        include_str!("../../../../schemas/problem.json"),
+    ),
+    (
+        "common.json",
+        include_str!("../../../../schemas/common.json"),
+    ),
 ];
 
 /// The files of the rendered page: name, content type, bytes.
-const ASSETS: [(&str, &str, &[u8]); 2] = [
+const ASSETS: [(&str, &str, &[u8]); 3] = [
     (
         "redoc.standalone.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/redoc.standalone.js"),
+    ),
+    (
+        "redoc.standalone.js.LICENSE.txt",
+        "text/plain; charset=utf-8",
+        include_bytes!("../../assets/redoc.standalone.js.LICENSE.txt"),
     ),
     (
         "redoc.LICENSE",

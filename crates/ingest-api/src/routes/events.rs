@@ -125,7 +125,9 @@ fn retract_reason(value: &serde_json::Value) -> Result<String, ApiError> {
     if let Some(map) = value.as_object() {
         for (name, v) in map {
             match (name.as_str(), v) {
-                ("reason", serde_json::Value::String(s)) if !s.trim().is_empty() && s.len() <= 255 => {
+                ("reason", serde_json::Value::String(s))
+                    if !s.trim().is_empty() && s.len() <= 255 =>
+                {
                     reason = s.trim().to_owned();
                 }
                 ("reason", _) => errors.push(events::FieldError {

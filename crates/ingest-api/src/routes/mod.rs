@@ -1,11 +1,12 @@
 //! HTTP routes: thin handlers that extract, call one function, and map the result.
 
-pub mod docs;
 pub mod clicks;
 pub mod destinations;
 pub mod dispatches;
+pub mod docs;
 pub mod events;
 pub mod ops;
+pub mod reports;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -81,6 +82,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/dispatches/{id}/retry")
                         .post(dispatches::retry)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/reports/conversions")
+                        .get(reports::conversions)
                         .default_service(web::to(method_not_allowed)),
                 )
                 .service(

@@ -43,7 +43,8 @@ pub async fn metrics(
     }
     let status = pool.status();
     metrics::gauge!("convrelay_db_pool_connections", "state" => "max").set(status.max_size as f64);
-    metrics::gauge!("convrelay_db_pool_connections", "state" => "idle").set(status.available as f64);
+    metrics::gauge!("convrelay_db_pool_connections", "state" => "idle")
+        .set(status.available as f64);
     metrics::gauge!("convrelay_db_pool_connections", "state" => "in_use")
         .set(status.size.saturating_sub(status.available) as f64);
     HttpResponse::Ok()
