@@ -31,9 +31,10 @@ pub use error::{Error, Result};
 pub use platforms::{Endpoints, RetryPolicy};
 pub use queue::{enqueue, DispatchKind, DispatchStatus};
 pub use views::{
-    dispatch_stats, dispatches_for_event, get_dispatch, list_dispatches, retract, retry_dispatch,
+    dispatch_stats, dispatches_for_event, get_dispatch, list_dispatches, queue_gauges, retract,
+    retry_dispatch,
     retry_dispatches, AttemptView, DestinationStats, DispatchDetail, DispatchFilter,
-    DispatchSummary, DispatchView, RetractReport, Stats,
+    DispatchSummary, DispatchView, QueueGauge, RetractReport, Stats,
 };
 pub use worker::{DispatchReport, Forwarder, ForwarderConfig};
 

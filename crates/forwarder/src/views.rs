@@ -781,3 +781,41 @@ pub async fn retract(
         cancelled: usize::try_from(cancelled).unwrap_or(usize::MAX),
     })
 }
+
+/// Dispatches still to be sent, across workspaces, per destination type and status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueGauge {
+    /// `google_ads`, `meta` or `webhook`.
+    pub destination_type: String,
+    /// `queued`, `retrying` or `in_flight`.
+    pub status: String,
+    /// How many.
+    pub count: i64,
+    /// Seconds since the oldest of them was created.
+    pub oldest_age_seconds: f64,
+}
+
+const QUEUE_GAUGES: &str = "
+    SELECT destination_type, status, count(*),
+           coalesce(extract(epoch FROM now() - min(created_at))::float8, 0)
+    FROM dispatches WHERE status IN ('queued', 'retrying', 'in_flight')
+    GROUP BY destination_type, status";
+
+/// The depth and age of the queue, for the operator's metrics.
+///
+/// # Errors
+/// [`Error::Database`].
+pub async fn queue_gauges(client: &impl GenericClient) -> Result<Vec<QueueGauge>> {
+    let stmt = client.prepare_cached(QUEUE_GAUGES).await?;
+    Ok(client
+        .query(&stmt, &[])
+        .await?
+        .into_iter()
+        .map(|r| QueueGauge {
+            destination_type: r.get(0),
+            status: r.get(1),
+            count: r.get(2),
+            oldest_age_seconds: r.get(3),
+        })
+        .collect())
+}

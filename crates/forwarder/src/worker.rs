@@ -482,6 +482,19 @@ impl Forwarder {
         if result.error.is_none() && result.status != DispatchStatus::Succeeded {
             result.error = request.and_then(|r| r.error.clone());
         }
+        let destination_type = dispatch.destination.destination_type().as_str();
+        metrics::counter!(
+            "convrelay_dispatches_total",
+            "destination_type" => destination_type,
+            "outcome" => result.outcome,
+        )
+        .increment(1);
+        metrics::histogram!(
+            "convrelay_dispatch_seconds",
+            "destination_type" => destination_type,
+            "outcome" => result.outcome,
+        )
+        .record(result.duration.as_secs_f64());
         if matches!(result.status, DispatchStatus::Failed) {
             tracing::debug!(
                 dispatch = %ids::to_wire(ids::DISPATCH, dispatch.id),

@@ -58,7 +58,10 @@ impl Ingest {
         self.run(post, |value, workspace_id| {
             let (id, received_at) = ids::new_event_id();
             let event =
-                events::parse_event(value, received_at).map_err(|e| ApiError::Validation(e.0))?;
+                events::parse_event(value, received_at).map_err(|e| {
+                    count_rejected(value);
+                    ApiError::Validation(e.0)
+                })?;
             let shape = Shape::Single {
                 kind: event.kind().as_str(),
             };

@@ -44,4 +44,35 @@ pub fn describe() {
         "convrelay_ingest_group_events",
         "Events committed per group-commit transaction."
     );
+    metrics::describe_histogram!(
+        "convrelay_matcher_lag_seconds",
+        metrics::Unit::Seconds,
+        "Time from accepting an event to its first attribution decision."
+    );
+    metrics::describe_counter!(
+        "convrelay_matcher_decisions_total",
+        "Attribution decisions (first decisions, late matches, expiries)."
+    );
+    metrics::describe_gauge!(
+        "convrelay_matcher_queue_depth",
+        "Events waiting for the attribution worker."
+    );
+    metrics::describe_gauge!("convrelay_matcher_pending", "Sales waiting for a late link.");
+    metrics::describe_counter!(
+        "convrelay_dispatches_total",
+        "Dispatch attempts by destination type and outcome."
+    );
+    metrics::describe_histogram!(
+        "convrelay_dispatch_seconds",
+        metrics::Unit::Seconds,
+        "Platform call latency by destination type and outcome."
+    );
+    metrics::describe_gauge!(
+        "convrelay_dispatch_queue_depth",
+        "Dispatches not yet sent, by destination type and status."
+    );
+    metrics::describe_gauge!(
+        "convrelay_dispatch_oldest_age_seconds",
+        "Age of the oldest dispatch not yet sent, by destination type and status."
+    );
 }

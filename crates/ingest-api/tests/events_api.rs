@@ -425,3 +425,32 @@ async fn a_key_past_its_rate_limit_gets_429_with_retry_after() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn metrics_count_events_requests_and_queues() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.post("/v1/events", &seed_sale()).await.status(), 202);
+    assert_eq!(app.post("/v1/events", &seed_sale()).await.status(), 200);
+    assert_eq!(app.post("/v1/events", &json!({"event": "sale"})).await.status(), 422);
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"convrelay_events_total{kind="sale",outcome="accepted"} 1"#,
+        r#"convrelay_events_total{kind="sale",outcome="duplicate"} 1"#,
+        r#"convrelay_events_total{kind="sale",outcome="rejected"} 1"#,
+        "convrelay_http_request_duration_seconds_bucket",
+        r#"route="/v1/events""#,
+        "convrelay_db_pool_connections",
+        "convrelay_dispatch_queue_depth",
+        "convrelay_matcher_queue_depth",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}

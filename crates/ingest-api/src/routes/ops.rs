@@ -47,6 +47,9 @@ pub async fn metrics(
         .set(status.available as f64);
     metrics::gauge!("convrelay_db_pool_connections", "state" => "in_use")
         .set(status.size.saturating_sub(status.available) as f64);
+    if let Err(e) = queue_gauges(&pool).await {
+        tracing::debug!(error = %e, "queue gauges unavailable");
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::metrics::handle().render())
@@ -55,3 +58,30 @@ pub async fn metrics(
 /// The token `/metrics` asks for, if any.
 #[derive(Debug, Clone)]
 pub struct MetricsToken(pub Option<crate::config::Secret>);
+
+/// Reads the depth and age of the attribution and dispatch queues into gauges.
+async fn queue_gauges(pool: &Pool) -> Result<(), crate::problem::ApiError> {
+    let client = pool.get().await?;
+    let matcher = attribution_matcher::queue_stats(&client).await?;
+    metrics::gauge!("convrelay_matcher_queue_depth").set(matcher.queued as f64);
+    metrics::gauge!("convrelay_matcher_pending").set(matcher.pending as f64);
+    let oldest = matcher
+        .oldest_queued_at
+        .map_or(0.0, |at| (time::OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+    metrics::gauge!("convrelay_matcher_oldest_queued_age_seconds").set(oldest);
+    for status in ["queued", "retrying", "in_flight"] {
+        for t in events::DestinationType::ALL {
+            metrics::gauge!("convrelay_dispatch_queue_depth", "destination_type" => t.as_str(), "status" => status).set(0.0);
+            metrics::gauge!("convrelay_dispatch_oldest_age_seconds", "destination_type" => t.as_str(), "status" => status).set(0.0);
+        }
+    }
+    for g in forwarder::queue_gauges(&client).await? {
+        let labels = [
+            ("destination_type", g.destination_type.clone()),
+            ("status", g.status.clone()),
+        ];
+        metrics::gauge!("convrelay_dispatch_queue_depth", &labels).set(g.count as f64);
+        metrics::gauge!("convrelay_dispatch_oldest_age_seconds", &labels).set(g.oldest_age_seconds);
+    }
+    Ok(())
+}
