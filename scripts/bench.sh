@@ -225,8 +225,41 @@ summary=$(awk -v runs="$runs" '
 grep -v '^MISSED_COUNT ' <<<"$summary"
 missed=$(awk '/^MISSED_COUNT / { print $2 }' <<<"$summary")
 
+# --- the matcher ------------------------------------------------------------------------------
+# Attribution runs beside ingestion in the same process; once the load stops, the queue must
+# drain quickly, and the lag from accept to first decision is read from what it recorded.
+say "waiting for the attribution queue to drain"
+drain_started=$(date +%s.%N)
+for ((i = 0; i < 1200; i++)); do
+  queued=$(psql_admin -d "$DATABASE_URL" -c "SELECT count(*) FROM match_queue") || queued=1
+  ((queued == 0)) && break
+  sleep 0.1
+done
+drain_s=$(awk -v a="$drain_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+psql_admin -d "$DATABASE_URL" -F ' ' -c "
+  SELECT count(*),
+         round((percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) * 1000)::numeric, 1),
+         round((percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) * 1000)::numeric, 1)
+  FROM (SELECT extract(epoch FROM (attribution->>'decidedAt')::timestamptz - received_at) AS lag
+        FROM attributions) l" | {
+  read -r decided p50 p99
+  printf '\nmatcher lag (accept -> first decision), %s events: p50 %s ms, p99 %s ms (goal p99 < 1000 ms); queue drained %s s after the load stopped (%s left)\n' \
+    "$decided" "$p50" "$p99" "$drain_s" "$queued"
+}
+
 say "stopping the server (SIGTERM)"
 stop_server
+
+# --- the forwarder ----------------------------------------------------------------------------
+# 50,000 routed conversions drained to a local fake platform (BENCH_DRAIN=0 skips it).
+if [[ ${BENCH_DRAIN:-1} != 0 ]]; then
+  say "forwarder drain: ${DRAIN_CONVERSIONS:-50000} conversions to a local fake platform"
+  DATABASE_URL=$admin DRAIN_CONVERSIONS=${DRAIN_CONVERSIONS:-50000} \
+    cargo test --release --locked -q -p forwarder --test worker_drain -- --ignored --nocapture 2>&1 |
+    grep -E '^forwarder drain' || say "the forwarder drain run printed nothing"
+  printf 'target: forwarder >= 10,000 conversions/s\n'
+fi
+
 if [[ $strict == 1 && ${missed:-0} -gt 0 ]]; then
   die "$missed target(s) missed"
 fi

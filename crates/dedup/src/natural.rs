@@ -124,3 +124,20 @@ pub async fn claim_natural_keys(
     }
     Ok(claims)
 }
+
+const FIND_EVENT: &str = "
+    SELECT event_id FROM natural_keys WHERE workspace_id = $1 AND kind = $2 AND key = $3";
+
+/// The event that holds a natural key, if any (for look-ups by `invoiceId` / `leadId`).
+pub async fn find_event(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    kind: &str,
+    key: &str,
+) -> Result<Option<Uuid>> {
+    let stmt = client.prepare_cached(FIND_EVENT).await?;
+    Ok(client
+        .query_opt(&stmt, &[&workspace_id, &kind, &key])
+        .await?
+        .map(|r| r.get(0)))
+}

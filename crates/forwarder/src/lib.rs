@@ -32,9 +32,8 @@ pub use platforms::{Endpoints, RetryPolicy};
 pub use queue::{enqueue, DispatchKind, DispatchStatus};
 pub use views::{
     dispatch_stats, dispatches_for_event, get_dispatch, list_dispatches, queue_gauges, retract,
-    retry_dispatch,
-    retry_dispatches, AttemptView, DestinationStats, DispatchDetail, DispatchFilter,
-    DispatchSummary, DispatchView, QueueGauge, RetractReport, Stats,
+    retry_dispatch, retry_dispatches, AttemptView, DestinationStats, DispatchDetail,
+    DispatchFilter, DispatchSummary, DispatchView, QueueGauge, RetractReport, Stats,
 };
 pub use worker::{DispatchReport, Forwarder, ForwarderConfig};
 

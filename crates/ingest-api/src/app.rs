@@ -151,8 +151,8 @@ impl Application {
         let (writer, writer_task) = Writer::spawn(
             pool.clone(),
             WriterConfig {
-                concurrency: 4,
-                max_events: 5000,
+                concurrency: 6,
+                max_events: 2000,
                 queue: 100_000,
                 timeout: settings.db_timeout,
                 idempotency_ttl: settings.idempotency_ttl,

@@ -57,11 +57,10 @@ impl Ingest {
     pub async fn single(&self, post: Post<'_>) -> Result<Stored, ApiError> {
         self.run(post, |value, workspace_id| {
             let (id, received_at) = ids::new_event_id();
-            let event =
-                events::parse_event(value, received_at).map_err(|e| {
-                    count_rejected(value);
-                    ApiError::Validation(e.0)
-                })?;
+            let event = events::parse_event(value, received_at).map_err(|e| {
+                count_rejected(value);
+                ApiError::Validation(e.0)
+            })?;
             let shape = Shape::Single {
                 kind: event.kind().as_str(),
             };

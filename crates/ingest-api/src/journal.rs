@@ -134,8 +134,10 @@ pub struct EventFilter {
     pub kind: Option<&'static str>,
     /// The sender's user id.
     pub customer_external_id: Option<String>,
-    /// A sale's invoiceId or a lead's leadId (with `kind`).
+    /// A sale's invoiceId or a lead's leadId (with `kind`), resolved through the dedup crate.
     pub natural_key: Option<String>,
+    /// Only this event (what `natural_key` resolved to).
+    pub only: Option<Uuid>,
     /// Received at or after.
     pub since: Option<OffsetDateTime>,
     /// Only ids before this one (the cursor).
@@ -149,7 +151,7 @@ const LIST: &str = "
     WHERE workspace_id = $1
       AND ($2::text IS NULL OR kind = $2)
       AND ($3::text IS NULL OR customer_external_id = $3)
-      AND ($4::text IS NULL OR natural_key = $4)
+      AND ($4::uuid IS NULL OR id = $4)
       AND ($5::timestamptz IS NULL OR received_at >= $5)
       AND ($6::uuid IS NULL OR id < $6)
     ORDER BY id DESC
@@ -169,7 +171,7 @@ pub async fn list_events(
                 &workspace_id,
                 &filter.kind,
                 &filter.customer_external_id,
-                &filter.natural_key,
+                &filter.only,
                 &filter.since,
                 &filter.before,
                 &filter.limit,

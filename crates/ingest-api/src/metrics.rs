@@ -57,7 +57,10 @@ pub fn describe() {
         "convrelay_matcher_queue_depth",
         "Events waiting for the attribution worker."
     );
-    metrics::describe_gauge!("convrelay_matcher_pending", "Sales waiting for a late link.");
+    metrics::describe_gauge!(
+        "convrelay_matcher_pending",
+        "Sales waiting for a late link."
+    );
     metrics::describe_counter!(
         "convrelay_dispatches_total",
         "Dispatch attempts by destination type and outcome."

@@ -96,10 +96,21 @@ pub async fn events(
 ) -> Result<Page<EventView>, ApiError> {
     let client = pool.get().await?;
     // One more than asked tells whether there is a next page.
-    let probe = EventFilter {
+    let mut probe = EventFilter {
         limit: filter.limit + 1,
         ..filter.clone()
     };
+    if let (Some(key), Some(kind)) = (&filter.natural_key, filter.kind) {
+        match dedup::natural::find_event(&client, workspace_id, kind, key).await? {
+            Some(id) => probe.only = Some(id),
+            None => {
+                return Ok(Page {
+                    data: Vec::new(),
+                    next_cursor: None,
+                })
+            }
+        }
+    }
     let mut rows = journal::list_events(&client, workspace_id, &probe).await?;
     let more = rows.len() as i64 > filter.limit;
     rows.truncate(usize::try_from(filter.limit).unwrap_or(0));

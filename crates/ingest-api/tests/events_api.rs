@@ -431,7 +431,12 @@ async fn metrics_count_events_requests_and_queues() {
     let app = TestApp::spawn().await;
     assert_eq!(app.post("/v1/events", &seed_sale()).await.status(), 202);
     assert_eq!(app.post("/v1/events", &seed_sale()).await.status(), 200);
-    assert_eq!(app.post("/v1/events", &json!({"event": "sale"})).await.status(), 422);
+    assert_eq!(
+        app.post("/v1/events", &json!({"event": "sale"}))
+            .await
+            .status(),
+        422
+    );
     let text = app
         .http
         .get(app.url("/metrics"))

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod events;
 pub mod ops;
 pub mod reports;
+pub mod ui;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -18,6 +19,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
         .configure(docs::configure)
+        .configure(ui::configure)
         .service(
             web::scope("/v1")
                 .service(

@@ -65,9 +65,11 @@ async fn queue_gauges(pool: &Pool) -> Result<(), crate::problem::ApiError> {
     let matcher = attribution_matcher::queue_stats(&client).await?;
     metrics::gauge!("convrelay_matcher_queue_depth").set(matcher.queued as f64);
     metrics::gauge!("convrelay_matcher_pending").set(matcher.pending as f64);
-    let oldest = matcher
-        .oldest_queued_at
-        .map_or(0.0, |at| (time::OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+    let oldest = matcher.oldest_queued_at.map_or(0.0, |at| {
+        (time::OffsetDateTime::now_utc() - at)
+            .as_seconds_f64()
+            .max(0.0)
+    });
     metrics::gauge!("convrelay_matcher_oldest_queued_age_seconds").set(oldest);
     for status in ["queued", "retrying", "in_flight"] {
         for t in events::DestinationType::ALL {
