@@ -31,6 +31,8 @@ contract:
 
 test: lint unit
 	@scripts/contract.sh
+	@scripts/examples.sh
+	@scripts/ui-test.sh
 
 bench:
 	@scripts/bench.sh

@@ -110,9 +110,9 @@ example send-sale.sh -- 'HTTP 202' 'idempotent-replayed: true' "\"id\":\"$sale_i
   '"matchedBy":"customerExternalId"' '"type":"google_ads"' '"status":"succeeded"'
 # As send-sale.sh says: the same invoice under another Idempotency-Key is a duplicate.
 curl -sS "$BASE/v1/events" -H "Authorization: Bearer $CONVRELAY_KEY" -H 'Content-Type: application/json' \
-  -H 'Idempotency-Key: another-key' -w '\nHTTP %{http_code}\n' -o "$HARNESS_WORK/again.out" \
+  -H 'Idempotency-Key: another-key' -w '\nHTTP %{http_code}\n' \
   -d '{"event":"sale","timestamp":"2026-04-10T12:45:10.000Z","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}' \
-  >>"$HARNESS_WORK/again.out"
+  >"$HARNESS_WORK/again.out"
 check "inv_987 again" "$HARNESS_WORK/again.out" 'HTTP 200' '"duplicate":true' "\"id\":\"$sale_id\""
 say "ok   inv_987 under another Idempotency-Key is a duplicate of $sale_id"
 example send-batch.sh -- 'HTTP 200' '"accepted":2' '"rejected":1' '"duplicates":0' '"field":"currency"' \
@@ -156,4 +156,5 @@ for script in examples/*.sh; do
   [[ " ${ran[*]} " == *" $name "* ]] || { say "FAIL $name is not checked by scripts/examples.sh"; exit 1; }
 done
 
-say "$passed passed, 0 failed ($((SECONDS - started)) s after the build)"
+say "took $((SECONDS - started)) s after the build"
+say "$passed passed, 0 failed"

@@ -92,7 +92,8 @@ class Handler(BaseHTTPRequestHandler):
             count = len(body.get("data", [])) if isinstance(body, dict) else 0
             return self._answer(200, {"events_received": count, "fbtrace_id": "fake-trace"})
         if path == "/hook":
-            text = b"ok" if webhook_status < 400 else b"boom: the receiver is down"
+            # Markup in a failure, as a misbehaving receiver may send: pages must show it as text.
+            text = b"ok" if webhook_status < 400 else b"<b>boom</b>: the receiver is down"
             return self._answer(webhook_status, text, "text/plain")
         return self._answer(404, {"error": "not found"})
 

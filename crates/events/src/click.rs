@@ -90,6 +90,10 @@ pub struct Click {
 /// `identifiers` (`missing_identifier`) when the click carries no `clickId`, no ad-platform click
 /// id and no UTM value.
 pub fn parse_click(value: &Value, now: OffsetDateTime) -> Result<Click, ValidationErrors> {
+    crate::parse::with_nul_check(value, parse_click_fields(value, now))
+}
+
+fn parse_click_fields(value: &Value, now: OffsetDateTime) -> Result<Click, ValidationErrors> {
     let Some(body) = value.as_object() else {
         return Err(not_an_object());
     };

@@ -80,6 +80,9 @@ pub enum Error {
     /// The string is not an IPv4 or IPv6 address.
     #[error("must be an IPv4 or IPv6 address")]
     InvalidIp,
+    /// The string holds a NUL character, which no database or platform takes.
+    #[error("must not contain NUL (\\u0000) characters")]
+    NulCharacter,
     /// The string is not an absolute URL.
     #[error("must be an absolute URL, e.g. https://example.com/pricing")]
     InvalidUrl,
@@ -145,6 +148,7 @@ impl Error {
             Error::InvalidPhone { .. } => "invalid_phone",
             Error::InvalidCurrency => "invalid_currency",
             Error::InvalidIp => "invalid_ip",
+            Error::NulCharacter => "invalid_characters",
             Error::InvalidUrl => "invalid_url",
             Error::Minimum { .. } => "minimum",
             Error::Maximum { .. } => "maximum",

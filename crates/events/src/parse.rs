@@ -100,6 +100,55 @@ const ONLY_ON_SALES: Error = Error::NotAllowed {
 /// # Errors
 /// Every offending field, in the order the fields are checked.
 pub fn parse_event(value: &Value, now: OffsetDateTime) -> Result<Event, ValidationErrors> {
+    with_nul_check(value, parse_event_fields(value, now))
+}
+
+/// Adds an error for every string (or key) holding a NUL character, wherever it is.
+pub(crate) fn with_nul_check<T>(
+    value: &Value,
+    parsed: Result<T, ValidationErrors>,
+) -> Result<T, ValidationErrors> {
+    let mut nul = Vec::new();
+    find_nul(value, "", &mut nul);
+    match (parsed, nul.is_empty()) {
+        (parsed, true) => parsed,
+        (Ok(_), false) => Err(ValidationErrors(nul)),
+        (Err(mut errors), false) => {
+            errors.0.retain(|e| !nul.iter().any(|n| n.field == e.field));
+            errors.0.append(&mut nul);
+            Err(errors)
+        }
+    }
+}
+
+fn find_nul(value: &Value, path: &str, out: &mut Vec<FieldError>) {
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            out.push(FieldError::new(path, &Error::NulCharacter))
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                find_nul(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                if key.contains('\0') {
+                    out.push(FieldError::new(child.clone(), &Error::NulCharacter));
+                }
+                find_nul(item, &child, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn parse_event_fields(value: &Value, now: OffsetDateTime) -> Result<Event, ValidationErrors> {
     let Some(body) = value.as_object() else {
         return Err(not_an_object());
     };
@@ -538,7 +587,13 @@ impl<'a, 'e> Reader<'a, 'e> {
         let Value::Number(number) = self.value(key)? else {
             return self.fail_none(key, not_integer);
         };
-        if let Some(quantity) = number.as_u64() {
+        // 2.0 is an integer too (JSON Schema agrees); read it exactly, never through f64.
+        let whole = number.as_u64().or_else(|| {
+            let exact = rust_decimal::Decimal::from_str_exact(&number.to_string()).ok()?;
+            use rust_decimal::prelude::ToPrimitive;
+            exact.fract().is_zero().then(|| exact.to_u64()).flatten()
+        });
+        if let Some(quantity) = whole {
             match u32::try_from(quantity) {
                 Ok(0) => self.fail_none(key, Error::Minimum { min: "1" }),
                 Ok(quantity) => Some(quantity),
@@ -1317,5 +1372,43 @@ mod tests {
             batch_errors(json!({"events": [{}], "dryRun": true})),
             [error("dryRun", "unknown_field")]
         );
+    }
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    #[test]
+    fn nul_characters_anywhere_are_listed_by_path() {
+        let body = json!({"event": "sale", "currency": "USD", "amount": 1, "invoiceId": "a\u{0}b",
+                          "customerExternalId": "u", "metadata": {"k": ["ok", "x\u{0}"]}});
+        let errors = parse_event(&body, datetime!(2026-04-10 12:00 UTC))
+            .err()
+            .unwrap()
+            .0;
+        let fields: Vec<(&str, &str)> = errors.iter().map(|e| (e.field.as_str(), e.code)).collect();
+        assert!(
+            fields.contains(&("invoiceId", "invalid_characters")),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&("metadata.k[1]", "invalid_characters")),
+            "{fields:?}"
+        );
+    }
+
+    #[test]
+    fn a_whole_number_written_with_a_point_is_a_quantity() {
+        let body = json!({"event": "sale", "currency": "USD", "amount": 1, "customerExternalId": "u",
+                          "products": [{"id": "p", "quantity": 2.0}, {"id": "q", "quantity": 2.5}]});
+        let errors = parse_event(&body, datetime!(2026-04-10 12:00 UTC))
+            .err()
+            .unwrap()
+            .0;
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["products[1].quantity"]);
     }
 }

@@ -70,18 +70,63 @@ pub struct AttemptView {
     pub response_excerpt: Option<String>,
 }
 
-/// A dispatch with its attempts, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// A dispatch with its attempts, oldest first. On the wire `attempts` is the list and the
+/// count is `attemptCount` (one key, one meaning).
+#[derive(Debug, Clone, PartialEq)]
 pub struct DispatchDetail {
     /// The dispatch.
-    #[serde(flatten)]
     pub dispatch: DispatchView,
     /// For a retraction: the reason given.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retract_reason: Option<String>,
     /// Every attempt.
     pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DetailWire<'a> {
+    id: &'a str,
+    event_id: &'a str,
+    destination: &'a str,
+    #[serde(rename = "type")]
+    destination_type: DestinationType,
+    kind: DispatchKind,
+    status: DispatchStatus,
+    attempt_count: i32,
+    next_attempt_at: &'a Option<String>,
+    last_error: &'a Option<String>,
+    reason: &'a Option<String>,
+    created_at: &'a str,
+    updated_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retract_reason: &'a Option<String>,
+    attempts: &'a [AttemptView],
+}
+
+impl Serialize for DispatchDetail {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let d = &self.dispatch;
+        DetailWire {
+            id: &d.id,
+            event_id: &d.event_id,
+            destination: &d.destination,
+            destination_type: d.destination_type,
+            kind: d.kind,
+            status: d.status,
+            attempt_count: d.attempts,
+            next_attempt_at: &d.next_attempt_at,
+            last_error: &d.last_error,
+            reason: &d.reason,
+            created_at: &d.created_at,
+            updated_at: &d.updated_at,
+            retract_reason: &self.retract_reason,
+            attempts: &self.attempts,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// A dispatch as `GET /v1/events/{id}` lists it.

@@ -34,7 +34,21 @@ impl EventQuery {
             limit: LIMIT_DEFAULT,
             ..EventFilter::default()
         };
-        let mut errors = Vec::new();
+        let mut errors: Vec<FieldError> = pairs
+            .iter()
+            .filter(|(_, value)| value.contains('\0'))
+            .map(|(name, _)| {
+                error(
+                    name,
+                    "invalid_characters",
+                    "must not contain NUL characters",
+                )
+            })
+            .collect();
+        let pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .filter(|(_, v)| !v.contains('\0'))
+            .collect();
         let mut invoice_id = None;
         let mut lead_id = None;
         for (name, value) in pairs {
@@ -133,8 +147,23 @@ impl Params {
             })?;
         let unknown: Vec<FieldError> = pairs
             .iter()
-            .filter(|(name, _)| !allowed.contains(&name.as_str()))
-            .map(|(name, _)| error(name, "unknown_field", "is not a parameter of this endpoint"))
+            .filter_map(|(name, value)| {
+                if !allowed.contains(&name.as_str()) {
+                    Some(error(
+                        name,
+                        "unknown_field",
+                        "is not a parameter of this endpoint",
+                    ))
+                } else if value.contains('\0') {
+                    Some(error(
+                        name,
+                        "invalid_characters",
+                        "must not contain NUL characters",
+                    ))
+                } else {
+                    None
+                }
+            })
             .collect();
         if unknown.is_empty() {
             Ok(Self { pairs })

@@ -459,3 +459,30 @@ async fn metrics_count_events_requests_and_queues() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn nul_characters_are_422_not_500_and_405_names_the_allowed_methods() {
+    let app = TestApp::spawn().await;
+    let mut body = seed_sale();
+    body["invoiceId"] = json!("inv\u{0}1");
+    let res = app.post("/v1/events", &body).await;
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["code"], "invalid_characters");
+    let res = app.get("/v1/events?customerExternalId=a%00b").await;
+    assert_eq!(res.status(), 422);
+    let res = app.get("/v1/clicks/a%00b").await;
+    assert_eq!(res.status(), 404);
+    let res = app
+        .http
+        .put(app.url("/v1/events"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET, POST");
+    let res = app.http.post(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET");
+}

@@ -94,6 +94,9 @@ pub async fn get_click(
     pool: web::Data<Pool>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Read)?;
+    if path.contains('\0') {
+        return Err(ApiError::NotFound);
+    }
     let client = pool.get().await?;
     let click = attribution_matcher::get_click(&client, principal.workspace_id, &path)
         .await?

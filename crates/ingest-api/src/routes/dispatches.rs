@@ -2,79 +2,24 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use deadpool_postgres::Pool;
-use forwarder::{DispatchFilter, DispatchStatus};
+use forwarder::DispatchFilter;
 
 use crate::auth::Principal;
 use crate::body::{self, SINGLE_LIMIT};
-use crate::ids;
 use crate::keys::Scope;
 use crate::problem::ApiError;
-use crate::query::Params;
 
 fn filter(query: &str) -> Result<DispatchFilter, ApiError> {
-    let params = Params::parse(
-        query,
-        &[
-            "status",
-            "destination",
-            "eventId",
-            "since",
-            "limit",
-            "cursor",
-        ],
-    )?;
-    let mut errors = Vec::new();
-    let status = match params.get("status") {
-        None => None,
-        Some(raw) => {
-            let status = DispatchStatus::parse(raw);
-            if status.is_none() {
-                errors.push(events::FieldError {
-                    field: "status".into(),
-                    code: "invalid_value",
-                    message: "must be one of: queued, in_flight, succeeded, retrying, failed, skipped, cancelled".into(),
-                });
-            }
-            status
-        }
-    };
-    let event_id = match params.get("eventId") {
-        None => None,
-        Some(raw) => {
-            let id = ids::from_wire(ids::EVENT, raw);
-            if id.is_none() {
-                errors.push(events::FieldError {
-                    field: "eventId".into(),
-                    code: "format",
-                    message: "must be an event id (evt_…)".into(),
-                });
-            }
-            id
-        }
-    };
-    let since = params.time("since").unwrap_or_else(|e| {
-        errors.push(e);
-        None
-    });
-    let limit = match params.limit() {
-        Ok(limit) => limit,
-        Err(ApiError::Validation(mut e)) => {
-            errors.append(&mut e);
-            0
-        }
-        Err(other) => return Err(other),
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    Ok(DispatchFilter {
-        status,
-        destination: params.get("destination").map(str::to_owned),
-        event_id,
-        since,
-        limit,
-        cursor: params.get("cursor").map(str::to_owned),
-    })
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+        .map(web::Query::into_inner)
+        .map_err(|_| {
+            ApiError::Validation(vec![events::FieldError {
+                field: String::new(),
+                code: "format",
+                message: "the query string cannot be read".into(),
+            }])
+        })?;
+    Ok(DispatchFilter::from_pairs(pairs)?)
 }
 
 /// `GET /v1/dispatches`: newest first, filtered, a page at a time.

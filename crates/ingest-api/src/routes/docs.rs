@@ -3,8 +3,8 @@
 //! refers to (`/schemas/{file}`, so that its relative `$ref`s resolve in a browser too), and a
 //! rendered page (`/docs`) whose renderer, Redoc, is vendored in `assets/` (see its README).
 
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
 
 use crate::problem::ApiError;
 
@@ -74,12 +74,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn get_only(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        let mut res = ApiError::MethodNotAllowed.error_response();
-        res.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
-        res
-    }))
+    web::resource(path).default_service(super::only("GET"))
 }
 
 /// Documentation changes with the binary, so caches keep it briefly.

@@ -15,97 +15,121 @@ use crate::problem::ApiError;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
-        .configure(docs::configure)
-        .configure(ui::configure)
-        .service(
-            web::scope("/v1")
-                .service(
-                    web::resource("/events")
-                        .post(events::post_event)
-                        .get(events::list_events)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/events/batch")
-                        .post(events::post_batch)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/clicks")
-                        .post(clicks::post_click)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/clicks/batch")
-                        .post(clicks::post_click_batch)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/clicks/{click_id}")
-                        .get(clicks::get_click)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/destinations")
-                        .post(destinations::create)
-                        .get(destinations::list)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/destinations/{id}")
-                        .get(destinations::get)
-                        .patch(destinations::update)
-                        .delete(destinations::delete)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/dispatches")
-                        .get(dispatches::list)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/dispatches/stats")
-                        .get(dispatches::stats)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/dispatches/retry")
-                        .post(dispatches::retry_many)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/dispatches/{id}")
-                        .get(dispatches::get)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/dispatches/{id}/retry")
-                        .post(dispatches::retry)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/reports/conversions")
-                        .get(reports::conversions)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/events/{id}/retract")
-                        .post(events::retract)
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/events/{id}")
-                        .get(events::get_event)
-                        .default_service(web::to(method_not_allowed)),
-                ),
-        );
+    cfg.service(
+        web::resource("/healthz")
+            .get(ops::healthz)
+            .default_service(only("GET")),
+    )
+    .service(
+        web::resource("/readyz")
+            .get(ops::readyz)
+            .default_service(only("GET")),
+    )
+    .service(
+        web::resource("/metrics")
+            .get(ops::metrics)
+            .default_service(only("GET")),
+    )
+    .configure(docs::configure)
+    .configure(ui::configure)
+    .service(
+        web::scope("/v1")
+            .service(
+                web::resource("/events")
+                    .post(events::post_event)
+                    .get(events::list_events)
+                    .default_service(only("GET, POST")),
+            )
+            .service(
+                web::resource("/events/batch")
+                    .post(events::post_batch)
+                    .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/clicks")
+                    .post(clicks::post_click)
+                    .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/clicks/batch")
+                    .post(clicks::post_click_batch)
+                    .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/clicks/{click_id}")
+                    .get(clicks::get_click)
+                    .default_service(only("GET")),
+            )
+            .service(
+                web::resource("/destinations")
+                    .post(destinations::create)
+                    .get(destinations::list)
+                    .default_service(only("GET, POST")),
+            )
+            .service(
+                web::resource("/destinations/{id}")
+                    .get(destinations::get)
+                    .patch(destinations::update)
+                    .delete(destinations::delete)
+                    .default_service(only("GET, PATCH, DELETE")),
+            )
+            .service(
+                web::resource("/dispatches")
+                    .get(dispatches::list)
+                    .default_service(only("GET")),
+            )
+            .service(
+                web::resource("/dispatches/stats")
+                    .get(dispatches::stats)
+                    .default_service(only("GET")),
+            )
+            .service(
+                web::resource("/dispatches/retry")
+                    .post(dispatches::retry_many)
+                    .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/dispatches/{id}")
+                    .get(dispatches::get)
+                    .default_service(only("GET")),
+            )
+            .service(
+                web::resource("/dispatches/{id}/retry")
+                    .post(dispatches::retry)
+                    .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/reports/conversions")
+                    .get(reports::conversions)
+                    .default_service(only("GET")),
+            )
+            .service(
+                web::resource("/events/{id}/retract")
+                    .post(events::retract)
+                    .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/events/{id}")
+                    .get(events::get_event)
+                    .default_service(only("GET")),
+            ),
+    );
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// The answer to any other method on a resource: 405 with the `Allow` header.
+pub fn only(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { method_not_allowed(allow) })
+}
+
+/// A 405 problem naming the methods the resource takes.
+pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut res = ApiError::MethodNotAllowed.error_response();
+    res.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    res
 }
 
 /// Answers 404 problem+json for every unknown path.

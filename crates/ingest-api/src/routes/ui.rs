@@ -4,11 +4,9 @@
 
 use std::sync::OnceLock;
 
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
 use sha2::{Digest, Sha256};
-
-use crate::problem::ApiError;
 
 /// The page, as written in `assets/ui.html`.
 pub const UI_HTML: &str = include_str!("../../assets/ui.html");
@@ -18,12 +16,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/ui")
             .get(page)
-            .default_service(web::to(|| async {
-                let mut res = ApiError::MethodNotAllowed.error_response();
-                res.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
-                res
-            })),
+            .default_service(super::only("GET")),
     );
 }
 
@@ -45,7 +38,7 @@ fn csp() -> &'static str {
     CSP.get_or_init(|| {
         format!(
             "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; \
-             img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
             inline_hash(UI_HTML, "<script>", "</script>"),
             inline_hash(UI_HTML, "<style>", "</style>"),
         )
