@@ -13,6 +13,8 @@
 #   BENCH_CONNECTIONS  keep-alive connections (64)
 #   BENCH_BATCH_SIZE   events per batch request (100)
 #   BENCH_STRICT       1: exit 1 when a target is missed
+#   BENCH_SCENARIOS    which scenarios, in order ("single batch dup30")
+#   BENCH_DRAIN        0 skips the forwarder drain run
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -24,7 +26,7 @@ connections=${BENCH_CONNECTIONS:-64}
 batch_size=${BENCH_BATCH_SIZE:-100}
 strict=${BENCH_STRICT:-0}
 bench_db=convrelay_bench
-scenarios=(single batch dup30)
+read -r -a scenarios <<<"${BENCH_SCENARIOS:-single batch dup30}"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -236,16 +238,18 @@ for ((i = 0; i < 1200; i++)); do
   sleep 0.1
 done
 drain_s=$(awk -v a="$drain_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+printf '\nmatcher lag (accept -> first decision; goal p99 < 1000 ms), queue drained %s s after the load stopped (%s left)\n' "$drain_s" "$queued"
 psql_admin -d "$DATABASE_URL" -F ' ' -c "
-  SELECT count(*),
-         round((percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) * 1000)::numeric, 1),
-         round((percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) * 1000)::numeric, 1)
-  FROM (SELECT extract(epoch FROM (attribution->>'decidedAt')::timestamptz - received_at) AS lag
-        FROM attributions) l" | {
-  read -r decided p50 p99
-  printf '\nmatcher lag (accept -> first decision), %s events: p50 %s ms, p99 %s ms (goal p99 < 1000 ms); queue drained %s s after the load stopped (%s left)\n' \
-    "$decided" "$p50" "$p99" "$drain_s" "$queued"
-}
+  SELECT split_part(split_part(e.natural_key, '_', 2), '-', 1), count(*),
+         round((percentile_cont(0.5) WITHIN GROUP (ORDER BY l.lag) * 1000)::numeric, 1),
+         round((percentile_cont(0.99) WITHIN GROUP (ORDER BY l.lag) * 1000)::numeric, 1)
+  FROM (SELECT workspace_id, event_id,
+               extract(epoch FROM (attribution->>'decidedAt')::timestamptz - received_at) AS lag
+        FROM attributions) l
+  JOIN events e ON e.workspace_id = l.workspace_id AND e.id = l.event_id
+  GROUP BY 1 ORDER BY 1" | while read -r scenario decided p50 p99; do
+  printf '  %-8s %9s events   p50 %10s ms   p99 %10s ms\n' "$scenario" "$decided" "$p50" "$p99"
+done
 
 say "stopping the server (SIGTERM)"
 stop_server

@@ -35,9 +35,13 @@ pub fn format_timestamp(at: OffsetDateTime) -> String {
 /// # Errors
 /// [`Error::InvalidTimestamp`].
 pub fn parse_timestamp(input: &str) -> Result<OffsetDateTime> {
-    OffsetDateTime::parse(input, &Rfc3339)
-        .map(to_utc_millis)
-        .map_err(|_| Error::InvalidTimestamp)
+    let at = OffsetDateTime::parse(input, &Rfc3339).map_err(|_| Error::InvalidTimestamp)?;
+    // In UTC the instant must still fall in the years 0000 to 9999 that RFC 3339 can write:
+    // `9999-12-31T23:59:59-23:59` is past them (and converting it unchecked would panic).
+    match at.checked_to_offset(UtcOffset::UTC) {
+        Some(utc) if (0..=9999).contains(&utc.year()) => Ok(to_utc_millis(utc)),
+        _ => Err(Error::InvalidTimestamp),
+    }
 }
 
 /// Converts `at` to UTC and drops everything below the millisecond.
@@ -131,6 +135,21 @@ mod tests {
         let at = parse_timestamp("2026-04-10T08:34:56-04:00").unwrap();
         assert_eq!(at, datetime!(2026-04-10 12:34:56 UTC));
         assert_eq!(at.offset(), UtcOffset::UTC);
+    }
+
+    #[test]
+    fn a_time_whose_utc_year_rfc_3339_cannot_write_is_invalid() {
+        for input in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+00:01"] {
+            assert_eq!(
+                parse_timestamp(input),
+                Err(Error::InvalidTimestamp),
+                "{input}"
+            );
+        }
+        let at = parse_timestamp("9999-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(format_timestamp(at), "9999-12-31T23:59:59.999Z");
+        let at = parse_timestamp("0000-01-01T00:00:00Z").unwrap();
+        assert_eq!(format_timestamp(at), "0000-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub struct RequestId(pub String);
 /// Sets up logging: `CONVRELAY_LOG` as the filter (default `info`), human-readable on a
 /// terminal, JSON lines otherwise.
 pub fn init() {
-    let filter =
-        EnvFilter::try_from_env("CONVRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("CONVRELAY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn,tokio_postgres=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

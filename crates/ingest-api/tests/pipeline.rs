@@ -350,3 +350,88 @@ async fn destinations_that_cannot_work_are_refused_at_creation() {
     assert_eq!(app.post("/v1/destinations", &hook).await.status(), 403);
     assert_eq!(app.get("/v1/destinations").await.status(), 403);
 }
+
+#[tokio::test]
+async fn the_conversion_report_counts_revenue_by_channel() {
+    let server = MockServer::start().await;
+    let (app, _admin) = app_with_platforms(&server).await;
+    let clicks = json!({"clicks": [
+        {"clickId": "c-google", "gclid": "g-1", "timestamp": "2026-04-01T10:00:00.000Z",
+         "utm": {"source": "google", "medium": "cpc", "campaign": "spring"}},
+        {"clickId": "c-meta", "fbclid": "f-1", "timestamp": "2026-04-01T10:00:00.000Z",
+         "utm": {"source": "facebook", "medium": "paid_social", "campaign": "spring"}}
+    ]});
+    let res = app.post("/v1/clicks/batch", &clicks).await;
+    assert_eq!(res.status(), 200);
+    let at = "2026-04-02T10:00:00.000Z";
+    let events = json!({"events": [
+        {"event": "lead", "timestamp": at, "clickId": "c-google", "customerExternalId": "a"},
+        {"event": "lead", "timestamp": at, "clickId": "c-google", "customerExternalId": "b"},
+        {"event": "sale", "timestamp": at, "customerExternalId": "a", "invoiceId": "r-1",
+         "currency": "USD", "amount": 100.5},
+        {"event": "sale", "timestamp": at, "clickId": "c-meta", "customerExternalId": "c",
+         "invoiceId": "r-2", "currency": "EUR", "amount": 20},
+        {"event": "sale", "timestamp": at, "clickId": "c-meta", "customerExternalId": "d",
+         "invoiceId": "r-3", "currency": "EUR", "amount": 5},
+        {"event": "lead", "timestamp": at, "clickId": "c-meta", "customerExternalId": "e",
+         "mode": "deferred"}
+    ]});
+    let answer: Value = app
+        .post("/v1/events/batch", &events)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["accepted"], 6, "{answer:#}");
+    let r3 = answer["results"][4]["id"].as_str().unwrap().to_owned();
+    for result in answer["results"].as_array().unwrap() {
+        let id = result["id"].as_str().unwrap();
+        event_until(&app, id, |e| !e["attribution"].is_null()).await;
+    }
+    let res = app
+        .post(
+            &format!("/v1/events/{r3}/retract"),
+            &json!({"reason": "refund"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+
+    let report: Value = app
+        .get("/v1/reports/conversions?from=2026-04-01T00:00:00Z&to=2026-05-01T00:00:00Z&groupBy=channel")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rows = report["data"].as_array().unwrap();
+    let row = |key: &str| {
+        rows.iter()
+            .find(|r| r["key"] == key)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let google = row("google_ads");
+    assert_eq!(
+        (google["leads"].clone(), google["sales"].clone()),
+        (json!(2), json!(1)),
+        "{report:#}"
+    );
+    assert_eq!(google["revenue"]["USD"].to_string(), "100.5");
+    assert_eq!(google["conversionRate"], 0.5);
+    assert_eq!(google["medianTimeToConversionSeconds"], 86400);
+    let meta = row("meta");
+    // The retracted sale and the deferred lead do not count.
+    assert_eq!(
+        (meta["leads"].clone(), meta["sales"].clone()),
+        (json!(0), json!(1)),
+        "{report:#}"
+    );
+    assert_eq!(meta["revenue"]["EUR"].to_string(), "20");
+    assert_eq!(meta["conversionRate"], Value::Null);
+
+    let res = app
+        .get("/v1/reports/conversions?from=2026-05-01T00:00:00Z&to=2026-04-01T00:00:00Z&groupBy=colour")
+        .await;
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+}

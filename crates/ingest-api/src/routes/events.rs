@@ -52,7 +52,9 @@ pub async fn post_event(
         value: &value,
     };
     let mut stored = ingest.single(post).await?;
-    if wait && stored.rendered.status == 202 && !stored.replayed {
+    // The kept Idempotency-Key answer is the accepted body; every answer in wait mode (a replay
+    // or a duplicate too) adds the event's attribution as it stands.
+    if wait && matches!(stored.rendered.status, 200 | 202) {
         stored.rendered.body =
             read::await_decision(&ingest.pool, principal.workspace_id, &stored.rendered.body)
                 .await?;
