@@ -23,7 +23,6 @@ use crate::parse::{
     not_an_object, read_click_ids, read_utm, Reader, MAX_ID_LENGTH, MAX_URL_LENGTH,
 };
 use crate::timestamp::{check_event_time, parse_timestamp, rfc3339_millis, to_utc_millis};
-use crate::MAX_BATCH;
 
 /// The fields of a click body, in the order they are checked.
 pub const CLICK_FIELDS: [&str; 15] = [
@@ -43,8 +42,6 @@ pub const CLICK_FIELDS: [&str; 15] = [
     "ip",
     "userAgent",
 ];
-
-const CLICK_BATCH_FIELDS: [&str; 1] = ["clicks"];
 
 /// The message of the `missing_identifier` error of a click.
 const MISSING_CLICK_IDENTIFIER: &str = "at least one is required: clickId, gclid, gbraid, wbraid, \
@@ -157,40 +154,16 @@ fn names_an_identifier(reader: &Reader<'_, '_>) -> bool {
 ///
 /// # Errors
 /// The body is not an object (field `""`, code `type`); `clicks` is missing (`required`), not an
-/// array (`type`), empty (`min_items`) or longer than [`MAX_BATCH`] (`max_items`); another key is
+/// array (`type`), empty (`min_items`) or longer than [`crate::MAX_BATCH`] (`max_items`); another key is
 /// present (`unknown_field`).
 pub fn parse_click_batch(value: &Value) -> Result<&[Value], ValidationErrors> {
-    let Some(body) = value.as_object() else {
-        return Err(not_an_object());
-    };
-    let mut errors = Vec::new();
-    let mut reader = Reader::new(body, String::new(), &mut errors);
-    let clicks = match reader.value("clicks") {
-        None => reader.fail_none("clicks", Error::Required),
-        Some(Value::Array(items)) if items.is_empty() => {
-            reader.fail_none("clicks", Error::MinItems { min: 1 })
-        }
-        Some(Value::Array(items)) if items.len() > MAX_BATCH => {
-            reader.fail_none("clicks", Error::MaxItems { max: MAX_BATCH })
-        }
-        Some(Value::Array(items)) => Some(items.as_slice()),
-        Some(_) => reader.fail_none(
-            "clicks",
-            Error::Type {
-                expected: "an array",
-            },
-        ),
-    };
-    reader.reject_unknown(&CLICK_BATCH_FIELDS);
-    match clicks {
-        Some(clicks) if errors.is_empty() => Ok(clicks),
-        _ => Err(ValidationErrors(errors)),
-    }
+    crate::parse::parse_envelope(value, "clicks")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MAX_BATCH;
     use proptest::prelude::*;
     use serde_json::json;
     use time::macros::datetime;

@@ -83,7 +83,6 @@ const IDENTIFIER_FIELDS: [&str; 12] = [
 
 const PRODUCT_FIELDS: [&str; 4] = ["id", "name", "quantity", "price"];
 const CONSENT_FIELDS: [&str; 2] = ["adUserData", "adPersonalization"];
-const BATCH_FIELDS: [&str; 1] = ["events"];
 
 const ONLY_ON_LEADS: Error = Error::NotAllowed {
     reason: "is only allowed on lead events",
@@ -265,30 +264,38 @@ fn parse_event_fields(value: &Value, now: OffsetDateTime) -> Result<Event, Valid
 /// array (`type`), empty (`min_items`) or longer than [`MAX_BATCH`] (`max_items`); another key is
 /// present (`unknown_field`).
 pub fn parse_batch(value: &Value) -> Result<&[Value], ValidationErrors> {
+    parse_envelope(value, "events")
+}
+
+/// The envelope of a batch: an object whose only key `items` holds 1 to [`MAX_BATCH`] values.
+pub(crate) fn parse_envelope<'v>(
+    value: &'v Value,
+    items: &'static str,
+) -> Result<&'v [Value], ValidationErrors> {
     let Some(body) = value.as_object() else {
         return Err(not_an_object());
     };
     let mut errors = Vec::new();
     let mut reader = Reader::new(body, String::new(), &mut errors);
-    let events = match reader.value("events") {
-        None => reader.fail_none("events", Error::Required),
-        Some(Value::Array(items)) if items.is_empty() => {
-            reader.fail_none("events", Error::MinItems { min: 1 })
+    let found = match reader.value(items) {
+        None => reader.fail_none(items, Error::Required),
+        Some(Value::Array(list)) if list.is_empty() => {
+            reader.fail_none(items, Error::MinItems { min: 1 })
         }
-        Some(Value::Array(items)) if items.len() > MAX_BATCH => {
-            reader.fail_none("events", Error::MaxItems { max: MAX_BATCH })
+        Some(Value::Array(list)) if list.len() > MAX_BATCH => {
+            reader.fail_none(items, Error::MaxItems { max: MAX_BATCH })
         }
-        Some(Value::Array(items)) => Some(items.as_slice()),
+        Some(Value::Array(list)) => Some(list.as_slice()),
         Some(_) => reader.fail_none(
-            "events",
+            items,
             Error::Type {
                 expected: "an array",
             },
         ),
     };
-    reader.reject_unknown(&BATCH_FIELDS);
-    match events {
-        Some(events) if errors.is_empty() => Ok(events),
+    reader.reject_unknown(&[items]);
+    match found {
+        Some(found) if errors.is_empty() => Ok(found),
         _ => Err(ValidationErrors(errors)),
     }
 }

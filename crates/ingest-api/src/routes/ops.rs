@@ -36,9 +36,10 @@ pub async fn metrics(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given.map(str::as_bytes) != Some(expected.expose().as_bytes()) {
-            return HttpResponse::Unauthorized()
-                .insert_header(("WWW-Authenticate", "Bearer"))
-                .finish();
+            // The same problem+json answer (with `WWW-Authenticate: Bearer`) as every other 401.
+            return actix_web::ResponseError::error_response(
+                &crate::problem::ApiError::Unauthorized,
+            );
         }
     }
     let status = pool.status();
