@@ -37,9 +37,15 @@ struct Server {
 
 impl Server {
     async fn start(database_url: &str) -> Self {
+        Self::start_with(database_url, &["serve"], &[]).await
+    }
+
+    /// `args` and extra environment; waits for `/readyz` of an API process.
+    async fn start_with(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new(BIN)
-            .arg("serve")
+            .args(args)
+            .envs(env.iter().copied())
             .env("DATABASE_URL", database_url)
             .env("CONVRELAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("CONVRELAY_RATE_LIMIT", "0")
@@ -51,6 +57,9 @@ impl Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
+        if args.first() == Some(&"worker") {
+            return server;
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(res) = reqwest::get(format!("{}/readyz", server.base)).await {
@@ -296,4 +305,85 @@ async fn two_processes_on_one_database_store_a_racing_invoice_and_key_once() {
         .get(0);
     assert_eq!(stored, 1, "one key, one stored request");
     assert_eq!(bodies.len(), 1);
+}
+
+/// A secret key for the processes of a test.
+const SECRET_KEY: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
+
+#[tokio::test]
+async fn an_api_process_and_two_worker_processes_send_each_dispatch_once() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let hook = MockServer::start().await;
+    // A slow receiver keeps sends in flight while the other worker looks for work.
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(20)))
+        .mount(&hook)
+        .await;
+    let db = common::test_db().await;
+    let env = [("CONVRELAY_SECRET_KEY", SECRET_KEY)];
+    let api = Server::start_with(&db.url, &["serve", "--no-workers"], &env).await;
+    let key = common::create_key(
+        &db,
+        "acme",
+        &[
+            ingest_api::keys::Scope::Ingest,
+            ingest_api::keys::Scope::Read,
+            ingest_api::keys::Scope::Admin,
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let destination = serde_json::json!({
+        "type": "webhook", "name": "CRM", "events": ["sale"],
+        "config": {"url": format!("{}/hook", hook.uri())},
+        "credentials": {"secret": "whsec_0123456789abcdef"}
+    });
+    let res = http
+        .post(format!("{}/v1/destinations", api.base))
+        .bearer_auth(&key)
+        .json(&destination)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let total = 120;
+    for i in 0..total {
+        let res = post(&api.base, &key, &common::sale(&format!("w-{i}")), None).await;
+        assert_eq!(res.status(), 202);
+    }
+    // Nothing is sent without workers.
+    assert!(hook.received_requests().await.unwrap().is_empty());
+
+    let _a = Server::start_with(&db.url, &["worker"], &env).await;
+    let _b = Server::start_with(&db.url, &["worker"], &env).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats: Value = http
+            .get(format!("{}/v1/dispatches/stats", api.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["totals"]["succeeded"] == total {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all delivered: {stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = hook.received_requests().await.unwrap();
+    let ids: std::collections::HashSet<String> = received
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), total, "every event delivered");
+    assert_eq!(received.len(), total, "and none twice");
 }

@@ -1,7 +1,5 @@
 """Checks the examples of openapi.yaml and schemas/ against their schemas and against the server.
 
-    examples.py ROOT BASE_URL KEY INGEST_ONLY_KEY
-
 1. Every JSON Schema of schemas/ is a valid 2020-12 schema, and openapi.yaml has no duplicate
    keys (YAML loaders keep the last one silently).
 2. Every example validates against the schema it illustrates: `examples` of each JSON Schema,
@@ -12,17 +10,28 @@
    `x-expected-status` of an openapi.yaml example; for the `examples` of schemas/, 202 for a new
    event and 200 for a repeated natural key (`invoiceId`, `leadId`). The answer's body must
    validate against the response schema documented for its status, and its headers must carry
-   the documented required headers.
+   the documented required headers. An example with `x-capture: NAME` keeps the `id` of its
+   answer under NAME; one with `x-path-params: {param: NAME}` is sent to its path with that
+   id filled in (examples are sent in document order).
 4. The documented behaviours that no single example shows: the problem answers (401, 403, 404,
-   405, 400, 413, 415, 422), Idempotency-Key replay and reuse, pagination, reading an event back.
+   405, 400, 413, 415, 422), Idempotency-Key replay and reuse, pagination, reading an event back;
+   destinations, dispatches (failed, retried, conflicting), retractions, reports, /metrics and
+   /ui. The server must run with CONVRELAY_SECRET_KEY and with the platforms' addresses on a
+   port where nothing listens, so that dispatches fail quickly (CONVRELAY_RETRY_* shrunk).
+5. With OTHER_BASE_URL and METRICS_TOKEN: a second server on the same database without
+   CONVRELAY_SECRET_KEY and with CONVRELAY_METRICS_TOKEN answers destinations with 503
+   `secret-key-missing` and /metrics only with the token.
 
 The database must be fresh: the expected statuses of natural keys depend on it.
+
+    examples.py ROOT BASE_URL KEY INGEST_ONLY_KEY [OTHER_BASE_URL METRICS_TOKEN]
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -97,6 +106,23 @@ def pointer(*parts: str) -> str:
     return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+METHODS = ("get", "put", "post", "patch", "delete", "head", "options", "trace")
+
+
+def operations(item: dict) -> list[tuple[str, dict]]:
+    """The operations of a path item (leaving out its shared `parameters`, `summary`, ...)."""
+    return [(method, operation) for method, operation in item.items() if method in METHODS]
+
+
+def parameters_of(item: dict, operation: dict) -> list[tuple[str, dict]]:
+    """(JSON pointer to it, parameter) for the path item's and the operation's parameters."""
+    found = []
+    for where, holder in (("item", item), ("operation", operation)):
+        for index, parameter in enumerate(holder.get("parameters", [])):
+            found.append((where, index, parameter))
+    return found
+
+
 def example_values(holder: dict) -> list[tuple[str, object, dict]]:
     found = []
     if "example" in holder:
@@ -123,16 +149,16 @@ def check_static(spec: dict, schemas: dict[str, dict], registry: Registry) -> No
             validate(registry, BASE_URI + "schemas/" + name, example, f"schemas/{name} examples[{index}]")
     print("examples of openapi.yaml against their schemas")
     for path, item in spec["paths"].items():
-        for method, operation in item.items():
-            base = pointer("paths", path, method)
-            for index, parameter in enumerate(operation.get("parameters", [])):
-                parameter = resolve(spec, parameter)
+        for method, operation in operations(item):
+            for where, index, raw in parameters_of(item, operation):
+                parameter = resolve(spec, raw)
                 for name, value, _ in example_values(parameter):
-                    ref = BASE_URI + "openapi.yaml#/" + (
-                        pointer("paths", path, method, "parameters", str(index), "schema")
-                        if "$ref" not in operation["parameters"][index]
-                        else operation["parameters"][index]["$ref"][2:] + "/schema"
-                    )
+                    if "$ref" in raw:
+                        ref = BASE_URI + "openapi.yaml#/" + raw["$ref"][2:] + "/schema"
+                    elif where == "item":
+                        ref = BASE_URI + "openapi.yaml#/" + pointer("paths", path, "parameters", str(index), "schema")
+                    else:
+                        ref = BASE_URI + "openapi.yaml#/" + pointer("paths", path, method, "parameters", str(index), "schema")
                     validate(registry, ref, value, f"{method.upper()} {path} parameter {parameter['name']} {name}")
             body = operation.get("requestBody", {}).get("content", {})
             for media, content in body.items():
@@ -198,6 +224,9 @@ def check_answer(spec: dict, registry: Registry, path: str, method: str, status:
             fail(f"{what}: documented header {name} is missing")
     media = headers.get("content-type", "").split(";")[0].strip()
     content = response.get("content", {})
+    if not content and not body:
+        ok()
+        return None
     if media not in content:
         fail(f"{what}: content type {media!r} is not documented for {status} (documented: {list(content)})")
         return None
@@ -220,10 +249,12 @@ def natural_key(event: object) -> tuple[str, str] | None:
     return None
 
 
-def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client: Client, ingest_key: str) -> None:
+def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client: Client, ingest_key: str) -> dict[str, str]:
+    """Sends the examples and checks the documented behaviours; answers the captured ids."""
     seen_keys: set[tuple[str, str]] = set()
     seen_clicks: set[str] = set()
     event_ids: list[str] = []
+    captured: dict[str, str] = {}
 
     def expect(status: int, wanted: int | set[int], what: str) -> bool:
         wanted = {wanted} if isinstance(wanted, int) else wanted
@@ -235,7 +266,7 @@ def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client:
 
     print("openapi.yaml request examples sent to the server")
     for path, item in spec["paths"].items():
-        for method, operation in item.items():
+        for method, operation in operations(item):
             content = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if content is None:
                 continue
@@ -245,10 +276,23 @@ def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client:
                 if wanted is None:
                     fail(f"{what}: has no x-expected-status")
                     continue
+                target = path
+                for param, source in (example.get("x-path-params") or {}).items():
+                    if source not in captured:
+                        fail(f"{what}: x-path-params names {source!r}, which no earlier example captured")
+                    target = target.replace("{" + param + "}", captured.get(source, "missing"))
+                if "{" in target:
+                    fail(f"{what}: {target} has a path parameter without x-path-params")
+                    continue
                 raw = json.dumps(value).encode()
-                status, headers, body = client.send(method.upper(), path, raw)
+                status, headers, body = client.send(method.upper(), target, raw)
                 expect(status, wanted, what)
                 answer = check_answer(spec, registry, path, method, status, headers, body, what)
+                if example.get("x-capture"):
+                    if isinstance(answer, dict) and isinstance(answer.get("id"), str):
+                        captured[example["x-capture"]] = answer["id"]
+                    else:
+                        fail(f"{what}: x-capture, but the answer has no id")
                 if path.startswith("/v1/clicks"):
                     clicks = value.get("clicks", [value]) if isinstance(value, dict) else []
                     seen_clicks.update(c["clickId"] for c in clicks if isinstance(c, dict) and c.get("clickId"))
@@ -257,7 +301,7 @@ def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client:
                     key = natural_key(event)
                     if key:
                         seen_keys.add(key)
-                if isinstance(answer, dict) and "id" in answer:
+                if isinstance(answer, dict) and "id" in answer and path.startswith("/v1/events"):
                     event_ids.append(answer["id"])
 
     print("schemas/ examples sent to the server")
@@ -382,13 +426,218 @@ def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client:
            "rejected request with a key")
     expect(client.send("POST", "/v1/events", body.replace(b"lead_", b"lead_fixed_"), {"Idempotency-Key": key})[0],
            202, "corrected request with the same key")
+    return captured
+
+
+class Caller:
+    """Sends one request, checks its status and its answer against openapi.yaml."""
+
+    def __init__(self, spec: dict, registry: Registry, client: Client) -> None:
+        self.spec, self.registry, self.client = spec, registry, client
+
+    def __call__(self, method: str, path: str, route: str, body: object = None, wanted: int = 200,
+                 key: str | None | bool = True, headers: dict | None = None) -> object:
+        raw = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        status, answer_headers, answer = self.client.send(method, path, raw, headers, key=key)
+        what = f"{method} {path}"
+        if status != wanted:
+            fail(f"{what}: answered {status}, documented {wanted}: {answer[:300]!r}")
+            return None
+        ok()
+        self.headers = answer_headers
+        return check_answer(self.spec, self.registry, route, method.lower(), status, answer_headers, answer, what)
+
+
+def check_pipeline(spec: dict, registry: Registry, client: Client, ingest_key: str, captured: dict[str, str]) -> None:
+    """Destinations, dispatches, retractions, reports, /metrics and /ui, with the documented answers."""
+    call = Caller(spec, registry, client)
+    unknown = "00000000000000000000000000000000"
+
+    print("destinations")
+    google, meta, webhook = (captured.get(n) for n in ("googleAdsDestination", "metaDestination", "webhookDestination"))
+    if not (google and meta and webhook):
+        fail(f"the destination examples did not capture their ids: {captured}")
+        return
+    page = call("GET", "/v1/destinations?limit=2", "/v1/destinations")
+    if isinstance(page, dict):
+        if [d["id"] for d in page["data"]] != [webhook, meta] or page["nextCursor"] != meta:
+            fail(f"GET /v1/destinations?limit=2: {[d['id'] for d in page['data']]} then {page['nextCursor']}, "
+                 f"documented the newest two first, then the cursor {meta}")
+        rest = call("GET", f"/v1/destinations?limit=2&cursor={meta}", "/v1/destinations")
+        if isinstance(rest, dict) and [d["id"] for d in rest["data"]] != [google]:
+            fail(f"GET /v1/destinations, page 2: {[d['id'] for d in rest['data']]}, documented [{google}]")
+    one = call("GET", f"/v1/destinations/{google}", "/v1/destinations/{id}")
+    if isinstance(one, dict):
+        config = one["config"]
+        if ("credentials" in one or not one["hasCredentials"] or one["name"] != "Google Ads (EU account)"
+                or config.get("customerId") != "1234567890" or config.get("loginCustomerId") != "1112223333"
+                or config.get("eventSource") != "WEB"):
+            fail(f"GET /v1/destinations/{google}: {one}, documented the patched destination, defaults filled in, "
+                 "dashes dropped, no credentials")
+        else:
+            ok()
+    call("GET", f"/v1/destinations/dst_{unknown}", "/v1/destinations/{id}", wanted=404)
+    call("GET", "/v1/destinations/evt_" + unknown, "/v1/destinations/{id}", wanted=404)
+    call("GET", f"/v1/destinations/{google}", "/v1/destinations/{id}", wanted=403, key=ingest_key)
+    call("GET", "/v1/destinations?limit=0", "/v1/destinations", wanted=422)
+    call("PATCH", f"/v1/destinations/dst_{unknown}", "/v1/destinations/{id}", body={"enabled": True}, wanted=404)
+    call("DELETE", f"/v1/destinations/dst_{unknown}", "/v1/destinations/{id}", wanted=404)
+
+    print("dispatches")
+    tag = uuid.uuid4().hex[:12]
+    sale = {"event": "sale", "invoiceId": f"inv_contract_{tag}", "customerExternalId": f"user_{tag}",
+            "gclid": f"EAIa{tag}", "fbclid": f"IwAR{tag}", "amount": 49.95, "currency": "EUR", "mode": "wait"}
+    before = call("GET", "/v1/reports/conversions?from=2000-01-01T00:00:00Z&to=9999-01-01T00:00:00Z",
+                  "/v1/reports/conversions")
+    answer = call("POST", "/v1/events", "/v1/events", body=sale, wanted=202)
+    if not isinstance(answer, dict):
+        return
+    event_id = answer["id"]
+    routed = {d["type"]: d for d in answer.get("dispatches", [])}
+    if (answer.get("attribution") or {}).get("status") != "matched" or set(routed) != {"google_ads", "meta", "webhook"}:
+        fail(f"mode wait: {answer}, documented matched (direct) and dispatched to the Google, Meta and webhook destinations")
+        return
+    ok()
+    deadline = time.monotonic() + 30
+    while True:
+        listing = call("GET", f"/v1/dispatches?eventId={event_id}", "/v1/dispatches")
+        if not isinstance(listing, dict):
+            return
+        by_type = {d["type"]: d for d in listing["data"]}
+        if by_type["google_ads"]["status"] == "failed" and by_type["meta"]["status"] == "failed":
+            break
+        if time.monotonic() > deadline:
+            fail(f"the dispatches of {event_id} did not fail against a closed port: {listing}")
+            return
+        time.sleep(0.2)
+    if by_type["webhook"]["status"] != "queued" or by_type["webhook"]["nextAttemptAt"] is None:
+        fail(f"the disabled webhook's dispatch: {by_type['webhook']}, documented queued (waiting)")
+    google_dsp, meta_dsp, webhook_dsp = (by_type[t]["id"] for t in ("google_ads", "meta", "webhook"))
+    detail = call("GET", f"/v1/dispatches/{google_dsp}", "/v1/dispatches/{id}")
+    if isinstance(detail, dict):
+        if (detail["attemptCount"] != len(detail["attempts"]) or not detail["attempts"]
+                or detail["reason"] != "attempts_exhausted" or not detail["lastError"]
+                or [a["attempt"] for a in detail["attempts"]] != list(range(1, len(detail["attempts"]) + 1))):
+            fail(f"GET /v1/dispatches/{google_dsp}: {detail}, documented a failed dispatch with every attempt")
+        else:
+            ok()
+    call("GET", f"/v1/dispatches/dsp_{unknown}", "/v1/dispatches/{id}", wanted=404)
+    call("GET", f"/v1/dispatches/{google_dsp}", "/v1/dispatches/{id}", wanted=403, key=ingest_key)
+    retried = call("POST", f"/v1/dispatches/{google_dsp}/retry", "/v1/dispatches/{id}/retry")
+    if isinstance(retried, dict) and (retried["status"] != "queued" or retried["reason"] is not None):
+        fail(f"retry: {retried}, documented queued again")
+    conflict = call("POST", f"/v1/dispatches/{webhook_dsp}/retry", "/v1/dispatches/{id}/retry", wanted=409)
+    if isinstance(conflict, dict) and not conflict["type"].endswith("/conflict"):
+        fail(f"retrying a queued dispatch: {conflict}")
+    call("POST", f"/v1/dispatches/{meta_dsp}/retry", "/v1/dispatches/{id}/retry", wanted=403, key=ingest_key)
+    call("POST", f"/v1/dispatches/dsp_{unknown}/retry", "/v1/dispatches/{id}/retry", wanted=404)
+    failed = call("GET", f"/v1/dispatches?status=failed&destination={meta}&limit=1", "/v1/dispatches")
+    if isinstance(failed, dict) and any(d["status"] != "failed" or d["destination"] != meta for d in failed["data"]):
+        fail(f"GET /v1/dispatches?status=failed&destination=…: {failed}")
+    bad = call("GET", "/v1/dispatches?status=lost&limit=0&colour=red", "/v1/dispatches", wanted=422)
+    if isinstance(bad, dict) and [e["field"] for e in bad["errors"]] != ["status", "limit", "colour"]:
+        fail(f"GET /v1/dispatches with three bad parameters: {bad['errors']}, documented all three listed")
+    call("GET", "/v1/dispatches", "/v1/dispatches", wanted=403, key=ingest_key)
+    bulk = call("POST", "/v1/dispatches/retry", "/v1/dispatches/retry", body={"status": "failed", "destination": meta})
+    if isinstance(bulk, dict) and bulk["queued"] < 1:
+        fail(f"bulk retry of the failed Meta dispatches: {bulk}, documented at least the one of {event_id}")
+    call("POST", "/v1/dispatches/retry", "/v1/dispatches/retry", body=b"[]", wanted=400)
+    call("POST", "/v1/dispatches/retry", "/v1/dispatches/retry", body={}, wanted=403, key=ingest_key)
+    stats = call("GET", "/v1/dispatches/stats", "/v1/dispatches/stats")
+    if isinstance(stats, dict):
+        ids = {d["destination"] for d in stats["destinations"]}
+        if not {google, meta, webhook} <= ids or sum(stats["totals"].values()) < 3:
+            fail(f"GET /v1/dispatches/stats: {stats}, documented counts for the three destinations")
+
+    print("retractions")
+    retracted = call("POST", f"/v1/events/{event_id}/retract", "/v1/events/{id}/retract", body={"reason": "refund"})
+    if isinstance(retracted, dict) and (retracted["reason"] != "refund" or retracted["cancelled"] < 1
+                                        or retracted["retractions"]):
+        fail(f"retract: {retracted}, documented the waiting dispatches cancelled and no retraction (nothing was delivered)")
+    again = call("POST", f"/v1/events/{event_id}/retract", "/v1/events/{id}/retract", body={"reason": "other"},
+                 key=ingest_key)
+    if isinstance(again, dict) and isinstance(retracted, dict) and (
+            again["reason"] != "refund" or again["cancelled"] != 0 or again["retractedAt"] != retracted["retractedAt"]):
+        fail(f"retract again: {again}, documented the first retraction, nothing more cancelled")
+    event = call("GET", f"/v1/events/{event_id}", "/v1/events/{id}")
+    if isinstance(event, dict):
+        webhook_now = [d for d in event["dispatches"] if d["id"] == webhook_dsp]
+        if (event.get("retractReason") != "refund" or "retractedAt" not in event or not webhook_now
+                or webhook_now[0]["status"] != "cancelled" or webhook_now[0]["reason"] != "event retracted: refund"):
+            fail(f"GET /v1/events/{event_id} after the retraction: {event}")
+    call("POST", f"/v1/events/evt_{unknown}/retract", "/v1/events/{id}/retract", body={}, wanted=404)
+    call("POST", f"/v1/events/{event_id}/retract", "/v1/events/{id}/retract", wanted=415)
+    call("POST", f"/v1/events/{event_id}/retract", "/v1/events/{id}/retract", body={"reason": 7}, wanted=422)
+
+    print("deleting a destination")
+    call("DELETE", f"/v1/destinations/{webhook}", "/v1/destinations/{id}", wanted=204)
+    call("GET", f"/v1/destinations/{webhook}", "/v1/destinations/{id}", wanted=404)
+    call("DELETE", f"/v1/destinations/{webhook}", "/v1/destinations/{id}", wanted=404)
+    gone = call("POST", f"/v1/dispatches/{webhook_dsp}/retry", "/v1/dispatches/{id}/retry", wanted=409)
+    if isinstance(gone, dict) and "deleted" not in gone["detail"] and "cancelled" not in gone["detail"]:
+        fail(f"retrying a dispatch of a deleted destination: {gone}")
+
+    print("reports")
+    after = call("GET", "/v1/reports/conversions?from=2000-01-01T00:00:00Z&to=9999-01-01T00:00:00Z",
+                 "/v1/reports/conversions")
+    if isinstance(before, dict) and isinstance(after, dict):
+        sales = [sum(r["sales"] for r in report["data"]) for report in (before, after)]
+        if sales[0] != sales[1]:
+            fail(f"reports: {sales[0]} sales before a sale that was then retracted, {sales[1]} after; "
+                 "documented that retracted events do not count")
+        else:
+            ok()
+    call("GET", "/v1/reports/conversions?from=2026-01-01T00:00:00%2B02:00&to=2027-01-01T00:00:00Z&groupBy=campaign"
+                "&model=first_click", "/v1/reports/conversions")
+    bad = call("GET", "/v1/reports/conversions?from=2026-12-01T00:00:00Z&to=2026-11-01T00:00:00Z&groupBy=country",
+               "/v1/reports/conversions", wanted=422)
+    if isinstance(bad, dict) and [e["field"] for e in bad["errors"]] != ["to", "groupBy"]:
+        fail(f"a reversed range and an unknown groupBy: {bad['errors']}")
+    call("GET", "/v1/reports/conversions", "/v1/reports/conversions", wanted=422)
+    call("GET", "/v1/reports/conversions?from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z",
+         "/v1/reports/conversions", wanted=403, key=ingest_key)
+
+    print("/metrics and /ui")
+    text = call("GET", "/metrics", "/metrics", key=False)
+    if isinstance(text, bytes):
+        for needle in (b"convrelay_events_total", b"convrelay_dispatches_total", b"convrelay_http_request_duration_seconds",
+                       b"convrelay_dispatch_queue_depth", b"convrelay_db_pool_connections"):
+            if needle not in text:
+                fail(f"/metrics lacks {needle.decode()}")
+    page = call("GET", "/ui", "/ui", key=False)
+    if isinstance(page, bytes) and b"<title>Conversion log" not in page:
+        fail("/ui: not the conversion log page")
+
+
+def check_without_secret_key(spec: dict, registry: Registry, client: Client, token: str,
+                             captured: dict[str, str]) -> None:
+    """A server without CONVRELAY_SECRET_KEY and with CONVRELAY_METRICS_TOKEN."""
+    call = Caller(spec, registry, client)
+    print("a server without CONVRELAY_SECRET_KEY, with CONVRELAY_METRICS_TOKEN")
+    body = spec["paths"]["/v1/destinations"]["post"]["requestBody"]["content"]["application/json"]["examples"]["meta"]
+    for method, path, route, payload in (
+            ("POST", "/v1/destinations", "/v1/destinations", body["value"]),
+            ("PATCH", f"/v1/destinations/{captured.get('googleAdsDestination')}", "/v1/destinations/{id}", {"enabled": True})):
+        problem = call(method, path, route, body=payload, wanted=503)
+        if isinstance(problem, dict):
+            if not problem["type"].endswith("/secret-key-missing") or "retry-after" in call.headers:
+                fail(f"{method} {path} without a secret key: {problem}, documented secret-key-missing without Retry-After")
+    call("GET", "/v1/destinations", "/v1/destinations")
+    problem = call("GET", "/metrics", "/metrics", wanted=401, key=False)
+    if isinstance(problem, dict) and not problem["type"].endswith("/unauthorized"):
+        fail(f"/metrics without its token: {problem}")
+    call("GET", "/metrics", "/metrics", wanted=401, key="not-the-token")
+    call("GET", "/metrics", "/metrics", key=token)
 
 
 def main() -> int:
     root, base, key, ingest_key = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     spec, schemas, registry = load_documents(root)
     check_static(spec, schemas, registry)
-    check_live(spec, schemas, registry, Client(base, key), ingest_key)
+    captured = check_live(spec, schemas, registry, Client(base, key), ingest_key)
+    check_pipeline(spec, registry, Client(base, key), ingest_key, captured)
+    if len(sys.argv) > 6:
+        check_without_secret_key(spec, registry, Client(sys.argv[5], key), sys.argv[6], captured)
     print(f"examples: {checked} passed, {len(failures)} failed")
     return 1 if failures else 0
 

@@ -21,7 +21,7 @@ use crate::journal::{self, StoredEvent};
 use crate::problem::ApiError;
 
 /// Events the attribution step claims at most per transaction.
-const MATCH_BATCH: usize = 500;
+const MATCH_BATCH: usize = 1000;
 
 /// Attribution loops per process.
 const MATCH_LOOPS: usize = 2;

@@ -128,7 +128,7 @@ fn retract_reason(value: &serde_json::Value) -> Result<String, ApiError> {
         for (name, v) in map {
             match (name.as_str(), v) {
                 ("reason", serde_json::Value::String(s))
-                    if !s.trim().is_empty() && s.len() <= 255 =>
+                    if !s.trim().is_empty() && s.chars().count() <= 255 =>
                 {
                     reason = s.trim().to_owned();
                 }
