@@ -89,9 +89,11 @@ impl Authenticator {
 
     /// Checks the `Authorization` header of a request.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
+        // The scheme is case-insensitive (RFC 9110).
         let key = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
             .ok_or(ApiError::Unauthorized)?;
         let prefix = keys::key_prefix(key).ok_or(ApiError::Unauthorized)?;
         let record = self.record(prefix).await?.ok_or(ApiError::Unauthorized)?;
