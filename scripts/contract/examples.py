@@ -628,6 +628,7 @@ def check_without_secret_key(spec: dict, registry: Registry, client: Client, tok
         fail(f"/metrics without its token: {problem}")
     call("GET", "/metrics", "/metrics", wanted=401, key="not-the-token")
     call("GET", "/metrics", "/metrics", key=token)
+    call("GET", "/metrics", "/metrics", key=False, headers={"Authorization": f"bearer {token}"})
 
 
 def main() -> int:

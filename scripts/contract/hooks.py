@@ -13,9 +13,21 @@ descriptions:
   `event`;
 - an `Idempotency-Key` that was used before with another body is answered 422 (by design), so
   the keys of well-formed requests must be fresh;
-- a product's `quantity` must be written as an integer literal (`2`): JSON Schema's `integer`
-  also admits `2.0`, which the server refuses with `type` (a known gap between the two, to be
-  settled in the server or stated in the API).
+- a destination's `pixelId` and conversion action ids, when numbers, must be written as integer
+  literals (`42`): JSON Schema's `integer` also admits `42.0`, which the server refuses with
+  `type` (a product's `quantity` takes `2.0`; a known gap, to be settled in the server);
+- whether a change (`PATCH /v1/destinations/{id}`) of `type`, `events`, `config` or
+  `credentials` is valid depends on the stored destination (its type, the conversion actions
+  it has for the kinds it subscribes to), which the generator cannot know, and the run does
+  reach real destinations. So well-formed changes keep `name` and `enabled` (and an empty
+  `config`) only; examples.py sends changes of the others to destinations it knows;
+- a webhook destination's `config.url` must parse as a URL (`https`, or `http` on loopback):
+  the pattern of the schema only sketches that. Here every well-formed destination gets a
+  loopback URL where nothing listens (CONTRACT_CLOSED_URL), so that no request leaves the
+  machine whatever the generator drew;
+- a report's `to` must be after its `from`;
+- a time (`from`, `to`, `since`) must still be a year 0000 to 9999 once converted to UTC
+  (`9999-12-31T23:59:59-23:59` is not).
 
 So, for the requests that the generator means to be valid (positive mode) and only for those,
 `before_call` brings such values inside the rules. Negative requests are sent as drawn.
@@ -23,6 +35,7 @@ So, for the requests that the generator means to be valid (positive mode) and on
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -40,6 +53,26 @@ VALID_PHONES = (
 )
 VALID_CURRENCIES = {"USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "BRL", "INR"}
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+CLOSED_URL = os.environ.get("CONTRACT_CLOSED_URL", "http://127.0.0.1:9") + "/hook"
+
+
+def _instant(value: object) -> datetime | None:
+    """The UTC instant of an RFC 3339 time, or None when it has none the server can hold."""
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        if at.tzinfo is None:
+            return None
+        return at.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _fix_times(holder: dict, *names: str) -> None:
+    for name in names:
+        if holder.get(name) is not None and _instant(holder[name]) is None:
+            holder[name] = "2026-04-10T12:34:56.000Z"
 
 
 def _in_window(value: object) -> bool:
@@ -84,8 +117,6 @@ def _fix_event(event: object, index: int) -> None:
         for product in products:
             if isinstance(product, dict) and "price" in product:
                 product["price"] = _four_places(product["price"])
-            if isinstance(product, dict) and isinstance(product.get("quantity"), float):
-                product["quantity"] = int(product["quantity"])
 
 
 @schemathesis.hook
@@ -113,8 +144,36 @@ def before_call(context, case, kwargs):
         if isinstance(clicks, list):
             for index, click in enumerate(clicks):
                 _fix_event(click, index)
+    elif path == "/v1/destinations" and isinstance(body, dict):
+        config = body.get("config")
+        if isinstance(config, dict):
+            if body.get("type") == "webhook" or "url" in config:
+                config["url"] = CLOSED_URL
+            if isinstance(config.get("pixelId"), float):
+                config["pixelId"] = int(config["pixelId"])
+            actions = config.get("conversionActions")
+            if isinstance(actions, dict):
+                for kind, action in actions.items():
+                    if isinstance(action, float):
+                        actions[kind] = int(action)
+    elif path == "/v1/destinations/{id}" and isinstance(body, dict):
+        for name in ("type", "events", "credentials"):
+            body.pop(name, None)
+        if body.get("config") != {}:
+            body.pop("config", None)
+    elif path == "/v1/dispatches/retry" and isinstance(body, dict):
+        _fix_times(body, "since")
+    elif path == "/v1/dispatches" and case.query:
+        _fix_times(case.query, "since")
+    elif path == "/v1/reports/conversions" and case.query:
+        query = case.query
+        _fix_times(query, "from", "to")
+        start, end = _instant(query.get("from")), _instant(query.get("to"))
+        if start is not None and end is not None and end <= start:
+            query["from"], query["to"] = "2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z"
     elif path == "/v1/events" and case.method.upper() == "GET" and case.query:
         query = case.query
+        _fix_times(query, "since")
         if query.get("invoiceId") is not None and query.get("leadId") is not None:
             del query["leadId"]
         if query.get("invoiceId") is not None and query.get("event") == "lead":

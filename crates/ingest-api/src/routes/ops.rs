@@ -34,7 +34,9 @@ pub async fn metrics(
             .headers()
             .get("Authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         if given.map(str::as_bytes) != Some(expected.expose().as_bytes()) {
             // The same problem+json answer (with `WWW-Authenticate: Bearer`) as every other 401.
             return actix_web::ResponseError::error_response(
