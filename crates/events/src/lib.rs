@@ -67,8 +67,8 @@ pub use money::{
     amount_from_json, amount_serde, check_amount, Currency, Money, MAX_AMOUNT, MAX_DECIMAL_PLACES,
 };
 pub use parse::{
-    parse_batch, parse_event, EVENT_FIELDS, MAX_CLICK_ID_LENGTH, MAX_ID_LENGTH, MAX_METADATA_BYTES,
-    MAX_URL_LENGTH,
+    nul_errors, parse_batch, parse_event, EVENT_FIELDS, MAX_CLICK_ID_LENGTH, MAX_ID_LENGTH,
+    MAX_METADATA_BYTES, MAX_URL_LENGTH,
 };
 pub use phone::PhoneE164;
 pub use timestamp::{

@@ -120,6 +120,14 @@ pub(crate) fn with_nul_check<T>(
     }
 }
 
+/// An error for every string or key of `value` holding a NUL character (which PostgreSQL cannot
+/// store), by path: for bodies that are not events, such as destinations.
+pub fn nul_errors(value: &Value) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    find_nul(value, "", &mut out);
+    out
+}
+
 fn find_nul(value: &Value, path: &str, out: &mut Vec<FieldError>) {
     match value {
         Value::String(s) if s.contains('\0') => {

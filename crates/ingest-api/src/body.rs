@@ -66,3 +66,14 @@ pub async fn read_json(
     }
     Ok((body, value))
 }
+
+/// 422 for strings holding NUL characters, listed by path (for bodies without a model of their
+/// own in the events crate, which checks its bodies itself).
+pub fn reject_nul(value: &serde_json::Value) -> Result<(), ApiError> {
+    let errors = events::nul_errors(value);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}

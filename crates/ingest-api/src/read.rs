@@ -123,22 +123,19 @@ pub async fn events(
     })
 }
 
-/// `POST /v1/events/{id}/retract`: the event leaves reports; destinations that can retract get
-/// a retraction, the others record `not_supported`. Idempotent.
+/// `POST /v1/events/{id}/retract`, in the caller's transaction: the event leaves reports;
+/// destinations that can retract get a retraction, the others record `not_supported`. Idempotent.
 pub async fn retract(
-    pool: &Pool,
+    tx: &impl GenericClient,
     workspace_id: Uuid,
     id: &str,
     reason: &str,
 ) -> Result<serde_json::Value, ApiError> {
     let id = ids::from_wire(ids::EVENT, id).ok_or(ApiError::NotFound)?;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let stored = journal::retract_event(&tx, workspace_id, id, reason)
+    let stored = journal::retract_event(tx, workspace_id, id, reason)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let report = forwarder::retract(&tx, workspace_id, id, reason).await?;
-    tx.commit().await?;
+    let report = forwarder::retract(tx, workspace_id, id, reason).await?;
     Ok(serde_json::json!({
         "id": ids::to_wire(ids::EVENT, id),
         "retractedAt": stored.retracted_at.map(events::format_timestamp),

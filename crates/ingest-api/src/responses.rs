@@ -214,3 +214,10 @@ pub fn render_click_batch(
         },
     }
 }
+
+/// Any serialisable answer as a kept-able status and body.
+pub fn json(status: u16, value: &impl Serialize) -> Result<Rendered, crate::problem::ApiError> {
+    serde_json::to_vec(value)
+        .map(|body| Rendered { status, body })
+        .map_err(|e| crate::problem::ApiError::Internal(Box::new(e)))
+}

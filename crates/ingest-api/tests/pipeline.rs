@@ -435,3 +435,36 @@ async fn the_conversion_report_counts_revenue_by_channel() {
     let problem: Value = res.json().await.unwrap();
     assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_retried_destination_create_with_its_idempotency_key_makes_one_destination() {
+    let server = MockServer::start().await;
+    let (app, admin) = app_with_platforms(&server).await;
+    let hook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
+                      "config": {"url": format!("{}/hook", server.uri())},
+                      "credentials": {"secret": "whsec_0123456789abcdef"}});
+    let body = serde_json::to_vec(&hook).unwrap();
+    let first = app
+        .post_raw("/v1/destinations", &admin, body.clone(), Some("dst-1"))
+        .await;
+    assert_eq!(first.status(), 201);
+    let first = first.bytes().await.unwrap();
+    let again = app
+        .post_raw("/v1/destinations", &admin, body, Some("dst-1"))
+        .await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.bytes().await.unwrap(), first);
+    let page: Value = app
+        .get_as(&admin, "/v1/destinations")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+
+    let mut nul = hook.clone();
+    nul["name"] = json!("C\u{0}RM");
+    let res = app.post_as(&admin, "/v1/destinations", &nul).await;
+    assert_eq!(res.status(), 422);
+}

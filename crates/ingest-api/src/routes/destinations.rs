@@ -5,9 +5,12 @@ use deadpool_postgres::Pool;
 
 use crate::auth::Principal;
 use crate::body::{self, SINGLE_LIMIT};
+use crate::ingest::{Ingest, Post};
 use crate::keys::Scope;
 use crate::problem::ApiError;
 use crate::query::Params;
+use crate::responses;
+use crate::routes::events::{idempotency_key, respond};
 
 /// The cipher that seals credentials, when the operator configured one.
 pub struct Sealing(pub Option<forwarder::Cipher>);
@@ -23,16 +26,34 @@ pub async fn create(
     req: HttpRequest,
     principal: Principal,
     payload: web::Payload,
-    pool: web::Data<Pool>,
+    ingest: web::Data<Ingest>,
     sealing: web::Data<Sealing>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
-    let cipher = sealing.cipher()?;
-    let (_, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
-    let client = pool.get().await?;
-    let view =
-        forwarder::create_destination(&client, cipher, principal.workspace_id, &value).await?;
-    Ok(HttpResponse::Created().json(view))
+    sealing.cipher()?;
+    let idempotency_key = idempotency_key(&req)?;
+    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(&value)?;
+    let workspace_id = principal.workspace_id;
+    let document = value.clone();
+    let post = Post {
+        principal: &principal,
+        idempotency_key,
+        path: req.path(),
+        body: &raw,
+        value: &value,
+    };
+    let stored = ingest
+        .in_transaction(post, move |tx| {
+            Box::pin(async move {
+                let cipher = sealing.cipher()?;
+                let view =
+                    forwarder::create_destination(tx, cipher, workspace_id, &document).await?;
+                responses::json(201, &view)
+            })
+        })
+        .await?;
+    Ok(respond(stored))
 }
 
 /// `GET /v1/destinations`: a page, newest first.
@@ -75,6 +96,7 @@ pub async fn update(
     principal.require(Scope::Admin)?;
     let cipher = sealing.cipher()?;
     let (_, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(&value)?;
     let client = pool.get().await?;
     let view =
         forwarder::update_destination(&client, cipher, principal.workspace_id, &path, &value)

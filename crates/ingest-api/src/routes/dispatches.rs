@@ -68,6 +68,7 @@ pub async fn retry_many(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let (_, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(&value)?;
     let client = pool.get().await?;
     let queued = forwarder::retry_dispatches(&client, principal.workspace_id, &value).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "queued": queued })))

@@ -111,13 +111,31 @@ pub async fn retract(
     principal: Principal,
     path: web::Path<String>,
     payload: web::Payload,
-    pool: web::Data<deadpool_postgres::Pool>,
+    ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Ingest)?;
-    let (_, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    let idempotency_key = idempotency_key(&req)?;
+    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(&value)?;
     let reason = retract_reason(&value)?;
-    let answer = read::retract(&pool, principal.workspace_id, &path, &reason).await?;
-    Ok(HttpResponse::Ok().json(answer))
+    let workspace_id = principal.workspace_id;
+    let id = path.into_inner();
+    let post = Post {
+        principal: &principal,
+        idempotency_key,
+        path: req.path(),
+        body: &raw,
+        value: &value,
+    };
+    let stored = ingest
+        .in_transaction(post, move |tx| {
+            Box::pin(async move {
+                let answer = read::retract(tx, workspace_id, &id, &reason).await?;
+                crate::responses::json(200, &answer)
+            })
+        })
+        .await?;
+    Ok(respond(stored))
 }
 
 /// The body of a retraction: `{"reason"?: "…"}` (default `"retracted"`).
