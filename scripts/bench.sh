@@ -15,6 +15,7 @@
 #   BENCH_STRICT       1: exit 1 when a target is missed
 #   BENCH_SCENARIOS    which scenarios, in order ("single batch dup30")
 #   BENCH_DRAIN        0 skips the forwarder drain run
+#   BENCH_SERVE_ARGS   arguments of `convrelay serve` ("--no-workers" measures the API alone)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -112,7 +113,8 @@ start_server() {
   local port=$1 i
   # Out of this script's process group (setsid): Ctrl-C reaches the script, which then stops
   # the server with SIGTERM, rather than the server itself.
-  CONVRELAY_LISTEN=127.0.0.1:$port ${setsid:+"$setsid"} "$server_bin" serve >"$server_log" 2>&1 &
+  # shellcheck disable=SC2086 # BENCH_SERVE_ARGS is a list of words
+  CONVRELAY_LISTEN=127.0.0.1:$port ${setsid:+"$setsid"} "$server_bin" serve ${BENCH_SERVE_ARGS:-} >"$server_log" 2>&1 &
   server_pid=$!
   for ((i = 0; i < 300; i++)); do
     if ! kill -0 "$server_pid" 2>/dev/null; then
