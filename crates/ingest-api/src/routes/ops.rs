@@ -37,7 +37,10 @@ pub async fn metrics(
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
-        if given.map(str::as_bytes) != Some(expected.expose().as_bytes()) {
+        let matches = given.is_some_and(|g| {
+            crate::auth::constant_time_eq(g.as_bytes(), expected.expose().as_bytes())
+        });
+        if !matches {
             // The same problem+json answer (with `WWW-Authenticate: Bearer`) as every other 401.
             return actix_web::ResponseError::error_response(
                 &crate::problem::ApiError::Unauthorized,
