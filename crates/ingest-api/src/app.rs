@@ -53,12 +53,16 @@ pub fn cipher(settings: &Settings) -> anyhow::Result<Option<forwarder::Cipher>> 
 
 /// The forwarder as the operator configured it; none without a secret key (nothing could be
 /// unsealed), which is said once in the log.
-pub fn forwarder(settings: &Settings, pool: &Pool) -> anyhow::Result<Option<forwarder::Forwarder>> {
-    let Some(cipher) = cipher(settings)? else {
+pub fn forwarder(
+    settings: &Settings,
+    pool: &Pool,
+    cipher: Option<forwarder::Cipher>,
+) -> Option<forwarder::Forwarder> {
+    let Some(cipher) = cipher else {
         tracing::warn!(
             "CONVRELAY_SECRET_KEY is not set: destinations are disabled and nothing is forwarded"
         );
-        return Ok(None);
+        return None;
     };
     let config = forwarder::ForwarderConfig {
         endpoints: forwarder::Endpoints {
@@ -75,11 +79,7 @@ pub fn forwarder(settings: &Settings, pool: &Pool) -> anyhow::Result<Option<forw
         lease: settings.lease,
         ..forwarder::ForwarderConfig::default()
     };
-    Ok(Some(forwarder::Forwarder::new(
-        pool.clone(),
-        cipher,
-        config,
-    )))
+    Some(forwarder::Forwarder::new(pool.clone(), cipher, config))
 }
 
 /// Applies pending migrations and builds the pool.
@@ -97,7 +97,7 @@ async fn prepare(settings: &Settings) -> anyhow::Result<Pool> {
 /// `convrelay worker`: the pipeline workers alone, until SIGTERM/SIGINT.
 pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
     let pool = prepare(&settings).await?;
-    let forwarder = forwarder(&settings, &pool)?;
+    let forwarder = forwarder(&settings, &pool, cipher(&settings)?);
     let workers = Workers::start(
         pool,
         match_settings(&settings),
@@ -143,7 +143,7 @@ impl Application {
                 pool.clone(),
                 match_settings(&settings),
                 Arc::clone(&stored),
-                forwarder(&settings, &pool)?,
+                forwarder(&settings, &pool, cipher.clone()),
             ))
         } else {
             None

@@ -24,12 +24,17 @@ fn error(field: &str, code: &'static str, message: impl Into<String>) -> FieldEr
     }
 }
 
+/// The name/value pairs of a query string, in order.
+pub fn pairs(query: &str) -> Result<Vec<(String, String)>, Vec<FieldError>> {
+    web::Query::<Vec<(String, String)>>::from_query(query)
+        .map(web::Query::into_inner)
+        .map_err(|_| vec![error("", "format", "the query string cannot be read")])
+}
+
 impl EventQuery {
     /// Reads a query string.
     pub fn parse(query: &str) -> Result<Self, Vec<FieldError>> {
-        let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
-            .map(web::Query::into_inner)
-            .map_err(|_| vec![error("", "format", "the query string cannot be read")])?;
+        let pairs = pairs(query)?;
         let mut filter = EventFilter {
             limit: LIMIT_DEFAULT,
             ..EventFilter::default()
@@ -140,11 +145,7 @@ pub struct Params {
 impl Params {
     /// Reads a query string, refusing names not in `allowed` (422, one error each).
     pub fn parse(query: &str, allowed: &[&str]) -> Result<Self, ApiError> {
-        let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
-            .map(web::Query::into_inner)
-            .map_err(|_| {
-                ApiError::Validation(vec![error("", "format", "the query string cannot be read")])
-            })?;
+        let pairs = pairs(query).map_err(ApiError::Validation)?;
         let unknown: Vec<FieldError> = pairs
             .iter()
             .filter_map(|(name, value)| {

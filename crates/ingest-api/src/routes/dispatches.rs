@@ -10,15 +10,7 @@ use crate::keys::Scope;
 use crate::problem::ApiError;
 
 fn filter(query: &str) -> Result<DispatchFilter, ApiError> {
-    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
-        .map(web::Query::into_inner)
-        .map_err(|_| {
-            ApiError::Validation(vec![events::FieldError {
-                field: String::new(),
-                code: "format",
-                message: "the query string cannot be read".into(),
-            }])
-        })?;
+    let pairs = crate::query::pairs(query).map_err(ApiError::Validation)?;
     Ok(DispatchFilter::from_pairs(pairs)?)
 }
 
