@@ -19,6 +19,7 @@ use events::{
     Touchpoint,
 };
 use time::OffsetDateTime;
+use tokio_postgres::types::Json;
 use tracing::debug;
 use uuid::Uuid;
 
@@ -183,13 +184,14 @@ const CLOSE_GONE: &str = "
 /// Queues for another look the pending events of persons who gained clicks no earlier than the
 /// event.
 const MARK_PENDING: &str = "
-    INSERT INTO match_queue (workspace_id, event_id)
-    SELECT $1, a.event_id
+    INSERT INTO match_queue (workspace_id, event_ids)
+    SELECT $1, array_agg(DISTINCT a.event_id ORDER BY a.event_id)
     FROM unnest($2::uuid[], $3::timestamptz[]) AS g(person_id, since)
     JOIN attributions a
       ON a.workspace_id = $1 AND a.status = 'pending' AND a.person_id = g.person_id
      AND a.occurred_at >= g.since
-    ORDER BY a.event_id";
+    HAVING count(*) > 0
+    RETURNING cardinality(event_ids)";
 
 /// One event to look at in this step.
 struct Item<'e> {
@@ -204,9 +206,8 @@ struct Item<'e> {
 /// A row of `attributions` to write.
 struct Record {
     event_id: Uuid,
-    status: AttributionStatus,
-    attribution: serde_json::Value,
-    routes: serde_json::Value,
+    /// Its attribution and routes: the [`Decided`] at this index.
+    decided: usize,
     occurred_at: OffsetDateTime,
     received_at: OffsetDateTime,
     /// Kept while pending: the window's end, the person's node, the named click.
@@ -361,9 +362,7 @@ pub async fn decide(
         });
         records.push(Record {
             event_id: item.event_id,
-            status: outcome.attribution.status,
-            attribution: to_json("attribution", &outcome.attribution)?,
-            routes: to_json("routes", &outcome.routes)?,
+            decided: decided.len(),
             occurred_at: event.timestamp,
             received_at: item.received_at,
             pending,
@@ -384,6 +383,7 @@ pub async fn decide(
         &new_identities,
         &new_touches,
         &records,
+        &decided,
         &gone,
     )
     .await?;
@@ -643,6 +643,7 @@ async fn write(
     new_identities: &[(Identifier, usize)],
     new_touches: &[NewTouch],
     records: &[Record],
+    decided: &[Decided],
     gone: &[Uuid],
 ) -> Result<()> {
     let mut persons = Persons::new(graph);
@@ -704,10 +705,19 @@ async fn write(
 
     if !records.is_empty() {
         let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
-        let statuses: Vec<&str> = records.iter().map(|r| status_name(r.status)).collect();
-        let attributions: Vec<&serde_json::Value> =
-            records.iter().map(|r| &r.attribution).collect();
-        let routes: Vec<&serde_json::Value> = records.iter().map(|r| &r.routes).collect();
+        // Serialised straight into the statement's jsonb parameters.
+        let statuses: Vec<&str> = records
+            .iter()
+            .map(|r| status_name(decided[r.decided].attribution.status))
+            .collect();
+        let attributions: Vec<Json<&Attribution>> = records
+            .iter()
+            .map(|r| Json(&decided[r.decided].attribution))
+            .collect();
+        let routes: Vec<Json<&[RouteDecision]>> = records
+            .iter()
+            .map(|r| Json(decided[r.decided].routes.as_slice()))
+            .collect();
         let occurred_at: Vec<OffsetDateTime> = records.iter().map(|r| r.occurred_at).collect();
         let received_at: Vec<OffsetDateTime> = records.iter().map(|r| r.received_at).collect();
         let pending_until: Vec<Option<OffsetDateTime>> = records
@@ -780,10 +790,13 @@ async fn write(
         let people: Vec<Uuid> = gains.iter().map(|(person, _)| *person).collect();
         let since: Vec<OffsetDateTime> = gains.iter().map(|(_, since)| *since).collect();
         let statement = client.prepare_cached(MARK_PENDING).await?;
-        let marked = client
-            .execute(&statement, &[&workspace_id, &people, &since])
-            .await?;
-        debug!(%workspace_id, marked, "pending events queued for another look");
+        if let Some(row) = client
+            .query_opt(&statement, &[&workspace_id, &people, &since])
+            .await?
+        {
+            let marked: i32 = row.try_get(0)?;
+            debug!(%workspace_id, marked, "pending events queued for another look");
+        }
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The matcher's work queue, and how a worker claims a step of it.
 //!
 //! Three kinds of work, all per workspace:
-//! - newly stored events, queued by [`enqueue`] inside the ingest transaction;
+//! - newly stored events, queued by [`enqueue`] inside the ingest transaction, one row per
+//!   transaction and workspace holding its events in arrival order (so a queue row costs the
+//!   same for one event as for two thousand);
 //! - newly registered clicks, queued by [`crate::register_clicks`]; a claim files each into the
 //!   identity graph (as a click of the person who named its clickId, if anyone did) and turns it
 //!   into re-checks of that person's pending events it may match;
@@ -34,7 +36,7 @@ pub struct Claim {
 /// Counts for metrics and for telling whether the matcher keeps up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
-    /// Rows waiting in the queue (events, clicks, re-checks), all workspaces.
+    /// Work waiting in the queue (events, clicks, re-checks), all workspaces.
     pub queued: i64,
     /// When the oldest of them was queued.
     pub oldest_queued_at: Option<OffsetDateTime>,
@@ -42,12 +44,17 @@ pub struct QueueStats {
     pub pending: i64,
 }
 
+/// One row per workspace, its events in the order given, the workspaces in order of their first
+/// event.
 const ENQUEUE: &str = "
-    INSERT INTO match_queue (workspace_id, event_id)
-    SELECT * FROM unnest($1::uuid[], $2::uuid[])";
+    INSERT INTO match_queue (workspace_id, event_ids)
+    SELECT workspace_id, array_agg(event_id ORDER BY n)
+    FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS t(workspace_id, event_id, n)
+    GROUP BY workspace_id
+    ORDER BY min(n)";
 
 /// Queues newly stored events, given as `(workspace_id, event_id)` in arrival order, for the
-/// matcher. Meant for the ingest transaction: one small row per event, one statement.
+/// matcher. Meant for the ingest transaction: one row per workspace, one statement.
 pub async fn enqueue(client: &impl GenericClient, arrivals: &[(Uuid, Uuid)]) -> Result<()> {
     if arrivals.is_empty() {
         return Ok(());
@@ -59,20 +66,21 @@ pub async fn enqueue(client: &impl GenericClient, arrivals: &[(Uuid, Uuid)]) -> 
     Ok(())
 }
 
-/// The workspaces with the oldest work, skipping those in $1: queued rows by queueing time,
-/// expired pending events by the end of their window.
+/// The workspaces with the oldest work, skipping those in $1: queued rows by queueing time (then
+/// queue order: rows queued by one transaction share a time), expired pending events by the end
+/// of their window.
 const CANDIDATES: &str = "
-    SELECT workspace_id, min(since) AS since FROM (
-        (SELECT workspace_id, enqueued_at AS since FROM match_queue
+    SELECT workspace_id, min(since) AS since, min(queued) AS queued FROM (
+        (SELECT workspace_id, enqueued_at AS since, id AS queued FROM match_queue
          WHERE workspace_id <> ALL($1)
          ORDER BY id LIMIT $3)
         UNION ALL
-        (SELECT workspace_id, pending_until AS since FROM attributions
+        (SELECT workspace_id, pending_until AS since, NULL::bigint AS queued FROM attributions
          WHERE status = 'pending' AND pending_until <= $2 AND workspace_id <> ALL($1)
          ORDER BY pending_until LIMIT $3)
     ) AS work
     GROUP BY workspace_id
-    ORDER BY since
+    ORDER BY since, queued NULLS LAST
     LIMIT $3";
 
 /// How many candidate rows one look at the queue reads.
@@ -84,13 +92,21 @@ const CANDIDATE_ROUNDS: usize = 4;
 const TRY_LOCK: &str = "
     SELECT pg_try_advisory_xact_lock(hashtextextended('attribution-matcher:' || ($1::uuid)::text, 0))";
 
+/// The workspace's oldest queue rows holding at most $2 events in all (a row counts its events,
+/// a click counts one), and always the oldest row, however many it holds.
 const TAKE_QUEUED: &str = "
-    DELETE FROM match_queue
-    WHERE workspace_id = $1 AND id = ANY(ARRAY(
-        SELECT id FROM match_queue WHERE workspace_id = $1
+    WITH locked AS (
+        SELECT id, coalesce(cardinality(event_ids), 1) AS n FROM match_queue
+        WHERE workspace_id = $1
         ORDER BY id LIMIT $2
-        FOR UPDATE SKIP LOCKED))
-    RETURNING id, event_id, click_identifier";
+        FOR UPDATE SKIP LOCKED
+    ), chosen AS (
+        SELECT id FROM (SELECT id, sum(n) OVER (ORDER BY id) - n AS before FROM locked) AS s
+        WHERE before < $2
+    )
+    DELETE FROM match_queue AS q USING chosen
+    WHERE q.workspace_id = $1 AND q.id = chosen.id
+    RETURNING q.id, q.event_ids, q.click_identifier";
 
 const TAKE_EXPIRED: &str = "
     SELECT event_id FROM attributions
@@ -126,9 +142,10 @@ pub async fn claim(client: &impl GenericClient, limit: usize) -> Result<Option<C
 /// caller's transaction; `None` when there is nothing to claim. `now` decides which pending
 /// windows are over.
 ///
-/// At most `limit` queue rows and expired pending events are taken (a quarter of `limit` at
-/// most, at least one, for the expired ones, so that a busy workspace still expires its pending
-/// events); a registered click may add the pending events it may match on top.
+/// At most `limit` events are taken: expired pending events (a quarter of `limit` at most, at
+/// least one, so that a busy workspace still expires its pending events), then queued ones — all
+/// of a queue row or none of it, except that the oldest row is taken whole even when it holds
+/// more; a registered click counts one and may add the pending events it may match on top.
 ///
 /// Run it in a transaction at READ COMMITTED (the default) and call [`crate::decide()`] in the
 /// same transaction before committing: the claimed rows are deleted here, so committing without
@@ -202,8 +219,8 @@ async fn take(
     }
     let mut clicks: Vec<Vec<u8>> = Vec::new();
     for row in &queued {
-        if let Some(event_id) = row.try_get::<_, Option<Uuid>>(1)? {
-            event_ids.push(event_id);
+        if let Some(group) = row.try_get::<_, Option<Vec<Uuid>>>(1)? {
+            event_ids.extend(group);
         }
         if let Some(identifier) = row.try_get::<_, Option<Vec<u8>>>(2)? {
             clicks.push(identifier);
@@ -249,7 +266,7 @@ async fn file_clicks(
 }
 
 const STATS: &str = "
-    SELECT (SELECT count(*) FROM match_queue),
+    SELECT (SELECT coalesce(sum(coalesce(cardinality(event_ids), 1)), 0)::bigint FROM match_queue),
            (SELECT enqueued_at FROM match_queue ORDER BY id LIMIT 1),
            (SELECT count(*) FROM attributions WHERE status = 'pending')";
 

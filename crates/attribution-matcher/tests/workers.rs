@@ -108,6 +108,73 @@ async fn events_are_claimed_in_arrival_order() {
     assert_eq!(seen, ids);
 }
 
+#[tokio::test]
+async fn a_claim_takes_whole_ingest_groups_oldest_first() {
+    let h = Harness::new().await;
+    let other = Harness::on(h.pool.clone()).await;
+    let mut ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    ids.sort_unstable();
+    let client = h.pool.get().await.unwrap();
+    // One ingest transaction with events of two workspaces, then another with one event.
+    let group = [
+        (h.workspace, ids[0]),
+        (other.workspace, ids[1]),
+        (h.workspace, ids[2]),
+        (h.workspace, ids[3]),
+    ];
+    attribution_matcher::enqueue(&client, &group).await.unwrap();
+    attribution_matcher::enqueue(&client, &[(h.workspace, ids[4])])
+        .await
+        .unwrap();
+    let stats = attribution_matcher::queue_stats(&client).await.unwrap();
+    assert_eq!(stats.queued, 5, "the queue counts events, not rows");
+
+    let mut claims = Vec::new();
+    for limit in [2, 10, 10] {
+        let mut conn = h.pool.get().await.unwrap();
+        let tx = conn.transaction().await.unwrap();
+        let claim = claim_at(&tx, limit, T0).await.unwrap().unwrap();
+        tx.commit().await.unwrap();
+        claims.push((claim.workspace_id, claim.event_ids));
+    }
+    assert_eq!(
+        claims,
+        [
+            // The oldest group is taken whole even when it holds more than the limit.
+            (h.workspace, vec![ids[0], ids[2], ids[3]]),
+            // Then the oldest work left: the other workspace's part of the same transaction.
+            (other.workspace, vec![ids[1]]),
+            (h.workspace, vec![ids[4]]),
+        ]
+    );
+    let mut conn = h.pool.get().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    assert_eq!(claim_at(&tx, 10, T0).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_claim_stops_before_the_group_that_would_pass_the_limit() {
+    let h = Harness::new().await;
+    let mut ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    ids.sort_unstable();
+    let client = h.pool.get().await.unwrap();
+    for group in [&ids[..1], &ids[1..3], &ids[3..]] {
+        let arrivals: Vec<(Uuid, Uuid)> = group.iter().map(|id| (h.workspace, *id)).collect();
+        attribution_matcher::enqueue(&client, &arrivals)
+            .await
+            .unwrap();
+    }
+    let mut conn = h.pool.get().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    // 1 + 2 events fit in 3; the group after them does not.
+    let claim = claim_at(&tx, 3, T0).await.unwrap().unwrap();
+    assert_eq!(claim.event_ids, ids[..3]);
+    tx.commit().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    let claim = claim_at(&tx, 3, T0).await.unwrap().unwrap();
+    assert_eq!(claim.event_ids, ids[3..]);
+}
+
 /// Worker loop: claim and decide until no workspace has work left.
 async fn work(
     pool: deadpool_postgres::Pool,

@@ -2,8 +2,10 @@
 //! `unnest` arrays by the group-commit writer; read back by id and listed newest first.
 
 use deadpool_postgres::GenericClient;
+use events::Event;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
+use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 /// An event about to be stored.
@@ -183,27 +185,51 @@ pub async fn list_events(
         .collect())
 }
 
-const GET_MANY: &str = "
-    SELECT id, received_at, payload, retracted_at, retract_reason FROM events
+const GET_FOR_MATCHING: &str = "
+    SELECT id, received_at, payload, retracted_at IS NOT NULL FROM events
     WHERE workspace_id = $1 AND id = ANY($2)
     ORDER BY id";
+
+/// An event as the matcher reads it: typed straight from the stored bytes.
+#[derive(Debug, Clone)]
+pub struct JournalEvent {
+    /// Its id.
+    pub id: Uuid,
+    /// When we received it.
+    pub received_at: OffsetDateTime,
+    /// The event, or why its stored form cannot be read (which would be a bug).
+    pub event: Result<Event, String>,
+    /// Whether it was retracted.
+    pub retracted: bool,
+}
 
 /// Several events of a workspace, in id (arrival) order; ids not found are left out.
 pub async fn get_events(
     client: &impl GenericClient,
     workspace_id: Uuid,
     ids: &[Uuid],
-) -> Result<Vec<StoredEvent>, tokio_postgres::Error> {
+) -> Result<Vec<JournalEvent>, tokio_postgres::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let stmt = client.prepare_cached(GET_MANY).await?;
-    Ok(client
+    let stmt = client.prepare_cached(GET_FOR_MATCHING).await?;
+    client
         .query(&stmt, &[&workspace_id, &ids])
         .await?
         .into_iter()
-        .map(|r| StoredEvent::from_row(&r))
-        .collect())
+        .map(|r| {
+            Ok(JournalEvent {
+                id: r.try_get(0)?,
+                received_at: r.try_get(1)?,
+                // Parsed from the jsonb bytes directly, without a `serde_json::Value` between.
+                event: r
+                    .try_get::<_, Json<Event>>(2)
+                    .map(|Json(event)| event)
+                    .map_err(|e| e.to_string()),
+                retracted: r.try_get(3)?,
+            })
+        })
+        .collect()
 }
 
 const RETRACT: &str = "

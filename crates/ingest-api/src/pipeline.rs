@@ -5,7 +5,7 @@
 //! Any number of processes may run them against one database: claims use `SKIP LOCKED` and
 //! per-workspace locks, and a crashed worker's claim is its rolled-back transaction.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::journal::{self, StoredEvent};
+use crate::journal;
 use crate::problem::ApiError;
 
 /// Events the attribution step claims at most per transaction.
@@ -57,22 +57,21 @@ pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchRe
         .await
         .map_err(matcher_error)?;
 
+    let by_id: HashMap<Uuid, &(Uuid, OffsetDateTime, Event)> =
+        loaded.iter().map(|entry| (entry.0, entry)).collect();
+    let lag = metrics::histogram!("convrelay_matcher_lag_seconds");
     let mut routed = Vec::with_capacity(decided.len());
     for d in &decided {
+        let Some((_, received_at, event)) = by_id.get(&d.event_id).copied() else {
+            continue;
+        };
         if d.first {
-            if let Some((_, received_at, _)) = loaded.iter().find(|(id, _, _)| *id == d.event_id) {
-                let lag = (now - *received_at).as_seconds_f64().max(0.0);
-                metrics::histogram!("convrelay_matcher_lag_seconds").record(lag);
-            }
+            lag.record((now - *received_at).as_seconds_f64().max(0.0));
         }
         // A retracted event is attributed (its links count) but never sent.
         if !d.routes.iter().any(|r| r.dispatch) || retracted.contains(&d.event_id) {
             continue;
         }
-        let Some((_, received_at, event)) = loaded.iter().find(|(id, _, _)| *id == d.event_id)
-        else {
-            continue;
-        };
         routed.push(RoutedEvent {
             workspace_id: claim.workspace_id,
             event_id: d.event_id,
@@ -102,18 +101,16 @@ async fn load(
     retracted: &mut HashSet<Uuid>,
 ) -> Result<Vec<(Uuid, OffsetDateTime, Event)>, ApiError> {
     let rows = journal::get_events(client, *workspace_id, ids).await?;
-    retracted.extend(
-        rows.iter()
-            .filter(|r| r.retracted_at.is_some())
-            .map(|r| r.id),
-    );
     Ok(rows
         .into_iter()
-        .filter_map(|StoredEvent { id, received_at, payload, .. }| {
-            match serde_json::from_value::<Event>(payload) {
-                Ok(event) => Some((id, received_at, event)),
-                Err(e) => {
-                    tracing::error!(event_id = %id, error = %e, "a stored event cannot be read");
+        .filter_map(|row| {
+            if row.retracted {
+                retracted.insert(row.id);
+            }
+            match row.event {
+                Ok(event) => Some((row.id, row.received_at, event)),
+                Err(error) => {
+                    tracing::error!(event_id = %row.id, %error, "a stored event cannot be read");
                     None
                 }
             }

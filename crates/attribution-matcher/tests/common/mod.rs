@@ -8,7 +8,6 @@ use attribution_matcher::{Claim, Decided, Decision, MatchSettings, RegisteredCli
 use deadpool_postgres::{Manager, Pool};
 use events::Event;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use test_support::TestDb;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -20,10 +19,10 @@ pub const T0: OffsetDateTime = datetime!(2026-04-10 12:00 UTC);
 
 /// A fresh database with this crate's migrations.
 pub async fn pool() -> Pool {
-    let sql = include_str!("../../migrations/V1__matcher.sql");
+    // The template is rebuilt whenever a migration changes.
     let id = format!(
-        "attribution-matcher:{}",
-        hex(&Sha256::digest(sql.as_bytes()))
+        "attribution-matcher:{:?}",
+        attribution_matcher::migrations()
     );
     let db = TestDb::new(&id, |client| {
         Box::pin(async move {
@@ -38,10 +37,6 @@ pub async fn pool() -> Pool {
         .max_size(8)
         .build()
         .unwrap()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One workspace, its journal of events, and the matcher's settings.

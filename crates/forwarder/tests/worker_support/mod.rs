@@ -21,11 +21,8 @@ pub const WEBHOOK_SECRET: &str = "whsec_0123456789abcdef_do_not_leak";
 
 /// A fresh database with the forwarder's tables.
 pub async fn test_db() -> TestDb {
-    // The template is rebuilt whenever a migration's text changes.
-    let id = format!(
-        "forwarder-only:{}",
-        include_str!("../../migrations/V1__forwarder.sql")
-    );
+    // The template is rebuilt whenever a migration changes.
+    let id = format!("forwarder-only:{:?}", forwarder::migrations());
     TestDb::new(&id, |client| {
         Box::pin(async move { forwarder::migrate(client).await.map_err(|e| e.to_string()) })
     })
