@@ -12,6 +12,8 @@
 //! queued to be looked at again by the next step (see [`crate::queue`]).
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 
 use deadpool_postgres::GenericClient;
 use events::{
@@ -19,7 +21,7 @@ use events::{
     Touchpoint,
 };
 use time::OffsetDateTime;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use tracing::debug;
 use uuid::Uuid;
 
@@ -107,15 +109,27 @@ pub async fn get_attributions(
     Ok(out)
 }
 
+/// One primary-key probe per event (see `SELECT_PERSONS`).
 const SELECT_EXISTING: &str = "
     SELECT a.event_id, a.status, a.pending_until
     FROM unnest($2::uuid[]) AS q(event_id)
-    JOIN attributions a ON a.workspace_id = $1 AND a.event_id = q.event_id";
+    CROSS JOIN LATERAL (
+        SELECT event_id, status, pending_until FROM attributions
+        WHERE workspace_id = $1 AND event_id = q.event_id
+        LIMIT 1
+    ) AS a";
 
+/// One primary-key probe per identifier, whatever the planner believes of the workspace's size:
+/// a plain join may read the whole workspace and hash it, as it does while a fast-growing table
+/// has no statistics yet.
 const SELECT_PERSONS: &str = "
     SELECT i.identifier, i.person_id
     FROM unnest($2::bytea[]) AS q(identifier)
-    JOIN identities i ON i.workspace_id = $1 AND i.identifier = q.identifier";
+    CROSS JOIN LATERAL (
+        SELECT identifier, person_id FROM identities
+        WHERE workspace_id = $1 AND identifier = q.identifier
+        LIMIT 1
+    ) AS i";
 
 const SELECT_NAMED_CLICKS: &str = "
     SELECT c.click_id, c.clicked_at, c.click_ids, c.utm, c.url, c.referrer, c.ip, c.user_agent,
@@ -245,13 +259,41 @@ pub async fn decide(
         return Ok(Vec::new());
     }
     let now = to_utc_millis(now);
-    let window = to_time(attribution_window(client, workspace_id, settings).await?);
     let pending_window = to_time(settings.pending_window);
 
-    let (items, gone) = load_items(client, claim, events, now).await?;
+    // The claimed events that are stored, with their identifiers, in claim order.
+    let bodies: HashMap<Uuid, (OffsetDateTime, &Event)> = events
+        .iter()
+        .map(|(id, received_at, event)| (*id, (*received_at, event)))
+        .collect();
+    let mut seen = HashSet::with_capacity(claim.event_ids.len());
+    let claimed: Vec<Item<'_>> = claim
+        .event_ids
+        .iter()
+        .filter(|id| seen.insert(**id))
+        .filter_map(|&event_id| {
+            let &(received_at, event) = bodies.get(&event_id)?;
+            Some(Item {
+                event_id,
+                received_at,
+                event,
+                pending_until: None,
+                identifiers: event_identifiers(event),
+            })
+        })
+        .collect();
+
+    // What the step reads, in one round trip: the statements are pipelined on the connection.
+    let (window, existing, persons, named) = futures_util::try_join!(
+        attribution_window(client, workspace_id, settings),
+        select_existing(client, workspace_id, &claim.event_ids),
+        select_persons(client, workspace_id, &claimed),
+        select_named_clicks(client, workspace_id, &claimed),
+    )?;
+    let window = to_time(window);
+    let (items, gone) = sort_items(claim, claimed, &existing, now);
     let mut graph = Graph::default();
-    let known = load_persons(client, workspace_id, &items, &mut graph).await?;
-    let named = load_named_clicks(client, workspace_id, &items).await?;
+    let known = add_persons(&mut graph, persons);
     let mut touch_owners =
         load_touches(client, workspace_id, &items, &known, window, &mut graph).await?;
 
@@ -390,95 +432,108 @@ pub async fn decide(
     Ok(decided)
 }
 
-/// The claimed events to look at, and the pending ones that are no longer stored and whose
-/// window is over.
-async fn load_items<'e>(
+/// The stored status of those of `event_ids` that are decided (or pending): `(status,
+/// pending_until)` by event.
+async fn select_existing(
     client: &impl GenericClient,
-    claim: &Claim,
-    events: &'e [(Uuid, OffsetDateTime, Event)],
-    now: OffsetDateTime,
-) -> Result<(Vec<Item<'e>>, Vec<Uuid>)> {
+    workspace_id: Uuid,
+    event_ids: &[Uuid],
+) -> Result<HashMap<Uuid, (String, Option<OffsetDateTime>)>> {
     let statement = client.prepare_cached(SELECT_EXISTING).await?;
-    let mut existing: HashMap<Uuid, (String, Option<OffsetDateTime>)> = HashMap::new();
+    let mut existing = HashMap::new();
     for row in client
-        .query(&statement, &[&claim.workspace_id, &claim.event_ids])
+        .query(&statement, &[&workspace_id, &event_ids])
         .await?
     {
         existing.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
     }
-    let bodies: HashMap<Uuid, (OffsetDateTime, &Event)> = events
-        .iter()
-        .map(|(id, received_at, event)| (*id, (*received_at, event)))
-        .collect();
-    let mut items = Vec::with_capacity(claim.event_ids.len());
-    let mut gone = Vec::new();
-    let mut seen = HashSet::with_capacity(claim.event_ids.len());
-    for &event_id in &claim.event_ids {
-        if !seen.insert(event_id) {
-            continue;
-        }
-        let pending_until = match existing.get(&event_id) {
-            None => None,
-            Some((status, until)) if status == "pending" => Some(until.unwrap_or(now)),
-            Some(_) => {
-                debug!(%event_id, "already decided; skipped");
-                continue;
-            }
-        };
-        match bodies.get(&event_id) {
-            Some(&(received_at, event)) => items.push(Item {
-                event_id,
-                received_at,
-                event,
-                pending_until,
-                identifiers: event_identifiers(event),
-            }),
-            None => {
-                debug!(%event_id, "event no longer stored; skipped");
-                if pending_until.is_some_and(|until| until <= now) {
-                    gone.push(event_id);
-                }
-            }
-        }
-    }
-    Ok((items, gone))
+    Ok(existing)
 }
 
-/// Loads the persons of the items' identifiers into `graph`; answers the identifiers already
-/// stored.
-async fn load_persons(
+/// Of the claimed events, those to look at now (new ones, and pending ones looked at again),
+/// and the pending ones that are no longer stored and whose window is over.
+fn sort_items<'e>(
+    claim: &Claim,
+    claimed: Vec<Item<'e>>,
+    existing: &HashMap<Uuid, (String, Option<OffsetDateTime>)>,
+    now: OffsetDateTime,
+) -> (Vec<Item<'e>>, Vec<Uuid>) {
+    let pending_until = |event_id: &Uuid| match existing.get(event_id) {
+        None => Some(None),
+        Some((status, until)) if status == "pending" => Some(Some(until.unwrap_or(now))),
+        Some(_) => None,
+    };
+    let stored: HashSet<Uuid> = claimed.iter().map(|item| item.event_id).collect();
+    let mut gone = Vec::new();
+    let mut seen = HashSet::new();
+    for &event_id in &claim.event_ids {
+        if stored.contains(&event_id) || !seen.insert(event_id) {
+            continue;
+        }
+        debug!(%event_id, "event no longer stored; skipped");
+        if pending_until(&event_id)
+            .flatten()
+            .is_some_and(|until| until <= now)
+        {
+            gone.push(event_id);
+        }
+    }
+    let items = claimed
+        .into_iter()
+        .filter_map(|mut item| match pending_until(&item.event_id) {
+            Some(until) => {
+                item.pending_until = until;
+                Some(item)
+            }
+            None => {
+                debug!(event_id = %item.event_id, "already decided; skipped");
+                None
+            }
+        })
+        .collect();
+    (items, gone)
+}
+
+/// The stored persons of the items' identifiers, as `(identifier, person)`.
+async fn select_persons(
     client: &impl GenericClient,
     workspace_id: Uuid,
     items: &[Item<'_>],
-    graph: &mut Graph,
-) -> Result<HashSet<[u8; 32]>> {
+) -> Result<Vec<([u8; 32], Uuid)>> {
     let mut hashes: Vec<&[u8]> = items
         .iter()
         .flat_map(|item| item.identifiers.iter().map(|id| &id.hash[..]))
         .collect();
     hashes.sort_unstable();
     hashes.dedup();
-    let mut known = HashSet::new();
     if hashes.is_empty() {
-        return Ok(known);
+        return Ok(Vec::new());
     }
     let statement = client.prepare_cached(SELECT_PERSONS).await?;
+    let mut persons = Vec::new();
     for row in client.query(&statement, &[&workspace_id, &hashes]).await? {
         let hash: Vec<u8> = row.try_get(0)?;
-        let person: Uuid = row.try_get(1)?;
-        let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
-            continue;
-        };
+        if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+            persons.push((hash, row.try_get(1)?));
+        }
+    }
+    Ok(persons)
+}
+
+/// Loads stored persons into `graph`; answers the identifiers already stored.
+fn add_persons(graph: &mut Graph, persons: Vec<([u8; 32], Uuid)>) -> HashSet<[u8; 32]> {
+    let mut known = HashSet::with_capacity(persons.len());
+    for (hash, person) in persons {
         let identifier = graph.node(Node::Identifier(hash));
         let person = graph.node(Node::Person(person));
         graph.union(identifier, person);
         known.insert(hash);
     }
-    Ok(known)
+    known
 }
 
 /// The registered clicks the items name by `clickId`.
-async fn load_named_clicks(
+async fn select_named_clicks(
     client: &impl GenericClient,
     workspace_id: Uuid,
     items: &[Item<'_>],
@@ -632,8 +687,14 @@ fn outcome(
     })
 }
 
+/// A statement of the write phase, sent at its first poll.
+type Write<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
 /// Writes the step back: merges, new identifiers and clicks, decisions, and re-checks of
 /// pending events that gained clicks.
+///
+/// The statements are pipelined: all are sent at once, in this order (a re-check must see the
+/// merges and decisions before it), and executed by the server one after the other.
 #[allow(clippy::too_many_arguments)]
 async fn write(
     client: &impl GenericClient,
@@ -648,156 +709,183 @@ async fn write(
 ) -> Result<()> {
     let mut persons = Persons::new(graph);
 
+    // Every parameter first: the person ids of new rows are chosen here.
     let merges: Vec<(Uuid, Uuid)> = persons.merges();
-    if !merges.is_empty() {
-        let losers: Vec<Uuid> = merges.iter().map(|(loser, _)| *loser).collect();
-        let survivors: Vec<Uuid> = merges.iter().map(|(_, survivor)| *survivor).collect();
-        for sql in [MERGE_IDENTITIES, MERGE_TOUCHES, MERGE_PENDING] {
-            let statement = client.prepare_cached(sql).await?;
-            client
-                .execute(&statement, &[&workspace_id, &losers, &survivors])
-                .await?;
-        }
-    }
+    let losers: Vec<Uuid> = merges.iter().map(|(loser, _)| *loser).collect();
+    let survivors: Vec<Uuid> = merges.iter().map(|(_, survivor)| *survivor).collect();
 
-    if !new_identities.is_empty() {
-        let hashes: Vec<&[u8]> = new_identities.iter().map(|(id, _)| &id.hash[..]).collect();
-        let kinds: Vec<&str> = new_identities
-            .iter()
-            .map(|(id, _)| id.kind.as_str())
-            .collect();
-        let owners: Vec<Uuid> = new_identities
-            .iter()
-            .map(|&(_, node)| persons.of(graph, node))
-            .collect();
-        let statement = client.prepare_cached(INSERT_IDENTITIES).await?;
-        client
-            .execute(&statement, &[&workspace_id, &hashes, &kinds, &owners])
-            .await?;
-    }
+    let identity_hashes: Vec<&[u8]> = new_identities.iter().map(|(id, _)| &id.hash[..]).collect();
+    let identity_kinds: Vec<&str> = new_identities
+        .iter()
+        .map(|(id, _)| id.kind.as_str())
+        .collect();
+    let identity_owners: Vec<Uuid> = new_identities
+        .iter()
+        .map(|&(_, node)| persons.of(graph, node))
+        .collect();
 
-    if !new_touches.is_empty() {
-        let owners: Vec<&[u8]> = new_touches.iter().map(|t| &t.owner[..]).collect();
-        let people: Vec<Uuid> = new_touches
-            .iter()
-            .map(|t| persons.of(graph, t.node))
-            .collect();
-        let clicked_at: Vec<OffsetDateTime> = new_touches.iter().map(|t| t.clicked_at).collect();
-        let click_ids: Vec<Option<&str>> =
-            new_touches.iter().map(|t| t.click_id.as_deref()).collect();
-        let touchpoints: Vec<Option<&serde_json::Value>> =
-            new_touches.iter().map(|t| t.touchpoint.as_ref()).collect();
-        let statement = client.prepare_cached(INSERT_TOUCHES).await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &workspace_id,
-                    &owners,
-                    &people,
-                    &clicked_at,
-                    &click_ids,
-                    &touchpoints,
-                ],
-            )
-            .await?;
-    }
+    let touch_owners: Vec<&[u8]> = new_touches.iter().map(|t| &t.owner[..]).collect();
+    let touch_persons: Vec<Uuid> = new_touches
+        .iter()
+        .map(|t| persons.of(graph, t.node))
+        .collect();
+    let touch_times: Vec<OffsetDateTime> = new_touches.iter().map(|t| t.clicked_at).collect();
+    let touch_click_ids: Vec<Option<&str>> =
+        new_touches.iter().map(|t| t.click_id.as_deref()).collect();
+    let touchpoints: Vec<Option<&serde_json::Value>> =
+        new_touches.iter().map(|t| t.touchpoint.as_ref()).collect();
 
-    if !records.is_empty() {
-        let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
-        // Serialised straight into the statement's jsonb parameters.
-        let statuses: Vec<&str> = records
-            .iter()
-            .map(|r| status_name(decided[r.decided].attribution.status))
-            .collect();
-        let attributions: Vec<Json<&Attribution>> = records
-            .iter()
-            .map(|r| Json(&decided[r.decided].attribution))
-            .collect();
-        let routes: Vec<Json<&[RouteDecision]>> = records
-            .iter()
-            .map(|r| Json(decided[r.decided].routes.as_slice()))
-            .collect();
-        let occurred_at: Vec<OffsetDateTime> = records.iter().map(|r| r.occurred_at).collect();
-        let received_at: Vec<OffsetDateTime> = records.iter().map(|r| r.received_at).collect();
-        let pending_until: Vec<Option<OffsetDateTime>> = records
-            .iter()
-            .map(|r| r.pending.map(|(until, _, _)| until))
-            .collect();
-        let pending_persons: Vec<Option<Uuid>> = records
-            .iter()
-            .map(|r| {
-                r.pending
-                    .and_then(|(_, node, _)| node)
-                    .map(|node| persons.of(graph, node))
-            })
-            .collect();
-        let named: Vec<Option<&[u8]>> = records
-            .iter()
-            .map(|r| {
-                r.pending
-                    .as_ref()
-                    .and_then(|(_, _, named)| named.as_ref().map(|hash| &hash[..]))
-            })
-            .collect();
-        let statement = client.prepare_cached(UPSERT_ATTRIBUTIONS).await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &workspace_id,
-                    &ids,
-                    &statuses,
-                    &attributions,
-                    &routes,
-                    &occurred_at,
-                    &received_at,
-                    &pending_until,
-                    &pending_persons,
-                    &named,
-                    &now,
-                ],
-            )
-            .await?;
-    }
+    let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
+    let statuses: Vec<&str> = records
+        .iter()
+        .map(|r| status_name(decided[r.decided].attribution.status))
+        .collect();
+    // Serialised straight into the statement's jsonb parameters.
+    let attributions: Vec<Json<&Attribution>> = records
+        .iter()
+        .map(|r| Json(&decided[r.decided].attribution))
+        .collect();
+    let routes: Vec<Json<&[RouteDecision]>> = records
+        .iter()
+        .map(|r| Json(decided[r.decided].routes.as_slice()))
+        .collect();
+    let occurred_at: Vec<OffsetDateTime> = records.iter().map(|r| r.occurred_at).collect();
+    let received_at: Vec<OffsetDateTime> = records.iter().map(|r| r.received_at).collect();
+    let pending_until: Vec<Option<OffsetDateTime>> = records
+        .iter()
+        .map(|r| r.pending.map(|(until, _, _)| until))
+        .collect();
+    let pending_persons: Vec<Option<Uuid>> = records
+        .iter()
+        .map(|r| {
+            r.pending
+                .and_then(|(_, node, _)| node)
+                .map(|node| persons.of(graph, node))
+        })
+        .collect();
+    let named: Vec<Option<&[u8]>> = records
+        .iter()
+        .map(|r| {
+            r.pending
+                .as_ref()
+                .and_then(|(_, _, named)| named.as_ref().map(|hash| &hash[..]))
+        })
+        .collect();
 
-    if !gone.is_empty() {
-        // Nothing is dispatched when a window ends, so these need no event to route.
-        let attribution = to_json(
-            "attribution",
-            &Attribution {
-                status: AttributionStatus::Unmatched,
-                matched_by: None,
-                click: None,
-                model: MODEL.to_owned(),
-                first_touch: None,
-                pending_until: None,
-                decided_at: now,
-            },
-        )?;
-        let routes = to_json("routes", &route(Stage::Expired, None))?;
-        let statement = client.prepare_cached(CLOSE_GONE).await?;
-        client
-            .execute(
-                &statement,
-                &[&workspace_id, &gone, &attribution, &routes, &now],
-            )
-            .await?;
-    }
+    // Nothing is dispatched when a window ends, so these need no event to route.
+    let closed = Attribution {
+        status: AttributionStatus::Unmatched,
+        matched_by: None,
+        click: None,
+        model: MODEL.to_owned(),
+        first_touch: None,
+        pending_until: None,
+        decided_at: now,
+    };
+    let closed_routes = route(Stage::Expired, None);
 
     let gains = persons.gains(graph);
-    if !gains.is_empty() {
-        let people: Vec<Uuid> = gains.iter().map(|(person, _)| *person).collect();
-        let since: Vec<OffsetDateTime> = gains.iter().map(|(_, since)| *since).collect();
-        let statement = client.prepare_cached(MARK_PENDING).await?;
-        if let Some(row) = client
-            .query_opt(&statement, &[&workspace_id, &people, &since])
-            .await?
-        {
-            let marked: i32 = row.try_get(0)?;
-            debug!(%workspace_id, marked, "pending events queued for another look");
+    let gained: Vec<Uuid> = gains.iter().map(|(person, _)| *person).collect();
+    let gained_since: Vec<OffsetDateTime> = gains.iter().map(|(_, since)| *since).collect();
+
+    // Then the statements, prepared before any is sent so that they go out in this order.
+    let mut writes: Vec<Write<'_>> = Vec::new();
+    if !merges.is_empty() {
+        for sql in [MERGE_IDENTITIES, MERGE_TOUCHES, MERGE_PENDING] {
+            let statement = client.prepare_cached(sql).await?;
+            let (losers, survivors) = (&losers, &survivors);
+            writes.push(Box::pin(async move {
+                client
+                    .execute(&statement, &[&workspace_id, losers, survivors])
+                    .await?;
+                Ok(())
+            }));
         }
     }
+    if !new_identities.is_empty() {
+        let statement = client.prepare_cached(INSERT_IDENTITIES).await?;
+        let params = (&identity_hashes, &identity_kinds, &identity_owners);
+        writes.push(Box::pin(async move {
+            client
+                .execute(&statement, &[&workspace_id, params.0, params.1, params.2])
+                .await?;
+            Ok(())
+        }));
+    }
+    if !new_touches.is_empty() {
+        let statement = client.prepare_cached(INSERT_TOUCHES).await?;
+        let params = (
+            &touch_owners,
+            &touch_persons,
+            &touch_times,
+            &touch_click_ids,
+            &touchpoints,
+        );
+        writes.push(Box::pin(async move {
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &workspace_id,
+                        params.0,
+                        params.1,
+                        params.2,
+                        params.3,
+                        params.4,
+                    ],
+                )
+                .await?;
+            Ok(())
+        }));
+    }
+    if !records.is_empty() {
+        let statement = client.prepare_cached(UPSERT_ATTRIBUTIONS).await?;
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &workspace_id,
+            &ids,
+            &statuses,
+            &attributions,
+            &routes,
+            &occurred_at,
+            &received_at,
+            &pending_until,
+            &pending_persons,
+            &named,
+            &now,
+        ];
+        writes.push(Box::pin(async move {
+            client.execute(&statement, &params).await?;
+            Ok(())
+        }));
+    }
+    if !gone.is_empty() {
+        let statement = client.prepare_cached(CLOSE_GONE).await?;
+        let (closed, closed_routes) = (Json(&closed), Json(closed_routes.as_slice()));
+        writes.push(Box::pin(async move {
+            client
+                .execute(
+                    &statement,
+                    &[&workspace_id, &gone, &closed, &closed_routes, &now],
+                )
+                .await?;
+            Ok(())
+        }));
+    }
+    if !gains.is_empty() {
+        let statement = client.prepare_cached(MARK_PENDING).await?;
+        let (gained, gained_since) = (&gained, &gained_since);
+        writes.push(Box::pin(async move {
+            if let Some(row) = client
+                .query_opt(&statement, &[&workspace_id, gained, gained_since])
+                .await?
+            {
+                let marked: i32 = row.try_get(0)?;
+                debug!(%workspace_id, marked, "pending events queued for another look");
+            }
+            Ok(())
+        }));
+    }
+    futures_util::future::try_join_all(writes).await?;
     Ok(())
 }
 

@@ -22,6 +22,10 @@ use crate::pipeline::Workers;
 use crate::writer::{Writer, WriterConfig};
 use crate::{db, routes, telemetry};
 
+/// Connections of the pipeline workers inside `convrelay serve`: one per attribution loop, and
+/// the forwarder's parallel steps plus one for lease extensions, plus one to spare.
+const WORKER_POOL_SIZE: usize = 6;
+
 /// A built, listening service.
 pub struct Application {
     server: Server,
@@ -82,21 +86,21 @@ pub fn forwarder(
     Some(forwarder::Forwarder::new(pool.clone(), cipher, config))
 }
 
-/// Applies pending migrations and builds the pool.
-async fn prepare(settings: &Settings) -> anyhow::Result<Pool> {
+/// Applies pending migrations.
+async fn prepare(settings: &Settings) -> anyhow::Result<()> {
     let mut client = db::connect(&settings.database_url).await?;
     db::migrate_all(&mut client).await?;
-    drop(client);
-    Ok(db::pool(
-        &settings.database_url,
-        settings.db_pool_size,
-        settings.db_timeout,
-    )?)
+    Ok(())
 }
 
 /// `convrelay worker`: the pipeline workers alone, until SIGTERM/SIGINT.
 pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
-    let pool = prepare(&settings).await?;
+    prepare(&settings).await?;
+    let pool = db::pool(
+        &settings.database_url,
+        settings.db_pool_size,
+        settings.db_timeout,
+    )?;
     let forwarder = forwarder(&settings, &pool, cipher(&settings)?);
     let workers = Workers::start(
         pool,
@@ -135,15 +139,27 @@ impl Application {
 
     /// As [`Application::build`]; `workers: false` serves the API alone (`serve --no-workers`).
     pub async fn build_with(settings: Settings, workers: bool) -> anyhow::Result<Self> {
-        let pool = prepare(&settings).await?;
+        prepare(&settings).await?;
+        let pool = db::pool(
+            &settings.database_url,
+            settings.db_pool_size,
+            settings.db_timeout,
+        )?;
         let stored = Arc::new(Notify::new());
         let cipher = cipher(&settings)?;
         let workers = if workers {
+            // The workers get connections of their own: the API's are never taken by a worker
+            // step, and each connection's buffers stay sized for the one kind of work it does.
+            let worker_pool = db::pool(
+                &settings.database_url,
+                WORKER_POOL_SIZE,
+                settings.db_timeout,
+            )?;
             Some(Workers::start(
-                pool.clone(),
+                worker_pool.clone(),
                 match_settings(&settings),
                 Arc::clone(&stored),
-                forwarder(&settings, &pool, cipher.clone()),
+                forwarder(&settings, &worker_pool, cipher.clone()),
             ))
         } else {
             None

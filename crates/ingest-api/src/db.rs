@@ -39,7 +39,7 @@ pub enum DbError {
     Forwarder(#[from] forwarder::Error),
 }
 
-/// Builds the pool. Connections fail fast (`timeout`) so that a database outage becomes a 503,
+/// Builds a pool. Connections fail fast (`timeout`) so that a database outage becomes a 503,
 /// never a hang; statements are bounded by a server-side `statement_timeout`.
 pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, DbError> {
     let mut config = tokio_postgres::Config::from_str(url).map_err(DbError::Url)?;

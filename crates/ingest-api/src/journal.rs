@@ -185,10 +185,17 @@ pub async fn list_events(
         .collect())
 }
 
+/// One primary-key probe per id, whatever the planner believes of the workspace's size (with
+/// `id = ANY($2)`, or a plain join, it may read every event of the workspace and filter, as it
+/// does while a fast-growing table has no statistics yet).
 const GET_FOR_MATCHING: &str = "
-    SELECT id, received_at, payload, retracted_at IS NOT NULL FROM events
-    WHERE workspace_id = $1 AND id = ANY($2)
-    ORDER BY id";
+    SELECT e.id, e.received_at, e.payload, e.retracted_at IS NOT NULL
+    FROM unnest($2::uuid[]) AS q(id)
+    CROSS JOIN LATERAL (
+        SELECT id, received_at, payload, retracted_at FROM events
+        WHERE workspace_id = $1 AND id = q.id
+        LIMIT 1
+    ) AS e";
 
 /// An event as the matcher reads it: typed straight from the stored bytes.
 #[derive(Debug, Clone)]
@@ -213,7 +220,7 @@ pub async fn get_events(
         return Ok(Vec::new());
     }
     let stmt = client.prepare_cached(GET_FOR_MATCHING).await?;
-    client
+    let mut events = client
         .query(&stmt, &[&workspace_id, &ids])
         .await?
         .into_iter()
@@ -229,7 +236,10 @@ pub async fn get_events(
                 retracted: r.try_get(3)?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    events.sort_unstable_by_key(|event| event.id);
+    events.dedup_by_key(|event| event.id);
+    Ok(events)
 }
 
 const RETRACT: &str = "

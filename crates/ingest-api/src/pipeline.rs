@@ -21,7 +21,7 @@ use crate::journal;
 use crate::problem::ApiError;
 
 /// Events the attribution step claims at most per transaction.
-const MATCH_BATCH: usize = 1000;
+const MATCH_BATCH: usize = 2000;
 
 /// Attribution loops per process.
 const MATCH_LOOPS: usize = 2;
@@ -42,6 +42,7 @@ pub struct MatchReport {
 
 /// One attribution step in one transaction; answers what it did (nothing when no work).
 pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchReport, ApiError> {
+    let started = std::time::Instant::now();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let Some(claim) = attribution_matcher::claim(&tx, MATCH_BATCH)
@@ -85,6 +86,14 @@ pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchRe
         .await
         .map_err(forwarder_error)?;
     tx.commit().await?;
+    tracing::debug!(
+        workspace_id = %claim.workspace_id,
+        claimed = claim.event_ids.len(),
+        decided = decided.len(),
+        dispatches,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "attribution step"
+    );
     metrics::counter!("convrelay_matcher_decisions_total").increment(decided.len() as u64);
     Ok(MatchReport {
         claimed: true,

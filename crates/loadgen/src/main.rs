@@ -77,6 +77,14 @@ struct Args {
     /// (letters, digits, `-` and `_`; default: derived from the clock and the process id).
     #[arg(long)]
     run_id: Option<String>,
+    /// Events per second in all, spread evenly over the connections (each sends on a fixed
+    /// schedule, or at once when it is behind); without it every connection sends as fast as
+    /// answers come. Latency is measured from when a request is sent.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// The name in the output lines (default: the scenario's).
+    #[arg(long)]
+    label: Option<String>,
     /// Runtime threads; one is plenty for tens of thousands of requests per second.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     threads: u32,
@@ -145,6 +153,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         procfs::peak_rss_mb(pid).with_context(|| format!("--server-pid {pid}"))?;
     }
 
+    let label = match args.label {
+        Some(label) => check_run_id(label).context("--label")?,
+        None => args.scenario.name().to_owned(),
+    };
+    // Each connection sends one request per interval.
+    let per_request = match args.scenario {
+        Scenario::Batch => f64::from(args.batch_size),
+        Scenario::Single | Scenario::Dup30 => 1.0,
+    };
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(per_request * f64::from(args.connections) / rate));
+
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let measure_until = measure_from + args.duration;
@@ -153,7 +174,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         auth,
         scenario: args.scenario,
         batch_size: args.batch_size,
+        connections: args.connections,
         run_id: run_id.clone(),
+        start,
+        interval,
         measure_from,
         measure_until,
         hard_stop: measure_until + GRACE,
@@ -184,6 +208,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let summary = report::Summary {
         scenario: args.scenario,
+        label: &label,
+        rate: args.rate,
         run_id: &run_id,
         connections: args.connections,
         warmup: args.warmup,
@@ -218,6 +244,13 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{raw:?}: {e}"))
 }
 
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 1.0 => Ok(rate),
+        _ => Err(format!("{raw:?} is not a rate of at least 1 event/s")),
+    }
+}
+
 fn check_run_id(id: String) -> anyhow::Result<String> {
     let fits = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if id.is_empty() || id.len() > 64 || !id.chars().all(fits) {
@@ -246,6 +279,15 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn rates_are_positive_numbers() {
+        assert_eq!(parse_rate("20000"), Ok(20_000.0));
+        assert_eq!(parse_rate("2.5e4"), Ok(25_000.0));
+        for bad in ["0", "-5", "nan", "inf", "fast", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

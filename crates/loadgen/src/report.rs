@@ -126,6 +126,10 @@ impl Tally {
 pub struct Summary<'a> {
     /// What was sent.
     pub scenario: Scenario,
+    /// The name in the output lines (the scenario's unless `--label` says otherwise).
+    pub label: &'a str,
+    /// The pace asked for, in events/s (`None`: as fast as answers come).
+    pub rate: Option<f64>,
     /// The run's id.
     pub run_id: &'a str,
     /// Connections used.
@@ -149,7 +153,7 @@ impl Summary<'_> {
     pub fn human(&self, t: &Tally) -> String {
         let mut line = format!(
             "{:<6} {:>9.0} events/s {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}  duplicates {}",
-            self.scenario.name(),
+            self.label,
             self.per_second(t.events),
             self.per_second(t.requests),
             t.percentile_ms(0.50),
@@ -159,6 +163,9 @@ impl Summary<'_> {
         );
         if self.scenario == Scenario::Dup30 {
             let _ = write!(line, " (of {} repeats sent)", t.repeats_sent);
+        }
+        if let Some(rate) = self.rate {
+            let _ = write!(line, " (paced at {rate:.0} events/s)");
         }
         let _ = write!(line, "  server peak RSS {:.1} MB", self.peak_rss_mb);
         let statuses: Vec<String> = t.statuses.iter().map(|(s, n)| format!("{s}={n}")).collect();
@@ -206,7 +213,7 @@ impl Summary<'_> {
         self.cpu.map(|cpu| {
             format!(
                 "CPU scenario={} server_cores={:.2} postgres_cores={:.2} loadgen_cores={:.2} other_cores={:.2} cores={}",
-                self.scenario.name(),
+                self.label,
                 cpu.server,
                 cpu.postgres,
                 cpu.loadgen,
@@ -220,7 +227,7 @@ impl Summary<'_> {
     pub fn machine(&self, t: &Tally) -> String {
         format!(
             "RESULT scenario={} events_per_s={:.1} requests_per_s={:.1} p50_ms={:.3} p99_ms={:.3} errors={} duplicates={} peak_rss_mb={:.1}",
-            self.scenario.name(),
+            self.label,
             self.per_second(t.events),
             self.per_second(t.requests),
             t.percentile_ms(0.50),
@@ -248,6 +255,8 @@ mod tests {
         }
         let s = Summary {
             scenario: Scenario::Dup30,
+            label: "dup30",
+            rate: None,
             run_id: "x",
             connections: 4,
             warmup: Duration::from_secs(1),
@@ -267,6 +276,13 @@ mod tests {
             "{line}"
         );
         assert!(s.human(&t).contains("(of 0 repeats sent)"));
+        let paced = Summary {
+            label: "paced",
+            rate: Some(20_000.0),
+            ..s
+        };
+        assert!(paced.machine(&t).starts_with("RESULT scenario=paced "));
+        assert!(paced.human(&t).contains("(paced at 20000 events/s)"));
         Ok(())
     }
 }

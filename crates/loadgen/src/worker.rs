@@ -32,8 +32,14 @@ pub struct Plan {
     pub scenario: Scenario,
     /// Events per batch request.
     pub batch_size: u32,
+    /// Connections in all.
+    pub connections: u32,
     /// Mixed into every invoiceId.
     pub run_id: String,
+    /// When the run started.
+    pub start: Instant,
+    /// With `--rate`: how often each connection sends a request.
+    pub interval: Option<Duration>,
     /// Answers that arrive from here on are measured…
     pub measure_from: Instant,
     /// …until here; no request starts after it.
@@ -151,7 +157,19 @@ pub async fn run(plan: Arc<Plan>, connection: u32) -> anyhow::Result<Tally> {
         Scenario::Single | Scenario::Dup30 => plan.target.single_path.as_str(),
     };
 
+    // With a pace, connection i sends at start + (i / connections + k) * interval, k = 0, 1, …
+    let mut due = plan.interval.map(|interval| {
+        plan.start + interval.mul_f64(f64::from(connection) / f64::from(plan.connections))
+    });
+
     while Instant::now() < plan.measure_until {
+        if let (Some(at), Some(interval)) = (due, plan.interval) {
+            if at >= plan.measure_until {
+                break;
+            }
+            tokio::time::sleep_until(at).await;
+            due = Some(at + interval);
+        }
         let mut conn = match sender.take() {
             Some(s) => s,
             None => match tokio::time::timeout_at(plan.hard_stop, connect(&plan.target)).await {
