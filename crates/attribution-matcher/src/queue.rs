@@ -31,6 +31,9 @@ pub struct Claim {
     /// The events to hand to [`crate::decide()`], in arrival order (UUIDv7 order), without
     /// duplicates. May be empty when the step only filed registered clicks.
     pub event_ids: Vec<Uuid>,
+    /// Whether other workspaces had work too when this one was claimed (so a worker should not
+    /// pause before its next claim).
+    pub others_waiting: bool,
 }
 
 /// Counts for metrics and for telling whether the matcher keeps up.
@@ -169,7 +172,8 @@ pub async fn claim_at(
         if rows.is_empty() {
             return Ok(None);
         }
-        for row in rows {
+        let count = rows.len();
+        for (index, row) in rows.into_iter().enumerate() {
             let workspace_id: Uuid = row.try_get(0)?;
             let locked: bool = client
                 .query_one(&try_lock, &[&workspace_id])
@@ -179,7 +183,8 @@ pub async fn claim_at(
                 held.push(workspace_id);
                 continue;
             }
-            if let Some(claim) = take(client, workspace_id, limit, now).await? {
+            if let Some(mut claim) = take(client, workspace_id, limit, now).await? {
+                claim.others_waiting = index + 1 < count;
                 return Ok(Some(claim));
             }
             // Another worker emptied it between the look and the lock; the lock is harmless.
@@ -234,6 +239,7 @@ async fn take(
     Ok(Some(Claim {
         workspace_id,
         event_ids,
+        others_waiting: false,
     }))
 }
 

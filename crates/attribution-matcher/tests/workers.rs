@@ -135,16 +135,17 @@ async fn a_claim_takes_whole_ingest_groups_oldest_first() {
         let tx = conn.transaction().await.unwrap();
         let claim = claim_at(&tx, limit, T0).await.unwrap().unwrap();
         tx.commit().await.unwrap();
-        claims.push((claim.workspace_id, claim.event_ids));
+        claims.push((claim.workspace_id, claim.event_ids, claim.others_waiting));
     }
     assert_eq!(
         claims,
         [
             // The oldest group is taken whole even when it holds more than the limit.
-            (h.workspace, vec![ids[0], ids[2], ids[3]]),
+            (h.workspace, vec![ids[0], ids[2], ids[3]], true),
             // Then the oldest work left: the other workspace's part of the same transaction.
-            (other.workspace, vec![ids[1]]),
-            (h.workspace, vec![ids[4]]),
+            (other.workspace, vec![ids[1]], true),
+            // The last work: nobody else waits.
+            (h.workspace, vec![ids[4]], false),
         ]
     );
     let mut conn = h.pool.get().await.unwrap();

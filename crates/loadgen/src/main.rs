@@ -1,8 +1,9 @@
-//! `convrelay-loadgen`: a closed-loop load generator for the Convrelay ingest API.
+//! `convrelay-loadgen`: a load generator for the Convrelay ingest API.
 //!
 //! It opens `--connections` keep-alive HTTP/1.1 connections to a server on the loopback
 //! interface and runs one task per connection, each sending its next request as soon as the
-//! previous answer is in. Three scenarios:
+//! previous answer is in (closed loop) or, with `--rate`, on a fixed schedule that adds up to
+//! that many events per second (a connection that falls behind sends at once). Three scenarios:
 //!
 //! - `single`: `POST /v1/events`, one new sale per request;
 //! - `batch`: `POST /v1/events/batch`, `--batch-size` new sales per request;
@@ -17,6 +18,8 @@
 //! ```text
 //! RESULT scenario=single events_per_s=… requests_per_s=… p50_ms=… p99_ms=… errors=… duplicates=… peak_rss_mb=…
 //! ```
+//!
+//! (`scenario=` holds `--label` when given, e.g. `paced` for paced batches.)
 //!
 //! `peak_rss_mb` is the server's `VmHWM` (peak resident set) from `/proc/<--server-pid>/status`,
 //! 0 without `--server-pid`. On Linux a third line tells how busy the cores were during the
