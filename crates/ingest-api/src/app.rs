@@ -185,6 +185,7 @@ impl Application {
         let background = vec![
             tokio::spawn(flush_key_use(auth.clone())),
             tokio::spawn(purge_idempotency_keys(pool.clone())),
+            tokio::spawn(metrics_upkeep()),
         ];
         let pool = web::Data::new(pool);
         let cipher = web::Data::new(crate::routes::destinations::Sealing(cipher));
@@ -254,6 +255,17 @@ async fn flush_key_use(auth: web::Data<Authenticator>) {
         if let Err(e) = auth.flush_last_used().await {
             tracing::debug!(error = %e, "could not record key use");
         }
+    }
+}
+
+/// Folds recorded histogram samples into their buckets every few seconds. The exporter keeps
+/// each sample until then: without this, a server nobody scrapes would hold every latency it
+/// ever recorded.
+async fn metrics_upkeep() {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        crate::metrics::handle().run_upkeep();
     }
 }
 

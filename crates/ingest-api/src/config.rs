@@ -92,7 +92,7 @@ impl Settings {
                 "CONVRELAY_IDEMPOTENCY_TTL_SECS",
                 "86400",
             )?),
-            db_pool_size: parse(&lookup, "CONVRELAY_DB_POOL_SIZE", "16")?,
+            db_pool_size: parse(&lookup, "CONVRELAY_DB_POOL_SIZE", "10")?,
             http_workers: match lookup("CONVRELAY_HTTP_WORKERS") {
                 Some(_) => parse(&lookup, "CONVRELAY_HTTP_WORKERS", "")?,
                 None => std::thread::available_parallelism().map_or(2, |n| n.get()),
