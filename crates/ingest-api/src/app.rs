@@ -86,21 +86,21 @@ pub fn forwarder(
     Some(forwarder::Forwarder::new(pool.clone(), cipher, config))
 }
 
-/// Applies pending migrations.
-async fn prepare(settings: &Settings) -> anyhow::Result<()> {
+/// Applies pending migrations and builds the pool of `CONVRELAY_DB_POOL_SIZE` connections.
+async fn prepare(settings: &Settings) -> anyhow::Result<Pool> {
     let mut client = db::connect(&settings.database_url).await?;
     db::migrate_all(&mut client).await?;
-    Ok(())
+    drop(client);
+    Ok(db::pool(
+        &settings.database_url,
+        settings.db_pool_size,
+        settings.db_timeout,
+    )?)
 }
 
 /// `convrelay worker`: the pipeline workers alone, until SIGTERM/SIGINT.
 pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
-    prepare(&settings).await?;
-    let pool = db::pool(
-        &settings.database_url,
-        settings.db_pool_size,
-        settings.db_timeout,
-    )?;
+    let pool = prepare(&settings).await?;
     let forwarder = forwarder(&settings, &pool, cipher(&settings)?);
     let workers = Workers::start(
         pool,
@@ -139,12 +139,7 @@ impl Application {
 
     /// As [`Application::build`]; `workers: false` serves the API alone (`serve --no-workers`).
     pub async fn build_with(settings: Settings, workers: bool) -> anyhow::Result<Self> {
-        prepare(&settings).await?;
-        let pool = db::pool(
-            &settings.database_url,
-            settings.db_pool_size,
-            settings.db_timeout,
-        )?;
+        let pool = prepare(&settings).await?;
         let stored = Arc::new(Notify::new());
         let cipher = cipher(&settings)?;
         let workers = if workers {
