@@ -22,6 +22,7 @@ use events::{
 };
 use time::OffsetDateTime;
 use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::Statement;
 use tracing::debug;
 use uuid::Uuid;
 
@@ -291,7 +292,7 @@ pub async fn decide(
         select_named_clicks(client, workspace_id, &claimed),
     )?;
     let window = to_time(window);
-    let (items, gone) = sort_items(claim, claimed, &existing, now);
+    let (items, gone) = sort_items(claim, claimed, &bodies, &existing, now);
     let mut graph = Graph::default();
     let known = add_persons(&mut graph, persons);
     let mut touch_owners =
@@ -455,6 +456,7 @@ async fn select_existing(
 fn sort_items<'e>(
     claim: &Claim,
     claimed: Vec<Item<'e>>,
+    stored: &HashMap<Uuid, (OffsetDateTime, &Event)>,
     existing: &HashMap<Uuid, (String, Option<OffsetDateTime>)>,
     now: OffsetDateTime,
 ) -> (Vec<Item<'e>>, Vec<Uuid>) {
@@ -463,11 +465,10 @@ fn sort_items<'e>(
         Some((status, until)) if status == "pending" => Some(Some(until.unwrap_or(now))),
         Some(_) => None,
     };
-    let stored: HashSet<Uuid> = claimed.iter().map(|item| item.event_id).collect();
     let mut gone = Vec::new();
     let mut seen = HashSet::new();
     for &event_id in &claim.event_ids {
-        if stored.contains(&event_id) || !seen.insert(event_id) {
+        if stored.contains_key(&event_id) || !seen.insert(event_id) {
             continue;
         }
         debug!(%event_id, "event no longer stored; skipped");
@@ -783,6 +784,7 @@ async fn write(
         decided_at: now,
     };
     let closed_routes = route(Stage::Expired, None);
+    let (closed, closed_routes) = (Json(&closed), Json(closed_routes.as_slice()));
 
     let gains = persons.gains(graph);
     let gained: Vec<Uuid> = gains.iter().map(|(person, _)| *person).collect();
@@ -793,83 +795,68 @@ async fn write(
     if !merges.is_empty() {
         for sql in [MERGE_IDENTITIES, MERGE_TOUCHES, MERGE_PENDING] {
             let statement = client.prepare_cached(sql).await?;
-            let (losers, survivors) = (&losers, &survivors);
-            writes.push(Box::pin(async move {
-                client
-                    .execute(&statement, &[&workspace_id, losers, survivors])
-                    .await?;
-                Ok(())
-            }));
+            writes.push(execute(
+                client,
+                statement,
+                vec![&workspace_id, &losers, &survivors],
+            ));
         }
     }
     if !new_identities.is_empty() {
         let statement = client.prepare_cached(INSERT_IDENTITIES).await?;
-        let params = (&identity_hashes, &identity_kinds, &identity_owners);
-        writes.push(Box::pin(async move {
-            client
-                .execute(&statement, &[&workspace_id, params.0, params.1, params.2])
-                .await?;
-            Ok(())
-        }));
+        writes.push(execute(
+            client,
+            statement,
+            vec![
+                &workspace_id,
+                &identity_hashes,
+                &identity_kinds,
+                &identity_owners,
+            ],
+        ));
     }
     if !new_touches.is_empty() {
         let statement = client.prepare_cached(INSERT_TOUCHES).await?;
-        let params = (
-            &touch_owners,
-            &touch_persons,
-            &touch_times,
-            &touch_click_ids,
-            &touchpoints,
-        );
-        writes.push(Box::pin(async move {
-            client
-                .execute(
-                    &statement,
-                    &[
-                        &workspace_id,
-                        params.0,
-                        params.1,
-                        params.2,
-                        params.3,
-                        params.4,
-                    ],
-                )
-                .await?;
-            Ok(())
-        }));
+        writes.push(execute(
+            client,
+            statement,
+            vec![
+                &workspace_id,
+                &touch_owners,
+                &touch_persons,
+                &touch_times,
+                &touch_click_ids,
+                &touchpoints,
+            ],
+        ));
     }
     if !records.is_empty() {
         let statement = client.prepare_cached(UPSERT_ATTRIBUTIONS).await?;
-        let params: [&(dyn ToSql + Sync); 11] = [
-            &workspace_id,
-            &ids,
-            &statuses,
-            &attributions,
-            &routes,
-            &occurred_at,
-            &received_at,
-            &pending_until,
-            &pending_persons,
-            &named,
-            &now,
-        ];
-        writes.push(Box::pin(async move {
-            client.execute(&statement, &params).await?;
-            Ok(())
-        }));
+        writes.push(execute(
+            client,
+            statement,
+            vec![
+                &workspace_id,
+                &ids,
+                &statuses,
+                &attributions,
+                &routes,
+                &occurred_at,
+                &received_at,
+                &pending_until,
+                &pending_persons,
+                &named,
+                &now,
+            ],
+        ));
     }
     if !gone.is_empty() {
         let statement = client.prepare_cached(CLOSE_GONE).await?;
-        let (closed, closed_routes) = (Json(&closed), Json(closed_routes.as_slice()));
-        writes.push(Box::pin(async move {
-            client
-                .execute(
-                    &statement,
-                    &[&workspace_id, &gone, &closed, &closed_routes, &now],
-                )
-                .await?;
-            Ok(())
-        }));
+        writes.push(execute(
+            client,
+            statement,
+            vec![&workspace_id, &gone, &closed, &closed_routes, &now],
+        ));
     }
     if !gains.is_empty() {
         let statement = client.prepare_cached(MARK_PENDING).await?;
@@ -887,6 +874,18 @@ async fn write(
     }
     futures_util::future::try_join_all(writes).await?;
     Ok(())
+}
+
+/// A statement of the write phase; sent when first polled.
+fn execute<'a>(
+    client: &'a impl GenericClient,
+    statement: Statement,
+    params: Vec<&'a (dyn ToSql + Sync)>,
+) -> Write<'a> {
+    Box::pin(async move {
+        client.execute(&statement, &params).await?;
+        Ok(())
+    })
 }
 
 fn status_name(status: AttributionStatus) -> &'static str {
