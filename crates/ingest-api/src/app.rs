@@ -39,6 +39,7 @@ pub struct Application {
 pub fn match_settings(settings: &Settings) -> MatchSettings {
     MatchSettings {
         pending_window: settings.pending_window,
+        identity_max_links: settings.identity_max_links,
         ..MatchSettings::default()
     }
 }

@@ -330,6 +330,7 @@ mod tests {
             first_touch: first,
             pending_until: None,
             decided_at: datetime!(2026-04-20 0:00 UTC),
+            ignored_identifiers: Vec::new(),
         }
     }
 

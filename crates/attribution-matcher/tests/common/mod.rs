@@ -145,17 +145,21 @@ impl Harness {
     /// The recorded decision about `event_id`.
     pub async fn decision(&self, event_id: Uuid) -> Option<Decision> {
         let client = self.pool.get().await.unwrap();
-        attribution_matcher::get_decision(&client, self.workspace, event_id)
+        attribution_matcher::get_decision(&client, self.workspace, event_id, None)
             .await
             .unwrap()
     }
 
-    /// The distinct persons of this workspace's graph.
+    /// The distinct persons of this workspace's graph (those not merged into another).
     pub async fn persons(&self) -> i64 {
         let client = self.pool.get().await.unwrap();
         client
             .query_one(
-                "SELECT count(DISTINCT person_id) FROM identities WHERE workspace_id = $1",
+                "SELECT count(DISTINCT coalesce(p.merged_into, i.person_id))
+                 FROM identities i
+                 LEFT JOIN persons p
+                   ON p.workspace_id = i.workspace_id AND p.person_id = i.person_id
+                 WHERE i.workspace_id = $1 AND NOT i.too_common",
                 &[&self.workspace],
             )
             .await
