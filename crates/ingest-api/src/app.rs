@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::ingest::Ingest;
-use crate::pipeline::Workers;
+use pipeline::Workers;
 use crate::writer::{Writer, WriterConfig};
 use crate::{db, routes, telemetry};
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::ids;
-use crate::journal::NewEvent;
+use journal::NewEvent;
 use crate::problem::ApiError;
 use crate::responses::{Rendered, Shape};
 use crate::writer::{Answer, IdempotencyClaim, Job, Writer};

@@ -4,7 +4,7 @@ use actix_web::web;
 use events::FieldError;
 
 use crate::ids;
-use crate::journal::EventFilter;
+use journal::EventFilter;
 use crate::problem::ApiError;
 
 /// The default page size.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ids;
-use crate::journal::{self, EventFilter, StoredEvent};
+use journal::{self, EventFilter, StoredEvent};
 use crate::problem::ApiError;
 use crate::query::EventQuery;
 

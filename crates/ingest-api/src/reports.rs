@@ -11,7 +11,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::journal::{self, Countable};
+use journal::{self, Countable};
 use crate::problem::ApiError;
 use crate::query::Params;
 

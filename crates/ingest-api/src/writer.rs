@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::journal::{self, NewEvent};
+use journal::{self, NewEvent};
 use crate::problem::{is_unavailable, ApiError};
 use crate::responses::{self, Rendered, Shape};
 

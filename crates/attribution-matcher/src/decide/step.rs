@@ -341,6 +341,16 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
         });
     }
     for identifier in guard.flagged_new() {
+        // Linked by an earlier event of this step before it was found too common: its row
+        // is written once, marked.
+        if let Some(row) = step
+            .identities
+            .iter_mut()
+            .find(|row| row.identifier.hash == identifier.hash)
+        {
+            row.too_common = true;
+            continue;
+        }
         step.identities.push(NewIdentity {
             identifier,
             person: Uuid::now_v7(),
