@@ -922,3 +922,114 @@ fn min_time(a: Option<OffsetDateTime>, b: Option<OffsetDateTime>) -> Option<Offs
         (a, b) => a.or(b),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use events::{ClickIds, Event};
+    use proptest::prelude::*;
+    use time::macros::datetime;
+
+    const AT: OffsetDateTime = datetime!(2026-04-10 12:00 UTC);
+    const WINDOW: Duration = Duration::minutes(60);
+
+    fn stored_touch(index: usize, minutes: i64) -> Touch {
+        let mut owner = [0xAB; 32];
+        owner[0] = u8::try_from(index).unwrap_or(0);
+        Touch {
+            owner,
+            touchpoint: Touchpoint {
+                click_id: None,
+                clicked_at: AT + Duration::minutes(minutes),
+                click_ids: ClickIds {
+                    gclid: Some(format!("h{index}")),
+                    ..ClickIds::default()
+                },
+                utm: None,
+                url: None,
+                referrer: None,
+                ip: None,
+                user_agent: None,
+            },
+        }
+    }
+
+    fn lead(minutes: i64, gclid: Option<String>) -> Event {
+        let mut body = serde_json::json!({
+            "event": "lead", "customerExternalId": "c",
+            "timestamp": (AT + Duration::minutes(minutes))
+                .format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        });
+        if let Some(gclid) = gclid {
+            body["gclid"] = serde_json::Value::String(gclid);
+        }
+        events::parse_event(&body, AT + Duration::hours(3)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    proptest! {
+        /// What a step decides from probes equals what the rules decide over the person's whole
+        /// history plus the clicks of the step's earlier events.
+        #[test]
+        fn probes_decide_as_the_whole_history_would(
+            history in proptest::collection::vec(-150i64..30, 0..40),
+            arrivals in proptest::collection::vec((-90i64..30, any::<bool>()), 1..12),
+        ) {
+            let person = Uuid::now_v7();
+            let customer = identifier_hash(IdentifierKind::CustomerExternalId, "c");
+            let identifiers = HashMap::from([(customer, KnownIdentifier { person, too_common: false, has_touch: false })]);
+            let persons = HashMap::from([(person, KnownPerson::default())]);
+            let named = HashMap::new();
+            let history: Vec<Touch> = history.iter().enumerate().map(|(i, &m)| stored_touch(i, m)).collect();
+            let bodies: Vec<Event> = arrivals
+                .iter()
+                .enumerate()
+                .map(|(i, &(m, direct))| lead(m, direct.then(|| format!("s{i}"))))
+                .collect();
+            let items: Vec<Item<'_>> = bodies
+                .iter()
+                .map(|event| Item {
+                    event_id: Uuid::now_v7(),
+                    received_at: AT + Duration::hours(3),
+                    event,
+                    pending_until: None,
+                    identifiers: crate::event_identifiers(event),
+                })
+                .collect();
+            let settings = StepSettings { window: WINDOW, pending_window: Duration::ZERO, max_links: 50, now: AT + Duration::hours(3) };
+            let mut known = Known { identifiers: &identifiers, persons: &persons, named: &named, probes: None };
+            let wanted = run(&items, known, settings).probes;
+            let answers: HashMap<Probe, Probed> = wanted
+                .into_iter()
+                .map(|probe| {
+                    let chosen = choose_touches(&history, probe.at, WINDOW);
+                    (probe, Probed {
+                        last: chosen.map(|c| c.last.clone()),
+                        first: chosen.map(|c| c.first.clone()),
+                    })
+                })
+                .collect();
+            known.probes = Some(&answers);
+            let step = run(&items, known, settings);
+            prop_assert_eq!(step.decided.len(), items.len());
+
+            let mut seen: Vec<Touch> = history.clone();
+            for (item, decided) in items.iter().zip(&step.decided) {
+                let direct = direct_touch(item);
+                let linked = [Linked {
+                    matched_by: MatchedBy::CustomerExternalId,
+                    chosen: choose_touches(&seen, item.event.timestamp, WINDOW),
+                }];
+                let expected = find_touchpoint(direct.as_ref(), None, &linked);
+                prop_assert_eq!(
+                    decided.attribution.click.as_ref(),
+                    expected.as_ref().map(|f| &f.click.touchpoint)
+                );
+                prop_assert_eq!(
+                    decided.attribution.first_touch.as_ref(),
+                    expected.as_ref().map(|f| &f.first_touch.touchpoint)
+                );
+                seen.extend(direct);
+            }
+        }
+    }
+}
