@@ -27,10 +27,12 @@ FROM identities
 GROUP BY workspace_id, person_id;
 
 -- A click of a person is the identity row of the identifier that owns it: the first ad-platform
--- click id of the event that brought it (touchpoint: that event's click as it happened), or the
--- registered click an event named (touchpoint NULL: the clicks row holds it).
+-- click id of the event that brought it (source_event: the journal holds the click as the event
+-- carried it), or the registered click an event named (the clicks row holds it). Clicks filed
+-- before keep a copy (touchpoint).
 ALTER TABLE identities
     ADD COLUMN clicked_at timestamptz,
+    ADD COLUMN source_event uuid,
     ADD COLUMN touchpoint jsonb,
     ADD COLUMN too_common boolean NOT NULL DEFAULT false;
 
@@ -49,7 +51,9 @@ DROP TABLE touches;
 -- Merges no longer re-point identities, so nothing looks them up by person except the probes for
 -- a person's clicks in a window.
 DROP INDEX identities_person;
-CREATE INDEX identities_touches ON identities (workspace_id, person_id, clicked_at)
+-- The identifier is part of the key so that "the last click" (latest time, then highest
+-- identifier) is the first entry of a backward scan, however many clicks share a millisecond.
+CREATE INDEX identities_touches ON identities (workspace_id, person_id, clicked_at, identifier)
     WHERE clicked_at IS NOT NULL;
 
 -- Decisions reference their clicks (the identifier that owns each) and keep the routing stage;

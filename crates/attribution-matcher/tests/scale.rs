@@ -54,8 +54,14 @@ async fn a_placeholder_email_stops_linking_customers_past_the_limit() {
         )
         .await;
     let d = h.run_one(sale, minutes(T0, 20)).await;
-    assert_eq!(d.attribution.matched_by, Some(MatchedBy::CustomerExternalId));
-    assert_eq!(d.attribution.click.unwrap().click_ids.gclid.as_deref(), Some("g_5"));
+    assert_eq!(
+        d.attribution.matched_by,
+        Some(MatchedBy::CustomerExternalId)
+    );
+    assert_eq!(
+        d.attribution.click.unwrap().click_ids.gclid.as_deref(),
+        Some("g_5")
+    );
     assert_eq!(d.attribution.ignored_identifiers.len(), 1);
     // The decision as stored says the same.
     let stored = h.decision(sale).await.unwrap();
@@ -109,7 +115,10 @@ async fn a_shared_customer_id_is_the_one_left_out_not_the_real_email() {
         .await;
     let d = h.run_one(sale, minutes(T0, 10)).await;
     assert_eq!(d.attribution.matched_by, Some(MatchedBy::Email));
-    assert_eq!(d.attribution.click.unwrap().click_ids.gclid.as_deref(), Some("g_2"));
+    assert_eq!(
+        d.attribution.click.unwrap().click_ids.gclid.as_deref(),
+        Some("g_2")
+    );
 }
 
 #[tokio::test]
@@ -134,7 +143,10 @@ async fn a_long_history_changes_neither_the_choice_nor_the_rows_a_step_reads() {
         .await;
     let d = h.run_one(sale, end).await;
     assert_eq!(d.attribution.status, AttributionStatus::Matched);
-    assert_eq!(d.attribution.click.unwrap().click_ids.gclid.as_deref(), Some("g_299"));
+    assert_eq!(
+        d.attribution.click.unwrap().click_ids.gclid.as_deref(),
+        Some("g_299")
+    );
     // The first click within 90 days of the sale: click n at n * 8 h, the sale at 2,400 h.
     let first = d.attribution.first_touch.unwrap();
     assert_eq!(first.click_ids.gclid.as_deref(), Some("g_30"));

@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::ingest::Ingest;
-use pipeline::Workers;
 use crate::writer::{Writer, WriterConfig};
 use crate::{db, routes, telemetry};
+use pipeline::Workers;
 
 /// Connections of the pipeline workers inside `convrelay serve`: one per attribution loop, and
 /// the forwarder's parallel steps plus one for lease extensions, plus one to spare.

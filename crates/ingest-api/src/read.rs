@@ -7,9 +7,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ids;
-use journal::{self, EventFilter, StoredEvent};
 use crate::problem::ApiError;
 use crate::query::EventQuery;
+use journal::{self, EventFilter, StoredEvent};
 
 /// An event as listed: its id and arrival, then the event as stored (normalised).
 #[derive(Debug, Serialize)]

@@ -11,9 +11,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use journal::{self, Countable};
 use crate::problem::ApiError;
 use crate::query::Params;
+use journal::{self, Countable};
 
 /// What rows are grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

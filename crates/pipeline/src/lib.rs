@@ -21,7 +21,6 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-
 /// Events the attribution step claims at most per transaction.
 const MATCH_BATCH: usize = 2000;
 
@@ -333,6 +332,8 @@ mod tests {
             deadpool_postgres::TimeoutType::Wait,
         ));
         assert_eq!(e.cause(), "pool");
-        assert!(e.to_string().starts_with("no database connection available"));
+        assert!(e
+            .to_string()
+            .starts_with("no database connection available"));
     }
 }

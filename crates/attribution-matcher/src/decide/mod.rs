@@ -133,7 +133,11 @@ pub async fn decide(
         .into_iter()
         .collect();
     wanted.sort_unstable();
-    let answers = read::probes(client, workspace_id, &wanted, window).await?;
+    let at_hand: HashMap<Uuid, &Event> = bodies
+        .iter()
+        .map(|(id, (_, event))| (*id, *event))
+        .collect();
+    let answers = read::probes(client, workspace_id, &wanted, window, &at_hand).await?;
     known.probes = Some(&answers);
     let step = step::run(&items, known, step_settings);
     debug!(

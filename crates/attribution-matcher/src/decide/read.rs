@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
-use events::Touchpoint;
+use events::{Event, Touchpoint};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -160,9 +160,10 @@ pub(crate) async fn named_clicks(
     Ok(clicks)
 }
 
-/// The columns of a click owned by an identity row: the row's own touchpoint, or the registered
-/// click it names.
-const CLICK_COLUMNS: &str = "identifier, touchpoint";
+/// The columns of a click owned by an identity row: the identifier, the event that carried it,
+/// a copy kept before clicks referenced their events, and (in a lateral join after them) the
+/// registered click it names.
+const CLICK_COLUMNS: &str = "identifier, source_event, touchpoint";
 
 /// Per probe, the person's last and first click between `since` and `at`: two descents of the
 /// `identities_touches` index, however many clicks the person has.
@@ -181,32 +182,58 @@ fn probe_sql() -> String {
                        created_at
                 FROM clicks
                 WHERE workspace_id = $1 AND identifier = {alias}.identifier
-                  AND {alias}.touchpoint IS NULL
+                  AND {alias}.source_event IS NULL AND {alias}.touchpoint IS NULL
                 LIMIT 1
             ) AS {alias}c ON true"
         )
     };
+    let columns = |alias: &str| {
+        format!(
+            "{alias}.identifier, {alias}.source_event, {alias}.touchpoint, {alias}c.click_id,
+             {alias}c.clicked_at, {alias}c.click_ids, {alias}c.utm, {alias}c.url,
+             {alias}c.referrer, {alias}c.ip, {alias}c.user_agent, {alias}c.created_at"
+        )
+    };
     format!(
-        "SELECT q.n,
-                l.identifier, l.touchpoint, lc.click_id, lc.clicked_at, lc.click_ids, lc.utm,
-                lc.url, lc.referrer, lc.ip, lc.user_agent, lc.created_at,
-                f.identifier, f.touchpoint, fc.click_id, fc.clicked_at, fc.click_ids, fc.utm,
-                fc.url, fc.referrer, fc.ip, fc.user_agent, fc.created_at
+        "SELECT q.n, {}, {}
          FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[]) WITH ORDINALITY
               AS q(person_id, at, since, n)
          {}
          {}",
+        columns("l"),
+        columns("f"),
         side("DESC", "l"),
         side("ASC", "f")
     )
 }
 
-/// Answers the probes: the last and first click of each person in each event's window.
+/// How many columns [`touch_ref_at`] reads.
+const TOUCH_COLUMNS: usize = 12;
+
+/// Where the data of a click is.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Here already: a registered click, or a copy kept before clicks referenced their events.
+    Here(Touchpoint),
+    /// In the journal: the event that carried it.
+    Event(Uuid),
+}
+
+/// A click found by a probe, before its data is read.
+#[derive(Debug, Clone)]
+struct TouchRef {
+    owner: [u8; 32],
+    source: Source,
+}
+
+/// Answers the probes: the last and first click of each person in each event's window. The
+/// clicks that events carried are read from the journal (`bodies` holds the step's own events).
 pub(crate) async fn probes(
     client: &impl GenericClient,
     workspace_id: Uuid,
     wanted: &[Probe],
     window: time::Duration,
+    bodies: &HashMap<Uuid, &Event>,
 ) -> Result<HashMap<Probe, Probed>> {
     let mut answers = HashMap::with_capacity(wanted.len());
     if wanted.is_empty() {
@@ -216,6 +243,7 @@ pub(crate) async fn probes(
     let at: Vec<OffsetDateTime> = wanted.iter().map(|p| p.at).collect();
     let since: Vec<OffsetDateTime> = wanted.iter().map(|p| p.at.saturating_sub(window)).collect();
     let statement = client.prepare_cached(&probe_sql()).await?;
+    let mut found: Vec<(Probe, Option<TouchRef>, Option<TouchRef>)> = Vec::new();
     for row in client
         .query(&statement, &[&workspace_id, &persons, &at, &since])
         .await?
@@ -224,46 +252,105 @@ pub(crate) async fn probes(
         let Some(probe) = usize::try_from(n - 1).ok().and_then(|i| wanted.get(i)) else {
             continue;
         };
-        answers.insert(
+        found.push((
             *probe,
+            touch_ref_at(&row, 1)?,
+            touch_ref_at(&row, 1 + TOUCH_COLUMNS)?,
+        ));
+    }
+    let refs: Vec<&TouchRef> = found
+        .iter()
+        .flat_map(|(_, last, first)| last.iter().chain(first))
+        .collect();
+    let carried = carried_clicks(client, workspace_id, &refs, bodies).await?;
+    for (probe, last, first) in found {
+        answers.insert(
+            probe,
             Probed {
-                last: touch_at(&row, 1)?,
-                first: touch_at(&row, 12)?,
+                last: last.and_then(|r| resolve(r, &carried)),
+                first: first.and_then(|r| resolve(r, &carried)),
             },
         );
     }
     Ok(answers)
 }
 
-/// A click from an identity row's columns at `at` (identifier, touchpoint) and its registered
-/// click's after them.
-fn touch_at(row: &Row, at: usize) -> Result<Option<Touch>> {
+/// The clicks carried by the events the refs name, by event: from `bodies` when the event is at
+/// hand, else from the journal.
+async fn carried_clicks(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    refs: &[&TouchRef],
+    bodies: &HashMap<Uuid, &Event>,
+) -> Result<HashMap<Uuid, Touchpoint>> {
+    let mut carried = HashMap::new();
+    let mut missing: Vec<Uuid> = Vec::new();
+    for r in refs {
+        if let Source::Event(id) = r.source {
+            match bodies.get(&id) {
+                Some(event) => {
+                    carried.insert(id, super::direct_touchpoint(event));
+                }
+                None => missing.push(id),
+            }
+        }
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        for stored in journal::get_events(client, workspace_id, &missing).await? {
+            if let Ok(event) = &stored.event {
+                carried.insert(stored.id, super::direct_touchpoint(event));
+            }
+        }
+    }
+    Ok(carried)
+}
+
+fn resolve(r: TouchRef, carried: &HashMap<Uuid, Touchpoint>) -> Option<Touch> {
+    let touchpoint = match r.source {
+        Source::Here(touchpoint) => touchpoint,
+        // An event no longer stored (erased) takes its click with it.
+        Source::Event(id) => carried.get(&id)?.clone(),
+    };
+    Some(Touch {
+        owner: r.owner,
+        touchpoint,
+    })
+}
+
+/// A click from an identity row's columns at `at` (identifier, source event, kept copy) and its
+/// registered click's after them.
+fn touch_ref_at(row: &Row, at: usize) -> Result<Option<TouchRef>> {
     let Some(owner) = hash_at(row, at)? else {
         return Ok(None);
     };
-    let own: Option<serde_json::Value> = row.try_get(at + 1)?;
-    let click_id: Option<String> = row.try_get(at + 2)?;
-    let touchpoint: Touchpoint = match (own, click_id) {
-        (Some(own), _) => from_json("touchpoint", own)?,
-        (None, Some(_)) => stored_click(row, at + 2)?.touchpoint(),
+    let source_event: Option<Uuid> = row.try_get(at + 1)?;
+    let copy: Option<serde_json::Value> = row.try_get(at + 2)?;
+    let click_id: Option<String> = row.try_get(at + 3)?;
+    let source = match (source_event, copy, click_id) {
+        (Some(event), _, _) => Source::Event(event),
+        (None, Some(copy), _) => Source::Here(from_json("touchpoint", copy)?),
+        (None, None, Some(_)) => Source::Here(stored_click(row, at + 3)?.touchpoint()),
         // A registered click that is no longer stored.
-        (None, None) => return Ok(None),
+        (None, None, None) => return Ok(None),
     };
-    Ok(Some(Touch { owner, touchpoint }))
+    Ok(Some(TouchRef { owner, source }))
 }
 
 const SELECT_TOUCHES: &str = "
-    SELECT i.identifier, i.touchpoint, c.click_id, c.clicked_at, c.click_ids, c.utm, c.url,
-           c.referrer, c.ip, c.user_agent, c.created_at
+    SELECT i.identifier, i.source_event, i.touchpoint, c.click_id, c.clicked_at, c.click_ids,
+           c.utm, c.url, c.referrer, c.ip, c.user_agent, c.created_at
     FROM unnest($2::bytea[]) AS q(identifier)
     CROSS JOIN LATERAL (
-        SELECT identifier, touchpoint FROM identities
+        SELECT identifier, source_event, touchpoint FROM identities
         WHERE workspace_id = $1 AND identifier = q.identifier
         LIMIT 1
     ) AS i
     LEFT JOIN LATERAL (
         SELECT * FROM clicks
-        WHERE workspace_id = $1 AND identifier = i.identifier AND i.touchpoint IS NULL
+        WHERE workspace_id = $1 AND identifier = i.identifier
+          AND i.source_event IS NULL AND i.touchpoint IS NULL
         LIMIT 1
     ) AS c ON true";
 
@@ -281,8 +368,14 @@ pub(crate) async fn touches(
         return Ok(out);
     }
     let statement = client.prepare_cached(SELECT_TOUCHES).await?;
+    let mut refs = Vec::new();
     for row in client.query(&statement, &[&workspace_id, &wanted]).await? {
-        if let Some(touch) = touch_at(&row, 0)? {
+        refs.extend(touch_ref_at(&row, 0)?);
+    }
+    let borrowed: Vec<&TouchRef> = refs.iter().collect();
+    let carried = carried_clicks(client, workspace_id, &borrowed, &HashMap::new()).await?;
+    for r in refs {
+        if let Some(touch) = resolve(r, &carried) {
             out.insert(touch.owner, touch.touchpoint);
         }
     }

@@ -152,8 +152,9 @@ pub struct NewIdentity {
     pub identifier: Identifier,
     /// Its person.
     pub person: Uuid,
-    /// The click it owns: when it happened, and the touchpoint unless a registered click holds it.
-    pub touch: Option<(OffsetDateTime, Option<Touchpoint>)>,
+    /// The click it owns: when it happened, and the event that carried it (none for a
+    /// registered click, which the clicks registry holds).
+    pub touch: Option<(OffsetDateTime, Option<Uuid>)>,
     /// Shared by too many people.
     pub too_common: bool,
 }
@@ -203,7 +204,7 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
     // Owners of clicks filed by this step.
     let mut filed: HashSet<[u8; 32]> = HashSet::new();
     let mut new_identities: Vec<(Identifier, usize)> = Vec::new();
-    let mut touched: HashMap<[u8; 32], (OffsetDateTime, Option<Touchpoint>)> = HashMap::new();
+    let mut touched: HashMap<[u8; 32], (OffsetDateTime, Option<Uuid>)> = HashMap::new();
     let mut seen_new: HashSet<[u8; 32]> = HashSet::new();
     let mut records: Vec<(Record, Option<usize>)> = Vec::new();
 
@@ -274,8 +275,8 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
                 if owns_click(&touch.owner) || !filed.insert(touch.owner) {
                     continue;
                 }
-                let kept = (!stored_elsewhere).then(|| touch.touchpoint.clone());
-                touched.insert(touch.owner, (touch.touchpoint.clicked_at, kept));
+                let source = (!stored_elsewhere).then_some(item.event_id);
+                touched.insert(touch.owner, (touch.touchpoint.clicked_at, source));
                 graph.add_touch(root, touch.clone());
             }
         }
@@ -359,7 +360,7 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
         });
     }
     // Stored identifiers that now own a click.
-    let mut gained_touches: Vec<([u8; 32], (OffsetDateTime, Option<Touchpoint>))> =
+    let mut gained_touches: Vec<([u8; 32], (OffsetDateTime, Option<Uuid>))> =
         touched.into_iter().collect();
     gained_touches.sort_by_key(|(hash, _)| *hash);
     for (hash, touch) in gained_touches {

@@ -8,9 +8,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use deadpool_postgres::GenericClient;
-use events::Touchpoint;
 use time::OffsetDateTime;
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 use tracing::debug;
 use uuid::Uuid;
@@ -45,12 +44,12 @@ const MERGE_PENDING: &str = "
 
 /// New identifiers, and stored ones that now own a click (their person stays).
 const UPSERT_IDENTITIES: &str = "
-    INSERT INTO identities (workspace_id, identifier, kind, person_id, clicked_at, touchpoint,
+    INSERT INTO identities (workspace_id, identifier, kind, person_id, clicked_at, source_event,
                             too_common)
-    SELECT $1, * FROM unnest($2::bytea[], $3::text[], $4::uuid[], $5::timestamptz[], $6::jsonb[],
+    SELECT $1, * FROM unnest($2::bytea[], $3::text[], $4::uuid[], $5::timestamptz[], $6::uuid[],
                              $7::bool[])
     ON CONFLICT (workspace_id, identifier) DO UPDATE SET
-        clicked_at = excluded.clicked_at, touchpoint = excluded.touchpoint
+        clicked_at = excluded.clicked_at, source_event = excluded.source_event
     WHERE identities.clicked_at IS NULL AND excluded.clicked_at IS NOT NULL";
 
 const MARK_TOO_COMMON: &str = "
@@ -150,10 +149,10 @@ pub(crate) async fn write(
         .iter()
         .map(|i| i.touch.as_ref().map(|(at, _)| *at))
         .collect();
-    let touchpoints: Vec<Option<Json<&Touchpoint>>> = step
+    let sources: Vec<Option<Uuid>> = step
         .identities
         .iter()
-        .map(|i| i.touch.as_ref().and_then(|(_, t)| t.as_ref()).map(Json))
+        .map(|i| i.touch.as_ref().and_then(|(_, source)| *source))
         .collect();
     let too_common: Vec<bool> = step.identities.iter().map(|i| i.too_common).collect();
     let flagged: Vec<&[u8]> = step.too_common.iter().map(|h| &h[..]).collect();
@@ -252,7 +251,7 @@ pub(crate) async fn write(
                 &identity_kinds,
                 &identity_persons,
                 &clicked_at,
-                &touchpoints,
+                &sources,
                 &too_common,
             ],
         ));
