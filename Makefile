@@ -10,7 +10,8 @@ help:
 	@echo "make test      lint, then every test against a real PostgreSQL"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make contract  the running server against openapi.yaml (schemathesis, examples, /docs in Chromium)"
-	@echo "make bench     drive the release server over loopback and print events/s, latency, memory"
+	@echo "make bench     drive the release server over loopback and print events/s, latency, memory;"
+	@echo "               then attribution at scale (repeat customers, history, supernode) against pgbench"
 	@echo "make db-reset  stop the local PostgreSQL and delete its data"
 
 build:
@@ -36,6 +37,7 @@ test: lint unit
 
 bench:
 	@scripts/bench.sh
+	@if [ "$${BENCH_MATCHER:-1}" != 0 ]; then scripts/bench-matcher.sh; fi
 
 db-reset:
 	@scripts/localpg.sh reset

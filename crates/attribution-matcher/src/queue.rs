@@ -96,19 +96,21 @@ const TRY_LOCK: &str = "
     SELECT pg_try_advisory_xact_lock(hashtextextended('attribution-matcher:' || ($1::uuid)::text, 0))";
 
 /// The workspace's oldest queue rows holding at most $2 events in all (a row counts its events,
-/// a click counts one), and always the oldest row, however many it holds.
+/// a click counts one), and always the oldest row, however many it holds. The choice is
+/// materialised and deleted by key: inlined into the delete's join, the planner re-ran the window
+/// for every queue row (185 ms for a backlog of 400 rows).
 const TAKE_QUEUED: &str = "
     WITH locked AS (
         SELECT id, coalesce(cardinality(event_ids), 1) AS n FROM match_queue
         WHERE workspace_id = $1
         ORDER BY id LIMIT $2
         FOR UPDATE SKIP LOCKED
-    ), chosen AS (
+    ), chosen AS MATERIALIZED (
         SELECT id FROM (SELECT id, sum(n) OVER (ORDER BY id) - n AS before FROM locked) AS s
         WHERE before < $2
     )
-    DELETE FROM match_queue AS q USING chosen
-    WHERE q.workspace_id = $1 AND q.id = chosen.id
+    DELETE FROM match_queue AS q
+    WHERE q.workspace_id = $1 AND q.id = ANY (ARRAY(SELECT id FROM chosen))
     RETURNING q.id, q.event_ids, q.click_identifier";
 
 const TAKE_EXPIRED: &str = "

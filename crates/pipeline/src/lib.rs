@@ -150,8 +150,10 @@ pub async fn match_step_sized(
     let Some(claim) = attribution_matcher::claim(&tx, limit).await? else {
         return Ok(MatchReport::default());
     };
+    let claimed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut retracted = HashSet::new();
     let loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
+    let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
     let now = OffsetDateTime::now_utc();
     let decided = attribution_matcher::decide(&tx, &claim, &loaded, settings, now).await?;
 
@@ -179,6 +181,7 @@ pub async fn match_step_sized(
             routes: d.routes.clone(),
         });
     }
+    let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
     let dispatches = forwarder::enqueue(&tx, &routed).await?;
     tx.commit().await?;
     tracing::debug!(
@@ -186,6 +189,9 @@ pub async fn match_step_sized(
         claimed = claim.event_ids.len(),
         decided = decided.len(),
         dispatches,
+        claimed_ms,
+        loaded_ms,
+        decided_ms,
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "attribution step"
     );
@@ -323,8 +329,29 @@ async fn match_loop(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_statement_timeout_is_named_as_one() {
+        let db = test_support::TestDb::new("pipeline:none", |_| Box::pin(async { Ok(()) })).await;
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute("SET statement_timeout = '20ms'")
+            .await
+            .unwrap();
+        let e = Error::from(client.query("SELECT pg_sleep(1)", &[]).await.unwrap_err());
+        assert_eq!(e.cause(), "statement_timeout");
+        assert!(
+            e.to_string()
+                .contains("canceling statement due to statement timeout (57014)"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_pool_timeout_is_not_called_a_database_outage() {

@@ -83,6 +83,7 @@ pub async fn decide(
         return Ok(Vec::new());
     }
     let now = to_utc_millis(now);
+    let started = std::time::Instant::now();
 
     // The claimed events that are stored, with their identifiers, in claim order.
     let bodies: HashMap<Uuid, (OffsetDateTime, &Event)> = events
@@ -107,12 +108,14 @@ pub async fn decide(
         .collect();
 
     // What the step reads, in one round trip: the statements are pipelined on the connection.
-    let (window, existing, (identifiers, persons), named) = futures_util::try_join!(
+    let (window, existing, (identifiers, persons), named, any_pending) = futures_util::try_join!(
         attribution_window(client, workspace_id, settings),
         read::existing(client, workspace_id, &claim.event_ids),
         read::identities(client, workspace_id, &claimed),
         read::named_clicks(client, workspace_id, &claimed),
+        read::any_pending(client, workspace_id),
     )?;
+    let read_ms = started.elapsed().as_secs_f64() * 1000.0;
     let window = to_time(window);
     let (items, gone) = sort_items(claim, claimed, &bodies, &existing, now);
     let step_settings = StepSettings {
@@ -137,18 +140,29 @@ pub async fn decide(
         .iter()
         .map(|(id, (_, event))| (*id, *event))
         .collect();
+    let probe_started = std::time::Instant::now();
     let answers = read::probes(client, workspace_id, &wanted, window, &at_hand).await?;
+    let probe_ms = probe_started.elapsed().as_secs_f64() * 1000.0;
     known.probes = Some(&answers);
-    let step = step::run(&items, known, step_settings);
+    let mut step = step::run(&items, known, step_settings);
+    if !any_pending && step.records.iter().all(|r| r.pending.is_none()) {
+        // Nothing pending, stored or new: the clicks gained re-check nothing.
+        step.gains.clear();
+    }
+    let write_started = std::time::Instant::now();
+    write::write(client, workspace_id, now, &step, &gone).await?;
     debug!(
         %workspace_id,
         events = items.len(),
         probes = wanted.len(),
         identities = step.identities.len(),
         merges = step.merges.len(),
+        read_ms,
+        probe_ms,
+        write_ms = write_started.elapsed().as_secs_f64() * 1000.0,
+        total_ms = started.elapsed().as_secs_f64() * 1000.0,
         "attribution step decided"
     );
-    write::write(client, workspace_id, now, &step, &gone).await?;
     Ok(step.decided)
 }
 

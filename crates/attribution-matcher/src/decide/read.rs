@@ -45,27 +45,53 @@ pub(crate) async fn existing(
     Ok(existing)
 }
 
-/// Each identifier's row, the person it was filed under, and that person's survivor when it was
-/// merged (with the survivor's members and counts).
+const ANY_PENDING: &str = "
+    SELECT EXISTS (SELECT 1 FROM attributions WHERE workspace_id = $1 AND status = 'pending')";
+
+/// Whether the workspace has pending events at all (when it has none, clicks gained by a step
+/// need no re-check of anything stored).
+pub(crate) async fn any_pending(client: &impl GenericClient, workspace_id: Uuid) -> Result<bool> {
+    let statement = client.prepare_cached(ANY_PENDING).await?;
+    Ok(client
+        .query_one(&statement, &[&workspace_id])
+        .await?
+        .try_get(0)?)
+}
+
+/// Each identifier's row and the person it belongs to now (the survivor, when the person it was
+/// filed under was merged into another), with that person's members and counts. Persons are
+/// looked up once each, however many of the identifiers they hold.
 const SELECT_IDENTITIES: &str = "
-    SELECT q.identifier, i.too_common, i.clicked_at IS NOT NULL,
-           coalesce(r.person_id, i.person_id), r.members, r.customer_ids, r.emails, r.phones
-    FROM unnest($2::bytea[]) AS q(identifier)
-    CROSS JOIN LATERAL (
-        SELECT person_id, too_common, clicked_at FROM identities
-        WHERE workspace_id = $1 AND identifier = q.identifier
-        LIMIT 1
-    ) AS i
-    LEFT JOIN LATERAL (
-        SELECT merged_into FROM persons
-        WHERE workspace_id = $1 AND person_id = i.person_id
-        LIMIT 1
-    ) AS p ON true
-    LEFT JOIN LATERAL (
-        SELECT person_id, members, customer_ids, emails, phones FROM persons
-        WHERE workspace_id = $1 AND person_id = coalesce(p.merged_into, i.person_id)
-        LIMIT 1
-    ) AS r ON true";
+    WITH found AS MATERIALIZED (
+        SELECT q.identifier, i.person_id, i.too_common, i.clicked_at IS NOT NULL AS has_touch
+        FROM unnest($2::bytea[]) AS q(identifier)
+        CROSS JOIN LATERAL (
+            SELECT person_id, too_common, clicked_at FROM identities
+            WHERE workspace_id = $1 AND identifier = q.identifier
+            LIMIT 1
+        ) AS i
+    ), filed AS MATERIALIZED (
+        SELECT f.person_id, coalesce(p.merged_into, f.person_id) AS root
+        FROM (SELECT DISTINCT person_id FROM found) AS f
+        LEFT JOIN LATERAL (
+            SELECT merged_into FROM persons
+            WHERE workspace_id = $1 AND person_id = f.person_id
+            LIMIT 1
+        ) AS p ON true
+    ), roots AS MATERIALIZED (
+        SELECT r.root, p.members, p.customer_ids, p.emails, p.phones
+        FROM (SELECT DISTINCT root FROM filed) AS r
+        LEFT JOIN LATERAL (
+            SELECT members, customer_ids, emails, phones FROM persons
+            WHERE workspace_id = $1 AND person_id = r.root
+            LIMIT 1
+        ) AS p ON true
+    )
+    SELECT found.identifier, found.too_common, found.has_touch, filed.root, roots.members,
+           roots.customer_ids, roots.emails, roots.phones
+    FROM found
+    JOIN filed ON filed.person_id = found.person_id
+    JOIN roots ON roots.root = filed.root";
 
 /// The stored identifiers of the items, and their persons.
 pub(crate) async fn identities(
@@ -168,11 +194,11 @@ const CLICK_COLUMNS: &str = "identifier, source_event, touchpoint";
 /// Per probe, the person's last and first click between `since` and `at`: two descents of the
 /// `identities_touches` index, however many clicks the person has.
 fn probe_sql() -> String {
-    let side = |order: &str, alias: &str| {
+    let side = |order: &str, alias: &str, wanted: &str| {
         format!(
             "LEFT JOIN LATERAL (
                 SELECT {CLICK_COLUMNS} FROM identities
-                WHERE workspace_id = $1 AND person_id = q.person_id
+                WHERE {wanted} AND workspace_id = $1 AND person_id = q.person_id
                   AND clicked_at <= q.at AND clicked_at >= q.since
                 ORDER BY clicked_at {order}, identifier {order}
                 LIMIT 1
@@ -196,14 +222,14 @@ fn probe_sql() -> String {
     };
     format!(
         "SELECT q.n, {}, {}
-         FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[]) WITH ORDINALITY
-              AS q(person_id, at, since, n)
+         FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bool[]) WITH ORDINALITY
+              AS q(person_id, at, since, last, n)
          {}
          {}",
         columns("l"),
         columns("f"),
-        side("DESC", "l"),
-        side("ASC", "f")
+        side("DESC", "l", "q.last"),
+        side("ASC", "f", "true")
     )
 }
 
@@ -214,7 +240,7 @@ const TOUCH_COLUMNS: usize = 12;
 #[derive(Debug, Clone)]
 enum Source {
     /// Here already: a registered click, or a copy kept before clicks referenced their events.
-    Here(Touchpoint),
+    Here(Box<Touchpoint>),
     /// In the journal: the event that carried it.
     Event(Uuid),
 }
@@ -242,10 +268,11 @@ pub(crate) async fn probes(
     let persons: Vec<Uuid> = wanted.iter().map(|p| p.person).collect();
     let at: Vec<OffsetDateTime> = wanted.iter().map(|p| p.at).collect();
     let since: Vec<OffsetDateTime> = wanted.iter().map(|p| p.at.saturating_sub(window)).collect();
+    let last: Vec<bool> = wanted.iter().map(|p| p.last).collect();
     let statement = client.prepare_cached(&probe_sql()).await?;
     let mut found: Vec<(Probe, Option<TouchRef>, Option<TouchRef>)> = Vec::new();
     for row in client
-        .query(&statement, &[&workspace_id, &persons, &at, &since])
+        .query(&statement, &[&workspace_id, &persons, &at, &since, &last])
         .await?
     {
         let n: i64 = row.try_get(0)?;
@@ -309,7 +336,7 @@ async fn carried_clicks(
 
 fn resolve(r: TouchRef, carried: &HashMap<Uuid, Touchpoint>) -> Option<Touch> {
     let touchpoint = match r.source {
-        Source::Here(touchpoint) => touchpoint,
+        Source::Here(touchpoint) => *touchpoint,
         // An event no longer stored (erased) takes its click with it.
         Source::Event(id) => carried.get(&id)?.clone(),
     };
@@ -330,8 +357,8 @@ fn touch_ref_at(row: &Row, at: usize) -> Result<Option<TouchRef>> {
     let click_id: Option<String> = row.try_get(at + 3)?;
     let source = match (source_event, copy, click_id) {
         (Some(event), _, _) => Source::Event(event),
-        (None, Some(copy), _) => Source::Here(from_json("touchpoint", copy)?),
-        (None, None, Some(_)) => Source::Here(stored_click(row, at + 3)?.touchpoint()),
+        (None, Some(copy), _) => Source::Here(Box::new(from_json("touchpoint", copy)?)),
+        (None, None, Some(_)) => Source::Here(Box::new(stored_click(row, at + 3)?.touchpoint())),
         // A registered click that is no longer stored.
         (None, None, None) => return Ok(None),
     };

@@ -33,6 +33,10 @@ pub(crate) const MODEL: &str = "last_click";
 /// Identifiers of each guarded kind a person holds: customer ids, emails, phones.
 pub type Counts = [i64; 3];
 
+/// A click filed by a step: when it happened, and the event that carried it (none for a
+/// registered click).
+pub type Filed = (OffsetDateTime, Option<Uuid>);
+
 /// A claimed event to look at in this step.
 #[derive(Debug, Clone)]
 pub struct Item<'e> {
@@ -76,6 +80,9 @@ pub struct Probe {
     pub person: Uuid,
     /// The event's time.
     pub at: OffsetDateTime,
+    /// Whether the last click is wanted too (an event with a touchpoint of its own, direct or
+    /// named, needs only the first).
+    pub last: bool,
 }
 
 /// The answer to a [`Probe`].
@@ -152,9 +159,8 @@ pub struct NewIdentity {
     pub identifier: Identifier,
     /// Its person.
     pub person: Uuid,
-    /// The click it owns: when it happened, and the event that carried it (none for a
-    /// registered click, which the clicks registry holds).
-    pub touch: Option<(OffsetDateTime, Option<Uuid>)>,
+    /// The click it owns, if any (a registered click's data stays in the clicks registry).
+    pub touch: Option<Filed>,
     /// Shared by too many people.
     pub too_common: bool,
 }
@@ -204,7 +210,7 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
     // Owners of clicks filed by this step.
     let mut filed: HashSet<[u8; 32]> = HashSet::new();
     let mut new_identities: Vec<(Identifier, usize)> = Vec::new();
-    let mut touched: HashMap<[u8; 32], (OffsetDateTime, Option<Uuid>)> = HashMap::new();
+    let mut touched: HashMap<[u8; 32], Filed> = HashMap::new();
     let mut seen_new: HashSet<[u8; 32]> = HashSet::new();
     let mut records: Vec<(Record, Option<usize>)> = Vec::new();
 
@@ -228,12 +234,13 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
                     roots.push((identifier.kind, root));
                 }
             }
+            let need_last = direct.is_none() && named_touch.is_none();
             let candidates: Vec<Vec<Touch>> = roots
                 .iter()
                 .map(|&(_, root)| {
                     graph.candidates(
                         root,
-                        event.timestamp,
+                        (event.timestamp, need_last),
                         settings.window,
                         known,
                         &mut step.probes,
@@ -360,8 +367,7 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
         });
     }
     // Stored identifiers that now own a click.
-    let mut gained_touches: Vec<([u8; 32], (OffsetDateTime, Option<Uuid>))> =
-        touched.into_iter().collect();
+    let mut gained_touches: Vec<([u8; 32], Filed)> = touched.into_iter().collect();
     gained_touches.sort_by_key(|(hash, _)| *hash);
     for (hash, touch) in gained_touches {
         let Some(stored) = known.identifiers.get(&hash) else {
@@ -803,7 +809,7 @@ impl Graph {
     fn candidates(
         &self,
         root: usize,
-        at: OffsetDateTime,
+        (at, last): (OffsetDateTime, bool),
         window: Duration,
         known: Known<'_>,
         wanted: &mut HashSet<Probe>,
@@ -826,7 +832,7 @@ impl Graph {
                 .get(stored)
                 .map_or(&[][..], |person| person.members.as_slice());
             for &person in std::iter::once(stored).chain(members) {
-                let probe = Probe { person, at };
+                let probe = Probe { person, at, last };
                 wanted.insert(probe);
                 let Some(answer) = known.probes.and_then(|probes| probes.get(&probe)) else {
                     continue;
