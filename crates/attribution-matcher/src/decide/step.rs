@@ -137,6 +137,8 @@ pub struct Record {
     pub ignored: Option<String>,
     /// Kept while pending: the window's end, when the event happened, its person, the named click.
     pub pending: Option<Pending>,
+    /// The event was decided before (pending): its row is updated, not inserted.
+    pub recheck: bool,
 }
 
 /// What a pending decision keeps for a late link.
@@ -152,7 +154,7 @@ pub struct Pending {
     pub named_click: Option<[u8; 32]>,
 }
 
-/// An identity row to write: a new identifier, or a stored one that now owns a click.
+/// A new identity row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewIdentity {
     /// The identifier.
@@ -185,8 +187,10 @@ pub struct Step {
     pub decided: Vec<Decided>,
     /// The attributions to write.
     pub records: Vec<Record>,
-    /// Identity rows to write.
+    /// New identity rows.
     pub identities: Vec<NewIdentity>,
+    /// Stored identifiers that now own a click.
+    pub filed: Vec<([u8; 32], Filed)>,
     /// Stored identifiers found too common now.
     pub too_common: Vec<[u8; 32]>,
     /// Person rows to write (new persons, survivors of merges, changed counts).
@@ -326,6 +330,7 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
                     .join(",")
             }),
             pending,
+            recheck: item.pending_until.is_some(),
         };
         records.push((record, pending_node));
         step.decided.push(Decided {
@@ -367,20 +372,12 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
         });
     }
     // Stored identifiers that now own a click.
-    let mut gained_touches: Vec<([u8; 32], Filed)> = touched.into_iter().collect();
-    gained_touches.sort_by_key(|(hash, _)| *hash);
-    for (hash, touch) in gained_touches {
-        let Some(stored) = known.identifiers.get(&hash) else {
-            continue;
-        };
-        let kind = graph_kind(items, &hash).unwrap_or(IdentifierKind::ClickId);
-        step.identities.push(NewIdentity {
-            identifier: Identifier { kind, hash },
-            person: stored.person,
-            touch: Some(touch),
-            too_common: false,
-        });
-    }
+    let mut filed_stored: Vec<([u8; 32], Filed)> = touched
+        .into_iter()
+        .filter(|(hash, _)| known.identifiers.contains_key(hash))
+        .collect();
+    filed_stored.sort_by_key(|(hash, _)| *hash);
+    step.filed = filed_stored;
     step.too_common = guard.flagged_stored();
     for (mut record, node) in records {
         if let (Some(pending), Some(node)) = (record.pending.as_mut(), node) {
@@ -390,15 +387,6 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
     }
     persons.finish(&mut graph, known, &mut step);
     step
-}
-
-/// The kind of a stored identifier, from the step's events.
-fn graph_kind(items: &[Item<'_>], hash: &[u8; 32]) -> Option<IdentifierKind> {
-    items
-        .iter()
-        .flat_map(|item| &item.identifiers)
-        .find(|identifier| &identifier.hash == hash)
-        .map(|identifier| identifier.kind)
 }
 
 /// The event's own click ids as a touch, owned by its first ad-platform click id.

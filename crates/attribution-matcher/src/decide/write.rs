@@ -42,20 +42,38 @@ const MERGE_PENDING: &str = "
     FROM unnest($2::uuid[], $3::uuid[]) AS m(loser, survivor)
     WHERE a.workspace_id = $1 AND a.status = 'pending' AND a.person_id = m.loser";
 
-/// New identifiers, and stored ones that now own a click (their person stays).
-const UPSERT_IDENTITIES: &str = "
+/// New identifiers. A plain insert: the step read every identifier it writes under the
+/// workspace's lock, so none of them can exist (a conflict would be a bug, and fail the step).
+const INSERT_IDENTITIES: &str = "
     INSERT INTO identities (workspace_id, identifier, kind, person_id, clicked_at, source_event,
                             too_common)
     SELECT $1, * FROM unnest($2::bytea[], $3::text[], $4::uuid[], $5::timestamptz[], $6::uuid[],
-                             $7::bool[])
-    ON CONFLICT (workspace_id, identifier) DO UPDATE SET
-        clicked_at = excluded.clicked_at, source_event = excluded.source_event
-    WHERE identities.clicked_at IS NULL AND excluded.clicked_at IS NOT NULL";
+                             $7::bool[])";
+
+/// Stored identifiers that now own a click (their person stays).
+const FILE_TOUCHES: &str = "
+    UPDATE identities AS i SET clicked_at = t.clicked_at, source_event = t.source_event
+    FROM unnest($2::bytea[], $3::timestamptz[], $4::uuid[]) AS t(identifier, clicked_at, source_event)
+    WHERE i.workspace_id = $1 AND i.identifier = t.identifier AND i.clicked_at IS NULL";
 
 const MARK_TOO_COMMON: &str = "
     UPDATE identities SET too_common = true
     WHERE workspace_id = $1 AND identifier = ANY($2::bytea[])";
 
+/// First decisions: a plain insert (the step found no row for these events under the
+/// workspace's lock).
+const INSERT_ATTRIBUTIONS: &str = "
+    INSERT INTO attributions (workspace_id, event_id, status, stage, matched_by, touch,
+                              first_touch, ignored, occurred_at, pending_until, person_id,
+                              named_click, decided_at)
+    SELECT $1, t.*, $13
+    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],
+                $8::text[], $9::timestamptz[], $10::timestamptz[], $11::uuid[], $12::bytea[])
+        AS t(event_id, status, stage, matched_by, touch, first_touch, ignored, occurred_at,
+             pending_until, person_id, named_click)
+";
+
+/// Decisions about events decided before (pending ones looked at again).
 const UPSERT_ATTRIBUTIONS: &str = "
     INSERT INTO attributions (workspace_id, event_id, status, stage, matched_by, touch,
                               first_touch, ignored, occurred_at, pending_until, person_id,
@@ -156,53 +174,14 @@ pub(crate) async fn write(
         .collect();
     let too_common: Vec<bool> = step.identities.iter().map(|i| i.too_common).collect();
     let flagged: Vec<&[u8]> = step.too_common.iter().map(|h| &h[..]).collect();
+    let filed_owners: Vec<&[u8]> = step.filed.iter().map(|(h, _)| &h[..]).collect();
+    let filed_at: Vec<OffsetDateTime> = step.filed.iter().map(|(_, (at, _))| *at).collect();
+    let filed_sources: Vec<Option<Uuid>> = step.filed.iter().map(|(_, (_, s))| *s).collect();
 
-    let records = &step.records;
-    let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
-    let statuses: Vec<&str> = records
-        .iter()
-        .map(|r| status_name(status_of(r.stage)))
-        .collect();
-    let stages: Vec<&str> = records.iter().map(|r| stage_name(r.stage)).collect();
-    let matched_by: Vec<Option<&str>> = records
-        .iter()
-        .map(|r| {
-            step.decided[r.decided]
-                .attribution
-                .matched_by
-                .map(matched_by_name)
-        })
-        .collect();
-    let touches: Vec<Option<&[u8]>> = records
-        .iter()
-        .map(|r| r.touch.as_ref().map(|h| &h[..]))
-        .collect();
-    let first_touches: Vec<Option<&[u8]>> = records
-        .iter()
-        .map(|r| r.first_touch.as_ref().map(|h| &h[..]))
-        .collect();
-    let ignored: Vec<Option<&str>> = records.iter().map(|r| r.ignored.as_deref()).collect();
-    let occurred_at: Vec<Option<OffsetDateTime>> = records
-        .iter()
-        .map(|r| r.pending.as_ref().map(|p| p.occurred_at))
-        .collect();
-    let pending_until: Vec<Option<OffsetDateTime>> = records
-        .iter()
-        .map(|r| r.pending.as_ref().map(|p| p.until))
-        .collect();
-    let pending_persons: Vec<Option<Uuid>> = records
-        .iter()
-        .map(|r| r.pending.as_ref().and_then(|p| p.person))
-        .collect();
-    let named: Vec<Option<&[u8]>> = records
-        .iter()
-        .map(|r| {
-            r.pending
-                .as_ref()
-                .and_then(|p| p.named_click.as_ref())
-                .map(|h| &h[..])
-        })
-        .collect();
+    let attribution_rows = [
+        AttributionRows::of(step, false),
+        AttributionRows::of(step, true),
+    ];
 
     let gained: Vec<Uuid> = step.gains.iter().map(|(person, _)| *person).collect();
     let gained_since: Vec<OffsetDateTime> = step.gains.iter().map(|(_, since)| *since).collect();
@@ -241,7 +220,7 @@ pub(crate) async fn write(
         ));
     }
     if !step.identities.is_empty() {
-        let statement = client.prepare_cached(UPSERT_IDENTITIES).await?;
+        let statement = client.prepare_cached(INSERT_IDENTITIES).await?;
         writes.push(execute(
             client,
             statement,
@@ -256,28 +235,42 @@ pub(crate) async fn write(
             ],
         ));
     }
+    if !step.filed.is_empty() {
+        let statement = client.prepare_cached(FILE_TOUCHES).await?;
+        writes.push(execute(
+            client,
+            statement,
+            vec![&workspace_id, &filed_owners, &filed_at, &filed_sources],
+        ));
+    }
     if !step.too_common.is_empty() {
         let statement = client.prepare_cached(MARK_TOO_COMMON).await?;
         writes.push(execute(client, statement, vec![&workspace_id, &flagged]));
     }
-    if !records.is_empty() {
-        let statement = client.prepare_cached(UPSERT_ATTRIBUTIONS).await?;
+    for (sql, recheck) in [(INSERT_ATTRIBUTIONS, false), (UPSERT_ATTRIBUTIONS, true)] {
+        let Some(rows) = attribution_rows.get(usize::from(recheck)) else {
+            continue;
+        };
+        if rows.ids.is_empty() {
+            continue;
+        }
+        let statement = client.prepare_cached(sql).await?;
         writes.push(execute(
             client,
             statement,
             vec![
                 &workspace_id,
-                &ids,
-                &statuses,
-                &stages,
-                &matched_by,
-                &touches,
-                &first_touches,
-                &ignored,
-                &occurred_at,
-                &pending_until,
-                &pending_persons,
-                &named,
+                &rows.ids,
+                &rows.statuses,
+                &rows.stages,
+                &rows.matched_by,
+                &rows.touches,
+                &rows.first_touches,
+                &rows.ignored,
+                &rows.occurred_at,
+                &rows.pending_until,
+                &rows.pending_persons,
+                &rows.named,
                 &now,
             ],
         ));
@@ -302,6 +295,79 @@ pub(crate) async fn write(
     }
     futures_util::future::try_join_all(writes).await?;
     Ok(())
+}
+
+/// The parameters of a batch of attribution rows.
+struct AttributionRows<'a> {
+    ids: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    stages: Vec<&'static str>,
+    matched_by: Vec<Option<&'static str>>,
+    touches: Vec<Option<&'a [u8]>>,
+    first_touches: Vec<Option<&'a [u8]>>,
+    ignored: Vec<Option<&'a str>>,
+    occurred_at: Vec<Option<OffsetDateTime>>,
+    pending_until: Vec<Option<OffsetDateTime>>,
+    pending_persons: Vec<Option<Uuid>>,
+    named: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> AttributionRows<'a> {
+    /// The step's records that are re-checks (`recheck`) or first decisions.
+    fn of(step: &'a Step, recheck: bool) -> Self {
+        let records: Vec<&'a super::step::Record> = step
+            .records
+            .iter()
+            .filter(|r| r.recheck == recheck)
+            .collect();
+        Self {
+            ids: records.iter().map(|r| r.event_id).collect(),
+            statuses: records
+                .iter()
+                .map(|r| status_name(status_of(r.stage)))
+                .collect(),
+            stages: records.iter().map(|r| stage_name(r.stage)).collect(),
+            matched_by: records
+                .iter()
+                .map(|r| {
+                    step.decided[r.decided]
+                        .attribution
+                        .matched_by
+                        .map(matched_by_name)
+                })
+                .collect(),
+            touches: records
+                .iter()
+                .map(|r| r.touch.as_ref().map(|h| &h[..]))
+                .collect(),
+            first_touches: records
+                .iter()
+                .map(|r| r.first_touch.as_ref().map(|h| &h[..]))
+                .collect(),
+            ignored: records.iter().map(|r| r.ignored.as_deref()).collect(),
+            occurred_at: records
+                .iter()
+                .map(|r| r.pending.as_ref().map(|p| p.occurred_at))
+                .collect(),
+            pending_until: records
+                .iter()
+                .map(|r| r.pending.as_ref().map(|p| p.until))
+                .collect(),
+            pending_persons: records
+                .iter()
+                .map(|r| r.pending.as_ref().and_then(|p| p.person))
+                .collect(),
+            named: records
+                .iter()
+                .map(|r| {
+                    r.pending
+                        .as_ref()
+                        .and_then(|p| p.named_click.as_ref())
+                        .map(|h| &h[..])
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A statement of the write phase; sent when first polled.
