@@ -1,4 +1,4 @@
-//! The edges of the HTTP surface every route shares: bodies that repeat a key.
+//! The edges of the HTTP surface every route shares: bodies that repeat a key, and HEAD.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -141,4 +141,107 @@ async fn every_body_that_repeats_a_key_is_a_400_naming_each_repeated_key_by_path
     .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(app.count("events").await, 1);
+}
+
+#[tokio::test]
+async fn head_answers_every_get_route_like_get_without_a_body() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .post_raw(
+            "/v1/events",
+            &app.key,
+            format!(r#"{{{SALE}, "amount": 2}}"#).into_bytes(),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paths = [
+        "/healthz".to_owned(),
+        "/readyz".into(),
+        "/openapi.yaml".into(),
+        "/schemas/sale.json".into(),
+        "/docs".into(),
+        "/docs/assets/redoc.LICENSE".into(),
+        "/ui".into(),
+        "/v1/events".into(),
+        format!("/v1/events/{id}"),
+        "/v1/events/evt_01a212182d597119a4ae9fb62e539a02".into(),
+        "/v1/events?limit=0".into(),
+        "/v1/clicks/nope".into(),
+        "/v1/dispatches".into(),
+        "/v1/dispatches/stats".into(),
+        "/v1/dispatches/dsp_01a212182d6870a5a85edc8c0eb1cdf3".into(),
+        "/v1/destinations".into(),
+        "/v1/reports/conversions?from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z".into(),
+        "/v1/no-such-path".into(),
+    ];
+    for path in &paths {
+        let get = app.get(path).await;
+        let (get_status, get_headers) = (get.status(), get.headers().clone());
+        let get_body = get.bytes().await.unwrap();
+        let head = app
+            .http
+            .head(app.url(path))
+            .bearer_auth(&app.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), get_status, "HEAD {path}");
+        for name in [
+            "content-type",
+            "content-length",
+            "allow",
+            "www-authenticate",
+        ] {
+            assert_eq!(
+                head.headers().get(name),
+                get_headers.get(name),
+                "HEAD {path}: {name}"
+            );
+        }
+        if let Some(length) = head.headers().get("content-length") {
+            assert_eq!(
+                length.to_str().unwrap(),
+                get_body.len().to_string(),
+                "HEAD {path}"
+            );
+        }
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {path}: a body"
+        );
+    }
+
+    // The metrics change with every request; their HEAD answers as their GET does all the same.
+    let head = app.http.head(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(head.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+
+    // Without a key, HEAD is refused as GET is; a POST-only route names its methods.
+    let head = app.http.head(app.url("/v1/events")).send().await.unwrap();
+    assert_eq!(head.status(), 401);
+    let head = app
+        .http
+        .head(app.url("/v1/events/batch"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 405);
+    assert_eq!(head.headers()["allow"], "POST");
+    let put = app
+        .http
+        .put(app.url("/v1/dispatches/stats"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.headers()["allow"], "GET, HEAD");
 }
