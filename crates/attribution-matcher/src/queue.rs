@@ -117,15 +117,20 @@ const TAKE_EXPIRED: &str = "
     ORDER BY pending_until LIMIT $3
     FOR UPDATE SKIP LOCKED";
 
-/// Files registered clicks as clicks of the person who named them, when someone did.
+/// Files registered clicks as clicks of the person who named them, when someone did: the
+/// `clickId` identity row owns the click from then on. Answers the person each now belongs to
+/// (the survivor, when that person was merged into another).
 const FILE_CLICKS: &str = "
-    INSERT INTO touches (workspace_id, identifier, person_id, clicked_at, click_id)
-    SELECT c.workspace_id, c.identifier, i.person_id, c.clicked_at, c.click_id
-    FROM unnest($2::bytea[]) AS q(identifier)
-    JOIN clicks c ON c.workspace_id = $1 AND c.identifier = q.identifier
-    JOIN identities i ON i.workspace_id = c.workspace_id AND i.identifier = c.identifier
-    ON CONFLICT DO NOTHING
-    RETURNING person_id, clicked_at, identifier";
+    WITH filed AS (
+        UPDATE identities AS i SET clicked_at = c.clicked_at
+        FROM unnest($2::bytea[]) AS q(identifier)
+        JOIN clicks c ON c.workspace_id = $1 AND c.identifier = q.identifier
+        WHERE i.workspace_id = $1 AND i.identifier = c.identifier AND i.clicked_at IS NULL
+        RETURNING i.person_id, i.clicked_at, i.identifier
+    )
+    SELECT coalesce(p.merged_into, f.person_id), f.clicked_at, f.identifier
+    FROM filed f
+    LEFT JOIN persons p ON p.workspace_id = $1 AND p.person_id = f.person_id";
 
 /// Pending events that newly filed clicks may match: the click happened before the event, or
 /// the event named it.

@@ -58,8 +58,8 @@ mod phone;
 mod timestamp;
 
 pub use attribution::{
-    Attribution, AttributionStatus, DestinationType, MatchedBy, RouteDecision, RoutedEvent,
-    Touchpoint,
+    Attribution, AttributionStatus, DestinationType, IgnoredIdentifier, MatchedBy, RouteDecision,
+    RoutedEvent, Touchpoint,
 };
 pub use click::{parse_click, parse_click_batch, Click, CLICK_FIELDS};
 pub use email::{Email, MAX_EMAIL_LENGTH};

@@ -19,9 +19,9 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::ingest::Ingest;
-use crate::pipeline::Workers;
 use crate::writer::{Writer, WriterConfig};
 use crate::{db, routes, telemetry};
+use pipeline::Workers;
 
 /// Connections of the pipeline workers inside `convrelay serve`: one per attribution loop, and
 /// the forwarder's parallel steps plus one for lease extensions, plus one to spare.
@@ -40,6 +40,7 @@ pub struct Application {
 pub fn match_settings(settings: &Settings) -> MatchSettings {
     MatchSettings {
         pending_window: settings.pending_window,
+        identity_max_links: settings.identity_max_links,
         ..MatchSettings::default()
     }
 }

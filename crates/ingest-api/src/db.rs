@@ -103,6 +103,7 @@ pub async fn migrate_all(client: &mut tokio_postgres::Client) -> Result<(), DbEr
             .set_migration_table_name(MIGRATION_TABLE)
             .run_async(client)
             .await?;
+        journal::migrate(client).await?;
         dedup::migrate(client).await?;
         attribution_matcher::migrate(client).await?;
         forwarder::migrate(client).await?;
@@ -128,6 +129,7 @@ pub fn migrations_id() -> String {
         ));
     }
     let crates = [
+        ("events", journal::migrations()),
         ("dedup", dedup::migrations()),
         ("matcher", attribution_matcher::migrations()),
         ("forwarder", forwarder::migrations()),
@@ -151,6 +153,15 @@ pub fn expected_versions() -> Vec<(&'static str, i32)> {
                     .get_migrations()
                     .iter()
                     .map(|m| m.version())
+                    .collect(),
+            ),
+        ),
+        (
+            journal::MIGRATION_TABLE,
+            newest(
+                journal::migrations()
+                    .into_iter()
+                    .map(|(v, _, _)| v)
                     .collect(),
             ),
         ),
