@@ -16,6 +16,8 @@ SELECT create_reference_table('workspaces')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'workspaces'::regclass);
 SELECT create_reference_table('api_keys')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'api_keys'::regclass);
+SELECT create_reference_table('events_schema_history')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'events_schema_history'::regclass);
 SELECT create_reference_table('journal_schema_history')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'journal_schema_history'::regclass);
 SELECT create_reference_table('dedup_schema_history')
@@ -40,8 +42,8 @@ SELECT create_distributed_table('clicks', 'workspace_id', colocate_with => 'even
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'clicks'::regclass);
 SELECT create_distributed_table('identities', 'workspace_id', colocate_with => 'events')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'identities'::regclass);
-SELECT create_distributed_table('touches', 'workspace_id', colocate_with => 'events')
-WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'touches'::regclass);
+SELECT create_distributed_table('persons', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'persons'::regclass);
 SELECT create_distributed_table('match_queue', 'workspace_id', colocate_with => 'events')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'match_queue'::regclass);
 SELECT create_distributed_table('attributions', 'workspace_id', colocate_with => 'events')
