@@ -526,9 +526,10 @@ pub async fn update_destination(
     ))
 }
 
-/// Deleting a destination and cancelling its unsent dispatches in one statement. In-flight
-/// dispatches keep their lease token, so the worker sending them still records its attempt; their
-/// status stays `cancelled`.
+/// Deleting a destination and cancelling its waiting dispatches in one statement. A dispatch in
+/// flight is left to its worker, which already holds the destination and may be delivering it
+/// right now: its real outcome is recorded (see `queue::record_results`), and should its worker
+/// vanish, the next claim cancels it.
 const DELETE: &str = "
     WITH gone AS (
         DELETE FROM destinations WHERE workspace_id = $1 AND id = $2 RETURNING id
@@ -536,13 +537,14 @@ const DELETE: &str = "
         UPDATE dispatches
         SET status = 'cancelled', reason = 'destination deleted', updated_at = now()
         WHERE workspace_id = $1 AND destination_id IN (SELECT id FROM gone)
-          AND status IN ('queued', 'retrying', 'in_flight')
+          AND status IN ('queued', 'retrying')
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM cancelled)";
 
 /// Deletes a destination, its sealed credentials with it; its dispatches still waiting become
-/// `cancelled` (reason `destination deleted`); its history stays readable.
+/// `cancelled` (reason `destination deleted`), one being sent keeps its outcome; its history stays
+/// readable.
 ///
 /// # Errors
 /// [`Error::NotFound`]; [`Error::Database`].

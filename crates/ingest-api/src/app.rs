@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
+use anyhow::Context;
 use attribution_matcher::MatchSettings;
 use deadpool_postgres::Pool;
 use dedup::InFlight;
@@ -191,7 +192,8 @@ impl Application {
             settings.metrics_token.clone(),
         ));
 
-        let listener = TcpListener::bind(settings.listen)?;
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {
             App::new()

@@ -72,11 +72,17 @@ pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, DbError> 
         .build()?)
 }
 
+/// How long opening the plain connection may take when the URL does not say
+/// (`connect_timeout`): an unreachable server is an error, not a hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens one plain connection (for migrations and the command line).
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(DbError::Connect)?;
+    let mut config = tokio_postgres::Config::from_str(url).map_err(DbError::Url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let (client, connection) = config.connect(NoTls).await.map_err(DbError::Connect)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "migration connection closed");
