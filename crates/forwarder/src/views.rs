@@ -12,8 +12,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::destinations::{page_params, parse_type, DestinationConfig};
-use crate::model::GoogleApi;
-use crate::queue::{DispatchKind, DispatchStatus};
+use crate::queue::{self, DispatchKind, DispatchStatus};
 use crate::{ids, Error, Page, Result};
 
 /// The default page size of the dispatch list.
@@ -449,18 +448,6 @@ pub async fn dispatches_for_event(
         .collect()
 }
 
-/// Putting a failed or skipped dispatch back in the queue: due now, with a fresh retry budget
-/// (`retry_from`), as long as its destination still exists.
-const RETRY_ONE: &str = "
-    UPDATE dispatches d
-    SET status = 'queued', due_at = now(), retry_from = d.attempts, reason = NULL, updated_at = now()
-    WHERE d.workspace_id = $1 AND d.id = $2 AND d.status IN ('failed', 'skipped')
-      AND EXISTS (SELECT 1 FROM destinations t
-                  WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id)
-    RETURNING d.workspace_id, d.id, d.event_id, d.destination_id, d.destination_type, d.kind,
-              d.status, d.attempts, d.due_at, d.last_error, d.reason, d.retract_reason,
-              d.created_at, d.updated_at";
-
 /// Sends a failed or skipped dispatch again: it goes back to `queued`, due now, with the full
 /// retry budget; its attempts so far stay in its history.
 ///
@@ -473,8 +460,7 @@ pub async fn retry_dispatch(
     id: &str,
 ) -> Result<DispatchView> {
     let uuid = ids::from_wire(ids::DISPATCH, id).ok_or(Error::NotFound)?;
-    let stmt = client.prepare_cached(RETRY_ONE).await?;
-    if let Some(row) = client.query_opt(&stmt, &[&workspace_id, &uuid]).await? {
+    if let Some(row) = queue::requeue_one(client, workspace_id, uuid).await? {
         tracing::info!(dispatch = %id, "dispatch queued again by an operator");
         return view_of(&row);
     }
@@ -495,15 +481,6 @@ pub async fn retry_dispatch(
         format!("only a failed or skipped dispatch can be retried; this one is {status}")
     }))
 }
-
-const RETRY_MANY: &str = "
-    UPDATE dispatches d
-    SET status = 'queued', due_at = now(), retry_from = d.attempts, reason = NULL, updated_at = now()
-    WHERE d.workspace_id = $1 AND d.status = $2
-      AND ($3::uuid IS NULL OR d.destination_id = $3)
-      AND ($4::timestamptz IS NULL OR d.created_at >= $4)
-      AND EXISTS (SELECT 1 FROM destinations t
-                  WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id)";
 
 /// Bulk replay: `{"status": "failed" | "skipped", "destination"?: "dst_…", "since"?: "…"}`
 /// (`status` defaults to `failed`; `since` compares with the dispatch's creation, as in the
@@ -561,13 +538,7 @@ pub async fn retry_dispatches(
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
-    let stmt = client.prepare_cached(RETRY_MANY).await?;
-    let count = client
-        .execute(
-            &stmt,
-            &[&workspace_id, &status.as_str(), &destination, &since],
-        )
-        .await?;
+    let count = queue::requeue_many(client, workspace_id, status, destination, since).await?;
     tracing::info!(
         count,
         status = status.as_str(),
@@ -678,11 +649,6 @@ pub struct RetractReport {
     pub cancelled: usize,
 }
 
-const CANCEL_UNSENT: &str = "
-    UPDATE dispatches SET status = 'cancelled', reason = $3, updated_at = now()
-    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
-      AND status IN ('queued', 'retrying')";
-
 const DELIVERED: &str = "
     SELECT d.destination_id, d.destination_type, d.payload, t.type AS t_type, t.config
     FROM dispatches d
@@ -691,18 +657,8 @@ const DELIVERED: &str = "
       AND d.status = 'succeeded'
     ORDER BY d.destination_id";
 
-const INSERT_RETRACTIONS: &str = "
-    INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type, kind,
-                            status, payload, retract_reason, reason)
-    SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'retraction', u.status, u.payload,
-           $3, u.reason
-    FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
-        AS u(id, destination_id, destination_type, status, payload, reason)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind) DO NOTHING
-    RETURNING status";
-
 /// The reason a retraction is skipped where the destination cannot retract.
-pub const NOT_SUPPORTED: &str = "not_supported";
+pub const NOT_SUPPORTED: &str = platforms::NOT_SUPPORTED;
 
 /// Most characters of a retraction reason.
 const MAX_REASON: usize = 255;
@@ -737,36 +693,30 @@ pub async fn retract(
             &events::Error::TooLong { max: MAX_REASON },
         )]));
     }
-    let stmt = client.prepare_cached(CANCEL_UNSENT).await?;
-    let cancelled = client
-        .execute(
-            &stmt,
-            &[
-                &workspace_id,
-                &event_id,
-                &format!("event retracted: {reason}"),
-            ],
-        )
-        .await?;
+    let cancelled = queue::cancel_unsent(
+        client,
+        workspace_id,
+        event_id,
+        &format!("event retracted: {reason}"),
+    )
+    .await?;
 
     let stmt = client.prepare_cached(DELIVERED).await?;
     let delivered = client.query(&stmt, &[&workspace_id, &event_id]).await?;
     let mut new_ids = Vec::new();
     let mut destination_ids = Vec::new();
     let mut types = Vec::new();
-    let mut statuses = Vec::new();
+    let mut statuses: Vec<DispatchStatus> = Vec::new();
     let mut payloads = Vec::new();
-    let mut reasons: Vec<Option<&str>> = Vec::new();
+    let mut reasons: Vec<Option<&'static str>> = Vec::new();
     for row in &delivered {
         let destination_id: Uuid = row.try_get("destination_id")?;
         let destination_type: String = row.try_get("destination_type")?;
         let payload: Value = row.try_get("payload")?;
         let config: Option<Value> = row.try_get("config")?;
         let supported = match (row.try_get::<_, Option<&str>>("t_type")?, config) {
-            (Some(t), Some(config)) => matches!(
-                DestinationConfig::from_json(parse_type(t)?, config),
-                Ok(DestinationConfig::GoogleAds(google)) if google.api == GoogleApi::GoogleAdsApi
-            ),
+            (Some(t), Some(config)) => DestinationConfig::from_json(parse_type(t)?, config)
+                .is_ok_and(|config| config.adapter().supports_retraction(config.json())),
             _ => false,
         };
         new_ids.push(Uuid::now_v7());
@@ -774,35 +724,28 @@ pub async fn retract(
         types.push(destination_type);
         payloads.push(payload);
         if supported {
-            statuses.push(DispatchStatus::Queued.as_str());
+            statuses.push(DispatchStatus::Queued);
             reasons.push(None);
         } else {
-            statuses.push(DispatchStatus::Skipped.as_str());
+            statuses.push(DispatchStatus::Skipped);
             reasons.push(Some(NOT_SUPPORTED));
         }
     }
     let (mut queued, mut not_supported) = (0, 0);
     if !new_ids.is_empty() {
-        let stmt = client.prepare_cached(INSERT_RETRACTIONS).await?;
-        for row in client
-            .query(
-                &stmt,
-                &[
-                    &workspace_id,
-                    &event_id,
-                    &reason,
-                    &new_ids,
-                    &destination_ids,
-                    &types,
-                    &statuses,
-                    &payloads,
-                    &reasons,
-                ],
-            )
-            .await?
+        let retractions = queue::Retractions {
+            ids: new_ids,
+            destination_ids,
+            types,
+            statuses,
+            payloads,
+            reasons,
+        };
+        for status in
+            queue::add_retractions(client, workspace_id, event_id, reason, &retractions).await?
         {
-            match row.try_get::<_, &str>(0)? {
-                "queued" => queued += 1,
+            match status {
+                DispatchStatus::Queued => queued += 1,
                 _ => not_supported += 1,
             }
         }

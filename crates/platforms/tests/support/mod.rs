@@ -15,10 +15,11 @@ use events::{
     Attribution, AttributionStatus, ClickIds, Consent, ConsentStatus, Currency, Email, Event,
     EventKind, MatchedBy, Mode, Money, PhoneE164, Product, Touchpoint,
 };
-use forwarder::model::{
-    Conversion, GoogleAdsConfig, GoogleApi, GoogleCredentials, MetaConfig, MetaCredentials, PerKind,
-};
-use forwarder::platforms::{Endpoints, Platforms, SendReport};
+use platforms::google::{Google, GoogleAdsConfig, GoogleApi, GoogleCredentials};
+use platforms::meta::{Meta, MetaConfig, MetaCredentials};
+use platforms::model::{Conversion, PerKind};
+use platforms::webhook::{Webhook, WebhookConfig, WebhookCredentials};
+use platforms::{deliver, Endpoints, Platform, Platforms, SendReport};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -53,6 +54,93 @@ pub const META_PHONE_SHA256: &str =
 
 pub const GCLID: &str = "Cj0KCQiA_gclid-Value";
 pub const FBCLID: &str = "IwAR2MixedCase_FbClid-Value";
+
+/// Sends through each adapter the way the forwarder does ([`deliver`]: age limits first).
+#[allow(async_fn_in_trait)]
+pub trait Sends {
+    async fn send_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport;
+    async fn retract_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport;
+    async fn send_meta(
+        &self,
+        config: &MetaConfig,
+        creds: &MetaCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport;
+    async fn send_webhook(
+        &self,
+        config: &WebhookConfig,
+        creds: &WebhookCredentials,
+        conversion: &Conversion,
+        routing: &Value,
+        now: OffsetDateTime,
+    ) -> SendReport;
+}
+
+impl Sends for Platforms {
+    async fn send_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        deliver(&Google, self, config, creds, batch, now).await
+    }
+
+    async fn retract_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        Google.retract(self, config, creds, batch, now).await
+    }
+
+    async fn send_meta(
+        &self,
+        config: &MetaConfig,
+        creds: &MetaCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        deliver(&Meta, self, config, creds, batch, now).await
+    }
+
+    async fn send_webhook(
+        &self,
+        config: &WebhookConfig,
+        creds: &WebhookCredentials,
+        conversion: &Conversion,
+        routing: &Value,
+        now: OffsetDateTime,
+    ) -> SendReport {
+        let mut conversion = conversion.clone();
+        conversion.routing = routing.clone();
+        deliver(
+            &Webhook,
+            self,
+            config,
+            creds,
+            std::slice::from_ref(&conversion),
+            now,
+        )
+        .await
+    }
+}
 
 /// Platforms pointed at `server`, with a request timeout.
 pub fn platforms(server: &MockServer, timeout: Duration) -> Platforms {
@@ -180,6 +268,7 @@ pub fn sale(invoice: &str, now: OffsetDateTime) -> Conversion {
         received_at: at,
         event,
         attribution,
+        routing: Value::Null,
     }
 }
 

@@ -2,15 +2,16 @@
 //! refresh-token flow, against a fake Google that checks requests as strictly as the real one.
 #![allow(clippy::unwrap_used)]
 
-mod platforms_support;
+mod support;
 
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use forwarder::model::{GoogleApi, Outcome};
-use forwarder::platforms::{RequestTarget, RetryPolicy};
-use platforms_support::*;
+use platforms::google::GoogleApi;
+use platforms::model::Outcome;
+use platforms::{RequestTarget, RetryPolicy};
 use serde_json::{json, Value};
+use support::*;
 use time::OffsetDateTime;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};

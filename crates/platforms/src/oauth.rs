@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{classify, record, Collector, Platforms, RequestTarget};
-use crate::model::{GoogleCredentials, Outcome};
+use crate::google::GoogleCredentials;
+use crate::model::Outcome;
 
 /// How long before its expiry a cached access token is replaced.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
