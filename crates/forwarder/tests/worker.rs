@@ -567,3 +567,32 @@ async fn a_slow_send_keeps_its_lease_and_nobody_takes_it_over() {
     assert_eq!((sent.succeeded, sent.lost), (1, 0));
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_conversion_too_old_for_its_platform_is_skipped_and_never_sent() {
+    let server = MockServer::start().await;
+    let db = test_db().await;
+    let pool = pool(&db, 4);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    meta(&client, ws, &["sale"], false).await;
+    let mut old = sale("inv-old");
+    old.timestamp -= time::Duration::days(8);
+    let old = routed(ws, old, AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, std::slice::from_ref(&old))
+        .await
+        .unwrap();
+
+    let worker = Forwarder::new(pool.clone(), cipher(), config(&server.uri(), 5));
+    let report = worker.dispatch_due(10).await.unwrap();
+
+    assert_eq!((report.claimed, report.skipped), (1, 1));
+    assert!(server.received_requests().await.unwrap().is_empty());
+    let dispatches = dispatches_of(&client, ws, old.event_id).await;
+    assert_eq!(dispatches.len(), 1);
+    assert_eq!(dispatches[0].status, forwarder::DispatchStatus::Skipped);
+    assert_eq!(
+        dispatches[0].reason.as_deref(),
+        Some("too_old_for_platform")
+    );
+}

@@ -397,3 +397,85 @@ pub async fn deliver<P: Platform>(
         requests,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use events::{Attribution, AttributionStatus, ClickIds, Event, Touchpoint};
+    use time::macros::datetime;
+    use uuid::Uuid;
+
+    fn conversion(event_at: OffsetDateTime, clicked_at: Option<OffsetDateTime>) -> Conversion {
+        let mut event: Event = events::parse_event(
+            &serde_json::json!({"event": "lead", "email": "a@example.com"}),
+            event_at,
+        )
+        .unwrap();
+        event.timestamp = event_at;
+        Conversion {
+            dispatch_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            received_at: event_at,
+            event,
+            attribution: Attribution {
+                status: AttributionStatus::Matched,
+                matched_by: None,
+                click: clicked_at.map(|clicked_at| Touchpoint {
+                    click_id: None,
+                    clicked_at,
+                    click_ids: ClickIds::default(),
+                    utm: None,
+                    url: None,
+                    referrer: None,
+                    ip: None,
+                    user_agent: None,
+                }),
+                model: "last_click".into(),
+                first_touch: None,
+                pending_until: None,
+                decided_at: event_at,
+            },
+            routing: Value::Null,
+        }
+    }
+
+    fn limits(event_days: Option<u64>, click_days: Option<u64>) -> Limits {
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        Limits {
+            batch_size: 10,
+            max_event_age: event_days.map(days),
+            max_click_age: click_days.map(days),
+            dedup_key: "event_id",
+            test_mode: None,
+        }
+    }
+
+    #[test]
+    fn events_and_clicks_past_the_limit_or_within_five_minutes_of_it_are_too_old() {
+        let now = datetime!(2026-04-10 12:00 UTC);
+        let week = limits(Some(7), None);
+        let fresh = conversion(now - time::Duration::days(6), None);
+        assert_eq!(too_old(&week, &fresh, now), None);
+        let edge = conversion(
+            now - time::Duration::days(7) + time::Duration::minutes(4),
+            None,
+        );
+        assert!(too_old(&week, &edge, now).is_some());
+        let old = conversion(now - time::Duration::days(8), None);
+        assert!(too_old(&week, &old, now).is_some());
+
+        let clicks = limits(None, Some(90));
+        let old_click = conversion(now, Some(now - time::Duration::days(91)));
+        assert!(too_old(&clicks, &old_click, now).is_some_and(|why| why.contains("click")));
+        let recent_click = conversion(now, Some(now - time::Duration::days(30)));
+        assert_eq!(too_old(&clicks, &recent_click, now), None);
+        assert_eq!(too_old(&limits(None, None), &old_click, now), None);
+    }
+
+    #[test]
+    fn a_future_event_is_never_too_old() {
+        let now = datetime!(2026-04-10 12:00 UTC);
+        let ahead = conversion(now + time::Duration::minutes(3), None);
+        assert_eq!(too_old(&limits(Some(7), Some(7)), &ahead, now), None);
+    }
+}

@@ -734,3 +734,26 @@ async fn a_missing_conversion_action_is_permanent_and_not_sent() {
     );
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_click_older_than_90_days_is_skipped_as_too_old_and_never_sent() {
+    let server = MockServer::start().await;
+    let now = OffsetDateTime::now_utc();
+    let mut old = sale("INV-OLD-CLICK", now);
+    if let Some(click) = old.attribution.click.as_mut() {
+        click.clicked_at = now - time::Duration::days(91);
+    }
+
+    for api in [GoogleApi::GoogleAdsApi, GoogleApi::DataManager] {
+        let report = platforms(&server, TIMEOUT)
+            .send_google(&google_config(api), &google_creds(), &[old.clone()], now)
+            .await;
+        assert_eq!(
+            report.outcomes,
+            [Outcome::Skipped {
+                reason: platforms::TOO_OLD_FOR_PLATFORM.into()
+            }]
+        );
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
