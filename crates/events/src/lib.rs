@@ -38,7 +38,7 @@
 //! | `max_size` | `metadata` is over 16 KiB once serialised |
 //! | `min_items` | `events` (or `clicks`) of a batch is empty |
 //! | `max_items` | `events` (or `clicks`) of a batch holds more than 1000 items |
-//! | `missing_identifier` | none of `customerExternalId`, `email`, `phone`, `clickId`, `gclid`, `gbraid`, `wbraid`, `fbclid`, `fbc`, `fbp`, `ttclid`, `msclkid` is given (field `identifiers`); for a click, none of `clickId`, the ad-platform click ids or a `utm` value |
+//! | `missing_identifier` | none of `customerExternalId`, `email`, `phone`, `clickId`, `gclid`, `gbraid`, `wbraid`, `fbclid`, `fbc`, `fbp`, `ttclid`, `msclkid`, `ttp`, `liFatId`, `rdtCid`, `scCid`, `scid`, `epik` is given (field `identifiers`); for a click, none of `clickId`, the ad-platform click ids or a `utm` value |
 //!
 //! Errors are listed in the order the fields are checked: the event fields in the order of the
 //! API table (nested fields where their parent is), then unknown fields, then `identifiers`.
