@@ -110,19 +110,27 @@ pub enum DestinationType {
     GoogleAds,
     /// Meta Conversions API (fbclid, fbc).
     Meta,
+    /// Microsoft Advertising offline conversions (msclkid).
+    MicrosoftAds,
     /// Signed webhooks: every subscribed event.
     Webhook,
 }
 
 impl DestinationType {
     /// Every destination type, in a fixed order.
-    pub const ALL: [Self; 3] = [Self::GoogleAds, Self::Meta, Self::Webhook];
+    pub const ALL: [Self; 4] = [
+        Self::GoogleAds,
+        Self::Meta,
+        Self::MicrosoftAds,
+        Self::Webhook,
+    ];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GoogleAds => "google_ads",
             Self::Meta => "meta",
+            Self::MicrosoftAds => "microsoft_ads",
             Self::Webhook => "webhook",
         }
     }

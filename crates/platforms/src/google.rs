@@ -22,6 +22,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Conversion, Outcome, PerKind};
+use crate::oauth::RefreshGrant;
 use crate::settings::{
     digits, object, one_of, optional_bool, optional_string, required, required_secret, Errors, Obj,
     Recorded,
@@ -638,6 +639,19 @@ fn collector_for(creds: &GoogleCredentials, count: usize) -> Collector {
     collector
 }
 
+/// The refresh-token grant of `creds` at Google's token endpoint.
+fn grant<'a>(platforms: &'a Platforms, creds: &'a GoogleCredentials) -> RefreshGrant<'a> {
+    RefreshGrant {
+        provider: "Google",
+        url: &platforms.endpoints.google_oauth,
+        target: RequestTarget::GoogleOAuth,
+        client_id: &creds.client_id,
+        client_secret: Some(&creds.client_secret),
+        refresh_token: &creds.refresh_token,
+        scope: None,
+    }
+}
+
 /// Everything a record must not show.
 fn secrets<'a>(creds: &'a GoogleCredentials, token: &'a str) -> Vec<&'a str> {
     let mut secrets = vec![
@@ -663,7 +677,7 @@ async fn send_authorized(
 ) -> Result<(Exchange, String), Outcome> {
     let token = platforms
         .tokens
-        .access_token(platforms, creds, indexes, collector)
+        .access_token(platforms, &grant(platforms, creds), indexes, collector)
         .await?;
     collector.add_secret(&token);
     let exchange = platforms.execute(build(&token)).await;
@@ -681,10 +695,13 @@ async fn send_authorized(
         target = target.as_str(),
         "google refused the access token; refreshing"
     );
-    platforms.tokens.invalidate(creds, &token).await;
+    platforms
+        .tokens
+        .invalidate(&grant(platforms, creds), &token)
+        .await;
     let token = platforms
         .tokens
-        .access_token(platforms, creds, indexes, collector)
+        .access_token(platforms, &grant(platforms, creds), indexes, collector)
         .await?;
     collector.add_secret(&token);
     let exchange = platforms.execute(build(&token)).await;

@@ -40,6 +40,7 @@ pub mod google;
 pub mod hashing;
 pub mod ids;
 pub mod meta;
+pub mod microsoft;
 pub mod model;
 mod oauth;
 pub mod retry;
@@ -66,6 +67,7 @@ pub fn adapter(destination_type: DestinationType) -> &'static dyn Adapter {
     match destination_type {
         DestinationType::GoogleAds => &google::Google,
         DestinationType::Meta => &meta::Meta,
+        DestinationType::MicrosoftAds => &microsoft::MicrosoftAds,
         DestinationType::Webhook => &webhook::Webhook,
     }
 }
@@ -88,6 +90,12 @@ pub struct Endpoints {
     pub google_oauth: String,
     /// Graph API base address (`https://graph.facebook.com`).
     pub meta: String,
+    /// Microsoft Advertising Campaign Management base address
+    /// (`https://campaign.api.bingads.microsoft.com`).
+    pub microsoft_ads: String,
+    /// The Microsoft identity platform's token endpoint, the full address
+    /// (`https://login.microsoftonline.com/common/oauth2/v2.0/token`).
+    pub microsoft_oauth: String,
 }
 
 impl Default for Endpoints {
@@ -97,6 +105,8 @@ impl Default for Endpoints {
             google_data_manager: "https://datamanager.googleapis.com".into(),
             google_oauth: "https://oauth2.googleapis.com/token".into(),
             meta: "https://graph.facebook.com".into(),
+            microsoft_ads: "https://campaign.api.bingads.microsoft.com".into(),
+            microsoft_oauth: "https://login.microsoftonline.com/common/oauth2/v2.0/token".into(),
         }
     }
 }
@@ -114,6 +124,10 @@ pub enum RequestTarget {
     GoogleAdsUploadConversionAdjustments,
     /// Meta Conversions API `/{pixel}/events`.
     MetaEvents,
+    /// Microsoft identity platform refresh-token exchange.
+    MicrosoftOAuth,
+    /// Microsoft Advertising `OfflineConversions/Apply`.
+    MicrosoftOfflineConversions,
     /// A webhook receiver.
     Webhook,
 }
@@ -129,6 +143,8 @@ impl RequestTarget {
                 "google_ads_upload_conversion_adjustments"
             }
             Self::MetaEvents => "meta_events",
+            Self::MicrosoftOAuth => "microsoft_oauth",
+            Self::MicrosoftOfflineConversions => "microsoft_offline_conversions",
             Self::Webhook => "webhook",
         }
     }

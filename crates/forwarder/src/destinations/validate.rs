@@ -322,6 +322,37 @@ mod tests {
     }
 
     #[test]
+    fn every_bad_microsoft_ads_field_is_listed_and_a_good_one_is_stored_without_secrets() {
+        let body = json!({"type": "microsoft_ads", "name": "ms", "events": ["lead", "sale"],
+            "config": {"customerId": "12a", "conversionNames": {"sale": "", "lead": "CRM Lead"},
+                       "tagId": "1"},
+            "credentials": {"clientId": "c", "clientSecret": 7}});
+        assert_eq!(
+            fields(check_document(&body, true)),
+            [
+                "config.customerId",
+                "config.accountId",
+                "config.conversionNames.sale",
+                "config.tagId",
+                "credentials.clientSecret",
+                "credentials.refreshToken",
+                "credentials.developerToken",
+            ]
+        );
+        let body = json!({"type": "microsoft_ads", "name": "ms", "events": ["sale"],
+            "config": {"customerId": 251186883, "accountId": " 149615541 ",
+                       "conversionNames": {"sale": "Offline Purchase"}},
+            "credentials": {"clientId": "c", "refreshToken": "r", "developerToken": "d"}});
+        let draft = check_document(&body, true).unwrap();
+        assert_eq!(
+            draft.config.to_json(),
+            json!({"customerId": "251186883", "accountId": "149615541",
+                   "conversionNames": {"sale": "Offline Purchase"}})
+        );
+        assert!(!format!("{:?}", draft.credentials).contains("\"r\""));
+    }
+
+    #[test]
     fn merge_patch_follows_rfc_7396() {
         let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}}));

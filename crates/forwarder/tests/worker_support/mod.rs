@@ -178,6 +178,8 @@ pub fn config(base: &str, max_attempts: u32) -> ForwarderConfig {
             google_data_manager: base.to_owned(),
             google_oauth: format!("{base}/token"),
             meta: base.to_owned(),
+            microsoft_ads: base.to_owned(),
+            microsoft_oauth: format!("{base}/ms-token"),
         },
         retry: RetryPolicy::from_settings(1, 5, max_attempts),
         lease: Duration::from_secs(30),

@@ -87,9 +87,28 @@ pub trait Sends {
         routing: &Value,
         now: OffsetDateTime,
     ) -> SendReport;
+    async fn send_to<P: Platform>(
+        &self,
+        platform: &P,
+        config: &P::Config,
+        creds: &P::Credentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport;
 }
 
 impl Sends for Platforms {
+    async fn send_to<P: Platform>(
+        &self,
+        platform: &P,
+        config: &P::Config,
+        creds: &P::Credentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        deliver(platform, self, config, creds, batch, now).await
+    }
+
     async fn send_google(
         &self,
         config: &GoogleAdsConfig,
@@ -153,6 +172,8 @@ pub fn endpoints(server: &MockServer) -> Endpoints {
         google_data_manager: server.uri(),
         google_oauth: format!("{}/token", server.uri()),
         meta: server.uri(),
+        microsoft_ads: server.uri(),
+        microsoft_oauth: format!("{}/ms-token", server.uri()),
     }
 }
 
@@ -1233,6 +1254,10 @@ pub async fn assert_requests_strict(server: &MockServer) {
         let path = request.url.path().to_owned();
         let problems = if path == "/token" {
             check_oauth(&request)
+        } else if path == "/ms-token" {
+            check_microsoft_oauth(&request)
+        } else if path == platforms::microsoft::APPLY_PATH {
+            check_microsoft(&request)
         } else if path.ends_with(":uploadClickConversions") {
             check_ads_upload(&request)
         } else if path.ends_with(":uploadConversionAdjustments") {
@@ -1328,4 +1353,189 @@ pub fn assert_no_secrets(report: &SendReport, extra: &[&str]) {
             assert!(!text.contains(secret), "outcome shows a secret: {text}");
         }
     }
+}
+
+// ---- Microsoft Advertising
+
+pub const MS_CUSTOMER_ID: &str = "251186883";
+pub const MS_ACCOUNT_ID: &str = "149615541";
+pub const MS_CLIENT_ID: &str = "4c0b021c-00c3-4508-838f-d3127e8167ff";
+pub const MS_REFRESH_TOKEN: &str = "M.C107_BAY.refresh-token";
+pub const MS_DEVELOPER_TOKEN: &str = "BBD37VB98-dev-token";
+pub const MS_ACCESS_TOKEN: &str = "EwAIA+pvBAAUms-access";
+pub const MSCLKID: &str = "f894f652ea334e739002f7167ab8f8e3";
+/// Microsoft's hash of `john.smith+promo@gmail.com` (trimmed, lower-cased, nothing else).
+pub const MS_EMAIL_SHA256: &str =
+    "bf76de1a7b58966a1a636ee208f34a243f0f24c29b3d1163b6e0d14c0cfadfee";
+
+pub fn microsoft_config() -> platforms::microsoft::MicrosoftAdsConfig {
+    platforms::microsoft::MicrosoftAdsConfig {
+        customer_id: MS_CUSTOMER_ID.into(),
+        account_id: MS_ACCOUNT_ID.into(),
+        conversion_names: PerKind {
+            lead: Some("CRM Lead".into()),
+            sale: Some("Offline Purchase".into()),
+        },
+    }
+}
+
+pub fn microsoft_creds() -> platforms::microsoft::MicrosoftAdsCredentials {
+    platforms::microsoft::MicrosoftAdsCredentials {
+        client_id: MS_CLIENT_ID.into(),
+        client_secret: None,
+        refresh_token: MS_REFRESH_TOKEN.into(),
+        developer_token: MS_DEVELOPER_TOKEN.into(),
+    }
+}
+
+/// `conversion` carrying an msclkid on its touchpoint.
+pub fn with_msclkid(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.msclkid = Some(MSCLKID.into());
+    }
+    conversion
+}
+
+/// The identity platform's refresh-token exchange, as Microsoft checks it.
+pub fn check_microsoft_oauth(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != "/ms-token" {
+        problems.push("not POST /ms-token".into());
+    }
+    if header(request, "content-type") != Some("application/x-www-form-urlencoded") {
+        problems.push("content-type is not application/x-www-form-urlencoded".into());
+    }
+    let form = form_decode(&String::from_utf8_lossy(&request.body));
+    let get = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    if get("grant_type") != Some("refresh_token") {
+        problems.push("grant_type is not refresh_token".into());
+    }
+    for key in ["client_id", "refresh_token"] {
+        if get(key).is_none_or(str::is_empty) {
+            problems.push(format!("{key} missing"));
+        }
+    }
+    if !get("scope").is_some_and(|scope| {
+        scope
+            .split(' ')
+            .any(|s| s == "https://ads.microsoft.com/msads.manage")
+    }) {
+        problems.push("scope does not ask for https://ads.microsoft.com/msads.manage".into());
+    }
+    problems
+}
+
+/// `ApplyOfflineConversions` (REST), as strict as the service and its msads models: the four
+/// headers, the exact keys (PascalCase), 1 to 1,000 rows, UTC times with a `Z` no older than
+/// 90 days and not in the future, hex hashes, a currency only with a value.
+pub fn check_microsoft(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != platforms::microsoft::APPLY_PATH {
+        problems.push("not POST /CampaignManagement/v13/OfflineConversions/Apply".into());
+    }
+    bearer(request, &mut problems);
+    if header(request, "developertoken").is_none_or(str::is_empty) {
+        problems.push("no DeveloperToken header".into());
+    }
+    for name in ["customerid", "customeraccountid"] {
+        if !header(request, name).is_some_and(is_digits) {
+            problems.push(format!("{name} header is not digits"));
+        }
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["OfflineConversions"], "body", &mut problems);
+    let rows = body["OfflineConversions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if rows.is_empty() || rows.len() > 1000 {
+        problems.push(format!(
+            "{} OfflineConversions: must be 1 to 1000",
+            rows.len()
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    for (index, row) in rows.iter().enumerate() {
+        let at = format!("OfflineConversions[{index}]");
+        only_keys(
+            row,
+            &[
+                "ConversionName",
+                "ConversionTime",
+                "MicrosoftClickId",
+                "ConversionValue",
+                "ConversionCurrencyCode",
+                "HashedEmailAddress",
+                "HashedPhoneNumber",
+                "ExternalAttributionCredit",
+                "ExternalAttributionModel",
+            ],
+            &at,
+            &mut problems,
+        );
+        if row["ConversionName"]
+            .as_str()
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            problems.push(format!("{at}.ConversionName missing"));
+        }
+        if row["MicrosoftClickId"]
+            .as_str()
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            problems.push(format!("{at}.MicrosoftClickId missing"));
+        }
+        match row["ConversionTime"].as_str() {
+            Some(text) if shaped(text, "9999-99-99T99:99:99Z") => {
+                match OffsetDateTime::parse(text, &Rfc3339) {
+                    Ok(time) if time > now + time::Duration::minutes(1) => {
+                        problems.push(format!("{at}.ConversionTime is in the future"))
+                    }
+                    Ok(time) if now - time > time::Duration::days(90) => {
+                        problems.push(format!("{at}.ConversionTime is over 90 days old"))
+                    }
+                    Ok(_) => {}
+                    Err(_) => problems.push(format!("{at}.ConversionTime is not a time")),
+                }
+            }
+            _ => problems.push(format!("{at}.ConversionTime is not yyyy-mm-ddThh:mm:ssZ")),
+        }
+        if let Some(value) = row.get("ConversionValue") {
+            if !value.as_f64().is_some_and(|v| v >= 0.0) {
+                problems.push(format!("{at}.ConversionValue is not a number >= 0"));
+            }
+        }
+        match row.get("ConversionCurrencyCode") {
+            Some(code) if !code.as_str().is_some_and(is_currency) => {
+                problems.push(format!("{at}.ConversionCurrencyCode is not ISO 4217"))
+            }
+            Some(_) if row.get("ConversionValue").is_none() => {
+                problems.push(format!("{at}.ConversionCurrencyCode without a value"))
+            }
+            _ => {}
+        }
+        for key in ["HashedEmailAddress", "HashedPhoneNumber"] {
+            if let Some(hash) = row.get(key) {
+                if !hash.as_str().is_some_and(is_hex64) {
+                    problems.push(format!("{at}.{key} is not a lower-case SHA-256 hex digest"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Mounts Microsoft's token endpoint, handing out `token`.
+pub async fn mount_microsoft_oauth(server: &MockServer, token: &'static str) {
+    Mock::given(method("POST"))
+        .and(path("/ms-token"))
+        .and(Strict(check_microsoft_oauth))
+        .respond_with(TokenSequence {
+            tokens: vec![token],
+            expires_in: 3599,
+            served: AtomicUsize::new(0),
+        })
+        .named("microsoft token")
+        .mount(server)
+        .await;
 }
