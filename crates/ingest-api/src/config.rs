@@ -36,6 +36,8 @@ pub struct Settings {
     pub microsoft_ads_url: String,
     /// Microsoft identity platform token endpoint (`CONVRELAY_MICROSOFT_OAUTH_URL`).
     pub microsoft_oauth_url: String,
+    /// LinkedIn Conversions API address (`CONVRELAY_LINKEDIN_URL`).
+    pub linkedin_url: String,
     /// First retry delay (`CONVRELAY_RETRY_INITIAL_MS`).
     pub retry_initial_ms: u64,
     /// Longest retry delay (`CONVRELAY_RETRY_MAX_MS`).
@@ -125,6 +127,11 @@ impl Settings {
                 &lookup,
                 "CONVRELAY_MICROSOFT_ADS_URL",
                 "https://campaign.api.bingads.microsoft.com",
+            ),
+            linkedin_url: text(
+                &lookup,
+                "CONVRELAY_LINKEDIN_URL",
+                "https://api.linkedin.com",
             ),
             microsoft_oauth_url: text(
                 &lookup,

@@ -35,10 +35,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod adapter;
+mod batch;
 pub mod classify;
 pub mod google;
 pub mod hashing;
 pub mod ids;
+pub mod linkedin;
 pub mod meta;
 pub mod microsoft;
 pub mod model;
@@ -68,6 +70,7 @@ pub fn adapter(destination_type: DestinationType) -> &'static dyn Adapter {
         DestinationType::GoogleAds => &google::Google,
         DestinationType::Meta => &meta::Meta,
         DestinationType::MicrosoftAds => &microsoft::MicrosoftAds,
+        DestinationType::LinkedIn => &linkedin::LinkedIn,
         DestinationType::Webhook => &webhook::Webhook,
     }
 }
@@ -96,6 +99,8 @@ pub struct Endpoints {
     /// The Microsoft identity platform's token endpoint, the full address
     /// (`https://login.microsoftonline.com/common/oauth2/v2.0/token`).
     pub microsoft_oauth: String,
+    /// LinkedIn Conversions API base address (`https://api.linkedin.com`).
+    pub linkedin: String,
 }
 
 impl Default for Endpoints {
@@ -107,6 +112,7 @@ impl Default for Endpoints {
             meta: "https://graph.facebook.com".into(),
             microsoft_ads: "https://campaign.api.bingads.microsoft.com".into(),
             microsoft_oauth: "https://login.microsoftonline.com/common/oauth2/v2.0/token".into(),
+            linkedin: "https://api.linkedin.com".into(),
         }
     }
 }
@@ -128,6 +134,8 @@ pub enum RequestTarget {
     MicrosoftOAuth,
     /// Microsoft Advertising `OfflineConversions/Apply`.
     MicrosoftOfflineConversions,
+    /// LinkedIn Conversions API requests.
+    LinkedInConversionEvents,
     /// A webhook receiver.
     Webhook,
 }
@@ -145,6 +153,7 @@ impl RequestTarget {
             Self::MetaEvents => "meta_events",
             Self::MicrosoftOAuth => "microsoft_oauth",
             Self::MicrosoftOfflineConversions => "microsoft_offline_conversions",
+            Self::LinkedInConversionEvents => "linkedin_conversion_events",
             Self::Webhook => "webhook",
         }
     }
@@ -521,6 +530,28 @@ pub fn order_id(conversion: &Conversion) -> String {
 /// A base address joined with a path, with no doubled slash.
 fn join(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
+}
+
+/// A click id or cookie of a conversion by its wire name (`msclkid`, `liFatId`, …): the
+/// touchpoint's, else the event's own; blank counts as absent.
+pub(crate) fn click_value<'a>(conversion: &'a Conversion, wire: &str) -> Option<&'a str> {
+    let usable = |value: Option<&'a str>| value.map(str::trim).filter(|v| !v.is_empty());
+    usable(
+        conversion
+            .attribution
+            .click
+            .as_ref()
+            .and_then(|click| click.click_ids.get(wire)),
+    )
+    .or_else(|| usable(conversion.event.click_ids.get(wire)))
+}
+
+/// True when the person denied ad user data: no user data leaves for ad platforms.
+pub(crate) fn user_data_denied(conversion: &Conversion) -> bool {
+    conversion
+        .event
+        .consent
+        .is_some_and(|consent| consent.ad_user_data_denied())
 }
 
 #[cfg(test)]

@@ -174,6 +174,7 @@ pub fn endpoints(server: &MockServer) -> Endpoints {
         meta: server.uri(),
         microsoft_ads: server.uri(),
         microsoft_oauth: format!("{}/ms-token", server.uri()),
+        linkedin: server.uri(),
     }
 }
 
@@ -1258,6 +1259,8 @@ pub async fn assert_requests_strict(server: &MockServer) {
             check_microsoft_oauth(&request)
         } else if path == platforms::microsoft::APPLY_PATH {
             check_microsoft(&request)
+        } else if path == platforms::linkedin::PATH {
+            check_linkedin(&request)
         } else if path.ends_with(":uploadClickConversions") {
             check_ads_upload(&request)
         } else if path.ends_with(":uploadConversionAdjustments") {
@@ -1538,4 +1541,153 @@ pub async fn mount_microsoft_oauth(server: &MockServer, token: &'static str) {
         .named("microsoft token")
         .mount(server)
         .await;
+}
+
+// ---- LinkedIn
+
+pub const LI_TOKEN: &str = "AQX-linkedin-member-token";
+pub const LI_FAT_ID: &str = "df6b1d2a-5f9e-4b2c-9a63-2c0f1f8c7a11";
+/// The trimmed, lower-cased email's SHA-256 (LinkedIn lowercases only).
+pub const LI_EMAIL_SHA256: &str = MS_EMAIL_SHA256;
+
+pub fn linkedin_config() -> platforms::linkedin::LinkedInConfig {
+    platforms::linkedin::LinkedInConfig {
+        conversion_rules: PerKind {
+            lead: Some("104012".into()),
+            sale: Some("104013".into()),
+        },
+        match_without_click_id: false,
+    }
+}
+
+pub fn linkedin_creds() -> platforms::linkedin::LinkedInCredentials {
+    platforms::linkedin::LinkedInCredentials {
+        access_token: LI_TOKEN.into(),
+    }
+}
+
+pub fn with_li_fat_id(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.li_fat_id = Some(LI_FAT_ID.into());
+    }
+    conversion
+}
+
+/// `BATCH_CREATE /rest/conversionEvents`, as strict as LinkedIn: the Rest.li headers and a
+/// version, the exact keys, `user.userIds` always present (LinkedIn refuses an element without
+/// it), a rule URN, a 13-digit time no more than 90 days old, an amount as a decimal string,
+/// hex email hashes, 1 to 5,000 elements.
+pub fn check_linkedin(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != platforms::linkedin::PATH {
+        problems.push("not POST /rest/conversionEvents".into());
+    }
+    bearer(request, &mut problems);
+    if !header(request, "linkedin-version").is_some_and(|v| shaped(v, "999999")) {
+        problems.push("LinkedIn-Version is not YYYYMM".into());
+    }
+    if header(request, "x-restli-protocol-version") != Some("2.0.0") {
+        problems.push("X-Restli-Protocol-Version is not 2.0.0".into());
+    }
+    if header(request, "x-restli-method") != Some("BATCH_CREATE") {
+        problems.push("X-RestLi-Method is not BATCH_CREATE".into());
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["elements"], "body", &mut problems);
+    let elements = body["elements"].as_array().cloned().unwrap_or_default();
+    if elements.is_empty() || elements.len() > 5000 {
+        problems.push(format!("{} elements: must be 1 to 5000", elements.len()));
+    }
+    let now_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    for (index, element) in elements.iter().enumerate() {
+        let at = format!("elements[{index}]");
+        only_keys(
+            element,
+            &[
+                "conversion",
+                "conversionHappenedAt",
+                "conversionValue",
+                "eventId",
+                "user",
+            ],
+            &at,
+            &mut problems,
+        );
+        let urn = element["conversion"].as_str().unwrap_or("");
+        if !urn
+            .strip_prefix("urn:lla:llaPartnerConversion:")
+            .is_some_and(is_digits)
+        {
+            problems.push(format!(
+                "{at}.conversion is not urn:lla:llaPartnerConversion:<id>"
+            ));
+        }
+        match element["conversionHappenedAt"].as_i64() {
+            Some(ms) if ms.to_string().len() == 13 => {
+                if ms > now_ms + 60_000 || now_ms - ms > 90 * 86_400_000 {
+                    problems.push(format!(
+                        "{at}.conversionHappenedAt is outside the last 90 days"
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "{at}.conversionHappenedAt is not epoch milliseconds"
+            )),
+        }
+        if let Some(value) = element.get("conversionValue") {
+            only_keys(
+                value,
+                &["currencyCode", "amount"],
+                &format!("{at}.conversionValue"),
+                &mut problems,
+            );
+            if !value["currencyCode"].as_str().is_some_and(is_currency) {
+                problems.push(format!("{at}.conversionValue.currencyCode is not ISO 4217"));
+            }
+            let amount = value["amount"].as_str().unwrap_or("");
+            if amount.is_empty() || amount.parse::<f64>().is_err() {
+                problems.push(format!(
+                    "{at}.conversionValue.amount is not a decimal string"
+                ));
+            }
+        }
+        if element["eventId"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.eventId missing"));
+        }
+        let user = &element["user"];
+        only_keys(
+            user,
+            &["userIds", "userInfo", "externalIds"],
+            &format!("{at}.user"),
+            &mut problems,
+        );
+        match user["userIds"].as_array() {
+            None => problems.push(format!("{at}.user.userIds missing")),
+            Some(ids) => {
+                for (position, id) in ids.iter().enumerate() {
+                    let path = format!("{at}.user.userIds[{position}]");
+                    only_keys(id, &["idType", "idValue"], &path, &mut problems);
+                    match id["idType"].as_str() {
+                        Some("SHA256_EMAIL") => {
+                            if !id["idValue"].as_str().is_some_and(is_hex64) {
+                                problems
+                                    .push(format!("{path}.idValue is not a SHA-256 hex digest"));
+                            }
+                        }
+                        Some(
+                            "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID"
+                            | "ACXIOM_ID"
+                            | "ORACLE_MOAT_ID",
+                        ) => {
+                            if id["idValue"].as_str().is_none_or(str::is_empty) {
+                                problems.push(format!("{path}.idValue missing"));
+                            }
+                        }
+                        other => problems.push(format!("{path}.idType {other:?} is not known")),
+                    }
+                }
+            }
+        }
+    }
+    problems
 }
