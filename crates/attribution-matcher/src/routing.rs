@@ -34,6 +34,7 @@ pub enum Stage {
 const GOOGLE_IDS: [&str; 3] = ["gclid", "gbraid", "wbraid"];
 const META_IDS: [&str; 2] = ["fbclid", "fbc"];
 const MICROSOFT_IDS: [&str; 1] = ["msclkid"];
+const REDDIT_IDS: [&str; 1] = ["rdtCid"];
 const LINKEDIN_IDS: [&str; 1] = ["liFatId"];
 
 /// One decision per kind of destination, in the order of [`DestinationType::ALL`]. `click` is the
@@ -87,6 +88,7 @@ fn decide_one(
             let action = match platform {
                 DestinationType::GoogleAds => "google_ads offline click conversion",
                 DestinationType::MicrosoftAds => "microsoft_ads offline conversion",
+                DestinationType::Reddit => "reddit conversions api event",
                 DestinationType::LinkedIn => "linkedin conversions api event",
                 _ => "meta conversions api event",
             };
@@ -129,6 +131,7 @@ fn wanted_ids(platform: DestinationType) -> &'static [&'static str] {
     match platform {
         DestinationType::GoogleAds => &GOOGLE_IDS,
         DestinationType::MicrosoftAds => &MICROSOFT_IDS,
+        DestinationType::Reddit => &REDDIT_IDS,
         DestinationType::LinkedIn => &LINKEDIN_IDS,
         _ => &META_IDS,
     }

@@ -114,17 +114,20 @@ pub enum DestinationType {
     MicrosoftAds,
     /// LinkedIn Conversions API (liFatId)
     LinkedIn,
+    /// Reddit Conversions API (rdtCid)
+    Reddit,
     /// Signed webhooks: every subscribed event.
     Webhook,
 }
 
 impl DestinationType {
     /// Every destination type, in a fixed order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::GoogleAds,
         Self::Meta,
         Self::MicrosoftAds,
         Self::LinkedIn,
+        Self::Reddit,
         Self::Webhook,
     ];
 
@@ -135,6 +138,7 @@ impl DestinationType {
             Self::Meta => "meta",
             Self::MicrosoftAds => "microsoft_ads",
             Self::LinkedIn => "linkedin",
+            Self::Reddit => "reddit",
             Self::Webhook => "webhook",
         }
     }

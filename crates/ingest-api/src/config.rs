@@ -36,6 +36,8 @@ pub struct Settings {
     pub microsoft_ads_url: String,
     /// Microsoft identity platform token endpoint (`CONVRELAY_MICROSOFT_OAUTH_URL`).
     pub microsoft_oauth_url: String,
+    /// Reddit Conversions API address (`CONVRELAY_REDDIT_URL`).
+    pub reddit_url: String,
     /// LinkedIn Conversions API address (`CONVRELAY_LINKEDIN_URL`).
     pub linkedin_url: String,
     /// First retry delay (`CONVRELAY_RETRY_INITIAL_MS`).
@@ -132,6 +134,11 @@ impl Settings {
                 &lookup,
                 "CONVRELAY_LINKEDIN_URL",
                 "https://api.linkedin.com",
+            ),
+            reddit_url: text(
+                &lookup,
+                "CONVRELAY_REDDIT_URL",
+                "https://ads-api.reddit.com",
             ),
             microsoft_oauth_url: text(
                 &lookup,

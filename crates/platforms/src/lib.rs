@@ -45,6 +45,7 @@ pub mod meta;
 pub mod microsoft;
 pub mod model;
 mod oauth;
+pub mod reddit;
 pub mod retry;
 pub mod settings;
 pub mod webhook;
@@ -71,6 +72,7 @@ pub fn adapter(destination_type: DestinationType) -> &'static dyn Adapter {
         DestinationType::Meta => &meta::Meta,
         DestinationType::MicrosoftAds => &microsoft::MicrosoftAds,
         DestinationType::LinkedIn => &linkedin::LinkedIn,
+        DestinationType::Reddit => &reddit::Reddit,
         DestinationType::Webhook => &webhook::Webhook,
     }
 }
@@ -101,6 +103,8 @@ pub struct Endpoints {
     pub microsoft_oauth: String,
     /// LinkedIn Conversions API base address (`https://api.linkedin.com`).
     pub linkedin: String,
+    /// Reddit Conversions API base address (`https://ads-api.reddit.com`).
+    pub reddit: String,
 }
 
 impl Default for Endpoints {
@@ -113,6 +117,7 @@ impl Default for Endpoints {
             microsoft_ads: "https://campaign.api.bingads.microsoft.com".into(),
             microsoft_oauth: "https://login.microsoftonline.com/common/oauth2/v2.0/token".into(),
             linkedin: "https://api.linkedin.com".into(),
+            reddit: "https://ads-api.reddit.com".into(),
         }
     }
 }
@@ -136,6 +141,8 @@ pub enum RequestTarget {
     MicrosoftOfflineConversions,
     /// LinkedIn Conversions API requests.
     LinkedInConversionEvents,
+    /// Reddit Conversions API requests.
+    RedditConversionEvents,
     /// A webhook receiver.
     Webhook,
 }
@@ -154,6 +161,7 @@ impl RequestTarget {
             Self::MicrosoftOAuth => "microsoft_oauth",
             Self::MicrosoftOfflineConversions => "microsoft_offline_conversions",
             Self::LinkedInConversionEvents => "linkedin_conversion_events",
+            Self::RedditConversionEvents => "reddit_conversion_events",
             Self::Webhook => "webhook",
         }
     }
@@ -544,6 +552,40 @@ pub(crate) fn click_value<'a>(conversion: &'a Conversion, wire: &str) -> Option<
             .and_then(|click| click.click_ids.get(wire)),
     )
     .or_else(|| usable(conversion.event.click_ids.get(wire)))
+}
+
+/// The person's IP address and user agent: the event's, else the touchpoint's.
+pub(crate) fn client_of(conversion: &Conversion) -> (Option<String>, Option<&str>) {
+    let event = &conversion.event;
+    let touchpoint = conversion.attribution.click.as_ref();
+    let ip = event
+        .ip
+        .or_else(|| touchpoint.and_then(|click| click.ip))
+        .map(|ip| ip.to_string());
+    let agent = event
+        .user_agent
+        .as_deref()
+        .or_else(|| touchpoint.and_then(|click| click.user_agent.as_deref()))
+        .map(str::trim)
+        .filter(|agent| !agent.is_empty());
+    (ip, agent)
+}
+
+/// The page of the conversion (`pageUrl`, else the touchpoint's landing page), if it is http(s).
+pub(crate) fn page_of(conversion: &Conversion) -> Option<&str> {
+    conversion
+        .event
+        .page_url
+        .as_deref()
+        .or_else(|| {
+            conversion
+                .attribution
+                .click
+                .as_ref()
+                .and_then(|click| click.url.as_deref())
+        })
+        .map(str::trim)
+        .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
 }
 
 /// True when the person denied ad user data: no user data leaves for ad platforms.

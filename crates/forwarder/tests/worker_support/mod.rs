@@ -180,6 +180,7 @@ pub fn config(base: &str, max_attempts: u32) -> ForwarderConfig {
             meta: base.to_owned(),
             microsoft_ads: base.to_owned(),
             microsoft_oauth: format!("{base}/ms-token"),
+            reddit: base.to_owned(),
             linkedin: base.to_owned(),
         },
         retry: RetryPolicy::from_settings(1, 5, max_attempts),

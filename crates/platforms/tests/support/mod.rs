@@ -174,6 +174,7 @@ pub fn endpoints(server: &MockServer) -> Endpoints {
         meta: server.uri(),
         microsoft_ads: server.uri(),
         microsoft_oauth: format!("{}/ms-token", server.uri()),
+        reddit: server.uri(),
         linkedin: server.uri(),
     }
 }
@@ -1261,6 +1262,8 @@ pub async fn assert_requests_strict(server: &MockServer) {
             check_microsoft(&request)
         } else if path == platforms::linkedin::PATH {
             check_linkedin(&request)
+        } else if path.starts_with("/api/v3/pixels/") {
+            check_reddit(&request)
         } else if path.ends_with(":uploadClickConversions") {
             check_ads_upload(&request)
         } else if path.ends_with(":uploadConversionAdjustments") {
@@ -1687,6 +1690,181 @@ pub fn check_linkedin(request: &Request) -> Vec<String> {
                     }
                 }
             }
+        }
+    }
+    problems
+}
+
+// ---- Reddit
+
+pub const RD_PIXEL: &str = "t2_abc123";
+pub const RD_TOKEN: &str = "eyJ-reddit-conversion-token";
+pub const RDT_CID: &str = "1a2b3c4d-reddit-click";
+pub const RD_PATH: &str = "/api/v3/pixels/t2_abc123/conversion_events";
+/// Reddit's hash of `John.Smith+promo@GMail.com`: `johnsmith@gmail.com`.
+pub const RD_EMAIL_SHA256: &str =
+    "3586de92bb3636d0885a12eff961429a32e4ebd764b96f50d85d016f9338d586";
+
+pub fn reddit_config() -> platforms::reddit::RedditConfig {
+    platforms::reddit::RedditConfig {
+        pixel_id: RD_PIXEL.into(),
+        action_source: "WEBSITE".into(),
+        event_names: PerKind {
+            lead: Some("LEAD".into()),
+            sale: Some("PURCHASE".into()),
+        },
+        test_id: None,
+        match_without_click_id: false,
+    }
+}
+
+pub fn reddit_creds() -> platforms::reddit::RedditCredentials {
+    platforms::reddit::RedditCredentials {
+        access_token: RD_TOKEN.into(),
+    }
+}
+
+pub fn with_rdt_cid(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.rdt_cid = Some(RDT_CID.into());
+    }
+    conversion
+}
+
+/// `POST /api/v3/pixels/{pixel}/conversion_events`, as strict as Reddit: bearer token, the
+/// exact keys, 1 to 1,000 events, 13-digit `event_at` no more than 7 days old, the enums, a
+/// numeric value, hex hashes, raw click id and user agent.
+pub fn check_reddit(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    let path = request.url.path();
+    let pixel = path
+        .strip_prefix("/api/v3/pixels/")
+        .and_then(|rest| rest.strip_suffix("/conversion_events"));
+    if request.method.as_str() != "POST"
+        || !pixel.is_some_and(|p| !p.is_empty() && !p.contains('/'))
+    {
+        problems.push("not POST /api/v3/pixels/{pixel}/conversion_events".into());
+    }
+    bearer(request, &mut problems);
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["data"], "body", &mut problems);
+    only_keys(
+        &body["data"],
+        &["test_id", "partner", "events"],
+        "body.data",
+        &mut problems,
+    );
+    let events = body["data"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if events.is_empty() || events.len() > 1000 {
+        problems.push(format!("{} events: must be 1 to 1000", events.len()));
+    }
+    let now_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    for (index, event) in events.iter().enumerate() {
+        let at = format!("events[{index}]");
+        only_keys(
+            event,
+            &[
+                "event_at",
+                "action_source",
+                "type",
+                "click_id",
+                "event_source_url",
+                "user",
+                "metadata",
+            ],
+            &at,
+            &mut problems,
+        );
+        match event["event_at"].as_i64() {
+            Some(ms) if ms.to_string().len() == 13 => {
+                if now_ms - ms > 7 * 86_400_000 {
+                    problems.push(format!(
+                        "{at}: event_at timestamp must be less than 168h0m0s old"
+                    ));
+                }
+                if ms > now_ms + 5 * 60_000 {
+                    problems.push(format!("{at}.event_at is in the future"));
+                }
+            }
+            _ => problems.push(format!("{at}.event_at is not epoch milliseconds")),
+        }
+        if !matches!(
+            event["action_source"].as_str(),
+            Some("WEBSITE" | "APP" | "PHYSICAL_STORE" | "OTHER")
+        ) {
+            problems.push(format!("{at}.action_source is not a Reddit action source"));
+        }
+        only_keys(
+            &event["type"],
+            &["tracking_type", "custom_event_name"],
+            &format!("{at}.type"),
+            &mut problems,
+        );
+        match event["type"]["tracking_type"].as_str() {
+            Some("CUSTOM") if event["type"]["custom_event_name"].as_str().is_none() => {
+                problems.push(format!("{at}.type: CUSTOM needs custom_event_name"))
+            }
+            Some(
+                "PAGE_VISIT" | "VIEW_CONTENT" | "SEARCH" | "ADD_TO_CART" | "ADD_TO_WISHLIST"
+                | "LEAD" | "PURCHASE" | "SIGN_UP" | "CUSTOM",
+            ) => {}
+            other => problems.push(format!("{at}.type.tracking_type {other:?} is not known")),
+        }
+        if let Some(user) = event.get("user") {
+            only_keys(
+                user,
+                &[
+                    "email",
+                    "phone_number",
+                    "external_id",
+                    "ip_address",
+                    "user_agent",
+                    "uuid",
+                    "idfa",
+                    "aaid",
+                    "screen_dimensions",
+                    "data_processing_options",
+                ],
+                &format!("{at}.user"),
+                &mut problems,
+            );
+            for key in ["email", "phone_number", "external_id", "ip_address"] {
+                if let Some(hash) = user.get(key) {
+                    if !hash.as_str().is_some_and(is_hex64) {
+                        problems.push(format!("{at}.user.{key} is not a SHA-256 hex digest"));
+                    }
+                }
+            }
+        }
+        let metadata = &event["metadata"];
+        only_keys(
+            metadata,
+            &[
+                "conversion_id",
+                "currency",
+                "value",
+                "item_count",
+                "products",
+            ],
+            &format!("{at}.metadata"),
+            &mut problems,
+        );
+        if metadata["conversion_id"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.metadata.conversion_id missing"));
+        }
+        if let Some(value) = metadata.get("value") {
+            if !value.is_number() {
+                problems.push(format!("{at}.metadata.value is not a number"));
+            }
+            if !metadata["currency"].as_str().is_some_and(is_currency) {
+                problems.push(format!("{at}.metadata.currency is not ISO 4217"));
+            }
+        }
+        if event.get("click_id").is_none() && event.get("user").is_none() {
+            problems.push(format!("{at}: no click_id and no user"));
         }
     }
     problems
