@@ -116,18 +116,21 @@ pub enum DestinationType {
     LinkedIn,
     /// Reddit Conversions API (rdtCid)
     Reddit,
+    /// TikTok Events API (ttclid)
+    TikTok,
     /// Signed webhooks: every subscribed event.
     Webhook,
 }
 
 impl DestinationType {
     /// Every destination type, in a fixed order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::GoogleAds,
         Self::Meta,
         Self::MicrosoftAds,
         Self::LinkedIn,
         Self::Reddit,
+        Self::TikTok,
         Self::Webhook,
     ];
 
@@ -139,6 +142,7 @@ impl DestinationType {
             Self::MicrosoftAds => "microsoft_ads",
             Self::LinkedIn => "linkedin",
             Self::Reddit => "reddit",
+            Self::TikTok => "tiktok",
             Self::Webhook => "webhook",
         }
     }

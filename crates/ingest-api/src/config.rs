@@ -36,6 +36,8 @@ pub struct Settings {
     pub microsoft_ads_url: String,
     /// Microsoft identity platform token endpoint (`CONVRELAY_MICROSOFT_OAUTH_URL`).
     pub microsoft_oauth_url: String,
+    /// TikTok Events API address (`CONVRELAY_TIKTOK_URL`).
+    pub tiktok_url: String,
     /// Reddit Conversions API address (`CONVRELAY_REDDIT_URL`).
     pub reddit_url: String,
     /// LinkedIn Conversions API address (`CONVRELAY_LINKEDIN_URL`).
@@ -139,6 +141,11 @@ impl Settings {
                 &lookup,
                 "CONVRELAY_REDDIT_URL",
                 "https://ads-api.reddit.com",
+            ),
+            tiktok_url: text(
+                &lookup,
+                "CONVRELAY_TIKTOK_URL",
+                "https://business-api.tiktok.com",
             ),
             microsoft_oauth_url: text(
                 &lookup,

@@ -48,6 +48,7 @@ mod oauth;
 pub mod reddit;
 pub mod retry;
 pub mod settings;
+pub mod tiktok;
 pub mod webhook;
 
 use std::time::{Duration, Instant};
@@ -73,6 +74,7 @@ pub fn adapter(destination_type: DestinationType) -> &'static dyn Adapter {
         DestinationType::MicrosoftAds => &microsoft::MicrosoftAds,
         DestinationType::LinkedIn => &linkedin::LinkedIn,
         DestinationType::Reddit => &reddit::Reddit,
+        DestinationType::TikTok => &tiktok::TikTok,
         DestinationType::Webhook => &webhook::Webhook,
     }
 }
@@ -105,6 +107,8 @@ pub struct Endpoints {
     pub linkedin: String,
     /// Reddit Conversions API base address (`https://ads-api.reddit.com`).
     pub reddit: String,
+    /// TikTok Events API base address (`https://business-api.tiktok.com`).
+    pub tiktok: String,
 }
 
 impl Default for Endpoints {
@@ -118,6 +122,7 @@ impl Default for Endpoints {
             microsoft_oauth: "https://login.microsoftonline.com/common/oauth2/v2.0/token".into(),
             linkedin: "https://api.linkedin.com".into(),
             reddit: "https://ads-api.reddit.com".into(),
+            tiktok: "https://business-api.tiktok.com".into(),
         }
     }
 }
@@ -143,6 +148,8 @@ pub enum RequestTarget {
     LinkedInConversionEvents,
     /// Reddit Conversions API requests.
     RedditConversionEvents,
+    /// TikTok Events API requests.
+    TikTokEvents,
     /// A webhook receiver.
     Webhook,
 }
@@ -162,6 +169,7 @@ impl RequestTarget {
             Self::MicrosoftOfflineConversions => "microsoft_offline_conversions",
             Self::LinkedInConversionEvents => "linkedin_conversion_events",
             Self::RedditConversionEvents => "reddit_conversion_events",
+            Self::TikTokEvents => "tiktok_events",
             Self::Webhook => "webhook",
         }
     }

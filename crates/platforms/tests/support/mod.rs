@@ -174,6 +174,7 @@ pub fn endpoints(server: &MockServer) -> Endpoints {
         meta: server.uri(),
         microsoft_ads: server.uri(),
         microsoft_oauth: format!("{}/ms-token", server.uri()),
+        tiktok: server.uri(),
         reddit: server.uri(),
         linkedin: server.uri(),
     }
@@ -1264,6 +1265,8 @@ pub async fn assert_requests_strict(server: &MockServer) {
             check_linkedin(&request)
         } else if path.starts_with("/api/v3/pixels/") {
             check_reddit(&request)
+        } else if path == platforms::tiktok::PATH {
+            check_tiktok(&request)
         } else if path.ends_with(":uploadClickConversions") {
             check_ads_upload(&request)
         } else if path.ends_with(":uploadConversionAdjustments") {
@@ -1865,6 +1868,181 @@ pub fn check_reddit(request: &Request) -> Vec<String> {
         }
         if event.get("click_id").is_none() && event.get("user").is_none() {
             problems.push(format!("{at}: no click_id and no user"));
+        }
+    }
+    problems
+}
+
+// ---- TikTok
+
+pub const TT_PIXEL: &str = "CABC123PIXEL";
+pub const TT_TOKEN: &str = "tiktok-events-api-token";
+pub const TTCLID: &str = "E.C.P.tiktok-click";
+pub const TTP: &str = "2AbCdEf-ttp-cookie";
+
+pub fn tiktok_config() -> platforms::tiktok::TikTokConfig {
+    platforms::tiktok::TikTokConfig {
+        pixel_code: TT_PIXEL.into(),
+        event_source: "web".into(),
+        event_names: PerKind {
+            lead: Some("Lead".into()),
+            sale: Some("Purchase".into()),
+        },
+        test_event_code: None,
+        match_without_click_id: false,
+    }
+}
+
+pub fn tiktok_creds() -> platforms::tiktok::TikTokCredentials {
+    platforms::tiktok::TikTokCredentials {
+        access_token: TT_TOKEN.into(),
+    }
+}
+
+pub fn with_ttclid(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.ttclid = Some(TTCLID.into());
+        click.click_ids.ttp = Some(TTP.into());
+    }
+    conversion
+}
+
+/// `POST /open_api/v1.3/event/track/`, as the reference's hand checks say (the official SDK
+/// only models the retired 1.0 format): `Access-Token`, the exact keys, 1 to 1,000 events,
+/// 10-digit `event_time`, hex hashes in arrays, raw ip and ttclid, an upper-case currency with
+/// a value.
+pub fn check_tiktok(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != platforms::tiktok::PATH {
+        problems.push("not POST /open_api/v1.3/event/track/".into());
+    }
+    if header(request, "access-token").is_none_or(str::is_empty) {
+        problems.push("no Access-Token header".into());
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(
+        &body,
+        &[
+            "event_source",
+            "event_source_id",
+            "test_event_code",
+            "partner_name",
+            "data",
+        ],
+        "body",
+        &mut problems,
+    );
+    if !matches!(
+        body["event_source"].as_str(),
+        Some("web" | "app" | "offline" | "crm")
+    ) {
+        problems.push("event_source is not web, app, offline or crm".into());
+    }
+    if body["event_source_id"].as_str().is_none_or(str::is_empty) {
+        problems.push("event_source_id missing".into());
+    }
+    let data = body["data"].as_array().cloned().unwrap_or_default();
+    if data.is_empty() || data.len() > 1000 {
+        problems.push(format!("{} events: must be 1 to 1000 (40061)", data.len()));
+    }
+    for (index, event) in data.iter().enumerate() {
+        let at = format!("data[{index}]");
+        only_keys(
+            event,
+            &[
+                "event",
+                "event_time",
+                "event_id",
+                "user",
+                "properties",
+                "page",
+                "limited_data_use",
+                "lead",
+            ],
+            &at,
+            &mut problems,
+        );
+        if event["event"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event missing"));
+        }
+        if event["event_time"]
+            .as_i64()
+            .is_none_or(|t| t.to_string().len() != 10)
+        {
+            problems.push(format!("{at}.event_time is not Unix seconds"));
+        }
+        if event["event_id"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event_id missing"));
+        }
+        let user = &event["user"];
+        only_keys(
+            user,
+            &[
+                "email",
+                "phone",
+                "external_id",
+                "ttclid",
+                "ttp",
+                "ip",
+                "user_agent",
+                "locale",
+                "first_name",
+                "last_name",
+                "city",
+                "state",
+                "country",
+                "zip_code",
+            ],
+            &format!("{at}.user"),
+            &mut problems,
+        );
+        for key in ["email", "phone", "external_id"] {
+            if let Some(hashes) = user.get(key) {
+                let ok = match hashes {
+                    Value::Array(items) => items.iter().all(|h| h.as_str().is_some_and(is_hex64)),
+                    Value::String(h) => is_hex64(h),
+                    _ => false,
+                };
+                if !ok {
+                    problems.push(format!(
+                        "{at}.user.{key} is not SHA-256 hex (40062: PII not hashed)"
+                    ));
+                }
+            }
+        }
+        for key in ["ip", "ttclid"] {
+            if user.get(key).and_then(Value::as_str).is_some_and(is_hex64) {
+                problems.push(format!("{at}.user.{key} must not be hashed"));
+            }
+        }
+        if let Some(properties) = event.get("properties") {
+            only_keys(
+                properties,
+                &[
+                    "value",
+                    "currency",
+                    "contents",
+                    "content_type",
+                    "order_id",
+                    "content_ids",
+                    "num_items",
+                    "query",
+                    "description",
+                ],
+                &format!("{at}.properties"),
+                &mut problems,
+            );
+            if properties.get("value").is_some()
+                && !properties["currency"].as_str().is_some_and(is_currency)
+            {
+                problems.push(format!("{at}.properties.currency is not ISO 4217"));
+            }
+        }
+        if event
+            .get("limited_data_use")
+            .is_some_and(|v| !v.is_boolean())
+        {
+            problems.push(format!("{at}.limited_data_use is not a boolean"));
         }
     }
     problems
