@@ -118,19 +118,22 @@ pub enum DestinationType {
     Reddit,
     /// TikTok Events API (ttclid)
     TikTok,
+    /// Snap Conversions API (scCid)
+    Snapchat,
     /// Signed webhooks: every subscribed event.
     Webhook,
 }
 
 impl DestinationType {
     /// Every destination type, in a fixed order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::GoogleAds,
         Self::Meta,
         Self::MicrosoftAds,
         Self::LinkedIn,
         Self::Reddit,
         Self::TikTok,
+        Self::Snapchat,
         Self::Webhook,
     ];
 
@@ -143,6 +146,7 @@ impl DestinationType {
             Self::LinkedIn => "linkedin",
             Self::Reddit => "reddit",
             Self::TikTok => "tiktok",
+            Self::Snapchat => "snapchat",
             Self::Webhook => "webhook",
         }
     }

@@ -36,6 +36,8 @@ pub struct Settings {
     pub microsoft_ads_url: String,
     /// Microsoft identity platform token endpoint (`CONVRELAY_MICROSOFT_OAUTH_URL`).
     pub microsoft_oauth_url: String,
+    /// Snap Conversions API address (`CONVRELAY_SNAPCHAT_URL`).
+    pub snapchat_url: String,
     /// TikTok Events API address (`CONVRELAY_TIKTOK_URL`).
     pub tiktok_url: String,
     /// Reddit Conversions API address (`CONVRELAY_REDDIT_URL`).
@@ -147,6 +149,7 @@ impl Settings {
                 "CONVRELAY_TIKTOK_URL",
                 "https://business-api.tiktok.com",
             ),
+            snapchat_url: text(&lookup, "CONVRELAY_SNAPCHAT_URL", "https://tr.snapchat.com"),
             microsoft_oauth_url: text(
                 &lookup,
                 "CONVRELAY_MICROSOFT_OAUTH_URL",

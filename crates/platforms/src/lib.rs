@@ -48,6 +48,7 @@ mod oauth;
 pub mod reddit;
 pub mod retry;
 pub mod settings;
+pub mod snapchat;
 pub mod tiktok;
 pub mod webhook;
 
@@ -75,6 +76,7 @@ pub fn adapter(destination_type: DestinationType) -> &'static dyn Adapter {
         DestinationType::LinkedIn => &linkedin::LinkedIn,
         DestinationType::Reddit => &reddit::Reddit,
         DestinationType::TikTok => &tiktok::TikTok,
+        DestinationType::Snapchat => &snapchat::Snapchat,
         DestinationType::Webhook => &webhook::Webhook,
     }
 }
@@ -109,6 +111,8 @@ pub struct Endpoints {
     pub reddit: String,
     /// TikTok Events API base address (`https://business-api.tiktok.com`).
     pub tiktok: String,
+    /// Snap Conversions API base address (`https://tr.snapchat.com`).
+    pub snapchat: String,
 }
 
 impl Default for Endpoints {
@@ -123,6 +127,7 @@ impl Default for Endpoints {
             linkedin: "https://api.linkedin.com".into(),
             reddit: "https://ads-api.reddit.com".into(),
             tiktok: "https://business-api.tiktok.com".into(),
+            snapchat: "https://tr.snapchat.com".into(),
         }
     }
 }
@@ -150,6 +155,8 @@ pub enum RequestTarget {
     RedditConversionEvents,
     /// TikTok Events API requests.
     TikTokEvents,
+    /// Snap Conversions API requests.
+    SnapchatEvents,
     /// A webhook receiver.
     Webhook,
 }
@@ -170,6 +177,7 @@ impl RequestTarget {
             Self::LinkedInConversionEvents => "linkedin_conversion_events",
             Self::RedditConversionEvents => "reddit_conversion_events",
             Self::TikTokEvents => "tiktok_events",
+            Self::SnapchatEvents => "snapchat_events",
             Self::Webhook => "webhook",
         }
     }

@@ -174,6 +174,7 @@ pub fn endpoints(server: &MockServer) -> Endpoints {
         meta: server.uri(),
         microsoft_ads: server.uri(),
         microsoft_oauth: format!("{}/ms-token", server.uri()),
+        snapchat: server.uri(),
         tiktok: server.uri(),
         reddit: server.uri(),
         linkedin: server.uri(),
@@ -1267,6 +1268,8 @@ pub async fn assert_requests_strict(server: &MockServer) {
             check_reddit(&request)
         } else if path == platforms::tiktok::PATH {
             check_tiktok(&request)
+        } else if path.starts_with("/v3/") {
+            check_snapchat(&request)
         } else if path.ends_with(":uploadClickConversions") {
             check_ads_upload(&request)
         } else if path.ends_with(":uploadConversionAdjustments") {
@@ -2043,6 +2046,192 @@ pub fn check_tiktok(request: &Request) -> Vec<String> {
             .is_some_and(|v| !v.is_boolean())
         {
             problems.push(format!("{at}.limited_data_use is not a boolean"));
+        }
+    }
+    problems
+}
+
+// ---- Snapchat
+
+pub const SC_PIXEL: &str = "7a3b1c2d-4e5f-6789-abcd-ef0123456789";
+pub const SC_TOKEN: &str = "snap-capi-token";
+pub const SC_CID: &str = "snap-click-id-123";
+pub const SC_COOKIE: &str = "snap-scid-cookie";
+pub const SC_PATH: &str = "/v3/7a3b1c2d-4e5f-6789-abcd-ef0123456789/events";
+
+pub fn snapchat_config() -> platforms::snapchat::SnapchatConfig {
+    platforms::snapchat::SnapchatConfig {
+        pixel_id: SC_PIXEL.into(),
+        action_source: "WEB".into(),
+        event_names: PerKind {
+            lead: Some("SIGN_UP".into()),
+            sale: Some("PURCHASE".into()),
+        },
+        test_mode: false,
+        match_without_click_id: false,
+    }
+}
+
+pub fn snapchat_creds() -> platforms::snapchat::SnapchatCredentials {
+    platforms::snapchat::SnapchatCredentials {
+        access_token: SC_TOKEN.into(),
+    }
+}
+
+pub fn with_sc_cid(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.sc_cid = Some(SC_CID.into());
+        click.click_ids.scid = Some(SC_COOKIE.into());
+    }
+    conversion
+}
+
+/// `POST /v3/{pixel}/events?access_token=…` (or `/events/validate`), as strict as Snap's v3
+/// schema and docs: the token in the query, 1 to 2,000 events, the enums, 10-digit times no
+/// more than 37 days old, hex hashes in arrays, phone hashes of digits without `+`, string
+/// prices, and a matchable event (email, phone, IP and user agent, or a click id).
+pub fn check_snapchat(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    let path = request.url.path();
+    let pixel = path.strip_prefix("/v3/").and_then(|rest| {
+        rest.strip_suffix("/events")
+            .or_else(|| rest.strip_suffix("/events/validate"))
+    });
+    if request.method.as_str() != "POST"
+        || !pixel.is_some_and(|p| !p.is_empty() && !p.contains('/'))
+    {
+        problems.push("not POST /v3/{pixel}/events".into());
+    }
+    if !request
+        .url
+        .query_pairs()
+        .any(|(k, v)| k == "access_token" && !v.is_empty())
+    {
+        problems.push("no access_token in the query string".into());
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["data"], "body", &mut problems);
+    let data = body["data"].as_array().cloned().unwrap_or_default();
+    if data.is_empty() || data.len() > 2000 {
+        problems.push(format!("{} events: must be 1 to 2000", data.len()));
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    for (index, event) in data.iter().enumerate() {
+        let at = format!("data[{index}]");
+        only_keys(
+            event,
+            &[
+                "event_name",
+                "event_time",
+                "event_id",
+                "action_source",
+                "event_source_url",
+                "user_data",
+                "custom_data",
+                "app_data",
+                "opt_out",
+                "data_processing_options",
+                "integration",
+            ],
+            &at,
+            &mut problems,
+        );
+        if event["event_name"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event_name missing"));
+        }
+        match event["event_time"].as_i64() {
+            Some(t) if t.to_string().len() == 10 => {
+                if now - t > 37 * 86_400 {
+                    problems.push(format!("{at}.event_time is over 37 days old"));
+                }
+            }
+            _ => problems.push(format!("{at}.event_time is not Unix seconds")),
+        }
+        if !matches!(
+            event["action_source"].as_str(),
+            Some("WEB" | "MOBILE_APP" | "OFFLINE")
+        ) {
+            problems.push(format!(
+                "{at}.action_source is not WEB, MOBILE_APP or OFFLINE"
+            ));
+        }
+        let user = &event["user_data"];
+        only_keys(
+            user,
+            &[
+                "em",
+                "ph",
+                "external_id",
+                "fn",
+                "ln",
+                "ge",
+                "ct",
+                "st",
+                "zp",
+                "country",
+                "db",
+                "madid",
+                "sc_click_id",
+                "sc_cookie1",
+                "client_ip_address",
+                "client_user_agent",
+                "idfv",
+            ],
+            &format!("{at}.user_data"),
+            &mut problems,
+        );
+        for key in ["em", "ph", "external_id"] {
+            if let Some(hashes) = user.get(key) {
+                if !hashes
+                    .as_array()
+                    .is_some_and(|items| items.iter().all(|h| h.as_str().is_some_and(is_hex64)))
+                {
+                    problems.push(format!(
+                        "{at}.user_data.{key} is not an array of SHA-256 hex digests"
+                    ));
+                }
+            }
+        }
+        let matchable = user.get("em").is_some()
+            || user.get("ph").is_some()
+            || user.get("sc_click_id").is_some()
+            || (user.get("client_ip_address").is_some() && user.get("client_user_agent").is_some());
+        if !matchable {
+            problems.push(format!("{at}.user_data has nothing Snap can match on"));
+        }
+        if let Some(custom) = event.get("custom_data") {
+            only_keys(
+                custom,
+                &[
+                    "value",
+                    "currency",
+                    "order_id",
+                    "content_ids",
+                    "contents",
+                    "num_items",
+                    "search_string",
+                    "content_category",
+                ],
+                &format!("{at}.custom_data"),
+                &mut problems,
+            );
+            if custom.get("value").is_some_and(|v| !v.is_number()) {
+                problems.push(format!("{at}.custom_data.value is not a number"));
+            }
+            for (position, content) in custom["contents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                for key in ["quantity", "item_price"] {
+                    if content.get(key).is_some_and(|v| !v.is_string()) {
+                        problems.push(format!(
+                            "{at}.custom_data.contents[{position}].{key} is not a string"
+                        ));
+                    }
+                }
+            }
         }
     }
     problems
