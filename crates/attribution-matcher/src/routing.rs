@@ -34,6 +34,7 @@ pub enum Stage {
 const GOOGLE_IDS: [&str; 3] = ["gclid", "gbraid", "wbraid"];
 const META_IDS: [&str; 2] = ["fbclid", "fbc"];
 const MICROSOFT_IDS: [&str; 1] = ["msclkid"];
+const PINTEREST_IDS: [&str; 1] = ["epik"];
 const SNAPCHAT_IDS: [&str; 1] = ["scCid"];
 const TIKTOK_IDS: [&str; 1] = ["ttclid"];
 const REDDIT_IDS: [&str; 1] = ["rdtCid"];
@@ -90,6 +91,7 @@ fn decide_one(
             let action = match platform {
                 DestinationType::GoogleAds => "google_ads offline click conversion",
                 DestinationType::MicrosoftAds => "microsoft_ads offline conversion",
+                DestinationType::Pinterest => "pinterest conversions api event",
                 DestinationType::Snapchat => "snapchat conversions api event",
                 DestinationType::TikTok => "tiktok events api event",
                 DestinationType::Reddit => "reddit conversions api event",
@@ -135,6 +137,7 @@ fn wanted_ids(platform: DestinationType) -> &'static [&'static str] {
     match platform {
         DestinationType::GoogleAds => &GOOGLE_IDS,
         DestinationType::MicrosoftAds => &MICROSOFT_IDS,
+        DestinationType::Pinterest => &PINTEREST_IDS,
         DestinationType::Snapchat => &SNAPCHAT_IDS,
         DestinationType::TikTok => &TIKTOK_IDS,
         DestinationType::Reddit => &REDDIT_IDS,

@@ -120,13 +120,15 @@ pub enum DestinationType {
     TikTok,
     /// Snap Conversions API (scCid)
     Snapchat,
+    /// Pinterest Conversions API (epik)
+    Pinterest,
     /// Signed webhooks: every subscribed event.
     Webhook,
 }
 
 impl DestinationType {
     /// Every destination type, in a fixed order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::GoogleAds,
         Self::Meta,
         Self::MicrosoftAds,
@@ -134,6 +136,7 @@ impl DestinationType {
         Self::Reddit,
         Self::TikTok,
         Self::Snapchat,
+        Self::Pinterest,
         Self::Webhook,
     ];
 
@@ -147,6 +150,7 @@ impl DestinationType {
             Self::Reddit => "reddit",
             Self::TikTok => "tiktok",
             Self::Snapchat => "snapchat",
+            Self::Pinterest => "pinterest",
             Self::Webhook => "webhook",
         }
     }

@@ -76,6 +76,7 @@ pub fn forwarder(
             meta: settings.meta_url.clone(),
             microsoft_ads: settings.microsoft_ads_url.clone(),
             microsoft_oauth: settings.microsoft_oauth_url.clone(),
+            pinterest: settings.pinterest_url.clone(),
             snapchat: settings.snapchat_url.clone(),
             tiktok: settings.tiktok_url.clone(),
             reddit: settings.reddit_url.clone(),

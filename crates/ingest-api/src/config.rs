@@ -36,6 +36,8 @@ pub struct Settings {
     pub microsoft_ads_url: String,
     /// Microsoft identity platform token endpoint (`CONVRELAY_MICROSOFT_OAUTH_URL`).
     pub microsoft_oauth_url: String,
+    /// Pinterest Conversions API address (`CONVRELAY_PINTEREST_URL`).
+    pub pinterest_url: String,
     /// Snap Conversions API address (`CONVRELAY_SNAPCHAT_URL`).
     pub snapchat_url: String,
     /// TikTok Events API address (`CONVRELAY_TIKTOK_URL`).
@@ -150,6 +152,11 @@ impl Settings {
                 "https://business-api.tiktok.com",
             ),
             snapchat_url: text(&lookup, "CONVRELAY_SNAPCHAT_URL", "https://tr.snapchat.com"),
+            pinterest_url: text(
+                &lookup,
+                "CONVRELAY_PINTEREST_URL",
+                "https://api.pinterest.com",
+            ),
             microsoft_oauth_url: text(
                 &lookup,
                 "CONVRELAY_MICROSOFT_OAUTH_URL",

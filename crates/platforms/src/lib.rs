@@ -45,6 +45,7 @@ pub mod meta;
 pub mod microsoft;
 pub mod model;
 mod oauth;
+pub mod pinterest;
 pub mod reddit;
 pub mod retry;
 pub mod settings;
@@ -77,6 +78,7 @@ pub fn adapter(destination_type: DestinationType) -> &'static dyn Adapter {
         DestinationType::Reddit => &reddit::Reddit,
         DestinationType::TikTok => &tiktok::TikTok,
         DestinationType::Snapchat => &snapchat::Snapchat,
+        DestinationType::Pinterest => &pinterest::Pinterest,
         DestinationType::Webhook => &webhook::Webhook,
     }
 }
@@ -113,6 +115,8 @@ pub struct Endpoints {
     pub tiktok: String,
     /// Snap Conversions API base address (`https://tr.snapchat.com`).
     pub snapchat: String,
+    /// Pinterest Conversions API base address (`https://api.pinterest.com`).
+    pub pinterest: String,
 }
 
 impl Default for Endpoints {
@@ -128,6 +132,7 @@ impl Default for Endpoints {
             reddit: "https://ads-api.reddit.com".into(),
             tiktok: "https://business-api.tiktok.com".into(),
             snapchat: "https://tr.snapchat.com".into(),
+            pinterest: "https://api.pinterest.com".into(),
         }
     }
 }
@@ -157,6 +162,8 @@ pub enum RequestTarget {
     TikTokEvents,
     /// Snap Conversions API requests.
     SnapchatEvents,
+    /// Pinterest Conversions API requests.
+    PinterestEvents,
     /// A webhook receiver.
     Webhook,
 }
@@ -178,6 +185,7 @@ impl RequestTarget {
             Self::RedditConversionEvents => "reddit_conversion_events",
             Self::TikTokEvents => "tiktok_events",
             Self::SnapchatEvents => "snapchat_events",
+            Self::PinterestEvents => "pinterest_events",
             Self::Webhook => "webhook",
         }
     }

@@ -78,10 +78,7 @@ async fn events_carry_names_seconds_event_id_click_ids_and_snap_hashes() {
         json!([META_PHONE_SHA256]),
         "digits without +"
     );
-    assert_eq!(
-        sent[0]["custom_data"]["contents"][0]["item_price"],
-        "74.50"
-    );
+    assert_eq!(sent[0]["custom_data"]["contents"][0]["item_price"], "74.50");
     assert_eq!(sent[0]["custom_data"]["order_id"], "INV-1");
     assert_no_secrets(&report, &[SC_TOKEN]);
     for record in &report.requests {

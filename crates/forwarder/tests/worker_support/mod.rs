@@ -180,6 +180,7 @@ pub fn config(base: &str, max_attempts: u32) -> ForwarderConfig {
             meta: base.to_owned(),
             microsoft_ads: base.to_owned(),
             microsoft_oauth: format!("{base}/ms-token"),
+            pinterest: base.to_owned(),
             snapchat: base.to_owned(),
             tiktok: base.to_owned(),
             reddit: base.to_owned(),

@@ -43,6 +43,7 @@ pub fn settings_with(database_url: &str, platforms: Option<&str>) -> Settings {
         | "CONVRELAY_GOOGLE_DATA_MANAGER_URL"
         | "CONVRELAY_META_URL"
         | "CONVRELAY_MICROSOFT_ADS_URL"
+        | "CONVRELAY_PINTEREST_URL"
         | "CONVRELAY_SNAPCHAT_URL"
         | "CONVRELAY_TIKTOK_URL"
         | "CONVRELAY_REDDIT_URL"

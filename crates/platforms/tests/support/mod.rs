@@ -174,6 +174,7 @@ pub fn endpoints(server: &MockServer) -> Endpoints {
         meta: server.uri(),
         microsoft_ads: server.uri(),
         microsoft_oauth: format!("{}/ms-token", server.uri()),
+        pinterest: server.uri(),
         snapchat: server.uri(),
         tiktok: server.uri(),
         reddit: server.uri(),
@@ -1270,6 +1271,8 @@ pub async fn assert_requests_strict(server: &MockServer) {
             check_tiktok(&request)
         } else if path.starts_with("/v3/") {
             check_snapchat(&request)
+        } else if path.starts_with("/v5/ad_accounts/") {
+            check_pinterest(&request)
         } else if path.ends_with(":uploadClickConversions") {
             check_ads_upload(&request)
         } else if path.ends_with(":uploadConversionAdjustments") {
@@ -2230,6 +2233,200 @@ pub fn check_snapchat(request: &Request) -> Vec<String> {
                             "{at}.custom_data.contents[{position}].{key} is not a string"
                         ));
                     }
+                }
+            }
+        }
+    }
+    problems
+}
+
+// ---- Pinterest
+
+pub const PI_ACCOUNT: &str = "549755885175";
+pub const PI_TOKEN: &str = "pina_conversion_token";
+pub const EPIK: &str = "dj0yJnU9epik-click";
+pub const PI_PATH: &str = "/v5/ad_accounts/549755885175/events";
+
+pub fn pinterest_config() -> platforms::pinterest::PinterestConfig {
+    platforms::pinterest::PinterestConfig {
+        ad_account_id: PI_ACCOUNT.into(),
+        action_source: "web".into(),
+        event_names: PerKind {
+            lead: Some("lead".into()),
+            sale: Some("checkout".into()),
+        },
+        test_mode: false,
+        match_without_click_id: false,
+    }
+}
+
+pub fn pinterest_creds() -> platforms::pinterest::PinterestCredentials {
+    platforms::pinterest::PinterestCredentials {
+        access_token: PI_TOKEN.into(),
+    }
+}
+
+pub fn with_epik(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.epik = Some(EPIK.into());
+    }
+    conversion
+}
+
+/// `POST /v5/ad_accounts/{id}/events`, as strict as Pinterest's generated client (types,
+/// required fields, 1 to 1,000 events, a matchable `user_data`) plus the hand checks: enums,
+/// 10-digit `event_time`, hex hashes, bearer header, `value` and prices as strings.
+pub fn check_pinterest(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    let path = request.url.path();
+    let account = path
+        .strip_prefix("/v5/ad_accounts/")
+        .and_then(|rest| rest.strip_suffix("/events"));
+    if request.method.as_str() != "POST" || !account.is_some_and(is_digits) {
+        problems.push("not POST /v5/ad_accounts/{digits}/events".into());
+    }
+    if request
+        .url
+        .query_pairs()
+        .any(|(k, v)| k != "test" || v != "true")
+    {
+        problems.push("unknown query parameter".into());
+    }
+    bearer(request, &mut problems);
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["data"], "body", &mut problems);
+    let data = body["data"].as_array().cloned().unwrap_or_default();
+    if data.is_empty() || data.len() > 1000 {
+        problems.push(format!("{} events: must be 1 to 1000", data.len()));
+    }
+    for (index, event) in data.iter().enumerate() {
+        let at = format!("data[{index}]");
+        only_keys(
+            event,
+            &[
+                "event_name",
+                "action_source",
+                "event_time",
+                "event_id",
+                "event_source_url",
+                "opt_out",
+                "partner_name",
+                "user_data",
+                "custom_data",
+                "app_id",
+                "app_name",
+                "app_version",
+                "device_brand",
+                "device_carrier",
+                "device_model",
+                "device_type",
+                "os_version",
+                "language",
+            ],
+            &at,
+            &mut problems,
+        );
+        if event["event_name"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event_name missing"));
+        }
+        if !matches!(
+            event["action_source"].as_str(),
+            Some("web" | "app_android" | "app_ios" | "offline")
+        ) {
+            problems.push(format!(
+                "{at}.action_source is not a Pinterest action source"
+            ));
+        }
+        if event["event_time"]
+            .as_i64()
+            .is_none_or(|t| t.to_string().len() != 10)
+        {
+            problems.push(format!("{at}.event_time is not Unix seconds"));
+        }
+        if event["event_id"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event_id missing"));
+        }
+        let user = &event["user_data"];
+        only_keys(
+            user,
+            &[
+                "em",
+                "hashed_maids",
+                "client_ip_address",
+                "client_user_agent",
+                "ph",
+                "ge",
+                "db",
+                "ln",
+                "fn",
+                "ct",
+                "st",
+                "zp",
+                "country",
+                "external_id",
+                "click_id",
+                "partner_id",
+            ],
+            &format!("{at}.user_data"),
+            &mut problems,
+        );
+        for key in ["em", "ph", "external_id"] {
+            if let Some(hashes) = user.get(key) {
+                if !hashes
+                    .as_array()
+                    .is_some_and(|items| items.iter().all(|h| h.as_str().is_some_and(is_hex64)))
+                {
+                    problems.push(format!(
+                        "{at}.user_data.{key} is not an array of SHA-256 hex digests"
+                    ));
+                }
+            }
+        }
+        let matchable = user.get("em").is_some()
+            || user.get("hashed_maids").is_some()
+            || (user.get("client_ip_address").is_some() && user.get("client_user_agent").is_some());
+        if !matchable {
+            problems.push(format!(
+                "{at}.user_data needs em, hashed_maids, or client_ip_address and client_user_agent"
+            ));
+        }
+        if let Some(custom) = event.get("custom_data") {
+            only_keys(
+                custom,
+                &[
+                    "currency",
+                    "value",
+                    "content_ids",
+                    "content_name",
+                    "content_category",
+                    "content_brand",
+                    "contents",
+                    "num_items",
+                    "order_id",
+                    "search_string",
+                    "opt_out_type",
+                ],
+                &format!("{at}.custom_data"),
+                &mut problems,
+            );
+            if custom.get("value").is_some_and(|v| !v.is_string()) {
+                problems.push(format!("{at}.custom_data.value is not a string"));
+            }
+            for (position, content) in custom["contents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if content.get("item_price").is_some_and(|v| !v.is_string()) {
+                    problems.push(format!(
+                        "{at}.custom_data.contents[{position}].item_price is not a string"
+                    ));
+                }
+                if content.get("quantity").is_some_and(|v| !v.is_i64()) {
+                    problems.push(format!(
+                        "{at}.custom_data.contents[{position}].quantity is not an integer"
+                    ));
                 }
             }
         }
