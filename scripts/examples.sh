@@ -65,9 +65,13 @@ example() {
 
 example create-destinations.sh -- \
   'HTTP 201' '"type":"webhook"' '"type":"google_ads"' '"type":"meta"' '"api":"data_manager"' \
+  '"type":"tiktok"' '"type":"microsoft_ads"' '"type":"linkedin"' '"type":"reddit"' \
+  '"type":"snapchat"' '"type":"pinterest"' \
   '"hasCredentials":true' '!whsec_fake' '!fake-client-secret' '!fake-refresh-token' '!fake-meta-access-token' \
+  '!fake-tiktok-access-token' '!fake-microsoft-refresh-token' '!fake-developer-token' '!fake-linkedin-access-token' \
+  '!fake-reddit-access-token' '!fake-snapchat-access-token' '!fake-pinterest-access-token' \
   '!HTTP 4' '!HTTP 5'
-[[ $(grep -c '^HTTP 201$' "$HARNESS_WORK/create-destinations.sh.0.out") -eq 3 ]] || { say "FAIL create-destinations.sh: not three 201s"; exit 1; }
+[[ $(grep -c '^HTTP 201$' "$HARNESS_WORK/create-destinations.sh.0.out") -eq 9 ]] || { say "FAIL create-destinations.sh: not nine 201s"; exit 1; }
 example register-click.sh -- 'HTTP 201' '"clickId":"clickid_123"' '"gclid":"Cj0KCQjw-example-gclid"' 'HTTP 200'
 example register-click.sh -- '"clickId":"clickid_123"' '!HTTP 201'
 example send-lead.sh -- 'HTTP 202' '"event":"lead"' '"status":"accepted"' '"duplicate":false' '"id":"evt_'

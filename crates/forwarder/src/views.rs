@@ -209,6 +209,8 @@ pub struct DispatchFilter {
     pub status: Option<DispatchStatus>,
     /// Only this destination (`dst_…`).
     pub destination: Option<String>,
+    /// Only destinations of this type (`google_ads`, `linkedin`, …).
+    pub destination_type: Option<DestinationType>,
     /// Only this event's dispatches.
     pub event_id: Option<Uuid>,
     /// Created at or after.
@@ -224,6 +226,7 @@ impl Default for DispatchFilter {
         Self {
             status: None,
             destination: None,
+            destination_type: None,
             event_id: None,
             since: None,
             limit: LIMIT_DEFAULT,
@@ -243,8 +246,8 @@ fn field_error(field: &str, code: &'static str, message: impl Into<String>) -> F
 const STATUS_VALUES: &str = "queued, in_flight, succeeded, retrying, failed, skipped, cancelled";
 
 impl DispatchFilter {
-    /// Reads the query parameters of `GET /v1/dispatches` (`status`, `destination`, `eventId`,
-    /// `since`, `limit`, `cursor`), listing every bad one.
+    /// Reads the query parameters of `GET /v1/dispatches` (`status`, `destination`, `type`,
+    /// `eventId`, `since`, `limit`, `cursor`), listing every bad one.
     ///
     /// # Errors
     /// [`Error::Invalid`].
@@ -273,6 +276,20 @@ impl DispatchFilter {
                         name,
                         "format",
                         "must be a destination id (dst_…)",
+                    )),
+                },
+                "type" => match DestinationType::ALL
+                    .into_iter()
+                    .find(|t| t.as_str() == value)
+                {
+                    Some(destination_type) => filter.destination_type = Some(destination_type),
+                    None => errors.push(field_error(
+                        name,
+                        "invalid_value",
+                        format!(
+                            "must be one of: {}",
+                            DestinationType::ALL.map(DestinationType::as_str).join(", ")
+                        ),
                     )),
                 },
                 "eventId" => match ids::from_wire(ids::EVENT, value) {
@@ -340,6 +357,7 @@ pub async fn list_dispatches(
     // Only the filters given go into the statement, so that each combination gets a plan of its
     // own that uses the index it can (a `$n IS NULL OR …` filter defeats them).
     let status = filter.status.map(DispatchStatus::as_str);
+    let destination_type = filter.destination_type.map(DestinationType::as_str);
     let limit = filter.limit + 1;
     let mut sql = format!("SELECT {VIEW_COLUMNS} FROM dispatches WHERE workspace_id = $1");
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&workspace_id];
@@ -357,6 +375,14 @@ pub async fn list_dispatches(
     }
     if let Some(destination) = &destination {
         add(&mut sql, &mut params, "destination_id =", destination);
+    }
+    if let Some(destination_type) = &destination_type {
+        add(
+            &mut sql,
+            &mut params,
+            "destination_type =",
+            destination_type,
+        );
     }
     if let Some(event_id) = &filter.event_id {
         add(&mut sql, &mut params, "event_id =", event_id);
