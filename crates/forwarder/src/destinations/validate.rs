@@ -353,6 +353,83 @@ mod tests {
     }
 
     #[test]
+    fn every_new_platform_lists_every_bad_field_and_fills_its_defaults() {
+        let bad = [
+            (
+                json!({"type": "tiktok", "name": "t", "events": ["sale"],
+                       "config": {"pixelCode": "no spaces", "eventSource": "shop", "x": 1},
+                       "credentials": {}}),
+                vec![
+                    "config.pixelCode",
+                    "config.eventSource",
+                    "config.x",
+                    "credentials.accessToken",
+                ],
+            ),
+            (
+                json!({"type": "linkedin", "name": "l", "events": ["lead", "sale"],
+                       "config": {"conversionRules": {"lead": "urn:1"}}, "credentials": {"accessToken": ""}}),
+                vec!["config.conversionRules.lead", "credentials.accessToken"],
+            ),
+            (
+                json!({"type": "reddit", "name": "r", "events": ["sale"],
+                       "config": {"pixelId": "t2 abc", "eventNames": {"sale": "BUY"}},
+                       "credentials": {"accessToken": 5}}),
+                vec![
+                    "config.pixelId",
+                    "config.eventNames.sale",
+                    "credentials.accessToken",
+                ],
+            ),
+            (
+                json!({"type": "snapchat", "name": "s", "events": ["sale"],
+                       "config": {"actionSource": "web", "testMode": "yes"}, "credentials": {"accessToken": "t"}}),
+                vec!["config.pixelId", "config.actionSource", "config.testMode"],
+            ),
+            (
+                json!({"type": "pinterest", "name": "p", "events": ["sale"],
+                       "config": {"adAccountId": "acct-1", "eventNames": {"sale": "purchase"}},
+                       "credentials": {"accessToken": "t", "refreshToken": "r"}}),
+                vec![
+                    "config.adAccountId",
+                    "config.eventNames.sale",
+                    "credentials.refreshToken",
+                ],
+            ),
+        ];
+        for (body, expected) in bad {
+            assert_eq!(fields(check_document(&body, true)), expected, "{body}");
+        }
+        let good = [
+            (
+                json!({"type": "tiktok", "name": "t", "events": ["sale"],
+                       "config": {"pixelCode": "CABC123"}, "credentials": {"accessToken": "t"}}),
+                json!({"pixelCode": "CABC123", "eventSource": "web",
+                       "eventNames": {"lead": "Lead", "sale": "Purchase"}, "matchWithoutClickId": false}),
+            ),
+            (
+                json!({"type": "reddit", "name": "r", "events": ["sale"],
+                       "config": {"pixelId": "t2_abc"}, "credentials": {"accessToken": "t"}}),
+                json!({"pixelId": "t2_abc", "actionSource": "WEBSITE",
+                       "eventNames": {"lead": "LEAD", "sale": "PURCHASE"}, "matchWithoutClickId": false}),
+            ),
+            (
+                json!({"type": "pinterest", "name": "p", "events": ["sale"],
+                       "config": {"adAccountId": 549755885175u64}, "credentials": {"accessToken": "t"}}),
+                json!({"adAccountId": "549755885175", "actionSource": "web",
+                       "eventNames": {"lead": "lead", "sale": "checkout"}, "testMode": false,
+                       "matchWithoutClickId": false}),
+            ),
+        ];
+        for (body, stored) in good {
+            assert_eq!(
+                check_document(&body, true).unwrap().config.to_json(),
+                stored
+            );
+        }
+    }
+
+    #[test]
     fn merge_patch_follows_rfc_7396() {
         let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}}));
