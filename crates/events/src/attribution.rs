@@ -113,10 +113,12 @@ pub enum DestinationType {
     /// Microsoft Advertising offline conversions (msclkid).
     MicrosoftAds,
     /// LinkedIn Conversions API (liFatId)
+    #[serde(rename = "linkedin")]
     LinkedIn,
     /// Reddit Conversions API (rdtCid)
     Reddit,
     /// TikTok Events API (ttclid)
+    #[serde(rename = "tiktok")]
     TikTok,
     /// Snap Conversions API (scCid)
     Snapchat,
@@ -185,4 +187,23 @@ pub struct RoutedEvent {
     pub attribution: Attribution,
     /// One decision per destination type.
     pub routes: Vec<RouteDecision>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_types_serialise_as_their_wire_names() {
+        for destination_type in DestinationType::ALL {
+            assert_eq!(
+                serde_json::to_value(destination_type).unwrap(),
+                serde_json::Value::String(destination_type.as_str().to_owned())
+            );
+            let back: DestinationType =
+                serde_json::from_value(serde_json::Value::String(destination_type.as_str().into()))
+                    .unwrap();
+            assert_eq!(back, destination_type);
+        }
+    }
 }
