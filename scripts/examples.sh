@@ -87,7 +87,8 @@ until curl -fsS "$BASE/v1/events/$sale_id" -H "Authorization: Bearer $CONVRELAY_
 import json, sys
 event = json.load(open(sys.argv[1]))
 status = {d["type"]: d["status"] for d in event.get("dispatches") or []}
-# Meta takes events of the last 7 days only: the seed's April timestamp is skipped later on.
+# The examples send no timestamp: each is the time of receipt, within every platform's age
+# limits (an older conversion would be skipped as too_old_for_platform).
 ok = (
     (event.get("attribution") or {}).get("status") == "matched"
     and status.get("google_ads") == "succeeded"
@@ -115,7 +116,7 @@ example send-sale.sh -- 'HTTP 202' 'idempotent-replayed: true' "\"id\":\"$sale_i
 # As send-sale.sh says: the same invoice under another Idempotency-Key is a duplicate.
 curl -sS "$BASE/v1/events" -H "Authorization: Bearer $CONVRELAY_KEY" -H 'Content-Type: application/json' \
   -H 'Idempotency-Key: another-key' -w '\nHTTP %{http_code}\n' \
-  -d '{"event":"sale","timestamp":"2026-04-10T12:45:10.000Z","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}' \
+  -d '{"event":"sale","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}' \
   >"$HARNESS_WORK/again.out"
 check "inv_987 again" "$HARNESS_WORK/again.out" 'HTTP 200' '"duplicate":true' "\"id\":\"$sale_id\""
 say "ok   inv_987 under another Idempotency-Key is a duplicate of $sale_id"

@@ -199,7 +199,9 @@ pub fn one_of(
 /// A string of digits, or a non-negative JSON integer, as digits.
 pub fn digits(errors: &mut Errors, field: &str, value: &Value, what: &str) -> Option<String> {
     let text = match value {
-        Value::Number(n) if n.as_u64().is_some() => n.to_string(),
+        Value::Number(n) if whole_number(n).is_some() => {
+            whole_number(n).map(|v| v.to_string()).unwrap_or_default()
+        }
         Value::String(s) => s.trim().to_owned(),
         _ => {
             errors.error(
@@ -216,6 +218,22 @@ pub fn digits(errors: &mut Errors, field: &str, value: &Value, what: &str) -> Op
         return None;
     }
     Some(text)
+}
+
+/// A JSON number that is a whole non-negative number (`533`, and `533.0` or `5.33e2`, which JSON
+/// Schema counts as integers too), as a `u64`.
+fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    use rust_decimal::prelude::ToPrimitive;
+    if let Some(v) = n.as_u64() {
+        return Some(v);
+    }
+    let text = n.to_string();
+    let decimal = rust_decimal::Decimal::from_str_exact(&text)
+        .or_else(|_| rust_decimal::Decimal::from_scientific(&text))
+        .ok()?;
+    (decimal.fract().is_zero() && !decimal.is_sign_negative())
+        .then(|| decimal.to_u64())
+        .flatten()
 }
 
 /// Reads an optional `{lead?, sale?}` object of strings (event names per kind), filling in the
@@ -273,4 +291,34 @@ pub fn required_secret(
     key: &'static str,
 ) -> Option<String> {
     required_string(errors, obj, key, MAX_SECRET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn digits_take_strings_and_whole_numbers_however_json_writes_them() {
+        let mut errors = Errors::default();
+        for (value, expected) in [
+            (json!("  42 "), Some("42")),
+            (json!(533), Some("533")),
+            (serde_json::from_str::<Value>("533.0").unwrap(), Some("533")),
+            (
+                serde_json::from_str::<Value>("5.33e2").unwrap(),
+                Some("533"),
+            ),
+            (serde_json::from_str::<Value>("5.5").unwrap(), None),
+            (json!(-1), None),
+            (json!("12a"), None),
+        ] {
+            assert_eq!(
+                digits(&mut errors, "id", &value, "an id").as_deref(),
+                expected,
+                "{value}"
+            );
+        }
+        assert_eq!(errors.0.len(), 3);
+    }
 }
