@@ -751,17 +751,18 @@ pub(crate) async fn cancel_unsent(
         .await?)
 }
 
-/// Cancelling a deleted destination's unsent dispatches. In-flight dispatches keep their lease
-/// token, so the worker sending them still records its attempt; their status stays `cancelled`.
+/// Cancelling a deleted destination's waiting dispatches. A dispatch in flight is left to its
+/// worker, which already holds the destination and may be delivering it right now: its real
+/// outcome is recorded, and should its worker vanish, the next claim cancels it.
 const CANCEL_FOR_DELETED_DESTINATION: &str = "
     UPDATE dispatches
     SET status = 'cancelled', reason = 'destination deleted', updated_at = now()
     WHERE workspace_id = $1 AND destination_id = $2
-      AND status IN ('queued', 'retrying', 'in_flight')
+      AND status IN ('queued', 'retrying')
       AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.workspace_id = $1 AND t.id = $2)";
 
-/// `queued | retrying | in_flight → cancelled` (reason `destination deleted`) for every dispatch
-/// of a destination that no longer exists. Answers how many.
+/// `queued | retrying → cancelled` (reason `destination deleted`) for every waiting dispatch of
+/// a destination that no longer exists. Answers how many.
 ///
 /// # Errors
 /// [`Error::Database`].

@@ -561,7 +561,8 @@ pub async fn update_destination(
 const DELETE: &str = "DELETE FROM destinations WHERE workspace_id = $1 AND id = $2";
 
 /// Deletes a destination, its sealed credentials with it; its dispatches still waiting become
-/// `cancelled` (reason `destination deleted`); its history stays readable.
+/// `cancelled` (reason `destination deleted`), one in flight keeps the outcome its worker
+/// records; its history stays readable.
 ///
 /// # Errors
 /// [`Error::NotFound`]; [`Error::Database`].
