@@ -12,7 +12,7 @@ echo "# POST /v1/clicks. Look at: HTTP 201 {\"clickId\":\"clickid_123\"} the fir
 curl -sS --fail-with-body "$url/v1/clicks" \
   -H "Authorization: Bearer $key" \
   -H 'Content-Type: application/json' \
-  -d '{"clickId":"clickid_123","timestamp":"2026-04-10T12:30:00.000Z","gclid":"Cj0KCQjw-example-gclid","fbclid":"IwAR-example-fbclid","utm":{"source":"google","medium":"cpc","campaign":"spring_sale"},"url":"https://shop.example.com/pricing?gclid=Cj0KCQjw-example-gclid","userAgent":"Mozilla/5.0 (X11; Linux x86_64)"}' \
+  -d '{"clickId":"clickid_123","gclid":"Cj0KCQjw-example-gclid","fbclid":"IwAR-example-fbclid","utm":{"source":"google","medium":"cpc","campaign":"spring_sale"},"url":"https://shop.example.com/pricing?gclid=Cj0KCQjw-example-gclid","userAgent":"Mozilla/5.0 (X11; Linux x86_64)"}' \
   -w '\nHTTP %{http_code}\n'
 
 echo

@@ -12,5 +12,5 @@ echo "# POST /v1/events (lead). Look at: HTTP 202, \"status\":\"accepted\", \"du
 curl -sS --fail-with-body "$url/v1/events" \
   -H "Authorization: Bearer $key" \
   -H 'Content-Type: application/json' \
-  -d '{"event":"lead","timestamp":"2026-04-10T12:34:56.000Z","clickId":"clickid_123","customerExternalId":"user_123","email":"user@gmail.com","name":"user","mode":"deferred"}' \
+  -d '{"event":"lead","clickId":"clickid_123","customerExternalId":"user_123","email":"user@gmail.com","name":"user","mode":"deferred"}' \
   -w '\nHTTP %{http_code}\n'

@@ -6,7 +6,7 @@
 set -euo pipefail
 url=${CONVRELAY_URL:-http://127.0.0.1:8080}
 key=${CONVRELAY_KEY:?set CONVRELAY_KEY to an API key with the ingest and read scopes}
-sale='{"event":"sale","timestamp":"2026-04-10T12:45:10.000Z","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}'
+sale='{"event":"sale","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}'
 
 send() {
   curl -sS --fail-with-body "$url/v1/events" \

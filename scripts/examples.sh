@@ -65,9 +65,13 @@ example() {
 
 example create-destinations.sh -- \
   'HTTP 201' '"type":"webhook"' '"type":"google_ads"' '"type":"meta"' '"api":"data_manager"' \
+  '"type":"tiktok"' '"type":"microsoft_ads"' '"type":"linkedin"' '"type":"reddit"' \
+  '"type":"snapchat"' '"type":"pinterest"' \
   '"hasCredentials":true' '!whsec_fake' '!fake-client-secret' '!fake-refresh-token' '!fake-meta-access-token' \
+  '!fake-tiktok-access-token' '!fake-microsoft-refresh-token' '!fake-developer-token' '!fake-linkedin-access-token' \
+  '!fake-reddit-access-token' '!fake-snapchat-access-token' '!fake-pinterest-access-token' \
   '!HTTP 4' '!HTTP 5'
-[[ $(grep -c '^HTTP 201$' "$HARNESS_WORK/create-destinations.sh.0.out") -eq 3 ]] || { say "FAIL create-destinations.sh: not three 201s"; exit 1; }
+[[ $(grep -c '^HTTP 201$' "$HARNESS_WORK/create-destinations.sh.0.out") -eq 9 ]] || { say "FAIL create-destinations.sh: not nine 201s"; exit 1; }
 example register-click.sh -- 'HTTP 201' '"clickId":"clickid_123"' '"gclid":"Cj0KCQjw-example-gclid"' 'HTTP 200'
 example register-click.sh -- '"clickId":"clickid_123"' '!HTTP 201'
 example send-lead.sh -- 'HTTP 202' '"event":"lead"' '"status":"accepted"' '"duplicate":false' '"id":"evt_'
@@ -83,7 +87,8 @@ until curl -fsS "$BASE/v1/events/$sale_id" -H "Authorization: Bearer $CONVRELAY_
 import json, sys
 event = json.load(open(sys.argv[1]))
 status = {d["type"]: d["status"] for d in event.get("dispatches") or []}
-# Meta takes events of the last 7 days only: the seed's April timestamp is skipped later on.
+# The examples send no timestamp: each is the time of receipt, within every platform's age
+# limits (an older conversion would be skipped as too_old_for_platform).
 ok = (
     (event.get("attribution") or {}).get("status") == "matched"
     and status.get("google_ads") == "succeeded"
@@ -111,7 +116,7 @@ example send-sale.sh -- 'HTTP 202' 'idempotent-replayed: true' "\"id\":\"$sale_i
 # As send-sale.sh says: the same invoice under another Idempotency-Key is a duplicate.
 curl -sS "$BASE/v1/events" -H "Authorization: Bearer $CONVRELAY_KEY" -H 'Content-Type: application/json' \
   -H 'Idempotency-Key: another-key' -w '\nHTTP %{http_code}\n' \
-  -d '{"event":"sale","timestamp":"2026-04-10T12:45:10.000Z","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}' \
+  -d '{"event":"sale","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}' \
   >"$HARNESS_WORK/again.out"
 check "inv_987 again" "$HARNESS_WORK/again.out" 'HTTP 200' '"duplicate":true' "\"id\":\"$sale_id\""
 say "ok   inv_987 under another Idempotency-Key is a duplicate of $sale_id"

@@ -464,8 +464,9 @@ def check_pipeline(spec: dict, registry: Registry, client: Client, ingest_key: s
             fail(f"GET /v1/destinations?limit=2: {[d['id'] for d in page['data']]} then {page['nextCursor']}, "
                  f"documented the newest two first, then the cursor {meta}")
         rest = call("GET", f"/v1/destinations?limit=2&cursor={meta}", "/v1/destinations")
-        if isinstance(rest, dict) and [d["id"] for d in rest["data"]] != [google]:
-            fail(f"GET /v1/destinations, page 2: {[d['id'] for d in rest['data']]}, documented [{google}]")
+        # The other platforms' examples are created before Google's: page 2 starts with it.
+        if isinstance(rest, dict) and [d["id"] for d in rest["data"]][:1] != [google]:
+            fail(f"GET /v1/destinations, page 2: {[d['id'] for d in rest['data']]}, documented [{google}, …]")
     one = call("GET", f"/v1/destinations/{google}", "/v1/destinations/{id}")
     if isinstance(one, dict):
         config = one["config"]

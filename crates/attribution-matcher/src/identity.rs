@@ -42,11 +42,23 @@ pub enum IdentifierKind {
     Ttclid,
     /// Microsoft Advertising click id.
     Msclkid,
+    /// TikTok `_ttp` browser cookie.
+    Ttp,
+    /// LinkedIn first-party ad tracking id.
+    LiFatId,
+    /// Reddit click id.
+    RdtCid,
+    /// Snapchat click id.
+    ScCid,
+    /// Snapchat `_scid` browser cookie.
+    Scid,
+    /// Pinterest click id.
+    Epik,
 }
 
 impl IdentifierKind {
     /// The kinds of the ad platforms' click ids, in the wire order of [`events::ClickIds`].
-    pub const CLICK_IDS: [Self; 8] = [
+    pub const CLICK_IDS: [Self; 14] = [
         Self::Gclid,
         Self::Gbraid,
         Self::Wbraid,
@@ -55,6 +67,12 @@ impl IdentifierKind {
         Self::Fbp,
         Self::Ttclid,
         Self::Msclkid,
+        Self::Ttp,
+        Self::LiFatId,
+        Self::RdtCid,
+        Self::ScCid,
+        Self::Scid,
+        Self::Epik,
     ];
 
     /// The wire name of the field the identifier comes from.
@@ -72,6 +90,12 @@ impl IdentifierKind {
             Self::Fbp => "fbp",
             Self::Ttclid => "ttclid",
             Self::Msclkid => "msclkid",
+            Self::Ttp => "ttp",
+            Self::LiFatId => "liFatId",
+            Self::RdtCid => "rdtCid",
+            Self::ScCid => "scCid",
+            Self::Scid => "scid",
+            Self::Epik => "epik",
         }
     }
 

@@ -1,13 +1,13 @@
 //! Which kinds of destination get a conversion, and why: the table of API.md's Routing section.
 //!
-//! | stage | google_ads | meta | webhook |
-//! |---|---|---|---|
-//! | matched (first decision) | iff gclid / gbraid / wbraid | iff fbclid / fbc | yes |
-//! | unmatched (first decision) | no | no | yes |
-//! | pending | no, until it matches | no, until it matches | yes, now |
-//! | matched late (was pending) | iff gclid / gbraid / wbraid | iff fbclid / fbc | no: already sent |
-//! | pending window over | no | no | no: already sent |
-//! | deferred lead | no | no | no |
+//! | stage | google_ads | meta | microsoft_ads | webhook |
+//! |---|---|---|---|---|
+//! | matched (first decision) | iff gclid / gbraid / wbraid | iff fbclid / fbc | iff msclkid | yes |
+//! | unmatched (first decision) | no | no | no | yes |
+//! | pending | no, until it matches | no, until it matches | no, until it matches | yes, now |
+//! | matched late (was pending) | iff gclid / gbraid / wbraid | iff fbclid / fbc | iff msclkid | no: already sent |
+//! | pending window over | no | no | no | no: already sent |
+//! | deferred lead | no | no | no | no |
 //!
 //! Each decision carries a reason for people, naming what was present or missing. Whether a
 //! destination subscribes to the event's kind is the forwarder's business.
@@ -33,6 +33,12 @@ pub enum Stage {
 
 const GOOGLE_IDS: [&str; 3] = ["gclid", "gbraid", "wbraid"];
 const META_IDS: [&str; 2] = ["fbclid", "fbc"];
+const MICROSOFT_IDS: [&str; 1] = ["msclkid"];
+const PINTEREST_IDS: [&str; 1] = ["epik"];
+const SNAPCHAT_IDS: [&str; 1] = ["scCid"];
+const TIKTOK_IDS: [&str; 1] = ["ttclid"];
+const REDDIT_IDS: [&str; 1] = ["rdtCid"];
+const LINKEDIN_IDS: [&str; 1] = ["liFatId"];
 
 /// One decision per kind of destination, in the order of [`DestinationType::ALL`]. `click` is the
 /// touchpoint of a matched event.
@@ -81,11 +87,16 @@ fn decide_one(
         }
         (Stage::Matched | Stage::MatchedLate, platform) => {
             let ids = click.map(|click| &click.click_ids);
-            let (wanted, action) = match platform {
-                DestinationType::GoogleAds => {
-                    (&GOOGLE_IDS[..], "google_ads offline click conversion")
-                }
-                _ => (&META_IDS[..], "meta conversions api event"),
+            let wanted = wanted_ids(platform);
+            let action = match platform {
+                DestinationType::GoogleAds => "google_ads offline click conversion",
+                DestinationType::MicrosoftAds => "microsoft_ads offline conversion",
+                DestinationType::Pinterest => "pinterest conversions api event",
+                DestinationType::Snapchat => "snapchat conversions api event",
+                DestinationType::TikTok => "tiktok events api event",
+                DestinationType::Reddit => "reddit conversions api event",
+                DestinationType::LinkedIn => "linkedin conversions api event",
+                _ => "meta conversions api event",
             };
             let present = present_ids(ids, wanted);
             let late = if stage == Stage::MatchedLate {
@@ -125,6 +136,12 @@ fn decide_one(
 fn wanted_ids(platform: DestinationType) -> &'static [&'static str] {
     match platform {
         DestinationType::GoogleAds => &GOOGLE_IDS,
+        DestinationType::MicrosoftAds => &MICROSOFT_IDS,
+        DestinationType::Pinterest => &PINTEREST_IDS,
+        DestinationType::Snapchat => &SNAPCHAT_IDS,
+        DestinationType::TikTok => &TIKTOK_IDS,
+        DestinationType::Reddit => &REDDIT_IDS,
+        DestinationType::LinkedIn => &LINKEDIN_IDS,
         _ => &META_IDS,
     }
 }
@@ -163,6 +180,23 @@ mod tests {
             .collect()
     }
 
+    /// The destination types the decisions dispatch to, in order.
+    fn dispatched(routes: &[RouteDecision]) -> Vec<&'static str> {
+        routes
+            .iter()
+            .filter(|r| r.dispatch)
+            .map(|r| r.destination_type.as_str())
+            .collect()
+    }
+
+    /// The decision for one destination type.
+    fn decision(routes: &[RouteDecision], destination_type: DestinationType) -> &RouteDecision {
+        routes
+            .iter()
+            .find(|r| r.destination_type == destination_type)
+            .unwrap()
+    }
+
     #[test]
     fn a_gclid_goes_to_google_ads_and_webhooks_only() {
         let touch = click(ClickIds {
@@ -170,21 +204,35 @@ mod tests {
             wbraid: Some("w".into()),
             ..ClickIds::default()
         });
+        let decided = decisions(Stage::Matched, Some(&touch));
         assert_eq!(
-            decisions(Stage::Matched, Some(&touch)),
-            [
-                (
-                    "google_ads",
-                    true,
-                    "gclid, wbraid present: google_ads offline click conversion".into()
-                ),
-                ("meta", false, "no fbclid/fbc: meta not applicable".into()),
-                (
-                    "webhook",
-                    true,
-                    "matched: webhooks get every subscribed event".into()
-                ),
-            ]
+            decided[0],
+            (
+                "google_ads",
+                true,
+                "gclid, wbraid present: google_ads offline click conversion".into()
+            )
+        );
+        assert_eq!(
+            decided[1],
+            ("meta", false, "no fbclid/fbc: meta not applicable".into())
+        );
+        assert!(decided.contains(&(
+            "microsoft_ads",
+            false,
+            "no msclkid: microsoft_ads not applicable".into()
+        )));
+        assert_eq!(
+            decided.last(),
+            Some(&(
+                "webhook",
+                true,
+                "matched: webhooks get every subscribed event".into()
+            ))
+        );
+        assert_eq!(
+            dispatched(&route(Stage::Matched, Some(&touch))),
+            ["google_ads", "webhook"]
         );
     }
 
@@ -207,15 +255,15 @@ mod tests {
     #[test]
     fn pending_goes_to_webhooks_now_and_ad_platforms_later() {
         let routes = route(Stage::Pending, None);
-        assert_eq!(
-            routes.iter().map(|r| r.dispatch).collect::<Vec<_>>(),
-            [false, false, true]
-        );
+        assert_eq!(dispatched(&routes), ["webhook"]);
         assert_eq!(
             routes[0].reason,
             "attribution pending: sent if and when it matches"
         );
-        assert_eq!(routes[2].reason, "attribution pending: webhooks get it now");
+        assert_eq!(
+            decision(&routes, DestinationType::Webhook).reason,
+            "attribution pending: webhooks get it now"
+        );
     }
 
     #[test]
@@ -226,11 +274,11 @@ mod tests {
             ..ClickIds::default()
         });
         let routes = route(Stage::MatchedLate, Some(&touch));
+        assert_eq!(dispatched(&routes), ["google_ads", "meta"]);
         assert_eq!(
-            routes.iter().map(|r| r.dispatch).collect::<Vec<_>>(),
-            [true, true, false]
+            decision(&routes, DestinationType::Webhook).reason,
+            "already sent while pending"
         );
-        assert_eq!(routes[2].reason, "already sent while pending");
     }
 
     #[test]
@@ -239,13 +287,34 @@ mod tests {
             assert!(route(stage, None).iter().all(|r| !r.dispatch), "{stage:?}");
         }
         let unmatched = route(Stage::Unmatched, None);
-        assert_eq!(
-            unmatched.iter().map(|r| r.dispatch).collect::<Vec<_>>(),
-            [false, false, true]
-        );
+        assert_eq!(dispatched(&unmatched), ["webhook"]);
         assert_eq!(
             unmatched[0].reason,
             "unmatched, no gclid/gbraid/wbraid: google_ads not applicable"
+        );
+    }
+
+    #[test]
+    fn an_msclkid_goes_to_microsoft_ads_and_several_click_ids_to_several_platforms() {
+        let touch = click(ClickIds {
+            msclkid: Some("m".into()),
+            ..ClickIds::default()
+        });
+        let routes = route(Stage::Matched, Some(&touch));
+        assert_eq!(dispatched(&routes), ["microsoft_ads", "webhook"]);
+        assert_eq!(
+            decision(&routes, DestinationType::MicrosoftAds).reason,
+            "msclkid present: microsoft_ads offline conversion"
+        );
+        let touch = click(ClickIds {
+            gclid: Some("g".into()),
+            msclkid: Some("m".into()),
+            ..ClickIds::default()
+        });
+        let routes = route(Stage::Matched, Some(&touch));
+        assert_eq!(
+            dispatched(&routes),
+            ["google_ads", "microsoft_ads", "webhook"]
         );
     }
 

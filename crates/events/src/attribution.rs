@@ -124,19 +124,49 @@ pub enum DestinationType {
     GoogleAds,
     /// Meta Conversions API (fbclid, fbc).
     Meta,
+    /// Microsoft Advertising offline conversions (msclkid).
+    MicrosoftAds,
+    /// LinkedIn Conversions API (liFatId)
+    #[serde(rename = "linkedin")]
+    LinkedIn,
+    /// Reddit Conversions API (rdtCid)
+    Reddit,
+    /// TikTok Events API (ttclid)
+    #[serde(rename = "tiktok")]
+    TikTok,
+    /// Snap Conversions API (scCid)
+    Snapchat,
+    /// Pinterest Conversions API (epik)
+    Pinterest,
     /// Signed webhooks: every subscribed event.
     Webhook,
 }
 
 impl DestinationType {
     /// Every destination type, in a fixed order.
-    pub const ALL: [Self; 3] = [Self::GoogleAds, Self::Meta, Self::Webhook];
+    pub const ALL: [Self; 9] = [
+        Self::GoogleAds,
+        Self::Meta,
+        Self::MicrosoftAds,
+        Self::LinkedIn,
+        Self::Reddit,
+        Self::TikTok,
+        Self::Snapchat,
+        Self::Pinterest,
+        Self::Webhook,
+    ];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GoogleAds => "google_ads",
             Self::Meta => "meta",
+            Self::MicrosoftAds => "microsoft_ads",
+            Self::LinkedIn => "linkedin",
+            Self::Reddit => "reddit",
+            Self::TikTok => "tiktok",
+            Self::Snapchat => "snapchat",
+            Self::Pinterest => "pinterest",
             Self::Webhook => "webhook",
         }
     }
@@ -171,4 +201,23 @@ pub struct RoutedEvent {
     pub attribution: Attribution,
     /// One decision per destination type.
     pub routes: Vec<RouteDecision>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_types_serialise_as_their_wire_names() {
+        for destination_type in DestinationType::ALL {
+            assert_eq!(
+                serde_json::to_value(destination_type).unwrap(),
+                serde_json::Value::String(destination_type.as_str().to_owned())
+            );
+            let back: DestinationType =
+                serde_json::from_value(serde_json::Value::String(destination_type.as_str().into()))
+                    .unwrap();
+            assert_eq!(back, destination_type);
+        }
+    }
 }

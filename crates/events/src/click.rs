@@ -25,7 +25,7 @@ use crate::parse::{
 use crate::timestamp::{check_event_time, parse_timestamp, rfc3339_millis, to_utc_millis};
 
 /// The fields of a click body, in the order they are checked.
-pub const CLICK_FIELDS: [&str; 15] = [
+pub const CLICK_FIELDS: [&str; 21] = [
     "clickId",
     "timestamp",
     "gclid",
@@ -36,6 +36,12 @@ pub const CLICK_FIELDS: [&str; 15] = [
     "fbp",
     "ttclid",
     "msclkid",
+    "ttp",
+    "liFatId",
+    "rdtCid",
+    "scCid",
+    "scid",
+    "epik",
     "utm",
     "url",
     "referrer",
@@ -45,7 +51,7 @@ pub const CLICK_FIELDS: [&str; 15] = [
 
 /// The message of the `missing_identifier` error of a click.
 const MISSING_CLICK_IDENTIFIER: &str = "at least one is required: clickId, gclid, gbraid, wbraid, \
-     fbclid, fbc, fbp, ttclid, msclkid or a utm value";
+     fbclid, fbc, fbp, ttclid, msclkid, ttp, liFatId, rdtCid, scCid, scid, epik or a utm value";
 
 /// A validated click, as registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +206,7 @@ mod tests {
             "fbp": "fb.1.1554763741205.123",
             "ttclid": "t",
             "msclkid": "m",
+            "ttp": "tp", "liFatId": "li", "rdtCid": "rd", "scCid": "sc", "scid": "sci", "epik": "ep",
             "gbraid": "gb",
             "wbraid": "wb",
             "utm": {"source": "google", "medium": "cpc", "campaign": "spring"},

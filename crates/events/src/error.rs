@@ -128,7 +128,8 @@ pub enum Error {
     /// The event names none of the identifiers attribution needs.
     #[error(
         "at least one identifier is required: customerExternalId, email, phone, clickId, \
-         gclid, gbraid, wbraid, fbclid, fbc, fbp, ttclid or msclkid"
+         gclid, gbraid, wbraid, fbclid, fbc, fbp, ttclid, msclkid, ttp, liFatId, rdtCid, scCid, \
+         scid or epik"
     )]
     MissingIdentifier,
 }

@@ -169,12 +169,31 @@ pub struct ClickIds {
     /// Microsoft Advertising click id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msclkid: Option<String>,
+    /// TikTok `_ttp` browser cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttp: Option<String>,
+    /// LinkedIn first-party ad tracking id (`li_fat_id`).
+    #[serde(default, rename = "liFatId", skip_serializing_if = "Option::is_none")]
+    pub li_fat_id: Option<String>,
+    /// Reddit click id (`rdt_cid`).
+    #[serde(default, rename = "rdtCid", skip_serializing_if = "Option::is_none")]
+    pub rdt_cid: Option<String>,
+    /// Snapchat click id (`ScCid`).
+    #[serde(default, rename = "scCid", skip_serializing_if = "Option::is_none")]
+    pub sc_cid: Option<String>,
+    /// Snapchat `_scid` browser cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scid: Option<String>,
+    /// Pinterest click id (`epik` / `_epik`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epik: Option<String>,
 }
 
 impl ClickIds {
     /// The wire names of the click ids, in wire order.
-    pub const FIELDS: [&'static str; 8] = [
-        "gclid", "gbraid", "wbraid", "fbclid", "fbc", "fbp", "ttclid", "msclkid",
+    pub const FIELDS: [&'static str; 14] = [
+        "gclid", "gbraid", "wbraid", "fbclid", "fbc", "fbp", "ttclid", "msclkid", "ttp", "liFatId",
+        "rdtCid", "scCid", "scid", "epik",
     ];
 
     /// True when no click id is set.
@@ -207,7 +226,7 @@ impl ClickIds {
         self.fbclid.is_some() || self.fbc.is_some()
     }
 
-    fn slots(&self) -> [&Option<String>; 8] {
+    fn slots(&self) -> [&Option<String>; 14] {
         [
             &self.gclid,
             &self.gbraid,
@@ -217,6 +236,12 @@ impl ClickIds {
             &self.fbp,
             &self.ttclid,
             &self.msclkid,
+            &self.ttp,
+            &self.li_fat_id,
+            &self.rdt_cid,
+            &self.sc_cid,
+            &self.scid,
+            &self.epik,
         ]
     }
 }
@@ -351,6 +376,18 @@ struct EventWire<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     msclkid: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttp: Option<Cow<'a, str>>,
+    #[serde(default, rename = "liFatId", skip_serializing_if = "Option::is_none")]
+    li_fat_id: Option<Cow<'a, str>>,
+    #[serde(default, rename = "rdtCid", skip_serializing_if = "Option::is_none")]
+    rdt_cid: Option<Cow<'a, str>>,
+    #[serde(default, rename = "scCid", skip_serializing_if = "Option::is_none")]
+    sc_cid: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scid: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epik: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     utm: Option<Cow<'a, Utm>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     page_url: Option<Cow<'a, str>>,
@@ -401,6 +438,12 @@ impl<'a> From<&'a Event> for EventWire<'a> {
             fbp: borrowed(&ids.fbp),
             ttclid: borrowed(&ids.ttclid),
             msclkid: borrowed(&ids.msclkid),
+            ttp: borrowed(&ids.ttp),
+            li_fat_id: borrowed(&ids.li_fat_id),
+            rdt_cid: borrowed(&ids.rdt_cid),
+            sc_cid: borrowed(&ids.sc_cid),
+            scid: borrowed(&ids.scid),
+            epik: borrowed(&ids.epik),
             utm: event.utm.as_ref().map(Cow::Borrowed),
             page_url: borrowed(&event.page_url),
             referrer: borrowed(&event.referrer),
@@ -449,6 +492,12 @@ impl TryFrom<EventWire<'_>> for Event {
                 fbp: owned(wire.fbp),
                 ttclid: owned(wire.ttclid),
                 msclkid: owned(wire.msclkid),
+                ttp: owned(wire.ttp),
+                li_fat_id: owned(wire.li_fat_id),
+                rdt_cid: owned(wire.rdt_cid),
+                sc_cid: owned(wire.sc_cid),
+                scid: owned(wire.scid),
+                epik: owned(wire.epik),
             },
             utm: wire.utm.map(Cow::into_owned),
             page_url: owned(wire.page_url),

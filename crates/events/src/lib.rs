@@ -39,7 +39,7 @@
 //! | `min_items` | `events` (or `clicks`) of a batch is empty |
 //! | `max_items` | `events` (or `clicks`) of a batch holds more than 1000 items |
 //! | `duplicate_key` | an object of the body repeats a key (`{"amount": 1, "amount": 2}`); reported by [`json::from_slice_strict`], which the API answers with 400 rather than 422 |
-//! | `missing_identifier` | none of `customerExternalId`, `email`, `phone`, `clickId`, `gclid`, `gbraid`, `wbraid`, `fbclid`, `fbc`, `fbp`, `ttclid`, `msclkid` is given (field `identifiers`); for a click, none of `clickId`, the ad-platform click ids or a `utm` value |
+//! | `missing_identifier` | none of `customerExternalId`, `email`, `phone`, `clickId`, `gclid`, `gbraid`, `wbraid`, `fbclid`, `fbc`, `fbp`, `ttclid`, `msclkid`, `ttp`, `liFatId`, `rdtCid`, `scCid`, `scid`, `epik` is given (field `identifiers`); for a click, none of `clickId`, the ad-platform click ids or a `utm` value |
 //!
 //! Errors are listed in the order the fields are checked: the event fields in the order of the
 //! API table (nested fields where their parent is), then unknown fields, then `identifiers`.

@@ -33,7 +33,7 @@ pub const MAX_URL_LENGTH: usize = 2048;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// The top-level fields of an event body, in the order they are checked.
-pub const EVENT_FIELDS: [&str; 29] = [
+pub const EVENT_FIELDS: [&str; 35] = [
     "event",
     "timestamp",
     "leadId",
@@ -52,6 +52,12 @@ pub const EVENT_FIELDS: [&str; 29] = [
     "fbp",
     "ttclid",
     "msclkid",
+    "ttp",
+    "liFatId",
+    "rdtCid",
+    "scCid",
+    "scid",
+    "epik",
     "utm",
     "pageUrl",
     "referrer",
@@ -66,7 +72,7 @@ pub const EVENT_FIELDS: [&str; 29] = [
 ];
 
 /// Fields that identify the person; an event needs at least one of them.
-const IDENTIFIER_FIELDS: [&str; 12] = [
+const IDENTIFIER_FIELDS: [&str; 18] = [
     "customerExternalId",
     "email",
     "phone",
@@ -79,6 +85,12 @@ const IDENTIFIER_FIELDS: [&str; 12] = [
     "fbp",
     "ttclid",
     "msclkid",
+    "ttp",
+    "liFatId",
+    "rdtCid",
+    "scCid",
+    "scid",
+    "epik",
 ];
 
 const PRODUCT_FIELDS: [&str; 4] = ["id", "name", "quantity", "price"];
@@ -328,6 +340,12 @@ pub(crate) fn read_click_ids(reader: &mut Reader<'_, '_>) -> ClickIds {
         fbp: id("fbp"),
         ttclid: id("ttclid"),
         msclkid: id("msclkid"),
+        ttp: id("ttp"),
+        li_fat_id: id("liFatId"),
+        rdt_cid: id("rdtCid"),
+        sc_cid: id("scCid"),
+        scid: id("scid"),
+        epik: id("epik"),
     }
 }
 
@@ -957,10 +975,15 @@ mod tests {
     fn click_ids_are_kept() {
         let event = parse(json!({"event": "sale", "amount": 1, "currency": "EUR",
             "gclid": "g", "gbraid": "gb", "wbraid": "wb", "fbclid": "f", "fbc": "fb.1.2.f",
-            "fbp": "fb.1.2.3", "ttclid": "t", "msclkid": "m"}));
+            "fbp": "fb.1.2.3", "ttclid": "t", "msclkid": "m", "ttp": "tp", "liFatId": "li",
+            "rdtCid": "rd", "scCid": "sc", "scid": "sci", "epik": "ep"}));
         let names: Vec<_> = event.click_ids.iter().map(|(name, _)| name).collect();
         assert_eq!(names, ClickIds::FIELDS);
         assert_eq!(event.click_ids.fbc.as_deref(), Some("fb.1.2.f"));
+        assert_eq!(event.click_ids.li_fat_id.as_deref(), Some("li"));
+        let stored = serde_json::to_value(&event.click_ids).unwrap();
+        assert_eq!(stored["liFatId"], "li");
+        assert_eq!(stored["scCid"], "sc");
     }
 
     #[test]

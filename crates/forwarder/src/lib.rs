@@ -1,5 +1,6 @@
 //! The forwarder: destinations and their sealed credentials, the durable dispatch queue and its
-//! workers, the Google Ads / Meta / webhook clients, and the retry policy.
+//! workers. The platform clients live in the `platforms` crate, behind one trait; the forwarder
+//! drives every platform through its adapter the same way and never names one.
 //!
 //! The flow: the attribution step calls [`enqueue`] in its own transaction, which turns each
 //! routed conversion into one dispatch per subscribed destination. A [`Forwarder`] claims due
@@ -14,13 +15,11 @@
 pub mod crypto;
 pub mod destinations;
 mod error;
-pub mod ids;
-pub mod model;
-pub mod platforms;
 pub mod queue;
-mod validate;
 pub mod views;
 pub mod worker;
+
+pub use platforms::{self, ids, model};
 
 pub use crypto::Cipher;
 pub use destinations::{

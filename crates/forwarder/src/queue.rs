@@ -11,8 +11,11 @@
 //!   held under the claim's token: a worker that lost its lease cannot overwrite another's result.
 //!
 //! Statuses: `queued` → `in_flight` → `succeeded` | `retrying` | `failed` | `skipped`, and
-//! `cancelled` when the destination is deleted or the event retracted before the send. A send
-//! already under way when its destination is deleted keeps its real outcome: it may land.
+//! `cancelled` when the destination is deleted or the event retracted before the send; an
+//! operator's retry takes `failed` or `skipped` back to `queued`. This module is the only writer
+//! of a dispatch's status: every transition is one named function here ([`claim_due`],
+//! [`record_results`], `requeue_one`, `requeue_many`, `cancel_unsent`,
+//! `cancel_for_deleted_destination`, `add_retractions`), which the views and destinations call.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,16 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
-use events::{
-    Attribution, AttributionStatus, DestinationType, Event, Mode, RouteDecision, RoutedEvent,
-};
+use events::{Attribution, AttributionStatus, Event, Mode, RouteDecision, RoutedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
-use crate::destinations::{self, Destination, DestinationConfig};
+use crate::destinations::{self, Destination};
 use crate::model::Conversion;
 use crate::{Error, Result};
 
@@ -131,47 +132,56 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn into_conversion(self, dispatch_id: Uuid) -> Conversion {
+    pub(crate) fn into_conversion(self, dispatch_id: Uuid, routing: Value) -> Conversion {
         Conversion {
             dispatch_id,
             event_id: self.event_id,
             received_at: self.received_at,
             event: self.event,
             attribution: self.attribution,
+            routing,
         }
     }
 }
 
-/// True when a Meta destination that opted in to user-data-only matching
-/// (`matchWithoutClickId`) gets this event although its Meta route is off: it has no Meta click
-/// id, it names the person (email, phone or customerExternalId) and user data may leave, and
-/// attribution has decided (matched or unmatched, neither pending nor a deferred lead).
-fn meta_user_data_only(routed: &RoutedEvent) -> bool {
+/// True when an event may go to a destination matched on user data alone: attribution has
+/// decided (matched or unmatched, neither pending nor a deferred lead), it names the person
+/// (email, phone or customerExternalId) and user data may leave.
+fn user_data_only_candidate(routed: &RoutedEvent) -> bool {
     let event = &routed.event;
-    let meta_route_off = routed
-        .routes
-        .iter()
-        .filter(|r| r.destination_type == DestinationType::Meta)
-        .all(|r| !r.dispatch);
     let decided = matches!(
         routed.attribution.status,
         AttributionStatus::Matched | AttributionStatus::Unmatched
     );
-    let has_meta_click = event.click_ids.has_meta()
-        || routed
-            .attribution
-            .click
-            .as_ref()
-            .is_some_and(|c| c.click_ids.has_meta());
     let names_person =
         event.email.is_some() || event.phone.is_some() || event.customer_external_id.is_some();
     let consent_denied = event.consent.is_some_and(|c| c.ad_user_data_denied());
-    meta_route_off
-        && decided
-        && event.mode != Mode::Deferred
-        && !has_meta_click
-        && names_person
-        && !consent_denied
+    decided && event.mode != Mode::Deferred && names_person && !consent_denied
+}
+
+/// True when a destination that opted in to user-data-only matching (`matchWithoutClickId`)
+/// gets this event although its route is off: a candidate without any of its platform's click
+/// ids, on the event or its touchpoint.
+fn user_data_only(routed: &RoutedEvent, destination: &Destination) -> bool {
+    let adapter = destination.config.adapter();
+    if !adapter.matches_without_click_id(destination.config.json()) {
+        return false;
+    }
+    let destination_type = destination.destination_type();
+    let route_off = routed
+        .routes
+        .iter()
+        .filter(|r| r.destination_type == destination_type)
+        .all(|r| !r.dispatch);
+    let has_click = adapter.click_ids().iter().any(|name| {
+        routed.event.click_ids.get(name).is_some()
+            || routed
+                .attribution
+                .click
+                .as_ref()
+                .is_some_and(|c| c.click_ids.get(name).is_some())
+    });
+    route_off && !has_click && user_data_only_candidate(routed)
 }
 
 /// True when `destination` gets `routed`.
@@ -184,9 +194,7 @@ fn routed_to(routed: &RoutedEvent, destination: &Destination) -> bool {
         .routes
         .iter()
         .any(|r| r.destination_type == destination_type && r.dispatch);
-    by_route
-        || matches!(&destination.config, DestinationConfig::Meta(meta) if meta.match_without_click_id)
-            && meta_user_data_only(routed)
+    by_route || user_data_only(routed, destination)
 }
 
 const INSERT_DISPATCHES: &str = "
@@ -203,8 +211,8 @@ const INSERT_DISPATCHES: &str = "
 ///
 /// For each route with `dispatch = true`, one dispatch per destination of that type in the
 /// event's workspace that subscribes to the event's kind, enabled or not (a disabled
-/// destination's dispatches wait until it is enabled). A Meta destination with
-/// `matchWithoutClickId` also gets decided events that have no Meta click id but name the person.
+/// destination's dispatches wait until it is enabled). A destination with
+/// `matchWithoutClickId` also gets decided events that have none of its platform's click ids but name the person.
 /// Each dispatch stores the conversion and its routing as they are now, status `queued`, due now.
 /// Enqueueing the same event again adds nothing. Answers how many dispatches were created.
 ///
@@ -213,7 +221,7 @@ const INSERT_DISPATCHES: &str = "
 pub async fn enqueue(client: &impl GenericClient, routed: &[RoutedEvent]) -> Result<usize> {
     let interesting: Vec<&RoutedEvent> = routed
         .iter()
-        .filter(|r| r.routes.iter().any(|d| d.dispatch) || meta_user_data_only(r))
+        .filter(|r| r.routes.iter().any(|d| d.dispatch) || user_data_only_candidate(r))
         .collect();
     if interesting.is_empty() {
         return Ok(0);
@@ -339,10 +347,9 @@ pub struct ClaimedDispatch {
     pub retry_from: i32,
     /// Its destination (shared by the claim's dispatches to it).
     pub destination: Arc<Destination>,
-    /// What to send (unreadable payloads are reported in [`Claim::unreadable`]).
+    /// What to send, with its routing decision (unreadable payloads are reported in
+    /// [`Claim::unreadable`]).
     pub conversion: Conversion,
-    /// The routing decision as `GET /v1/events/{id}` shows it (webhooks carry it).
-    pub routing: Value,
 }
 
 /// What one claim took.
@@ -513,8 +520,7 @@ pub async fn claim_due(
                 attempts,
                 retry_from: row.try_get("retry_from").map_err(|e| e.to_string())?,
                 destination,
-                conversion: snapshot.into_conversion(id),
-                routing: routing.unwrap_or(Value::Null),
+                conversion: snapshot.into_conversion(id, routing.unwrap_or(Value::Null)),
             })
         };
         match read() {
@@ -688,4 +694,180 @@ pub async fn record_results(
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+// ---- Status transitions asked for by operators and by the destinations module. This module is
+// the only writer of a dispatch's status; each transition is one named function.
+
+/// Putting a failed or skipped dispatch back in the queue: due now, with a fresh retry budget
+/// (`retry_from`), as long as its destination still exists.
+const REQUEUE_ONE: &str = "
+    UPDATE dispatches d
+    SET status = 'queued', due_at = now(), retry_from = d.attempts, reason = NULL, updated_at = now()
+    WHERE d.workspace_id = $1 AND d.id = $2 AND d.status IN ('failed', 'skipped')
+      AND EXISTS (SELECT 1 FROM destinations t
+                  WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id)
+    RETURNING d.workspace_id, d.id, d.event_id, d.destination_id, d.destination_type, d.kind,
+              d.status, d.attempts, d.due_at, d.last_error, d.reason, d.retract_reason,
+              d.created_at, d.updated_at";
+
+/// `failed | skipped → queued` for one dispatch (an operator's retry): due now, with a fresh retry
+/// budget, as long as its destination still exists. Answers the row as the views read it, or
+/// `None` when it is in another state, unknown, or its destination is gone.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn requeue_one(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    id: Uuid,
+) -> Result<Option<tokio_postgres::Row>> {
+    let stmt = client.prepare_cached(REQUEUE_ONE).await?;
+    Ok(client.query_opt(&stmt, &[&workspace_id, &id]).await?)
+}
+
+const REQUEUE_MANY: &str = "
+    UPDATE dispatches d
+    SET status = 'queued', due_at = now(), retry_from = d.attempts, reason = NULL, updated_at = now()
+    WHERE d.workspace_id = $1 AND d.status = $2
+      AND ($3::uuid IS NULL OR d.destination_id = $3)
+      AND ($4::timestamptz IS NULL OR d.created_at >= $4)
+      AND EXISTS (SELECT 1 FROM destinations t
+                  WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id)";
+
+/// `failed | skipped → queued` in bulk (an operator's replay) for every dispatch of `status`, of
+/// `destination` when given, created since `since` when given; dispatches of deleted
+/// destinations stay as they are. Answers how many.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn requeue_many(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    status: DispatchStatus,
+    destination: Option<Uuid>,
+    since: Option<OffsetDateTime>,
+) -> Result<u64> {
+    let stmt = client.prepare_cached(REQUEUE_MANY).await?;
+    Ok(client
+        .execute(
+            &stmt,
+            &[&workspace_id, &status.as_str(), &destination, &since],
+        )
+        .await?)
+}
+
+const CANCEL_UNSENT: &str = "
+    UPDATE dispatches SET status = 'cancelled', reason = $3, updated_at = now()
+    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
+      AND status IN ('queued', 'retrying')";
+
+/// `queued | retrying → cancelled` for an event's conversion dispatches not sent yet (the event
+/// was retracted), with `reason`. Answers how many.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn cancel_unsent(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_id: Uuid,
+    reason: &str,
+) -> Result<u64> {
+    let stmt = client.prepare_cached(CANCEL_UNSENT).await?;
+    Ok(client
+        .execute(&stmt, &[&workspace_id, &event_id, &reason])
+        .await?)
+}
+
+/// Cancelling a deleted destination's waiting dispatches. A dispatch in flight is left to its
+/// worker, which already holds the destination and may be delivering it right now: its real
+/// outcome is recorded, and should its worker vanish, the next claim cancels it.
+const CANCEL_FOR_DELETED_DESTINATION: &str = "
+    UPDATE dispatches
+    SET status = 'cancelled', reason = 'destination deleted', updated_at = now()
+    WHERE workspace_id = $1 AND destination_id = $2
+      AND status IN ('queued', 'retrying')
+      AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.workspace_id = $1 AND t.id = $2)";
+
+/// `queued | retrying → cancelled` (reason `destination deleted`) for every waiting dispatch of
+/// a destination that no longer exists. Answers how many.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn cancel_for_deleted_destination(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    destination_id: Uuid,
+) -> Result<u64> {
+    let stmt = client
+        .prepare_cached(CANCEL_FOR_DELETED_DESTINATION)
+        .await?;
+    Ok(client
+        .execute(&stmt, &[&workspace_id, &destination_id])
+        .await?)
+}
+
+/// New retraction dispatches of one event, one per destination that had its conversion, as
+/// parallel columns.
+pub(crate) struct Retractions {
+    pub ids: Vec<Uuid>,
+    pub destination_ids: Vec<Uuid>,
+    pub types: Vec<String>,
+    /// `queued` where the destination can retract, else `skipped`.
+    pub statuses: Vec<DispatchStatus>,
+    pub payloads: Vec<Value>,
+    /// `not_supported` for the skipped ones.
+    pub reasons: Vec<Option<&'static str>>,
+}
+
+const INSERT_RETRACTIONS: &str = "
+    INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type, kind,
+                            status, payload, retract_reason, reason)
+    SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'retraction', u.status, u.payload,
+           $3, u.reason
+    FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
+        AS u(id, destination_id, destination_type, status, payload, reason)
+    ON CONFLICT (workspace_id, event_id, destination_id, kind) DO NOTHING
+    RETURNING status";
+
+/// `→ queued | skipped`: creates an event's retraction dispatches (none twice for a destination).
+/// Answers the status of each one created.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn add_retractions(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_id: Uuid,
+    reason: &str,
+    rows: &Retractions,
+) -> Result<Vec<DispatchStatus>> {
+    let statuses: Vec<&str> = rows.statuses.iter().map(|s| s.as_str()).collect();
+    let stmt = client.prepare_cached(INSERT_RETRACTIONS).await?;
+    let created = client
+        .query(
+            &stmt,
+            &[
+                &workspace_id,
+                &event_id,
+                &reason,
+                &rows.ids,
+                &rows.destination_ids,
+                &rows.types,
+                &statuses,
+                &rows.payloads,
+                &rows.reasons,
+            ],
+        )
+        .await?;
+    created
+        .iter()
+        .map(|row| {
+            let raw: &str = row.try_get(0)?;
+            DispatchStatus::parse(raw).ok_or_else(|| Error::Corrupt {
+                what: "dispatch status",
+                detail: raw.to_owned(),
+            })
+        })
+        .collect()
 }

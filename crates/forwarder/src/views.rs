@@ -12,8 +12,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::destinations::{page_params, parse_type, DestinationConfig};
-use crate::model::GoogleApi;
-use crate::queue::{DispatchKind, DispatchStatus};
+use crate::queue::{self, DispatchKind, DispatchStatus};
 use crate::{ids, Error, Page, Result};
 
 /// The default page size of the dispatch list.
@@ -210,6 +209,8 @@ pub struct DispatchFilter {
     pub status: Option<DispatchStatus>,
     /// Only this destination (`dst_…`).
     pub destination: Option<String>,
+    /// Only destinations of this type (`google_ads`, `linkedin`, …).
+    pub destination_type: Option<DestinationType>,
     /// Only this event's dispatches.
     pub event_id: Option<Uuid>,
     /// Created at or after.
@@ -225,6 +226,7 @@ impl Default for DispatchFilter {
         Self {
             status: None,
             destination: None,
+            destination_type: None,
             event_id: None,
             since: None,
             limit: LIMIT_DEFAULT,
@@ -244,8 +246,8 @@ fn field_error(field: &str, code: &'static str, message: impl Into<String>) -> F
 const STATUS_VALUES: &str = "queued, in_flight, succeeded, retrying, failed, skipped, cancelled";
 
 impl DispatchFilter {
-    /// Reads the query parameters of `GET /v1/dispatches` (`status`, `destination`, `eventId`,
-    /// `since`, `limit`, `cursor`), listing every bad one.
+    /// Reads the query parameters of `GET /v1/dispatches` (`status`, `destination`, `type`,
+    /// `eventId`, `since`, `limit`, `cursor`), listing every bad one.
     ///
     /// # Errors
     /// [`Error::Invalid`].
@@ -274,6 +276,20 @@ impl DispatchFilter {
                         name,
                         "format",
                         "must be a destination id (dst_…)",
+                    )),
+                },
+                "type" => match DestinationType::ALL
+                    .into_iter()
+                    .find(|t| t.as_str() == value)
+                {
+                    Some(destination_type) => filter.destination_type = Some(destination_type),
+                    None => errors.push(field_error(
+                        name,
+                        "invalid_value",
+                        format!(
+                            "must be one of: {}",
+                            DestinationType::ALL.map(DestinationType::as_str).join(", ")
+                        ),
                     )),
                 },
                 "eventId" => match ids::from_wire(ids::EVENT, value) {
@@ -341,6 +357,7 @@ pub async fn list_dispatches(
     // Only the filters given go into the statement, so that each combination gets a plan of its
     // own that uses the index it can (a `$n IS NULL OR …` filter defeats them).
     let status = filter.status.map(DispatchStatus::as_str);
+    let destination_type = filter.destination_type.map(DestinationType::as_str);
     let limit = filter.limit + 1;
     let mut sql = format!("SELECT {VIEW_COLUMNS} FROM dispatches WHERE workspace_id = $1");
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&workspace_id];
@@ -358,6 +375,14 @@ pub async fn list_dispatches(
     }
     if let Some(destination) = &destination {
         add(&mut sql, &mut params, "destination_id =", destination);
+    }
+    if let Some(destination_type) = &destination_type {
+        add(
+            &mut sql,
+            &mut params,
+            "destination_type =",
+            destination_type,
+        );
     }
     if let Some(event_id) = &filter.event_id {
         add(&mut sql, &mut params, "event_id =", event_id);
@@ -449,18 +474,6 @@ pub async fn dispatches_for_event(
         .collect()
 }
 
-/// Putting a failed or skipped dispatch back in the queue: due now, with a fresh retry budget
-/// (`retry_from`), as long as its destination still exists.
-const RETRY_ONE: &str = "
-    UPDATE dispatches d
-    SET status = 'queued', due_at = now(), retry_from = d.attempts, reason = NULL, updated_at = now()
-    WHERE d.workspace_id = $1 AND d.id = $2 AND d.status IN ('failed', 'skipped')
-      AND EXISTS (SELECT 1 FROM destinations t
-                  WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id)
-    RETURNING d.workspace_id, d.id, d.event_id, d.destination_id, d.destination_type, d.kind,
-              d.status, d.attempts, d.due_at, d.last_error, d.reason, d.retract_reason,
-              d.created_at, d.updated_at";
-
 /// Sends a failed or skipped dispatch again: it goes back to `queued`, due now, with the full
 /// retry budget; its attempts so far stay in its history.
 ///
@@ -473,8 +486,7 @@ pub async fn retry_dispatch(
     id: &str,
 ) -> Result<DispatchView> {
     let uuid = ids::from_wire(ids::DISPATCH, id).ok_or(Error::NotFound)?;
-    let stmt = client.prepare_cached(RETRY_ONE).await?;
-    if let Some(row) = client.query_opt(&stmt, &[&workspace_id, &uuid]).await? {
+    if let Some(row) = queue::requeue_one(client, workspace_id, uuid).await? {
         tracing::info!(dispatch = %id, "dispatch queued again by an operator");
         return view_of(&row);
     }
@@ -495,15 +507,6 @@ pub async fn retry_dispatch(
         format!("only a failed or skipped dispatch can be retried; this one is {status}")
     }))
 }
-
-const RETRY_MANY: &str = "
-    UPDATE dispatches d
-    SET status = 'queued', due_at = now(), retry_from = d.attempts, reason = NULL, updated_at = now()
-    WHERE d.workspace_id = $1 AND d.status = $2
-      AND ($3::uuid IS NULL OR d.destination_id = $3)
-      AND ($4::timestamptz IS NULL OR d.created_at >= $4)
-      AND EXISTS (SELECT 1 FROM destinations t
-                  WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id)";
 
 /// Bulk replay: `{"status": "failed" | "skipped", "destination"?: "dst_…", "since"?: "…"}`
 /// (`status` defaults to `failed`; `since` compares with the dispatch's creation, as in the
@@ -561,13 +564,7 @@ pub async fn retry_dispatches(
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
-    let stmt = client.prepare_cached(RETRY_MANY).await?;
-    let count = client
-        .execute(
-            &stmt,
-            &[&workspace_id, &status.as_str(), &destination, &since],
-        )
-        .await?;
+    let count = queue::requeue_many(client, workspace_id, status, destination, since).await?;
     tracing::info!(
         count,
         status = status.as_str(),
@@ -678,11 +675,6 @@ pub struct RetractReport {
     pub cancelled: usize,
 }
 
-const CANCEL_UNSENT: &str = "
-    UPDATE dispatches SET status = 'cancelled', reason = $3, updated_at = now()
-    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
-      AND status IN ('queued', 'retrying')";
-
 const DELIVERED: &str = "
     SELECT d.destination_id, d.destination_type, d.payload, t.type AS t_type, t.config
     FROM dispatches d
@@ -691,18 +683,8 @@ const DELIVERED: &str = "
       AND d.status = 'succeeded'
     ORDER BY d.destination_id";
 
-const INSERT_RETRACTIONS: &str = "
-    INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type, kind,
-                            status, payload, retract_reason, reason)
-    SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'retraction', u.status, u.payload,
-           $3, u.reason
-    FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
-        AS u(id, destination_id, destination_type, status, payload, reason)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind) DO NOTHING
-    RETURNING status";
-
 /// The reason a retraction is skipped where the destination cannot retract.
-pub const NOT_SUPPORTED: &str = "not_supported";
+pub const NOT_SUPPORTED: &str = platforms::NOT_SUPPORTED;
 
 /// Most characters of a retraction reason.
 const MAX_REASON: usize = 255;
@@ -737,36 +719,30 @@ pub async fn retract(
             &events::Error::TooLong { max: MAX_REASON },
         )]));
     }
-    let stmt = client.prepare_cached(CANCEL_UNSENT).await?;
-    let cancelled = client
-        .execute(
-            &stmt,
-            &[
-                &workspace_id,
-                &event_id,
-                &format!("event retracted: {reason}"),
-            ],
-        )
-        .await?;
+    let cancelled = queue::cancel_unsent(
+        client,
+        workspace_id,
+        event_id,
+        &format!("event retracted: {reason}"),
+    )
+    .await?;
 
     let stmt = client.prepare_cached(DELIVERED).await?;
     let delivered = client.query(&stmt, &[&workspace_id, &event_id]).await?;
     let mut new_ids = Vec::new();
     let mut destination_ids = Vec::new();
     let mut types = Vec::new();
-    let mut statuses = Vec::new();
+    let mut statuses: Vec<DispatchStatus> = Vec::new();
     let mut payloads = Vec::new();
-    let mut reasons: Vec<Option<&str>> = Vec::new();
+    let mut reasons: Vec<Option<&'static str>> = Vec::new();
     for row in &delivered {
         let destination_id: Uuid = row.try_get("destination_id")?;
         let destination_type: String = row.try_get("destination_type")?;
         let payload: Value = row.try_get("payload")?;
         let config: Option<Value> = row.try_get("config")?;
         let supported = match (row.try_get::<_, Option<&str>>("t_type")?, config) {
-            (Some(t), Some(config)) => matches!(
-                DestinationConfig::from_json(parse_type(t)?, config),
-                Ok(DestinationConfig::GoogleAds(google)) if google.api == GoogleApi::GoogleAdsApi
-            ),
+            (Some(t), Some(config)) => DestinationConfig::from_json(parse_type(t)?, config)
+                .is_ok_and(|config| config.adapter().supports_retraction(config.json())),
             _ => false,
         };
         new_ids.push(Uuid::now_v7());
@@ -774,35 +750,28 @@ pub async fn retract(
         types.push(destination_type);
         payloads.push(payload);
         if supported {
-            statuses.push(DispatchStatus::Queued.as_str());
+            statuses.push(DispatchStatus::Queued);
             reasons.push(None);
         } else {
-            statuses.push(DispatchStatus::Skipped.as_str());
+            statuses.push(DispatchStatus::Skipped);
             reasons.push(Some(NOT_SUPPORTED));
         }
     }
     let (mut queued, mut not_supported) = (0, 0);
     if !new_ids.is_empty() {
-        let stmt = client.prepare_cached(INSERT_RETRACTIONS).await?;
-        for row in client
-            .query(
-                &stmt,
-                &[
-                    &workspace_id,
-                    &event_id,
-                    &reason,
-                    &new_ids,
-                    &destination_ids,
-                    &types,
-                    &statuses,
-                    &payloads,
-                    &reasons,
-                ],
-            )
-            .await?
+        let retractions = queue::Retractions {
+            ids: new_ids,
+            destination_ids,
+            types,
+            statuses,
+            payloads,
+            reasons,
+        };
+        for status in
+            queue::add_retractions(client, workspace_id, event_id, reason, &retractions).await?
         {
-            match row.try_get::<_, &str>(0)? {
-                "queued" => queued += 1,
+            match status {
+                DispatchStatus::Queued => queued += 1,
                 _ => not_supported += 1,
             }
         }

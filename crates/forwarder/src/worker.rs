@@ -3,9 +3,9 @@
 //! One [`Forwarder::dispatch_due`] step is three short phases, and no platform call ever happens
 //! inside a database transaction:
 //! 1. claim (one statement, `FOR UPDATE SKIP LOCKED`, a lease under a fresh token);
-//! 2. send, outside any transaction: per destination in batches (Google and Meta take a whole
-//!    batch per call, webhooks one conversion per call), several calls at once, the lease
-//!    extended while the sends take long;
+//! 2. send, outside any transaction: per destination in calls of at most its platform's batch
+//!    size (webhooks one conversion per call), through the platform's adapter, several calls at
+//!    once, the lease extended while the sends take long;
 //! 3. record (one statement), only under the claim's token: succeeded, retrying with the next
 //!    attempt from the [`RetryPolicy`] (never sooner than the platform asked), failed (permanent
 //!    error or attempts exhausted, the platform's message kept), or skipped (with the reason).
@@ -24,11 +24,10 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::destinations::{Credentials, DestinationConfig};
-use crate::model::{Conversion, Outcome};
-use crate::platforms::{Endpoints, Platforms, RequestRecord, RetryPolicy, SendReport};
+use platforms::model::{Conversion, Outcome};
+use platforms::{Endpoints, Platforms, RequestRecord, RetryPolicy, SendReport};
+
 use crate::queue::{self, AttemptResult, ClaimedDispatch, DispatchKind, DispatchStatus};
-use crate::views::NOT_SUPPORTED;
 use crate::{ids, Cipher, Result};
 
 /// The forwarder's settings.
@@ -269,8 +268,9 @@ impl Forwarder {
         }
     }
 
-    /// The platform calls for a claim: per destination, Google and Meta in one call each (the
-    /// clients cut requests to the platform's maximum), webhooks one call per dispatch.
+    /// The platform calls for a claim: per destination and kind, calls of at most the
+    /// platform's batch size (its adapter's limits), each through the registry's adapter, the
+    /// same way for every platform.
     fn calls<'a>(&'a self, dispatches: &'a [ClaimedDispatch]) -> Vec<Call<'a>> {
         let mut groups: BTreeMap<(Uuid, Uuid, DispatchKind), Vec<usize>> = BTreeMap::new();
         for (index, dispatch) in dispatches.iter().enumerate() {
@@ -302,87 +302,34 @@ impl Forwarder {
                     continue;
                 }
             };
-            match (&destination.config, credentials, kind) {
-                (
-                    DestinationConfig::Webhook(config),
-                    Credentials::Webhook(creds),
-                    DispatchKind::Conversion,
-                ) => {
-                    for index in indexes {
-                        let dispatch = &dispatches[index];
-                        let (config, creds) = (config.clone(), creds.clone());
-                        calls.push(Box::pin(async move {
-                            timed(vec![index], |now| async move {
-                                self.platforms
-                                    .send_webhook(
-                                        &config,
-                                        &creds,
-                                        &dispatch.conversion,
-                                        &dispatch.routing,
-                                        now,
-                                    )
+            let adapter = destination.config.adapter();
+            let config = destination.config.json();
+            let batch_size = destination.config.limits().batch_size.max(1);
+            for chunk in indexes.chunks(batch_size) {
+                let chunk = chunk.to_vec();
+                let credentials = credentials.clone();
+                let batch: Vec<Conversion> = chunk
+                    .iter()
+                    .map(|&i| dispatches[i].conversion.clone())
+                    .collect();
+                calls.push(Box::pin(async move {
+                    timed(chunk, |now| async move {
+                        let platforms = &self.platforms;
+                        match kind {
+                            DispatchKind::Conversion => {
+                                adapter
+                                    .send(platforms, config, credentials.json(), &batch, now)
                                     .await
-                            })
-                            .await
-                        }));
-                    }
-                }
-                (DestinationConfig::GoogleAds(config), Credentials::Google(creds), kind) => {
-                    let batch: Vec<Conversion> = indexes
-                        .iter()
-                        .map(|&i| dispatches[i].conversion.clone())
-                        .collect();
-                    calls.push(Box::pin(async move {
-                        timed(indexes, |now| async move {
-                            match kind {
-                                DispatchKind::Conversion => {
-                                    self.platforms
-                                        .send_google(config, &creds, &batch, now)
-                                        .await
-                                }
-                                DispatchKind::Retraction => {
-                                    self.platforms
-                                        .retract_google(config, &creds, &batch, now)
-                                        .await
-                                }
                             }
-                        })
-                        .await
-                    }));
-                }
-                (
-                    DestinationConfig::Meta(config),
-                    Credentials::Meta(creds),
-                    DispatchKind::Conversion,
-                ) => {
-                    let batch: Vec<Conversion> = indexes
-                        .iter()
-                        .map(|&i| dispatches[i].conversion.clone())
-                        .collect();
-                    calls.push(Box::pin(async move {
-                        timed(indexes, |now| async move {
-                            self.platforms.send_meta(config, &creds, &batch, now).await
-                        })
-                        .await
-                    }));
-                }
-                (_, _, DispatchKind::Retraction) => {
-                    let outcome = Outcome::Skipped {
-                        reason: NOT_SUPPORTED.into(),
-                    };
-                    calls.push(Box::pin(async move { uniform(&indexes, outcome) }));
-                }
-                (config, _, _) => {
-                    // Sealed credentials always match their destination's type; a mismatch is a
-                    // stored row edited by hand.
-                    let outcome = Outcome::Permanent {
-                        error: format!(
-                            "stored credentials do not belong to a {} destination",
-                            config.destination_type().as_str()
-                        ),
-                    };
-                    calls.push(Box::pin(async move { uniform(&indexes, outcome) }));
-                }
+                            DispatchKind::Retraction => {
+                                adapter
+                                    .retract(platforms, config, credentials.json(), &batch, now)
+                                    .await
+                            }
+                        }
+                    })
+                    .await
+                }));
             }
         }
         calls

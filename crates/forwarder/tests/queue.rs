@@ -166,6 +166,64 @@ async fn meta_destinations_that_opt_in_get_decided_events_without_a_meta_click()
 }
 
 #[tokio::test]
+async fn every_platform_that_opts_in_gets_events_without_its_own_click_id() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let create = |body: serde_json::Value| {
+        let client = &client;
+        async move {
+            forwarder::create_destination(client, &cipher(), ws, &body)
+                .await
+                .unwrap()
+        }
+    };
+    let linkedin = create(json!({"type": "linkedin", "name": "li", "events": ["lead"],
+        "config": {"conversionRules": {"lead": "1"}, "matchWithoutClickId": true},
+        "credentials": {"accessToken": "t"}}))
+    .await;
+    let _reddit_plain = create(json!({"type": "reddit", "name": "rd", "events": ["lead"],
+        "config": {"pixelId": "t2_x"}, "credentials": {"accessToken": "t"}}))
+    .await;
+    let _microsoft = create(
+        json!({"type": "microsoft_ads", "name": "ms", "events": ["lead"],
+        "config": {"customerId": "1", "accountId": "2", "conversionNames": {"lead": "L"}},
+        "credentials": {"clientId": "c", "refreshToken": "r", "developerToken": "d"}}),
+    )
+    .await;
+    let all_off: Vec<(DestinationType, bool)> =
+        DestinationType::ALL.iter().map(|&t| (t, false)).collect();
+
+    let unmatched = routed(ws, lead("l-1"), AttributionStatus::Unmatched, &all_off);
+    assert_eq!(
+        forwarder::enqueue(&client, std::slice::from_ref(&unmatched))
+            .await
+            .unwrap(),
+        1
+    );
+    let got = dispatches_of(&client, ws, unmatched.event_id).await;
+    assert_eq!(got[0].destination, linkedin.id);
+    assert_eq!(got[0].destination_type, DestinationType::LinkedIn);
+
+    // An event that carries LinkedIn's own click id goes by its route, not as user-data-only.
+    let with_click = routed(
+        ws,
+        event(
+            json!({"event": "lead", "leadId": "l-2", "email": "a@example.com", "liFatId": "li-1"}),
+        ),
+        AttributionStatus::Matched,
+        &all_off,
+    );
+    assert_eq!(
+        forwarder::enqueue(&client, std::slice::from_ref(&with_click))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
 async fn concurrent_claims_never_share_a_dispatch() {
     let db = test_db().await;
     let pool = pool(&db, 4);

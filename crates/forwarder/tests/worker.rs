@@ -8,7 +8,7 @@ mod worker_support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use events::AttributionStatus;
+use events::{AttributionStatus, DestinationType};
 use forwarder::{queue, DispatchKind, DispatchReport, DispatchStatus, Forwarder};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -566,4 +566,108 @@ async fn a_slow_send_keeps_its_lease_and_nobody_takes_it_over() {
     let sent = sent.unwrap();
     assert_eq!((sent.succeeded, sent.lost), (1, 0));
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_conversion_too_old_for_its_platform_is_skipped_and_never_sent() {
+    let server = MockServer::start().await;
+    let db = test_db().await;
+    let pool = pool(&db, 4);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    meta(&client, ws, &["sale"], false).await;
+    let mut old = sale("inv-old");
+    old.timestamp -= time::Duration::days(8);
+    let old = routed(ws, old, AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, std::slice::from_ref(&old))
+        .await
+        .unwrap();
+
+    let worker = Forwarder::new(pool.clone(), cipher(), config(&server.uri(), 5));
+    let report = worker.dispatch_due(10).await.unwrap();
+
+    assert_eq!((report.claimed, report.skipped), (1, 1));
+    assert!(server.received_requests().await.unwrap().is_empty());
+    let dispatches = dispatches_of(&client, ws, old.event_id).await;
+    assert_eq!(dispatches.len(), 1);
+    assert_eq!(dispatches[0].status, forwarder::DispatchStatus::Skipped);
+    assert_eq!(
+        dispatches[0].reason.as_deref(),
+        Some("too_old_for_platform")
+    );
+}
+
+#[tokio::test]
+async fn a_microsoft_ads_destination_gets_conversions_routed_by_msclkid() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/ms-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "ms-access", "expires_in": 3599, "token_type": "Bearer"}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/CampaignManagement/v13/OfflineConversions/Apply"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"PartialErrors": null})))
+        .mount(&server)
+        .await;
+    let db = test_db().await;
+    let pool = pool(&db, 4);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    forwarder::create_destination(
+        &client,
+        &cipher(),
+        ws,
+        &json!({"type": "microsoft_ads", "name": "ms", "events": ["sale"],
+                "config": {"customerId": "251186883", "accountId": "149615541",
+                           "conversionNames": {"sale": "Offline Purchase"}},
+                "credentials": {"clientId": "app-1", "refreshToken": "M.refresh",
+                                "developerToken": "dev-1"}}),
+    )
+    .await
+    .unwrap();
+    let sale = event(
+        json!({"event": "sale", "invoiceId": "inv-ms", "amount": 20, "currency": "USD",
+                            "email": "a@example.com", "msclkid": "f894f652ea334e739002f7167ab8f8e3"}),
+    );
+    let routed = routed(
+        ws,
+        sale,
+        AttributionStatus::Matched,
+        &[
+            (DestinationType::MicrosoftAds, true),
+            (DestinationType::Webhook, true),
+        ],
+    );
+    assert_eq!(
+        forwarder::enqueue(&client, std::slice::from_ref(&routed))
+            .await
+            .unwrap(),
+        1
+    );
+
+    let worker = Forwarder::new(pool.clone(), cipher(), config(&server.uri(), 5));
+    let report = worker.dispatch_due(10).await.unwrap();
+
+    assert_eq!((report.claimed, report.succeeded), (1, 1));
+    let apply = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.path().ends_with("/Apply"))
+        .unwrap();
+    let body = body_of(&apply);
+    assert_eq!(
+        body["OfflineConversions"][0]["MicrosoftClickId"],
+        "f894f652ea334e739002f7167ab8f8e3"
+    );
+    let dispatches = dispatches_of(&client, ws, routed.event_id).await;
+    assert_eq!(
+        dispatches[0].destination_type,
+        DestinationType::MicrosoftAds
+    );
+    assert_eq!(dispatches[0].status, forwarder::DispatchStatus::Succeeded);
 }

@@ -76,6 +76,13 @@ pub fn forwarder(
             google_data_manager: settings.google_data_manager_url.clone(),
             google_oauth: settings.google_oauth_url.clone(),
             meta: settings.meta_url.clone(),
+            microsoft_ads: settings.microsoft_ads_url.clone(),
+            microsoft_oauth: settings.microsoft_oauth_url.clone(),
+            pinterest: settings.pinterest_url.clone(),
+            snapchat: settings.snapchat_url.clone(),
+            tiktok: settings.tiktok_url.clone(),
+            reddit: settings.reddit_url.clone(),
+            linkedin: settings.linkedin_url.clone(),
         },
         retry: forwarder::RetryPolicy::from_settings(
             settings.retry_initial_ms,

@@ -32,6 +32,20 @@ pub struct Settings {
     pub google_oauth_url: String,
     /// Meta Graph API address (`CONVRELAY_META_URL`).
     pub meta_url: String,
+    /// Microsoft Advertising API address (`CONVRELAY_MICROSOFT_ADS_URL`).
+    pub microsoft_ads_url: String,
+    /// Microsoft identity platform token endpoint (`CONVRELAY_MICROSOFT_OAUTH_URL`).
+    pub microsoft_oauth_url: String,
+    /// Pinterest Conversions API address (`CONVRELAY_PINTEREST_URL`).
+    pub pinterest_url: String,
+    /// Snap Conversions API address (`CONVRELAY_SNAPCHAT_URL`).
+    pub snapchat_url: String,
+    /// TikTok Events API address (`CONVRELAY_TIKTOK_URL`).
+    pub tiktok_url: String,
+    /// Reddit Conversions API address (`CONVRELAY_REDDIT_URL`).
+    pub reddit_url: String,
+    /// LinkedIn Conversions API address (`CONVRELAY_LINKEDIN_URL`).
+    pub linkedin_url: String,
     /// First retry delay (`CONVRELAY_RETRY_INITIAL_MS`).
     pub retry_initial_ms: u64,
     /// Longest retry delay (`CONVRELAY_RETRY_MAX_MS`).
@@ -120,6 +134,37 @@ impl Settings {
                 "https://oauth2.googleapis.com/token",
             ),
             meta_url: text(&lookup, "CONVRELAY_META_URL", "https://graph.facebook.com"),
+            microsoft_ads_url: text(
+                &lookup,
+                "CONVRELAY_MICROSOFT_ADS_URL",
+                "https://campaign.api.bingads.microsoft.com",
+            ),
+            linkedin_url: text(
+                &lookup,
+                "CONVRELAY_LINKEDIN_URL",
+                "https://api.linkedin.com",
+            ),
+            reddit_url: text(
+                &lookup,
+                "CONVRELAY_REDDIT_URL",
+                "https://ads-api.reddit.com",
+            ),
+            tiktok_url: text(
+                &lookup,
+                "CONVRELAY_TIKTOK_URL",
+                "https://business-api.tiktok.com",
+            ),
+            snapchat_url: text(&lookup, "CONVRELAY_SNAPCHAT_URL", "https://tr.snapchat.com"),
+            pinterest_url: text(
+                &lookup,
+                "CONVRELAY_PINTEREST_URL",
+                "https://api.pinterest.com",
+            ),
+            microsoft_oauth_url: text(
+                &lookup,
+                "CONVRELAY_MICROSOFT_OAUTH_URL",
+                "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+            ),
             retry_initial_ms: parse(&lookup, "CONVRELAY_RETRY_INITIAL_MS", "5000")?,
             retry_max_ms: parse(&lookup, "CONVRELAY_RETRY_MAX_MS", "3600000")?,
             retry_max_attempts: parse(&lookup, "CONVRELAY_RETRY_MAX_ATTEMPTS", "12")?,

@@ -182,6 +182,14 @@ pub fn channel(touch: Option<&Touchpoint>) -> String {
         "tiktok".into()
     } else if ids.msclkid.is_some() {
         "microsoft".into()
+    } else if ids.li_fat_id.is_some() {
+        "linkedin".into()
+    } else if ids.rdt_cid.is_some() {
+        "reddit".into()
+    } else if ids.sc_cid.is_some() {
+        "snapchat".into()
+    } else if ids.epik.is_some() {
+        "pinterest".into()
     } else {
         t.utm
             .as_ref()
@@ -458,6 +466,38 @@ mod tests {
             ..ClickIds::default()
         };
         assert_eq!(channel(Some(&touch(at, tiktok, Some("x")))), "tiktok");
+        for (ids, expected) in [
+            (
+                ClickIds {
+                    li_fat_id: Some("l".into()),
+                    ..ClickIds::default()
+                },
+                "linkedin",
+            ),
+            (
+                ClickIds {
+                    rdt_cid: Some("r".into()),
+                    ..ClickIds::default()
+                },
+                "reddit",
+            ),
+            (
+                ClickIds {
+                    sc_cid: Some("s".into()),
+                    ..ClickIds::default()
+                },
+                "snapchat",
+            ),
+            (
+                ClickIds {
+                    epik: Some("e".into()),
+                    ..ClickIds::default()
+                },
+                "pinterest",
+            ),
+        ] {
+            assert_eq!(channel(Some(&touch(at, ids, Some("x")))), expected);
+        }
         assert_eq!(
             channel(Some(&touch(at, ClickIds::default(), Some("newsletter")))),
             "newsletter"

@@ -44,6 +44,12 @@ fn google_destination() -> Value {
     })
 }
 
+/// A time `days` ago, on the wire: platforms refuse clicks and conversions past their age limits,
+/// so what must reach a fake platform is recent.
+fn days_ago(days: i64) -> String {
+    events::format_timestamp(time::OffsetDateTime::now_utc() - time::Duration::days(days))
+}
+
 /// Polls an event until `done` holds for it, with a deadline.
 async fn event_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -78,13 +84,16 @@ async fn the_seed_sale_reaches_google_through_the_click_of_its_deferred_lead() {
     );
     assert!(!destination.to_string().contains("refresh-token"));
 
-    let click = json!({"clickId": "clickid_123", "gclid": "Cj0KCQ-test-gclid", "timestamp": "2026-04-01T09:00:00.000Z",
+    let click = json!({"clickId": "clickid_123", "gclid": "Cj0KCQ-test-gclid", "timestamp": days_ago(9),
                        "utm": {"source": "google", "medium": "cpc", "campaign": "spring"}});
     assert_eq!(app.post("/v1/clicks", &click).await.status(), 201);
     assert_eq!(app.post("/v1/clicks", &click).await.status(), 200);
-    assert_eq!(app.post("/v1/events", &seed_lead()).await.status(), 202);
+    let mut lead = seed_lead();
+    lead["timestamp"] = json!(days_ago(8));
+    assert_eq!(app.post("/v1/events", &lead).await.status(), 202);
 
     let mut sale = seed_sale();
+    sale["timestamp"] = json!(days_ago(1));
     sale["mode"] = json!("wait");
     let res = app.post("/v1/events", &sale).await;
     assert_eq!(res.status(), 202);
@@ -272,6 +281,7 @@ async fn a_retracted_sale_records_not_supported_where_google_cannot_retract() {
     );
     let mut sale = seed_sale();
     sale["gclid"] = json!("direct-gclid");
+    sale["timestamp"] = json!(days_ago(1));
     let answer: Value = app.post("/v1/events", &sale).await.json().await.unwrap();
     let id = answer["id"].as_str().unwrap().to_owned();
     event_until(&app, &id, |e| e["dispatches"][0]["status"] == "succeeded").await;

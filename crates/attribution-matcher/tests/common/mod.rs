@@ -184,12 +184,13 @@ impl Harness {
     }
 }
 
-/// `(type, dispatch)` of each route.
-pub fn dispatches(decided: &Decided) -> Vec<(&'static str, bool)> {
+/// The destination types the routes dispatch to, in order.
+pub fn dispatches(decided: &Decided) -> Vec<&'static str> {
     decided
         .routes
         .iter()
-        .map(|r| (r.destination_type.as_str(), r.dispatch))
+        .filter(|r| r.dispatch)
+        .map(|r| r.destination_type.as_str())
         .collect()
 }
 

@@ -39,10 +39,17 @@ pub fn settings_with(database_url: &str, platforms: Option<&str>) -> Settings {
         "CONVRELAY_RETRY_INITIAL_MS" => Some("10".into()),
         "CONVRELAY_RETRY_MAX_MS" => Some("50".into()),
         "CONVRELAY_RETRY_MAX_ATTEMPTS" => Some("3".into()),
-        "CONVRELAY_GOOGLE_ADS_URL" | "CONVRELAY_GOOGLE_DATA_MANAGER_URL" | "CONVRELAY_META_URL" => {
-            platforms.clone()
-        }
+        "CONVRELAY_GOOGLE_ADS_URL"
+        | "CONVRELAY_GOOGLE_DATA_MANAGER_URL"
+        | "CONVRELAY_META_URL"
+        | "CONVRELAY_MICROSOFT_ADS_URL"
+        | "CONVRELAY_PINTEREST_URL"
+        | "CONVRELAY_SNAPCHAT_URL"
+        | "CONVRELAY_TIKTOK_URL"
+        | "CONVRELAY_REDDIT_URL"
+        | "CONVRELAY_LINKEDIN_URL" => platforms.clone(),
         "CONVRELAY_GOOGLE_OAUTH_URL" => platforms.as_ref().map(|p| format!("{p}/token")),
+        "CONVRELAY_MICROSOFT_OAUTH_URL" => platforms.as_ref().map(|p| format!("{p}/ms-token")),
         _ => None,
     })
     .unwrap()

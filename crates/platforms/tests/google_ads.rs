@@ -2,15 +2,16 @@
 //! refresh-token flow, against a fake Google that checks requests as strictly as the real one.
 #![allow(clippy::unwrap_used)]
 
-mod platforms_support;
+mod support;
 
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use forwarder::model::{GoogleApi, Outcome};
-use forwarder::platforms::{RequestTarget, RetryPolicy};
-use platforms_support::*;
+use platforms::google::GoogleApi;
+use platforms::model::Outcome;
+use platforms::{RequestTarget, RetryPolicy};
 use serde_json::{json, Value};
+use support::*;
 use time::OffsetDateTime;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -731,5 +732,28 @@ async fn a_missing_conversion_action_is_permanent_and_not_sent() {
         "{:?}",
         report.outcomes
     );
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_click_older_than_90_days_is_skipped_as_too_old_and_never_sent() {
+    let server = MockServer::start().await;
+    let now = OffsetDateTime::now_utc();
+    let mut old = sale("INV-OLD-CLICK", now);
+    if let Some(click) = old.attribution.click.as_mut() {
+        click.clicked_at = now - time::Duration::days(91);
+    }
+
+    for api in [GoogleApi::GoogleAdsApi, GoogleApi::DataManager] {
+        let report = platforms(&server, TIMEOUT)
+            .send_google(&google_config(api), &google_creds(), &[old.clone()], now)
+            .await;
+        assert_eq!(
+            report.outcomes,
+            [Outcome::Skipped {
+                reason: platforms::TOO_OLD_FOR_PLATFORM.into()
+            }]
+        );
+    }
     assert!(server.received_requests().await.unwrap().is_empty());
 }

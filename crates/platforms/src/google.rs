@@ -18,10 +18,19 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Map, Value};
 use time::{Duration as TimeDuration, OffsetDateTime, UtcOffset};
 
-use super::{
-    classify, hashing, order_id, record, Collector, Exchange, Platforms, RequestTarget, SendReport,
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Conversion, Outcome, PerKind};
+use crate::oauth::RefreshGrant;
+use crate::settings::{
+    digits, object, one_of, optional_bool, optional_string, required, required_secret, Errors, Obj,
+    Recorded,
 };
-use crate::model::{Conversion, GoogleAdsConfig, GoogleApi, GoogleCredentials, Outcome};
+use crate::{
+    classify, hashing, order_id, record, Collector, Exchange, Limits, Platform, Platforms,
+    RequestTarget, SendReport,
+};
 
 /// Most conversions (or adjustments, or Data Manager events) in one request.
 pub const MAX_PER_REQUEST: usize = 2000;
@@ -59,6 +68,245 @@ pub fn data_manager_timestamp(at: OffsetDateTime) -> String {
         at.minute(),
         at.second()
     )
+}
+
+/// The oldest click Google takes a conversion for: the longest click-through window a
+/// conversion action can have (older clicks are refused as `EXPIRED_EVENT`).
+pub const MAX_CLICK_AGE: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
+
+/// Data Manager `eventSource` values.
+pub const EVENT_SOURCES: &str = "WEB, APP, IN_STORE, PHONE, MESSAGE, OTHER";
+
+/// Which Google API a `google_ads` destination uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoogleApi {
+    /// Data Manager API `events:ingest` (the default).
+    #[default]
+    DataManager,
+    /// Google Ads API `uploadClickConversions` / `uploadConversionAdjustments` (v26).
+    GoogleAdsApi,
+}
+
+/// `google_ads` destination config (public: returned by the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GoogleAdsConfig {
+    /// Which API.
+    #[serde(default)]
+    pub api: GoogleApi,
+    /// Customer id, 10 digits (dashes removed).
+    pub customer_id: String,
+    /// Manager account id sent as `login-customer-id`, 10 digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_customer_id: Option<String>,
+    /// Conversion action ids per event kind.
+    pub conversion_actions: PerKind,
+    /// Data Manager `eventSource` (default `WEB`).
+    #[serde(default = "default_event_source")]
+    pub event_source: String,
+    /// Ask Google to validate without storing.
+    #[serde(default)]
+    pub validate_only: bool,
+}
+
+fn default_event_source() -> String {
+    "WEB".into()
+}
+
+/// `google_ads` credentials (write-only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GoogleCredentials {
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: String,
+    /// OAuth refresh token.
+    pub refresh_token: String,
+    /// Developer token, sent when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developer_token: Option<String>,
+}
+
+impl std::fmt::Debug for GoogleCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GoogleCredentials { .. }")
+    }
+}
+
+/// The `google_ads` adapter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Google;
+
+impl Platform for Google {
+    type Config = GoogleAdsConfig;
+    type Credentials = GoogleCredentials;
+
+    fn destination_type(&self) -> events::DestinationType {
+        events::DestinationType::GoogleAds
+    }
+
+    fn click_ids(&self) -> &'static [&'static str] {
+        &["gclid", "gbraid", "wbraid"]
+    }
+
+    fn check_config(
+        &self,
+        errors: &mut Errors,
+        obj: &mut Obj<'_>,
+        kinds: &[EventKind],
+    ) -> Option<GoogleAdsConfig> {
+        check_config(errors, obj, kinds)
+    }
+
+    fn check_credentials(
+        &self,
+        errors: &mut Errors,
+        obj: &mut Obj<'_>,
+    ) -> Option<GoogleCredentials> {
+        let client_id = required_secret(errors, obj, "clientId");
+        let client_secret = required_secret(errors, obj, "clientSecret");
+        let refresh_token = required_secret(errors, obj, "refreshToken");
+        let developer_token =
+            optional_string(errors, obj, "developerToken", crate::settings::MAX_SECRET);
+        Some(GoogleCredentials {
+            client_id: client_id?,
+            client_secret: client_secret?,
+            refresh_token: refresh_token?,
+            developer_token: developer_token.ok()?,
+        })
+    }
+
+    fn limits(&self, config: &GoogleAdsConfig) -> Limits {
+        Limits {
+            batch_size: MAX_PER_REQUEST,
+            max_event_age: None,
+            max_click_age: Some(MAX_CLICK_AGE),
+            dedup_key: match config.api {
+                GoogleApi::DataManager => "transactionId (invoiceId, leadId or evt_ id)",
+                GoogleApi::GoogleAdsApi => "orderId (invoiceId, leadId or evt_ id)",
+            },
+            test_mode: Some("validateOnly"),
+        }
+    }
+
+    fn supports_retraction(&self, config: &GoogleAdsConfig) -> bool {
+        config.api == GoogleApi::GoogleAdsApi
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a GoogleAdsConfig,
+        credentials: &'a GoogleCredentials,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(send(http, config, credentials, batch, now))
+    }
+
+    fn retract<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a GoogleAdsConfig,
+        credentials: &'a GoogleCredentials,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(retract(http, config, credentials, batch, now))
+    }
+}
+
+/// A Google Ads customer id: 10 digits, dashes allowed in (`123-456-7890`), stored without.
+pub fn customer_id(errors: &mut Errors, field: &str, value: &Value) -> Option<String> {
+    let Some(s) = value.as_str() else {
+        errors.error(
+            field,
+            &events::Error::Type {
+                expected: "a string",
+            },
+        );
+        return None;
+    };
+    let plain: String = s.trim().chars().filter(|&c| c != '-').collect();
+    if plain.len() != 10 || !plain.bytes().all(|b| b.is_ascii_digit()) {
+        errors.push(
+            field,
+            "format",
+            "must be a 10-digit Google Ads customer id, e.g. 123-456-7890",
+        );
+        return None;
+    }
+    Some(plain)
+}
+
+fn check_config(
+    errors: &mut Errors,
+    obj: &mut Obj<'_>,
+    kinds: &[EventKind],
+) -> Option<GoogleAdsConfig> {
+    let api = match one_of(errors, obj, "api", "data_manager, google_ads_api") {
+        Ok(Some(api)) if api == "google_ads_api" => Ok(GoogleApi::GoogleAdsApi),
+        Ok(_) => Ok(GoogleApi::DataManager),
+        Err(Recorded) => Err(Recorded),
+    };
+    let customer = required(errors, obj, "customerId")
+        .and_then(|v| customer_id(errors, &obj.path("customerId"), v));
+    let login = match obj.get("loginCustomerId") {
+        None => Ok(None),
+        Some(v) => customer_id(errors, &obj.path("loginCustomerId"), v)
+            .map(Some)
+            .ok_or(Recorded),
+    };
+    let actions = required(errors, obj, "conversionActions").and_then(|value| {
+        let path = obj.path("conversionActions");
+        let map = object(errors, &path, value)?;
+        let mut actions = Obj::new(map, path.clone());
+        let mut read =
+            |errors: &mut Errors, key: &'static str| -> Result<Option<String>, Recorded> {
+                match actions.get(key) {
+                    None => Ok(None),
+                    Some(v) => digits(
+                        errors,
+                        &format!("{path}.{key}"),
+                        v,
+                        "a conversion action id",
+                    )
+                    .map(Some)
+                    .ok_or(Recorded),
+                }
+            };
+        let lead = read(errors, "lead");
+        let sale = read(errors, "sale");
+        actions.finish(errors);
+        let (Ok(lead), Ok(sale)) = (lead, sale) else {
+            return None;
+        };
+        let per_kind = PerKind { lead, sale };
+        let mut complete = true;
+        for &kind in kinds {
+            if per_kind.get(kind).is_none() {
+                complete = false;
+                errors.push(
+                    format!("{path}.{kind}"),
+                    "required",
+                    format!("is required: the destination subscribes to {kind} events"),
+                );
+            }
+        }
+        complete.then_some(per_kind)
+    });
+    let event_source = one_of(errors, obj, "eventSource", EVENT_SOURCES);
+    let validate_only = optional_bool(errors, obj, "validateOnly");
+    Some(GoogleAdsConfig {
+        api: api.ok()?,
+        customer_id: customer?,
+        login_customer_id: login.ok()?,
+        conversion_actions: actions?,
+        event_source: event_source.ok()?.unwrap_or_else(|| "WEB".to_owned()),
+        validate_only: validate_only.ok()?.unwrap_or(false),
+    })
 }
 
 /// One conversion ready for either Google API.
@@ -391,6 +639,19 @@ fn collector_for(creds: &GoogleCredentials, count: usize) -> Collector {
     collector
 }
 
+/// The refresh-token grant of `creds` at Google's token endpoint.
+fn grant<'a>(platforms: &'a Platforms, creds: &'a GoogleCredentials) -> RefreshGrant<'a> {
+    RefreshGrant {
+        provider: "Google",
+        url: &platforms.endpoints.google_oauth,
+        target: RequestTarget::GoogleOAuth,
+        client_id: &creds.client_id,
+        client_secret: Some(&creds.client_secret),
+        refresh_token: &creds.refresh_token,
+        scope: None,
+    }
+}
+
 /// Everything a record must not show.
 fn secrets<'a>(creds: &'a GoogleCredentials, token: &'a str) -> Vec<&'a str> {
     let mut secrets = vec![
@@ -416,7 +677,7 @@ async fn send_authorized(
 ) -> Result<(Exchange, String), Outcome> {
     let token = platforms
         .tokens
-        .access_token(platforms, creds, indexes, collector)
+        .access_token(platforms, &grant(platforms, creds), indexes, collector)
         .await?;
     collector.add_secret(&token);
     let exchange = platforms.execute(build(&token)).await;
@@ -434,10 +695,13 @@ async fn send_authorized(
         target = target.as_str(),
         "google refused the access token; refreshing"
     );
-    platforms.tokens.invalidate(creds, &token).await;
+    platforms
+        .tokens
+        .invalidate(&grant(platforms, creds), &token)
+        .await;
     let token = platforms
         .tokens
-        .access_token(platforms, creds, indexes, collector)
+        .access_token(platforms, &grant(platforms, creds), indexes, collector)
         .await?;
     collector.add_secret(&token);
     let exchange = platforms.execute(build(&token)).await;
@@ -763,8 +1027,8 @@ async fn data_manager_request(
     );
 }
 
-/// See [`Platforms::send_google`].
-pub(super) async fn send(
+/// See [`Google`]'s [`Platform::send`].
+async fn send(
     platforms: &Platforms,
     config: &GoogleAdsConfig,
     creds: &GoogleCredentials,
@@ -807,8 +1071,8 @@ pub(super) async fn send(
     collector.finish()
 }
 
-/// See [`Platforms::retract_google`].
-pub(super) async fn retract(
+/// See [`Google`]'s [`Platform::retract`].
+async fn retract(
     platforms: &Platforms,
     config: &GoogleAdsConfig,
     creds: &GoogleCredentials,
@@ -819,7 +1083,7 @@ pub(super) async fn retract(
         return SendReport::uniform(
             batch.len(),
             &Outcome::Skipped {
-                reason: "not_supported".into(),
+                reason: crate::NOT_SUPPORTED.into(),
             },
         );
     }

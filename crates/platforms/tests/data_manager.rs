@@ -2,14 +2,15 @@
 //! the real API and, like it, refuses a whole request for one bad event.
 #![allow(clippy::unwrap_used)]
 
-mod platforms_support;
+mod support;
 
 use std::time::Duration;
 
-use forwarder::model::{GoogleApi, Outcome};
-use forwarder::platforms::RequestTarget;
-use platforms_support::*;
+use platforms::google::GoogleApi;
+use platforms::model::Outcome;
+use platforms::RequestTarget;
 use serde_json::{json, Value};
+use support::*;
 use time::OffsetDateTime;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};

@@ -1,12 +1,13 @@
-//! Google OAuth 2.0 access tokens from a destination's refresh token.
+//! OAuth 2.0 access tokens from a destination's refresh token (Google's token endpoint, the
+//! Microsoft identity platform's), one cache for every platform that needs them.
 //!
 //! An access token lives an hour; it is cached per credential set and used until
 //! [`REFRESH_MARGIN`] before it expires, so a busy destination exchanges its refresh token about
 //! once an hour rather than once a request. Concurrent sends of one destination wait for a
-//! single exchange. A 401 from Google drops the cached token (once: whoever sees the 401 for the
+//! single exchange. A 401 from the platform drops the cached token (once: whoever sees the 401 for the
 //! token in the cache) so that the next call refreshes.
 //!
-//! A refresh token that Google refuses with `invalid_grant` was revoked or has expired: nothing
+//! A refresh token that the endpoint refuses with `invalid_grant` was revoked or has expired: nothing
 //! but the customer reconnecting the account helps, so it is a permanent failure for every
 //! conversion waiting on it. Tokens never appear in logs or records.
 
@@ -17,7 +18,26 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{classify, record, Collector, Platforms, RequestTarget};
-use crate::model::{GoogleCredentials, Outcome};
+use crate::model::Outcome;
+
+/// A refresh-token grant: where to exchange it and with what.
+#[derive(Clone, Copy)]
+pub(crate) struct RefreshGrant<'a> {
+    /// Who issues the token, for messages (`Google`, `Microsoft`).
+    pub provider: &'static str,
+    /// The token endpoint's full address.
+    pub url: &'a str,
+    /// How the exchange is recorded.
+    pub target: RequestTarget,
+    /// OAuth client id.
+    pub client_id: &'a str,
+    /// OAuth client secret (public clients have none).
+    pub client_secret: Option<&'a str>,
+    /// The refresh token.
+    pub refresh_token: &'a str,
+    /// The scope asked for, where the endpoint wants one.
+    pub scope: Option<&'static str>,
+}
 
 /// How long before its expiry a cached access token is replaced.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -43,17 +63,20 @@ impl std::fmt::Debug for TokenCache {
 }
 
 /// The cache key of a credential set: a hash, so the map holds no secret in the clear.
-fn key(creds: &GoogleCredentials) -> String {
+fn key(grant: &RefreshGrant<'_>) -> String {
     events::sha256_hex(&format!(
-        "{}\u{0}{}\u{0}{}",
-        creds.client_id, creds.client_secret, creds.refresh_token
+        "{}\u{0}{}\u{0}{}\u{0}{}",
+        grant.url,
+        grant.client_id,
+        grant.client_secret.unwrap_or_default(),
+        grant.refresh_token
     ))
 }
 
 impl TokenCache {
-    fn slot(&self, creds: &GoogleCredentials) -> Slot {
+    fn slot(&self, grant: &RefreshGrant<'_>) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.entry(key(creds)).or_default().clone()
+        slots.entry(key(grant)).or_default().clone()
     }
 
     /// A valid access token for `creds`: the cached one, or a fresh one from the token
@@ -62,11 +85,11 @@ impl TokenCache {
     pub(super) async fn access_token(
         &self,
         platforms: &Platforms,
-        creds: &GoogleCredentials,
+        grant: &RefreshGrant<'_>,
         waiting: &[usize],
         collector: &mut Collector,
     ) -> Result<String, Outcome> {
-        let slot = self.slot(creds);
+        let slot = self.slot(grant);
         let mut cached = slot.lock().await;
         if let Some(token) = cached.as_ref() {
             if Instant::now() < token.refresh_at {
@@ -74,7 +97,7 @@ impl TokenCache {
             }
         }
         *cached = None;
-        let (access_token, lifetime) = refresh(platforms, creds, waiting, collector).await?;
+        let (access_token, lifetime) = refresh(platforms, grant, waiting, collector).await?;
         if lifetime > REFRESH_MARGIN {
             *cached = Some(CachedToken {
                 access_token: access_token.clone(),
@@ -84,9 +107,10 @@ impl TokenCache {
         Ok(access_token)
     }
 
-    /// Forgets `used` after Google refused it (401), unless another send already replaced it.
-    pub(super) async fn invalidate(&self, creds: &GoogleCredentials, used: &str) {
-        let slot = self.slot(creds);
+    /// Forgets `used` after the platform refused it (401), unless another send already
+    /// replaced it.
+    pub(super) async fn invalidate(&self, grant: &RefreshGrant<'_>, used: &str) {
+        let slot = self.slot(grant);
         let mut cached = slot.lock().await;
         if cached
             .as_ref()
@@ -125,19 +149,25 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
 /// The refresh-token exchange: the new access token and how long it lives.
 async fn refresh(
     platforms: &Platforms,
-    creds: &GoogleCredentials,
+    grant: &RefreshGrant<'_>,
     waiting: &[usize],
     collector: &mut Collector,
 ) -> Result<(String, Duration), Outcome> {
-    let body = form_encode(&[
+    let mut pairs = vec![
         ("grant_type", "refresh_token"),
-        ("client_id", &creds.client_id),
-        ("client_secret", &creds.client_secret),
-        ("refresh_token", &creds.refresh_token),
-    ]);
+        ("client_id", grant.client_id),
+    ];
+    if let Some(secret) = grant.client_secret {
+        pairs.push(("client_secret", secret));
+    }
+    pairs.push(("refresh_token", grant.refresh_token));
+    if let Some(scope) = grant.scope {
+        pairs.push(("scope", scope));
+    }
+    let body = form_encode(&pairs);
     let request = platforms
         .client
-        .post(&platforms.endpoints.google_oauth)
+        .post(grant.url)
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
@@ -153,7 +183,10 @@ async fn refresh(
         .and_then(Value::as_str)
         .filter(|token| !token.is_empty())
         .map(str::to_owned);
-    let mut secrets = vec![creds.client_secret.as_str(), creds.refresh_token.as_str()];
+    let mut secrets = vec![grant.refresh_token];
+    if let Some(secret) = grant.client_secret {
+        secrets.push(secret);
+    }
     if let Some(token) = access_token.as_deref() {
         secrets.push(token);
     }
@@ -172,6 +205,7 @@ async fn refresh(
             exchange.status.unwrap_or(0),
             exchange.retry_after(),
             parsed.as_ref(),
+            grant.provider,
         )),
     };
     let error = result.as_ref().err().map(|outcome| match outcome {
@@ -179,23 +213,35 @@ async fn refresh(
         other => format!("{other:?}"),
     });
     collector.requests.push(record(
-        RequestTarget::GoogleOAuth,
+        grant.target,
         waiting.to_vec(),
         &exchange,
         error,
         &secrets,
     ));
     match &result {
-        Ok(_) => tracing::debug!(status = ?exchange.status, "google access token refreshed"),
-        Err(outcome) => {
-            tracing::warn!(status = ?exchange.status, outcome = ?outcome, "google token refresh failed")
-        }
+        Ok(_) => tracing::debug!(
+            provider = grant.provider,
+            status = ?exchange.status,
+            "access token refreshed"
+        ),
+        Err(outcome) => tracing::warn!(
+            provider = grant.provider,
+            status = ?exchange.status,
+            outcome = ?outcome,
+            "token refresh failed"
+        ),
     }
     result
 }
 
 /// Why the token endpoint gave no token, as the outcome for the conversions waiting on it.
-fn token_failure(status: u16, retry_after: Option<Duration>, body: Option<&Value>) -> Outcome {
+fn token_failure(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Option<&Value>,
+    provider: &str,
+) -> Outcome {
     let code = body
         .and_then(|body| body.get("error"))
         .and_then(Value::as_str);
@@ -205,8 +251,8 @@ fn token_failure(status: u16, retry_after: Option<Duration>, body: Option<&Value
         .unwrap_or("");
     match code {
         Some("invalid_grant") => classify::permanent(format!(
-            "Google refused the refresh token (invalid_grant: it was revoked or has expired{}); \
-             reconnect the Google account and update the destination's credentials",
+            "{provider} refused the refresh token (invalid_grant: it was revoked or has expired{}); \
+             reconnect the {provider} account and update the destination's credentials",
             if description.is_empty() {
                 String::new()
             } else {
@@ -215,7 +261,7 @@ fn token_failure(status: u16, retry_after: Option<Duration>, body: Option<&Value
         )),
         Some(code @ ("invalid_client" | "unauthorized_client" | "invalid_scope")) => {
             classify::permanent(format!(
-                "Google refused the OAuth client ({code}{}); check the destination's clientId and clientSecret",
+                "{provider} refused the OAuth client ({code}{}); check the destination's clientId and clientSecret",
                 if description.is_empty() {
                     String::new()
                 } else {
@@ -248,7 +294,8 @@ mod tests {
     #[test]
     fn invalid_grant_is_permanent_and_outages_are_retried() {
         let revoked = json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."});
-        let Outcome::Permanent { error } = token_failure(400, None, Some(&revoked)) else {
+        let Outcome::Permanent { error } = token_failure(400, None, Some(&revoked), "Google")
+        else {
             panic!("not permanent");
         };
         assert!(
@@ -256,19 +303,29 @@ mod tests {
             "{error}"
         );
         assert!(matches!(
-            token_failure(400, None, Some(&json!({"error": "invalid_client"}))),
+            token_failure(
+                400,
+                None,
+                Some(&json!({"error": "invalid_client"})),
+                "Google"
+            ),
             Outcome::Permanent { .. }
         ));
         assert!(matches!(
-            token_failure(503, None, Some(&json!({"error": "backend_error"}))),
+            token_failure(
+                503,
+                None,
+                Some(&json!({"error": "backend_error"})),
+                "Google"
+            ),
             Outcome::Retry { .. }
         ));
         assert!(matches!(
-            token_failure(502, None, None),
+            token_failure(502, None, None, "Google"),
             Outcome::Retry { .. }
         ));
         assert!(matches!(
-            token_failure(200, None, Some(&json!({"token_type": "Bearer"}))),
+            token_failure(200, None, Some(&json!({"token_type": "Bearer"})), "Google"),
             Outcome::Retry { .. }
         ));
     }

@@ -1,42 +1,87 @@
-//! The ad-platform clients: Google (Data Manager API `events:ingest`, Google Ads API v26
-//! `uploadClickConversions` / `uploadConversionAdjustments`), the Meta Conversions API v26.0 and
-//! signed webhooks.
+//! The ad-platform adapters: one module per platform behind one trait, and the HTTP plumbing
+//! they share. Nothing here touches the database: the forwarder hands a batch of
+//! [`Conversion`]s and the destination's settings, and gets a [`SendReport`] back.
 //!
-//! A call here is one attempt for a batch of conversions: it may take several HTTP requests
-//! (chunks of the platform's maximum, an OAuth refresh, the one retry after a 401, the re-send
-//! of the events a Data Manager 400 did not name), but it never waits out a backoff. It answers a
-//! [`SendReport`]: one [`Outcome`] per conversion, in input order, and one [`RequestRecord`] per
-//! HTTP request made, so the caller can store what happened and schedule the next attempt with
-//! [`RetryPolicy`].
+//! Each platform module implements [`Platform`]: it reads and checks its own `config` and
+//! `credentials`, declares its [`Limits`] (batch size, the oldest event and click it accepts, the
+//! dedup key it honours, its test mode), normalises and hashes user data by its own rules, builds
+//! the requests for a batch and classifies the answer per conversion into an [`Outcome`]
+//! (succeeded, already delivered, retry later, permanent, skipped). [`adapter`] is the registry:
+//! the forwarder only ever holds a `&dyn Adapter` and drives every platform the same way, and the
+//! age limits ([`deliver`]) are applied to all of them before anything is sent.
 //!
-//! Nothing secret or personal leaves this module in a log line or a record: response excerpts
+//! A call is one attempt for a batch: it may take several HTTP requests (an OAuth refresh, the
+//! one retry after a 401, the re-send of events a whole-batch refusal did not name), but it
+//! never waits out a backoff: the caller schedules the next attempt with [`RetryPolicy`].
+//!
+//! Nothing secret or personal leaves an adapter in a log line or a record: response excerpts
 //! are redacted (token-like JSON keys and every credential in use) and cut at 2 KiB; errors never
-//! carry a URL (Meta's holds the access token); identifiers are logged as hash prefixes at most.
+//! carry a URL (some platforms take the token in the query string); identifiers are logged as
+//! hash prefixes at most.
+//!
+//! # Adding a platform
+//!
+//! 1. One module, `src/<platform>.rs`: its `Config` and `Credentials` (serde, camelCase), their
+//!    checks (every bad field listed), its [`Limits`], its normalise-and-hash rules, the request
+//!    it builds and the classification of each answer, with unit tests of the wire examples from
+//!    the platform's docs.
+//! 2. One registry line in [`adapter`], one variant of [`events::DestinationType`], its click ids
+//!    in [`events::ClickIds`] and its row in the matcher's routing table, its base address in
+//!    [`Endpoints`] (`CONVRELAY_<PLATFORM>_URL`).
+//! 3. Its config and credentials schema, with an example, in `openapi.yaml`.
+//! 4. Its strict fake in `tests/support/` (refusing what the real API refuses, failing on
+//!    purpose when told) and its tests in `tests/<platform>.rs`.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod adapter;
+mod batch;
 pub mod classify;
-mod google;
+pub mod google;
 pub mod hashing;
-mod meta;
+pub mod ids;
+pub mod linkedin;
+pub mod meta;
+pub mod microsoft;
+pub mod model;
 mod oauth;
+pub mod pinterest;
+pub mod reddit;
 pub mod retry;
-mod webhook;
+pub mod settings;
+pub mod snapchat;
+pub mod tiktok;
+pub mod webhook;
 
 use std::time::{Duration, Instant};
 
+use events::DestinationType;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::model::{
-    Conversion, GoogleAdsConfig, GoogleCredentials, MetaConfig, MetaCredentials, Outcome,
-    WebhookConfig, WebhookCredentials,
+pub use adapter::{
+    deliver, too_old, Adapter, Limits, Platform, AGE_MARGIN, NOT_SUPPORTED, TOO_OLD_FOR_PLATFORM,
 };
-pub use google::{ads_datetime, data_manager_timestamp, MAX_PER_REQUEST as GOOGLE_MAX_PER_REQUEST};
-pub use meta::{fbc_from_fbclid, MAX_PER_REQUEST as META_MAX_PER_REQUEST};
+use model::{Conversion, Outcome};
 pub use oauth::REFRESH_MARGIN;
 pub use retry::RetryPolicy;
-pub use webhook::{signature as webhook_signature, SIGNATURE_HEADER};
+
+/// The adapter of a destination type: the registry, one line per platform.
+pub fn adapter(destination_type: DestinationType) -> &'static dyn Adapter {
+    match destination_type {
+        DestinationType::GoogleAds => &google::Google,
+        DestinationType::Meta => &meta::Meta,
+        DestinationType::MicrosoftAds => &microsoft::MicrosoftAds,
+        DestinationType::LinkedIn => &linkedin::LinkedIn,
+        DestinationType::Reddit => &reddit::Reddit,
+        DestinationType::TikTok => &tiktok::TikTok,
+        DestinationType::Snapchat => &snapchat::Snapchat,
+        DestinationType::Pinterest => &pinterest::Pinterest,
+        DestinationType::Webhook => &webhook::Webhook,
+    }
+}
 
 /// Most bytes of a response kept in a [`RequestRecord`].
 pub const MAX_EXCERPT_BYTES: usize = 2048;
@@ -56,6 +101,22 @@ pub struct Endpoints {
     pub google_oauth: String,
     /// Graph API base address (`https://graph.facebook.com`).
     pub meta: String,
+    /// Microsoft Advertising Campaign Management base address
+    /// (`https://campaign.api.bingads.microsoft.com`).
+    pub microsoft_ads: String,
+    /// The Microsoft identity platform's token endpoint, the full address
+    /// (`https://login.microsoftonline.com/common/oauth2/v2.0/token`).
+    pub microsoft_oauth: String,
+    /// LinkedIn Conversions API base address (`https://api.linkedin.com`).
+    pub linkedin: String,
+    /// Reddit Conversions API base address (`https://ads-api.reddit.com`).
+    pub reddit: String,
+    /// TikTok Events API base address (`https://business-api.tiktok.com`).
+    pub tiktok: String,
+    /// Snap Conversions API base address (`https://tr.snapchat.com`).
+    pub snapchat: String,
+    /// Pinterest Conversions API base address (`https://api.pinterest.com`).
+    pub pinterest: String,
 }
 
 impl Default for Endpoints {
@@ -65,6 +126,13 @@ impl Default for Endpoints {
             google_data_manager: "https://datamanager.googleapis.com".into(),
             google_oauth: "https://oauth2.googleapis.com/token".into(),
             meta: "https://graph.facebook.com".into(),
+            microsoft_ads: "https://campaign.api.bingads.microsoft.com".into(),
+            microsoft_oauth: "https://login.microsoftonline.com/common/oauth2/v2.0/token".into(),
+            linkedin: "https://api.linkedin.com".into(),
+            reddit: "https://ads-api.reddit.com".into(),
+            tiktok: "https://business-api.tiktok.com".into(),
+            snapchat: "https://tr.snapchat.com".into(),
+            pinterest: "https://api.pinterest.com".into(),
         }
     }
 }
@@ -82,6 +150,20 @@ pub enum RequestTarget {
     GoogleAdsUploadConversionAdjustments,
     /// Meta Conversions API `/{pixel}/events`.
     MetaEvents,
+    /// Microsoft identity platform refresh-token exchange.
+    MicrosoftOAuth,
+    /// Microsoft Advertising `OfflineConversions/Apply`.
+    MicrosoftOfflineConversions,
+    /// LinkedIn Conversions API requests.
+    LinkedInConversionEvents,
+    /// Reddit Conversions API requests.
+    RedditConversionEvents,
+    /// TikTok Events API requests.
+    TikTokEvents,
+    /// Snap Conversions API requests.
+    SnapchatEvents,
+    /// Pinterest Conversions API requests.
+    PinterestEvents,
     /// A webhook receiver.
     Webhook,
 }
@@ -97,6 +179,13 @@ impl RequestTarget {
                 "google_ads_upload_conversion_adjustments"
             }
             Self::MetaEvents => "meta_events",
+            Self::MicrosoftOAuth => "microsoft_oauth",
+            Self::MicrosoftOfflineConversions => "microsoft_offline_conversions",
+            Self::LinkedInConversionEvents => "linkedin_conversion_events",
+            Self::RedditConversionEvents => "reddit_conversion_events",
+            Self::TikTokEvents => "tiktok_events",
+            Self::SnapchatEvents => "snapchat_events",
+            Self::PinterestEvents => "pinterest_events",
             Self::Webhook => "webhook",
         }
     }
@@ -145,7 +234,7 @@ impl SendReport {
     }
 
     /// Every conversion gets the same outcome, with no request made.
-    fn uniform(count: usize, outcome: &Outcome) -> Self {
+    pub fn uniform(count: usize, outcome: &Outcome) -> Self {
         Self {
             outcomes: vec![outcome.clone(); count],
             requests: Vec::new(),
@@ -299,55 +388,6 @@ impl Platforms {
     /// Where requests go.
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
-    }
-
-    /// Sends conversions to a `google_ads` destination: Data Manager `events:ingest` or Google
-    /// Ads API `uploadClickConversions`, as the config says, in requests of at most 2,000.
-    pub async fn send_google(
-        &self,
-        config: &GoogleAdsConfig,
-        creds: &GoogleCredentials,
-        batch: &[Conversion],
-        now: OffsetDateTime,
-    ) -> SendReport {
-        google::send(self, config, creds, batch, now).await
-    }
-
-    /// Retracts conversions sent before: a Google Ads API `RETRACTION` adjustment by order id
-    /// each. The Data Manager API has no documented retraction: every conversion is then
-    /// `Skipped { reason: "not_supported" }` and nothing is sent.
-    pub async fn retract_google(
-        &self,
-        config: &GoogleAdsConfig,
-        creds: &GoogleCredentials,
-        batch: &[Conversion],
-        now: OffsetDateTime,
-    ) -> SendReport {
-        google::retract(self, config, creds, batch, now).await
-    }
-
-    /// Sends conversions to the Meta Conversions API, in requests of at most 1,000 events.
-    pub async fn send_meta(
-        &self,
-        config: &MetaConfig,
-        creds: &MetaCredentials,
-        batch: &[Conversion],
-        now: OffsetDateTime,
-    ) -> SendReport {
-        meta::send(self, config, creds, batch, now).await
-    }
-
-    /// Delivers one conversion to a webhook, signed; `routing_json` is the routing decision as
-    /// `GET /v1/events/{id}` shows it.
-    pub async fn send_webhook(
-        &self,
-        config: &WebhookConfig,
-        creds: &WebhookCredentials,
-        conversion: &Conversion,
-        routing_json: &Value,
-        now: OffsetDateTime,
-    ) -> SendReport {
-        webhook::send(self, config, creds, conversion, routing_json, now).await
     }
 
     /// Sends a request and reads the answer (up to a limit), never failing: a transport error
@@ -505,7 +545,7 @@ fn truncate(mut text: String, max: usize) -> String {
 
 /// Our public id of an event, as the API shows it: `evt_` and the UUID's hex.
 pub fn event_wire_id(id: Uuid) -> String {
-    crate::ids::to_wire(crate::ids::EVENT, id)
+    ids::to_wire(ids::EVENT, id)
 }
 
 /// The id a platform deduplicates a conversion by (Google's `orderId` / `transactionId`, Meta's
@@ -522,6 +562,62 @@ pub fn order_id(conversion: &Conversion) -> String {
 /// A base address joined with a path, with no doubled slash.
 fn join(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
+}
+
+/// A click id or cookie of a conversion by its wire name (`msclkid`, `liFatId`, …): the
+/// touchpoint's, else the event's own; blank counts as absent.
+pub(crate) fn click_value<'a>(conversion: &'a Conversion, wire: &str) -> Option<&'a str> {
+    let usable = |value: Option<&'a str>| value.map(str::trim).filter(|v| !v.is_empty());
+    usable(
+        conversion
+            .attribution
+            .click
+            .as_ref()
+            .and_then(|click| click.click_ids.get(wire)),
+    )
+    .or_else(|| usable(conversion.event.click_ids.get(wire)))
+}
+
+/// The person's IP address and user agent: the event's, else the touchpoint's.
+pub(crate) fn client_of(conversion: &Conversion) -> (Option<String>, Option<&str>) {
+    let event = &conversion.event;
+    let touchpoint = conversion.attribution.click.as_ref();
+    let ip = event
+        .ip
+        .or_else(|| touchpoint.and_then(|click| click.ip))
+        .map(|ip| ip.to_string());
+    let agent = event
+        .user_agent
+        .as_deref()
+        .or_else(|| touchpoint.and_then(|click| click.user_agent.as_deref()))
+        .map(str::trim)
+        .filter(|agent| !agent.is_empty());
+    (ip, agent)
+}
+
+/// The page of the conversion (`pageUrl`, else the touchpoint's landing page), if it is http(s).
+pub(crate) fn page_of(conversion: &Conversion) -> Option<&str> {
+    conversion
+        .event
+        .page_url
+        .as_deref()
+        .or_else(|| {
+            conversion
+                .attribution
+                .click
+                .as_ref()
+                .and_then(|click| click.url.as_deref())
+        })
+        .map(str::trim)
+        .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+}
+
+/// True when the person denied ad user data: no user data leaves for ad platforms.
+pub(crate) fn user_data_denied(conversion: &Conversion) -> bool {
+    conversion
+        .event
+        .consent
+        .is_some_and(|consent| consent.ad_user_data_denied())
 }
 
 #[cfg(test)]

@@ -15,43 +15,62 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::crypto::{credentials_aad, Cipher};
-use crate::model::{
-    GoogleAdsConfig, GoogleCredentials, MetaConfig, MetaCredentials, WebhookConfig,
-    WebhookCredentials,
-};
-use crate::validate::{self, Draft};
+use validate::Draft;
+
+mod validate;
 use crate::{ids, Error, Page, Result};
 
-/// The settings of a destination, by type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DestinationConfig {
-    /// Google Ads (Data Manager API or Google Ads API).
-    GoogleAds(GoogleAdsConfig),
-    /// Meta Conversions API.
-    Meta(MetaConfig),
-    /// Signed webhook.
-    Webhook(WebhookConfig),
+/// The settings of a destination: its type and the JSON its platform's adapter checked (defaults
+/// filled in), as stored and shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationConfig {
+    destination_type: DestinationType,
+    json: Value,
 }
 
 impl DestinationConfig {
+    /// Settings its adapter checked.
+    pub(crate) fn new(destination_type: DestinationType, json: Value) -> Self {
+        Self {
+            destination_type,
+            json,
+        }
+    }
+
     /// The destination type these settings belong to.
     pub fn destination_type(&self) -> DestinationType {
-        match self {
-            Self::GoogleAds(_) => DestinationType::GoogleAds,
-            Self::Meta(_) => DestinationType::Meta,
-            Self::Webhook(_) => DestinationType::Webhook,
-        }
+        self.destination_type
+    }
+
+    /// The platform's adapter.
+    pub fn adapter(&self) -> &'static dyn platforms::Adapter {
+        platforms::adapter(self.destination_type)
     }
 
     /// The stored and shown JSON form (camelCase, defaults filled in).
     pub fn to_json(&self) -> Value {
-        let json = match self {
-            Self::GoogleAds(c) => serde_json::to_value(c),
-            Self::Meta(c) => serde_json::to_value(c),
-            Self::Webhook(c) => serde_json::to_value(c),
-        };
-        // Plain structs of strings and booleans always serialise.
-        json.unwrap_or(Value::Null)
+        self.json.clone()
+    }
+
+    /// The stored JSON form, borrowed.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// The settings as the platform's own type.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when they are not of that type.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(&self.json).map_err(|e| Error::Corrupt {
+            what: "destination config",
+            detail: e.to_string(),
+        })
+    }
+
+    /// What its platform accepts under these settings.
+    pub fn limits(&self) -> platforms::Limits {
+        self.adapter().limits(&self.json)
     }
 
     /// Reads the stored JSON form of a destination of type `destination_type`.
@@ -59,57 +78,70 @@ impl DestinationConfig {
     /// # Errors
     /// [`Error::Corrupt`].
     pub fn from_json(destination_type: DestinationType, json: Value) -> Result<Self> {
-        let corrupt = |e: serde_json::Error| Error::Corrupt {
-            what: "destination config",
-            detail: e.to_string(),
-        };
-        Ok(match destination_type {
-            DestinationType::GoogleAds => {
-                Self::GoogleAds(serde_json::from_value(json).map_err(corrupt)?)
-            }
-            DestinationType::Meta => Self::Meta(serde_json::from_value(json).map_err(corrupt)?),
-            DestinationType::Webhook => {
-                Self::Webhook(serde_json::from_value(json).map_err(corrupt)?)
-            }
-        })
+        let json = platforms::adapter(destination_type)
+            .read_config(json)
+            .map_err(|detail| Error::Corrupt {
+                what: "destination config",
+                detail,
+            })?;
+        Ok(Self::new(destination_type, json))
     }
 }
 
-/// The credentials of a destination, by type. Their `Debug` forms never show a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credentials {
-    /// OAuth client and refresh token (and developer token) for Google.
-    Google(GoogleCredentials),
-    /// Meta system-user access token.
-    Meta(MetaCredentials),
-    /// Webhook signing secret.
-    Webhook(WebhookCredentials),
+/// The credentials of a destination, opened. Their `Debug` form never shows a secret.
+#[derive(Clone, PartialEq)]
+pub struct Credentials {
+    destination_type: DestinationType,
+    json: Value,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials({} {{ .. }})",
+            self.destination_type.as_str()
+        )
+    }
 }
 
 impl Credentials {
+    /// Credentials its adapter checked.
+    pub(crate) fn new(destination_type: DestinationType, json: Value) -> Self {
+        Self {
+            destination_type,
+            json,
+        }
+    }
+
+    /// The JSON form the adapter reads.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// The credentials as the platform's own type.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when they are not of that type.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(&self.json).map_err(|e| Error::Corrupt {
+            what: "destination credentials",
+            detail: e.to_string(),
+        })
+    }
+
     fn to_vec(&self) -> Vec<u8> {
-        let json = match self {
-            Self::Google(c) => serde_json::to_vec(c),
-            Self::Meta(c) => serde_json::to_vec(c),
-            Self::Webhook(c) => serde_json::to_vec(c),
-        };
-        json.unwrap_or_default()
+        serde_json::to_vec(&self.json).unwrap_or_default()
     }
 
     fn from_slice(destination_type: DestinationType, bytes: &[u8]) -> Result<Self> {
-        let corrupt = |e: serde_json::Error| Error::Corrupt {
-            what: "destination credentials",
-            detail: e.to_string(),
-        };
-        Ok(match destination_type {
-            DestinationType::GoogleAds => {
-                Self::Google(serde_json::from_slice(bytes).map_err(corrupt)?)
-            }
-            DestinationType::Meta => Self::Meta(serde_json::from_slice(bytes).map_err(corrupt)?),
-            DestinationType::Webhook => {
-                Self::Webhook(serde_json::from_slice(bytes).map_err(corrupt)?)
-            }
-        })
+        let json = platforms::adapter(destination_type)
+            .read_credentials(bytes)
+            .map_err(|detail| Error::Corrupt {
+                what: "destination credentials",
+                detail,
+            })?;
+        Ok(Self::new(destination_type, json))
     }
 
     /// Seals these credentials for the destination `destination_id` of `workspace_id`.
@@ -526,25 +558,11 @@ pub async fn update_destination(
     ))
 }
 
-/// Deleting a destination and cancelling its waiting dispatches in one statement. A dispatch in
-/// flight is left to its worker, which already holds the destination and may be delivering it
-/// right now: its real outcome is recorded (see `queue::record_results`), and should its worker
-/// vanish, the next claim cancels it.
-const DELETE: &str = "
-    WITH gone AS (
-        DELETE FROM destinations WHERE workspace_id = $1 AND id = $2 RETURNING id
-    ), cancelled AS (
-        UPDATE dispatches
-        SET status = 'cancelled', reason = 'destination deleted', updated_at = now()
-        WHERE workspace_id = $1 AND destination_id IN (SELECT id FROM gone)
-          AND status IN ('queued', 'retrying')
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM cancelled)";
+const DELETE: &str = "DELETE FROM destinations WHERE workspace_id = $1 AND id = $2";
 
 /// Deletes a destination, its sealed credentials with it; its dispatches still waiting become
-/// `cancelled` (reason `destination deleted`), one being sent keeps its outcome; its history stays
-/// readable.
+/// `cancelled` (reason `destination deleted`), one in flight keeps the outcome its worker
+/// records; its history stays readable.
 ///
 /// # Errors
 /// [`Error::NotFound`]; [`Error::Database`].
@@ -555,11 +573,14 @@ pub async fn delete_destination(
 ) -> Result<()> {
     let uuid = ids::from_wire(ids::DESTINATION, id).ok_or(Error::NotFound)?;
     let stmt = client.prepare_cached(DELETE).await?;
-    let row = client.query_one(&stmt, &[&workspace_id, &uuid]).await?;
-    let (deleted, cancelled): (i64, i64) = (row.get(0), row.get(1));
+    let deleted = client.execute(&stmt, &[&workspace_id, &uuid]).await?;
     if deleted == 0 {
         return Err(Error::NotFound);
     }
+    // After the delete: a dispatch enqueued meanwhile for it is cancelled here, or by the claim
+    // that finds its destination gone.
+    let cancelled =
+        crate::queue::cancel_for_deleted_destination(client, workspace_id, uuid).await?;
     tracing::info!(destination = %id, cancelled, "destination deleted");
     Ok(())
 }

@@ -15,10 +15,11 @@ use events::{
     Attribution, AttributionStatus, ClickIds, Consent, ConsentStatus, Currency, Email, Event,
     EventKind, MatchedBy, Mode, Money, PhoneE164, Product, Touchpoint,
 };
-use forwarder::model::{
-    Conversion, GoogleAdsConfig, GoogleApi, GoogleCredentials, MetaConfig, MetaCredentials, PerKind,
-};
-use forwarder::platforms::{Endpoints, Platforms, SendReport};
+use platforms::google::{Google, GoogleAdsConfig, GoogleApi, GoogleCredentials};
+use platforms::meta::{Meta, MetaConfig, MetaCredentials};
+use platforms::model::{Conversion, PerKind};
+use platforms::webhook::{Webhook, WebhookConfig, WebhookCredentials};
+use platforms::{deliver, Endpoints, Platform, Platforms, SendReport};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -54,6 +55,112 @@ pub const META_PHONE_SHA256: &str =
 pub const GCLID: &str = "Cj0KCQiA_gclid-Value";
 pub const FBCLID: &str = "IwAR2MixedCase_FbClid-Value";
 
+/// Sends through each adapter the way the forwarder does ([`deliver`]: age limits first).
+#[allow(async_fn_in_trait)]
+pub trait Sends {
+    async fn send_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport;
+    async fn retract_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport;
+    async fn send_meta(
+        &self,
+        config: &MetaConfig,
+        creds: &MetaCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport;
+    async fn send_webhook(
+        &self,
+        config: &WebhookConfig,
+        creds: &WebhookCredentials,
+        conversion: &Conversion,
+        routing: &Value,
+        now: OffsetDateTime,
+    ) -> SendReport;
+    async fn send_to<P: Platform>(
+        &self,
+        platform: &P,
+        config: &P::Config,
+        creds: &P::Credentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport;
+}
+
+impl Sends for Platforms {
+    async fn send_to<P: Platform>(
+        &self,
+        platform: &P,
+        config: &P::Config,
+        creds: &P::Credentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        deliver(platform, self, config, creds, batch, now).await
+    }
+
+    async fn send_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        deliver(&Google, self, config, creds, batch, now).await
+    }
+
+    async fn retract_google(
+        &self,
+        config: &GoogleAdsConfig,
+        creds: &GoogleCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        Google.retract(self, config, creds, batch, now).await
+    }
+
+    async fn send_meta(
+        &self,
+        config: &MetaConfig,
+        creds: &MetaCredentials,
+        batch: &[Conversion],
+        now: OffsetDateTime,
+    ) -> SendReport {
+        deliver(&Meta, self, config, creds, batch, now).await
+    }
+
+    async fn send_webhook(
+        &self,
+        config: &WebhookConfig,
+        creds: &WebhookCredentials,
+        conversion: &Conversion,
+        routing: &Value,
+        now: OffsetDateTime,
+    ) -> SendReport {
+        let mut conversion = conversion.clone();
+        conversion.routing = routing.clone();
+        deliver(
+            &Webhook,
+            self,
+            config,
+            creds,
+            std::slice::from_ref(&conversion),
+            now,
+        )
+        .await
+    }
+}
+
 /// Platforms pointed at `server`, with a request timeout.
 pub fn platforms(server: &MockServer, timeout: Duration) -> Platforms {
     Platforms::new(endpoints(server), timeout)
@@ -65,6 +172,13 @@ pub fn endpoints(server: &MockServer) -> Endpoints {
         google_data_manager: server.uri(),
         google_oauth: format!("{}/token", server.uri()),
         meta: server.uri(),
+        microsoft_ads: server.uri(),
+        microsoft_oauth: format!("{}/ms-token", server.uri()),
+        pinterest: server.uri(),
+        snapchat: server.uri(),
+        tiktok: server.uri(),
+        reddit: server.uri(),
+        linkedin: server.uri(),
     }
 }
 
@@ -181,6 +295,7 @@ pub fn sale(invoice: &str, now: OffsetDateTime) -> Conversion {
         received_at: at,
         event,
         attribution,
+        routing: Value::Null,
     }
 }
 
@@ -1145,6 +1260,20 @@ pub async fn assert_requests_strict(server: &MockServer) {
         let path = request.url.path().to_owned();
         let problems = if path == "/token" {
             check_oauth(&request)
+        } else if path == "/ms-token" {
+            check_microsoft_oauth(&request)
+        } else if path == platforms::microsoft::APPLY_PATH {
+            check_microsoft(&request)
+        } else if path == platforms::linkedin::PATH {
+            check_linkedin(&request)
+        } else if path.starts_with("/api/v3/pixels/") {
+            check_reddit(&request)
+        } else if path == platforms::tiktok::PATH {
+            check_tiktok(&request)
+        } else if path.starts_with("/v3/") {
+            check_snapchat(&request)
+        } else if path.starts_with("/v5/ad_accounts/") {
+            check_pinterest(&request)
         } else if path.ends_with(":uploadClickConversions") {
             check_ads_upload(&request)
         } else if path.ends_with(":uploadConversionAdjustments") {
@@ -1240,4 +1369,1068 @@ pub fn assert_no_secrets(report: &SendReport, extra: &[&str]) {
             assert!(!text.contains(secret), "outcome shows a secret: {text}");
         }
     }
+}
+
+// ---- Microsoft Advertising
+
+pub const MS_CUSTOMER_ID: &str = "251186883";
+pub const MS_ACCOUNT_ID: &str = "149615541";
+pub const MS_CLIENT_ID: &str = "4c0b021c-00c3-4508-838f-d3127e8167ff";
+pub const MS_REFRESH_TOKEN: &str = "M.C107_BAY.refresh-token";
+pub const MS_DEVELOPER_TOKEN: &str = "BBD37VB98-dev-token";
+pub const MS_ACCESS_TOKEN: &str = "EwAIA+pvBAAUms-access";
+pub const MSCLKID: &str = "f894f652ea334e739002f7167ab8f8e3";
+/// Microsoft's hash of `john.smith+promo@gmail.com` (trimmed, lower-cased, nothing else).
+pub const MS_EMAIL_SHA256: &str =
+    "bf76de1a7b58966a1a636ee208f34a243f0f24c29b3d1163b6e0d14c0cfadfee";
+
+pub fn microsoft_config() -> platforms::microsoft::MicrosoftAdsConfig {
+    platforms::microsoft::MicrosoftAdsConfig {
+        customer_id: MS_CUSTOMER_ID.into(),
+        account_id: MS_ACCOUNT_ID.into(),
+        conversion_names: PerKind {
+            lead: Some("CRM Lead".into()),
+            sale: Some("Offline Purchase".into()),
+        },
+    }
+}
+
+pub fn microsoft_creds() -> platforms::microsoft::MicrosoftAdsCredentials {
+    platforms::microsoft::MicrosoftAdsCredentials {
+        client_id: MS_CLIENT_ID.into(),
+        client_secret: None,
+        refresh_token: MS_REFRESH_TOKEN.into(),
+        developer_token: MS_DEVELOPER_TOKEN.into(),
+    }
+}
+
+/// `conversion` carrying an msclkid on its touchpoint.
+pub fn with_msclkid(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.msclkid = Some(MSCLKID.into());
+    }
+    conversion
+}
+
+/// The identity platform's refresh-token exchange, as Microsoft checks it.
+pub fn check_microsoft_oauth(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != "/ms-token" {
+        problems.push("not POST /ms-token".into());
+    }
+    if header(request, "content-type") != Some("application/x-www-form-urlencoded") {
+        problems.push("content-type is not application/x-www-form-urlencoded".into());
+    }
+    let form = form_decode(&String::from_utf8_lossy(&request.body));
+    let get = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    if get("grant_type") != Some("refresh_token") {
+        problems.push("grant_type is not refresh_token".into());
+    }
+    for key in ["client_id", "refresh_token"] {
+        if get(key).is_none_or(str::is_empty) {
+            problems.push(format!("{key} missing"));
+        }
+    }
+    if !get("scope").is_some_and(|scope| {
+        scope
+            .split(' ')
+            .any(|s| s == "https://ads.microsoft.com/msads.manage")
+    }) {
+        problems.push("scope does not ask for https://ads.microsoft.com/msads.manage".into());
+    }
+    problems
+}
+
+/// `ApplyOfflineConversions` (REST), as strict as the service and its msads models: the four
+/// headers, the exact keys (PascalCase), 1 to 1,000 rows, UTC times with a `Z` no older than
+/// 90 days and not in the future, hex hashes, a currency only with a value.
+pub fn check_microsoft(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != platforms::microsoft::APPLY_PATH {
+        problems.push("not POST /CampaignManagement/v13/OfflineConversions/Apply".into());
+    }
+    bearer(request, &mut problems);
+    if header(request, "developertoken").is_none_or(str::is_empty) {
+        problems.push("no DeveloperToken header".into());
+    }
+    for name in ["customerid", "customeraccountid"] {
+        if !header(request, name).is_some_and(is_digits) {
+            problems.push(format!("{name} header is not digits"));
+        }
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["OfflineConversions"], "body", &mut problems);
+    let rows = body["OfflineConversions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if rows.is_empty() || rows.len() > 1000 {
+        problems.push(format!(
+            "{} OfflineConversions: must be 1 to 1000",
+            rows.len()
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    for (index, row) in rows.iter().enumerate() {
+        let at = format!("OfflineConversions[{index}]");
+        only_keys(
+            row,
+            &[
+                "ConversionName",
+                "ConversionTime",
+                "MicrosoftClickId",
+                "ConversionValue",
+                "ConversionCurrencyCode",
+                "HashedEmailAddress",
+                "HashedPhoneNumber",
+                "ExternalAttributionCredit",
+                "ExternalAttributionModel",
+            ],
+            &at,
+            &mut problems,
+        );
+        if row["ConversionName"]
+            .as_str()
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            problems.push(format!("{at}.ConversionName missing"));
+        }
+        if row["MicrosoftClickId"]
+            .as_str()
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            problems.push(format!("{at}.MicrosoftClickId missing"));
+        }
+        match row["ConversionTime"].as_str() {
+            Some(text) if shaped(text, "9999-99-99T99:99:99Z") => {
+                match OffsetDateTime::parse(text, &Rfc3339) {
+                    Ok(time) if time > now + time::Duration::minutes(1) => {
+                        problems.push(format!("{at}.ConversionTime is in the future"))
+                    }
+                    Ok(time) if now - time > time::Duration::days(90) => {
+                        problems.push(format!("{at}.ConversionTime is over 90 days old"))
+                    }
+                    Ok(_) => {}
+                    Err(_) => problems.push(format!("{at}.ConversionTime is not a time")),
+                }
+            }
+            _ => problems.push(format!("{at}.ConversionTime is not yyyy-mm-ddThh:mm:ssZ")),
+        }
+        if let Some(value) = row.get("ConversionValue") {
+            if !value.as_f64().is_some_and(|v| v >= 0.0) {
+                problems.push(format!("{at}.ConversionValue is not a number >= 0"));
+            }
+        }
+        match row.get("ConversionCurrencyCode") {
+            Some(code) if !code.as_str().is_some_and(is_currency) => {
+                problems.push(format!("{at}.ConversionCurrencyCode is not ISO 4217"))
+            }
+            Some(_) if row.get("ConversionValue").is_none() => {
+                problems.push(format!("{at}.ConversionCurrencyCode without a value"))
+            }
+            _ => {}
+        }
+        for key in ["HashedEmailAddress", "HashedPhoneNumber"] {
+            if let Some(hash) = row.get(key) {
+                if !hash.as_str().is_some_and(is_hex64) {
+                    problems.push(format!("{at}.{key} is not a lower-case SHA-256 hex digest"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Mounts Microsoft's token endpoint, handing out `token`.
+pub async fn mount_microsoft_oauth(server: &MockServer, token: &'static str) {
+    Mock::given(method("POST"))
+        .and(path("/ms-token"))
+        .and(Strict(check_microsoft_oauth))
+        .respond_with(TokenSequence {
+            tokens: vec![token],
+            expires_in: 3599,
+            served: AtomicUsize::new(0),
+        })
+        .named("microsoft token")
+        .mount(server)
+        .await;
+}
+
+// ---- LinkedIn
+
+pub const LI_TOKEN: &str = "AQX-linkedin-member-token";
+pub const LI_FAT_ID: &str = "df6b1d2a-5f9e-4b2c-9a63-2c0f1f8c7a11";
+/// The trimmed, lower-cased email's SHA-256 (LinkedIn lowercases only).
+pub const LI_EMAIL_SHA256: &str = MS_EMAIL_SHA256;
+
+pub fn linkedin_config() -> platforms::linkedin::LinkedInConfig {
+    platforms::linkedin::LinkedInConfig {
+        conversion_rules: PerKind {
+            lead: Some("104012".into()),
+            sale: Some("104013".into()),
+        },
+        match_without_click_id: false,
+    }
+}
+
+pub fn linkedin_creds() -> platforms::linkedin::LinkedInCredentials {
+    platforms::linkedin::LinkedInCredentials {
+        access_token: LI_TOKEN.into(),
+    }
+}
+
+pub fn with_li_fat_id(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.li_fat_id = Some(LI_FAT_ID.into());
+    }
+    conversion
+}
+
+/// `BATCH_CREATE /rest/conversionEvents`, as strict as LinkedIn: the Rest.li headers and a
+/// version, the exact keys, `user.userIds` always present (LinkedIn refuses an element without
+/// it), a rule URN, a 13-digit time no more than 90 days old, an amount as a decimal string,
+/// hex email hashes, 1 to 5,000 elements.
+pub fn check_linkedin(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != platforms::linkedin::PATH {
+        problems.push("not POST /rest/conversionEvents".into());
+    }
+    bearer(request, &mut problems);
+    if !header(request, "linkedin-version").is_some_and(|v| shaped(v, "999999")) {
+        problems.push("LinkedIn-Version is not YYYYMM".into());
+    }
+    if header(request, "x-restli-protocol-version") != Some("2.0.0") {
+        problems.push("X-Restli-Protocol-Version is not 2.0.0".into());
+    }
+    if header(request, "x-restli-method") != Some("BATCH_CREATE") {
+        problems.push("X-RestLi-Method is not BATCH_CREATE".into());
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["elements"], "body", &mut problems);
+    let elements = body["elements"].as_array().cloned().unwrap_or_default();
+    if elements.is_empty() || elements.len() > 5000 {
+        problems.push(format!("{} elements: must be 1 to 5000", elements.len()));
+    }
+    let now_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    for (index, element) in elements.iter().enumerate() {
+        let at = format!("elements[{index}]");
+        only_keys(
+            element,
+            &[
+                "conversion",
+                "conversionHappenedAt",
+                "conversionValue",
+                "eventId",
+                "user",
+            ],
+            &at,
+            &mut problems,
+        );
+        let urn = element["conversion"].as_str().unwrap_or("");
+        if !urn
+            .strip_prefix("urn:lla:llaPartnerConversion:")
+            .is_some_and(is_digits)
+        {
+            problems.push(format!(
+                "{at}.conversion is not urn:lla:llaPartnerConversion:<id>"
+            ));
+        }
+        match element["conversionHappenedAt"].as_i64() {
+            Some(ms) if ms.to_string().len() == 13 => {
+                if ms > now_ms + 60_000 || now_ms - ms > 90 * 86_400_000 {
+                    problems.push(format!(
+                        "{at}.conversionHappenedAt is outside the last 90 days"
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "{at}.conversionHappenedAt is not epoch milliseconds"
+            )),
+        }
+        if let Some(value) = element.get("conversionValue") {
+            only_keys(
+                value,
+                &["currencyCode", "amount"],
+                &format!("{at}.conversionValue"),
+                &mut problems,
+            );
+            if !value["currencyCode"].as_str().is_some_and(is_currency) {
+                problems.push(format!("{at}.conversionValue.currencyCode is not ISO 4217"));
+            }
+            let amount = value["amount"].as_str().unwrap_or("");
+            if amount.is_empty() || amount.parse::<f64>().is_err() {
+                problems.push(format!(
+                    "{at}.conversionValue.amount is not a decimal string"
+                ));
+            }
+        }
+        if element["eventId"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.eventId missing"));
+        }
+        let user = &element["user"];
+        only_keys(
+            user,
+            &["userIds", "userInfo", "externalIds"],
+            &format!("{at}.user"),
+            &mut problems,
+        );
+        match user["userIds"].as_array() {
+            None => problems.push(format!("{at}.user.userIds missing")),
+            Some(ids) => {
+                for (position, id) in ids.iter().enumerate() {
+                    let path = format!("{at}.user.userIds[{position}]");
+                    only_keys(id, &["idType", "idValue"], &path, &mut problems);
+                    match id["idType"].as_str() {
+                        Some("SHA256_EMAIL") => {
+                            if !id["idValue"].as_str().is_some_and(is_hex64) {
+                                problems
+                                    .push(format!("{path}.idValue is not a SHA-256 hex digest"));
+                            }
+                        }
+                        Some(
+                            "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID"
+                            | "ACXIOM_ID"
+                            | "ORACLE_MOAT_ID",
+                        ) => {
+                            if id["idValue"].as_str().is_none_or(str::is_empty) {
+                                problems.push(format!("{path}.idValue missing"));
+                            }
+                        }
+                        other => problems.push(format!("{path}.idType {other:?} is not known")),
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+// ---- Reddit
+
+pub const RD_PIXEL: &str = "t2_abc123";
+pub const RD_TOKEN: &str = "eyJ-reddit-conversion-token";
+pub const RDT_CID: &str = "1a2b3c4d-reddit-click";
+pub const RD_PATH: &str = "/api/v3/pixels/t2_abc123/conversion_events";
+/// Reddit's hash of `John.Smith+promo@GMail.com`: `johnsmith@gmail.com`.
+pub const RD_EMAIL_SHA256: &str =
+    "3586de92bb3636d0885a12eff961429a32e4ebd764b96f50d85d016f9338d586";
+
+pub fn reddit_config() -> platforms::reddit::RedditConfig {
+    platforms::reddit::RedditConfig {
+        pixel_id: RD_PIXEL.into(),
+        action_source: "WEBSITE".into(),
+        event_names: PerKind {
+            lead: Some("LEAD".into()),
+            sale: Some("PURCHASE".into()),
+        },
+        test_id: None,
+        match_without_click_id: false,
+    }
+}
+
+pub fn reddit_creds() -> platforms::reddit::RedditCredentials {
+    platforms::reddit::RedditCredentials {
+        access_token: RD_TOKEN.into(),
+    }
+}
+
+pub fn with_rdt_cid(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.rdt_cid = Some(RDT_CID.into());
+    }
+    conversion
+}
+
+/// `POST /api/v3/pixels/{pixel}/conversion_events`, as strict as Reddit: bearer token, the
+/// exact keys, 1 to 1,000 events, 13-digit `event_at` no more than 7 days old, the enums, a
+/// numeric value, hex hashes, raw click id and user agent.
+pub fn check_reddit(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    let path = request.url.path();
+    let pixel = path
+        .strip_prefix("/api/v3/pixels/")
+        .and_then(|rest| rest.strip_suffix("/conversion_events"));
+    if request.method.as_str() != "POST"
+        || !pixel.is_some_and(|p| !p.is_empty() && !p.contains('/'))
+    {
+        problems.push("not POST /api/v3/pixels/{pixel}/conversion_events".into());
+    }
+    bearer(request, &mut problems);
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["data"], "body", &mut problems);
+    only_keys(
+        &body["data"],
+        &["test_id", "partner", "events"],
+        "body.data",
+        &mut problems,
+    );
+    let events = body["data"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if events.is_empty() || events.len() > 1000 {
+        problems.push(format!("{} events: must be 1 to 1000", events.len()));
+    }
+    let now_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    for (index, event) in events.iter().enumerate() {
+        let at = format!("events[{index}]");
+        only_keys(
+            event,
+            &[
+                "event_at",
+                "action_source",
+                "type",
+                "click_id",
+                "event_source_url",
+                "user",
+                "metadata",
+            ],
+            &at,
+            &mut problems,
+        );
+        match event["event_at"].as_i64() {
+            Some(ms) if ms.to_string().len() == 13 => {
+                if now_ms - ms > 7 * 86_400_000 {
+                    problems.push(format!(
+                        "{at}: event_at timestamp must be less than 168h0m0s old"
+                    ));
+                }
+                if ms > now_ms + 5 * 60_000 {
+                    problems.push(format!("{at}.event_at is in the future"));
+                }
+            }
+            _ => problems.push(format!("{at}.event_at is not epoch milliseconds")),
+        }
+        if !matches!(
+            event["action_source"].as_str(),
+            Some("WEBSITE" | "APP" | "PHYSICAL_STORE" | "OTHER")
+        ) {
+            problems.push(format!("{at}.action_source is not a Reddit action source"));
+        }
+        only_keys(
+            &event["type"],
+            &["tracking_type", "custom_event_name"],
+            &format!("{at}.type"),
+            &mut problems,
+        );
+        match event["type"]["tracking_type"].as_str() {
+            Some("CUSTOM") if event["type"]["custom_event_name"].as_str().is_none() => {
+                problems.push(format!("{at}.type: CUSTOM needs custom_event_name"))
+            }
+            Some(
+                "PAGE_VISIT" | "VIEW_CONTENT" | "SEARCH" | "ADD_TO_CART" | "ADD_TO_WISHLIST"
+                | "LEAD" | "PURCHASE" | "SIGN_UP" | "CUSTOM",
+            ) => {}
+            other => problems.push(format!("{at}.type.tracking_type {other:?} is not known")),
+        }
+        if let Some(user) = event.get("user") {
+            only_keys(
+                user,
+                &[
+                    "email",
+                    "phone_number",
+                    "external_id",
+                    "ip_address",
+                    "user_agent",
+                    "uuid",
+                    "idfa",
+                    "aaid",
+                    "screen_dimensions",
+                    "data_processing_options",
+                ],
+                &format!("{at}.user"),
+                &mut problems,
+            );
+            for key in ["email", "phone_number", "external_id", "ip_address"] {
+                if let Some(hash) = user.get(key) {
+                    if !hash.as_str().is_some_and(is_hex64) {
+                        problems.push(format!("{at}.user.{key} is not a SHA-256 hex digest"));
+                    }
+                }
+            }
+        }
+        let metadata = &event["metadata"];
+        only_keys(
+            metadata,
+            &[
+                "conversion_id",
+                "currency",
+                "value",
+                "item_count",
+                "products",
+            ],
+            &format!("{at}.metadata"),
+            &mut problems,
+        );
+        if metadata["conversion_id"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.metadata.conversion_id missing"));
+        }
+        if let Some(value) = metadata.get("value") {
+            if !value.is_number() {
+                problems.push(format!("{at}.metadata.value is not a number"));
+            }
+            if !metadata["currency"].as_str().is_some_and(is_currency) {
+                problems.push(format!("{at}.metadata.currency is not ISO 4217"));
+            }
+        }
+        if event.get("click_id").is_none() && event.get("user").is_none() {
+            problems.push(format!("{at}: no click_id and no user"));
+        }
+    }
+    problems
+}
+
+// ---- TikTok
+
+pub const TT_PIXEL: &str = "CABC123PIXEL";
+pub const TT_TOKEN: &str = "tiktok-events-api-token";
+pub const TTCLID: &str = "E.C.P.tiktok-click";
+pub const TTP: &str = "2AbCdEf-ttp-cookie";
+
+pub fn tiktok_config() -> platforms::tiktok::TikTokConfig {
+    platforms::tiktok::TikTokConfig {
+        pixel_code: TT_PIXEL.into(),
+        event_source: "web".into(),
+        event_names: PerKind {
+            lead: Some("Lead".into()),
+            sale: Some("Purchase".into()),
+        },
+        test_event_code: None,
+        match_without_click_id: false,
+    }
+}
+
+pub fn tiktok_creds() -> platforms::tiktok::TikTokCredentials {
+    platforms::tiktok::TikTokCredentials {
+        access_token: TT_TOKEN.into(),
+    }
+}
+
+pub fn with_ttclid(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.ttclid = Some(TTCLID.into());
+        click.click_ids.ttp = Some(TTP.into());
+    }
+    conversion
+}
+
+/// `POST /open_api/v1.3/event/track/`, as the reference's hand checks say (the official SDK
+/// only models the retired 1.0 format): `Access-Token`, the exact keys, 1 to 1,000 events,
+/// 10-digit `event_time`, hex hashes in arrays, raw ip and ttclid, an upper-case currency with
+/// a value.
+pub fn check_tiktok(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != platforms::tiktok::PATH {
+        problems.push("not POST /open_api/v1.3/event/track/".into());
+    }
+    if header(request, "access-token").is_none_or(str::is_empty) {
+        problems.push("no Access-Token header".into());
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(
+        &body,
+        &[
+            "event_source",
+            "event_source_id",
+            "test_event_code",
+            "partner_name",
+            "data",
+        ],
+        "body",
+        &mut problems,
+    );
+    if !matches!(
+        body["event_source"].as_str(),
+        Some("web" | "app" | "offline" | "crm")
+    ) {
+        problems.push("event_source is not web, app, offline or crm".into());
+    }
+    if body["event_source_id"].as_str().is_none_or(str::is_empty) {
+        problems.push("event_source_id missing".into());
+    }
+    let data = body["data"].as_array().cloned().unwrap_or_default();
+    if data.is_empty() || data.len() > 1000 {
+        problems.push(format!("{} events: must be 1 to 1000 (40061)", data.len()));
+    }
+    for (index, event) in data.iter().enumerate() {
+        let at = format!("data[{index}]");
+        only_keys(
+            event,
+            &[
+                "event",
+                "event_time",
+                "event_id",
+                "user",
+                "properties",
+                "page",
+                "limited_data_use",
+                "lead",
+            ],
+            &at,
+            &mut problems,
+        );
+        if event["event"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event missing"));
+        }
+        if event["event_time"]
+            .as_i64()
+            .is_none_or(|t| t.to_string().len() != 10)
+        {
+            problems.push(format!("{at}.event_time is not Unix seconds"));
+        }
+        if event["event_id"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event_id missing"));
+        }
+        let user = &event["user"];
+        only_keys(
+            user,
+            &[
+                "email",
+                "phone",
+                "external_id",
+                "ttclid",
+                "ttp",
+                "ip",
+                "user_agent",
+                "locale",
+                "first_name",
+                "last_name",
+                "city",
+                "state",
+                "country",
+                "zip_code",
+            ],
+            &format!("{at}.user"),
+            &mut problems,
+        );
+        for key in ["email", "phone", "external_id"] {
+            if let Some(hashes) = user.get(key) {
+                let ok = match hashes {
+                    Value::Array(items) => items.iter().all(|h| h.as_str().is_some_and(is_hex64)),
+                    Value::String(h) => is_hex64(h),
+                    _ => false,
+                };
+                if !ok {
+                    problems.push(format!(
+                        "{at}.user.{key} is not SHA-256 hex (40062: PII not hashed)"
+                    ));
+                }
+            }
+        }
+        for key in ["ip", "ttclid"] {
+            if user.get(key).and_then(Value::as_str).is_some_and(is_hex64) {
+                problems.push(format!("{at}.user.{key} must not be hashed"));
+            }
+        }
+        if let Some(properties) = event.get("properties") {
+            only_keys(
+                properties,
+                &[
+                    "value",
+                    "currency",
+                    "contents",
+                    "content_type",
+                    "order_id",
+                    "content_ids",
+                    "num_items",
+                    "query",
+                    "description",
+                ],
+                &format!("{at}.properties"),
+                &mut problems,
+            );
+            if properties.get("value").is_some()
+                && !properties["currency"].as_str().is_some_and(is_currency)
+            {
+                problems.push(format!("{at}.properties.currency is not ISO 4217"));
+            }
+        }
+        if event
+            .get("limited_data_use")
+            .is_some_and(|v| !v.is_boolean())
+        {
+            problems.push(format!("{at}.limited_data_use is not a boolean"));
+        }
+    }
+    problems
+}
+
+// ---- Snapchat
+
+pub const SC_PIXEL: &str = "7a3b1c2d-4e5f-6789-abcd-ef0123456789";
+pub const SC_TOKEN: &str = "snap-capi-token";
+pub const SC_CID: &str = "snap-click-id-123";
+pub const SC_COOKIE: &str = "snap-scid-cookie";
+pub const SC_PATH: &str = "/v3/7a3b1c2d-4e5f-6789-abcd-ef0123456789/events";
+
+pub fn snapchat_config() -> platforms::snapchat::SnapchatConfig {
+    platforms::snapchat::SnapchatConfig {
+        pixel_id: SC_PIXEL.into(),
+        action_source: "WEB".into(),
+        event_names: PerKind {
+            lead: Some("SIGN_UP".into()),
+            sale: Some("PURCHASE".into()),
+        },
+        test_mode: false,
+        match_without_click_id: false,
+    }
+}
+
+pub fn snapchat_creds() -> platforms::snapchat::SnapchatCredentials {
+    platforms::snapchat::SnapchatCredentials {
+        access_token: SC_TOKEN.into(),
+    }
+}
+
+pub fn with_sc_cid(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.sc_cid = Some(SC_CID.into());
+        click.click_ids.scid = Some(SC_COOKIE.into());
+    }
+    conversion
+}
+
+/// `POST /v3/{pixel}/events?access_token=…` (or `/events/validate`), as strict as Snap's v3
+/// schema and docs: the token in the query, 1 to 2,000 events, the enums, 10-digit times no
+/// more than 37 days old, hex hashes in arrays, phone hashes of digits without `+`, string
+/// prices, and a matchable event (email, phone, IP and user agent, or a click id).
+pub fn check_snapchat(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    let path = request.url.path();
+    let pixel = path.strip_prefix("/v3/").and_then(|rest| {
+        rest.strip_suffix("/events")
+            .or_else(|| rest.strip_suffix("/events/validate"))
+    });
+    if request.method.as_str() != "POST"
+        || !pixel.is_some_and(|p| !p.is_empty() && !p.contains('/'))
+    {
+        problems.push("not POST /v3/{pixel}/events".into());
+    }
+    if !request
+        .url
+        .query_pairs()
+        .any(|(k, v)| k == "access_token" && !v.is_empty())
+    {
+        problems.push("no access_token in the query string".into());
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["data"], "body", &mut problems);
+    let data = body["data"].as_array().cloned().unwrap_or_default();
+    if data.is_empty() || data.len() > 2000 {
+        problems.push(format!("{} events: must be 1 to 2000", data.len()));
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    for (index, event) in data.iter().enumerate() {
+        let at = format!("data[{index}]");
+        only_keys(
+            event,
+            &[
+                "event_name",
+                "event_time",
+                "event_id",
+                "action_source",
+                "event_source_url",
+                "user_data",
+                "custom_data",
+                "app_data",
+                "opt_out",
+                "data_processing_options",
+                "integration",
+            ],
+            &at,
+            &mut problems,
+        );
+        if event["event_name"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event_name missing"));
+        }
+        match event["event_time"].as_i64() {
+            Some(t) if t.to_string().len() == 10 => {
+                if now - t > 37 * 86_400 {
+                    problems.push(format!("{at}.event_time is over 37 days old"));
+                }
+            }
+            _ => problems.push(format!("{at}.event_time is not Unix seconds")),
+        }
+        if !matches!(
+            event["action_source"].as_str(),
+            Some("WEB" | "MOBILE_APP" | "OFFLINE")
+        ) {
+            problems.push(format!(
+                "{at}.action_source is not WEB, MOBILE_APP or OFFLINE"
+            ));
+        }
+        let user = &event["user_data"];
+        only_keys(
+            user,
+            &[
+                "em",
+                "ph",
+                "external_id",
+                "fn",
+                "ln",
+                "ge",
+                "ct",
+                "st",
+                "zp",
+                "country",
+                "db",
+                "madid",
+                "sc_click_id",
+                "sc_cookie1",
+                "client_ip_address",
+                "client_user_agent",
+                "idfv",
+            ],
+            &format!("{at}.user_data"),
+            &mut problems,
+        );
+        for key in ["em", "ph", "external_id"] {
+            if let Some(hashes) = user.get(key) {
+                if !hashes
+                    .as_array()
+                    .is_some_and(|items| items.iter().all(|h| h.as_str().is_some_and(is_hex64)))
+                {
+                    problems.push(format!(
+                        "{at}.user_data.{key} is not an array of SHA-256 hex digests"
+                    ));
+                }
+            }
+        }
+        let matchable = user.get("em").is_some()
+            || user.get("ph").is_some()
+            || user.get("sc_click_id").is_some()
+            || (user.get("client_ip_address").is_some() && user.get("client_user_agent").is_some());
+        if !matchable {
+            problems.push(format!("{at}.user_data has nothing Snap can match on"));
+        }
+        if let Some(custom) = event.get("custom_data") {
+            only_keys(
+                custom,
+                &[
+                    "value",
+                    "currency",
+                    "order_id",
+                    "content_ids",
+                    "contents",
+                    "num_items",
+                    "search_string",
+                    "content_category",
+                ],
+                &format!("{at}.custom_data"),
+                &mut problems,
+            );
+            if custom.get("value").is_some_and(|v| !v.is_number()) {
+                problems.push(format!("{at}.custom_data.value is not a number"));
+            }
+            for (position, content) in custom["contents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                for key in ["quantity", "item_price"] {
+                    if content.get(key).is_some_and(|v| !v.is_string()) {
+                        problems.push(format!(
+                            "{at}.custom_data.contents[{position}].{key} is not a string"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+// ---- Pinterest
+
+pub const PI_ACCOUNT: &str = "549755885175";
+pub const PI_TOKEN: &str = "pina_conversion_token";
+pub const EPIK: &str = "dj0yJnU9epik-click";
+pub const PI_PATH: &str = "/v5/ad_accounts/549755885175/events";
+
+pub fn pinterest_config() -> platforms::pinterest::PinterestConfig {
+    platforms::pinterest::PinterestConfig {
+        ad_account_id: PI_ACCOUNT.into(),
+        action_source: "web".into(),
+        event_names: PerKind {
+            lead: Some("lead".into()),
+            sale: Some("checkout".into()),
+        },
+        test_mode: false,
+        match_without_click_id: false,
+    }
+}
+
+pub fn pinterest_creds() -> platforms::pinterest::PinterestCredentials {
+    platforms::pinterest::PinterestCredentials {
+        access_token: PI_TOKEN.into(),
+    }
+}
+
+pub fn with_epik(mut conversion: Conversion) -> Conversion {
+    if let Some(click) = conversion.attribution.click.as_mut() {
+        click.click_ids.epik = Some(EPIK.into());
+    }
+    conversion
+}
+
+/// `POST /v5/ad_accounts/{id}/events`, as strict as Pinterest's generated client (types,
+/// required fields, 1 to 1,000 events, a matchable `user_data`) plus the hand checks: enums,
+/// 10-digit `event_time`, hex hashes, bearer header, `value` and prices as strings.
+pub fn check_pinterest(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    let path = request.url.path();
+    let account = path
+        .strip_prefix("/v5/ad_accounts/")
+        .and_then(|rest| rest.strip_suffix("/events"));
+    if request.method.as_str() != "POST" || !account.is_some_and(is_digits) {
+        problems.push("not POST /v5/ad_accounts/{digits}/events".into());
+    }
+    if request
+        .url
+        .query_pairs()
+        .any(|(k, v)| k != "test" || v != "true")
+    {
+        problems.push("unknown query parameter".into());
+    }
+    bearer(request, &mut problems);
+    let body = json_body(request, &mut problems);
+    only_keys(&body, &["data"], "body", &mut problems);
+    let data = body["data"].as_array().cloned().unwrap_or_default();
+    if data.is_empty() || data.len() > 1000 {
+        problems.push(format!("{} events: must be 1 to 1000", data.len()));
+    }
+    for (index, event) in data.iter().enumerate() {
+        let at = format!("data[{index}]");
+        only_keys(
+            event,
+            &[
+                "event_name",
+                "action_source",
+                "event_time",
+                "event_id",
+                "event_source_url",
+                "opt_out",
+                "partner_name",
+                "user_data",
+                "custom_data",
+                "app_id",
+                "app_name",
+                "app_version",
+                "device_brand",
+                "device_carrier",
+                "device_model",
+                "device_type",
+                "os_version",
+                "language",
+            ],
+            &at,
+            &mut problems,
+        );
+        if event["event_name"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event_name missing"));
+        }
+        if !matches!(
+            event["action_source"].as_str(),
+            Some("web" | "app_android" | "app_ios" | "offline")
+        ) {
+            problems.push(format!(
+                "{at}.action_source is not a Pinterest action source"
+            ));
+        }
+        if event["event_time"]
+            .as_i64()
+            .is_none_or(|t| t.to_string().len() != 10)
+        {
+            problems.push(format!("{at}.event_time is not Unix seconds"));
+        }
+        if event["event_id"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.event_id missing"));
+        }
+        let user = &event["user_data"];
+        only_keys(
+            user,
+            &[
+                "em",
+                "hashed_maids",
+                "client_ip_address",
+                "client_user_agent",
+                "ph",
+                "ge",
+                "db",
+                "ln",
+                "fn",
+                "ct",
+                "st",
+                "zp",
+                "country",
+                "external_id",
+                "click_id",
+                "partner_id",
+            ],
+            &format!("{at}.user_data"),
+            &mut problems,
+        );
+        for key in ["em", "ph", "external_id"] {
+            if let Some(hashes) = user.get(key) {
+                if !hashes
+                    .as_array()
+                    .is_some_and(|items| items.iter().all(|h| h.as_str().is_some_and(is_hex64)))
+                {
+                    problems.push(format!(
+                        "{at}.user_data.{key} is not an array of SHA-256 hex digests"
+                    ));
+                }
+            }
+        }
+        let matchable = user.get("em").is_some()
+            || user.get("hashed_maids").is_some()
+            || (user.get("client_ip_address").is_some() && user.get("client_user_agent").is_some());
+        if !matchable {
+            problems.push(format!(
+                "{at}.user_data needs em, hashed_maids, or client_ip_address and client_user_agent"
+            ));
+        }
+        if let Some(custom) = event.get("custom_data") {
+            only_keys(
+                custom,
+                &[
+                    "currency",
+                    "value",
+                    "content_ids",
+                    "content_name",
+                    "content_category",
+                    "content_brand",
+                    "contents",
+                    "num_items",
+                    "order_id",
+                    "search_string",
+                    "opt_out_type",
+                ],
+                &format!("{at}.custom_data"),
+                &mut problems,
+            );
+            if custom.get("value").is_some_and(|v| !v.is_string()) {
+                problems.push(format!("{at}.custom_data.value is not a string"));
+            }
+            for (position, content) in custom["contents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if content.get("item_price").is_some_and(|v| !v.is_string()) {
+                    problems.push(format!(
+                        "{at}.custom_data.contents[{position}].item_price is not a string"
+                    ));
+                }
+                if content.get("quantity").is_some_and(|v| !v.is_i64()) {
+                    problems.push(format!(
+                        "{at}.custom_data.contents[{position}].quantity is not an integer"
+                    ));
+                }
+            }
+        }
+    }
+    problems
 }

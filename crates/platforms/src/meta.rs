@@ -6,9 +6,9 @@
 //! received), `fbp`, the client's IP and user agent unhashed, and the email, phone and external
 //! id hashed by Meta's rules (phone digits without `+`).
 //!
-//! Meta refuses a whole request when one of its events is more than 7 days old, so such events
-//! are skipped (expired) and never sent. A request refused for an invalid parameter is split in
-//! halves until the events at fault are found, so that one bad event does not fail its batch.
+//! Meta refuses a whole request when one of its events is more than 7 days old: the limits say
+//! so, and such events are skipped before sending. A request refused for an invalid parameter is
+//! split in halves until the events at fault are found, so that one bad event does not fail its batch.
 
 use std::time::Duration;
 
@@ -17,11 +17,141 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use super::{
-    classify, event_wire_id, hashing, order_id, record, Collector, Exchange, Platforms,
-    RequestTarget, SendReport,
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Conversion, Outcome, PerKind};
+use crate::settings::{
+    digits, one_of, optional_bool, optional_string, per_kind_names, required, required_secret,
+    Errors, Obj, MAX_STRING,
 };
-use crate::model::{Conversion, MetaConfig, MetaCredentials, Outcome};
+use crate::{
+    classify, event_wire_id, hashing, order_id, record, Collector, Exchange, Limits, Platform,
+    Platforms, RequestTarget, SendReport,
+};
+
+/// Meta's `action_source` values (SDK 26 enum).
+pub const ACTION_SOURCES: &str =
+    "email, website, app, phone_call, chat, physical_store, system_generated, business_messaging, other";
+
+/// `meta` destination config (public).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaConfig {
+    /// Pixel (dataset) id, digits.
+    pub pixel_id: String,
+    /// `action_source` (default `system_generated`).
+    #[serde(default = "default_action_source")]
+    pub action_source: String,
+    /// `test_event_code`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_event_code: Option<String>,
+    /// Event names per kind (default `Lead` / `Purchase`).
+    #[serde(default = "default_event_names")]
+    pub event_names: PerKind,
+    /// Send events without fbclid/fbc, matched on user data only.
+    #[serde(default)]
+    pub match_without_click_id: bool,
+}
+
+fn default_action_source() -> String {
+    "system_generated".into()
+}
+
+fn default_event_names() -> PerKind {
+    PerKind {
+        lead: Some("Lead".into()),
+        sale: Some("Purchase".into()),
+    }
+}
+
+/// `meta` credentials (write-only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaCredentials {
+    /// System-user access token.
+    pub access_token: String,
+}
+
+impl std::fmt::Debug for MetaCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetaCredentials { .. }")
+    }
+}
+
+/// The `meta` adapter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Meta;
+
+impl Platform for Meta {
+    type Config = MetaConfig;
+    type Credentials = MetaCredentials;
+
+    fn destination_type(&self) -> events::DestinationType {
+        events::DestinationType::Meta
+    }
+
+    fn click_ids(&self) -> &'static [&'static str] {
+        &["fbclid", "fbc"]
+    }
+
+    fn check_config(
+        &self,
+        errors: &mut Errors,
+        obj: &mut Obj<'_>,
+        _kinds: &[EventKind],
+    ) -> Option<MetaConfig> {
+        let pixel = required(errors, obj, "pixelId")
+            .and_then(|v| digits(errors, &obj.path("pixelId"), v, "a pixel (dataset) id"));
+        let action_source = one_of(errors, obj, "actionSource", ACTION_SOURCES);
+        let test_event_code = optional_string(errors, obj, "testEventCode", MAX_STRING);
+        let event_names = per_kind_names(errors, obj, "eventNames", ("Lead", "Purchase"));
+        let match_without_click_id = optional_bool(errors, obj, "matchWithoutClickId");
+        Some(MetaConfig {
+            pixel_id: pixel?,
+            action_source: action_source
+                .ok()?
+                .unwrap_or_else(|| "system_generated".to_owned()),
+            test_event_code: test_event_code.ok()?,
+            event_names: event_names?,
+            match_without_click_id: match_without_click_id.ok()?.unwrap_or(false),
+        })
+    }
+
+    fn check_credentials(&self, errors: &mut Errors, obj: &mut Obj<'_>) -> Option<MetaCredentials> {
+        required_secret(errors, obj, "accessToken")
+            .map(|access_token| MetaCredentials { access_token })
+    }
+
+    fn limits(&self, config: &MetaConfig) -> Limits {
+        Limits {
+            batch_size: MAX_PER_REQUEST,
+            max_event_age: Some(if config.action_source.trim() == "physical_store" {
+                MAX_STORE_EVENT_AGE
+            } else {
+                MAX_EVENT_AGE
+            }),
+            max_click_age: None,
+            dedup_key: "event_id (evt_ id) with event_name",
+            test_mode: Some("testEventCode"),
+        }
+    }
+
+    fn matches_without_click_id(&self, config: &MetaConfig) -> bool {
+        config.match_without_click_id
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a MetaConfig,
+        credentials: &'a MetaCredentials,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(send(http, config, credentials, batch, now))
+    }
+}
 
 /// Most events in one request.
 pub const MAX_PER_REQUEST: usize = 1000;
@@ -34,10 +164,6 @@ pub const MAX_EVENT_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The oldest `physical_store` event Meta takes.
 pub const MAX_STORE_EVENT_AGE: Duration = Duration::from_secs(62 * 24 * 3600);
-
-/// Events this close to the age limit are treated as expired: one that crosses it on the way
-/// would make Meta refuse the whole request.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// Most extra requests spent splitting refused batches in one send.
 const MAX_SPLIT_REQUESTS: usize = 32;
@@ -105,20 +231,6 @@ fn prepare(
         "" => "system_generated",
         source => source,
     };
-    let limit = if action_source == "physical_store" {
-        MAX_STORE_EVENT_AGE
-    } else {
-        MAX_EVENT_AGE
-    };
-    let age = now - event.timestamp;
-    if age >= limit.saturating_sub(EXPIRY_MARGIN) {
-        return Err(Outcome::Skipped {
-            reason: format!(
-                "expired: the event is more than {} days old, past Meta's limit",
-                limit.as_secs() / 86_400
-            ),
-        });
-    }
     let fbc = fbc(conversion);
     if fbc.is_none() && !config.match_without_click_id {
         return Err(Outcome::Skipped {
@@ -296,8 +408,8 @@ fn error_text(outcome: &Outcome) -> Option<String> {
     }
 }
 
-/// See [`Platforms::send_meta`].
-pub(super) async fn send(
+/// See [`Meta`]'s [`Platform::send`].
+async fn send(
     platforms: &Platforms,
     config: &MetaConfig,
     creds: &MetaCredentials,

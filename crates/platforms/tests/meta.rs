@@ -2,14 +2,14 @@
 //! real one.
 #![allow(clippy::unwrap_used)]
 
-mod platforms_support;
+mod support;
 
 use std::time::Duration;
 
-use forwarder::model::Outcome;
-use forwarder::platforms::RequestTarget;
-use platforms_support::*;
+use platforms::model::Outcome;
+use platforms::RequestTarget;
 use serde_json::{json, Value};
+use support::*;
 use time::OffsetDateTime;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -176,7 +176,7 @@ async fn an_event_older_than_7_days_is_skipped_and_never_sent() {
         .await;
 
     assert!(
-        matches!(&report.outcomes[0], Outcome::Skipped { reason } if reason.starts_with("expired")),
+        matches!(&report.outcomes[0], Outcome::Skipped { reason } if reason == platforms::TOO_OLD_FOR_PLATFORM),
         "{:?}",
         report.outcomes[0]
     );

@@ -1,16 +1,17 @@
 //! Signed webhooks, against a receiver that verifies the signature as a customer's would.
 #![allow(clippy::unwrap_used)]
 
-mod platforms_support;
+mod support;
 
 use std::time::Duration;
 
-use forwarder::model::{Outcome, WebhookConfig, WebhookCredentials};
-use forwarder::platforms::RequestTarget;
 use hmac::{Hmac, Mac};
-use platforms_support::*;
+use platforms::model::Outcome;
+use platforms::webhook::{WebhookConfig, WebhookCredentials};
+use platforms::RequestTarget;
 use serde_json::{json, Value};
 use sha2::Sha256;
+use support::*;
 use time::OffsetDateTime;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};

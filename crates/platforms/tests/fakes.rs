@@ -3,10 +3,10 @@
 //! request, not a lenient fake.
 #![allow(clippy::unwrap_used)]
 
-mod platforms_support;
+mod support;
 
-use platforms_support::*;
 use serde_json::{json, Value};
+use support::*;
 use wiremock::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use wiremock::Request;
 

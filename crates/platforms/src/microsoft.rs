@@ -1,0 +1,542 @@
+//! Microsoft Advertising offline conversions: Campaign Management v13 REST,
+//! `POST /CampaignManagement/v13/OfflineConversions/Apply` (the SOAP service is retired on
+//! 31 January 2027), with an access token from the Microsoft identity platform.
+//!
+//! One `OfflineConversion` per conversion: the goal name of the event's kind
+//! (`ConversionName`, which must equal the offline conversion goal's name: Microsoft gives no
+//! error for a wrong name and never counts it), the `msclkid` as `MicrosoftClickId`, the event
+//! time as `ConversionTime` (UTC, whole seconds, never after the time we received it, so that it
+//! is the same on every attempt: Microsoft drops a second conversion with the same click id and
+//! time, which is what makes a re-send count once), value and currency, and the email and phone
+//! hashed (SHA-256 hex of the trimmed lower-case email; of the E.164 number with its `+`) unless
+//! the person denied ad user data: the API has no consent field, so no user data is sent then.
+//!
+//! Microsoft answers 200 with `PartialErrors` naming failed rows by `Index`; those rows fail
+//! permanently, the others succeeded. A call refused whole with 401 (or error code 109, an
+//! expired token) gets one token refresh and one more try; 429, 5xx and timeouts are retried
+//! (honouring `Retry-After`); other refusals are permanent.
+//!
+//! Test mode: Microsoft has no validate-only flag; its sandbox is a separate environment with
+//! its own accounts and tokens, reached by pointing `CONVRELAY_MICROSOFT_ADS_URL` and
+//! `CONVRELAY_MICROSOFT_OAUTH_URL` at it.
+
+use std::time::Duration;
+
+use events::EventKind;
+use futures_util::future::BoxFuture;
+use rust_decimal::prelude::ToPrimitive;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::model::{Conversion, Outcome, PerKind};
+use crate::oauth::RefreshGrant;
+use crate::settings::{
+    digits, object, optional_string, required, required_secret, Errors, Obj, MAX_SECRET, MAX_STRING,
+};
+use crate::{
+    classify, hashing, record, Collector, Exchange, Limits, Platform, Platforms, RequestTarget,
+    SendReport,
+};
+
+/// Most offline conversions in one call.
+pub const MAX_PER_REQUEST: usize = 1000;
+
+/// The oldest click Microsoft takes a conversion for: the longest conversion window an offline
+/// conversion goal can have.
+pub const MAX_CLICK_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The path of `ApplyOfflineConversions`.
+pub const APPLY_PATH: &str = "/CampaignManagement/v13/OfflineConversions/Apply";
+
+/// The scope of an access token for the Microsoft Advertising API.
+pub const SCOPE: &str = "https://ads.microsoft.com/msads.manage offline_access";
+
+/// The error code of an expired access token.
+const EXPIRED_TOKEN_CODE: i64 = 109;
+
+/// `microsoft_ads` destination config (public).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MicrosoftAdsConfig {
+    /// The customer (manager) id, sent as `CustomerId`: digits.
+    pub customer_id: String,
+    /// The ad account id, sent as `CustomerAccountId`: digits.
+    pub account_id: String,
+    /// The offline conversion goal's name per event kind (`ConversionName`).
+    pub conversion_names: PerKind,
+}
+
+/// `microsoft_ads` credentials (write-only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MicrosoftAdsCredentials {
+    /// The application (client) id registered with the Microsoft identity platform.
+    pub client_id: String,
+    /// Its client secret; public (native) applications have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// A refresh token granted with the `msads.manage` scope.
+    pub refresh_token: String,
+    /// The Microsoft Advertising developer token.
+    pub developer_token: String,
+}
+
+impl std::fmt::Debug for MicrosoftAdsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MicrosoftAdsCredentials { .. }")
+    }
+}
+
+/// The `microsoft_ads` adapter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MicrosoftAds;
+
+impl Platform for MicrosoftAds {
+    type Config = MicrosoftAdsConfig;
+    type Credentials = MicrosoftAdsCredentials;
+
+    fn destination_type(&self) -> events::DestinationType {
+        events::DestinationType::MicrosoftAds
+    }
+
+    fn click_ids(&self) -> &'static [&'static str] {
+        &["msclkid"]
+    }
+
+    fn check_config(
+        &self,
+        errors: &mut Errors,
+        obj: &mut Obj<'_>,
+        kinds: &[EventKind],
+    ) -> Option<MicrosoftAdsConfig> {
+        let customer_id = required(errors, obj, "customerId")
+            .and_then(|v| digits(errors, &obj.path("customerId"), v, "a customer id"));
+        let account_id = required(errors, obj, "accountId")
+            .and_then(|v| digits(errors, &obj.path("accountId"), v, "an account id"));
+        let names = required(errors, obj, "conversionNames").and_then(|value| {
+            let path = obj.path("conversionNames");
+            let map = object(errors, &path, value)?;
+            let mut names = Obj::new(map, path.clone());
+            let lead = optional_string(errors, &mut names, "lead", MAX_STRING);
+            let sale = optional_string(errors, &mut names, "sale", MAX_STRING);
+            names.finish(errors);
+            let names = PerKind {
+                lead: lead.ok()?,
+                sale: sale.ok()?,
+            };
+            let mut complete = true;
+            for &kind in kinds {
+                if names.get(kind).is_none() {
+                    complete = false;
+                    errors.push(
+                        format!("{path}.{kind}"),
+                        "required",
+                        format!(
+                            "is required: the destination subscribes to {kind} events \
+                             (the offline conversion goal's name)"
+                        ),
+                    );
+                }
+            }
+            complete.then_some(names)
+        });
+        Some(MicrosoftAdsConfig {
+            customer_id: customer_id?,
+            account_id: account_id?,
+            conversion_names: names?,
+        })
+    }
+
+    fn check_credentials(
+        &self,
+        errors: &mut Errors,
+        obj: &mut Obj<'_>,
+    ) -> Option<MicrosoftAdsCredentials> {
+        let client_id = required_secret(errors, obj, "clientId");
+        let client_secret = optional_string(errors, obj, "clientSecret", MAX_SECRET);
+        let refresh_token = required_secret(errors, obj, "refreshToken");
+        let developer_token = required_secret(errors, obj, "developerToken");
+        Some(MicrosoftAdsCredentials {
+            client_id: client_id?,
+            client_secret: client_secret.ok()?,
+            refresh_token: refresh_token?,
+            developer_token: developer_token?,
+        })
+    }
+
+    fn limits(&self, _config: &MicrosoftAdsConfig) -> Limits {
+        Limits {
+            batch_size: MAX_PER_REQUEST,
+            max_event_age: None,
+            max_click_age: Some(MAX_CLICK_AGE),
+            dedup_key:
+                "MicrosoftClickId + ConversionTime (the event time, the same on every attempt)",
+            test_mode: None,
+        }
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a MicrosoftAdsConfig,
+        credentials: &'a MicrosoftAdsCredentials,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(send(http, config, credentials, batch, now))
+    }
+}
+
+/// `ConversionTime`: ISO 8601 in UTC with a `Z`, whole seconds.
+pub fn conversion_time(at: OffsetDateTime) -> String {
+    let at = at.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// Microsoft's hash of an email: SHA-256 hex of the trimmed, lower-cased address.
+pub fn email_sha256(email: &str) -> Option<String> {
+    hashing::meta_email(email).map(|email| hashing::sha256_hex(&email))
+}
+
+/// Microsoft's hash of a phone: SHA-256 hex of the E.164 number with its `+`.
+pub fn phone_sha256(phone: &str) -> Option<String> {
+    hashing::google_phone_sha256(phone)
+}
+
+fn non_empty(value: Option<&String>) -> Option<&str> {
+    value.map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// The msclkid of a conversion: the touchpoint's, else the event's own.
+fn msclkid(conversion: &Conversion) -> Option<&str> {
+    conversion
+        .attribution
+        .click
+        .as_ref()
+        .and_then(|click| non_empty(click.click_ids.msclkid.as_ref()))
+        .or_else(|| non_empty(conversion.event.click_ids.msclkid.as_ref()))
+}
+
+/// One `OfflineConversion`, or why the conversion is not sent.
+fn offline_conversion(
+    config: &MicrosoftAdsConfig,
+    conversion: &Conversion,
+) -> Result<Value, Outcome> {
+    let event = &conversion.event;
+    let Some(name) = config
+        .conversion_names
+        .get(event.kind)
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    else {
+        return Err(classify::permanent(format!(
+            "no conversion goal name is configured for {} events",
+            event.kind
+        )));
+    };
+    let Some(click_id) = msclkid(conversion) else {
+        return Err(Outcome::Skipped {
+            reason: "no_click_id: no msclkid on the event or its touchpoint".into(),
+        });
+    };
+    let mut row = Map::new();
+    row.insert("ConversionName".into(), name.into());
+    row.insert(
+        "ConversionTime".into(),
+        conversion_time(event.timestamp.min(conversion.received_at)).into(),
+    );
+    row.insert("MicrosoftClickId".into(), click_id.into());
+    if let Some(money) = event.value {
+        if let Some(amount) = money
+            .amount()
+            .to_f64()
+            .and_then(serde_json::Number::from_f64)
+        {
+            row.insert("ConversionValue".into(), Value::Number(amount));
+            row.insert(
+                "ConversionCurrencyCode".into(),
+                money.currency().code().into(),
+            );
+        }
+    }
+    let denied = event.consent.is_some_and(|c| c.ad_user_data_denied());
+    if !denied {
+        if let Some(hash) = event.email.as_ref().and_then(|e| email_sha256(e.as_str())) {
+            row.insert("HashedEmailAddress".into(), hash.into());
+        }
+        if let Some(hash) = event.phone.as_ref().and_then(|p| phone_sha256(p.as_str())) {
+            row.insert("HashedPhoneNumber".into(), hash.into());
+        }
+    }
+    Ok(Value::Object(row))
+}
+
+/// The refresh-token grant of `creds` at the Microsoft identity platform.
+fn grant<'a>(platforms: &'a Platforms, creds: &'a MicrosoftAdsCredentials) -> RefreshGrant<'a> {
+    RefreshGrant {
+        provider: "Microsoft",
+        url: &platforms.endpoints.microsoft_oauth,
+        target: RequestTarget::MicrosoftOAuth,
+        client_id: &creds.client_id,
+        client_secret: creds.client_secret.as_deref(),
+        refresh_token: &creds.refresh_token,
+        scope: Some(SCOPE),
+    }
+}
+
+/// True when a whole-call refusal says the access token is no good (401, or code 109).
+fn token_refused(exchange: &Exchange) -> bool {
+    exchange.status == Some(401)
+        || exchange.json().is_some_and(|body| {
+            error_codes(&body)
+                .iter()
+                .any(|(code, _)| *code == EXPIRED_TOKEN_CODE)
+        })
+}
+
+/// Every `(Code, ErrorCode: Message)` in a Microsoft error answer, wherever it nests
+/// (`Errors`, `OperationErrors`, `BatchErrors`).
+fn error_codes(body: &Value) -> Vec<(i64, String)> {
+    let mut found = Vec::new();
+    fn walk(value: &Value, found: &mut Vec<(i64, String)>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(code) = map.get("Code").and_then(Value::as_i64) {
+                    let name = map.get("ErrorCode").and_then(Value::as_str).unwrap_or("");
+                    let message = map.get("Message").and_then(Value::as_str).unwrap_or("");
+                    found.push((code, format!("{name}: {message}")));
+                }
+                map.values().for_each(|v| walk(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+            _ => {}
+        }
+    }
+    walk(body, &mut found);
+    found
+}
+
+/// The outcome of a call refused whole.
+fn call_failure(exchange: &Exchange) -> Outcome {
+    if let Some(outcome) = exchange.transport_outcome() {
+        return outcome;
+    }
+    let status = exchange.status.unwrap_or(0);
+    let detail = exchange
+        .json()
+        .map(|body| {
+            error_codes(&body)
+                .into_iter()
+                .map(|(code, text)| format!("{code} {text}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|text| !text.is_empty());
+    let text = match detail {
+        Some(detail) => format!("HTTP {status}: {detail}"),
+        None => format!("HTTP {status}"),
+    };
+    match status {
+        408 | 429 | 500..=599 => classify::retry(text, exchange.retry_after()),
+        _ => classify::permanent(text),
+    }
+}
+
+/// Each row's outcome from a 200 answer: rows named in `PartialErrors` (by `Index`) fail
+/// permanently with Microsoft's message; the rest succeeded.
+fn row_outcomes(exchange: &Exchange, count: usize) -> Vec<Outcome> {
+    let Some(body) = exchange.json().filter(Value::is_object) else {
+        return vec![classify::unexpected_body(200, "not JSON"); count];
+    };
+    let mut outcomes = vec![Outcome::Succeeded; count];
+    let errors = body
+        .get("PartialErrors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    for error in errors {
+        let index = error
+            .get("Index")
+            .and_then(Value::as_u64)
+            .and_then(|i| usize::try_from(i).ok());
+        let code = error.get("Code").and_then(Value::as_i64).unwrap_or(0);
+        let name = error.get("ErrorCode").and_then(Value::as_str).unwrap_or("");
+        let message = error.get("Message").and_then(Value::as_str).unwrap_or("");
+        let outcome = classify::permanent(format!("{code} {name}: {message}"));
+        match index.and_then(|i| outcomes.get_mut(i)) {
+            Some(slot) => *slot = classify::worse(slot.clone(), outcome),
+            // An error that names no row is about the whole call.
+            None => outcomes.iter_mut().for_each(|slot| *slot = outcome.clone()),
+        }
+    }
+    outcomes
+}
+
+async fn send(
+    platforms: &Platforms,
+    config: &MicrosoftAdsConfig,
+    creds: &MicrosoftAdsCredentials,
+    batch: &[Conversion],
+    _now: OffsetDateTime,
+) -> SendReport {
+    let mut collector = Collector::new(batch.len());
+    collector.add_secret(&creds.refresh_token);
+    collector.add_secret(&creds.developer_token);
+    if let Some(secret) = creds.client_secret.as_deref() {
+        collector.add_secret(secret);
+    }
+    let mut indexes = Vec::new();
+    let mut rows = Vec::new();
+    for (index, conversion) in batch.iter().enumerate() {
+        match offline_conversion(config, conversion) {
+            Ok(row) => {
+                indexes.push(index);
+                rows.push(row);
+            }
+            Err(outcome) => collector.set(index, outcome),
+        }
+    }
+    if rows.is_empty() {
+        return collector.finish();
+    }
+    let url = crate::join(&platforms.endpoints.microsoft_ads, APPLY_PATH);
+    let body = json!({ "OfflineConversions": rows }).to_string();
+    let build = |token: &str| {
+        platforms
+            .client
+            .post(&url)
+            .bearer_auth(token)
+            .header("DeveloperToken", &creds.developer_token)
+            .header("CustomerId", config.customer_id.trim())
+            .header("CustomerAccountId", config.account_id.trim())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+    };
+    let mut refreshed = false;
+    loop {
+        let token = match platforms
+            .tokens
+            .access_token(
+                platforms,
+                &grant(platforms, creds),
+                &indexes,
+                &mut collector,
+            )
+            .await
+        {
+            Ok(token) => token,
+            Err(outcome) => {
+                collector.set_all(&indexes, &outcome);
+                return collector.finish();
+            }
+        };
+        collector.add_secret(&token);
+        let secrets: Vec<String> = collector.secrets.clone();
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let exchange = platforms.execute(build(&token)).await;
+        tracing::debug!(
+            status = ?exchange.status,
+            duration_ms = u64::try_from(exchange.duration.as_millis()).unwrap_or(u64::MAX),
+            conversions = indexes.len(),
+            "microsoft offline conversions request"
+        );
+        if !refreshed
+            && exchange.transport_error.is_none()
+            && !exchange.is_success()
+            && token_refused(&exchange)
+        {
+            refreshed = true;
+            collector.requests.push(record(
+                RequestTarget::MicrosoftOfflineConversions,
+                indexes.clone(),
+                &exchange,
+                Some("the access token was refused; refreshing it once".into()),
+                &secrets,
+            ));
+            platforms
+                .tokens
+                .invalidate(&grant(platforms, creds), &token)
+                .await;
+            continue;
+        }
+        if exchange.is_success() {
+            let outcomes = row_outcomes(&exchange, indexes.len());
+            let failed = outcomes
+                .iter()
+                .filter(|o| !matches!(o, Outcome::Succeeded))
+                .count();
+            let note = (failed > 0).then(|| format!("{failed} of {} rows refused", indexes.len()));
+            collector.requests.push(record(
+                RequestTarget::MicrosoftOfflineConversions,
+                indexes.clone(),
+                &exchange,
+                note,
+                &secrets,
+            ));
+            for (&index, outcome) in indexes.iter().zip(outcomes) {
+                collector.set(index, outcome);
+            }
+        } else {
+            let outcome = call_failure(&exchange);
+            let error = match &outcome {
+                Outcome::Retry { error, .. } | Outcome::Permanent { error } => Some(error.clone()),
+                _ => None,
+            };
+            collector.requests.push(record(
+                RequestTarget::MicrosoftOfflineConversions,
+                indexes.clone(),
+                &exchange,
+                error,
+                &secrets,
+            ));
+            collector.set_all(&indexes, &outcome);
+        }
+        return collector.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn conversion_times_are_utc_whole_seconds_with_a_z() {
+        assert_eq!(
+            conversion_time(datetime!(2026-11-20 12:32:45.678 +01:00)),
+            "2026-11-20T11:32:45Z"
+        );
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_lower_cased_and_phones_keep_the_plus() {
+        assert_eq!(
+            email_sha256(" John_Smith@gmail.com ").as_deref(),
+            Some("62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f")
+        );
+        assert_eq!(
+            phone_sha256("+16505551212").as_deref(),
+            Some("1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8")
+        );
+    }
+
+    #[test]
+    fn error_codes_are_found_wherever_they_nest() {
+        let body = json!({"Errors": [{"Code": 109, "ErrorCode": "AuthenticationTokenExpired",
+            "Message": "expired"}], "BatchErrors": [{"Code": 4806, "Index": 0}]});
+        let codes = error_codes(&body);
+        assert_eq!(codes.len(), 2);
+        assert!(codes
+            .iter()
+            .any(|(code, text)| *code == 109 && text.contains("Expired")));
+    }
+}

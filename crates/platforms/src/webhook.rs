@@ -1,0 +1,283 @@
+//! Signed webhooks: every subscribed event, its attribution and routing, POSTed as JSON to the
+//! destination's URL.
+//!
+//! The body has the shape of `GET /v1/events/{id}` (the event's fields with `id` and
+//! `receivedAt`, plus `attribution` and `routing`), so a receiver can share one parser. It is
+//! signed the way Stripe and Svix receivers expect: `Convrelay-Signature: t=<unix seconds>,
+//! v1=<hex>`, the hex being HMAC-SHA256, keyed by the destination's secret, of
+//! `"<t>.<raw body>"`. Receivers reject a `t` older than 5 minutes, so every attempt is signed
+//! anew. Any 2xx is success.
+
+use events::{Attribution, Event};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::Sha256;
+use time::OffsetDateTime;
+
+use std::net::IpAddr;
+
+use events::EventKind;
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::model::Conversion;
+use crate::settings::{required_secret, required_string, Errors, Obj};
+use crate::{
+    classify, event_wire_id, record, Collector, Limits, Platform, Platforms, RequestTarget,
+    SendReport,
+};
+
+/// Longest webhook URL.
+const MAX_URL: usize = 2048;
+/// Shortest webhook signing secret.
+pub const MIN_SECRET: usize = 16;
+
+/// `webhook` destination config (public).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookConfig {
+    /// Where to POST; https, or http on loopback.
+    pub url: String,
+}
+
+/// `webhook` credentials (write-only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookCredentials {
+    /// HMAC-SHA256 signing secret.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookCredentials { .. }")
+    }
+}
+
+/// The `webhook` adapter: one conversion per request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Webhook;
+
+impl Platform for Webhook {
+    type Config = WebhookConfig;
+    type Credentials = WebhookCredentials;
+
+    fn destination_type(&self) -> events::DestinationType {
+        events::DestinationType::Webhook
+    }
+
+    fn check_config(
+        &self,
+        errors: &mut Errors,
+        obj: &mut Obj<'_>,
+        _kinds: &[EventKind],
+    ) -> Option<WebhookConfig> {
+        check_url(errors, obj)
+    }
+
+    fn check_credentials(
+        &self,
+        errors: &mut Errors,
+        obj: &mut Obj<'_>,
+    ) -> Option<WebhookCredentials> {
+        let secret = required_secret(errors, obj, "secret")?;
+        if secret.chars().count() < MIN_SECRET {
+            errors.push(
+                obj.path("secret"),
+                "min_length",
+                format!("must be at least {MIN_SECRET} characters"),
+            );
+            return None;
+        }
+        Some(WebhookCredentials { secret })
+    }
+
+    fn limits(&self, _config: &WebhookConfig) -> Limits {
+        Limits {
+            batch_size: 1,
+            max_event_age: None,
+            max_click_age: None,
+            dedup_key: "id (evt_ id) in the body",
+            test_mode: None,
+        }
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a WebhookConfig,
+        credentials: &'a WebhookCredentials,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            let mut requests = Vec::new();
+            for (position, conversion) in batch.iter().enumerate() {
+                let report = send(http, config, credentials, conversion, now).await;
+                outcomes.extend(report.outcomes);
+                requests.extend(report.requests.into_iter().map(|mut record| {
+                    record.conversions = vec![position];
+                    record
+                }));
+            }
+            SendReport { outcomes, requests }
+        })
+    }
+}
+
+fn check_url(errors: &mut Errors, obj: &mut Obj<'_>) -> Option<WebhookConfig> {
+    let raw = required_string(errors, obj, "url", MAX_URL)?;
+    let field = obj.path("url");
+    let Ok(url) = reqwest::Url::parse(raw.trim()) else {
+        errors.error(field, &events::Error::InvalidUrl);
+        return None;
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        errors.push(
+            field,
+            "format",
+            "must not carry a user name or password: the signature authenticates the requests",
+        );
+        return None;
+    }
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" if !host.is_empty() => {}
+        "http" if loopback => {}
+        "http" => {
+            errors.push(
+                field,
+                "format",
+                "must be https (plain http only for 127.0.0.1, ::1 or localhost)",
+            );
+            return None;
+        }
+        _ => {
+            errors.push(field, "format", "must be an https URL");
+            return None;
+        }
+    }
+    Some(WebhookConfig {
+        url: url.to_string(),
+    })
+}
+
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "Convrelay-Signature";
+
+/// The header value for `body` signed with `secret` at Unix time `timestamp`:
+/// `t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
+pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
+    let digest = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(timestamp.to_string().as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    };
+    format!("t={timestamp},v1={digest}")
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    id: String,
+    #[serde(with = "events::rfc3339_millis")]
+    received_at: OffsetDateTime,
+    #[serde(flatten)]
+    event: &'a Event,
+    attribution: &'a Attribution,
+    routing: &'a Value,
+}
+
+/// The JSON a webhook receives for `conversion`.
+pub fn body(conversion: &Conversion, routing: &Value) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&Body {
+        id: event_wire_id(conversion.event_id),
+        received_at: conversion.received_at,
+        event: &conversion.event,
+        attribution: &conversion.attribution,
+        routing,
+    })
+}
+
+/// Delivers one conversion, signed, with its routing decision.
+async fn send(
+    platforms: &Platforms,
+    config: &WebhookConfig,
+    creds: &WebhookCredentials,
+    conversion: &Conversion,
+    now: OffsetDateTime,
+) -> SendReport {
+    let routing = &conversion.routing;
+    let mut collector = Collector::new(1);
+    collector.add_secret(&creds.secret);
+    let Ok(url) = reqwest::Url::parse(config.url.trim()) else {
+        collector.set(0, classify::permanent("the webhook URL is not a valid URL"));
+        return collector.finish();
+    };
+    let payload = match body(conversion, routing) {
+        Ok(payload) => payload,
+        Err(error) => {
+            collector.set(
+                0,
+                classify::permanent(format!("the event could not be written as JSON: {error}")),
+            );
+            return collector.finish();
+        }
+    };
+    let signature = signature(&creds.secret, now.unix_timestamp(), &payload);
+    let request = platforms
+        .client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, signature)
+        .body(payload);
+    let exchange = platforms.execute(request).await;
+    tracing::debug!(
+        status = ?exchange.status,
+        duration_ms = u64::try_from(exchange.duration.as_millis()).unwrap_or(u64::MAX),
+        "webhook request"
+    );
+    let outcome = exchange.transport_outcome().unwrap_or_else(|| {
+        classify::webhook_status(exchange.status.unwrap_or(0), exchange.retry_after())
+    });
+    let error = match &outcome {
+        crate::model::Outcome::Retry { error, .. } | crate::model::Outcome::Permanent { error } => {
+            Some(error.clone())
+        }
+        _ => None,
+    };
+    collector.requests.push(record(
+        RequestTarget::Webhook,
+        vec![0],
+        &exchange,
+        error,
+        &[creds.secret.as_str()],
+    ));
+    collector.set(0, outcome);
+    collector.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_of_timestamp_dot_body() {
+        // HMAC-SHA256 with key "key" of "1700000000.{}", computed with another implementation.
+        assert_eq!(
+            signature("key", 1_700_000_000, b"{}"),
+            "t=1700000000,v1=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae"
+        );
+    }
+}
