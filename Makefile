@@ -3,14 +3,15 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run test lint unit contract bench db-reset build
+.PHONY: help run test test-steps lint unit contract bench db-reset build
 
 help:
 	@echo "make run       start a local PostgreSQL (unless DATABASE_URL is set), migrate, print a dev key, serve"
 	@echo "make test      lint, then every test against a real PostgreSQL"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make contract  the running server against openapi.yaml (schemathesis, examples, /docs in Chromium)"
-	@echo "make bench     drive the release server over loopback and print events/s, latency, memory"
+	@echo "make bench     drive the release server over loopback and print events/s, latency, memory;"
+	@echo "               then attribution at scale (repeat customers, history, supernode) against pgbench"
 	@echo "make db-reset  stop the local PostgreSQL and delete its data"
 
 build:
@@ -23,19 +24,26 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
+# The steps that need a database run under scripts/with-localpg.sh: unless DATABASE_URL names a
+# server, the local PostgreSQL is started once for them and stopped when they end (pass or fail)
+# if it was not running before.
 unit:
-	@scripts/test.sh
+	@scripts/with-localpg.sh scripts/test.sh
 
 contract:
-	@scripts/contract.sh
+	@scripts/with-localpg.sh scripts/contract.sh
 
-test: lint unit
+test: lint
+	@scripts/with-localpg.sh $(MAKE) --no-print-directory test-steps
+
+test-steps: unit
 	@scripts/contract.sh
 	@scripts/examples.sh
 	@scripts/ui-test.sh
 
 bench:
 	@scripts/bench.sh
+	@if [ "$${BENCH_MATCHER:-1}" != 0 ]; then scripts/bench-matcher.sh; fi
 
 db-reset:
 	@scripts/localpg.sh reset

@@ -29,9 +29,9 @@ keyfile=".local/dev-key-$(printf '%s' "$DATABASE_URL" | sha256sum | cut -c1-12)"
 key=""
 if [[ -s $keyfile ]]; then
   key=$(<"$keyfile")
-  prefix=$(cut -d_ -f2 <<<"$key")
-  # Still there and not revoked?
-  if ! "$bin" keys list --workspace dev | awk -F'\t' -v p="$prefix" '$1 == p && $6 == "-" { found = 1 } END { exit !found }'; then
+  public="cr_$(cut -d_ -f2 <<<"$key")"
+  # Still there and not revoked? (The listing names keys by their public part, cr_<prefix>.)
+  if ! "$bin" keys list --workspace dev 2>/dev/null | awk -F'\t' -v p="$public" '$1 == p && $6 == "-" { found = 1 } END { exit !found }'; then
     key=""
   fi
 fi

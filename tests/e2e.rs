@@ -193,6 +193,172 @@ async fn a_new_user_creates_a_key_sends_the_seed_events_and_revokes_the_key() {
     assert!(!out.status.success());
 }
 
+fn create(database_url: &str, workspace: &str) -> String {
+    let out = cli(
+        database_url,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            workspace,
+            "--scope",
+            "read",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `cr_<prefix>` of a whole key.
+fn public_part(key: &str) -> String {
+    key.rsplit_once('_').unwrap().0.to_owned()
+}
+
+/// The listing's line of the key whose public part is `public`, split at its tabs.
+fn listed(database_url: &str, public: &str) -> Vec<String> {
+    let out = cli(database_url, &["keys", "list"]);
+    assert!(out.status.success());
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let line = listing
+        .lines()
+        .find(|l| l.split('\t').next() == Some(public))
+        .unwrap_or_else(|| panic!("{public} not in {listing}"));
+    line.split('\t').map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn keys_are_listed_by_their_public_part_and_revoked_by_it_their_prefix_or_the_whole_key() {
+    let db = common::test_db().await;
+    let keys: Vec<String> = (0..3).map(|_| create(&db.url, "acme")).collect();
+    let publics: Vec<String> = keys.iter().map(|k| public_part(k)).collect();
+    for public in &publics {
+        let line = listed(&db.url, public);
+        assert_eq!(line[1], "acme");
+        assert_eq!(line[5], "-", "not revoked yet");
+    }
+    let out = cli(&db.url, &["keys", "list"]);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    for key in &keys {
+        assert!(
+            !listing.contains(key.as_str()),
+            "a listing never shows a secret"
+        );
+    }
+
+    // A whole key whose secret is not the stored one revokes nothing.
+    let forged = format!("{}_NotTheSecret0", publics[2]);
+    let out = cli(&db.url, &["keys", "revoke", &forged]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("NotTheSecret0"), "{stderr}");
+    assert_eq!(listed(&db.url, &publics[2])[5], "-");
+
+    let prefix = publics[1].strip_prefix("cr_").unwrap().to_owned();
+    for given in [publics[0].as_str(), prefix.as_str(), keys[2].as_str()] {
+        let out = cli(&db.url, &["keys", "revoke", given]);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(out.status.success(), "{given}: {stderr}");
+        assert!(!stderr.contains(&keys[2]), "the secret is never repeated");
+    }
+    for public in &publics {
+        assert_ne!(listed(&db.url, public)[5], "-", "{public} revoked");
+    }
+    let out = cli(&db.url, &["keys", "revoke", &keys[0]]);
+    assert!(out.status.success(), "revoking again is fine");
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("already revoked"));
+}
+
+#[tokio::test]
+async fn command_line_errors_are_one_line_without_a_backtrace() {
+    let db = common::test_db().await;
+    create(&db.url, "acme");
+    let closed = format!("postgres://convrelay:s3cretpw@127.0.0.1:{}/db", free_port());
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            db.url.as_str(),
+            vec!["keys", "list", "--workspace", "nope"],
+            "no workspace",
+        ),
+        (
+            db.url.as_str(),
+            vec!["keys", "revoke", "cr_nosuchkey1"],
+            "no key is cr_nosuchkey1",
+        ),
+        (
+            db.url.as_str(),
+            vec!["keys", "revoke", "not a key"],
+            "expected a key",
+        ),
+        (db.url.as_str(), vec!["keys", "list", "--bogus"], "--bogus"),
+        (
+            db.url.as_str(),
+            vec!["keys", "create", "--workspace", "a", "--scope", "wizard"],
+            "unknown scope",
+        ),
+        (
+            db.url.as_str(),
+            vec!["keys", "create", "--scope", "read"],
+            "--workspace",
+        ),
+        (db.url.as_str(), vec!["keys", "revoke"], "<KEY>"),
+        (db.url.as_str(), vec!["serve", "--nope"], "--nope"),
+        (db.url.as_str(), vec!["frobnicate"], "frobnicate"),
+        ("not a url", vec!["keys", "list"], "DATABASE_URL"),
+        ("not a url", vec!["migrate"], "DATABASE_URL"),
+        (closed.as_str(), vec!["keys", "list"], "cannot connect"),
+        (
+            closed.as_str(),
+            vec!["keys", "create", "--workspace", "a", "--scope", "read"],
+            "cannot connect",
+        ),
+        (
+            closed.as_str(),
+            vec!["keys", "revoke", "cr_nosuchkey1"],
+            "cannot connect",
+        ),
+        (closed.as_str(), vec!["migrate"], "cannot connect"),
+        (closed.as_str(), vec!["serve"], "cannot connect"),
+        (
+            closed.as_str(),
+            vec!["serve", "--no-workers"],
+            "cannot connect",
+        ),
+        (closed.as_str(), vec!["worker"], "cannot connect"),
+    ];
+    for (url, args, says) in cases {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("DATABASE_URL", url)
+            .env("CONVRELAY_LOG", "warn")
+            .env("RUST_BACKTRACE", "full")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("s3cretpw"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env_remove("DATABASE_URL")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
 #[tokio::test]
 async fn sigterm_answers_requests_in_flight_then_exits_0() {
     let db = common::test_db().await;

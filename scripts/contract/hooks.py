@@ -9,8 +9,8 @@ descriptions:
 - a currency must be an ISO 4217 code (any case);
 - an amount or price has at most 4 decimal places, counted on the digits of the JSON number
   (a float drawn by the generator prints as `1.0000000000000002e-05`);
-- `GET /v1/events` takes `invoiceId` or `leadId`, not both, and neither with the other kind's
-  `event`;
+- `GET /v1/events` (and its `HEAD`) takes `invoiceId` or `leadId`, not both, and neither with
+  the other kind's `event`;
 - an `Idempotency-Key` that was used before with another body is answered 422 (by design), so
   the keys of well-formed requests must be fresh;
 - a destination's `pixelId` and conversion action ids, when numbers, must be written as integer
@@ -171,7 +171,7 @@ def before_call(context, case, kwargs):
         start, end = _instant(query.get("from")), _instant(query.get("to"))
         if start is not None and end is not None and end <= start:
             query["from"], query["to"] = "2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z"
-    elif path == "/v1/events" and case.method.upper() == "GET" and case.query:
+    elif path == "/v1/events" and case.method.upper() in ("GET", "HEAD") and case.query:
         query = case.query
         _fix_times(query, "since")
         if query.get("invoiceId") is not None and query.get("leadId") is not None:

@@ -26,7 +26,8 @@ pub struct Touch {
 }
 
 impl Touch {
-    fn key(&self) -> (OffsetDateTime, &[u8; 32]) {
+    /// The order of clicks: by time, ties broken by owner.
+    pub fn key(&self) -> (OffsetDateTime, &[u8; 32]) {
         (self.touchpoint.clicked_at, &self.owner)
     }
 }
@@ -92,26 +93,26 @@ pub struct Found {
     /// Which rule found it.
     pub matched_by: MatchedBy,
     /// The touchpoint.
-    pub click: Touchpoint,
+    pub click: Touch,
     /// The earliest click of the person in the window (the touchpoint itself when there is no
     /// earlier one).
-    pub first_touch: Touchpoint,
+    pub first_touch: Touch,
 }
 
-/// Applies the three rules: `direct` is the event's own click ids as a touchpoint, `named` the
+/// Applies the three rules: `direct` is the event's own click ids as a touch, `named` the
 /// registered click its `clickId` names, `linked` the persons its identifiers reached, in the
 /// order of [`crate::event_identifiers`] (the first one wins a tie).
 pub fn find_touchpoint(
-    direct: Option<&Touchpoint>,
-    named: Option<&Touchpoint>,
+    direct: Option<&Touch>,
+    named: Option<&Touch>,
     linked: &[Linked<'_>],
 ) -> Option<Found> {
     let earliest = linked
         .iter()
         .filter_map(|link| link.chosen.map(|chosen| chosen.first))
         .min_by(|a, b| a.key().cmp(&b.key()));
-    let first_touch = |click: &Touchpoint| match earliest {
-        Some(first) if first.touchpoint.clicked_at < click.clicked_at => first.touchpoint.clone(),
+    let first_touch = |click: &Touch| match earliest {
+        Some(first) if first.touchpoint.clicked_at < click.touchpoint.clicked_at => first.clone(),
         _ => click.clone(),
     };
     if let Some(click) = direct {
@@ -140,8 +141,8 @@ pub fn find_touchpoint(
     let first = earliest.unwrap_or(last);
     Some(Found {
         matched_by,
-        click: last.touchpoint.clone(),
-        first_touch: first.touchpoint.clone(),
+        click: last.clone(),
+        first_touch: first.clone(),
     })
 }
 
@@ -192,19 +193,19 @@ mod tests {
             matched_by: MatchedBy::Email,
             chosen: choose_touches(&person, AT, Duration::days(90)),
         }];
-        let direct = touch(9, AT).touchpoint;
-        let named = touch(8, AT - Duration::days(1)).touchpoint;
+        let direct = touch(9, AT);
+        let named = touch(8, AT - Duration::days(1));
         let found = find_touchpoint(Some(&direct), Some(&named), &linked).unwrap();
         assert_eq!(found.matched_by, MatchedBy::Direct);
         assert_eq!(found.click, direct);
-        assert_eq!(found.first_touch, person[0].touchpoint);
+        assert_eq!(found.first_touch, person[0]);
         let found = find_touchpoint(None, Some(&named), &linked).unwrap();
         assert_eq!(found.matched_by, MatchedBy::ClickId);
         assert_eq!(found.click, named);
         let found = find_touchpoint(None, None, &linked).unwrap();
         assert_eq!(found.matched_by, MatchedBy::Email);
-        assert_eq!(found.click, person[0].touchpoint);
-        assert_eq!(found.first_touch, person[0].touchpoint);
+        assert_eq!(found.click, person[0]);
+        assert_eq!(found.first_touch, person[0]);
         assert_eq!(find_touchpoint(None, None, &[]), None);
     }
 
@@ -228,13 +229,16 @@ mod tests {
         ];
         let found = find_touchpoint(None, None, &linked).unwrap();
         assert_eq!(found.matched_by, MatchedBy::Phone);
-        assert_eq!(found.click.click_id.as_deref(), Some("clk_2"));
-        assert_eq!(found.first_touch.click_id.as_deref(), Some("clk_3"));
+        assert_eq!(found.click.touchpoint.click_id.as_deref(), Some("clk_2"));
+        assert_eq!(
+            found.first_touch.touchpoint.click_id.as_deref(),
+            Some("clk_3")
+        );
     }
 
     #[test]
     fn a_named_click_after_the_event_is_its_own_first_touch() {
-        let named = touch(8, AT + Duration::hours(1)).touchpoint;
+        let named = touch(8, AT + Duration::hours(1));
         let found = find_touchpoint(None, Some(&named), &[]).unwrap();
         assert_eq!(found.first_touch, named);
     }
@@ -316,8 +320,8 @@ mod tests {
             let found = find_touchpoint(None, None, &linked);
             prop_assert_eq!(found.is_none(), all.is_none());
             if let (Some(found), Some(all)) = (found, all) {
-                prop_assert_eq!(&found.click, &all.last.touchpoint);
-                prop_assert_eq!(&found.first_touch, &all.first.touchpoint);
+                prop_assert_eq!(&found.click, all.last);
+                prop_assert_eq!(&found.first_touch, all.first);
                 let owner_group = usize::from(all.last.owner[1]);
                 prop_assert_eq!(found.matched_by, kinds[owner_group]);
             }

@@ -5,8 +5,10 @@
 //! - [`clicks`]: the clicks registry behind `POST /v1/clicks` and `GET /v1/clicks/{clickId}`;
 //! - [`identity`]: the identity graph. Identifiers seen together on one event
 //!   (`customerExternalId`, normalised email, E.164 phone, `clickId`, the ad-platform click ids)
-//!   belong to one person; an event that names identifiers of two persons merges them. Only
-//!   SHA-256 digests of `"<kind>:<normalised value>"` are stored in the graph;
+//!   belong to one person; an event that names identifiers of two persons merges them, unless an
+//!   identifier is shared by too many people (the guardrail: it then stops linking, and the event
+//!   says so in `attribution.ignoredIdentifiers`). Only SHA-256 digests of
+//!   `"<kind>:<normalised value>"` are stored in the graph;
 //! - [`choice`] and [`routing`]: the pure rules. Direct click ids on the event, else its
 //!   registered `clickId`, else the person's most recent click within the attribution window
 //!   (`last_click`, with the first click of the window as `firstTouch`); then, per kind of
@@ -15,7 +17,8 @@
 //!   ingest transaction; [`claim`] takes the oldest work of one workspace (new events, pending
 //!   events that a later link may match, pending events whose window is over) under a
 //!   per-workspace advisory lock; [`decide()`] attributes and routes them, in arrival order, in the
-//!   same transaction.
+//!   same transaction: reads, a pure decision step, writes. Its cost per event does not grow with
+//!   a person's history: a person's last and first click in a window are index probes.
 //!
 //! Late data: a sale that nothing links to a click yet is `pending` for
 //! [`MatchSettings::pending_window`]: webhooks get it at once, ad platforms only if a later event
@@ -44,7 +47,7 @@ pub use queue::{claim, claim_at, enqueue, queue_stats, Claim, QueueStats};
 pub use routing::{route, Stage};
 pub use settings::{
     attribution_window, set_attribution_window, MatchSettings, DEFAULT_ATTRIBUTION_WINDOW,
-    DEFAULT_PENDING_WINDOW,
+    DEFAULT_IDENTITY_MAX_LINKS, DEFAULT_PENDING_WINDOW,
 };
 
 /// Errors of the attribution matcher.
@@ -71,6 +74,13 @@ pub enum Error {
     InvalidWindow {
         /// The largest accepted window, in seconds.
         max_secs: i64,
+    },
+    /// A stored decision names no stage it can be rebuilt from (edited by hand, or written by an
+    /// incompatible version).
+    #[error("the decision about event {event_id} cannot be read")]
+    StoredDecision {
+        /// The event.
+        event_id: uuid::Uuid,
     },
     /// A click that lost its insert to an earlier registration could not be read back.
     #[error("click {click_id} was registered concurrently and cannot be read back")]

@@ -15,6 +15,11 @@ pub const DEFAULT_PENDING_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// How far back a person's clicks count, unless the workspace says otherwise: 90 days.
 pub const DEFAULT_ATTRIBUTION_WINDOW: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 
+/// How many identifiers of one kind (customer ids, emails, phones) a person may hold unless the
+/// operator says otherwise (`CONVRELAY_IDENTITY_MAX_LINKS`): an identifier whose link would pass
+/// it is shared by too many people and stops linking.
+pub const DEFAULT_IDENTITY_MAX_LINKS: usize = 50;
+
 /// The operator's settings of the matcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MatchSettings {
@@ -23,6 +28,8 @@ pub struct MatchSettings {
     pub pending_window: Duration,
     /// The attribution window of a workspace that has not set its own.
     pub default_attribution_window: Duration,
+    /// The most identifiers of one kind a person may hold (`CONVRELAY_IDENTITY_MAX_LINKS`).
+    pub identity_max_links: usize,
 }
 
 impl Default for MatchSettings {
@@ -30,6 +37,7 @@ impl Default for MatchSettings {
         Self {
             pending_window: DEFAULT_PENDING_WINDOW,
             default_attribution_window: DEFAULT_ATTRIBUTION_WINDOW,
+            identity_max_links: DEFAULT_IDENTITY_MAX_LINKS,
         }
     }
 }

@@ -163,6 +163,55 @@ pub async fn find_responses(
     Ok(found)
 }
 
+/// Where a request with an `Idempotency-Key` stands, once its key is held in the transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// No live answer: go on, and keep the answer with [`store_responses`] in this transaction.
+    Proceed,
+    /// Another transaction holds the key: the first request is still in flight (409).
+    InFlight,
+    /// The same request was answered before: answer that again.
+    Replay(StoredResponse),
+    /// The key was used for another request (422 `idempotency-key-reused`).
+    Reused,
+}
+
+/// The Idempotency-Key protocol, once for every caller: takes each key's lock for the rest of the
+/// caller's transaction and tells each request where it stands. `requests` are `(workspace, key,
+/// fingerprint)`; answers come in input order. Keys are locked in sorted order, so that two
+/// transactions holding overlapping keys cannot deadlock.
+pub async fn admit(
+    client: &impl GenericClient,
+    requests: &[(Uuid, &IdempotencyKey, RequestFingerprint)],
+) -> Result<Vec<Admission>> {
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by(|&a, &b| {
+        let key = |i: usize| (requests[i].0, requests[i].1.as_str());
+        key(a).cmp(&key(b))
+    });
+    let keys: Vec<(Uuid, &IdempotencyKey)> = order
+        .iter()
+        .map(|&i| (requests[i].0, requests[i].1))
+        .collect();
+    let mut out = vec![Admission::Proceed; requests.len()];
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let locked = lock_keys(client, &keys).await?;
+    let stored = find_responses(client, &keys).await?;
+    for ((&i, locked), stored) in order.iter().zip(locked).zip(stored) {
+        out[i] = match (locked, stored) {
+            (false, _) => Admission::InFlight,
+            (true, Some(stored)) => match stored.replay_for(&requests[i].2) {
+                Replay::Same(stored) => Admission::Replay(stored),
+                Replay::Reused => Admission::Reused,
+            },
+            (true, None) => Admission::Proceed,
+        };
+    }
+    Ok(out)
+}
+
 /// An answer to keep.
 #[derive(Debug, Clone)]
 pub struct NewResponse<'a> {

@@ -100,6 +100,20 @@ pub struct Attribution {
     /// When this was decided.
     #[serde(with = "rfc3339_millis")]
     pub decided_at: OffsetDateTime,
+    /// Identifiers of the event that attribution did not use, and why (an identifier shared by
+    /// too many people stops linking them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_identifiers: Vec<IgnoredIdentifier>,
+}
+
+/// An identifier of an event that attribution left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IgnoredIdentifier {
+    /// The event's field that holds it (`email`, `phone`, `customerExternalId`, …); never its value.
+    pub field: String,
+    /// Why: `too_common` (it would link more people into one person than the operator allows).
+    pub reason: String,
 }
 
 /// The kinds of destination a conversion can be routed to.

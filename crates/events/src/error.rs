@@ -122,6 +122,9 @@ pub enum Error {
         /// The largest accepted number of items.
         max: usize,
     },
+    /// The key appears twice (or more) in one JSON object: which value was meant is unknowable.
+    #[error("appears more than once in its object; send each key once")]
+    DuplicateKey,
     /// The event names none of the identifiers attribution needs.
     #[error(
         "at least one identifier is required: customerExternalId, email, phone, clickId, \
@@ -158,6 +161,7 @@ impl Error {
             Error::MinItems { .. } => "min_items",
             Error::MaxItems { .. } => "max_items",
             Error::MissingIdentifier => "missing_identifier",
+            Error::DuplicateKey => "duplicate_key",
         }
     }
 }

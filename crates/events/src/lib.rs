@@ -38,6 +38,7 @@
 //! | `max_size` | `metadata` is over 16 KiB once serialised |
 //! | `min_items` | `events` (or `clicks`) of a batch is empty |
 //! | `max_items` | `events` (or `clicks`) of a batch holds more than 1000 items |
+//! | `duplicate_key` | an object of the body repeats a key (`{"amount": 1, "amount": 2}`); reported by [`json::from_slice_strict`], which the API answers with 400 rather than 422 |
 //! | `missing_identifier` | none of `customerExternalId`, `email`, `phone`, `clickId`, `gclid`, `gbraid`, `wbraid`, `fbclid`, `fbc`, `fbp`, `ttclid`, `msclkid`, `ttp`, `liFatId`, `rdtCid`, `scCid`, `scid`, `epik` is given (field `identifiers`); for a click, none of `clickId`, the ad-platform click ids or a `utm` value |
 //!
 //! Errors are listed in the order the fields are checked: the event fields in the order of the
@@ -50,14 +51,15 @@ mod click;
 mod email;
 mod error;
 mod event;
+pub mod json;
 mod money;
 mod parse;
 mod phone;
 mod timestamp;
 
 pub use attribution::{
-    Attribution, AttributionStatus, DestinationType, MatchedBy, RouteDecision, RoutedEvent,
-    Touchpoint,
+    Attribution, AttributionStatus, DestinationType, IgnoredIdentifier, MatchedBy, RouteDecision,
+    RoutedEvent, Touchpoint,
 };
 pub use click::{parse_click, parse_click_batch, Click, CLICK_FIELDS};
 pub use email::{Email, MAX_EMAIL_LENGTH};

@@ -11,7 +11,8 @@
 //!   held under the claim's token: a worker that lost its lease cannot overwrite another's result.
 //!
 //! Statuses: `queued` → `in_flight` → `succeeded` | `retrying` | `failed` | `skipped`, and
-//! `cancelled` when the destination is deleted or the event retracted before the send; an
+//! `cancelled` when the destination is deleted or the event retracted before the send (a send
+//! already under way when its destination is deleted keeps its real outcome: it may land); an
 //! operator's retry takes `failed` or `skipped` back to `queued`. This module is the only writer
 //! of a dispatch's status: every transition is one named function here ([`claim_due`],
 //! [`record_results`], `requeue_one`, `requeue_many`, `cancel_unsent`,
@@ -422,6 +423,15 @@ const CLAIM: &str = "
     SELECT workspace_id, id, status, destination_id, kind, payload, routing, attempts, retry_from
     FROM claimed";
 
+/// Rows claimed a moment ago whose destination was deleted before it could be read: nothing was
+/// sent, so they are cancelled and the attempt the claim counted is given back.
+const CANCEL_VANISHED: &str = "
+    UPDATE dispatches d SET status = 'cancelled', reason = 'destination deleted',
+           attempts = d.attempts - 1, lease_token = NULL, due_at = now(), updated_at = now()
+    FROM unnest($1::uuid[], $2::uuid[]) AS u(workspace_id, id)
+    WHERE d.workspace_id = u.workspace_id AND d.id = u.id
+      AND d.lease_token = $3 AND d.status = 'in_flight'";
+
 /// The destinations of claimed rows, each once.
 const CLAIMED_DESTINATIONS: &str = "
     SELECT t.workspace_id, t.id, t.type, t.name, t.enabled, t.events, t.config, t.credentials,
@@ -483,17 +493,20 @@ pub async fn claim_due(
             .map_err(|e| e.to_string());
         destinations.insert(key, destination);
     }
+    let mut vanished: (Vec<Uuid>, Vec<Uuid>) = (Vec::new(), Vec::new());
     for row in held {
         let workspace_id: Uuid = row.try_get("workspace_id")?;
         let id: Uuid = row.try_get("id")?;
         let attempts: i32 = row.try_get("attempts")?;
+        let destination_id: Uuid = row.try_get("destination_id")?;
+        let Some(destination) = destinations.get(&(workspace_id, destination_id)) else {
+            // Deleted between the claim and this read.
+            vanished.0.push(workspace_id);
+            vanished.1.push(id);
+            continue;
+        };
         let read = || -> std::result::Result<ClaimedDispatch, String> {
-            let destination_id: Uuid = row.try_get("destination_id").map_err(|e| e.to_string())?;
-            let destination = destinations
-                .get(&(workspace_id, destination_id))
-                // Deleted between the claim and this read: the record keeps it cancelled.
-                .ok_or_else(|| "its destination was deleted".to_owned())?
-                .clone()?;
+            let destination = destination.clone()?;
             let kind_raw: &str = row.try_get("kind").map_err(|e| e.to_string())?;
             let kind = DispatchKind::parse(kind_raw)
                 .ok_or_else(|| format!("stored dispatch kind cannot be read: {kind_raw}"))?;
@@ -515,6 +528,13 @@ pub async fn claim_due(
             Ok(dispatch) => claim.dispatches.push(dispatch),
             Err(error) => claim.unreadable.push((workspace_id, id, attempts, error)),
         }
+    }
+    if !vanished.0.is_empty() {
+        let stmt = client.prepare_cached(CANCEL_VANISHED).await?;
+        let cancelled = client
+            .execute(&stmt, &[&vanished.0, &vanished.1, &token])
+            .await?;
+        claim.cancelled += usize::try_from(cancelled).unwrap_or(usize::MAX);
     }
     Ok(claim)
 }
@@ -574,26 +594,35 @@ pub struct AttemptResult {
     pub response_excerpt: Option<String>,
 }
 
-/// Recording results: the status changes only for rows still in flight under the claim's token
-/// (a deleted destination's in-flight row stays `cancelled`), the attempt is written for every
-/// row still held under the token, and the token is released.
+/// Recording results: the status changes only for rows still in flight under the claim's token,
+/// the attempt is written for every row still held under the token, and the token is released.
+/// A send whose destination was deleted meanwhile keeps its real outcome (it may have landed),
+/// except that one that would be retried is `cancelled` instead: there is nothing left to retry
+/// against.
 const RECORD: &str = "
     WITH u AS (
         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
                              $7::timestamptz[], $8::int[], $9::int2[], $10::text[], $11::text[], $12::text[])
             AS u(workspace_id, id, status, retry_ms, last_error, reason,
                  at, duration_ms, http_status, outcome, error, excerpt)
+    ), r AS (
+        SELECT u.*, u.status = 'retrying' AND NOT EXISTS (
+                   SELECT 1 FROM destinations t
+                   WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id) AS orphan
+        FROM u JOIN dispatches d ON d.workspace_id = u.workspace_id AND d.id = u.id
     ), updated AS (
         UPDATE dispatches d SET
-            status = CASE WHEN d.status = 'in_flight' THEN u.status ELSE d.status END,
-            due_at = CASE WHEN d.status = 'in_flight' AND u.retry_ms IS NOT NULL
-                          THEN now() + u.retry_ms * interval '1 millisecond' ELSE d.due_at END,
-            last_error = CASE WHEN d.status = 'in_flight' THEN u.last_error ELSE d.last_error END,
-            reason = CASE WHEN d.status = 'in_flight' THEN u.reason ELSE d.reason END,
+            status = CASE WHEN d.status <> 'in_flight' THEN d.status
+                          WHEN r.orphan THEN 'cancelled' ELSE r.status END,
+            due_at = CASE WHEN d.status = 'in_flight' AND r.retry_ms IS NOT NULL AND NOT r.orphan
+                          THEN now() + r.retry_ms * interval '1 millisecond' ELSE d.due_at END,
+            last_error = CASE WHEN d.status = 'in_flight' THEN r.last_error ELSE d.last_error END,
+            reason = CASE WHEN d.status <> 'in_flight' THEN d.reason
+                          WHEN r.orphan THEN 'destination deleted' ELSE r.reason END,
             lease_token = NULL,
             updated_at = now()
-        FROM u
-        WHERE d.workspace_id = u.workspace_id AND d.id = u.id AND d.lease_token = $13
+        FROM r
+        WHERE d.workspace_id = r.workspace_id AND d.id = r.id AND d.lease_token = $13
         RETURNING d.workspace_id, d.id, d.attempts
     )
     INSERT INTO dispatch_attempts

@@ -333,6 +333,103 @@ async fn an_expired_lease_returns_the_claim_and_the_old_holder_cannot_record() {
 }
 
 #[tokio::test]
+async fn a_send_under_way_when_its_destination_is_deleted_keeps_its_real_outcome() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let lands = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let fails = webhook(&client, ws, "https://b.example.com/", &["sale"], true).await;
+    let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let claim = queue::claim_due(&client, 10, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    assert_eq!(claim.dispatches.len(), 2);
+
+    // Both destinations are deleted while their dispatches are being sent.
+    for destination in [&lands, &fails] {
+        forwarder::delete_destination(&client, ws, &destination.id)
+            .await
+            .unwrap();
+    }
+    let during = dispatches_of(&client, ws, event.event_id).await;
+    assert!(
+        during.iter().all(|d| d.status == DispatchStatus::InFlight),
+        "a send under way is not cancelled: {during:?}"
+    );
+
+    // One lands; the other fails in a way that would be retried.
+    let results: Vec<AttemptResult> = claim
+        .dispatches
+        .iter()
+        .map(|d| {
+            let destination =
+                forwarder::ids::to_wire(forwarder::ids::DESTINATION, d.destination.id);
+            if destination == lands.id {
+                result_for(d)
+            } else {
+                AttemptResult {
+                    status: DispatchStatus::Retrying,
+                    retry_in: Some(Duration::from_secs(60)),
+                    last_error: Some("HTTP 503".into()),
+                    http_status: Some(503),
+                    outcome: "retry",
+                    error: Some("HTTP 503".into()),
+                    ..result_for(d)
+                }
+            }
+        })
+        .collect();
+    let recorded = queue::record_results(&client, claim.token, &results)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 2, "both attempts are written down");
+
+    let after = dispatches_of(&client, ws, event.event_id).await;
+    let of = |id: &str| after.iter().find(|d| d.destination == id).unwrap();
+    assert_eq!(of(&lands.id).status, DispatchStatus::Succeeded);
+    assert_eq!(of(&lands.id).reason, None);
+    assert_eq!(
+        of(&fails.id).status,
+        DispatchStatus::Cancelled,
+        "nothing is left to retry against"
+    );
+    assert_eq!(of(&fails.id).reason.as_deref(), Some("destination deleted"));
+    assert_eq!(of(&fails.id).last_error.as_deref(), Some("HTTP 503"));
+}
+
+#[tokio::test]
+async fn a_deleted_destinations_send_whose_worker_vanished_is_cancelled_by_the_next_claim() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let crashed = queue::claim_due(&client, 10, Duration::ZERO, 5)
+        .await
+        .unwrap();
+    assert_eq!(crashed.dispatches.len(), 1);
+    forwarder::delete_destination(&client, ws, &hook.id)
+        .await
+        .unwrap();
+    let next = queue::claim_due(&client, 10, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    assert!(next.dispatches.is_empty());
+    assert_eq!(next.cancelled, 1);
+    let got = dispatches_of(&client, ws, event.event_id).await;
+    assert_eq!(got[0].status, DispatchStatus::Cancelled);
+    assert_eq!(got[0].reason.as_deref(), Some("destination deleted"));
+}
+
+#[tokio::test]
 async fn a_vanished_worker_on_the_last_attempt_fails_the_dispatch() {
     let db = test_db().await;
     let pool = pool(&db, 2);

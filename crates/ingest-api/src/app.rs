@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
+use anyhow::Context;
 use attribution_matcher::MatchSettings;
 use deadpool_postgres::Pool;
 use dedup::InFlight;
@@ -18,9 +19,9 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::ingest::Ingest;
-use crate::pipeline::Workers;
 use crate::writer::{Writer, WriterConfig};
 use crate::{db, routes, telemetry};
+use pipeline::Workers;
 
 /// Connections of the pipeline workers inside `convrelay serve`: one per attribution loop, and
 /// the forwarder's parallel steps plus one for lease extensions, plus one to spare.
@@ -39,6 +40,7 @@ pub struct Application {
 pub fn match_settings(settings: &Settings) -> MatchSettings {
     MatchSettings {
         pending_window: settings.pending_window,
+        identity_max_links: settings.identity_max_links,
         ..MatchSettings::default()
     }
 }
@@ -197,7 +199,8 @@ impl Application {
             settings.metrics_token.clone(),
         ));
 
-        let listener = TcpListener::bind(settings.listen)?;
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {
             App::new()

@@ -1,8 +1,10 @@
-//! Reading a JSON body: content type (415), size (413), syntax (400), object (400).
+//! Reading a JSON body: content type (415), size (413), syntax (400), a repeated key (400),
+//! object (400). Every body of the API comes through here, read once.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 use bytes::{Bytes, BytesMut};
+use events::json::JsonError;
 use futures_util::StreamExt;
 
 use crate::problem::ApiError;
@@ -53,11 +55,23 @@ pub async fn read_json(
         body.extend_from_slice(&chunk);
     }
     let body = body.freeze();
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+    let value = events::json::from_slice_strict(&body).map_err(|e| match e {
+        JsonError::Syntax(e) => ApiError::BadRequest {
             detail: format!("The body is not valid JSON: {e}"),
             errors: Vec::new(),
-        })?;
+        },
+        JsonError::DuplicateKeys(errors) => ApiError::BadRequest {
+            detail: format!(
+                "The body repeats {} in one object; which value was meant cannot be known.",
+                errors
+                    .iter()
+                    .map(|e| format!("`{}`", e.field))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            errors,
+        },
+    })?;
     if !value.is_object() {
         return Err(ApiError::BadRequest {
             detail: "The body must be a JSON object.".into(),

@@ -54,6 +54,9 @@ pub struct Settings {
     pub retry_max_attempts: u32,
     /// How long an unmatched sale waits for a late link (`CONVRELAY_PENDING_WINDOW_SECS`).
     pub pending_window: Duration,
+    /// The most identifiers of one kind (customer ids, emails, phones) a person may hold before
+    /// the one that would add more is too common to link (`CONVRELAY_IDENTITY_MAX_LINKS`).
+    pub identity_max_links: usize,
     /// How long a worker's claim lasts (`CONVRELAY_LEASE_SECS`).
     pub lease: Duration,
     /// The bearer token `/metrics` asks for (`CONVRELAY_METRICS_TOKEN`); open when unset.
@@ -170,6 +173,7 @@ impl Settings {
                 "CONVRELAY_PENDING_WINDOW_SECS",
                 "86400",
             )?),
+            identity_max_links: parse(&lookup, "CONVRELAY_IDENTITY_MAX_LINKS", "50")?,
             lease: Duration::from_secs(parse(&lookup, "CONVRELAY_LEASE_SECS", "30")?),
             metrics_token: lookup("CONVRELAY_METRICS_TOKEN")
                 .filter(|s| !s.trim().is_empty())

@@ -72,11 +72,17 @@ pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, DbError> 
         .build()?)
 }
 
+/// How long opening the plain connection may take when the URL does not say
+/// (`connect_timeout`): an unreachable server is an error, not a hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens one plain connection (for migrations and the command line).
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(DbError::Connect)?;
+    let mut config = tokio_postgres::Config::from_str(url).map_err(DbError::Url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let (client, connection) = config.connect(NoTls).await.map_err(DbError::Connect)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "migration connection closed");
@@ -97,6 +103,7 @@ pub async fn migrate_all(client: &mut tokio_postgres::Client) -> Result<(), DbEr
             .set_migration_table_name(MIGRATION_TABLE)
             .run_async(client)
             .await?;
+        journal::migrate(client).await?;
         dedup::migrate(client).await?;
         attribution_matcher::migrate(client).await?;
         forwarder::migrate(client).await?;
@@ -122,6 +129,7 @@ pub fn migrations_id() -> String {
         ));
     }
     let crates = [
+        ("events", journal::migrations()),
         ("dedup", dedup::migrations()),
         ("matcher", attribution_matcher::migrations()),
         ("forwarder", forwarder::migrations()),
@@ -145,6 +153,15 @@ pub fn expected_versions() -> Vec<(&'static str, i32)> {
                     .get_migrations()
                     .iter()
                     .map(|m| m.version())
+                    .collect(),
+            ),
+        ),
+        (
+            journal::MIGRATION_TABLE,
+            newest(
+                journal::migrations()
+                    .into_iter()
+                    .map(|(v, _, _)| v)
                     .collect(),
             ),
         ),

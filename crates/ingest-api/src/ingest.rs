@@ -2,7 +2,7 @@
 //! to the group-commit writer. Handlers call one function of this module.
 
 use deadpool_postgres::Pool;
-use dedup::idempotency::{self, NewResponse, Replay};
+use dedup::idempotency::{self, Admission, NewResponse, Replay};
 use dedup::{IdempotencyKey, InFlight, InFlightGuard, RequestFingerprint};
 use events::Event;
 use futures_util::future::BoxFuture;
@@ -10,10 +10,10 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::ids;
-use crate::journal::NewEvent;
 use crate::problem::ApiError;
 use crate::responses::{Rendered, Shape};
 use crate::writer::{Answer, IdempotencyClaim, Job, Writer};
+use journal::NewEvent;
 
 /// What ingestion needs.
 #[derive(Debug, Clone)]
@@ -166,12 +166,12 @@ impl Ingest {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         if let Some(key) = &post.idempotency_key {
-            let keys = [(workspace_id, key)];
-            if idempotency::lock_keys(&tx, &keys).await? != [true] {
-                return Err(ApiError::IdempotencyKeyInFlight);
-            }
-            if let Some(kept) = idempotency::find_responses(&tx, &keys).await?.remove(0) {
-                return replay(kept, &fingerprint);
+            let admitted = idempotency::admit(&tx, &[(workspace_id, key, fingerprint)]).await?;
+            match admitted.into_iter().next() {
+                Some(Admission::Proceed) | None => {}
+                Some(Admission::InFlight) => return Err(ApiError::IdempotencyKeyInFlight),
+                Some(Admission::Reused) => return Err(ApiError::IdempotencyKeyReused),
+                Some(Admission::Replay(kept)) => return replay(kept, &fingerprint),
             }
         }
         let rendered = op(&tx).await?;

@@ -84,6 +84,46 @@ pub fn key_prefix(key: &str) -> Option<&str> {
     (prefix.len() >= 8 && plain(prefix) && plain(secret)).then_some(prefix)
 }
 
+/// What an operator may name a key by on the command line: its public part as lists show it
+/// (`cr_<prefix>`), the bare prefix, or the whole key (a leaked key pasted as it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// The key's prefix.
+    pub prefix: String,
+    /// The whole key, when that is what was given: its secret must then match the stored hash.
+    pub whole: Option<String>,
+}
+
+impl std::str::FromStr for KeyRef {
+    type Err = String;
+
+    fn from_str(given: &str) -> Result<Self, String> {
+        let given = given.trim();
+        let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        let rest = given.strip_prefix("cr_").unwrap_or(given);
+        let (prefix, whole) = match rest.split_once('_') {
+            Some((prefix, secret)) if given.starts_with("cr_") && plain(secret) => {
+                (prefix, Some(given.to_owned()))
+            }
+            Some(_) => (rest, None),
+            None => (rest, None),
+        };
+        if prefix.len() >= 8 && plain(prefix) {
+            Ok(Self {
+                prefix: prefix.to_owned(),
+                whole,
+            })
+        } else {
+            Err("expected a key (cr_<prefix>_<secret>), its public part (cr_<prefix>) or its prefix".into())
+        }
+    }
+}
+
+/// A key's public part as it begins the key, `cr_<prefix>`: how lists and messages name it.
+pub fn public_part(prefix: &str) -> String {
+    format!("cr_{prefix}")
+}
+
 /// The stored form of a key.
 pub fn hash_key(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
@@ -175,16 +215,62 @@ pub async fn list_keys(
         .collect())
 }
 
+/// Revoking, unless a whole key was given whose secret is not the stored one (`$2`, its hash).
+/// The row is read as it was before the update, so a key revoked earlier keeps its first time
+/// and is reported as such.
 const REVOKE_KEY: &str = "
-    UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE prefix = $1";
+    WITH found AS (
+        SELECT prefix, key_hash, revoked_at FROM api_keys WHERE prefix = $1
+    ), revoked AS (
+        UPDATE api_keys k SET revoked_at = now()
+        FROM found
+        WHERE k.prefix = found.prefix AND found.revoked_at IS NULL
+          AND ($2::bytea IS NULL OR found.key_hash = $2)
+    )
+    SELECT (found.key_hash = $2) IS NOT FALSE, found.revoked_at FROM found";
 
-/// Revokes a key; answers whether it exists.
+/// What revoking a key did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// It is revoked from now on.
+    Revoked,
+    /// It was revoked before, at this time.
+    AlreadyRevoked(OffsetDateTime),
+    /// No key has this prefix.
+    NotFound,
+    /// A whole key was given, and its secret is not the one of the key with its prefix: nothing
+    /// was revoked.
+    SecretMismatch,
+}
+
+/// Revokes the key `key` names.
 pub async fn revoke_key(
     client: &impl GenericClient,
-    prefix: &str,
-) -> Result<bool, tokio_postgres::Error> {
+    key: &KeyRef,
+) -> Result<Revocation, tokio_postgres::Error> {
     let stmt = client.prepare_cached(REVOKE_KEY).await?;
-    Ok(client.execute(&stmt, &[&prefix]).await? > 0)
+    let hash = key.whole.as_deref().map(hash_key);
+    let Some(row) = client.query_opt(&stmt, &[&key.prefix, &hash]).await? else {
+        return Ok(Revocation::NotFound);
+    };
+    let matches: bool = row.try_get(0)?;
+    let before: Option<OffsetDateTime> = row.try_get(1)?;
+    Ok(match (matches, before) {
+        (false, _) => Revocation::SecretMismatch,
+        (true, Some(at)) => Revocation::AlreadyRevoked(at),
+        (true, None) => Revocation::Revoked,
+    })
+}
+
+const WORKSPACE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM workspaces WHERE name = $1)";
+
+/// Whether a workspace of this name exists.
+pub async fn workspace_exists(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(WORKSPACE_EXISTS).await?;
+    client.query_one(&stmt, &[&name]).await?.try_get(0)
 }
 
 const TOUCH_KEYS: &str = "
@@ -204,6 +290,35 @@ pub async fn touch_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_named_by_its_public_part_its_prefix_or_the_whole_key() {
+        let prefix = |given: &str| given.parse::<KeyRef>().map(|k| (k.prefix, k.whole));
+        let found = Ok(("abcdefgh1234".to_owned(), None));
+        assert_eq!(prefix("cr_abcdefgh1234"), found);
+        assert_eq!(prefix("abcdefgh1234"), found);
+        assert_eq!(prefix("  cr_abcdefgh1234\n"), found);
+        assert_eq!(
+            prefix("cr_abcdefgh1234_Secret99"),
+            Ok((
+                "abcdefgh1234".to_owned(),
+                Some("cr_abcdefgh1234_Secret99".to_owned())
+            ))
+        );
+        for bad in [
+            "",
+            "cr_",
+            "cr_short",
+            "short",
+            "cr_abcdefgh1234_",
+            "abcdefgh1234_Secret99",
+            "cr_abc-defgh1234",
+            "cr_abcdefgh1234_sec-ret",
+        ] {
+            assert!(prefix(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(public_part("abcdefgh1234"), "cr_abcdefgh1234");
+    }
 
     #[test]
     fn only_well_formed_keys_have_a_prefix() {

@@ -8,10 +8,10 @@ pub mod config;
 pub mod db;
 pub mod ids;
 pub mod ingest;
-pub mod journal;
+
 pub mod keys;
 pub mod metrics;
-pub mod pipeline;
+
 pub mod problem;
 pub mod query;
 pub mod read;

@@ -4,8 +4,8 @@ use actix_web::web;
 use events::FieldError;
 
 use crate::ids;
-use crate::journal::EventFilter;
 use crate::problem::ApiError;
+use journal::EventFilter;
 
 /// The default page size.
 pub const LIMIT_DEFAULT: i64 = 50;

@@ -7,9 +7,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ids;
-use crate::journal::{self, EventFilter, StoredEvent};
 use crate::problem::ApiError;
 use crate::query::EventQuery;
+use journal::{self, EventFilter, StoredEvent};
 
 /// An event as listed: its id and arrival, then the event as stored (normalised).
 #[derive(Debug, Serialize)]
@@ -64,14 +64,16 @@ pub async fn detail(
     stored: StoredEvent,
 ) -> Result<EventDetail, ApiError> {
     let id = stored.id;
-    let decision = attribution_matcher::get_decision(client, workspace_id, id).await?;
+    let view = view(stored)?;
+    let decision =
+        attribution_matcher::get_decision(client, workspace_id, id, Some(&view.event)).await?;
     let dispatches = forwarder::dispatches_for_event(client, workspace_id, id).await?;
     let (attribution, routing) = match decision {
         Some(d) => (Some(d.attribution), d.routes),
         None => (None, Vec::new()),
     };
     Ok(EventDetail {
-        view: view(stored)?,
+        view,
         attribution,
         routing,
         dispatches,
@@ -185,7 +187,7 @@ pub async fn await_decision(
     let mut pause = std::time::Duration::from_millis(2);
     let decision = loop {
         let client = pool.get().await?;
-        if let Some(d) = attribution_matcher::get_decision(&client, workspace_id, id).await? {
+        if let Some(d) = attribution_matcher::get_decision(&client, workspace_id, id, None).await? {
             break Some(d);
         }
         drop(client);

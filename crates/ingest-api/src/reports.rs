@@ -11,9 +11,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::journal::{self, Countable};
 use crate::problem::ApiError;
 use crate::query::Params;
+use journal::{self, Countable};
 
 /// What rows are grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +338,7 @@ mod tests {
             first_touch: first,
             pending_until: None,
             decided_at: datetime!(2026-04-20 0:00 UTC),
+            ignored_identifiers: Vec::new(),
         }
     }
 

@@ -11,15 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use dedup::idempotency::{self, NewResponse, Replay};
+use dedup::idempotency::{self, Admission, NewResponse};
 use dedup::{Claim, IdempotencyKey, NaturalKey, RequestFingerprint};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::journal::{self, NewEvent};
 use crate::problem::{is_unavailable, ApiError};
 use crate::responses::{self, Rendered, Shape};
+use journal::{self, NewEvent};
 
 /// How the writer runs.
 #[derive(Debug, Clone)]
@@ -210,40 +210,30 @@ async fn try_commit_group(
     let mut answers: Vec<Option<Answer>> = jobs.iter().map(|_| None).collect();
 
     // 1. Idempotency-Keys: held by another transaction (in flight), or answered before.
-    let mut keyed: Vec<usize> = (0..jobs.len())
+    let keyed: Vec<usize> = (0..jobs.len())
         .filter(|&i| jobs[i].idempotency.is_some())
         .collect();
-    keyed.sort_by(|&a, &b| {
-        let key = |i: usize| {
-            (
-                jobs[i].workspace_id,
-                jobs[i].idempotency.as_ref().map(|c| c.key.as_str()),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
-    let keys: Vec<(Uuid, &IdempotencyKey)> = keyed
+    let requests: Vec<(Uuid, &IdempotencyKey, RequestFingerprint)> = keyed
         .iter()
-        .filter_map(|&i| Some((jobs[i].workspace_id, &jobs[i].idempotency.as_ref()?.key)))
+        .filter_map(|&i| {
+            let claim = jobs[i].idempotency.as_ref()?;
+            Some((jobs[i].workspace_id, &claim.key, claim.fingerprint))
+        })
         .collect();
-    if !keys.is_empty() {
-        let locked = idempotency::lock_keys(&tx, &keys).await?;
-        let stored = idempotency::find_responses(&tx, &keys).await?;
-        for ((&i, locked), stored) in keyed.iter().zip(locked).zip(stored) {
-            let fingerprint = jobs[i].idempotency.as_ref().map(|c| c.fingerprint);
-            answers[i] = match (locked, stored, fingerprint) {
-                (false, _, _) => Some(Answer::KeyInFlight),
-                (true, Some(stored), Some(fp)) => Some(match stored.replay_for(&fp) {
-                    Replay::Same(s) => Answer::Respond {
-                        rendered: Rendered {
-                            status: s.status,
-                            body: s.body,
-                        },
-                        replayed: true,
+    if !requests.is_empty() {
+        let admitted = idempotency::admit(&tx, &requests).await?;
+        for (&i, admission) in keyed.iter().zip(admitted) {
+            answers[i] = match admission {
+                Admission::Proceed => None,
+                Admission::InFlight => Some(Answer::KeyInFlight),
+                Admission::Reused => Some(Answer::KeyReused),
+                Admission::Replay(s) => Some(Answer::Respond {
+                    rendered: Rendered {
+                        status: s.status,
+                        body: s.body,
                     },
-                    Replay::Reused => Answer::KeyReused,
+                    replayed: true,
                 }),
-                _ => None,
             };
         }
     }

@@ -481,8 +481,8 @@ async fn nul_characters_are_422_not_500_and_405_names_the_allowed_methods() {
         .await
         .unwrap();
     assert_eq!(res.status(), 405);
-    assert_eq!(res.headers()["allow"], "GET, POST");
+    assert_eq!(res.headers()["allow"], "GET, HEAD, POST");
     let res = app.http.post(app.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 405);
-    assert_eq!(res.headers()["allow"], "GET");
+    assert_eq!(res.headers()["allow"], "GET, HEAD");
 }

@@ -8,7 +8,10 @@
 //! - `single`: `POST /v1/events`, one new sale per request;
 //! - `batch`: `POST /v1/events/batch`, `--batch-size` new sales per request;
 //! - `dup30`: `POST /v1/events`, where 30% of the sales repeat an `invoiceId` this run already
-//!   had accepted (true duplicates, answered 200) and 70% are new.
+//!   had accepted (true duplicates, answered 200) and 70% are new;
+//! - `repeat`: `POST /v1/events/batch` of realistic sales: 4,000 repeat customers, each sale with
+//!   its own `gclid` (so persons gather clicks with every run);
+//! - `supernode`: as `repeat`, with one placeholder e-mail shared by every customer.
 //!
 //! Nothing is measured during the first `--warmup`; then for `--duration` it counts requests,
 //! events and answers by status, and records the latency of every successful request in an HDR
@@ -102,6 +105,11 @@ pub enum Scenario {
     Batch,
     /// Single sales, 30% of them repeating an accepted invoiceId.
     Dup30,
+    /// `--batch-size` realistic sales per request from 4,000 repeat customers (own
+    /// `customerExternalId` and e-mail each), every sale with a `gclid` of its own.
+    Repeat,
+    /// As `repeat`, but every customer gives the same placeholder e-mail address.
+    Supernode,
 }
 
 impl Scenario {
@@ -111,6 +119,8 @@ impl Scenario {
             Self::Single => "single",
             Self::Batch => "batch",
             Self::Dup30 => "dup30",
+            Self::Repeat => "repeat",
+            Self::Supernode => "supernode",
         }
     }
 }
@@ -162,7 +172,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     // Each connection sends one request per interval.
     let per_request = match args.scenario {
-        Scenario::Batch => f64::from(args.batch_size),
+        Scenario::Batch | Scenario::Repeat | Scenario::Supernode => f64::from(args.batch_size),
         Scenario::Single | Scenario::Dup30 => 1.0,
     };
     let interval = args

@@ -107,6 +107,21 @@ impl Sales {
                     repeat: false,
                 }
             }
+            Scenario::Repeat | Scenario::Supernode => {
+                let first = self.next_seq;
+                self.next_seq += u64::from(plan.batch_size);
+                let customers = if plan.scenario == Scenario::Supernode {
+                    body::Customers::SharedEmail
+                } else {
+                    body::Customers::Own
+                };
+                Sent {
+                    body: body::repeat_batch(run_id, connection, first, plan.batch_size, customers),
+                    events: u64::from(plan.batch_size),
+                    new_seq: None,
+                    repeat: false,
+                }
+            }
             Scenario::Dup30 if !self.accepted.is_empty() && self.random() % 100 < 30 => {
                 let pick = (self.random() % self.accepted.len() as u64) as usize;
                 let seq = self.accepted[pick];
@@ -153,7 +168,7 @@ pub async fn run(plan: Arc<Plan>, connection: u32) -> anyhow::Result<Tally> {
     let mut sales = Sales::new(connection);
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let path = match plan.scenario {
-        Scenario::Batch => plan.target.batch_path.as_str(),
+        Scenario::Batch | Scenario::Repeat | Scenario::Supernode => plan.target.batch_path.as_str(),
         Scenario::Single | Scenario::Dup30 => plan.target.single_path.as_str(),
     };
 
@@ -237,18 +252,20 @@ pub async fn run(plan: Arc<Plan>, connection: u32) -> anyhow::Result<Tally> {
             continue;
         }
         match plan.scenario {
-            Scenario::Batch => match serde_json::from_slice::<BatchAnswer>(&answer_body) {
-                Ok(counts) => {
-                    tally.events += counts.accepted + counts.duplicates;
-                    tally.duplicates += counts.duplicates;
-                    tally.rejected += counts.rejected;
+            Scenario::Batch | Scenario::Repeat | Scenario::Supernode => {
+                match serde_json::from_slice::<BatchAnswer>(&answer_body) {
+                    Ok(counts) => {
+                        tally.events += counts.accepted + counts.duplicates;
+                        tally.duplicates += counts.duplicates;
+                        tally.rejected += counts.rejected;
+                    }
+                    Err(_) => {
+                        tally.errors += 1;
+                        tally.unreadable += 1;
+                        continue;
+                    }
                 }
-                Err(_) => {
-                    tally.errors += 1;
-                    tally.unreadable += 1;
-                    continue;
-                }
-            },
+            }
             Scenario::Single | Scenario::Dup30 => {
                 tally.events += sent.events;
                 if status == StatusCode::OK {

@@ -434,6 +434,7 @@ mod tests {
                 first_touch: None,
                 pending_until: None,
                 decided_at: event_at,
+                ignored_identifiers: Vec::new(),
             },
             routing: Value::Null,
         }

@@ -21,11 +21,13 @@ pub const T0: OffsetDateTime = datetime!(2026-04-10 12:00 UTC);
 pub async fn pool() -> Pool {
     // The template is rebuilt whenever a migration changes.
     let id = format!(
-        "attribution-matcher:{:?}",
-        attribution_matcher::migrations()
+        "attribution-matcher:{:?}:{:?}",
+        attribution_matcher::migrations(),
+        journal::migrations()
     );
     let db = TestDb::new(&id, |client| {
         Box::pin(async move {
+            journal::migrate(client).await.map_err(|e| e.to_string())?;
             attribution_matcher::migrate(client)
                 .await
                 .map_err(|e| e.to_string())
@@ -69,6 +71,20 @@ impl Harness {
             .unwrap_or_else(|e| panic!("{body} was rejected: {e}"));
         let id = Uuid::now_v7();
         let client = self.pool.get().await.unwrap();
+        let stored = journal::NewEvent {
+            workspace_id: self.workspace,
+            id,
+            kind: event.kind().as_str(),
+            occurred_at: event.timestamp,
+            received_at,
+            natural_key: event.natural_key().map(str::to_owned),
+            customer_external_id: event.customer_external_id.clone(),
+            mode: event.mode.as_str(),
+            amount: None,
+            currency: None,
+            payload: serde_json::to_value(&event).unwrap(),
+        };
+        journal::insert_events(&client, &[&stored]).await.unwrap();
         attribution_matcher::enqueue(&client, &[(self.workspace, id)])
             .await
             .unwrap();
@@ -145,17 +161,21 @@ impl Harness {
     /// The recorded decision about `event_id`.
     pub async fn decision(&self, event_id: Uuid) -> Option<Decision> {
         let client = self.pool.get().await.unwrap();
-        attribution_matcher::get_decision(&client, self.workspace, event_id)
+        attribution_matcher::get_decision(&client, self.workspace, event_id, None)
             .await
             .unwrap()
     }
 
-    /// The distinct persons of this workspace's graph.
+    /// The distinct persons of this workspace's graph (those not merged into another).
     pub async fn persons(&self) -> i64 {
         let client = self.pool.get().await.unwrap();
         client
             .query_one(
-                "SELECT count(DISTINCT person_id) FROM identities WHERE workspace_id = $1",
+                "SELECT count(DISTINCT coalesce(p.merged_into, i.person_id))
+                 FROM identities i
+                 LEFT JOIN persons p
+                   ON p.workspace_id = i.workspace_id AND p.person_id = i.person_id
+                 WHERE i.workspace_id = $1 AND NOT i.too_common",
                 &[&self.workspace],
             )
             .await

@@ -92,6 +92,7 @@ pub fn routed(
             first_touch: None,
             pending_until: None,
             decided_at: now,
+            ignored_identifiers: Vec::new(),
         },
         event,
         routes: routes

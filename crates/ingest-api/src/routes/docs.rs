@@ -65,16 +65,16 @@ const DOCS_HTML: &str = r#"<!DOCTYPE html>
 "#;
 
 /// Registers `/openapi.yaml`, `/schemas/{file}`, `/docs` and `/docs/assets/{file}`; each answers
-/// GET only (other methods: 405 with `Allow: GET`) and needs no key.
+/// GET and HEAD only (other methods: 405 with `Allow: GET, HEAD`) and needs no key.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(get_only("/openapi.yaml").get(openapi))
-        .service(get_only("/schemas/{file}").get(schema))
-        .service(get_only("/docs").get(page))
-        .service(get_only("/docs/assets/{file}").get(asset));
+    cfg.service(get_only("/openapi.yaml").route(super::get().to(openapi)))
+        .service(get_only("/schemas/{file}").route(super::get().to(schema)))
+        .service(get_only("/docs").route(super::get().to(page)))
+        .service(get_only("/docs/assets/{file}").route(super::get().to(asset)));
 }
 
 fn get_only(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(super::only("GET"))
+    web::resource(path).default_service(super::only("GET, HEAD"))
 }
 
 /// Documentation changes with the binary, so caches keep it briefly.

@@ -9,7 +9,7 @@ pub mod ops;
 pub mod reports;
 pub mod ui;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{guard, web, HttpRequest, HttpResponse};
 
 use crate::problem::ApiError;
 
@@ -17,18 +17,18 @@ use crate::problem::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/healthz")
-            .get(ops::healthz)
-            .default_service(only("GET")),
+            .route(get().to(ops::healthz))
+            .default_service(only("GET, HEAD")),
     )
     .service(
         web::resource("/readyz")
-            .get(ops::readyz)
-            .default_service(only("GET")),
+            .route(get().to(ops::readyz))
+            .default_service(only("GET, HEAD")),
     )
     .service(
         web::resource("/metrics")
-            .get(ops::metrics)
-            .default_service(only("GET")),
+            .route(get().to(ops::metrics))
+            .default_service(only("GET, HEAD")),
     )
     .configure(docs::configure)
     .configure(ui::configure)
@@ -37,8 +37,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/events")
                     .post(events::post_event)
-                    .get(events::list_events)
-                    .default_service(only("GET, POST")),
+                    .route(get().to(events::list_events))
+                    .default_service(only("GET, HEAD, POST")),
             )
             .service(
                 web::resource("/events/batch")
@@ -57,31 +57,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 web::resource("/clicks/{click_id}")
-                    .get(clicks::get_click)
-                    .default_service(only("GET")),
+                    .route(get().to(clicks::get_click))
+                    .default_service(only("GET, HEAD")),
             )
             .service(
                 web::resource("/destinations")
                     .post(destinations::create)
-                    .get(destinations::list)
-                    .default_service(only("GET, POST")),
+                    .route(get().to(destinations::list))
+                    .default_service(only("GET, HEAD, POST")),
             )
             .service(
                 web::resource("/destinations/{id}")
-                    .get(destinations::get)
+                    .route(get().to(destinations::get))
                     .patch(destinations::update)
                     .delete(destinations::delete)
-                    .default_service(only("GET, PATCH, DELETE")),
+                    .default_service(only("GET, HEAD, PATCH, DELETE")),
             )
             .service(
                 web::resource("/dispatches")
-                    .get(dispatches::list)
-                    .default_service(only("GET")),
+                    .route(get().to(dispatches::list))
+                    .default_service(only("GET, HEAD")),
             )
             .service(
                 web::resource("/dispatches/stats")
-                    .get(dispatches::stats)
-                    .default_service(only("GET")),
+                    .route(get().to(dispatches::stats))
+                    .default_service(only("GET, HEAD")),
             )
             .service(
                 web::resource("/dispatches/retry")
@@ -90,8 +90,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 web::resource("/dispatches/{id}")
-                    .get(dispatches::get)
-                    .default_service(only("GET")),
+                    .route(get().to(dispatches::get))
+                    .default_service(only("GET, HEAD")),
             )
             .service(
                 web::resource("/dispatches/{id}/retry")
@@ -100,8 +100,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 web::resource("/reports/conversions")
-                    .get(reports::conversions)
-                    .default_service(only("GET")),
+                    .route(get().to(reports::conversions))
+                    .default_service(only("GET, HEAD")),
             )
             .service(
                 web::resource("/events/{id}/retract")
@@ -110,10 +110,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 web::resource("/events/{id}")
-                    .get(events::get_event)
-                    .default_service(only("GET")),
+                    .route(get().to(events::get_event))
+                    .default_service(only("GET, HEAD")),
             ),
     );
+}
+
+/// The route of a resource's GET, which answers HEAD too: the same status and headers
+/// (`Content-Length` included) without the body, which actix-web leaves out of every answer to
+/// a HEAD request.
+pub fn get() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// The answer to any other method on a resource: 405 with the `Allow` header.

@@ -11,12 +11,12 @@ use sha2::{Digest, Sha256};
 /// The page, as written in `assets/ui.html`.
 pub const UI_HTML: &str = include_str!("../../assets/ui.html");
 
-/// Registers `GET /ui` (other methods: 405 with `Allow: GET`).
+/// Registers `GET /ui` and its `HEAD` (other methods: 405 with `Allow: GET, HEAD`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/ui")
-            .get(page)
-            .default_service(super::only("GET")),
+            .route(super::get().to(page))
+            .default_service(super::only("GET, HEAD")),
     );
 }
 

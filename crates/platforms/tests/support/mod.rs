@@ -287,6 +287,7 @@ pub fn sale(invoice: &str, now: OffsetDateTime) -> Conversion {
         first_touch: None,
         pending_until: None,
         decided_at: at,
+        ignored_identifiers: Vec::new(),
     };
     Conversion {
         dispatch_id: Uuid::now_v7(),

@@ -1,5 +1,32 @@
 //! The journal: every accepted event, normalised, stored once. Inserted in batches through
-//! `unnest` arrays by the group-commit writer; read back by id and listed newest first.
+//! `unnest` arrays by the group-commit writer; read back by id, listed newest first, and read in
+//! arrival order by the matcher (which also reads the clicks events carried from here). It owns
+//! the `events` table.
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// The name of this crate's migration history table.
+pub const MIGRATION_TABLE: &str = "events_schema_history";
+
+/// Applies this crate's pending migrations (forward only).
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), refinery::Error> {
+    embedded::migrations::runner()
+        .set_migration_table_name(MIGRATION_TABLE)
+        .run_async(client)
+        .await?;
+    Ok(())
+}
+
+/// The migrations this crate embeds, as `(version, name, checksum)`.
+pub fn migrations() -> Vec<(i32, String, u64)> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| (m.version(), m.name().to_owned(), m.checksum()))
+        .collect()
+}
 
 use deadpool_postgres::GenericClient;
 use events::Event;

@@ -1,9 +1,13 @@
 //! The pipeline workers that run inside `convrelay serve` (and alone in `convrelay worker`):
-//! the attribution step — claim queued events of one workspace, decide attribution and routing,
-//! queue the dispatches, all in one transaction — and the forwarder's dispatch loop.
+//! the attribution step — claim queued events of one workspace, load them from the journal,
+//! decide attribution and routing, queue the dispatches, all in one transaction — and the
+//! forwarder's dispatch loop. No HTTP here: a failed step says what failed ([`Error`]) in the log
+//! and in `convrelay_matcher_step_failures_total{cause}`.
 //!
 //! Any number of processes may run them against one database: claims use `SKIP LOCKED` and
-//! per-workspace locks, and a crashed worker's claim is its rolled-back transaction.
+//! per-workspace locks, and a crashed worker's claim is its rolled-back transaction. A failed
+//! step loses nothing (its claim rolls back) and the next one takes half as many events, so that
+//! a step too big for the database's statement timeout is not redone at full size again and again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,11 +21,89 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::journal;
-use crate::problem::ApiError;
-
 /// Events the attribution step claims at most per transaction.
 const MATCH_BATCH: usize = 2000;
+
+/// The fewest events a step claims after failures.
+const MIN_MATCH_BATCH: usize = 50;
+
+/// Why a pipeline step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No connection could be had from the pool in time (every one busy, or the database down).
+    #[error("no database connection available: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A statement failed.
+    #[error("{}", describe(.0))]
+    Database(#[from] tokio_postgres::Error),
+    /// The matcher failed on something other than the database.
+    #[error("attribution failed")]
+    Matcher(#[source] attribution_matcher::Error),
+    /// The forwarder could not queue the dispatches.
+    #[error("queueing dispatches failed")]
+    Forwarder(#[source] forwarder::Error),
+}
+
+impl From<attribution_matcher::Error> for Error {
+    fn from(e: attribution_matcher::Error) -> Self {
+        match e {
+            attribution_matcher::Error::Database(e) => Self::Database(e),
+            other => Self::Matcher(other),
+        }
+    }
+}
+
+impl From<forwarder::Error> for Error {
+    fn from(e: forwarder::Error) -> Self {
+        match e {
+            forwarder::Error::Database(e) => Self::Database(e),
+            other => Self::Forwarder(other),
+        }
+    }
+}
+
+impl Error {
+    /// A short name of the cause, for metrics: `statement_timeout`, `lock_timeout`, `deadlock`,
+    /// `serialization`, `connection`, `pool`, `database` (any other database error), `matcher`,
+    /// `forwarder`.
+    pub fn cause(&self) -> &'static str {
+        use tokio_postgres::error::SqlState;
+        match self {
+            Self::Pool(_) => "pool",
+            Self::Matcher(_) => "matcher",
+            Self::Forwarder(_) => "forwarder",
+            Self::Database(e) if e.is_closed() => "connection",
+            Self::Database(e) => match e.code() {
+                Some(c) if *c == SqlState::QUERY_CANCELED => "statement_timeout",
+                Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => "lock_timeout",
+                Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => "deadlock",
+                Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => "serialization",
+                Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") => {
+                    "connection"
+                }
+                _ => "database",
+            },
+        }
+    }
+}
+
+/// A database error as the log should tell it: the server's own message and code (a statement
+/// timeout reads "canceling statement due to statement timeout (57014)"), or the client's.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("database error: {} ({})", db.message(), db.code().code()),
+        None => {
+            let mut out = format!("database client error: {e}");
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                out.push_str(": ");
+                out.push_str(&s.to_string());
+                source = s.source();
+            }
+            out
+        }
+    }
+}
 
 /// Attribution loops per process.
 const MATCH_LOOPS: usize = 2;
@@ -52,22 +134,28 @@ pub struct MatchReport {
 }
 
 /// One attribution step in one transaction; answers what it did (nothing when no work).
-pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchReport, ApiError> {
+pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchReport, Error> {
+    match_step_sized(pool, settings, MATCH_BATCH).await
+}
+
+/// [`match_step`] taking at most `limit` events.
+pub async fn match_step_sized(
+    pool: &Pool,
+    settings: &MatchSettings,
+    limit: usize,
+) -> Result<MatchReport, Error> {
     let started = std::time::Instant::now();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let Some(claim) = attribution_matcher::claim(&tx, MATCH_BATCH)
-        .await
-        .map_err(matcher_error)?
-    else {
+    let Some(claim) = attribution_matcher::claim(&tx, limit).await? else {
         return Ok(MatchReport::default());
     };
+    let claimed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut retracted = HashSet::new();
     let loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
+    let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
     let now = OffsetDateTime::now_utc();
-    let decided = attribution_matcher::decide(&tx, &claim, &loaded, settings, now)
-        .await
-        .map_err(matcher_error)?;
+    let decided = attribution_matcher::decide(&tx, &claim, &loaded, settings, now).await?;
 
     let by_id: HashMap<Uuid, &(Uuid, OffsetDateTime, Event)> =
         loaded.iter().map(|entry| (entry.0, entry)).collect();
@@ -93,15 +181,17 @@ pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchRe
             routes: d.routes.clone(),
         });
     }
-    let dispatches = forwarder::enqueue(&tx, &routed)
-        .await
-        .map_err(forwarder_error)?;
+    let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let dispatches = forwarder::enqueue(&tx, &routed).await?;
     tx.commit().await?;
     tracing::debug!(
         workspace_id = %claim.workspace_id,
         claimed = claim.event_ids.len(),
         decided = decided.len(),
         dispatches,
+        claimed_ms,
+        loaded_ms,
+        decided_ms,
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "attribution step"
     );
@@ -120,7 +210,7 @@ async fn load(
     workspace_id: &Uuid,
     ids: &[Uuid],
     retracted: &mut HashSet<Uuid>,
-) -> Result<Vec<(Uuid, OffsetDateTime, Event)>, ApiError> {
+) -> Result<Vec<(Uuid, OffsetDateTime, Event)>, Error> {
     let rows = journal::get_events(client, *workspace_id, ids).await?;
     Ok(rows
         .into_iter()
@@ -137,20 +227,6 @@ async fn load(
             }
         })
         .collect())
-}
-
-fn matcher_error(e: attribution_matcher::Error) -> ApiError {
-    match e {
-        attribution_matcher::Error::Database(e) => e.into(),
-        other => ApiError::Internal(Box::new(other)),
-    }
-}
-
-fn forwarder_error(e: forwarder::Error) -> ApiError {
-    match e {
-        forwarder::Error::Database(e) => e.into(),
-        other => ApiError::Internal(Box::new(other)),
-    }
 }
 
 /// The running workers of a process.
@@ -206,17 +282,30 @@ async fn match_loop(
     work: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut limit = MATCH_BATCH;
     loop {
         if *stop.borrow() {
             return;
         }
-        let (idle, small) = match match_step(&pool, &settings).await {
-            Ok(report) => (
-                !report.claimed,
-                report.decided < LINGER_BELOW && !report.others_waiting,
-            ),
+        let (idle, small) = match match_step_sized(&pool, &settings, limit).await {
+            Ok(report) => {
+                limit = (limit * 2).min(MATCH_BATCH);
+                (
+                    !report.claimed,
+                    report.decided < LINGER_BELOW && !report.others_waiting,
+                )
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "attribution step failed; retrying");
+                let cause = e.cause();
+                metrics::counter!("convrelay_matcher_step_failures_total", "cause" => cause)
+                    .increment(1);
+                limit = (limit / 2).max(MIN_MATCH_BATCH);
+                tracing::warn!(
+                    error = %e,
+                    cause,
+                    next_step_events = limit,
+                    "attribution step failed; its claim was rolled back and is retried"
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.changed() => return,
@@ -236,5 +325,42 @@ async fn match_loop(
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_statement_timeout_is_named_as_one() {
+        let db = test_support::TestDb::new("pipeline:none", |_| Box::pin(async { Ok(()) })).await;
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute("SET statement_timeout = '20ms'")
+            .await
+            .unwrap();
+        let e = Error::from(client.query("SELECT pg_sleep(1)", &[]).await.unwrap_err());
+        assert_eq!(e.cause(), "statement_timeout");
+        assert!(
+            e.to_string()
+                .contains("canceling statement due to statement timeout (57014)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_pool_timeout_is_not_called_a_database_outage() {
+        let e = Error::Pool(deadpool_postgres::PoolError::Timeout(
+            deadpool_postgres::TimeoutType::Wait,
+        ));
+        assert_eq!(e.cause(), "pool");
+        assert!(e
+            .to_string()
+            .starts_with("no database connection available"));
     }
 }

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Attribution at scale, part of `make bench` (BENCH_MATCHER=0 skips it): realistic repeat-customer
+# loads, measured as ratios of one run against the same PostgreSQL.
+#
+#   ceiling    pgbench: transactions of 100 event-shaped rows (450-byte jsonb, uuid key)
+#   repeat     batches of 100 sales from 4,000 repeat customers (customerExternalId + email),
+#              each sale with its own gclid, stored by `serve --no-workers`, then drained by
+#              `convrelay worker` alone
+#   history    the same load again over the same persons (each person then holds twice the clicks)
+#   supernode  ~20,000 sales whose customers all give one placeholder email, drained the same way
+#   e2e        the repeat load through one `convrelay serve` (API and workers in one process):
+#              events over (load time + time until everything is attributed)
+#   paced      the repeat load at half the e2e rate through the same `serve`: attribution lag
+#
+# and the stored bytes per sale across all tables after repeat + history, and the peak RSS of each
+# process. Settings: BENCH_MATCHER_DURATION (10s of load per run), BENCH_CONNECTIONS (16).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+duration=${BENCH_MATCHER_DURATION:-10}
+connections=${BENCH_MATCHER_CONNECTIONS:-16}
+bench_db=convrelay_bench_matcher
+say() { printf 'bench-matcher: %s\n' "$*" >&2; }
+die() {
+  say "error: $*"
+  exit 1
+}
+[[ $duration =~ ^[1-9][0-9]*$ ]] || die "BENCH_MATCHER_DURATION must be a whole number of seconds"
+
+cargo build --release --locked -q -p ingest-api -p loadgen
+server_bin=$ROOT/target/release/convrelay
+loadgen_bin=$ROOT/target/release/convrelay-loadgen
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/convrelay-bench-matcher.XXXXXX")
+pids=()
+cleanup() {
+  local status=$? pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf -- "$workdir"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+admin=${DATABASE_URL:-$(scripts/localpg.sh url)}
+psql_admin() { scripts/localpg.sh psql -d "$admin" -v ON_ERROR_STOP=1 -qAt "$@"; }
+psql_admin -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$bench_db' AND pid <> pg_backend_pid()" >/dev/null
+PGOPTIONS='--client-min-messages=warning' psql_admin -c "DROP DATABASE IF EXISTS $bench_db" >/dev/null
+ensure_database "$admin" "$bench_db"
+DATABASE_URL=$(with_database "$admin" "$bench_db")
+export DATABASE_URL CONVRELAY_RATE_LIMIT=0 CONVRELAY_LOG=warn
+q() { scripts/localpg.sh psql -d "$DATABASE_URL" -v ON_ERROR_STOP=1 -qAt -c "$1"; }
+
+"$server_bin" migrate
+key_repeat=$("$server_bin" keys create --workspace bench-repeat --scope ingest)
+key_super=$("$server_bin" keys create --workspace bench-supernode --scope ingest)
+key_e2e=$("$server_bin" keys create --workspace bench-e2e --scope ingest)
+
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.${2:-0}f\", $1 }"; }
+peak_rss() { awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+queued() { q "SELECT coalesce(sum(coalesce(cardinality(event_ids), 1)), 0) FROM match_queue"; }
+
+# Starts `convrelay ARGS…` serving on a free port; sets server_pid and port.
+start() {
+  local i
+  port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+  CONVRELAY_LISTEN=127.0.0.1:$port "$server_bin" "$@" >>"$workdir/server.log" 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$server_pid" 2>/dev/null || die "convrelay $* exited: $(tail -n 5 "$workdir/server.log")"
+    curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "convrelay $* was not ready within 30 s"
+}
+stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# load KEY SCENARIO SECONDS [--rate N]: one loadgen run against the server on $port.
+load() {
+  local key=$1 scenario=$2 seconds=$3
+  shift 3
+  CONVRELAY_LOADGEN_KEY=$key timeout --foreground 300 "$loadgen_bin" --url "http://127.0.0.1:$port" \
+    --scenario "$scenario" --connections "$connections" --duration "${seconds}s" --warmup 0s \
+    --batch-size 100 --server-pid "$server_pid" --run-id "$scenario-$RANDOM$RANDOM" "$@" >"$workdir/load.out"
+  grep -E '^RESULT' "$workdir/load.out" | sed -e 's/^RESULT //'
+}
+
+# Waits (up to 600 s) until the attribution queue is empty; prints the seconds it took.
+drain() {
+  local started i
+  started=$(now)
+  for ((i = 0; i < 6000; i++)); do
+    (($(queued) == 0)) && break
+    sleep 0.1
+  done
+  (($(queued) == 0)) || say "the attribution queue still holds work after 600 s"
+  calc "$(now) - $started" 2
+}
+
+# fill KEY SCENARIO SECONDS [loadgen args]: stores a backlog with `serve --no-workers`.
+fill() {
+  start serve --no-workers
+  load "$@" >"$workdir/fill.result"
+  api_rss=$(peak_rss "$server_pid")
+  stop "$server_pid"
+}
+
+# Drains the backlog with `convrelay worker` alone; sets rate, worker_rss, backlog.
+work() {
+  local started secs pid i
+  backlog=$(queued)
+  started=$(now)
+  "$server_bin" worker >>"$workdir/server.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  for ((i = 0; i < 6000; i++)); do
+    (($(queued) == 0)) && break
+    kill -0 "$pid" 2>/dev/null || die "convrelay worker exited: $(tail -n 5 "$workdir/server.log")"
+    sleep 0.05
+  done
+  secs=$(calc "$(now) - $started" 3)
+  worker_rss=$(peak_rss "$pid")
+  stop "$pid"
+  rate=$(calc "$backlog / $secs")
+  printf '  %-10s %7d events drained by `convrelay worker` in %6.2f s = %6d events/s   worker peak RSS %4d MB   serve --no-workers peak RSS %4d MB\n' \
+    "$1" "$backlog" "$secs" "$rate" "$worker_rss" "$api_rss"
+}
+
+# --- the ceiling: pgbench, 100 event-shaped rows per transaction -------------------------------
+say "pgbench ceiling: transactions of 100 event-shaped rows, ${duration}s"
+q "CREATE TABLE bench_ceiling (workspace_id uuid NOT NULL, id uuid NOT NULL, kind text NOT NULL,
+   occurred_at timestamptz NOT NULL, received_at timestamptz NOT NULL, payload jsonb NOT NULL,
+   PRIMARY KEY (workspace_id, id))"
+# A sale as the journal keeps it: about 450 bytes of JSON.
+payload='{"event":"sale","customerExternalId":"cust_1","email":"buyer1@mail.example","gclid":"Cj0KCQiA_bench_0_0_BwE","currency":"EUR","amount":84.9,"invoiceId":"ord_bench_0_0","utm":{"source":"google","medium":"cpc","campaign":"winter_sale_2026","term":"wool socks"},"pageUrl":"https://shop.example/checkout/thank-you?order=0","ip":"203.0.113.1","userAgent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"}'
+cat >"$workdir/ceiling.sql" <<SQL
+INSERT INTO bench_ceiling SELECT '00000000-0000-0000-0000-000000000001', gen_random_uuid(), 'sale', now(), now(), '${payload}'::jsonb FROM generate_series(1, 100);
+SQL
+pgbench_bin=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | tail -n 1)
+[[ -x $pgbench_bin ]] || die "pgbench not found (it comes with the PostgreSQL server package)"
+tps=$("$pgbench_bin" -n -c 8 -j 2 -T "$duration" -f "$workdir/ceiling.sql" "$DATABASE_URL" 2>/dev/null |
+  awk '/^tps = / { print $3; exit }')
+[[ -n $tps ]] || die "pgbench printed no tps"
+ceiling=$(calc "$tps * 100")
+q "DROP TABLE bench_ceiling"
+printf '\nattribution at scale\n  %-10s %7s rows/s (pgbench, 100 event-shaped rows per transaction, 8 clients)\n' ceiling "$ceiling"
+
+# --- repeat, history: backlogs drained by `convrelay worker` alone -----------------------------
+fill "$key_repeat" repeat "$duration"
+work repeat
+repeat_rate=$rate
+max_rss=$((worker_rss > api_rss ? worker_rss : api_rss))
+fill "$key_repeat" repeat "$duration"
+work history
+history_rate=$rate
+max_rss=$((worker_rss > max_rss ? worker_rss : max_rss))
+max_rss=$((api_rss > max_rss ? api_rss : max_rss))
+
+# Stored bytes per sale, all tables together, after repeat + history (one workspace so far).
+storage=$(q "SELECT (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = 'public' AND c.relkind = 'r')
+                    / greatest((SELECT count(*) FROM events), 1)")
+tables=$(q "SELECT string_agg(format('%s %s', relname, (pg_total_relation_size(c.oid) / greatest((SELECT count(*) FROM events), 1))), ', ' ORDER BY pg_total_relation_size(c.oid) DESC)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind = 'r' AND pg_total_relation_size(c.oid) > 65536")
+persons=$(q "SELECT count(*) FROM persons WHERE merged_into IS NULL")
+events=$(q "SELECT count(*) FROM events")
+
+# --- supernode: one placeholder email shared by every customer ---------------------------------
+fill "$key_super" supernode 2 --rate 10000
+work supernode
+super_rate=$rate
+max_rss=$((worker_rss > max_rss ? worker_rss : max_rss))
+super_persons=$(q "SELECT max(n) FROM (SELECT count(*) AS n FROM identities i JOIN workspaces w ON w.id = i.workspace_id
+                    WHERE w.name = 'bench-supernode' AND i.kind = 'customerExternalId' GROUP BY i.person_id) s")
+super_flagged=$(q "SELECT count(*) FROM identities i JOIN workspaces w ON w.id = i.workspace_id WHERE w.name = 'bench-supernode' AND i.too_common")
+
+# --- e2e: one `serve`, load then attribution -------------------------------------------------
+start serve
+started=$(now)
+load "$key_e2e" repeat "$duration" >"$workdir/e2e.result"
+load_secs=$(calc "$(now) - $started" 3)
+drain_secs=$(drain)
+e2e_events=$(q "SELECT count(*) FROM events e JOIN workspaces w ON w.id = e.workspace_id WHERE w.name = 'bench-e2e'")
+e2e_rate=$(calc "$e2e_events / ($load_secs + $drain_secs)")
+printf '  %-10s %7d events through one `convrelay serve`: loaded in %.1f s, all attributed %.1f s later = %d events/s\n' \
+  e2e "$e2e_events" "$load_secs" "$drain_secs" "$e2e_rate"
+
+# --- paced: half the e2e rate, attribution lag -------------------------------------------------
+paced_rate=$((e2e_rate / 2))
+((paced_rate >= 100)) || paced_rate=100
+mark=$(q "SELECT now()")
+load "$key_e2e" repeat "$duration" --rate "$paced_rate" --label paced >"$workdir/paced.result"
+paced_drain=$(drain)
+serve_rss=$(peak_rss "$server_pid")
+max_rss=$((serve_rss > max_rss ? serve_rss : max_rss))
+stop "$server_pid"
+read -r lag50 lag99 < <(q "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY l) * 1000)::numeric, 1),
+                                  round((percentile_cont(0.99) WITHIN GROUP (ORDER BY l) * 1000)::numeric, 1)
+                           FROM (SELECT extract(epoch FROM a.decided_at - e.received_at) AS l
+                                 FROM events e JOIN attributions a ON a.workspace_id = e.workspace_id AND a.event_id = e.id
+                                 WHERE e.received_at >= '$mark') s" | tr '|' ' ')
+printf '  %-10s %7s events/s paced (half of e2e): attribution lag p50 %s ms, p99 %s ms; queue drained %s s after the load\n' \
+  paced "$paced_rate" "$lag50" "$lag99" "$paced_drain"
+printf '  storage    %s bytes per stored sale, all tables (%s events, %s persons): %s\n' "$storage" "$events" "$persons" "$tables"
+printf '  supernode  largest person holds %s customer ids; %s identifier(s) marked too common\n' "${super_persons:-0}" "$super_flagged"
+printf '  memory     peak RSS %s MB (serve --no-workers, worker, serve)\n' "$max_rss"
+
+verdict() { awk "BEGIN { exit !($1) }" && echo met || echo MISSED; }
+printf '\ntargets (attribution at scale)\n'
+printf '  %-44s %-36s %s\n' "matcher alone >= 0.20 x ceiling" "$(calc "$repeat_rate / $ceiling" 3) x" "$(verdict "$repeat_rate >= 0.20 * $ceiling")"
+printf '  %-44s %-36s %s\n' "history >= 0.90 x repeat" "$(calc "$history_rate / $repeat_rate" 3) x" "$(verdict "$history_rate >= 0.90 * $repeat_rate")"
+printf '  %-44s %-36s %s\n' "supernode >= 0.50 x repeat" "$(calc "$super_rate / $repeat_rate" 3) x" "$(verdict "$super_rate >= 0.50 * $repeat_rate")"
+printf '  %-44s %-36s %s\n' "e2e in one serve >= 0.10 x ceiling" "$(calc "$e2e_rate / $ceiling" 3) x" "$(verdict "$e2e_rate >= 0.10 * $ceiling")"
+printf '  %-44s %-36s %s\n' "lag p99 < 1 s at half the e2e rate" "$lag99 ms" "$(verdict "${lag99:-1e9} < 1000")"
+printf '  %-44s %-36s %s\n' "storage <= 2,000 bytes per sale" "$storage bytes" "$(verdict "$storage <= 2000")"
+printf '  %-44s %-36s %s\n' "peak RSS <= 150 MB, every process" "$max_rss MB" "$(verdict "$max_rss <= 150")"
