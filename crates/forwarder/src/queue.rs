@@ -11,7 +11,8 @@
 //!   held under the claim's token: a worker that lost its lease cannot overwrite another's result.
 //!
 //! Statuses: `queued` → `in_flight` → `succeeded` | `retrying` | `failed` | `skipped`, and
-//! `cancelled` when the destination is deleted or the event retracted before the send; an
+//! `cancelled` when the destination is deleted or the event retracted before the send (a send
+//! already under way when its destination is deleted keeps its real outcome: it may land); an
 //! operator's retry takes `failed` or `skipped` back to `queued`. This module is the only writer
 //! of a dispatch's status: every transition is one named function here ([`claim_due`],
 //! [`record_results`], `requeue_one`, `requeue_many`, `cancel_unsent`,
