@@ -270,9 +270,10 @@ lag=$(psql_admin -d "$DATABASE_URL" -F ' ' -c "
   SELECT split_part(split_part(e.natural_key, '_', 2), '-', 1), count(*),
          round((percentile_cont(0.5) WITHIN GROUP (ORDER BY l.lag) * 1000)::numeric, 1),
          round((percentile_cont(0.99) WITHIN GROUP (ORDER BY l.lag) * 1000)::numeric, 1)
-  FROM (SELECT workspace_id, event_id,
-               extract(epoch FROM (attribution->>'decidedAt')::timestamptz - received_at) AS lag
-        FROM attributions) l
+  FROM (SELECT a.workspace_id, a.event_id,
+               extract(epoch FROM a.decided_at - e.received_at) AS lag
+        FROM attributions a
+        JOIN events e ON e.workspace_id = a.workspace_id AND e.id = a.event_id) l
   JOIN events e ON e.workspace_id = l.workspace_id AND e.id = l.event_id
   GROUP BY 1 ORDER BY 1")
 lag_summary=$(awk -v paced_rate="$paced_rate" '
