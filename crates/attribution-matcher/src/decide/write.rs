@@ -189,95 +189,105 @@ pub(crate) async fn write(
     // Then the statements, prepared before any is sent so that they go out in this order.
     let mut writes: Vec<Write<'_>> = Vec::new();
     if !step.merged.is_empty() {
-        let statement = client.prepare_cached(MERGE_PERSONS).await?;
-        writes.push(execute(
-            client,
-            statement,
-            vec![&workspace_id, &merged_persons, &merged_into],
-        ));
+        writes.push(
+            execute(
+                client,
+                MERGE_PERSONS,
+                vec![&workspace_id, &merged_persons, &merged_into],
+            )
+            .await?,
+        );
     }
     if !step.merges.is_empty() {
-        let statement = client.prepare_cached(MERGE_PENDING).await?;
-        writes.push(execute(
-            client,
-            statement,
-            vec![&workspace_id, &losers, &survivors],
-        ));
+        writes.push(
+            execute(
+                client,
+                MERGE_PENDING,
+                vec![&workspace_id, &losers, &survivors],
+            )
+            .await?,
+        );
     }
     if !step.persons.is_empty() {
-        let statement = client.prepare_cached(UPSERT_PERSONS).await?;
-        writes.push(execute(
-            client,
-            statement,
-            vec![
-                &workspace_id,
-                &person_ids,
-                &person_members,
-                &customer_ids,
-                &emails,
-                &phones,
-            ],
-        ));
+        writes.push(
+            execute(
+                client,
+                UPSERT_PERSONS,
+                vec![
+                    &workspace_id,
+                    &person_ids,
+                    &person_members,
+                    &customer_ids,
+                    &emails,
+                    &phones,
+                ],
+            )
+            .await?,
+        );
     }
     if !step.identities.is_empty() {
-        let statement = client.prepare_cached(INSERT_IDENTITIES).await?;
-        writes.push(execute(
-            client,
-            statement,
-            vec![
-                &workspace_id,
-                &identity_hashes,
-                &identity_kinds,
-                &identity_persons,
-                &clicked_at,
-                &sources,
-                &too_common,
-            ],
-        ));
+        writes.push(
+            execute(
+                client,
+                INSERT_IDENTITIES,
+                vec![
+                    &workspace_id,
+                    &identity_hashes,
+                    &identity_kinds,
+                    &identity_persons,
+                    &clicked_at,
+                    &sources,
+                    &too_common,
+                ],
+            )
+            .await?,
+        );
     }
     if !step.filed.is_empty() {
-        let statement = client.prepare_cached(FILE_TOUCHES).await?;
-        writes.push(execute(
-            client,
-            statement,
-            vec![&workspace_id, &filed_owners, &filed_at, &filed_sources],
-        ));
+        writes.push(
+            execute(
+                client,
+                FILE_TOUCHES,
+                vec![&workspace_id, &filed_owners, &filed_at, &filed_sources],
+            )
+            .await?,
+        );
     }
     if !step.too_common.is_empty() {
-        let statement = client.prepare_cached(MARK_TOO_COMMON).await?;
-        writes.push(execute(client, statement, vec![&workspace_id, &flagged]));
+        writes.push(execute(client, MARK_TOO_COMMON, vec![&workspace_id, &flagged]).await?);
     }
-    for (sql, recheck) in [(INSERT_ATTRIBUTIONS, false), (UPSERT_ATTRIBUTIONS, true)] {
-        let Some(rows) = attribution_rows.get(usize::from(recheck)) else {
-            continue;
-        };
+    for (sql, rows) in [INSERT_ATTRIBUTIONS, UPSERT_ATTRIBUTIONS]
+        .into_iter()
+        .zip(&attribution_rows)
+    {
         if rows.ids.is_empty() {
             continue;
         }
-        let statement = client.prepare_cached(sql).await?;
-        writes.push(execute(
-            client,
-            statement,
-            vec![
-                &workspace_id,
-                &rows.ids,
-                &rows.statuses,
-                &rows.stages,
-                &rows.matched_by,
-                &rows.touches,
-                &rows.first_touches,
-                &rows.ignored,
-                &rows.occurred_at,
-                &rows.pending_until,
-                &rows.pending_persons,
-                &rows.named,
-                &now,
-            ],
-        ));
+        writes.push(
+            execute(
+                client,
+                sql,
+                vec![
+                    &workspace_id,
+                    &rows.ids,
+                    &rows.statuses,
+                    &rows.stages,
+                    &rows.matched_by,
+                    &rows.touches,
+                    &rows.first_touches,
+                    &rows.ignored,
+                    &rows.occurred_at,
+                    &rows.pending_until,
+                    &rows.pending_persons,
+                    &rows.named,
+                    &now,
+                ],
+            )
+            .await?,
+        );
     }
     if !gone.is_empty() {
-        let statement = client.prepare_cached(CLOSE_GONE).await?;
-        writes.push(execute(client, statement, vec![&workspace_id, &gone, &now]));
+        writes.push(execute(client, CLOSE_GONE, vec![&workspace_id, &gone, &now]).await?);
     }
     if !step.gains.is_empty() {
         let statement = client.prepare_cached(MARK_PENDING).await?;
@@ -370,16 +380,18 @@ impl<'a> AttributionRows<'a> {
     }
 }
 
-/// A statement of the write phase; sent when first polled.
-fn execute<'a>(
+/// A statement of the write phase: prepared now (so that the statements go out in the order they
+/// are queued), sent when first polled.
+async fn execute<'a>(
     client: &'a impl GenericClient,
-    statement: Statement,
+    sql: &str,
     params: Vec<&'a (dyn ToSql + Sync)>,
-) -> Write<'a> {
-    Box::pin(async move {
+) -> Result<Write<'a>> {
+    let statement: Statement = client.prepare_cached(sql).await?;
+    Ok(Box::pin(async move {
         client.execute(&statement, &params).await?;
         Ok(())
-    })
+    }))
 }
 
 fn status_name(status: events::AttributionStatus) -> &'static str {
