@@ -218,48 +218,54 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
     let mut seen_new: HashSet<[u8; 32]> = HashSet::new();
     let mut records: Vec<(Record, Option<usize>)> = Vec::new();
 
+    // The first run only collects the probes: nothing it would decide is kept.
+    let collecting = known.probes.is_none();
+
     for item in items {
         let event = item.event;
         let (usable, ignored) = guard.usable(&mut graph, known, item, settings.max_links);
 
-        // The rules run over what the graph knew before this event linked anything.
-        let direct = direct_touch(item);
-        let named_touch = event.click_id.as_ref().and_then(|click_id| {
-            known.named.get(click_id).map(|click| Touch {
+        let mut roots: Vec<(IdentifierKind, usize)> = Vec::with_capacity(usable.len());
+        for &(identifier, node) in &usable {
+            let root = graph.find(node);
+            if !roots.iter().any(|&(_, seen)| seen == root) {
+                roots.push((identifier.kind, root));
+            }
+        }
+        let named_click = event
+            .click_id
+            .as_ref()
+            .and_then(|click_id| known.named.get(click_id).map(|click| (click_id, click)));
+        let (direct, named_touch, found) = if collecting {
+            // The probes an event needs depend on its own touchpoint only through `need_last`.
+            let need_last = !has_direct_touch(item) && named_click.is_none();
+            for &(_, root) in &roots {
+                graph.note_probes(root, (event.timestamp, need_last), known, &mut step.probes);
+            }
+            (None, None, None)
+        } else {
+            // The rules run over what the graph knew before this event linked anything.
+            let direct = direct_touch(item);
+            let named_touch = named_click.map(|(click_id, click)| Touch {
                 owner: identifier_hash(IdentifierKind::ClickId, click_id),
                 touchpoint: click.touchpoint(),
-            })
-        });
-        let found = {
-            let mut roots: Vec<(IdentifierKind, usize)> = Vec::with_capacity(usable.len());
-            for &(identifier, node) in &usable {
-                let root = graph.find(node);
-                if !roots.iter().any(|&(_, seen)| seen == root) {
-                    roots.push((identifier.kind, root));
-                }
-            }
+            });
             let need_last = direct.is_none() && named_touch.is_none();
-            let candidates: Vec<Vec<Touch>> = roots
+            let linked: Vec<Linked<'_>> = roots
                 .iter()
-                .map(|&(_, root)| {
-                    graph.candidates(
+                .map(|&(kind, root)| Linked {
+                    matched_by: kind.matched_by(),
+                    chosen: graph.candidates(
                         root,
                         (event.timestamp, need_last),
                         settings.window,
                         known,
                         &mut step.probes,
-                    )
+                    ),
                 })
                 .collect();
-            let linked: Vec<Linked<'_>> = roots
-                .iter()
-                .zip(&candidates)
-                .map(|(&(kind, _), touches)| Linked {
-                    matched_by: kind.matched_by(),
-                    chosen: choose_touches(touches, event.timestamp, settings.window),
-                })
-                .collect();
-            find_touchpoint(direct.as_ref(), named_touch.as_ref(), &linked)
+            let found = find_touchpoint(direct.as_ref(), named_touch.as_ref(), &linked);
+            (direct, named_touch, found)
         };
 
         // Link the event's identifiers into one person.
@@ -292,6 +298,9 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
             }
         }
 
+        if collecting {
+            continue;
+        }
         let Some(outcome) = outcome(item, found, settings) else {
             continue;
         };
@@ -341,6 +350,10 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
         });
     }
 
+    if collecting {
+        return step;
+    }
+
     // Every component's person: the stored person with the most members (the oldest on a tie)
     // survives and the others join it; a component of new identifiers only is a new person.
     let mut persons = Persons::default();
@@ -387,6 +400,15 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
     }
     persons.finish(&mut graph, known, &mut step);
     step
+}
+
+/// Whether [`direct_touch`] finds a touch, without building it.
+fn has_direct_touch(item: &Item<'_>) -> bool {
+    !item.event.click_ids.is_empty()
+        && item
+            .identifiers
+            .iter()
+            .any(|id| id.kind.matched_by() == MatchedBy::Direct)
 }
 
 /// The event's own click ids as a touch, owned by its first ad-platform click id.
@@ -791,52 +813,57 @@ impl Graph {
         self.components[root].may_have_pending = true;
     }
 
-    /// The clicks the rules may choose from for an event at `at` linked to the component whose
-    /// root is `root`: this step's, and the answers to the probes of its stored persons (noted in
-    /// `wanted`).
-    fn candidates(
+    /// Notes in `wanted` the probes an event at `at` linked to the component whose root is
+    /// `root` needs: the last and first clicks of each of its stored persons (and their members).
+    fn note_probes(
         &self,
         root: usize,
         (at, last): (OffsetDateTime, bool),
-        window: Duration,
         known: Known<'_>,
         wanted: &mut HashSet<Probe>,
-    ) -> Vec<Touch> {
-        let component = &self.components[root];
-        let since = at.saturating_sub(window);
-        let mut out: Vec<Touch> = component
-            .touches
-            .iter()
-            .map(|&index| &self.touches[index])
-            .filter(|touch| {
-                let clicked_at = touch.touchpoint.clicked_at;
-                clicked_at <= at && clicked_at >= since
-            })
-            .cloned()
-            .collect();
-        for stored in &component.stored {
+    ) {
+        for stored in &self.components[root].stored {
             let members = known
                 .persons
                 .get(stored)
                 .map_or(&[][..], |person| person.members.as_slice());
             for &person in std::iter::once(stored).chain(members) {
-                let probe = Probe { person, at, last };
-                wanted.insert(probe);
-                let Some(answer) = known.probes.and_then(|probes| probes.get(&probe)) else {
-                    continue;
-                };
-                out.extend(answer.last.iter().cloned());
-                out.extend(answer.first.iter().cloned());
+                wanted.insert(Probe { person, at, last });
             }
         }
-        // Only the last and the first matter to the rules.
-        match choose_touches(&out, at, window) {
-            Some(Chosen { last, first }) if out.len() > 2 => {
-                let (last, first) = (last.clone(), first.clone());
-                vec![last, first]
-            }
-            _ => out,
-        }
+    }
+
+    /// The last and the first click the rules may choose for an event at `at` linked to the
+    /// component whose root is `root`: of this step's clicks, and of the answers to the probes of
+    /// its stored persons (noted in `wanted`).
+    fn candidates<'a>(
+        &'a self,
+        root: usize,
+        (at, last): (OffsetDateTime, bool),
+        window: Duration,
+        known: Known<'a>,
+        wanted: &mut HashSet<Probe>,
+    ) -> Option<Chosen<'a>> {
+        self.note_probes(root, (at, last), known, wanted);
+        let component = &self.components[root];
+        let filed = component.touches.iter().map(|&index| &self.touches[index]);
+        let probed = component
+            .stored
+            .iter()
+            .flat_map(move |stored| {
+                let members = known
+                    .persons
+                    .get(stored)
+                    .map_or(&[][..], |person| person.members.as_slice());
+                std::iter::once(stored).chain(members)
+            })
+            .filter_map(move |&person| {
+                known
+                    .probes
+                    .and_then(|probes| probes.get(&Probe { person, at, last }))
+            })
+            .flat_map(|answer| answer.last.iter().chain(answer.first.iter()));
+        choose_touches(filed.chain(probed), at, window)
     }
 }
 
