@@ -41,7 +41,9 @@ pub mod settings;
 
 pub use choice::{choose_touches, find_touchpoint, Chosen, Found, Linked, Touch};
 pub use clicks::{get_click, register_clicks, RegisteredClick, StoredClick, CLICK_ID_PREFIX};
-pub use decide::{decide, get_attributions, get_decision, Decided, Decision};
+pub use decide::{
+    decide, decide_with, get_attributions, get_decision, CarriedClicks, Decided, Decision,
+};
 pub use identity::{event_identifiers, identifier_hash, Identifier, IdentifierKind};
 pub use queue::{claim, claim_at, enqueue, queue_stats, Claim, QueueStats};
 pub use routing::{route, Stage};

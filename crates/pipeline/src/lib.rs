@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use attribution_matcher::MatchSettings;
+use attribution_matcher::{CarriedClicks, MatchSettings};
 use deadpool_postgres::Pool;
 use events::{Event, RoutedEvent};
 use time::OffsetDateTime;
@@ -135,14 +135,17 @@ pub struct MatchReport {
 
 /// One attribution step in one transaction; answers what it did (nothing when no work).
 pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchReport, Error> {
-    match_step_sized(pool, settings, MATCH_BATCH).await
+    let mut carried = CarriedClicks::new(0);
+    match_step_sized(pool, settings, MATCH_BATCH, &mut carried).await
 }
 
-/// [`match_step`] taking at most `limit` events.
+/// [`match_step`] taking at most `limit` events, keeping the clicks of stored events it reads in
+/// `carried` for the next steps.
 pub async fn match_step_sized(
     pool: &Pool,
     settings: &MatchSettings,
     limit: usize,
+    carried: &mut CarriedClicks,
 ) -> Result<MatchReport, Error> {
     let started = std::time::Instant::now();
     let mut client = pool.get().await?;
@@ -155,7 +158,8 @@ pub async fn match_step_sized(
     let loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
     let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
     let now = OffsetDateTime::now_utc();
-    let decided = attribution_matcher::decide(&tx, &claim, &loaded, settings, now).await?;
+    let decided =
+        attribution_matcher::decide_with(&tx, &claim, &loaded, settings, now, carried).await?;
 
     let by_id: HashMap<Uuid, &(Uuid, OffsetDateTime, Event)> =
         loaded.iter().map(|entry| (entry.0, entry)).collect();
@@ -283,11 +287,12 @@ async fn match_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut limit = MATCH_BATCH;
+    let mut carried = CarriedClicks::default();
     loop {
         if *stop.borrow() {
             return;
         }
-        let (idle, small) = match match_step_sized(&pool, &settings, limit).await {
+        let (idle, small) = match match_step_sized(&pool, &settings, limit, &mut carried).await {
             Ok(report) => {
                 limit = (limit * 2).min(MATCH_BATCH);
                 (

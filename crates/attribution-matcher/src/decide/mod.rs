@@ -15,6 +15,7 @@
 //! A decision is stored as references (the identifiers that own its touchpoint and first touch,
 //! the routing stage); [`get_decision`] and [`get_attributions`] rebuild what the API shows.
 
+mod carried;
 mod read;
 pub mod step;
 mod write;
@@ -36,6 +37,7 @@ use crate::{from_json, Error, Result};
 
 use self::step::{Item, Known, StepSettings};
 
+pub use self::carried::CarriedClicks;
 pub use self::step::direct_touchpoint;
 
 /// An event whose routing changes with this step.
@@ -77,6 +79,20 @@ pub async fn decide(
     events: &[(Uuid, OffsetDateTime, Event)],
     settings: &MatchSettings,
     now: OffsetDateTime,
+) -> Result<Vec<Decided>> {
+    let mut carried = CarriedClicks::new(0);
+    decide_with(client, claim, events, settings, now, &mut carried).await
+}
+
+/// [`decide`], keeping the clicks it reads from stored events in `carried` for the next steps
+/// (a worker keeps one for its life).
+pub async fn decide_with(
+    client: &impl GenericClient,
+    claim: &Claim,
+    events: &[(Uuid, OffsetDateTime, Event)],
+    settings: &MatchSettings,
+    now: OffsetDateTime,
+    carried: &mut CarriedClicks,
 ) -> Result<Vec<Decided>> {
     let workspace_id = claim.workspace_id;
     if claim.event_ids.is_empty() {
@@ -141,7 +157,7 @@ pub async fn decide(
         .map(|(id, (_, event))| (*id, *event))
         .collect();
     let probe_started = std::time::Instant::now();
-    let answers = read::probes(client, workspace_id, &wanted, window, &at_hand).await?;
+    let answers = read::probes(client, workspace_id, &wanted, window, &at_hand, carried).await?;
     let probe_ms = probe_started.elapsed().as_secs_f64() * 1000.0;
     known.probes = Some(&answers);
     let mut step = step::run(&items, known, step_settings);

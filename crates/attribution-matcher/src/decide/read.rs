@@ -260,6 +260,7 @@ pub(crate) async fn probes(
     wanted: &[Probe],
     window: time::Duration,
     bodies: &HashMap<Uuid, &Event>,
+    cache: &mut super::CarriedClicks,
 ) -> Result<HashMap<Probe, Probed>> {
     let mut answers = HashMap::with_capacity(wanted.len());
     if wanted.is_empty() {
@@ -289,7 +290,7 @@ pub(crate) async fn probes(
         .iter()
         .flat_map(|(_, last, first)| last.iter().chain(first))
         .collect();
-    let carried = carried_clicks(client, workspace_id, &refs, bodies).await?;
+    let carried = carried_clicks(client, workspace_id, &refs, bodies, cache).await?;
     for (probe, last, first) in found {
         answers.insert(
             probe,
@@ -303,12 +304,13 @@ pub(crate) async fn probes(
 }
 
 /// The clicks carried by the events the refs name, by event: from `bodies` when the event is at
-/// hand, else from the journal.
+/// hand, else from `cache`, else from the journal (and then kept in `cache`).
 async fn carried_clicks(
     client: &impl GenericClient,
     workspace_id: Uuid,
     refs: &[&TouchRef],
     bodies: &HashMap<Uuid, &Event>,
+    cache: &mut super::CarriedClicks,
 ) -> Result<HashMap<Uuid, Touchpoint>> {
     let mut carried = HashMap::new();
     let mut missing: Vec<Uuid> = Vec::new();
@@ -318,7 +320,12 @@ async fn carried_clicks(
                 Some(event) => {
                     carried.insert(id, super::direct_touchpoint(event));
                 }
-                None => missing.push(id),
+                None => match cache.get(workspace_id, id) {
+                    Some(touchpoint) => {
+                        carried.insert(id, touchpoint);
+                    }
+                    None => missing.push(id),
+                },
             }
         }
     }
@@ -327,7 +334,9 @@ async fn carried_clicks(
     if !missing.is_empty() {
         for stored in journal::get_events(client, workspace_id, &missing).await? {
             if let Ok(event) = &stored.event {
-                carried.insert(stored.id, super::direct_touchpoint(event));
+                let touchpoint = super::direct_touchpoint(event);
+                cache.insert(workspace_id, stored.id, touchpoint.clone());
+                carried.insert(stored.id, touchpoint);
             }
         }
     }
@@ -400,7 +409,15 @@ pub(crate) async fn touches(
         refs.extend(touch_ref_at(&row, 0)?);
     }
     let borrowed: Vec<&TouchRef> = refs.iter().collect();
-    let carried = carried_clicks(client, workspace_id, &borrowed, &HashMap::new()).await?;
+    let mut uncached = super::CarriedClicks::new(0);
+    let carried = carried_clicks(
+        client,
+        workspace_id,
+        &borrowed,
+        &HashMap::new(),
+        &mut uncached,
+    )
+    .await?;
     for r in refs {
         if let Some(touch) = resolve(r, &carried) {
             out.insert(touch.owner, touch.touchpoint);
