@@ -20,6 +20,12 @@ pub const DEFAULT_ATTRIBUTION_WINDOW: Duration = Duration::from_secs(90 * 24 * 6
 /// it is shared by too many people and stops linking.
 pub const DEFAULT_IDENTITY_MAX_LINKS: usize = 50;
 
+/// How many customer ids a person may hold unless the operator says otherwise
+/// (`CONVRELAY_IDENTITY_MAX_CUSTOMER_IDS`): one, as a customer id names one customer in the
+/// customer's own system; an e-mail or phone that would join two customers is shared (a
+/// placeholder, a family address, a shop's phone) and stops linking.
+pub const DEFAULT_IDENTITY_MAX_CUSTOMER_IDS: usize = 1;
+
 /// The operator's settings of the matcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MatchSettings {
@@ -30,6 +36,8 @@ pub struct MatchSettings {
     pub default_attribution_window: Duration,
     /// The most identifiers of one kind a person may hold (`CONVRELAY_IDENTITY_MAX_LINKS`).
     pub identity_max_links: usize,
+    /// The most customer ids a person may hold (`CONVRELAY_IDENTITY_MAX_CUSTOMER_IDS`).
+    pub identity_max_customer_ids: usize,
 }
 
 impl Default for MatchSettings {
@@ -38,6 +46,7 @@ impl Default for MatchSettings {
             pending_window: DEFAULT_PENDING_WINDOW,
             default_attribution_window: DEFAULT_ATTRIBUTION_WINDOW,
             identity_max_links: DEFAULT_IDENTITY_MAX_LINKS,
+            identity_max_customer_ids: DEFAULT_IDENTITY_MAX_CUSTOMER_IDS,
         }
     }
 }

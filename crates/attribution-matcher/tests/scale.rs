@@ -19,6 +19,7 @@ async fn a_placeholder_email_stops_linking_customers_past_the_limit() {
     let mut h = Harness::new().await;
     h.settings = MatchSettings {
         identity_max_links: 3,
+        identity_max_customer_ids: 3,
         ..MatchSettings::default()
     };
     // Six customers check out as guests with one shop placeholder; each clicked an ad of its own.
@@ -80,6 +81,63 @@ async fn a_placeholder_email_stops_linking_customers_past_the_limit() {
         .unwrap()
         .get(0);
     assert_eq!(biggest, 3);
+}
+
+#[tokio::test]
+async fn by_default_a_placeholder_email_never_joins_two_customers() {
+    let mut h = Harness::new().await;
+    // Four customers give the shop's placeholder e-mail; each clicked an ad of its own.
+    for n in 0..4 {
+        h.send(
+            json!({"event": "lead", "customerExternalId": format!("cust_{n}"),
+                   "email": "test@example.com", "gclid": format!("g_{n}")}),
+            minutes(T0, n),
+        )
+        .await;
+    }
+    let decided = h.run(minutes(T0, 10)).await;
+    assert_eq!(decided.len(), 4);
+    // The first customer's link stands; from the second on the e-mail links nobody.
+    assert!(decided[0].attribution.ignored_identifiers.is_empty());
+    for d in &decided[1..] {
+        let fields: Vec<_> = d
+            .attribution
+            .ignored_identifiers
+            .iter()
+            .map(|i| i.field.as_str())
+            .collect();
+        assert_eq!(fields, ["email"], "{d:#?}");
+    }
+    // A sale of each customer, without a click of its own, goes to that customer's click.
+    for n in 0..4 {
+        let sale = h
+            .send(
+                json!({"event": "sale", "customerExternalId": format!("cust_{n}"),
+                       "email": "test@example.com", "amount": 10, "currency": "EUR"}),
+                minutes(T0, 20 + n),
+            )
+            .await;
+        let d = h.run_one(sale, minutes(T0, 30)).await;
+        assert_eq!(
+            d.attribution.click.map(|c| c.click_ids.gclid),
+            Some(Some(format!("g_{n}"))),
+            "sale of cust_{n}"
+        );
+    }
+    // Four customers, four persons: none holds two customer ids.
+    let client = h.pool.get().await.unwrap();
+    let biggest: i64 = client
+        .query_one(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM identities i
+               LEFT JOIN persons p ON p.workspace_id = i.workspace_id AND p.person_id = i.person_id
+               WHERE i.workspace_id = $1 AND i.kind = 'customerExternalId'
+               GROUP BY coalesce(p.merged_into, i.person_id)) s",
+            &[&h.workspace],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(biggest, 1);
 }
 
 #[tokio::test]

@@ -181,7 +181,11 @@ async fn work(
     pool: deadpool_postgres::Pool,
     journal: std::sync::Arc<HashMap<Uuid, (OffsetDateTime, Event)>>,
 ) -> usize {
-    let settings = MatchSettings::default();
+    // The chains below put 40 customer ids in one person: allowed here, to test merges alone.
+    let settings = MatchSettings {
+        identity_max_customer_ids: 50,
+        ..MatchSettings::default()
+    };
     let mut decided = 0;
     let mut idle = 0;
     while idle < 50 {

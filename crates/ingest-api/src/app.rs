@@ -41,6 +41,7 @@ pub fn match_settings(settings: &Settings) -> MatchSettings {
     MatchSettings {
         pending_window: settings.pending_window,
         identity_max_links: settings.identity_max_links,
+        identity_max_customer_ids: settings.identity_max_customer_ids,
         ..MatchSettings::default()
     }
 }

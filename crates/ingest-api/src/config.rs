@@ -57,6 +57,9 @@ pub struct Settings {
     /// The most identifiers of one kind (customer ids, emails, phones) a person may hold before
     /// the one that would add more is too common to link (`CONVRELAY_IDENTITY_MAX_LINKS`).
     pub identity_max_links: usize,
+    /// The most customer ids a person may hold (`CONVRELAY_IDENTITY_MAX_CUSTOMER_IDS`): an
+    /// e-mail or phone that would join two customers is shared and stops linking.
+    pub identity_max_customer_ids: usize,
     /// How long a worker's claim lasts (`CONVRELAY_LEASE_SECS`).
     pub lease: Duration,
     /// The bearer token `/metrics` asks for (`CONVRELAY_METRICS_TOKEN`); open when unset.
@@ -174,6 +177,7 @@ impl Settings {
                 "86400",
             )?),
             identity_max_links: parse(&lookup, "CONVRELAY_IDENTITY_MAX_LINKS", "50")?,
+            identity_max_customer_ids: parse(&lookup, "CONVRELAY_IDENTITY_MAX_CUSTOMER_IDS", "1")?,
             lease: Duration::from_secs(parse(&lookup, "CONVRELAY_LEASE_SECS", "30")?),
             metrics_token: lookup("CONVRELAY_METRICS_TOKEN")
                 .filter(|s| !s.trim().is_empty())

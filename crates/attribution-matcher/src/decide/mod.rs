@@ -137,7 +137,11 @@ pub async fn decide_with(
     let step_settings = StepSettings {
         window,
         pending_window: to_time(settings.pending_window),
-        max_links: i64::try_from(settings.identity_max_links).unwrap_or(i64::MAX),
+        max_links: {
+            let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            let links = limit(settings.identity_max_links);
+            [limit(settings.identity_max_customer_ids), links, links]
+        },
         now,
     };
     let mut known = Known {

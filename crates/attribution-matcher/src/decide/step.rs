@@ -115,7 +115,7 @@ pub struct StepSettings {
     /// How long a sale without a touchpoint waits.
     pub pending_window: Duration,
     /// The most identifiers of one guarded kind a person may hold.
-    pub max_links: i64,
+    pub max_links: Counts,
     /// The time of the decisions.
     pub now: OffsetDateTime,
 }
@@ -533,11 +533,13 @@ pub(crate) fn status_of(stage: Stage) -> AttributionStatus {
     }
 }
 
-/// The guardrail: an identifier that would join more than `max_links` identifiers of one guarded
-/// kind (customer ids, emails, phones) into one person is too common, and links nobody from then
-/// on. Of the two sides a link would join, the one holding more identifiers of that kind holds
-/// the common identifier (a placeholder e-mail shared by 50 customers sits with their 50 customer
-/// ids; the 51st customer brings one).
+/// The guardrail: an identifier that would join more than `max_links[kind]` identifiers of one
+/// guarded kind (customer ids, emails, phones) into one person is too common, and links nobody
+/// from then on. Of the two sides a link would join, the one holding more identifiers of that kind
+/// holds the common identifier (a placeholder e-mail shared by 50 customers sits with their 50
+/// customer ids; the 51st customer brings one); on a tie, the later of the event's identifiers
+/// (an event names its customer id first: with one customer id per person, the e-mail that would
+/// join a second customer is the shared one, not the customer's own id).
 #[derive(Debug, Default)]
 struct Guard {
     /// Identifiers found too common in this step, with whether they were stored.
@@ -551,7 +553,7 @@ impl Guard {
         graph: &mut Graph,
         known: Known<'_>,
         item: &Item<'_>,
-        max_links: i64,
+        max_links: Counts,
     ) -> (Vec<(Identifier, usize)>, Vec<IdentifierKind>) {
         let mut ignored = Vec::new();
         let mut usable: Vec<(Identifier, usize)> = Vec::with_capacity(item.identifiers.len());
@@ -578,7 +580,11 @@ impl Guard {
 
     /// The index of the identifier whose link would put too many identifiers of one kind into
     /// one person, if any.
-    fn culprit(graph: &mut Graph, usable: &[(Identifier, usize)], max_links: i64) -> Option<usize> {
+    fn culprit(
+        graph: &mut Graph,
+        usable: &[(Identifier, usize)],
+        max_links: Counts,
+    ) -> Option<usize> {
         // The components joined so far, each with the index of its first identifier.
         let mut joined: Vec<(usize, usize)> = Vec::new();
         let mut total: Counts = [0; 3];
@@ -590,7 +596,7 @@ impl Guard {
             let counts = graph.counts(root);
             if !joined.is_empty() {
                 for kind in 0..3 {
-                    if total[kind] + counts[kind] <= max_links {
+                    if total[kind] + counts[kind] <= max_links[kind] {
                         continue;
                     }
                     let biggest = joined
@@ -1017,7 +1023,7 @@ mod tests {
                     identifiers: crate::event_identifiers(event),
                 })
                 .collect();
-            let settings = StepSettings { window: WINDOW, pending_window: Duration::ZERO, max_links: 50, now: AT + Duration::hours(3) };
+            let settings = StepSettings { window: WINDOW, pending_window: Duration::ZERO, max_links: [1, 50, 50], now: AT + Duration::hours(3) };
             let mut known = Known { identifiers: &identifiers, persons: &persons, named: &named, probes: None };
             let wanted = run(&items, known, settings).probes;
             let answers: HashMap<Probe, Probed> = wanted
