@@ -70,12 +70,6 @@ fn time_or_dash(at: Option<time::OffsetDateTime>) -> String {
     at.map_or_else(|| "-".into(), events::format_timestamp)
 }
 
-/// mimalloc: the matcher and the API allocate and free many short-lived buffers per step and
-/// request; glibc's allocator spent a fifth of the worker's time consolidating and re-faulting
-/// them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Errors are one line on stderr (`error: …` with its causes after colons), never a backtrace,
 /// and the exit status says what kind: 2 for a wrong command line (as clap does), 1 otherwise.
 #[actix_web::main]

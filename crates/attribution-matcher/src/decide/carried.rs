@@ -27,9 +27,8 @@ impl Default for CarriedClicks {
 }
 
 impl CarriedClicks {
-    /// Entries per generation by default: a few MB, enough for every repeat customer active in
-    /// an attribution window of a busy workspace.
-    pub const DEFAULT_CAPACITY: usize = 20_000;
+    /// Entries per generation by default: about a kilobyte each, so at most some 20 MB.
+    pub const DEFAULT_CAPACITY: usize = 10_000;
 
     /// A cache holding at most `2 × capacity` clicks; `0` keeps nothing.
     pub fn new(capacity: usize) -> Self {
