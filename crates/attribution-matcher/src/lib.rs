@@ -34,6 +34,7 @@
 pub mod choice;
 pub mod clicks;
 pub mod decide;
+pub mod erase;
 pub mod identity;
 pub mod queue;
 pub mod routing;

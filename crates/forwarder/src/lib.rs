@@ -14,6 +14,7 @@
 
 pub mod crypto;
 pub mod destinations;
+pub mod erase;
 mod error;
 pub mod queue;
 pub mod views;

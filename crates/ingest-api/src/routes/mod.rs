@@ -6,6 +6,7 @@ pub mod dispatches;
 pub mod docs;
 pub mod events;
 pub mod ops;
+pub mod persons;
 pub mod reports;
 pub mod ui;
 
@@ -96,6 +97,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/dispatches/{id}/retry")
                     .post(dispatches::retry)
+                    .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/persons/erase")
+                    .post(persons::erase)
                     .default_service(only("POST")),
             )
             .service(
