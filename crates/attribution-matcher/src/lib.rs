@@ -37,6 +37,7 @@ pub mod decide;
 pub mod erase;
 pub mod identity;
 pub mod queue;
+pub mod retention;
 pub mod routing;
 pub mod settings;
 

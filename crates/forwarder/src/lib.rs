@@ -17,6 +17,7 @@ pub mod destinations;
 pub mod erase;
 mod error;
 pub mod queue;
+pub mod retention;
 pub mod views;
 pub mod worker;
 

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod persons;
 pub mod reports;
 pub mod ui;
+pub mod usage;
 
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 
@@ -103,6 +104,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/persons/erase")
                     .post(persons::erase)
                     .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/usage")
+                    .route(get().to(usage::usage))
+                    .default_service(only("GET, HEAD")),
             )
             .service(
                 web::resource("/reports/conversions")
