@@ -72,7 +72,8 @@ pub struct IdleForgotten {
 
 /// Removes one workspace's persons idle since `cutoff`, their identity links, and the registered
 /// clicks older than `cutoff` that nobody kept links to. It reads the workspace's graph once;
-/// the workers run it once a round (hourly), not per event.
+/// the workers run it once a round (hourly), not per event, in a transaction holding
+/// [`crate::erase::lock_graph`].
 pub async fn forget_idle_persons(
     client: &impl GenericClient,
     workspace_id: Uuid,

@@ -149,9 +149,13 @@ async fn round(
         report.dropped.push(partition.name);
     }
     for workspace_id in attribution_matcher::retention::graph_workspaces(&*client).await? {
+        // Under the workspace's graph lock, so that no attribution step writes to a person
+        // while it goes.
+        let tx = client.transaction().await?;
+        attribution_matcher::erase::lock_graph(&tx, workspace_id).await?;
         let forgotten =
-            attribution_matcher::retention::forget_idle_persons(&*client, workspace_id, cutoff)
-                .await?;
+            attribution_matcher::retention::forget_idle_persons(&tx, workspace_id, cutoff).await?;
+        tx.commit().await?;
         report.identifiers += forgotten.identifiers;
         report.clicks += forgotten.clicks;
     }
