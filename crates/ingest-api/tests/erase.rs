@@ -191,14 +191,15 @@ fn needles() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Walks the catalog: every text-like, JSON and bytea column of every table of the schema
-/// (partitions included), restricted to the workspace's rows where the table has a
-/// `workspace_id`. Answers "table.column: what" for every needle found.
+/// Walks the catalog: every text-like, JSON, array and bytea column of every table and
+/// materialized view of every schema but the system's (partitions included), restricted to the
+/// workspace's rows where the table has a `workspace_id`. Answers "table.column: what" for
+/// every needle found.
 async fn traces_in_every_table(app: &TestApp, workspace_id: uuid::Uuid) -> Vec<String> {
     let client = app.db.client().await;
     let columns = client
         .query(
-            "SELECT c.relname::text, a.attname::text, t.typname::text,
+            "SELECT n.nspname::text, c.relname::text, a.attname::text, t.typname::text,
                     EXISTS (SELECT 1 FROM pg_attribute w
                             WHERE w.attrelid = c.oid AND w.attname = 'workspace_id'
                               AND NOT w.attisdropped)
@@ -206,7 +207,8 @@ async fn traces_in_every_table(app: &TestApp, workspace_id: uuid::Uuid) -> Vec<S
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
              JOIN pg_type t ON t.oid = a.atttypid
-             WHERE n.nspname = current_schema() AND c.relkind = 'r'
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_%' AND c.relkind IN ('r', 'm')
                AND (t.typname IN ('text', 'varchar', 'bpchar', 'name', 'json', 'jsonb', 'bytea',
                                   'inet', 'citext')
                     OR t.typcategory = 'A')
@@ -219,8 +221,8 @@ async fn traces_in_every_table(app: &TestApp, workspace_id: uuid::Uuid) -> Vec<S
     let needles = needles();
     let mut found = Vec::new();
     for row in &columns {
-        let (table, column, ty, scoped): (String, String, String, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (schema, table, column, ty, scoped): (String, String, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
         // Text forms are compared lower-cased; bytea holds the bytes themselves.
         let haystack = if ty == "bytea" {
             format!("\"{column}\"")
@@ -234,7 +236,7 @@ async fn traces_in_every_table(app: &TestApp, workspace_id: uuid::Uuid) -> Vec<S
         };
         let sql = format!(
             "SELECT n.label FROM unnest($1::text[], $3::bytea[]) AS n(label, needle)
-             WHERE EXISTS (SELECT 1 FROM \"{table}\"
+             WHERE EXISTS (SELECT 1 FROM \"{schema}\".\"{table}\"
                            WHERE {scope} AND position(n.needle IN {haystack}) > 0)"
         );
         let labels: Vec<&str> = needles.iter().map(|(l, _)| l.as_str()).collect();

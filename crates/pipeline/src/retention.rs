@@ -9,6 +9,11 @@
 //!    `events` are not partitioned yet, so their rows follow by these range statements, each in
 //!    a transaction of its own; a round stopped half-way is finished by the next one.
 //!    Idempotency-Key answers expire on their own after a day (the API's purge).
+//!
+//!    The dedup tables stay unpartitioned on purpose: a partitioned table's unique constraints
+//!    must include its partition key, so `natural_keys` partitioned by time would only refuse a
+//!    repeated `invoiceId` within one month, and `idempotency_keys` a repeated key within one
+//!    partition. Their rows of dropped events go by primary key instead.
 //! 2. per workspace: persons whose identity links and clicks have all been idle since the cutoff
 //!    lose them, and registered clicks older than the cutoff that nobody links to go.
 //!
