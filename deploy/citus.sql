@@ -30,6 +30,12 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'forwarde
 -- Distributed tables, all by workspace_id and co-located with events: a workspace's rows of
 -- every table live on one node, so its joins and transactions stay there. A partitioned table's
 -- partitions follow their parent, those attached later included.
+--
+-- `events` is range-partitioned by time (its id, a UUIDv7): one partition per calendar month,
+-- events_default for what no month covers, and events_legacy for rows stored before
+-- partitioning. The workers create the months ahead (CREATE TABLE … then ATTACH PARTITION) and
+-- drop those past CONVRELAY_RETENTION_DAYS; on Citus each new month is distributed and
+-- co-located with its parent as it is attached, so nothing is named here but `events`.
 SELECT create_distributed_table('events', 'workspace_id')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'events'::regclass);
 SELECT create_distributed_table('natural_keys', 'workspace_id', colocate_with => 'events')

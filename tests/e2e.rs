@@ -553,3 +553,89 @@ async fn an_api_process_and_two_worker_processes_send_each_dispatch_once() {
     assert_eq!(ids.len(), total, "every event delivered");
     assert_eq!(received.len(), total, "and none twice");
 }
+
+#[tokio::test]
+async fn the_binary_erases_a_person_reports_usage_and_refuses_a_retention_of_zero_days() {
+    let db = common::test_db().await;
+    let out = cli(
+        &db.url,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            "acme",
+            "--scope",
+            "ingest",
+            "--scope",
+            "read",
+            "--scope",
+            "admin",
+        ],
+    );
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let server =
+        Server::start_with(&db.url, &["serve"], &[("CONVRELAY_RETENTION_DAYS", "30")]).await;
+    let http = reqwest::Client::new();
+    let usage = || async {
+        http.get(format!("{}/v1/usage", server.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        post(&server.base, &key, &common::seed_sale(), None)
+            .await
+            .status(),
+        202
+    );
+    let before = usage().await;
+    assert_eq!(before["stored"]["events"], 1, "{before:#}");
+    assert_eq!(before["retentionDays"], 30);
+    assert!(before["oldestEventAt"].is_string());
+
+    let erase = |body: Value| {
+        let http = http.clone();
+        let url = format!("{}/v1/persons/erase", server.base);
+        let key = key.clone();
+        async move {
+            let res = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    let answer = erase(serde_json::json!({"email": "Alex@Example.com"})).await;
+    assert_eq!(answer["erased"]["events"], 1, "{answer:#}");
+    let after = usage().await;
+    assert_eq!(after["stored"]["events"], 0, "{after:#}");
+    assert_eq!(after["oldestEventAt"], Value::Null);
+    let again = erase(serde_json::json!({"email": "alex@example.com"})).await;
+    assert_eq!(
+        again,
+        serde_json::json!({"erased": {"events": 0, "identifiers": 0, "dispatches": 0}})
+    );
+    drop(server);
+
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("CONVRELAY_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("CONVRELAY_RETENTION_DAYS", "0")
+        .env("CONVRELAY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CONVRELAY_RETENTION_DAYS"), "{stderr}");
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+}

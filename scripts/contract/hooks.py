@@ -139,6 +139,8 @@ def before_call(context, case, kwargs):
                 _fix_event(event, index)
     elif path == "/v1/clicks" and isinstance(body, dict):
         _fix_event(body, 0)
+    elif path == "/v1/persons/erase" and isinstance(body, dict):
+        _fix_event(body, 0)
     elif path == "/v1/clicks/batch" and isinstance(body, dict):
         clicks = body.get("clicks")
         if isinstance(clicks, list):

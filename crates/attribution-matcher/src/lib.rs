@@ -34,8 +34,10 @@
 pub mod choice;
 pub mod clicks;
 pub mod decide;
+pub mod erase;
 pub mod identity;
 pub mod queue;
+pub mod retention;
 pub mod routing;
 pub mod settings;
 

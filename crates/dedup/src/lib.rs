@@ -7,6 +7,7 @@
 //!
 //! Functions take a [`deadpool_postgres::GenericClient`] so that the caller owns the transaction.
 
+pub mod erase;
 pub mod idempotency;
 pub mod inflight;
 pub mod natural;

@@ -14,8 +14,10 @@
 
 pub mod crypto;
 pub mod destinations;
+pub mod erase;
 mod error;
 pub mod queue;
+pub mod retention;
 pub mod views;
 pub mod worker;
 

@@ -108,15 +108,23 @@ async fn prepare(settings: &Settings) -> anyhow::Result<Pool> {
     )?)
 }
 
+/// The retention worker's settings.
+fn retention_settings(settings: &Settings) -> pipeline::retention::RetentionSettings {
+    pipeline::retention::RetentionSettings {
+        days: settings.retention_days,
+    }
+}
+
 /// `convrelay worker`: the pipeline workers alone, until SIGTERM/SIGINT.
 pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
     let pool = prepare(&settings).await?;
     let forwarder = forwarder(&settings, &pool, cipher(&settings)?);
-    let workers = Workers::start(
+    let workers = Workers::start_with(
         pool,
         match_settings(&settings),
         Arc::new(Notify::new()),
         forwarder,
+        retention_settings(&settings),
     );
     tracing::info!("workers running");
     wait_for_signal().await;
@@ -160,11 +168,12 @@ impl Application {
                 WORKER_POOL_SIZE,
                 settings.db_timeout,
             )?;
-            Some(Workers::start(
+            Some(Workers::start_with(
                 worker_pool.clone(),
                 match_settings(&settings),
                 Arc::clone(&stored),
                 forwarder(&settings, &worker_pool, cipher.clone()),
+                retention_settings(&settings),
             ))
         } else {
             None
@@ -196,6 +205,8 @@ impl Application {
         let cipher = web::Data::new(crate::routes::destinations::Sealing(cipher));
         crate::metrics::handle();
         crate::metrics::describe();
+        let retention =
+            web::Data::new(crate::routes::usage::RetentionDays(settings.retention_days));
         let metrics_token = web::Data::new(crate::routes::ops::MetricsToken(
             settings.metrics_token.clone(),
         ));
@@ -211,6 +222,7 @@ impl Application {
                 .app_data(pool.clone())
                 .app_data(metrics_token.clone())
                 .app_data(cipher.clone())
+                .app_data(retention.clone())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })

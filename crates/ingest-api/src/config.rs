@@ -62,6 +62,8 @@ pub struct Settings {
     pub identity_max_customer_ids: usize,
     /// How long a worker's claim lasts (`CONVRELAY_LEASE_SECS`).
     pub lease: Duration,
+    /// Days events (and idle identity links and clicks) are kept (`CONVRELAY_RETENTION_DAYS`).
+    pub retention_days: u32,
     /// The bearer token `/metrics` asks for (`CONVRELAY_METRICS_TOKEN`); open when unset.
     pub metrics_token: Option<Secret>,
 }
@@ -179,9 +181,24 @@ impl Settings {
             identity_max_links: parse(&lookup, "CONVRELAY_IDENTITY_MAX_LINKS", "50")?,
             identity_max_customer_ids: parse(&lookup, "CONVRELAY_IDENTITY_MAX_CUSTOMER_IDS", "1")?,
             lease: Duration::from_secs(parse(&lookup, "CONVRELAY_LEASE_SECS", "30")?),
+            retention_days: retention_days(&lookup)?,
             metrics_token: lookup("CONVRELAY_METRICS_TOKEN")
                 .filter(|s| !s.trim().is_empty())
                 .map(|s| Secret(s.trim().to_owned())),
+        })
+    }
+}
+
+/// `CONVRELAY_RETENTION_DAYS`: 1 to 36500 (a hundred years), default 400.
+fn retention_days(lookup: &impl Fn(&str) -> Option<String>) -> Result<u32, SettingError> {
+    const NAME: &str = "CONVRELAY_RETENTION_DAYS";
+    let days: u32 = parse(lookup, NAME, "400")?;
+    if (1..=36_500).contains(&days) {
+        Ok(days)
+    } else {
+        Err(SettingError {
+            name: NAME,
+            problem: format!("must be between 1 and 36500 days, not {days}"),
         })
     }
 }
@@ -220,6 +237,22 @@ mod tests {
         assert_eq!(s.map(|s| s.listen.to_string()), Ok("127.0.0.1:8080".into()));
         assert_eq!(s.map(|s| s.rate_limit), Ok(1000));
         assert_eq!(s.map(|s| s.idempotency_ttl.as_secs()), Ok(86400));
+        assert_eq!(s.map(|s| s.retention_days), Ok(400));
+    }
+
+    #[test]
+    fn retention_days_must_be_at_least_one() {
+        for bad in ["0", "-1", "36501", "soon"] {
+            let err = Settings::from_lookup(|n| match n {
+                "DATABASE_URL" => Some("postgres://x/y".into()),
+                "CONVRELAY_RETENTION_DAYS" => Some(bad.into()),
+                _ => None,
+            })
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+            assert!(err.starts_with("CONVRELAY_RETENTION_DAYS"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod db;
+pub mod erase;
 pub mod ids;
 pub mod ingest;
 

@@ -78,4 +78,12 @@ pub fn describe() {
         "convrelay_dispatch_oldest_age_seconds",
         "Age of the oldest dispatch not yet sent, by destination type and status."
     );
+    metrics::describe_counter!(
+        "convrelay_retention_events_dropped_total",
+        "Events dropped by retention with their partitions (the planner's estimate)."
+    );
+    metrics::describe_counter!(
+        "convrelay_retention_failures_total",
+        "Retention rounds that failed, by cause; the next round resumes."
+    );
 }

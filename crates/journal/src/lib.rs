@@ -3,6 +3,11 @@
 //! arrival order by the matcher (which also reads the clicks events carried from here). It owns
 //! the `events` table.
 
+pub mod erase;
+pub mod retention;
+
+pub use erase::{erase_events, ErasedEvent};
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }

@@ -9,6 +9,8 @@
 //! step loses nothing (its claim rolls back) and the next one takes half as many events, so that
 //! a step too big for the database's statement timeout is not redone at full size again and again.
 
+pub mod retention;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,9 @@ pub enum Error {
     /// The forwarder could not queue the dispatches.
     #[error("queueing dispatches failed")]
     Forwarder(#[source] forwarder::Error),
+    /// A retention round failed on something other than the database.
+    #[error("retention failed: {0}")]
+    Retention(String),
 }
 
 impl From<attribution_matcher::Error> for Error {
@@ -72,6 +77,7 @@ impl Error {
             Self::Pool(_) => "pool",
             Self::Matcher(_) => "matcher",
             Self::Forwarder(_) => "forwarder",
+            Self::Retention(_) => "retention",
             Self::Database(e) if e.is_closed() => "connection",
             Self::Database(e) => match e.code() {
                 Some(c) if *c == SqlState::QUERY_CANCELED => "statement_timeout",
@@ -248,6 +254,23 @@ impl Workers {
         work: Arc<Notify>,
         forwarder: Option<forwarder::Forwarder>,
     ) -> Self {
+        Self::start_with(
+            pool,
+            settings,
+            work,
+            forwarder,
+            retention::RetentionSettings::default(),
+        )
+    }
+
+    /// As [`Workers::start`], with the retention worker's settings.
+    pub fn start_with(
+        pool: Pool,
+        settings: MatchSettings,
+        work: Arc<Notify>,
+        forwarder: Option<forwarder::Forwarder>,
+        retention: retention::RetentionSettings,
+    ) -> Self {
         let (shutdown, stop) = watch::channel(false);
         // Each loop works on one workspace at a time; a few let workspaces proceed side by side.
         let mut handles: Vec<JoinHandle<()>> = (0..MATCH_LOOPS)
@@ -260,6 +283,11 @@ impl Workers {
                 ))
             })
             .collect();
+        handles.push(tokio::spawn(retention::retention_loop(
+            pool.clone(),
+            retention,
+            stop.clone(),
+        )));
         if let Some(forwarder) = forwarder {
             handles.push(tokio::spawn(forwarder.run(stop)));
         }

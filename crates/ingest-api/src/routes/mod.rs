@@ -6,8 +6,10 @@ pub mod dispatches;
 pub mod docs;
 pub mod events;
 pub mod ops;
+pub mod persons;
 pub mod reports;
 pub mod ui;
+pub mod usage;
 
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 
@@ -97,6 +99,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/dispatches/{id}/retry")
                     .post(dispatches::retry)
                     .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/persons/erase")
+                    .post(persons::erase)
+                    .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/usage")
+                    .route(get().to(usage::usage))
+                    .default_service(only("GET, HEAD")),
             )
             .service(
                 web::resource("/reports/conversions")

@@ -1,0 +1,144 @@
+//! Retention: the matcher's part. When the journal drops a month of events, the decisions about
+//! them go first ([`forget_decisions`]); and a person whose identity links and clicks have all
+//! been idle past retention goes with its registered clicks ([`forget_idle_persons`]). Also the
+//! workspace's stored counts for `GET /v1/usage` ([`usage`]).
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::Result;
+
+const FORGET_DECISIONS: &str = "
+    DELETE FROM attributions WHERE workspace_id = $1 AND event_id < $2";
+
+/// Deletes one workspace's decisions about events whose id sorts before `before` (the upper
+/// bound of a partition the journal is about to drop; older ones are gone already): one range
+/// of the primary key. Answers how many went.
+pub async fn forget_decisions(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    before: Uuid,
+) -> Result<u64> {
+    let stmt = client.prepare_cached(FORGET_DECISIONS).await?;
+    Ok(client.execute(&stmt, &[&workspace_id, &before]).await?)
+}
+
+/// A person is idle when none of its identifiers was filed, and none of its clicks happened,
+/// since the cutoff: then no event kept links to it through a fresh identifier, and no click
+/// of it is recent enough to be chosen. Idle persons (with the persons merged into them) lose
+/// their identity links; registered clicks older than the cutoff that no identity links any more
+/// go too, and so do the persons' rows.
+const FORGET_IDLE: &str = "
+    WITH filed AS (
+        SELECT coalesce(p.merged_into, i.person_id) AS root,
+               max(greatest(i.created_at, coalesce(i.clicked_at, i.created_at))) AS last_used
+        FROM identities i
+        LEFT JOIN persons p ON p.workspace_id = i.workspace_id AND p.person_id = i.person_id
+        WHERE i.workspace_id = $1
+        GROUP BY 1
+    ), idle AS (
+        SELECT root FROM filed WHERE last_used < $2
+    ), members AS (
+        SELECT root AS person_id FROM idle
+        UNION
+        SELECT unnest(p.members) FROM idle JOIN persons p
+          ON p.workspace_id = $1 AND p.person_id = idle.root
+    ), gone_identities AS (
+        DELETE FROM identities i USING members m
+        WHERE i.workspace_id = $1 AND i.person_id = m.person_id
+        RETURNING i.identifier
+    ), gone_persons AS (
+        DELETE FROM persons p USING members m
+        WHERE p.workspace_id = $1 AND p.person_id = m.person_id
+    ), gone_clicks AS (
+        DELETE FROM clicks c
+        WHERE c.workspace_id = $1 AND c.created_at < $2 AND c.clicked_at < $2
+          AND (c.identifier IN (SELECT identifier FROM gone_identities)
+               OR NOT EXISTS (SELECT 1 FROM identities i
+                              WHERE i.workspace_id = $1 AND i.identifier = c.identifier))
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone_identities), (SELECT count(*) FROM gone_clicks)";
+
+/// What [`forget_idle_persons`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdleForgotten {
+    /// Identity links.
+    pub identifiers: i64,
+    /// Registered clicks.
+    pub clicks: i64,
+}
+
+/// Removes one workspace's persons idle since `cutoff`, their identity links, and the registered
+/// clicks older than `cutoff` that nobody kept links to. It reads the workspace's graph once;
+/// the workers run it once a round (hourly), not per event, in a transaction holding
+/// [`crate::erase::lock_graph`].
+pub async fn forget_idle_persons(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    cutoff: OffsetDateTime,
+) -> Result<IdleForgotten> {
+    let stmt = client.prepare_cached(FORGET_IDLE).await?;
+    let row = client.query_one(&stmt, &[&workspace_id, &cutoff]).await?;
+    Ok(IdleForgotten {
+        identifiers: row.try_get(0)?,
+        clicks: row.try_get(1)?,
+    })
+}
+
+const WORKSPACES: &str = "
+    WITH RECURSIVE w AS (
+        (SELECT workspace_id FROM identities ORDER BY workspace_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT workspace_id FROM identities i WHERE i.workspace_id > w.workspace_id
+                ORDER BY workspace_id LIMIT 1)
+        FROM w WHERE w.workspace_id IS NOT NULL
+    ), c AS (
+        (SELECT workspace_id FROM clicks ORDER BY workspace_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT workspace_id FROM clicks k WHERE k.workspace_id > c.workspace_id
+                ORDER BY workspace_id LIMIT 1)
+        FROM c WHERE c.workspace_id IS NOT NULL
+    )
+    SELECT workspace_id FROM w WHERE workspace_id IS NOT NULL
+    UNION
+    SELECT workspace_id FROM c WHERE workspace_id IS NOT NULL";
+
+/// The workspaces with identity links or clicks: a skip scan of both primary keys.
+pub async fn graph_workspaces(client: &impl GenericClient) -> Result<Vec<Uuid>> {
+    let stmt = client.prepare_cached(WORKSPACES).await?;
+    Ok(client
+        .query(&stmt, &[])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?)
+}
+
+/// The matcher's stored counts of one workspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphUsage {
+    /// Registered clicks.
+    pub clicks: i64,
+    /// Identity links (identifiers filed under persons).
+    pub identifiers: i64,
+    /// Persons (not counting those merged into another).
+    pub persons: i64,
+}
+
+const USAGE: &str = "
+    SELECT (SELECT count(*) FROM clicks WHERE workspace_id = $1),
+           (SELECT count(*) FROM identities WHERE workspace_id = $1),
+           (SELECT count(*) FROM persons WHERE workspace_id = $1 AND merged_into IS NULL)";
+
+/// Counts one workspace's clicks, identity links and persons.
+pub async fn usage(client: &impl GenericClient, workspace_id: Uuid) -> Result<GraphUsage> {
+    let stmt = client.prepare_cached(USAGE).await?;
+    let row = client.query_one(&stmt, &[&workspace_id]).await?;
+    Ok(GraphUsage {
+        clicks: row.try_get(0)?,
+        identifiers: row.try_get(1)?,
+        persons: row.try_get(2)?,
+    })
+}

@@ -1,0 +1,51 @@
+//! Erasing a person (`POST /v1/persons/erase`): the forwarder's part. The dispatches of erased
+//! events stay as the record of what was sent, when, and how it ended, but keep nothing else:
+//! their payload (the conversion as routed, with the person's data) becomes `{}`, their routing,
+//! errors, reasons and the attempts' errors and response excerpts are cleared. A dispatch still
+//! waiting (`queued`, `retrying`) is `cancelled` (reason `person erased`): there is nothing left
+//! to send. One in flight keeps its worker's real outcome.
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// The reason of a dispatch cancelled because its person was erased.
+pub const ERASED: &str = "person erased";
+
+const STRIP: &str = "
+    WITH stripped AS (
+        UPDATE dispatches SET
+            status = CASE WHEN status IN ('queued', 'retrying') THEN 'cancelled' ELSE status END,
+            reason = CASE WHEN status IN ('queued', 'retrying') THEN $3 END,
+            payload = '{}'::jsonb,
+            routing = NULL,
+            retract_reason = NULL,
+            last_error = NULL,
+            updated_at = now()
+        WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])
+        RETURNING workspace_id, id
+    ), attempts AS (
+        UPDATE dispatch_attempts a SET error = NULL, response_excerpt = NULL
+        FROM stripped s
+        WHERE a.workspace_id = s.workspace_id AND a.dispatch_id = s.id
+    )
+    SELECT count(*) FROM stripped";
+
+/// Strips the dispatches of the erased `events` (and their attempts) down to ids, status and
+/// times, in the caller's transaction. Answers how many dispatches that was.
+pub async fn strip_dispatches(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    events: &[Uuid],
+) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let stmt = client.prepare_cached(STRIP).await?;
+    let n: i64 = client
+        .query_one(&stmt, &[&workspace_id, &events, &ERASED])
+        .await?
+        .try_get(0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

@@ -1,0 +1,58 @@
+//! Retention: the forwarder's part. Before the journal drops a month of events, their
+//! dispatches and attempts go ([`forget_dispatches`]). Also the workspace's stored counts for
+//! `GET /v1/usage` ([`usage`]).
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// One range of the (workspace_id, event_id, …) unique index, and the attempts of the rows it
+/// deleted by their primary key.
+const FORGET: &str = "
+    WITH gone AS (
+        DELETE FROM dispatches WHERE workspace_id = $1 AND event_id < $2
+        RETURNING workspace_id, id
+    ), attempts AS (
+        DELETE FROM dispatch_attempts a USING gone g
+        WHERE a.workspace_id = g.workspace_id AND a.dispatch_id = g.id
+    )
+    SELECT count(*) FROM gone";
+
+/// Deletes one workspace's dispatches (with their attempts) of events whose id sorts before
+/// `before` (the upper bound of a partition the journal is about to drop). Answers how many
+/// dispatches went.
+pub async fn forget_dispatches(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    before: Uuid,
+) -> Result<i64> {
+    let stmt = client.prepare_cached(FORGET).await?;
+    Ok(client
+        .query_one(&stmt, &[&workspace_id, &before])
+        .await?
+        .try_get(0)?)
+}
+
+/// The forwarder's stored counts of one workspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchUsage {
+    /// Dispatches.
+    pub dispatches: i64,
+    /// Their attempts.
+    pub attempts: i64,
+}
+
+const USAGE: &str = "
+    SELECT (SELECT count(*) FROM dispatches WHERE workspace_id = $1),
+           (SELECT count(*) FROM dispatch_attempts WHERE workspace_id = $1)";
+
+/// Counts one workspace's dispatches and attempts.
+pub async fn usage(client: &impl GenericClient, workspace_id: Uuid) -> Result<DispatchUsage> {
+    let stmt = client.prepare_cached(USAGE).await?;
+    let row = client.query_one(&stmt, &[&workspace_id]).await?;
+    Ok(DispatchUsage {
+        dispatches: row.try_get(0)?,
+        attempts: row.try_get(1)?,
+    })
+}

@@ -1,0 +1,405 @@
+//! Retention (`CONVRELAY_RETENTION_DAYS`): the journal's monthly partitions past retention are
+//! dropped whole, after the decisions, dispatches, attempts and natural keys of their events;
+//! idle persons and clicks go; partitions are created ahead; `GET /v1/usage` shows what is kept.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{create_key, TestApp};
+use ingest_api::keys::Scope;
+use pipeline::retention::{retention_round, RetentionReport, RetentionSettings};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+struct Setup {
+    app: TestApp,
+    admin: String,
+    pool: deadpool_postgres::Pool,
+    _server: MockServer,
+}
+
+async fn setup() -> Setup {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let db = common::test_db().await;
+    let uri = server.uri();
+    let app = TestApp::spawn_with(db, |url| common::settings_with(url, Some(&uri))).await;
+    let admin = create_key(&app.db, "acme", &[Scope::Admin, Scope::Read, Scope::Ingest]).await;
+    let hook = json!({"type": "webhook", "name": "CRM", "events": ["lead", "sale"],
+                      "config": {"url": format!("{uri}/hook")},
+                      "credentials": {"secret": "whsec_0123456789abcdef"}});
+    assert_eq!(
+        app.post_as(&admin, "/v1/destinations", &hook)
+            .await
+            .status(),
+        201
+    );
+    let pool = ingest_api::db::pool(&app.db.url, 2, Duration::from_secs(5)).unwrap();
+    Setup {
+        app,
+        admin,
+        pool,
+        _server: server,
+    }
+}
+
+/// Polls until the event is decided and its dispatches are done.
+async fn settled(app: &TestApp, key: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let event: Value = app
+            .get_as(key, &format!("/v1/events/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let sent = event["dispatches"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty() && d.iter().all(|d| d["status"] == "succeeded"));
+        if !event["attribution"].is_null() && sent {
+            return event;
+        }
+        assert!(Instant::now() < deadline, "never settled: {event:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(app: &TestApp, key: &str, event: &Value) -> Value {
+    let res = app.post_as(key, "/v1/events", event).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    res.json().await.unwrap()
+}
+
+async fn workspace_id(app: &TestApp, name: &str) -> Uuid {
+    let client = app.db.client().await;
+    client
+        .query_one("SELECT id FROM workspaces WHERE name = $1", &[&name])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Stores events received at `at` (long ago) the way ingest stores them: journal, natural keys
+/// and the matcher's queue in one transaction. The workers then attribute and dispatch them.
+async fn store_received_at(
+    pool: &deadpool_postgres::Pool,
+    workspace_id: Uuid,
+    at: OffsetDateTime,
+    bodies: &[Value],
+) -> Vec<Uuid> {
+    let mut client = pool.get().await.unwrap();
+    journal::retention::ensure_partitions(&mut client, at, at)
+        .await
+        .unwrap();
+    let tx = client.transaction().await.unwrap();
+    let mut stored = Vec::new();
+    let mut keys = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let received_at = at + time::Duration::seconds(i as i64);
+        let millis = u64::try_from(received_at.unix_timestamp_nanos() / 1_000_000).unwrap();
+        let id = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            millis / 1000,
+            u32::try_from(millis % 1000).unwrap() * 1_000_000,
+        ));
+        let event = events::parse_event(body, received_at).unwrap();
+        if let Some(key) = event.natural_key() {
+            keys.push(dedup::NaturalKey {
+                workspace_id,
+                kind: event.kind().as_str(),
+                key: key.to_owned(),
+                event_id: id,
+            });
+        }
+        stored.push(journal::NewEvent {
+            workspace_id,
+            id,
+            kind: event.kind().as_str(),
+            occurred_at: event.timestamp,
+            received_at,
+            natural_key: event.natural_key().map(str::to_owned),
+            customer_external_id: event.customer_external_id.clone(),
+            mode: event.mode.as_str(),
+            amount: event.value.as_ref().map(|m| m.amount()),
+            currency: event.value.as_ref().map(|m| m.currency().code().to_owned()),
+            payload: serde_json::to_value(&event).unwrap(),
+        });
+    }
+    dedup::natural::claim_natural_keys(&tx, &keys)
+        .await
+        .unwrap();
+    let refs: Vec<&journal::NewEvent> = stored.iter().collect();
+    journal::insert_events(&tx, &refs).await.unwrap();
+    let arrivals: Vec<(Uuid, Uuid)> = stored.iter().map(|e| (workspace_id, e.id)).collect();
+    attribution_matcher::enqueue(&tx, &arrivals).await.unwrap();
+    tx.commit().await.unwrap();
+    stored.iter().map(|e| e.id).collect()
+}
+
+/// The partition an event is stored in.
+async fn home(app: &TestApp, id: Uuid) -> String {
+    let client = app.db.client().await;
+    client
+        .query_one(
+            "SELECT tableoid::regclass::text FROM events WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A retention round at `now`; the workers' own round (at their start) may hold the lock for a
+/// moment.
+async fn round_at(pool: &deadpool_postgres::Pool, now: OffsetDateTime) -> RetentionReport {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = retention_round(pool, RetentionSettings { days: 400 }, now)
+            .await
+            .unwrap();
+        if report.ran {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retention lock was never free"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn scalar(app: &TestApp, sql: &str, ids: &[Uuid]) -> i64 {
+    let client = app.db.client().await;
+    client.query_one(sql, &[&ids]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn partitions_past_retention_are_dropped_with_what_belongs_to_their_events() {
+    let s = setup().await;
+    let app = &s.app;
+    let acme = workspace_id(app, "acme").await;
+    let now = OffsetDateTime::now_utc();
+    let long_ago = now - time::Duration::days(500);
+    let old = store_received_at(
+        &s.pool,
+        acme,
+        long_ago,
+        &[
+            json!({"event": "lead", "timestamp": events::format_timestamp(long_ago),
+                   "customerExternalId": "cust-old", "leadId": "lead-old"}),
+            json!({"event": "sale", "timestamp": events::format_timestamp(long_ago),
+                   "customerExternalId": "cust-old", "invoiceId": "inv-old",
+                   "currency": "USD", "amount": 10.0}),
+        ],
+    )
+    .await;
+    let old_wire: Vec<String> = old
+        .iter()
+        .map(|id| ingest_api::ids::to_wire("evt_", *id))
+        .collect();
+    for id in &old_wire {
+        settled(app, &s.admin, id).await;
+    }
+    let new_sale = json!({"event": "sale", "customerExternalId": "cust-new", "invoiceId": "inv-new",
+                          "currency": "USD", "amount": 20.0});
+    let fresh = post(app, &s.admin, &new_sale).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    settled(app, &s.admin, &fresh).await;
+
+    let usage: Value = app
+        .get_as(&s.admin, "/v1/usage")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["stored"]["events"], 3, "{usage:#}");
+    assert_eq!(usage["stored"]["dispatches"], 3, "{usage:#}");
+    assert_eq!(usage["retentionDays"], 400);
+    assert_eq!(
+        usage["oldestEventAt"],
+        events::format_timestamp(events::to_utc_millis(long_ago)),
+        "{usage:#}"
+    );
+
+    let partition = journal::retention::MonthPartition::of(long_ago).name;
+    let report = round_at(&s.pool, now).await;
+    assert_eq!(report.dropped, vec![partition.clone()], "{report:#?}");
+    assert_eq!(report.dispatches, 2);
+    assert_eq!(report.attributions, 2);
+    assert_eq!(report.natural_keys, 2);
+
+    let client = app.db.client().await;
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&partition])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "the partition is dropped, not emptied");
+    for id in &old_wire {
+        assert_eq!(
+            app.get_as(&s.admin, &format!("/v1/events/{id}"))
+                .await
+                .status(),
+            404
+        );
+    }
+    for (table, sql) in [
+        (
+            "attributions",
+            "SELECT count(*) FROM attributions WHERE event_id = ANY($1)",
+        ),
+        (
+            "dispatches",
+            "SELECT count(*) FROM dispatches WHERE event_id = ANY($1)",
+        ),
+        (
+            "dispatch_attempts",
+            "SELECT count(*) FROM dispatch_attempts a JOIN dispatches d ON d.id = a.dispatch_id
+             WHERE d.event_id = ANY($1)",
+        ),
+        (
+            "natural_keys",
+            "SELECT count(*) FROM natural_keys WHERE event_id = ANY($1)",
+        ),
+    ] {
+        assert_eq!(scalar(app, sql, &old).await, 0, "{table}");
+    }
+    assert_eq!(
+        scalar(
+            app,
+            "SELECT count(*) FROM dispatch_attempts WHERE $1::uuid[] IS NOT NULL",
+            &old
+        )
+        .await,
+        1,
+        "the kept event's attempt stays"
+    );
+    // What is within retention stays whole.
+    let kept = settled(app, &s.admin, &fresh).await;
+    assert_eq!(kept["dispatches"][0]["status"], "succeeded");
+    let usage: Value = app
+        .get_as(&s.admin, "/v1/usage")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["stored"]["events"], 1, "{usage:#}");
+    assert_eq!(usage["stored"]["dispatches"], 1, "{usage:#}");
+    assert_eq!(
+        usage["oldestEventAt"], kept["receivedAt"],
+        "the oldest kept is the fresh one: {usage:#}"
+    );
+    // The dropped events' natural keys no longer make duplicates.
+    let again = json!({"event": "sale", "customerExternalId": "cust-old", "invoiceId": "inv-old",
+                       "currency": "USD", "amount": 10.0});
+    assert_eq!(post(app, &s.admin, &again).await["duplicate"], false);
+
+    // A second round finds nothing more to drop.
+    let report = round_at(&s.pool, now).await;
+    assert!(report.dropped.is_empty(), "{report:#?}");
+}
+
+#[tokio::test]
+async fn a_round_past_everything_leaves_nothing_and_partitions_are_created_ahead() {
+    let s = setup().await;
+    let app = &s.app;
+    let click = json!({"clickId": "clk-1", "gclid": "g-1"});
+    assert_eq!(
+        app.post_as(&s.admin, "/v1/clicks", &click).await.status(),
+        201
+    );
+    let idle_click = json!({"clickId": "clk-nobody", "fbclid": "f-1"});
+    assert_eq!(
+        app.post_as(&s.admin, "/v1/clicks", &idle_click)
+            .await
+            .status(),
+        201
+    );
+    let lead = json!({"event": "lead", "clickId": "clk-1", "customerExternalId": "cust-1",
+                      "email": "one@example.com"});
+    let id = post(app, &s.admin, &lead).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    settled(app, &s.admin, &id).await;
+    let usage: Value = app
+        .get_as(&s.admin, "/v1/usage")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["stored"]["clicks"], 2, "{usage:#}");
+    assert_eq!(usage["stored"]["persons"], 1, "{usage:#}");
+    assert!(
+        usage["stored"]["identifiers"].as_i64().unwrap() >= 3,
+        "{usage:#}"
+    );
+
+    // A round as if 500 days had passed with the workers stopped.
+    let later = OffsetDateTime::now_utc() + time::Duration::days(500);
+    let report = round_at(&s.pool, later).await;
+    assert!(!report.dropped.is_empty(), "{report:#?}");
+    assert_eq!(report.clicks, 2, "{report:#?}");
+    assert!(report.identifiers >= 3, "{report:#?}");
+    let ahead = journal::retention::MonthPartition::of(later + time::Duration::days(40)).name;
+    assert!(report.created.contains(&ahead), "{report:#?}");
+    let usage: Value = app
+        .get_as(&s.admin, "/v1/usage")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        usage["stored"],
+        json!({"events": 0, "clicks": 0, "identifiers": 0, "persons": 0, "dispatches": 0,
+               "attempts": 0}),
+        "{usage:#}"
+    );
+    assert_eq!(usage["oldestEventAt"], Value::Null);
+
+    // This month's partition is gone (the clock of that round ran ahead): an event now is still
+    // accepted, into the default partition, and moves to its month's partition when created.
+    let late = json!({"event": "lead", "customerExternalId": "cust-2"});
+    let late_id = post(app, &s.admin, &late).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uuid = ingest_api::ids::from_wire("evt_", &late_id).unwrap();
+    assert_eq!(home(app, uuid).await, "events_default");
+    let now = OffsetDateTime::now_utc();
+    let mut client = s.pool.get().await.unwrap();
+    let created = journal::retention::ensure_partitions(&mut client, now, now)
+        .await
+        .unwrap();
+    let this_month = journal::retention::MonthPartition::of(now).name;
+    assert_eq!(created, vec![this_month.clone()]);
+    assert_eq!(home(app, uuid).await, this_month);
+    assert_eq!(
+        app.get_as(&s.admin, &format!("/v1/events/{late_id}"))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn usage_needs_the_read_scope() {
+    let s = setup().await;
+    let ingest_only = create_key(&s.app.db, "acme", &[Scope::Ingest]).await;
+    assert_eq!(s.app.get_as(&ingest_only, "/v1/usage").await.status(), 403);
+    let usage: Value = s.app.get("/v1/usage").await.json().await.unwrap();
+    assert_eq!(usage["stored"]["events"], 0);
+    assert_eq!(usage["oldestEventAt"], Value::Null);
+    assert!(usage["retentionCutoff"].is_string());
+}

@@ -1,0 +1,317 @@
+//! Retention of the journal: the `events` table is range-partitioned by event id, one partition
+//! per calendar month (UTC), because an event id is a UUIDv7 that starts with the millisecond the
+//! event was received. The workers create partitions ahead ([`ensure_partitions`]) and drop those
+//! wholly past retention ([`expired_partitions`], [`drop_partition`]): dropping a month costs the
+//! same whatever it holds. Before a partition goes, the other crates remove what belongs to its
+//! events, reading the partition through [`partition_workspaces`] and [`partition_natural_keys`].
+//!
+//! Partition DDL waits at most [`LOCK_TIMEOUT`] for its locks, so that it never holds up ingest
+//! behind a long query; it is tried again at the next round.
+
+use deadpool_postgres::GenericClient;
+use time::{Date, Month, OffsetDateTime, Time};
+use uuid::Uuid;
+
+/// How long partition DDL waits for its locks before giving up until the next round.
+pub const LOCK_TIMEOUT: &str = "2s";
+
+/// The name prefix of the monthly partitions (`events_p202612`).
+const PREFIX: &str = "events_p";
+
+/// The smallest UUID of the millisecond `at`: the time in the first 48 bits, every other bit
+/// zero. Every UUIDv7 made at or after `at` sorts at or after it.
+pub fn time_bound(at: OffsetDateTime) -> Uuid {
+    let millis = (at.unix_timestamp_nanos() / 1_000_000).clamp(0, (1 << 48) - 1) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
+/// The first instant of the month of `at` (UTC).
+pub fn month_start(at: OffsetDateTime) -> OffsetDateTime {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    Date::from_calendar_date(at.year(), at.month(), 1)
+        .map(|d| d.with_time(Time::MIDNIGHT).assume_utc())
+        .unwrap_or(at)
+}
+
+/// The first instant of the month after the one `start` begins.
+fn next_month(start: OffsetDateTime) -> OffsetDateTime {
+    let (year, month) = match start.month() {
+        Month::December => (start.year() + 1, Month::January),
+        m => (start.year(), m.next()),
+    };
+    Date::from_calendar_date(year, month, 1)
+        .map(|d| d.with_time(Time::MIDNIGHT).assume_utc())
+        .unwrap_or(start)
+}
+
+/// A monthly partition: its name and bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthPartition {
+    /// `events_pYYYYMM`.
+    pub name: String,
+    /// Its first id (inclusive).
+    pub from: Uuid,
+    /// The first id past it (exclusive).
+    pub to: Uuid,
+}
+
+impl MonthPartition {
+    /// The partition of the month `at` falls in.
+    pub fn of(at: OffsetDateTime) -> Self {
+        let start = month_start(at);
+        Self {
+            name: format!("{PREFIX}{:04}{:02}", start.year(), u8::from(start.month())),
+            from: time_bound(start),
+            to: time_bound(next_month(start)),
+        }
+    }
+}
+
+const EXISTS: &str = "
+    SELECT EXISTS (SELECT 1 FROM pg_inherits i
+                   JOIN pg_class c ON c.oid = i.inhrelid
+                   WHERE i.inhparent = 'events'::regclass AND c.relname = $1)";
+
+/// Creates the monthly partitions from the month of `from` to the month of `to`, those missing,
+/// each in a transaction of its own: the table is created detached, the rows of its range that
+/// waited in `events_default` move into it, and it is attached (which takes no lock that stops
+/// ingest). Answers the names created.
+pub async fn ensure_partitions(
+    client: &mut tokio_postgres::Client,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let mut created = Vec::new();
+    let mut month = month_start(from);
+    let last = month_start(to);
+    while month <= last {
+        let partition = MonthPartition::of(month);
+        month = next_month(month);
+        let exists: bool = client
+            .query_one(EXISTS, &[&partition.name])
+            .await?
+            .try_get(0)?;
+        if exists {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}';
+             CREATE TABLE {name} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             WITH moved AS (
+                 DELETE FROM events_default WHERE id >= '{from}' AND id < '{to}' RETURNING *
+             )
+             INSERT INTO {name} SELECT * FROM moved;
+             ALTER TABLE events ATTACH PARTITION {name} FOR VALUES FROM ('{from}') TO ('{to}');",
+            name = partition.name,
+            from = partition.from,
+            to = partition.to,
+        ))
+        .await?;
+        tx.commit().await?;
+        created.push(partition.name);
+    }
+    Ok(created)
+}
+
+/// A partition of `events` with a range (every one but `events_default`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// Its table name.
+    pub name: String,
+    /// The first id past it (exclusive).
+    pub to: Uuid,
+}
+
+const RANGES: &str = "
+    SELECT c.relname::text,
+           substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([0-9a-f-]+)''\\)')::uuid
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'events'::regclass AND NOT c.relpartbound IS NULL
+      AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+    ORDER BY 2";
+
+/// The partitions whose every event was received before `cutoff`, oldest first.
+pub async fn expired_partitions(
+    client: &impl GenericClient,
+    cutoff: OffsetDateTime,
+) -> Result<Vec<Partition>, tokio_postgres::Error> {
+    let bound = time_bound(cutoff);
+    let mut out = Vec::new();
+    for row in client.query(RANGES, &[]).await? {
+        let name: String = row.try_get(0)?;
+        let Some(to) = row.try_get::<_, Option<Uuid>>(1)? else {
+            continue;
+        };
+        if to <= bound {
+            out.push(Partition { name, to });
+        }
+    }
+    Ok(out)
+}
+
+/// The workspaces with events in the partition: a skip scan of its primary key, one probe per
+/// workspace.
+pub async fn partition_workspaces(
+    client: &impl GenericClient,
+    partition: &Partition,
+) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    let sql = format!(
+        "WITH RECURSIVE w AS (
+             (SELECT workspace_id FROM {name} ORDER BY workspace_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT workspace_id FROM {name} p WHERE p.workspace_id > w.workspace_id
+                     ORDER BY workspace_id LIMIT 1)
+             FROM w WHERE w.workspace_id IS NOT NULL
+         )
+         SELECT workspace_id FROM w WHERE workspace_id IS NOT NULL",
+        name = quote_ident(&partition.name),
+    );
+    client
+        .query(&sql, &[])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect()
+}
+
+/// A natural key of an event in a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOfEvent {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// `lead` or `sale`.
+    pub kind: String,
+    /// Its `leadId` / `invoiceId`.
+    pub key: String,
+}
+
+/// One workspace's events of the partition that have a natural key, at most `limit`, after the
+/// event `after` (keyset paging over the primary key).
+pub async fn partition_natural_keys(
+    client: &impl GenericClient,
+    partition: &Partition,
+    workspace_id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<KeyOfEvent>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT id, kind, natural_key FROM {name}
+         WHERE workspace_id = $1 AND id > coalesce($2, '00000000-0000-0000-0000-000000000000'::uuid)
+           AND natural_key IS NOT NULL
+         ORDER BY id LIMIT $3",
+        name = quote_ident(&partition.name),
+    );
+    client
+        .query(&sql, &[&workspace_id, &after, &limit])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(KeyOfEvent {
+                event_id: r.try_get(0)?,
+                kind: r.try_get(1)?,
+                key: r.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+/// Drops a partition (its events are gone at once, whatever their number). Answers how many
+/// events it held, by the planner's estimate (exact counts would read it).
+pub async fn drop_partition(
+    client: &mut tokio_postgres::Client,
+    partition: &Partition,
+) -> Result<i64, tokio_postgres::Error> {
+    let name = quote_ident(&partition.name);
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await?;
+    let estimate: f32 = tx
+        .query_one(
+            "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = $1::text::regclass",
+            &[&partition.name],
+        )
+        .await?
+        .try_get(0)?;
+    tx.batch_execute(&format!("DROP TABLE {name}")).await?;
+    tx.commit().await?;
+    Ok(estimate as i64)
+}
+
+/// A table name as an SQL identifier (the names here are ours, quoted all the same).
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The workspace's stored events and the time the oldest was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventUsage {
+    /// Events kept.
+    pub events: i64,
+    /// When the oldest kept event was received.
+    pub oldest_received_at: Option<OffsetDateTime>,
+}
+
+const COUNT: &str = "SELECT count(*) FROM events WHERE workspace_id = $1";
+
+/// The partitions are in id order, so the oldest event is the first entry of the first partition
+/// that has one of the workspace.
+const OLDEST: &str = "
+    SELECT received_at FROM events WHERE workspace_id = $1 ORDER BY id LIMIT 1";
+
+/// Counts the workspace's events and finds the oldest.
+pub async fn event_usage(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+) -> Result<EventUsage, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(COUNT).await?;
+    let events: i64 = client
+        .query_one(&stmt, &[&workspace_id])
+        .await?
+        .try_get(0)?;
+    let stmt = client.prepare_cached(OLDEST).await?;
+    let oldest_received_at = match client.query_opt(&stmt, &[&workspace_id]).await? {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    };
+    Ok(EventUsage {
+        events,
+        oldest_received_at,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_bound_sorts_before_every_uuid_v7_of_its_millisecond_and_after_the_earlier_ones() {
+        let at = datetime!(2026-12-01 00:00:00 UTC);
+        let bound = time_bound(at);
+        let ms = u64::try_from(at.unix_timestamp() * 1000).unwrap();
+        let same = Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, 0));
+        let before = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ms / 1000 - 1,
+            999_000_000,
+        ));
+        assert!(bound <= same, "{bound} {same}");
+        assert!(before < bound, "{before} {bound}");
+        assert_eq!(bound.to_string(), "01a22ee6-b000-0000-0000-000000000000");
+    }
+
+    #[test]
+    fn months_are_named_and_bounded_in_utc() {
+        let p = MonthPartition::of(datetime!(2026-12-31 23:59:59 -01:00));
+        assert_eq!(p.name, "events_p202701");
+        assert_eq!(p.from, time_bound(datetime!(2027-01-01 00:00 UTC)));
+        assert_eq!(p.to, time_bound(datetime!(2027-02-01 00:00 UTC)));
+        let p = MonthPartition::of(datetime!(2026-12-05 07:00 UTC));
+        assert_eq!(p.name, "events_p202612");
+    }
+}
