@@ -15,6 +15,7 @@
 pub mod crypto;
 pub mod destinations;
 mod error;
+pub mod pacing;
 pub mod queue;
 pub mod views;
 pub mod worker;
@@ -30,11 +31,12 @@ pub use error::{Error, Result};
 pub use platforms::{Endpoints, RetryPolicy};
 pub use queue::{enqueue, DispatchKind, DispatchStatus};
 pub use views::{
-    dispatch_stats, dispatches_for_event, get_dispatch, list_dispatches, queue_gauges, retract,
-    retry_dispatch, retry_dispatches, AttemptView, DestinationStats, DispatchDetail,
-    DispatchFilter, DispatchSummary, DispatchView, QueueGauge, RetractReport, Stats,
+    confirmation_gauges, dispatch_stats, dispatches_for_event, get_dispatch, list_dispatches,
+    queue_gauges, retract, retry_dispatch, retry_dispatches, AttemptView, Confirmation,
+    DestinationStats, DispatchDetail, DispatchFilter, DispatchSummary, DispatchView, QueueGauge,
+    RetractReport, Stats,
 };
-pub use worker::{DispatchReport, Forwarder, ForwarderConfig};
+pub use worker::{ConfirmationReport, DispatchReport, Forwarder, ForwarderConfig};
 
 use serde::Serialize;
 

@@ -1254,6 +1254,43 @@ pub fn form_decode(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `GET /v1/requestStatus:retrieve?requestId=…` as Data Manager takes it (A.7): a GET with a
+/// bearer token, exactly one non-empty `requestId` and nothing else in the query, no body, and
+/// none of the Ads API headers.
+pub fn check_request_status(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "GET" || request.url.path() != "/v1/requestStatus:retrieve" {
+        problems.push(format!(
+            "{} {} is not GET /v1/requestStatus:retrieve",
+            request.method,
+            request.url.path()
+        ));
+    }
+    bearer(request, &mut problems);
+    for forbidden in ["developer-token", "login-customer-id", "content-type"] {
+        if header(request, forbidden).is_some() {
+            problems.push(format!(
+                "{forbidden} header must not be sent to requestStatus:retrieve"
+            ));
+        }
+    }
+    if !request.body.is_empty() {
+        problems.push("a GET must carry no body".into());
+    }
+    let pairs: Vec<(String, String)> = request
+        .url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    match pairs.as_slice() {
+        [(name, value)] if name == "requestId" && !value.trim().is_empty() => {}
+        other => problems.push(format!(
+            "the query must be exactly one non-empty requestId, got {other:?}"
+        )),
+    }
+    problems
+}
+
 /// Every request the server got passes the check for its kind.
 pub async fn assert_requests_strict(server: &MockServer) {
     for request in server.received_requests().await.unwrap_or_default() {
@@ -1280,6 +1317,8 @@ pub async fn assert_requests_strict(server: &MockServer) {
             check_ads_adjustments(&request)
         } else if path == "/v1/events:ingest" {
             check_data_manager(&request)
+        } else if path == "/v1/requestStatus:retrieve" {
+            check_request_status(&request)
         } else if path.starts_with("/v26.0/") {
             check_meta(&request)
         } else {
