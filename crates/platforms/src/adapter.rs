@@ -104,6 +104,27 @@ pub trait Platform: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport>;
 
+    /// True when the destination can carry a restatement (a conversion's value changed).
+    fn supports_restatement(&self, _config: &Self::Config) -> bool {
+        false
+    }
+
+    /// Restates conversions sent before: each carries its new value as `event.value`; by
+    /// default none can be.
+    fn restate<'a>(
+        &'a self,
+        _http: &'a Platforms,
+        _config: &'a Self::Config,
+        _credentials: &'a Self::Credentials,
+        batch: &'a [Conversion],
+        _now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        let outcome = Outcome::Skipped {
+            reason: NOT_SUPPORTED.into(),
+        };
+        Box::pin(async move { SendReport::uniform(batch.len(), &outcome) })
+    }
+
     /// How the platform confirms what it accepted: at once, unless it processes uploads later.
     fn confirmation_mode(&self, _config: &Self::Config) -> ConfirmationMode {
         ConfirmationMode::Immediate
@@ -205,6 +226,19 @@ pub trait Adapter: Send + Sync {
 
     /// Retracts conversions sent before.
     fn retract<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a Value,
+        credentials: &'a Value,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport>;
+
+    /// True when the destination can carry a restatement.
+    fn supports_restatement(&self, config: &Value) -> bool;
+
+    /// Restates conversions sent before (each with its new value).
+    fn restate<'a>(
         &'a self,
         http: &'a Platforms,
         config: &'a Value,
@@ -355,6 +389,31 @@ impl<P: Platform> Adapter for P {
                 Err(error) => return unreadable("credentials", &error, batch.len()),
             };
             Platform::retract(self, http, &config, &credentials, batch, now).await
+        })
+    }
+
+    fn supports_restatement(&self, config: &Value) -> bool {
+        P::Config::deserialize(config).is_ok_and(|c| Platform::supports_restatement(self, &c))
+    }
+
+    fn restate<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a Value,
+        credentials: &'a Value,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(async move {
+            let config = match P::Config::deserialize(config) {
+                Ok(config) => config,
+                Err(error) => return unreadable("config", &error, batch.len()),
+            };
+            let credentials = match P::Credentials::deserialize(credentials) {
+                Ok(credentials) => credentials,
+                Err(error) => return unreadable("credentials", &error, batch.len()),
+            };
+            Platform::restate(self, http, &config, &credentials, batch, now).await
         })
     }
 

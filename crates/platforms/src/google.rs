@@ -199,6 +199,30 @@ impl Platform for Google {
         config.api == GoogleApi::GoogleAdsApi
     }
 
+    /// `RESTATEMENT` adjustments go through the Google Ads API only (A.5); how Data Manager
+    /// would encode one is unconfirmed (A.7), so its destinations record `not_supported`.
+    fn supports_restatement(&self, config: &GoogleAdsConfig) -> bool {
+        config.api == GoogleApi::GoogleAdsApi
+    }
+
+    fn restate<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a GoogleAdsConfig,
+        credentials: &'a GoogleCredentials,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(adjust(
+            http,
+            config,
+            credentials,
+            batch,
+            now,
+            Adjustment::Restatement,
+        ))
+    }
+
     /// Data Manager processes an accepted upload later; a `validateOnly` request stores nothing
     /// and has no status to read (`INVALID_REQUEST_ID`), and the Ads API answers per row at once.
     fn confirmation_mode(&self, config: &GoogleAdsConfig) -> ConfirmationMode {
@@ -1290,6 +1314,15 @@ fn read_upload_status(exchange: &Exchange) -> UploadCheck {
     UploadCheck::Final { status, detail }
 }
 
+/// The kind of a Google Ads API adjustment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adjustment {
+    /// `RETRACTION`: value and count to zero.
+    Retraction,
+    /// `RESTATEMENT`: the conversion's new total value (`event.value`).
+    Restatement,
+}
+
 /// See [`Google`]'s [`Platform::retract`].
 async fn retract(
     platforms: &Platforms,
@@ -1297,6 +1330,19 @@ async fn retract(
     creds: &GoogleCredentials,
     batch: &[Conversion],
     now: OffsetDateTime,
+) -> SendReport {
+    adjust(platforms, config, creds, batch, now, Adjustment::Retraction).await
+}
+
+/// `uploadConversionAdjustments` by order id (A.5): retractions, or restatements with
+/// `restatementValue` (the new total, required for `RESTATEMENT` and refused on `RETRACTION`).
+async fn adjust(
+    platforms: &Platforms,
+    config: &GoogleAdsConfig,
+    creds: &GoogleCredentials,
+    batch: &[Conversion],
+    now: OffsetDateTime,
+    kind: Adjustment,
 ) -> SendReport {
     if config.api == GoogleApi::DataManager {
         return SendReport::uniform(
@@ -1310,21 +1356,47 @@ async fn retract(
     let mut collector = collector_for(creds, batch.len());
     let mut rows: Vec<(usize, String, Value)> = Vec::new();
     for (index, conversion) in batch.iter().enumerate() {
-        match action_id(config, conversion.event.kind) {
-            Ok(action) => {
-                let order_id = order_id(conversion);
-                // The adjustment must come after the conversion it adjusts.
-                let at = now.max(conversion.event.timestamp + TimeDuration::seconds(1));
-                let adjustment = json!({
-                    "orderId": order_id,
-                    "conversionAction": format!("customers/{customer_id}/conversionActions/{action}"),
-                    "adjustmentType": "RETRACTION",
-                    "adjustmentDateTime": ads_datetime(at),
-                });
-                rows.push((index, order_id, adjustment));
+        let action = match action_id(config, conversion.event.kind) {
+            Ok(action) => action,
+            Err(outcome) => {
+                collector.set(index, outcome);
+                continue;
             }
-            Err(outcome) => collector.set(index, outcome),
+        };
+        let order_id = order_id(conversion);
+        // The adjustment must come after the conversion it adjusts.
+        let at = now.max(conversion.event.timestamp + TimeDuration::seconds(1));
+        let mut adjustment = json!({
+            "orderId": order_id,
+            "conversionAction": format!("customers/{customer_id}/conversionActions/{action}"),
+            "adjustmentType": match kind {
+                Adjustment::Retraction => "RETRACTION",
+                Adjustment::Restatement => "RESTATEMENT",
+            },
+            "adjustmentDateTime": ads_datetime(at),
+        });
+        if kind == Adjustment::Restatement {
+            let value = conversion.event.value.and_then(|money| {
+                money
+                    .amount()
+                    .to_f64()
+                    .map(|amount| (amount, money.currency().code()))
+            });
+            let Some((amount, currency)) = value else {
+                collector.set(
+                    index,
+                    classify::permanent("a restatement needs the new value and its currency"),
+                );
+                continue;
+            };
+            if let Some(map) = adjustment.as_object_mut() {
+                map.insert(
+                    "restatementValue".into(),
+                    json!({"adjustedValue": money_json(amount), "currencyCode": currency}),
+                );
+            }
         }
+        rows.push((index, order_id, adjustment));
     }
     for chunk in chunks(rows, |(_, order_id, _)| order_id.as_str()) {
         let (indexes, items): (Vec<usize>, Vec<Value>) = chunk

@@ -666,6 +666,37 @@ pub fn check_ads_adjustments(request: &Request) -> Vec<String> {
                 "{at}: restatementValue is required for RESTATEMENT and refused otherwise"
             ));
         }
+        if let Some(value) = item.get("restatementValue") {
+            only_keys(
+                value,
+                &["adjustedValue", "currencyCode"],
+                &format!("{at}.restatementValue"),
+                &mut problems,
+            );
+            if !value
+                .get("adjustedValue")
+                .and_then(Value::as_f64)
+                .is_some_and(|v| v.is_finite() && v >= 0.0)
+            {
+                problems.push(format!(
+                    "{at}.restatementValue.adjustedValue must be a number >= 0 (the new total)"
+                ));
+            }
+            if !value
+                .get("currencyCode")
+                .and_then(Value::as_str)
+                .is_some_and(is_currency)
+            {
+                problems.push(format!(
+                    "{at}.restatementValue.currencyCode must be an ISO 4217 code"
+                ));
+            }
+        }
+        for enhancement_only in ["userIdentifiers", "userAgent"] {
+            if kind != Some("ENHANCEMENT") && item.get(enhancement_only).is_some() {
+                problems.push(format!("{at}.{enhancement_only} is for ENHANCEMENT only"));
+            }
+        }
         match item.get("adjustmentDateTime").and_then(Value::as_str) {
             Some(text) if shaped(text, "9999-99-99 99:99:99#99:99") => {}
             other => problems.push(format!("{at}.adjustmentDateTime {other:?} malformed")),
