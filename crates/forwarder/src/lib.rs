@@ -17,6 +17,7 @@ pub mod destinations;
 mod error;
 pub mod pacing;
 pub mod queue;
+pub mod restatement;
 pub mod views;
 pub mod worker;
 
@@ -30,6 +31,9 @@ pub use destinations::{
 pub use error::{Error, Result};
 pub use platforms::{Endpoints, RetryPolicy};
 pub use queue::{enqueue, DispatchKind, DispatchStatus};
+pub use restatement::{
+    current_values, restate, value_history, NewValue, RestateReport, RestateTarget, ValueEntry,
+};
 pub use views::{
     confirmation_gauges, dispatch_stats, dispatches_for_event, get_dispatch, list_dispatches,
     queue_gauges, retract, retry_dispatch, retry_dispatches, AttemptView, Confirmation,

@@ -101,6 +101,8 @@ pub enum DispatchKind {
     Conversion,
     /// The undoing of a conversion delivered before (Google Ads `RETRACTION`).
     Retraction,
+    /// A new value of a conversion delivered before (Google Ads `RESTATEMENT`).
+    Restatement,
 }
 
 impl DispatchKind {
@@ -109,6 +111,7 @@ impl DispatchKind {
         match self {
             Self::Conversion => "conversion",
             Self::Retraction => "retraction",
+            Self::Restatement => "restatement",
         }
     }
 
@@ -117,6 +120,7 @@ impl DispatchKind {
         match raw {
             "conversion" => Some(Self::Conversion),
             "retraction" => Some(Self::Retraction),
+            "restatement" => Some(Self::Restatement),
             _ => None,
         }
     }
@@ -206,7 +210,7 @@ const INSERT_DISPATCHES: &str = "
            'queued', u.payload, u.routing
     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[])
         AS u(workspace_id, id, event_id, destination_id, destination_type, payload, routing)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind) DO NOTHING
+    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
     RETURNING id";
 
 /// Turns routed conversions into dispatches, inside the caller's transaction.
@@ -901,7 +905,7 @@ const INSERT_RETRACTIONS: &str = "
            $3, u.reason
     FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
         AS u(id, destination_id, destination_type, status, payload, reason)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind) DO NOTHING
+    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
     RETURNING status";
 
 /// `→ queued | skipped`: creates an event's retraction dispatches (none twice for a destination).
@@ -1145,4 +1149,128 @@ pub async fn reschedule_upload(
         )
         .await?
         .len())
+}
+
+// ---- Restatements.
+
+const REVALUE_UNSENT: &str = "
+    UPDATE dispatches
+    SET payload = jsonb_set(jsonb_set(payload, '{event,amount}', to_jsonb($3::numeric)),
+                            '{event,currency}', to_jsonb($4::text)),
+        updated_at = now()
+    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
+      AND status IN ('queued', 'retrying')";
+
+/// An event's conversion dispatches not sent yet carry its new value: they go out restated.
+/// Answers how many.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn revalue_unsent(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_id: Uuid,
+    amount: rust_decimal::Decimal,
+    currency: &str,
+) -> Result<u64> {
+    let stmt = client.prepare_cached(REVALUE_UNSENT).await?;
+    Ok(client
+        .execute(&stmt, &[&workspace_id, &event_id, &amount, &currency])
+        .await?)
+}
+
+const SUPERSEDE_RESTATEMENTS: &str = "
+    UPDATE dispatches SET status = 'cancelled', reason = $3, updated_at = now()
+    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'restatement'
+      AND status IN ('queued', 'retrying')";
+
+/// `queued | retrying → cancelled` for an event's restatements not sent yet: a newer value
+/// replaces them. Answers how many.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn supersede_restatements(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_id: Uuid,
+    reason: &str,
+) -> Result<u64> {
+    let stmt = client.prepare_cached(SUPERSEDE_RESTATEMENTS).await?;
+    Ok(client
+        .execute(&stmt, &[&workspace_id, &event_id, &reason])
+        .await?)
+}
+
+const INSERT_RESTATEMENTS: &str = "
+    INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type, kind,
+                            status, payload, routing, reason, revision)
+    SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'restatement', u.status,
+           jsonb_set(jsonb_set(u.payload, '{event,amount}', to_jsonb($3::numeric)),
+                     '{event,currency}', to_jsonb($4::text)),
+           u.routing, u.reason, $5
+    FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[], $12::text[])
+        AS u(id, destination_id, destination_type, status, payload, routing, reason)
+    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+    RETURNING status";
+
+/// New restatement dispatches of one event's `revision`, one per destination that has (or is
+/// sending) its conversion, as parallel columns.
+pub(crate) struct Restatements {
+    pub ids: Vec<Uuid>,
+    pub destination_ids: Vec<Uuid>,
+    pub types: Vec<String>,
+    /// `queued` where the destination can restate, else `skipped`.
+    pub statuses: Vec<DispatchStatus>,
+    /// The conversion's payload; the new value is set in it here.
+    pub payloads: Vec<Value>,
+    pub routings: Vec<Option<Value>>,
+    /// `not_supported` for the skipped ones.
+    pub reasons: Vec<Option<&'static str>>,
+}
+
+/// `→ queued | skipped`: creates the restatement dispatches of `revision` carrying the new value
+/// (none twice for a destination and revision). Answers the status of each one created.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn add_restatements(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_id: Uuid,
+    amount: rust_decimal::Decimal,
+    currency: &str,
+    revision: i32,
+    rows: &Restatements,
+) -> Result<Vec<DispatchStatus>> {
+    let statuses: Vec<&str> = rows.statuses.iter().map(|s| s.as_str()).collect();
+    let stmt = client.prepare_cached(INSERT_RESTATEMENTS).await?;
+    let created = client
+        .query(
+            &stmt,
+            &[
+                &workspace_id,
+                &event_id,
+                &amount,
+                &currency,
+                &revision,
+                &rows.ids,
+                &rows.destination_ids,
+                &rows.types,
+                &statuses,
+                &rows.payloads,
+                &rows.routings,
+                &rows.reasons,
+            ],
+        )
+        .await?;
+    created
+        .iter()
+        .map(|row| {
+            let raw: &str = row.try_get(0)?;
+            DispatchStatus::parse(raw).ok_or_else(|| Error::Corrupt {
+                what: "dispatch status",
+                detail: raw.to_owned(),
+            })
+        })
+        .collect()
 }

@@ -431,6 +431,11 @@ impl Forwarder {
                                     .retract(platforms, config, credentials.json(), &batch, now)
                                     .await
                             }
+                            DispatchKind::Restatement => {
+                                adapter
+                                    .restate(platforms, config, credentials.json(), &batch, now)
+                                    .await
+                            }
                         }
                     })
                     .await

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod events;
 pub mod ops;
 pub mod reports;
+pub mod restate;
 pub mod ui;
 
 use actix_web::{guard, web, HttpRequest, HttpResponse};
@@ -102,6 +103,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/reports/conversions")
                     .route(get().to(reports::conversions))
                     .default_service(only("GET, HEAD")),
+            )
+            .service(
+                web::resource("/events/{id}/restate")
+                    .post(restate::restate)
+                    .default_service(only("POST")),
             )
             .service(
                 web::resource("/events/{id}/retract")
