@@ -60,3 +60,7 @@ SELECT create_distributed_table('pacing_buckets', 'workspace_id', colocate_with 
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'pacing_buckets'::regclass);
 SELECT create_distributed_table('destination_parks', 'workspace_id', colocate_with => 'events')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'destination_parks'::regclass);
+SELECT create_distributed_table('event_values', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'event_values'::regclass);
+SELECT create_distributed_table('backfills', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'backfills'::regclass);

@@ -12,6 +12,7 @@
 //! for: no function reads or changes another workspace's rows.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod backfill;
 pub mod crypto;
 pub mod destinations;
 mod error;
@@ -23,6 +24,7 @@ pub mod worker;
 
 pub use platforms::{self, ids, model};
 
+pub use backfill::{get_backfill, start_backfill, BackfillView};
 pub use crypto::Cipher;
 pub use destinations::{
     create_destination, delete_destination, get_destination, list_destinations, update_destination,

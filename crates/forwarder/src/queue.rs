@@ -377,7 +377,8 @@ pub struct Claim {
 }
 
 /// Claiming due work, all in one statement (so no explicit transaction is needed):
-/// - `due`: queued or retrying rows whose time has come and whose destination is enabled and
+/// - `due`: live rows before backfilled ones (a backfill never delays live traffic), each
+///   oldest due first: queued or retrying rows whose time has come and whose destination is enabled and
 ///   not parked (its platform asked to come back later), and in-flight rows whose lease ran out, oldest due first, locked with `SKIP LOCKED` so that
 ///   concurrent workers split the work instead of waiting for each other;
 /// - `decided`: a row of a deleted destination is cancelled; an expired in-flight row with no
@@ -396,7 +397,7 @@ const CLAIM: &str = "
                   SELECT 1 FROM destination_parks p
                   WHERE p.workspace_id = d.workspace_id AND p.destination_id = d.destination_id
                     AND p.parked_until > now()))
-        ORDER BY d.due_at
+        ORDER BY d.backfill, d.due_at
         LIMIT $1
         FOR UPDATE OF d SKIP LOCKED
     ), decided AS (
@@ -1273,4 +1274,61 @@ pub(crate) async fn add_restatements(
             })
         })
         .collect()
+}
+
+const INSERT_BACKFILLED: &str = "
+    INSERT INTO dispatches
+        (workspace_id, id, event_id, destination_id, destination_type, kind, status, payload,
+         routing, backfill)
+    SELECT $1, u.id, u.event_id, $2, $3, 'conversion', 'queued', u.payload, u.routing, true
+    FROM unnest($4::uuid[], $5::uuid[], $6::jsonb[], $7::jsonb[])
+        AS u(id, event_id, payload, routing)
+    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+    RETURNING event_id";
+
+/// `→ queued`: backfilled conversion dispatches to one destination, behind live traffic; an event
+/// the destination already has a dispatch for gets none (one per event and destination, ever).
+/// Answers the events queued.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn add_backfilled(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    destination: &Destination,
+    rows: &[(Uuid, Value, Value)],
+) -> Result<Vec<Uuid>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::now_v7()).collect();
+    let event_ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let payloads: Vec<&Value> = rows.iter().map(|r| &r.1).collect();
+    let routings: Vec<&Value> = rows.iter().map(|r| &r.2).collect();
+    let stmt = client.prepare_cached(INSERT_BACKFILLED).await?;
+    let created = client
+        .query(
+            &stmt,
+            &[
+                &workspace_id,
+                &destination.id,
+                &destination.destination_type().as_str(),
+                &ids,
+                &event_ids,
+                &payloads,
+                &routings,
+            ],
+        )
+        .await?;
+    created.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// A routed event as a dispatch stores it: its snapshot and its routing, as JSON.
+pub(crate) fn stored_forms(routed: &RoutedEvent) -> Result<(Value, Value)> {
+    Ok((snapshot_json(routed)?, routing_json(&routed.routes)?))
+}
+
+/// True when `destination` gets `routed` by the routing rules of live traffic.
+pub(crate) fn routes_to(routed: &RoutedEvent, destination: &Destination) -> bool {
+    routed_to(routed, destination)
 }

@@ -485,3 +485,38 @@ async fn resource_exhausted_for_hours_parks_the_destination_without_spending_att
         .unwrap();
     assert_eq!(worker.dispatch_due(100).await.unwrap().succeeded, 3);
 }
+
+#[tokio::test]
+async fn live_dispatches_are_claimed_before_backfilled_ones_however_old() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    webhook(&client, ws, "https://hooks.example.com/x", &["sale"], true).await;
+    let old = routed(ws, sale("inv-old"), AttributionStatus::Matched, &ALL_ROUTES);
+    let live = routed(
+        ws,
+        sale("inv-live"),
+        AttributionStatus::Matched,
+        &ALL_ROUTES,
+    );
+    forwarder::enqueue(&client, &[old.clone(), live.clone()])
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE dispatches SET backfill = true, due_at = now() - interval '1 day' WHERE event_id = $1",
+            &[&old.event_id],
+        )
+        .await
+        .unwrap();
+    let claim = forwarder::queue::claim_due(&client, 1, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    assert_eq!(claim.dispatches.len(), 1);
+    assert_eq!(claim.dispatches[0].conversion.event_id, live.event_id);
+    let next = forwarder::queue::claim_due(&client, 1, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    assert_eq!(next.dispatches[0].conversion.event_id, old.event_id);
+}

@@ -660,3 +660,110 @@ async fn a_restated_sale_keeps_its_value_history_reaches_google_and_counts_at_it
     let res = app.post(&restate, &json!({"amount": 10})).await;
     assert_eq!(res.status(), 409);
 }
+
+#[tokio::test]
+async fn a_backfill_sends_a_new_destination_its_history_once_behind_live_traffic() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let (app, admin) = app_with_platforms(&server).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let mut sale = common::sale(&format!("inv-backfill-{n}"));
+        sale["timestamp"] = json!(days_ago(1));
+        let answer: Value = app.post("/v1/events", &sale).await.json().await.unwrap();
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        event_until(&app, id, |e| !e["attribution"].is_null()).await;
+    }
+    let hook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
+                      "config": {"url": format!("{}/hook", server.uri())},
+                      "credentials": {"secret": "whsec_backfill_0123456789abcdef"}});
+    let created: Value = app
+        .post_as(&admin, "/v1/destinations", &hook)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let destination = created["id"].as_str().unwrap().to_owned();
+    let backfill = format!("/v1/destinations/{destination}/backfill");
+
+    let res = app.post_as(&admin, &backfill, &json!({})).await;
+    assert_eq!(res.status(), 202);
+    let started: Value = res.json().await.unwrap();
+    assert_eq!(started["status"], "running");
+    let done = backfill_done(&app, &admin, &backfill).await;
+    assert_eq!(
+        (done["queued"].as_i64(), done["skipped"].as_i64()),
+        (Some(3), Some(0)),
+        "{done}"
+    );
+    assert_eq!(done["done"], 3);
+    assert!(done["total"].as_i64().unwrap() >= 3);
+    for id in &ids {
+        event_until(&app, id, |e| {
+            e["dispatches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["destination"] == destination.as_str() && d["status"] == "succeeded")
+        })
+        .await;
+    }
+
+    // Again: nothing twice.
+    assert_eq!(
+        app.post_as(&admin, &backfill, &json!({})).await.status(),
+        202
+    );
+    let again = backfill_done(&app, &admin, &backfill).await;
+    assert_eq!(
+        (again["queued"].as_i64(), again["skipped"].as_i64()),
+        (Some(0), Some(3)),
+        "{again}"
+    );
+    let hook_calls = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == "/hook")
+        .count();
+    assert_eq!(hook_calls, 3);
+
+    // Bad input, scopes, other workspaces.
+    let res = app
+        .post_as(
+            &admin,
+            &backfill,
+            &json!({"since": "yesterday", "until": "now"}),
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+    assert_eq!(app.post(&backfill, &json!({})).await.status(), 403);
+    let other = create_key(&app.db, "other", &[Scope::Admin]).await;
+    assert_eq!(
+        app.post_as(&other, &backfill, &json!({})).await.status(),
+        404
+    );
+    assert_eq!(app.get_as(&other, &backfill).await.status(), 404);
+}
+
+/// Polls a backfill's progress until it is done, with a deadline.
+async fn backfill_done(app: &TestApp, admin: &str, backfill: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view: Value = app.get_as(admin, backfill).await.json().await.unwrap();
+        if view["status"] == "done" {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "backfill never finished: {view}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,5 +1,6 @@
 //! HTTP routes: thin handlers that extract, call one function, and map the result.
 
+pub mod backfill;
 pub mod clicks;
 pub mod destinations;
 pub mod dispatches;
@@ -65,6 +66,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/destinations")
                     .post(destinations::create)
                     .route(get().to(destinations::list))
+                    .default_service(only("GET, HEAD, POST")),
+            )
+            .service(
+                web::resource("/destinations/{id}/backfill")
+                    .route(get().to(backfill::progress))
+                    .post(backfill::start)
                     .default_service(only("GET, HEAD, POST")),
             )
             .service(
