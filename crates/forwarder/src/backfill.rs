@@ -102,13 +102,9 @@ fn read_since(body: &Value) -> Result<Option<OffsetDateTime>> {
     for (key, value) in map {
         match (key.as_str(), value) {
             ("since", Value::Null) => {}
+            // A `since` in the future is taken as it is: there is nothing to send.
             ("since", Value::String(text)) => match events::parse_timestamp(text) {
-                Ok(at) if at <= OffsetDateTime::now_utc() => since = Some(at),
-                Ok(_) => errors.push(FieldError {
-                    field: "since".into(),
-                    code: "range",
-                    message: "must not be in the future".into(),
-                }),
+                Ok(at) => since = Some(at),
                 Err(_) => errors.push(FieldError {
                     field: "since".into(),
                     code: "format",

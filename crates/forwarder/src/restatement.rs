@@ -68,7 +68,6 @@ impl NewValue {
                         expected: "a number",
                     },
                 )),
-                ("currency", Value::Null) | ("reason", Value::Null) => {}
                 ("currency", Value::String(code)) => match events::Currency::parse(code) {
                     Ok(code) => currency = Some(code),
                     Err(error) => errors.push(FieldError::new("currency", &error)),
@@ -257,7 +256,8 @@ pub async fn current_values(
 /// exists and is not retracted.
 ///
 /// # Errors
-/// [`Error::Invalid`] for a currency other than the event's; [`Error::Database`].
+/// [`Error::Conflict`] for a currency other than the event's, or none for an event sent without
+/// a value; [`Error::Database`].
 pub async fn restate(
     client: &impl GenericClient,
     target: &RestateTarget,
@@ -270,23 +270,21 @@ pub async fn restate(
     } = *target;
     let original_currency = target.original.map(|money| money.currency());
     let currency = match (new.currency, original_currency) {
+        // Both depend on the event, not on the request alone: the request conflicts with it.
         (Some(asked), Some(own)) if asked != own => {
-            return Err(Error::Invalid(vec![FieldError {
-                field: "currency".into(),
-                code: "invalid_value",
-                message: format!(
-                    "must be the event's currency, {}: a restatement changes the amount, not the currency",
-                    own.code()
-                ),
-            }]))
+            return Err(Error::Conflict(format!(
+                "the event's currency is {}: a restatement changes the amount, not the currency (currency {} asked)",
+                own.code(),
+                asked.code()
+            )))
         }
         (Some(asked), _) => asked,
         (None, Some(own)) => own,
         (None, None) => {
-            return Err(Error::Invalid(vec![FieldError::new(
-                "currency",
-                &events::Error::Required,
-            )]))
+            return Err(Error::Conflict(
+                "the event was sent without a value, so it has no currency to keep: give `currency`"
+                    .into(),
+            ))
         }
     };
     let currency = currency.code();

@@ -237,8 +237,15 @@ impl Forwarder {
         for call in done {
             if let (Some(park), Some(&(first, _, _))) = (&call.park, call.items.first()) {
                 if let Some(dispatch) = claim.dispatches.get(first) {
-                    self.park(dispatch, park).await?;
-                    report.parked += 1;
+                    // Not parked means the next claim sends again and is refused again; the
+                    // dispatches still wait without spending attempts.
+                    match self.park(dispatch, park).await {
+                        Ok(()) => report.parked += 1,
+                        Err(error) => tracing::warn!(
+                            error = %error_chain(&error),
+                            "cannot park the destination; its dispatches wait anyway"
+                        ),
+                    }
                 }
             }
             for (index, outcome, request) in call.items {

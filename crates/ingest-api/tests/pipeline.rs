@@ -643,7 +643,7 @@ async fn a_restated_sale_keeps_its_value_history_reaches_google_and_counts_at_it
         .await;
     assert_eq!(
         res.status(),
-        422,
+        409,
         "a restatement keeps the event's currency"
     );
     let other = create_key(&app.db, "other", &[Scope::Ingest, Scope::Read]).await;
