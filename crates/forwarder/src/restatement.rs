@@ -36,8 +36,10 @@ pub const MAX_REASON: usize = 255;
 pub struct NewValue {
     /// The new total (100 → 70 is 70), at least 0, at most 4 decimal places.
     pub amount: Decimal,
-    /// Its currency, when the request named one (it must be the event's).
-    pub currency: Option<events::Currency>,
+    /// Its currency as named by the request, trimmed and upper-cased (three letters), when it
+    /// named one: it must be the event's, and is checked against ISO 4217 only where the event
+    /// has none.
+    pub currency: Option<String>,
     /// Why (`partial refund`).
     pub reason: Option<String>,
 }
@@ -68,10 +70,14 @@ impl NewValue {
                         expected: "a number",
                     },
                 )),
-                ("currency", Value::String(code)) => match events::Currency::parse(code) {
-                    Ok(code) => currency = Some(code),
-                    Err(error) => errors.push(FieldError::new("currency", &error)),
-                },
+                ("currency", Value::String(code)) => {
+                    let code = code.trim();
+                    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        currency = Some(code.to_ascii_uppercase());
+                    } else {
+                        errors.push(FieldError::new("currency", &events::Error::InvalidCurrency));
+                    }
+                }
                 ("currency", _) => errors.push(FieldError::new(
                     "currency",
                     &events::Error::Type {
@@ -269,17 +275,17 @@ pub async fn restate(
         ..
     } = *target;
     let original_currency = target.original.map(|money| money.currency());
-    let currency = match (new.currency, original_currency) {
+    let currency = match (new.currency.as_deref(), original_currency) {
         // Both depend on the event, not on the request alone: the request conflicts with it.
-        (Some(asked), Some(own)) if asked != own => {
+        (Some(asked), Some(own)) if asked != own.code() => {
             return Err(Error::Conflict(format!(
-                "the event's currency is {}: a restatement changes the amount, not the currency (currency {} asked)",
+                "the event's currency is {}: a restatement changes the amount, not the currency ({asked} asked)",
                 own.code(),
-                asked.code()
             )))
         }
-        (Some(asked), _) => asked,
-        (None, Some(own)) => own,
+        (_, Some(own)) => own,
+        (Some(asked), None) => events::Currency::parse(asked)
+            .map_err(|error| Error::Invalid(vec![FieldError::new("currency", &error)]))?,
         (None, None) => {
             return Err(Error::Conflict(
                 "the event was sent without a value, so it has no currency to keep: give `currency`"
