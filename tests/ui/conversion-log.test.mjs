@@ -163,6 +163,19 @@ test("an operator finds a failed dispatch, filters, opens it and retries it with
   assert.equal(await row().locator("td").nth(5).innerText(), "3");
   assert.equal(await page.locator('.stat[data-status="succeeded"] .n').innerText(), "1");
   assert.equal(await page.locator('.stat[data-status="failed"] .n').innerText(), "1");
+  // A webhook answers synchronously: the platform's confirmation is there at once, and the list
+  // filters by it.
+  assert.equal(await row().locator(".confirmation").getAttribute("data-confirmation"), "confirmed");
+  await page.getByLabel("Confirmation", { exact: true }).selectOption("confirmed");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await page.waitForURL(/confirmation=confirmed/);
+  await row().waitFor();
+  assert.equal(await page.locator("tr.dispatch").count(), 1);
+  await page.getByLabel("Confirmation", { exact: true }).selectOption("failed");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByText("No dispatches (confirmation failed").waitFor();
+  await page.getByRole("button", { name: "Clear", exact: true }).click();
+  await row().waitFor();
   await page.screenshot({ path: env("UI_SCREENSHOT"), fullPage: true });
 
   // Forget the key: back to the key form, nothing kept in the browser.

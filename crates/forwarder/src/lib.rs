@@ -12,17 +12,21 @@
 //! for: no function reads or changes another workspace's rows.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod backfill;
 pub mod crypto;
 pub mod destinations;
 pub mod erase;
 mod error;
+pub mod pacing;
 pub mod queue;
 pub mod retention;
+pub mod restatement;
 pub mod views;
 pub mod worker;
 
 pub use platforms::{self, ids, model};
 
+pub use backfill::{get_backfill, start_backfill, BackfillView};
 pub use crypto::Cipher;
 pub use destinations::{
     create_destination, delete_destination, get_destination, list_destinations, update_destination,
@@ -31,12 +35,16 @@ pub use destinations::{
 pub use error::{Error, Result};
 pub use platforms::{Endpoints, RetryPolicy};
 pub use queue::{enqueue, DispatchKind, DispatchStatus};
-pub use views::{
-    dispatch_stats, dispatches_for_event, get_dispatch, list_dispatches, queue_gauges, retract,
-    retry_dispatch, retry_dispatches, AttemptView, DestinationStats, DispatchDetail,
-    DispatchFilter, DispatchSummary, DispatchView, QueueGauge, RetractReport, Stats,
+pub use restatement::{
+    current_values, restate, value_history, NewValue, RestateReport, RestateTarget, ValueEntry,
 };
-pub use worker::{DispatchReport, Forwarder, ForwarderConfig};
+pub use views::{
+    confirmation_gauges, dispatch_stats, dispatches_for_event, get_dispatch, list_dispatches,
+    queue_gauges, retract, retry_dispatch, retry_dispatches, AttemptView, Confirmation,
+    DestinationStats, DispatchDetail, DispatchFilter, DispatchSummary, DispatchView, QueueGauge,
+    RetractReport, Stats,
+};
+pub use worker::{ConfirmationReport, DispatchReport, Forwarder, ForwarderConfig};
 
 use serde::Serialize;
 

@@ -34,6 +34,7 @@ use uuid::Uuid;
 use crate::destinations::{self, Destination};
 use crate::model::Conversion;
 use crate::{Error, Result};
+use platforms::delivery::ConfirmationStatus;
 
 /// Where a dispatch stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -100,6 +101,8 @@ pub enum DispatchKind {
     Conversion,
     /// The undoing of a conversion delivered before (Google Ads `RETRACTION`).
     Retraction,
+    /// A new value of a conversion delivered before (Google Ads `RESTATEMENT`).
+    Restatement,
 }
 
 impl DispatchKind {
@@ -108,6 +111,7 @@ impl DispatchKind {
         match self {
             Self::Conversion => "conversion",
             Self::Retraction => "retraction",
+            Self::Restatement => "restatement",
         }
     }
 
@@ -116,6 +120,7 @@ impl DispatchKind {
         match raw {
             "conversion" => Some(Self::Conversion),
             "retraction" => Some(Self::Retraction),
+            "restatement" => Some(Self::Restatement),
             _ => None,
         }
     }
@@ -205,7 +210,7 @@ const INSERT_DISPATCHES: &str = "
            'queued', u.payload, u.routing
     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[])
         AS u(workspace_id, id, event_id, destination_id, destination_type, payload, routing)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind) DO NOTHING
+    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
     RETURNING id";
 
 /// Turns routed conversions into dispatches, inside the caller's transaction.
@@ -372,8 +377,9 @@ pub struct Claim {
 }
 
 /// Claiming due work, all in one statement (so no explicit transaction is needed):
-/// - `due`: queued or retrying rows whose time has come and whose destination is enabled, and
-///   in-flight rows whose lease ran out, oldest due first, locked with `SKIP LOCKED` so that
+/// - `due`: live rows before backfilled ones (a backfill never delays live traffic), each
+///   oldest due first: queued or retrying rows whose time has come and whose destination is enabled and
+///   not parked (its platform asked to come back later), and in-flight rows whose lease ran out, oldest due first, locked with `SKIP LOCKED` so that
 ///   concurrent workers split the work instead of waiting for each other;
 /// - `decided`: a row of a deleted destination is cancelled; an expired in-flight row with no
 ///   attempts left fails; an expired one of a disabled destination goes back to queued; every
@@ -387,7 +393,11 @@ const CLAIM: &str = "
         LEFT JOIN destinations t ON t.workspace_id = d.workspace_id AND t.id = d.destination_id
         WHERE d.status IN ('queued', 'retrying', 'in_flight') AND d.due_at <= now()
           AND (t.enabled OR t.id IS NULL OR d.status = 'in_flight')
-        ORDER BY d.due_at
+          AND (d.status = 'in_flight' OR NOT EXISTS (
+                  SELECT 1 FROM destination_parks p
+                  WHERE p.workspace_id = d.workspace_id AND p.destination_id = d.destination_id
+                    AND p.parked_until > now()))
+        ORDER BY d.backfill, d.due_at
         LIMIT $1
         FOR UPDATE OF d SKIP LOCKED
     ), decided AS (
@@ -592,7 +602,21 @@ pub struct AttemptResult {
     pub error: Option<String>,
     /// The start of the answer, with nothing secret in it.
     pub response_excerpt: Option<String>,
+    /// For `succeeded`: `confirmed` (the platform answered synchronously) or `pending` (it
+    /// processes the upload later).
+    pub confirmation: Option<ConfirmationStatus>,
+    /// For a `pending` confirmation: the platform's id of the upload request, checked once for
+    /// every conversion it carried.
+    pub confirmation_request: Option<String>,
+    /// For a `pending` confirmation: when to check the upload request first.
+    pub check_in: Option<Duration>,
+    /// Not sent after all (paced to the quota, or the destination parked): the row goes back to
+    /// waiting, due after `retry_in`, its attempt given back and none written down.
+    pub released: bool,
 }
+
+/// How long an upload request's status is checked before checking stops (Google: 24 h).
+pub const CONFIRMATION_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 /// Recording results: the status changes only for rows still in flight under the claim's token,
 /// the attempt is written for every row still held under the token, and the token is released.
@@ -602,9 +626,11 @@ pub struct AttemptResult {
 const RECORD: &str = "
     WITH u AS (
         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                             $7::timestamptz[], $8::int[], $9::int2[], $10::text[], $11::text[], $12::text[])
+                             $7::timestamptz[], $8::int[], $9::int2[], $10::text[], $11::text[], $12::text[],
+                             $14::text[], $15::text[], $16::bigint[], $17::bool[])
             AS u(workspace_id, id, status, retry_ms, last_error, reason,
-                 at, duration_ms, http_status, outcome, error, excerpt)
+                 at, duration_ms, http_status, outcome, error, excerpt,
+                 confirmation, confirmation_request, check_ms, released)
     ), r AS (
         SELECT u.*, u.status = 'retrying' AND NOT EXISTS (
                    SELECT 1 FROM destinations t
@@ -613,28 +639,58 @@ const RECORD: &str = "
     ), updated AS (
         UPDATE dispatches d SET
             status = CASE WHEN d.status <> 'in_flight' THEN d.status
-                          WHEN r.orphan THEN 'cancelled' ELSE r.status END,
+                          WHEN r.orphan THEN 'cancelled'
+                          WHEN r.released AND d.attempts > d.retry_from + 1 THEN 'retrying'
+                          WHEN r.released THEN 'queued'
+                          ELSE r.status END,
+            attempts = CASE WHEN d.status = 'in_flight' AND r.released AND NOT r.orphan
+                            THEN d.attempts - 1 ELSE d.attempts END,
             due_at = CASE WHEN d.status = 'in_flight' AND r.retry_ms IS NOT NULL AND NOT r.orphan
                           THEN now() + r.retry_ms * interval '1 millisecond' ELSE d.due_at END,
-            last_error = CASE WHEN d.status = 'in_flight' THEN r.last_error ELSE d.last_error END,
-            reason = CASE WHEN d.status <> 'in_flight' THEN d.reason
+            last_error = CASE WHEN d.status = 'in_flight' AND NOT r.released THEN r.last_error
+                              ELSE d.last_error END,
+            reason = CASE WHEN d.status <> 'in_flight' OR r.released THEN d.reason
                           WHEN r.orphan THEN 'destination deleted' ELSE r.reason END,
+            confirmation = CASE WHEN d.status = 'in_flight' AND r.status = 'succeeded'
+                                     AND NOT r.released
+                                THEN r.confirmation ELSE d.confirmation END,
+            confirmation_request = CASE WHEN d.status = 'in_flight' AND r.status = 'succeeded'
+                                             AND NOT r.released
+                                        THEN r.confirmation_request ELSE d.confirmation_request END,
+            confirmation_checked_at = CASE WHEN d.status = 'in_flight' AND r.status = 'succeeded'
+                                                AND r.confirmation = 'confirmed' AND NOT r.released
+                                           THEN now() ELSE d.confirmation_checked_at END,
             lease_token = NULL,
             updated_at = now()
         FROM r
         WHERE d.workspace_id = r.workspace_id AND d.id = r.id AND d.lease_token = $13
-        RETURNING d.workspace_id, d.id, d.attempts
+        RETURNING d.workspace_id, d.id, d.attempts, d.destination_id, d.confirmation,
+                  d.confirmation_request
+    ), checks AS (
+        INSERT INTO upload_checks (workspace_id, destination_id, request_id, status, due_at, deadline_at)
+        SELECT DISTINCT ON (updated.workspace_id, updated.destination_id, updated.confirmation_request)
+               updated.workspace_id, updated.destination_id, updated.confirmation_request, 'pending',
+               now() + coalesce(u.check_ms, 0) * interval '1 millisecond',
+               now() + $18::bigint * interval '1 millisecond'
+        FROM updated JOIN u ON u.workspace_id = updated.workspace_id AND u.id = updated.id
+        WHERE updated.confirmation = 'pending' AND updated.confirmation_request IS NOT NULL
+        ORDER BY updated.workspace_id, updated.destination_id, updated.confirmation_request
+        ON CONFLICT DO NOTHING
+    ), attempts AS (
+        INSERT INTO dispatch_attempts
+            (workspace_id, dispatch_id, attempt, at, duration_ms, http_status, outcome, error, response_excerpt)
+        SELECT updated.workspace_id, updated.id, updated.attempts, u.at, u.duration_ms, u.http_status,
+               u.outcome, u.error, u.excerpt
+        FROM updated JOIN u ON u.workspace_id = updated.workspace_id AND u.id = updated.id
+        WHERE NOT u.released
+        ON CONFLICT DO NOTHING
     )
-    INSERT INTO dispatch_attempts
-        (workspace_id, dispatch_id, attempt, at, duration_ms, http_status, outcome, error, response_excerpt)
-    SELECT updated.workspace_id, updated.id, updated.attempts, u.at, u.duration_ms, u.http_status,
-           u.outcome, u.error, u.excerpt
-    FROM updated JOIN u ON u.workspace_id = updated.workspace_id AND u.id = updated.id
-    ON CONFLICT DO NOTHING
-    RETURNING dispatch_id";
+    SELECT id FROM updated";
 
 /// Records attempts held under `token`. Answers the ids recorded; a result whose lease was lost
-/// (another worker took the row over) is left out and changes nothing.
+/// (another worker took the row over) is left out and changes nothing. A succeeded dispatch
+/// whose confirmation is `pending` gets its upload request scheduled for checking (once per
+/// request); a released one goes back to waiting with its attempt given back.
 ///
 /// # Errors
 /// [`Error::Database`].
@@ -673,6 +729,23 @@ pub async fn record_results(
         .iter()
         .map(|r| r.response_excerpt.as_deref())
         .collect();
+    let confirmation: Vec<Option<&str>> = results
+        .iter()
+        .map(|r| r.confirmation.map(ConfirmationStatus::as_str))
+        .collect();
+    let confirmation_request: Vec<Option<&str>> = results
+        .iter()
+        .map(|r| r.confirmation_request.as_deref())
+        .collect();
+    let check_ms: Vec<Option<i64>> = results
+        .iter()
+        .map(|r| {
+            r.check_in
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        })
+        .collect();
+    let released: Vec<bool> = results.iter().map(|r| r.released).collect();
+    let deadline_ms = i64::try_from(CONFIRMATION_DEADLINE.as_millis()).unwrap_or(i64::MAX);
     let stmt = client.prepare_cached(RECORD).await?;
     let rows = client
         .query(
@@ -691,6 +764,11 @@ pub async fn record_results(
                 &error,
                 &excerpt,
                 &token,
+                &confirmation,
+                &confirmation_request,
+                &check_ms,
+                &released,
+                &deadline_ms,
             ],
         )
         .await?;
@@ -828,7 +906,7 @@ const INSERT_RETRACTIONS: &str = "
            $3, u.reason
     FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
         AS u(id, destination_id, destination_type, status, payload, reason)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind) DO NOTHING
+    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
     RETURNING status";
 
 /// `→ queued | skipped`: creates an event's retraction dispatches (none twice for a destination).
@@ -871,4 +949,386 @@ pub(crate) async fn add_retractions(
             })
         })
         .collect()
+}
+
+// ---- Confirmation of accepted uploads. A succeeded dispatch of a platform that processes
+// uploads later is `pending` under its upload request; one status check per request settles
+// every dispatch it carried.
+
+/// An upload request a worker holds for one status check.
+#[derive(Debug, Clone)]
+pub struct UploadToCheck {
+    /// Its workspace.
+    pub workspace_id: Uuid,
+    /// The destination it went to.
+    pub destination_id: Uuid,
+    /// The platform's id of the request.
+    pub request_id: String,
+    /// Checks made, this one included.
+    pub checks: i32,
+    /// When checking stops.
+    pub deadline_at: OffsetDateTime,
+    /// The destination, or why it cannot be had (deleted, unreadable).
+    pub destination: std::result::Result<Arc<Destination>, String>,
+}
+
+/// What one claim of upload checks took.
+#[derive(Debug, Default)]
+pub struct UploadClaim {
+    /// The token the rows are held under.
+    pub token: Uuid,
+    /// The requests to check.
+    pub uploads: Vec<UploadToCheck>,
+}
+
+const CLAIM_UPLOAD_CHECKS: &str = "
+    WITH due AS (
+        SELECT workspace_id, destination_id, request_id FROM upload_checks
+        WHERE status = 'pending' AND due_at <= now()
+        ORDER BY due_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE upload_checks c
+    SET lease_token = $2, checks = c.checks + 1,
+        due_at = now() + $3::bigint * interval '1 millisecond'
+    FROM due
+    WHERE c.workspace_id = due.workspace_id AND c.destination_id = due.destination_id
+      AND c.request_id = due.request_id
+    RETURNING c.workspace_id, c.destination_id, c.request_id, c.checks, c.deadline_at";
+
+/// Claims up to `limit` upload requests whose next status check is due, for `lease` (a worker
+/// that vanishes gives them back when it runs out).
+///
+/// # Errors
+/// [`Error::Database`].
+pub async fn claim_upload_checks(
+    client: &impl GenericClient,
+    limit: usize,
+    lease: Duration,
+) -> Result<UploadClaim> {
+    let token = Uuid::now_v7();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let stmt = client.prepare_cached(CLAIM_UPLOAD_CHECKS).await?;
+    let rows = client.query(&stmt, &[&limit, &token, &lease_ms]).await?;
+    let mut claim = UploadClaim {
+        token,
+        uploads: Vec::with_capacity(rows.len()),
+    };
+    if rows.is_empty() {
+        return Ok(claim);
+    }
+    let mut wanted: Vec<(Uuid, Uuid)> = rows
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_>>()?;
+    wanted.sort_unstable();
+    wanted.dedup();
+    let ws: Vec<Uuid> = wanted.iter().map(|w| w.0).collect();
+    let ids: Vec<Uuid> = wanted.iter().map(|w| w.1).collect();
+    let stmt = client.prepare_cached(CLAIMED_DESTINATIONS).await?;
+    let mut destinations: HashMap<(Uuid, Uuid), std::result::Result<Arc<Destination>, String>> =
+        HashMap::new();
+    for row in client.query(&stmt, &[&ws, &ids]).await? {
+        let key = (row.try_get("workspace_id")?, row.try_get("id")?);
+        destinations.insert(
+            key,
+            Destination::from_row(&row)
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
+        );
+    }
+    for row in rows {
+        let workspace_id: Uuid = row.try_get(0)?;
+        let destination_id: Uuid = row.try_get(1)?;
+        claim.uploads.push(UploadToCheck {
+            workspace_id,
+            destination_id,
+            request_id: row.try_get(2)?,
+            checks: row.try_get(3)?,
+            deadline_at: row.try_get(4)?,
+            destination: destinations
+                .get(&(workspace_id, destination_id))
+                .cloned()
+                .unwrap_or_else(|| Err("the destination was deleted".to_owned())),
+        });
+    }
+    Ok(claim)
+}
+
+/// Settling an upload request: its row takes the final status, and so does every dispatch it
+/// carried that still waits for it, in one statement.
+const SETTLE_UPLOAD: &str = "
+    WITH checked AS (
+        UPDATE upload_checks
+        SET status = $5, detail = $6, checked_at = now(), lease_token = NULL
+        WHERE workspace_id = $1 AND destination_id = $2 AND request_id = $3 AND lease_token = $4
+        RETURNING workspace_id, destination_id, request_id
+    )
+    UPDATE dispatches d
+    SET confirmation = $5, confirmation_detail = $6, confirmation_checked_at = now()
+    FROM checked
+    WHERE d.workspace_id = checked.workspace_id AND d.destination_id = checked.destination_id
+      AND d.confirmation_request = checked.request_id AND d.confirmation = 'pending'
+    RETURNING d.destination_type";
+
+/// Still processing: the next check is due after `next` (never after the deadline); the
+/// dispatches show what the last check found.
+const RESCHEDULE_UPLOAD: &str = "
+    WITH checked AS (
+        UPDATE upload_checks
+        SET detail = $6, checked_at = now(), lease_token = NULL,
+            due_at = least(deadline_at, now() + $5::bigint * interval '1 millisecond')
+        WHERE workspace_id = $1 AND destination_id = $2 AND request_id = $3 AND lease_token = $4
+        RETURNING workspace_id, destination_id, request_id
+    )
+    UPDATE dispatches d
+    SET confirmation_detail = $6, confirmation_checked_at = now()
+    FROM checked
+    WHERE d.workspace_id = checked.workspace_id AND d.destination_id = checked.destination_id
+      AND d.confirmation_request = checked.request_id AND d.confirmation = 'pending'
+    RETURNING d.destination_type";
+
+/// `pending → confirmed | partially_failed | failed` for every dispatch an upload request
+/// carried, under the claim's `token`. Answers the destination type of each dispatch settled
+/// (none when the claim was lost).
+///
+/// # Errors
+/// [`Error::Database`].
+pub async fn settle_upload(
+    client: &impl GenericClient,
+    upload: &UploadToCheck,
+    token: Uuid,
+    status: ConfirmationStatus,
+    detail: &str,
+) -> Result<Vec<String>> {
+    let stmt = client.prepare_cached(SETTLE_UPLOAD).await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &upload.workspace_id,
+                &upload.destination_id,
+                &upload.request_id,
+                &token,
+                &status.as_str(),
+                &detail,
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| Ok(row.try_get::<_, String>(0)?))
+        .collect()
+}
+
+/// Keeps an upload request `pending`, checked again after `next`. Answers how many dispatches
+/// wait for it.
+///
+/// # Errors
+/// [`Error::Database`].
+pub async fn reschedule_upload(
+    client: &impl GenericClient,
+    upload: &UploadToCheck,
+    token: Uuid,
+    next: Duration,
+    detail: &str,
+) -> Result<usize> {
+    let next_ms = i64::try_from(next.as_millis()).unwrap_or(i64::MAX);
+    let stmt = client.prepare_cached(RESCHEDULE_UPLOAD).await?;
+    Ok(client
+        .query(
+            &stmt,
+            &[
+                &upload.workspace_id,
+                &upload.destination_id,
+                &upload.request_id,
+                &token,
+                &next_ms,
+                &detail,
+            ],
+        )
+        .await?
+        .len())
+}
+
+// ---- Restatements.
+
+const REVALUE_UNSENT: &str = "
+    UPDATE dispatches
+    SET payload = jsonb_set(jsonb_set(payload, '{event,amount}', to_jsonb($3::numeric)),
+                            '{event,currency}', to_jsonb($4::text)),
+        updated_at = now()
+    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
+      AND status IN ('queued', 'retrying')";
+
+/// An event's conversion dispatches not sent yet carry its new value: they go out restated.
+/// Answers how many.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn revalue_unsent(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_id: Uuid,
+    amount: rust_decimal::Decimal,
+    currency: &str,
+) -> Result<u64> {
+    let stmt = client.prepare_cached(REVALUE_UNSENT).await?;
+    Ok(client
+        .execute(&stmt, &[&workspace_id, &event_id, &amount, &currency])
+        .await?)
+}
+
+const SUPERSEDE_RESTATEMENTS: &str = "
+    UPDATE dispatches SET status = 'cancelled', reason = $3, updated_at = now()
+    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'restatement'
+      AND status IN ('queued', 'retrying')";
+
+/// `queued | retrying → cancelled` for an event's restatements not sent yet: a newer value
+/// replaces them. Answers how many.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn supersede_restatements(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_id: Uuid,
+    reason: &str,
+) -> Result<u64> {
+    let stmt = client.prepare_cached(SUPERSEDE_RESTATEMENTS).await?;
+    Ok(client
+        .execute(&stmt, &[&workspace_id, &event_id, &reason])
+        .await?)
+}
+
+const INSERT_RESTATEMENTS: &str = "
+    INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type, kind,
+                            status, payload, routing, reason, revision)
+    SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'restatement', u.status,
+           jsonb_set(jsonb_set(u.payload, '{event,amount}', to_jsonb($3::numeric)),
+                     '{event,currency}', to_jsonb($4::text)),
+           u.routing, u.reason, $5
+    FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[], $12::text[])
+        AS u(id, destination_id, destination_type, status, payload, routing, reason)
+    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+    RETURNING status";
+
+/// New restatement dispatches of one event's `revision`, one per destination that has (or is
+/// sending) its conversion, as parallel columns.
+pub(crate) struct Restatements {
+    pub ids: Vec<Uuid>,
+    pub destination_ids: Vec<Uuid>,
+    pub types: Vec<String>,
+    /// `queued` where the destination can restate, else `skipped`.
+    pub statuses: Vec<DispatchStatus>,
+    /// The conversion's payload; the new value is set in it here.
+    pub payloads: Vec<Value>,
+    pub routings: Vec<Option<Value>>,
+    /// `not_supported` for the skipped ones.
+    pub reasons: Vec<Option<&'static str>>,
+}
+
+/// `→ queued | skipped`: creates the restatement dispatches of `revision` carrying the new value
+/// (none twice for a destination and revision). Answers the status of each one created.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn add_restatements(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_id: Uuid,
+    amount: rust_decimal::Decimal,
+    currency: &str,
+    revision: i32,
+    rows: &Restatements,
+) -> Result<Vec<DispatchStatus>> {
+    let statuses: Vec<&str> = rows.statuses.iter().map(|s| s.as_str()).collect();
+    let stmt = client.prepare_cached(INSERT_RESTATEMENTS).await?;
+    let created = client
+        .query(
+            &stmt,
+            &[
+                &workspace_id,
+                &event_id,
+                &amount,
+                &currency,
+                &revision,
+                &rows.ids,
+                &rows.destination_ids,
+                &rows.types,
+                &statuses,
+                &rows.payloads,
+                &rows.routings,
+                &rows.reasons,
+            ],
+        )
+        .await?;
+    created
+        .iter()
+        .map(|row| {
+            let raw: &str = row.try_get(0)?;
+            DispatchStatus::parse(raw).ok_or_else(|| Error::Corrupt {
+                what: "dispatch status",
+                detail: raw.to_owned(),
+            })
+        })
+        .collect()
+}
+
+const INSERT_BACKFILLED: &str = "
+    INSERT INTO dispatches
+        (workspace_id, id, event_id, destination_id, destination_type, kind, status, payload,
+         routing, backfill)
+    SELECT $1, u.id, u.event_id, $2, $3, 'conversion', 'queued', u.payload, u.routing, true
+    FROM unnest($4::uuid[], $5::uuid[], $6::jsonb[], $7::jsonb[])
+        AS u(id, event_id, payload, routing)
+    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+    RETURNING event_id";
+
+/// `→ queued`: backfilled conversion dispatches to one destination, behind live traffic; an event
+/// the destination already has a dispatch for gets none (one per event and destination, ever).
+/// Answers the events queued.
+///
+/// # Errors
+/// [`Error::Database`].
+pub(crate) async fn add_backfilled(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    destination: &Destination,
+    rows: &[(Uuid, Value, Value)],
+) -> Result<Vec<Uuid>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::now_v7()).collect();
+    let event_ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let payloads: Vec<&Value> = rows.iter().map(|r| &r.1).collect();
+    let routings: Vec<&Value> = rows.iter().map(|r| &r.2).collect();
+    let stmt = client.prepare_cached(INSERT_BACKFILLED).await?;
+    let created = client
+        .query(
+            &stmt,
+            &[
+                &workspace_id,
+                &destination.id,
+                &destination.destination_type().as_str(),
+                &ids,
+                &event_ids,
+                &payloads,
+                &routings,
+            ],
+        )
+        .await?;
+    created.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// A routed event as a dispatch stores it: its snapshot and its routing, as JSON.
+pub(crate) fn stored_forms(routed: &RoutedEvent) -> Result<(Value, Value)> {
+    Ok((snapshot_json(routed)?, routing_json(&routed.routes)?))
+}
+
+/// True when `destination` gets `routed` by the routing rules of live traffic.
+pub(crate) fn routes_to(routed: &RoutedEvent, destination: &Destination) -> bool {
+    routed_to(routed, destination)
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::destinations::{page_params, parse_type, DestinationConfig};
 use crate::queue::{self, DispatchKind, DispatchStatus};
 use crate::{ids, Error, Page, Result};
+use platforms::delivery::ConfirmationStatus;
 
 /// The default page size of the dispatch list.
 pub const LIMIT_DEFAULT: i64 = 50;
@@ -47,6 +48,24 @@ pub struct DispatchView {
     pub created_at: String,
     /// When its status last changed.
     pub updated_at: String,
+    /// For a succeeded dispatch: whether the platform confirmed it (`null` for dispatches that
+    /// succeeded before confirmations were tracked).
+    pub confirmation: Option<Confirmation>,
+}
+
+/// Whether the platform confirmed a conversion it accepted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Confirmation {
+    /// `pending`, `confirmed`, `partially_failed` or `failed`.
+    pub status: ConfirmationStatus,
+    /// When the platform's answer was last read (`null` while the first check is due).
+    pub checked_at: Option<String>,
+    /// What the platform reported (counts per reason; the platform does not say which event).
+    pub detail: Option<String>,
+    /// The platform's id of the upload request that carried it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_request: Option<String>,
 }
 
 /// One attempt of a dispatch.
@@ -97,6 +116,7 @@ struct DetailWire<'a> {
     reason: &'a Option<String>,
     created_at: &'a str,
     updated_at: &'a str,
+    confirmation: &'a Option<Confirmation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retract_reason: &'a Option<String>,
     attempts: &'a [AttemptView],
@@ -121,6 +141,7 @@ impl Serialize for DispatchDetail {
             reason: &d.reason,
             created_at: &d.created_at,
             updated_at: &d.updated_at,
+            confirmation: &d.confirmation,
             retract_reason: &self.retract_reason,
             attempts: &self.attempts,
         }
@@ -149,6 +170,8 @@ pub struct DispatchSummary {
     pub last_error: Option<String>,
     /// Why it was skipped or cancelled.
     pub reason: Option<String>,
+    /// For a succeeded dispatch: whether the platform confirmed it.
+    pub confirmation: Option<Confirmation>,
 }
 
 impl From<&DispatchView> for DispatchSummary {
@@ -162,12 +185,14 @@ impl From<&DispatchView> for DispatchSummary {
             attempts: view.attempts,
             last_error: view.last_error.clone(),
             reason: view.reason.clone(),
+            confirmation: view.confirmation.clone(),
         }
     }
 }
 
 const VIEW_COLUMNS: &str = "workspace_id, id, event_id, destination_id, destination_type, kind, \
-    status, attempts, due_at, last_error, reason, retract_reason, created_at, updated_at";
+    status, attempts, due_at, last_error, reason, retract_reason, created_at, updated_at, \
+    confirmation, confirmation_request, confirmation_checked_at, confirmation_detail";
 
 fn corrupt(what: &'static str, raw: &str) -> Error {
     Error::Corrupt {
@@ -199,7 +224,28 @@ fn view_of(row: &Row) -> Result<DispatchView> {
         reason: row.try_get("reason")?,
         created_at: events::format_timestamp(created_at),
         updated_at: events::format_timestamp(updated_at),
+        confirmation: confirmation_of(row)?,
     })
+}
+
+/// The confirmation columns of a dispatch row; absent ones (a row read by a statement without
+/// them) count as none.
+fn confirmation_of(row: &Row) -> Result<Option<Confirmation>> {
+    let Ok(raw) = row.try_get::<_, Option<&str>>("confirmation") else {
+        return Ok(None);
+    };
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let status =
+        ConfirmationStatus::parse(raw).ok_or_else(|| corrupt("dispatch confirmation", raw))?;
+    let checked_at: Option<OffsetDateTime> = row.try_get("confirmation_checked_at")?;
+    Ok(Some(Confirmation {
+        status,
+        checked_at: checked_at.map(events::format_timestamp),
+        detail: row.try_get("confirmation_detail")?,
+        upload_request: row.try_get("confirmation_request")?,
+    }))
 }
 
 /// Filters of the dispatch list; every one optional.
@@ -215,6 +261,8 @@ pub struct DispatchFilter {
     pub event_id: Option<Uuid>,
     /// Created at or after.
     pub since: Option<OffsetDateTime>,
+    /// Only dispatches whose confirmation stands so.
+    pub confirmation: Option<ConfirmationStatus>,
     /// Page size, 1 to 100.
     pub limit: i64,
     /// `nextCursor` of the previous page.
@@ -229,6 +277,7 @@ impl Default for DispatchFilter {
             destination_type: None,
             event_id: None,
             since: None,
+            confirmation: None,
             limit: LIMIT_DEFAULT,
             cursor: None,
         }
@@ -246,8 +295,8 @@ fn field_error(field: &str, code: &'static str, message: impl Into<String>) -> F
 const STATUS_VALUES: &str = "queued, in_flight, succeeded, retrying, failed, skipped, cancelled";
 
 impl DispatchFilter {
-    /// Reads the query parameters of `GET /v1/dispatches` (`status`, `destination`, `type`,
-    /// `eventId`, `since`, `limit`, `cursor`), listing every bad one.
+    /// Reads the query parameters of `GET /v1/dispatches` (`status`, `confirmation`,
+    /// `destination`, `type`, `eventId`, `since`, `limit`, `cursor`), listing every bad one.
     ///
     /// # Errors
     /// [`Error::Invalid`].
@@ -268,6 +317,14 @@ impl DispatchFilter {
                         name,
                         "invalid_value",
                         format!("must be one of: {STATUS_VALUES}"),
+                    )),
+                },
+                "confirmation" => match ConfirmationStatus::parse(value) {
+                    Some(confirmation) => filter.confirmation = Some(confirmation),
+                    None => errors.push(field_error(
+                        name,
+                        "invalid_value",
+                        "must be one of: pending, confirmed, partially_failed, failed",
                     )),
                 },
                 "destination" => match ids::from_wire(ids::DESTINATION, value) {
@@ -357,6 +414,7 @@ pub async fn list_dispatches(
     // Only the filters given go into the statement, so that each combination gets a plan of its
     // own that uses the index it can (a `$n IS NULL OR …` filter defeats them).
     let status = filter.status.map(DispatchStatus::as_str);
+    let confirmation = filter.confirmation.map(ConfirmationStatus::as_str);
     let destination_type = filter.destination_type.map(DestinationType::as_str);
     let limit = filter.limit + 1;
     let mut sql = format!("SELECT {VIEW_COLUMNS} FROM dispatches WHERE workspace_id = $1");
@@ -375,6 +433,9 @@ pub async fn list_dispatches(
     }
     if let Some(destination) = &destination {
         add(&mut sql, &mut params, "destination_id =", destination);
+    }
+    if let Some(confirmation) = &confirmation {
+        add(&mut sql, &mut params, "confirmation =", confirmation);
     }
     if let Some(destination_type) = &destination_type {
         add(
@@ -598,6 +659,9 @@ pub struct Stats {
     pub totals: BTreeMap<&'static str, i64>,
     /// Age in seconds of the workspace's oldest `queued` dispatch; `None` when none waits.
     pub oldest_queued_age_seconds: Option<f64>,
+    /// Destinations parked now: their platform asked to come back later (a spent quota), and
+    /// their dispatches wait without spending attempts.
+    pub parked: Vec<crate::pacing::ParkView>,
 }
 
 fn zero_counts() -> BTreeMap<&'static str, i64> {
@@ -658,6 +722,7 @@ pub async fn dispatch_stats(client: &impl GenericClient, workspace_id: Uuid) -> 
         destinations,
         totals,
         oldest_queued_age_seconds: oldest,
+        parked: crate::pacing::parked_destinations(client, workspace_id).await?,
     })
 }
 
@@ -832,4 +897,27 @@ pub async fn queue_gauges(client: &impl GenericClient) -> Result<Vec<QueueGauge>
             oldest_age_seconds: r.get(3),
         })
         .collect())
+}
+
+/// Dispatches whose confirmation is not `confirmed`, across workspaces, per destination type
+/// and confirmation status: `(destination_type, status, count)`.
+const CONFIRMATION_GAUGES: &str = "
+    SELECT destination_type, confirmation, count(*)
+    FROM dispatches WHERE confirmation IN ('pending', 'partially_failed', 'failed')
+    GROUP BY destination_type, confirmation";
+
+/// Platform confirmations still pending or found failed, for the operator's metrics.
+///
+/// # Errors
+/// [`Error::Database`].
+pub async fn confirmation_gauges(
+    client: &impl GenericClient,
+) -> Result<Vec<(String, String, i64)>> {
+    let stmt = client.prepare_cached(CONFIRMATION_GAUGES).await?;
+    client
+        .query(&stmt, &[])
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
 }

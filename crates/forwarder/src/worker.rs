@@ -24,9 +24,11 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use platforms::delivery::{ConfirmationMode, ConfirmationStatus, Park, UploadCheck};
 use platforms::model::{Conversion, Outcome};
 use platforms::{Endpoints, Platforms, RequestRecord, RetryPolicy, SendReport};
 
+use crate::pacing::{self, Permit};
 use crate::queue::{self, AttemptResult, ClaimedDispatch, DispatchKind, DispatchStatus};
 use crate::{ids, Cipher, Result};
 
@@ -49,6 +51,12 @@ pub struct ForwarderConfig {
     pub poll_interval: Duration,
     /// Most platform calls one step makes at once.
     pub concurrency: usize,
+    /// The first status check of an upload a platform processes later, and the base of the
+    /// backoff between checks (`CONVRELAY_CONFIRMATION_POLL_MS`; Google advises 30 minutes).
+    pub confirmation_poll: Duration,
+    /// The part of each platform's published request quota this service may use
+    /// (`CONVRELAY_QUOTA_SHARE`, 0 to 1; 1 = all of it).
+    pub quota_share: f64,
     /// Steps [`Forwarder::run`] keeps going at once, so that one step's claim or record overlaps
     /// another's sends. Each holds a database connection while it claims or records: the pool
     /// needs at least this many (plus one for lease extensions).
@@ -66,6 +74,8 @@ impl Default for ForwarderConfig {
             poll_interval: Duration::from_millis(250),
             concurrency: 32,
             parallel_steps: 2,
+            confirmation_poll: Duration::from_secs(30 * 60),
+            quota_share: 1.0,
         }
     }
 }
@@ -87,6 +97,11 @@ pub struct DispatchReport {
     pub cancelled: usize,
     /// Results not recorded because the lease was lost (another worker took the rows over).
     pub lost: usize,
+    /// Not sent after all, back to waiting with their attempt given back: paced to the
+    /// platform's quota, or their destination parked.
+    pub deferred: usize,
+    /// Destinations parked by this step (their platform asked to come back much later).
+    pub parked: usize,
 }
 
 impl DispatchReport {
@@ -96,12 +111,38 @@ impl DispatchReport {
     }
 }
 
+/// What one confirmation step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConfirmationReport {
+    /// Upload requests checked.
+    pub checked: usize,
+    /// Of them, now final.
+    pub settled: usize,
+    /// Of them, still processing (checked again later).
+    pub pending: usize,
+    /// Dispatches that took a final confirmation.
+    pub dispatches: usize,
+}
+
+/// The wait before the next status check of an upload after `checks` checks: the poll
+/// interval doubled each time, at most six hours (Google: check with backoff up to 24 h).
+pub fn confirmation_backoff(poll: Duration, checks: i32) -> Duration {
+    let doublings = u32::try_from(checks.clamp(0, 16)).unwrap_or(0);
+    poll.saturating_mul(2u32.saturating_pow(doublings))
+        .min(Duration::from_secs(6 * 3600))
+        .max(Duration::from_millis(1))
+}
+
 /// One platform call's results: per claimed dispatch (by index), its outcome and the request
 /// that decided it.
 struct CallResult {
     started_at: OffsetDateTime,
     elapsed: Duration,
     items: Vec<(usize, Outcome, Option<RequestRecord>)>,
+    /// Not sent: the quota's next token comes after this long.
+    paced: Option<Duration>,
+    /// The platform asked to come back much later: the destination parks.
+    park: Option<Park>,
 }
 
 type Call<'a> = Pin<Box<dyn Future<Output = CallResult> + Send + 'a>>;
@@ -183,6 +224,10 @@ impl Forwarder {
                     outcome: "error",
                     error: Some(error.clone()),
                     response_excerpt: None,
+                    confirmation: None,
+                    confirmation_request: None,
+                    check_in: None,
+                    released: false,
                 }
             })
             .collect();
@@ -190,16 +235,41 @@ impl Forwarder {
         let calls = self.calls(&claim.dispatches);
         let done = self.send_holding_lease(&claim, calls).await;
         for call in done {
-            for (index, outcome, request) in call.items {
-                if let Some(dispatch) = claim.dispatches.get(index) {
-                    results.push(self.attempt_result(
-                        dispatch,
-                        outcome,
-                        request.as_ref(),
-                        call.started_at,
-                        call.elapsed,
-                    ));
+            if let (Some(park), Some(&(first, _, _))) = (&call.park, call.items.first()) {
+                if let Some(dispatch) = claim.dispatches.get(first) {
+                    // Not parked means the next claim sends again and is refused again; the
+                    // dispatches still wait without spending attempts.
+                    match self.park(dispatch, park).await {
+                        Ok(()) => report.parked += 1,
+                        Err(error) => tracing::warn!(
+                            error = %error_chain(&error),
+                            "cannot park the destination; its dispatches wait anyway"
+                        ),
+                    }
                 }
+            }
+            for (index, outcome, request) in call.items {
+                let Some(dispatch) = claim.dispatches.get(index) else {
+                    continue;
+                };
+                // Not sent (paced), or not delivered because the destination parks: back to
+                // waiting, no attempt spent.
+                let wait = match (&call.park, &outcome) {
+                    (_, _) if call.paced.is_some() => call.paced,
+                    (Some(park), Outcome::Retry { .. }) => Some(park.wait),
+                    _ => None,
+                };
+                if let Some(wait) = wait {
+                    results.push(released(dispatch, wait));
+                    continue;
+                }
+                results.push(self.attempt_result(
+                    dispatch,
+                    outcome,
+                    request.as_ref(),
+                    call.started_at,
+                    call.elapsed,
+                ));
             }
         }
 
@@ -207,6 +277,10 @@ impl Forwarder {
         for result in &results {
             if !recorded.contains(&result.id) {
                 report.lost += 1;
+                continue;
+            }
+            if result.released {
+                report.deferred += 1;
                 continue;
             }
             match result.status {
@@ -239,8 +313,38 @@ impl Forwarder {
         );
         let loops =
             (0..self.config.parallel_steps.max(1)).map(|_| self.step_loop(shutdown.clone()));
-        futures_util::future::join_all(loops).await;
+        futures_util::future::join(
+            futures_util::future::join_all(loops),
+            self.confirmation_loop(shutdown.clone()),
+        )
+        .await;
         tracing::info!("forwarder stopped");
+    }
+
+    /// Checks due uploads until shutdown: busy while checks are due, else waiting the poll
+    /// interval.
+    async fn confirmation_loop(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wait = match self.check_confirmations(100).await {
+                Ok(report) if report.checked > 0 => continue,
+                Ok(_) => self.config.poll_interval,
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "confirmation step failed; trying again shortly");
+                    self.config.poll_interval.max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     async fn step_loop(&self, mut shutdown: watch::Receiver<bool>) {
@@ -284,7 +388,7 @@ impl Forwarder {
                 .push(index);
         }
         let mut calls: Vec<Call<'a>> = Vec::new();
-        for ((_, _, kind), indexes) in groups {
+        for ((workspace_id, _, kind), indexes) in groups {
             let destination = &dispatches[indexes[0]].destination;
             let credentials = match destination.credentials(&self.cipher) {
                 Ok(credentials) => credentials,
@@ -305,14 +409,22 @@ impl Forwarder {
             let adapter = destination.config.adapter();
             let config = destination.config.json();
             let batch_size = destination.config.limits().batch_size.max(1);
+            let quota = adapter.quota(config, credentials.json());
             for chunk in indexes.chunks(batch_size) {
                 let chunk = chunk.to_vec();
                 let credentials = credentials.clone();
+                let quota = quota.clone();
                 let batch: Vec<Conversion> = chunk
                     .iter()
                     .map(|&i| dispatches[i].conversion.clone())
                     .collect();
                 calls.push(Box::pin(async move {
+                    if let Some(quota) = &quota {
+                        match self.take_token(workspace_id, quota).await {
+                            Permit::Granted => {}
+                            Permit::Wait(wait) => return paced(&chunk, wait),
+                        }
+                    }
                     timed(chunk, |now| async move {
                         let platforms = &self.platforms;
                         match kind {
@@ -324,6 +436,11 @@ impl Forwarder {
                             DispatchKind::Retraction => {
                                 adapter
                                     .retract(platforms, config, credentials.json(), &batch, now)
+                                    .await
+                            }
+                            DispatchKind::Restatement => {
+                                adapter
+                                    .restate(platforms, config, credentials.json(), &batch, now)
                                     .await
                             }
                         }
@@ -393,10 +510,17 @@ impl Forwarder {
             response_excerpt: request
                 .map(|r| r.response_excerpt.clone())
                 .filter(|e| !e.is_empty()),
+            confirmation: None,
+            confirmation_request: None,
+            check_in: None,
+            released: false,
         };
         match outcome {
-            Outcome::Succeeded => {}
-            Outcome::AlreadyDelivered => result.outcome = "already_delivered",
+            Outcome::Succeeded => self.confirm(dispatch, request, &mut result),
+            Outcome::AlreadyDelivered => {
+                result.outcome = "already_delivered";
+                self.confirm(dispatch, request, &mut result);
+            }
             Outcome::Retry { error, after } => {
                 let made = u32::try_from(dispatch.attempts - dispatch.retry_from).unwrap_or(0);
                 result.outcome = "retry";
@@ -454,6 +578,177 @@ impl Forwarder {
         result
     }
 
+    /// Sets a succeeded dispatch's confirmation: `pending` under its upload request where the
+    /// platform processes uploads later, else `confirmed` at once.
+    fn confirm(
+        &self,
+        dispatch: &ClaimedDispatch,
+        request: Option<&RequestRecord>,
+        result: &mut AttemptResult,
+    ) {
+        let config = &dispatch.destination.config;
+        let deferred = dispatch.kind == DispatchKind::Conversion
+            && config.adapter().confirmation_mode(config.json()) == ConfirmationMode::Deferred;
+        let request_id = request
+            .and_then(|r| r.platform_request_id.clone())
+            .filter(|id| !id.trim().is_empty());
+        match (deferred, request_id) {
+            (true, Some(id)) => {
+                result.confirmation = Some(ConfirmationStatus::Pending);
+                result.confirmation_request = Some(id);
+                result.check_in = Some(self.config.confirmation_poll);
+            }
+            _ => {
+                result.confirmation = Some(ConfirmationStatus::Confirmed);
+                metrics::counter!(
+                    "convrelay_confirmations_total",
+                    "destination_type" => dispatch.destination.destination_type().as_str(),
+                    "status" => ConfirmationStatus::Confirmed.as_str(),
+                )
+                .increment(1);
+            }
+        }
+    }
+
+    /// Takes a token of `quota` for one request; when the database cannot be reached, the call
+    /// waits a second rather than risk the quota.
+    async fn take_token(&self, workspace_id: Uuid, quota: &platforms::delivery::Quota) -> Permit {
+        let taken = async {
+            let client = self.pool.get().await?;
+            pacing::take(&client, workspace_id, quota, self.config.quota_share).await
+        };
+        match taken.await {
+            Ok(permit) => permit,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "cannot take a pacing token; sending later");
+                Permit::Wait(Duration::from_secs(1))
+            }
+        }
+    }
+
+    /// Parks a dispatch's destination.
+    async fn park(&self, dispatch: &ClaimedDispatch, park: &Park) -> Result<()> {
+        let client = self.pool.get().await?;
+        pacing::park(
+            &client,
+            dispatch.workspace_id,
+            dispatch.destination.id,
+            park,
+        )
+        .await
+    }
+
+    /// One confirmation step: claims up to `limit` upload requests whose status check is due,
+    /// asks each platform once per request, and settles or reschedules every dispatch the
+    /// request carried. Never inside a transaction while a platform is called.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] / [`crate::Error::Pool`].
+    pub async fn check_confirmations(&self, limit: usize) -> Result<ConfirmationReport> {
+        let claim = {
+            let client = self.pool.get().await?;
+            queue::claim_upload_checks(&client, limit, self.config.lease).await?
+        };
+        let mut report = ConfirmationReport {
+            checked: claim.uploads.len(),
+            ..ConfirmationReport::default()
+        };
+        let checks: Vec<Pin<Box<dyn Future<Output = UploadCheck> + Send + '_>>> = claim
+            .uploads
+            .iter()
+            .map(|upload| self.check_one(upload))
+            .collect();
+        let found: Vec<UploadCheck> = stream::iter(checks)
+            .buffered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        let client = self.pool.get().await?;
+        let now = OffsetDateTime::now_utc();
+        for (upload, check) in claim.uploads.iter().zip(found) {
+            let settled = match check {
+                UploadCheck::Final { status, detail } => Some((status, detail)),
+                UploadCheck::Unavailable { error } => Some((
+                    ConfirmationStatus::Failed,
+                    format!("the upload's processing status cannot be read: {error}"),
+                )),
+                UploadCheck::Processing { detail } | UploadCheck::Retry { error: detail }
+                    if now >= upload.deadline_at =>
+                {
+                    Some((
+                        ConfirmationStatus::Failed,
+                        format!("no final processing status within 24 hours; last check: {detail}"),
+                    ))
+                }
+                UploadCheck::Processing { detail } | UploadCheck::Retry { error: detail } => {
+                    let next = confirmation_backoff(self.config.confirmation_poll, upload.checks);
+                    queue::reschedule_upload(&client, upload, claim.token, next, &detail).await?;
+                    report.pending += 1;
+                    None
+                }
+            };
+            if let Some((status, detail)) = settled {
+                let types =
+                    queue::settle_upload(&client, upload, claim.token, status, &detail).await?;
+                for destination_type in &types {
+                    metrics::counter!(
+                        "convrelay_confirmations_total",
+                        "destination_type" => destination_type.clone(),
+                        "status" => status.as_str(),
+                    )
+                    .increment(1);
+                }
+                if status != ConfirmationStatus::Confirmed {
+                    tracing::warn!(
+                        destination = %ids::to_wire(ids::DESTINATION, upload.destination_id),
+                        status = status.as_str(),
+                        dispatches = types.len(),
+                        %detail,
+                        "the platform did not confirm an accepted upload"
+                    );
+                }
+                report.settled += 1;
+                report.dispatches += types.len();
+            }
+        }
+        Ok(report)
+    }
+
+    /// One status check of an upload request, through its destination's adapter.
+    fn check_one<'a>(
+        &'a self,
+        upload: &'a queue::UploadToCheck,
+    ) -> Pin<Box<dyn Future<Output = UploadCheck> + Send + 'a>> {
+        Box::pin(async move {
+            let destination = match &upload.destination {
+                Err(why) => {
+                    return UploadCheck::Unavailable {
+                        error: format!("{why} before the upload's status could be read"),
+                    }
+                }
+                Ok(destination) => destination,
+            };
+            let credentials = match destination.credentials(&self.cipher) {
+                Err(error) => {
+                    return UploadCheck::Retry {
+                        error: error.to_string(),
+                    }
+                }
+                Ok(credentials) => credentials,
+            };
+            destination
+                .config
+                .adapter()
+                .check_upload(
+                    &self.platforms,
+                    destination.config.json(),
+                    credentials.json(),
+                    &upload.request_id,
+                )
+                .await
+                .check
+        })
+    }
+
     /// Records results, trying again a few times if the database hiccups: losing the record
     /// means sending again after the lease.
     async fn record(&self, token: Uuid, results: &[AttemptResult]) -> Result<Vec<Uuid>> {
@@ -487,6 +782,43 @@ fn uniform(indexes: &[usize], outcome: Outcome) -> CallResult {
             .iter()
             .map(|&i| (i, outcome.clone(), None))
             .collect(),
+        paced: None,
+        park: None,
+    }
+}
+
+/// A call not made: the quota's next token comes after `wait`.
+fn paced(indexes: &[usize], wait: Duration) -> CallResult {
+    let mut call = uniform(
+        indexes,
+        Outcome::Retry {
+            error: "paced to the platform's quota".into(),
+            after: Some(wait),
+        },
+    );
+    call.paced = Some(wait);
+    call
+}
+
+/// A dispatch going back to waiting for `wait`, its attempt given back.
+fn released(dispatch: &ClaimedDispatch, wait: Duration) -> AttemptResult {
+    AttemptResult {
+        workspace_id: dispatch.workspace_id,
+        id: dispatch.id,
+        status: DispatchStatus::Queued,
+        retry_in: Some(wait),
+        last_error: None,
+        reason: None,
+        at: OffsetDateTime::now_utc(),
+        duration: Duration::ZERO,
+        http_status: None,
+        outcome: "deferred",
+        error: None,
+        response_excerpt: None,
+        confirmation: None,
+        confirmation_request: None,
+        check_in: None,
+        released: true,
     }
 }
 
@@ -516,6 +848,8 @@ where
         started_at,
         elapsed,
         items,
+        paced: None,
+        park: report.park.clone(),
     }
 }
 

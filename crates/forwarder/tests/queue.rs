@@ -280,6 +280,10 @@ fn result_for(d: &queue::ClaimedDispatch) -> AttemptResult {
         outcome: "succeeded",
         error: None,
         response_excerpt: Some("ok".into()),
+        confirmation: Some(forwarder::platforms::delivery::ConfirmationStatus::Confirmed),
+        confirmation_request: None,
+        check_in: None,
+        released: false,
     }
 }
 

@@ -91,6 +91,8 @@ pub fn forwarder(
             settings.retry_max_attempts,
         ),
         lease: settings.lease,
+        confirmation_poll: settings.confirmation_poll,
+        quota_share: settings.quota_share,
         ..forwarder::ForwarderConfig::default()
     };
     Some(forwarder::Forwarder::new(pool.clone(), cipher, config))

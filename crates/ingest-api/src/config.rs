@@ -64,6 +64,12 @@ pub struct Settings {
     pub lease: Duration,
     /// Days events (and idle identity links and clicks) are kept (`CONVRELAY_RETENTION_DAYS`).
     pub retention_days: u32,
+    /// First status check of an upload a platform processes later, and the backoff's base
+    /// (`CONVRELAY_CONFIRMATION_POLL_MS`, default 30 minutes).
+    pub confirmation_poll: Duration,
+    /// The part of each platform's published request quota this service may use
+    /// (`CONVRELAY_QUOTA_SHARE`, above 0 and at most 1).
+    pub quota_share: f64,
     /// The bearer token `/metrics` asks for (`CONVRELAY_METRICS_TOKEN`); open when unset.
     pub metrics_token: Option<Secret>,
 }
@@ -182,6 +188,10 @@ impl Settings {
             identity_max_customer_ids: parse(&lookup, "CONVRELAY_IDENTITY_MAX_CUSTOMER_IDS", "1")?,
             lease: Duration::from_secs(parse(&lookup, "CONVRELAY_LEASE_SECS", "30")?),
             retention_days: retention_days(&lookup)?,
+            confirmation_poll: Duration::from_millis(
+                parse::<u64>(&lookup, "CONVRELAY_CONFIRMATION_POLL_MS", "1800000")?.max(1),
+            ),
+            quota_share: share(&lookup)?,
             metrics_token: lookup("CONVRELAY_METRICS_TOKEN")
                 .filter(|s| !s.trim().is_empty())
                 .map(|s| Secret(s.trim().to_owned())),
@@ -199,6 +209,20 @@ fn retention_days(lookup: &impl Fn(&str) -> Option<String>) -> Result<u32, Setti
         Err(SettingError {
             name: NAME,
             problem: format!("must be between 1 and 36500 days, not {days}"),
+        })
+    }
+}
+
+/// `CONVRELAY_QUOTA_SHARE`: a fraction above 0, at most 1.
+fn share(lookup: &impl Fn(&str) -> Option<String>) -> Result<f64, SettingError> {
+    let name = "CONVRELAY_QUOTA_SHARE";
+    let value: f64 = parse(lookup, name, "1")?;
+    if value.is_finite() && value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(SettingError {
+            name,
+            problem: format!("must be above 0 and at most 1, not {value}"),
         })
     }
 }

@@ -75,6 +75,18 @@ pub fn describe() {
         "Dispatches not yet sent, by destination type and status."
     );
     metrics::describe_gauge!(
+        "convrelay_dispatch_confirmations",
+        "Succeeded dispatches whose platform confirmation is pending, partially_failed or failed, by destination type."
+    );
+    metrics::describe_counter!(
+        "convrelay_confirmations_total",
+        "Platform confirmations reached by this process, by destination type and status."
+    );
+    metrics::describe_counter!(
+        "convrelay_pacing_total",
+        "Sends paced to a platform quota: granted at once or deferred."
+    );
+    metrics::describe_gauge!(
         "convrelay_dispatch_oldest_age_seconds",
         "Age of the oldest dispatch not yet sent, by destination type and status."
     );

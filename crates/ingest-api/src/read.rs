@@ -35,6 +35,8 @@ pub struct EventDetail {
     attribution: Option<Attribution>,
     routing: Vec<RouteDecision>,
     dispatches: Vec<forwarder::DispatchSummary>,
+    /// Every value the event had, oldest first (empty until it is first restated).
+    value_history: Vec<forwarder::ValueEntry>,
 }
 
 /// A page of a list.
@@ -68,6 +70,7 @@ pub async fn detail(
     let decision =
         attribution_matcher::get_decision(client, workspace_id, id, Some(&view.event)).await?;
     let dispatches = forwarder::dispatches_for_event(client, workspace_id, id).await?;
+    let value_history = forwarder::value_history(client, workspace_id, id).await?;
     let (attribution, routing) = match decision {
         Some(d) => (Some(d.attribution), d.routes),
         None => (None, Vec::new()),
@@ -77,6 +80,7 @@ pub async fn detail(
         attribution,
         routing,
         dispatches,
+        value_history,
     })
 }
 

@@ -285,8 +285,16 @@ pub async fn conversions(
     query: ReportQuery,
 ) -> Result<Report, ApiError> {
     let client = pool.get().await?;
-    let events = journal::countable_events(&client, workspace_id, query.from, query.to).await?;
+    let mut events = journal::countable_events(&client, workspace_id, query.from, query.to).await?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    // Restated events count at their latest value.
+    let restated = forwarder::current_values(&client, workspace_id, &ids).await?;
+    for event in &mut events {
+        if let Some((amount, currency)) = restated.get(&event.id) {
+            event.amount = Some(*amount);
+            event.currency = Some(currency.clone());
+        }
+    }
     let attributions = attribution_matcher::get_attributions(&client, workspace_id, &ids).await?;
     Ok(Report {
         from: events::format_timestamp(query.from),

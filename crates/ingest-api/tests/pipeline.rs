@@ -478,3 +478,292 @@ async fn a_retried_destination_create_with_its_idempotency_key_makes_one_destina
     let res = app.post_as(&admin, "/v1/destinations", &nul).await;
     assert_eq!(res.status(), 422);
 }
+
+/// The Google Ads API fake: uploads succeed; adjustments must be RESTATEMENTs by order id with
+/// the new total, or they are refused.
+async fn mount_google_ads_api(server: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "ya29.test-token", "expires_in": 3599, "token_type": "Bearer"
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v26/customers/1234567890:uploadClickConversions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [{}]})))
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(
+            "/v26/customers/1234567890:uploadConversionAdjustments",
+        ))
+        .respond_with(|request: &wiremock::Request| {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            let items = body["conversionAdjustments"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let well_formed = body["partialFailure"] == true
+                && !items.is_empty()
+                && items.iter().all(|item| {
+                    item["adjustmentType"] == "RESTATEMENT"
+                        && item["orderId"].is_string()
+                        && item.get("gclidDateTimePair").is_none()
+                        && item["restatementValue"]["adjustedValue"].is_number()
+                        && item["restatementValue"]["currencyCode"].is_string()
+                        && item["adjustmentDateTime"].is_string()
+                });
+            if well_formed {
+                ResponseTemplate::new(200).set_body_json(json!({"results": [{}]}))
+            } else {
+                ResponseTemplate::new(400).set_body_json(json!({"error": {"code": 400,
+                    "status": "INVALID_ARGUMENT", "message": "malformed adjustment"}}))
+            }
+        })
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn a_restated_sale_keeps_its_value_history_reaches_google_and_counts_at_its_new_value() {
+    let server = MockServer::start().await;
+    mount_google_ads_api(&server).await;
+    let (app, admin) = app_with_platforms(&server).await;
+    let mut destination = google_destination();
+    destination["config"]["api"] = json!("google_ads_api");
+    assert_eq!(
+        app.post_as(&admin, "/v1/destinations", &destination)
+            .await
+            .status(),
+        201
+    );
+    let mut sale = seed_sale();
+    sale["gclid"] = json!("direct-gclid");
+    let at = days_ago(2);
+    sale["timestamp"] = json!(at);
+    let answer: Value = app.post("/v1/events", &sale).await.json().await.unwrap();
+    let id = answer["id"].as_str().unwrap().to_owned();
+    event_until(&app, &id, |e| e["dispatches"][0]["status"] == "succeeded").await;
+
+    let restate = format!("/v1/events/{id}/restate");
+    let res = app
+        .post(
+            &restate,
+            &json!({"amount": 150.0, "reason": "partial refund"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let first: Value = res.json().await.unwrap();
+    assert_eq!(first["changed"], true);
+    assert_eq!(first["revision"], 1);
+    assert_eq!(first["amount"], 150.0);
+    assert_eq!(first["currency"], "USD");
+    let history = first["valueHistory"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        (history[0]["amount"].as_f64(), history[0]["reason"].clone()),
+        (Some(199.0), Value::Null)
+    );
+    assert_eq!(history[1]["reason"], "partial refund");
+    assert_eq!(first["queued"], 1);
+
+    let event = event_until(&app, &id, |e| {
+        e["dispatches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["kind"] == "restatement" && d["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(event["valueHistory"].as_array().unwrap().len(), 2);
+    let adjustments: Vec<Value> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path().ends_with(":uploadConversionAdjustments"))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(adjustments.len(), 1);
+    let item = &adjustments[0]["conversionAdjustments"][0];
+    assert_eq!(item["orderId"], "inv_987");
+    assert_eq!(item["restatementValue"]["adjustedValue"], 150.0);
+    assert_eq!(item["restatementValue"]["currencyCode"], "USD");
+
+    // The same amount again changes nothing.
+    let again: Value = app
+        .post(&restate, &json!({"amount": 150}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (again["changed"].clone(), again["revision"].clone()),
+        (json!(false), json!(1))
+    );
+    assert_eq!(again["restatements"].as_array().unwrap().len(), 1);
+
+    // Reports count the latest value.
+    let from = events::format_timestamp(time::OffsetDateTime::now_utc() - time::Duration::days(30));
+    let to = events::format_timestamp(time::OffsetDateTime::now_utc() + time::Duration::days(1));
+    let report: Value = app
+        .get(&format!("/v1/reports/conversions?from={from}&to={to}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let revenue: f64 = report["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|row| row["revenue"]["USD"].as_f64())
+        .sum();
+    assert_eq!(revenue, 150.0, "{report:#}");
+
+    // Every bad field at once; another workspace's event is not found; a retracted one conflicts.
+    let res = app
+        .post(
+            &restate,
+            &json!({"amount": -1, "currency": "EURO", "colour": "red"}),
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    let mut fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["amount", "colour", "currency"]);
+    let res = app
+        .post(&restate, &json!({"amount": 10, "currency": "EUR"}))
+        .await;
+    assert_eq!(
+        res.status(),
+        409,
+        "a restatement keeps the event's currency"
+    );
+    let other = create_key(&app.db, "other", &[Scope::Ingest, Scope::Read]).await;
+    let res = app.post_as(&other, &restate, &json!({"amount": 10})).await;
+    assert_eq!(res.status(), 404);
+    let reader = create_key(&app.db, "acme", &[Scope::Read]).await;
+    let res = app.post_as(&reader, &restate, &json!({"amount": 10})).await;
+    assert_eq!(res.status(), 403);
+    app.post(
+        &format!("/v1/events/{id}/retract"),
+        &json!({"reason": "refund"}),
+    )
+    .await;
+    let res = app.post(&restate, &json!({"amount": 10})).await;
+    assert_eq!(res.status(), 409);
+}
+
+#[tokio::test]
+async fn a_backfill_sends_a_new_destination_its_history_once_behind_live_traffic() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let (app, admin) = app_with_platforms(&server).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let mut sale = common::sale(&format!("inv-backfill-{n}"));
+        sale["timestamp"] = json!(days_ago(1));
+        let answer: Value = app.post("/v1/events", &sale).await.json().await.unwrap();
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        event_until(&app, id, |e| !e["attribution"].is_null()).await;
+    }
+    let hook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
+                      "config": {"url": format!("{}/hook", server.uri())},
+                      "credentials": {"secret": "whsec_backfill_0123456789abcdef"}});
+    let created: Value = app
+        .post_as(&admin, "/v1/destinations", &hook)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let destination = created["id"].as_str().unwrap().to_owned();
+    let backfill = format!("/v1/destinations/{destination}/backfill");
+
+    let res = app.post_as(&admin, &backfill, &json!({})).await;
+    assert_eq!(res.status(), 202);
+    let started: Value = res.json().await.unwrap();
+    assert_eq!(started["status"], "running");
+    let done = backfill_done(&app, &admin, &backfill).await;
+    assert_eq!(
+        (done["queued"].as_i64(), done["skipped"].as_i64()),
+        (Some(3), Some(0)),
+        "{done}"
+    );
+    assert_eq!(done["done"], 3);
+    assert!(done["total"].as_i64().unwrap() >= 3);
+    for id in &ids {
+        event_until(&app, id, |e| {
+            e["dispatches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["destination"] == destination.as_str() && d["status"] == "succeeded")
+        })
+        .await;
+    }
+
+    // Again: nothing twice.
+    assert_eq!(
+        app.post_as(&admin, &backfill, &json!({})).await.status(),
+        202
+    );
+    let again = backfill_done(&app, &admin, &backfill).await;
+    assert_eq!(
+        (again["queued"].as_i64(), again["skipped"].as_i64()),
+        (Some(0), Some(3)),
+        "{again}"
+    );
+    let hook_calls = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == "/hook")
+        .count();
+    assert_eq!(hook_calls, 3);
+
+    // Bad input, scopes, other workspaces.
+    let res = app
+        .post_as(
+            &admin,
+            &backfill,
+            &json!({"since": "yesterday", "until": "now"}),
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+    assert_eq!(app.post(&backfill, &json!({})).await.status(), 403);
+    let other = create_key(&app.db, "other", &[Scope::Admin]).await;
+    assert_eq!(
+        app.post_as(&other, &backfill, &json!({})).await.status(),
+        404
+    );
+    assert_eq!(app.get_as(&other, &backfill).await.status(), 404);
+}
+
+/// Polls a backfill's progress until it is done, with a deadline.
+async fn backfill_done(app: &TestApp, admin: &str, backfill: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view: Value = app.get_as(admin, backfill).await.json().await.unwrap();
+        if view["status"] == "done" {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "backfill never finished: {view}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -239,6 +239,97 @@ async fn load(
         .collect())
 }
 
+/// Events one backfill step considers.
+const BACKFILL_PAGE: i64 = 500;
+
+/// One backfill step: takes one running backfill, considers the next page of its workspace's
+/// events (newest first, below its cursor), and hands the decided ones with their attribution
+/// and routing to the forwarder, which queues what the destination gets behind live traffic.
+/// `None` when no backfill is due.
+///
+/// # Errors
+/// [`Error`]; a backfill whose step failed is taken up again when its lease runs out.
+pub async fn backfill_step(
+    pool: &Pool,
+    lease: Duration,
+) -> Result<Option<forwarder::backfill::BackfillPage>, Error> {
+    let mut client = pool.get().await?;
+    let Some(job) = forwarder::backfill::claim_backfill(&client, lease).await? else {
+        return Ok(None);
+    };
+    let filter = journal::EventFilter {
+        since: Some(job.since),
+        before: Some(job.cursor),
+        limit: BACKFILL_PAGE,
+        ..journal::EventFilter::default()
+    };
+    let page = journal::list_events(&client, job.workspace_id, &filter).await?;
+    let finished = i64::try_from(page.len()).unwrap_or(i64::MAX) < BACKFILL_PAGE;
+    let next_cursor = page.last().map_or(job.cursor, |stored| stored.id);
+    let live: Vec<Uuid> = page
+        .iter()
+        .filter(|stored| stored.retracted_at.is_none())
+        .map(|stored| stored.id)
+        .collect();
+    let loaded = journal::get_events(&client, job.workspace_id, &live).await?;
+    let mut routed = Vec::with_capacity(loaded.len());
+    for stored in loaded {
+        let Ok(event) = stored.event else {
+            continue;
+        };
+        let decision =
+            attribution_matcher::get_decision(&client, job.workspace_id, stored.id, Some(&event))
+                .await?;
+        if let Some(decision) = decision {
+            routed.push(RoutedEvent {
+                workspace_id: job.workspace_id,
+                event_id: stored.id,
+                received_at: stored.received_at,
+                event,
+                attribution: decision.attribution,
+                routes: decision.routes,
+            });
+        }
+    }
+    let tx = client.transaction().await?;
+    let recorded = forwarder::backfill::record_backfill_page(
+        &tx,
+        &job,
+        page.len(),
+        &routed,
+        next_cursor,
+        finished,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(recorded))
+}
+
+/// Runs backfill steps until `stop`: busy while a backfill has pages left, else idle a second.
+async fn backfill_loop(pool: Pool, lease: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let wait = match backfill_step(&pool, lease).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => Duration::from_millis(500),
+            Err(e) => {
+                tracing::warn!(error = %e, cause = e.cause(), "backfill step failed; trying again shortly");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// The running workers of a process.
 pub struct Workers {
     shutdown: watch::Sender<bool>,
@@ -247,7 +338,7 @@ pub struct Workers {
 
 impl Workers {
     /// Starts the attribution loop (woken by `work` when this process stores events) and, when
-    /// given, the forwarder's dispatch loop.
+    /// given, the forwarder's dispatch loop and the backfill loop.
     pub fn start(
         pool: Pool,
         settings: MatchSettings,
@@ -289,6 +380,13 @@ impl Workers {
             stop.clone(),
         )));
         if let Some(forwarder) = forwarder {
+            // Backfills queue dispatches for the forwarder; without one there is nothing to fill.
+            let lease = forwarder.config().lease;
+            handles.push(tokio::spawn(backfill_loop(
+                pool.clone(),
+                lease,
+                stop.clone(),
+            )));
             handles.push(tokio::spawn(forwarder.run(stop)));
         }
         Self { shutdown, handles }

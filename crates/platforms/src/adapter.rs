@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
+use crate::delivery::{CheckReport, ConfirmationMode, ConfirmationStatus, Quota, UploadCheck};
 use crate::model::{Conversion, Outcome};
 use crate::settings::{Errors, Obj};
 use crate::{Platforms, SendReport};
@@ -103,6 +104,58 @@ pub trait Platform: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport>;
 
+    /// True when the destination can carry a restatement (a conversion's value changed).
+    fn supports_restatement(&self, _config: &Self::Config) -> bool {
+        false
+    }
+
+    /// Restates conversions sent before: each carries its new value as `event.value`; by
+    /// default none can be.
+    fn restate<'a>(
+        &'a self,
+        _http: &'a Platforms,
+        _config: &'a Self::Config,
+        _credentials: &'a Self::Credentials,
+        batch: &'a [Conversion],
+        _now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        let outcome = Outcome::Skipped {
+            reason: NOT_SUPPORTED.into(),
+        };
+        Box::pin(async move { SendReport::uniform(batch.len(), &outcome) })
+    }
+
+    /// How the platform confirms what it accepted: at once, unless it processes uploads later.
+    fn confirmation_mode(&self, _config: &Self::Config) -> ConfirmationMode {
+        ConfirmationMode::Immediate
+    }
+
+    /// Reads back the processing status of one accepted upload request (its platform request
+    /// id), for a platform whose confirmation is [`ConfirmationMode::Deferred`].
+    fn check_upload<'a>(
+        &'a self,
+        _http: &'a Platforms,
+        _config: &'a Self::Config,
+        _credentials: &'a Self::Credentials,
+        _request_id: &'a str,
+    ) -> BoxFuture<'a, CheckReport> {
+        Box::pin(async {
+            CheckReport {
+                check: UploadCheck::Final {
+                    status: ConfirmationStatus::Confirmed,
+                    detail: "the platform answers synchronously".into(),
+                },
+                requests: Vec::new(),
+            }
+        })
+    }
+
+    /// The published request quota the destination's sends share, if the platform publishes
+    /// one; `None` leaves sends unpaced (429s are still honoured).
+    fn quota(&self, _config: &Self::Config, _credentials: &Self::Credentials) -> Option<Quota> {
+        None
+    }
+
     /// Retracts conversions sent before; by default none can be.
     fn retract<'a>(
         &'a self,
@@ -180,6 +233,34 @@ pub trait Adapter: Send + Sync {
         batch: &'a [Conversion],
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport>;
+
+    /// True when the destination can carry a restatement.
+    fn supports_restatement(&self, config: &Value) -> bool;
+
+    /// Restates conversions sent before (each with its new value).
+    fn restate<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a Value,
+        credentials: &'a Value,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport>;
+
+    /// How the platform confirms what it accepted under `config`.
+    fn confirmation_mode(&self, config: &Value) -> ConfirmationMode;
+
+    /// Reads back the processing status of one accepted upload request.
+    fn check_upload<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a Value,
+        credentials: &'a Value,
+        request_id: &'a str,
+    ) -> BoxFuture<'a, CheckReport>;
+
+    /// The request quota the destination's sends share, if the platform publishes one.
+    fn quota(&self, config: &Value, credentials: &Value) -> Option<Quota>;
 }
 
 /// Every conversion fails: the stored settings cannot be read. They are checked before they are
@@ -310,6 +391,67 @@ impl<P: Platform> Adapter for P {
             Platform::retract(self, http, &config, &credentials, batch, now).await
         })
     }
+
+    fn supports_restatement(&self, config: &Value) -> bool {
+        P::Config::deserialize(config).is_ok_and(|c| Platform::supports_restatement(self, &c))
+    }
+
+    fn restate<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a Value,
+        credentials: &'a Value,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(async move {
+            let config = match P::Config::deserialize(config) {
+                Ok(config) => config,
+                Err(error) => return unreadable("config", &error, batch.len()),
+            };
+            let credentials = match P::Credentials::deserialize(credentials) {
+                Ok(credentials) => credentials,
+                Err(error) => return unreadable("credentials", &error, batch.len()),
+            };
+            Platform::restate(self, http, &config, &credentials, batch, now).await
+        })
+    }
+
+    fn confirmation_mode(&self, config: &Value) -> ConfirmationMode {
+        P::Config::deserialize(config).map_or(ConfirmationMode::Immediate, |c| {
+            Platform::confirmation_mode(self, &c)
+        })
+    }
+
+    fn check_upload<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a Value,
+        credentials: &'a Value,
+        request_id: &'a str,
+    ) -> BoxFuture<'a, CheckReport> {
+        Box::pin(async move {
+            let unreadable = |what: &str| CheckReport {
+                check: UploadCheck::Unavailable {
+                    error: format!("the destination's stored {what} cannot be read"),
+                },
+                requests: Vec::new(),
+            };
+            let Ok(config) = P::Config::deserialize(config) else {
+                return unreadable("config");
+            };
+            let Ok(credentials) = P::Credentials::deserialize(credentials) else {
+                return unreadable("credentials");
+            };
+            Platform::check_upload(self, http, &config, &credentials, request_id).await
+        })
+    }
+
+    fn quota(&self, config: &Value, credentials: &Value) -> Option<Quota> {
+        let config = P::Config::deserialize(config).ok()?;
+        let credentials = P::Credentials::deserialize(credentials).ok()?;
+        Platform::quota(self, &config, &credentials)
+    }
 }
 
 /// Why a conversion is too old for a platform with `limits` at `now`, if it is.
@@ -368,9 +510,15 @@ pub async fn deliver<P: Platform>(
         }
     }
     let mut requests = Vec::new();
+    let mut park: Option<crate::delivery::Park> = None;
     for chunk in send.chunks(limits.batch_size.max(1)) {
         let items: Vec<Conversion> = chunk.iter().map(|&i| batch[i].clone()).collect();
         let report = platform.send(http, config, credentials, &items, now).await;
+        if let Some(asked) = report.park {
+            if park.as_ref().is_none_or(|known| known.wait < asked.wait) {
+                park = Some(asked);
+            }
+        }
         for (position, &index) in chunk.iter().enumerate() {
             outcomes[index] = report.outcomes.get(position).cloned();
         }
@@ -395,6 +543,7 @@ pub async fn deliver<P: Platform>(
             })
             .collect(),
         requests,
+        park,
     }
 }
 

@@ -116,6 +116,7 @@ pub(crate) async fn send<A: JsonApi>(
         };
         match answer {
             Answer::All(outcome) => {
+                collector.park_if(exchange.status, &outcome);
                 collector.requests.push(record(
                     A::TARGET,
                     indexes.clone(),

@@ -21,6 +21,7 @@ use time::{Duration as TimeDuration, OffsetDateTime, UtcOffset};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::{CheckReport, ConfirmationMode, ConfirmationStatus, Quota, UploadCheck};
 use crate::model::{Conversion, Outcome, PerKind};
 use crate::oauth::RefreshGrant;
 use crate::settings::{
@@ -37,6 +38,9 @@ pub const MAX_PER_REQUEST: usize = 2000;
 
 /// The Google Ads API version in the paths.
 pub const ADS_API_VERSION: &str = "v26";
+
+/// Data Manager ingestion requests per minute per Google Cloud project.
+pub const DATA_MANAGER_REQUESTS_PER_MINUTE: u32 = 300;
 
 /// How many times a Data Manager request is re-sent without the events its 400 named, before
 /// the rest are left to the next attempt.
@@ -193,6 +197,64 @@ impl Platform for Google {
 
     fn supports_retraction(&self, config: &GoogleAdsConfig) -> bool {
         config.api == GoogleApi::GoogleAdsApi
+    }
+
+    /// `RESTATEMENT` adjustments go through the Google Ads API only (A.5); how Data Manager
+    /// would encode one is unconfirmed (A.7), so its destinations record `not_supported`.
+    fn supports_restatement(&self, config: &GoogleAdsConfig) -> bool {
+        config.api == GoogleApi::GoogleAdsApi
+    }
+
+    fn restate<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a GoogleAdsConfig,
+        credentials: &'a GoogleCredentials,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(adjust(
+            http,
+            config,
+            credentials,
+            batch,
+            now,
+            Adjustment::Restatement,
+        ))
+    }
+
+    /// Data Manager processes an accepted upload later; a `validateOnly` request stores nothing
+    /// and has no status to read (`INVALID_REQUEST_ID`), and the Ads API answers per row at once.
+    fn confirmation_mode(&self, config: &GoogleAdsConfig) -> ConfirmationMode {
+        if config.api == GoogleApi::DataManager && !config.validate_only {
+            ConfirmationMode::Deferred
+        } else {
+            ConfirmationMode::Immediate
+        }
+    }
+
+    fn check_upload<'a>(
+        &'a self,
+        http: &'a Platforms,
+        _config: &'a GoogleAdsConfig,
+        credentials: &'a GoogleCredentials,
+        request_id: &'a str,
+    ) -> BoxFuture<'a, CheckReport> {
+        Box::pin(check_upload(http, credentials, request_id))
+    }
+
+    /// Data Manager: 300 ingestion requests per minute per Google Cloud project, which is the
+    /// OAuth client's project (A.7). The Ads API's quota is daily operations by access level,
+    /// which the destination does not declare: its 429s are honoured instead.
+    fn quota(&self, config: &GoogleAdsConfig, credentials: &GoogleCredentials) -> Option<Quota> {
+        (config.api == GoogleApi::DataManager).then(|| Quota {
+            bucket: format!(
+                "google-cloud-project:{}",
+                &hashing::sha256_hex(credentials.client_id.trim())[..16]
+            ),
+            per_minute: DATA_MANAGER_REQUESTS_PER_MINUTE,
+            source: "Data Manager API: 300 ingestion requests per minute per Google Cloud project",
+        })
     }
 
     fn send<'a>(
@@ -895,6 +957,9 @@ async fn ads_request(
         Ok((exchange, token)) => {
             log_exchange(target, &exchange, indexes.len());
             let (outcomes, error) = ads_outcomes(&exchange, list_field, indexes.len());
+            if let Some(first) = outcomes.first() {
+                collector.park_if(exchange.status, first);
+            }
             collector.requests.push(record(
                 target,
                 indexes.clone(),
@@ -953,8 +1018,18 @@ async fn data_manager_request(
         }
         let status = exchange.status.unwrap_or(0);
         if exchange.is_success() {
-            let outcome = if exchange.json().is_some_and(|body| body.is_object()) {
+            // The request id is what the upload's processing status is read back by: an answer
+            // without one cannot be confirmed, so it is sent again (the transactionId makes
+            // Google count it once).
+            let has_request_id = exchange.json().is_some_and(|body| {
+                body.get("requestId")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| !id.trim().is_empty())
+            });
+            let outcome = if has_request_id {
                 Outcome::Succeeded
+            } else if exchange.json().is_some_and(|body| body.is_object()) {
+                classify::unexpected_body(status, "no requestId")
             } else {
                 classify::unexpected_body(status, "not JSON")
             };
@@ -979,6 +1054,7 @@ async fn data_manager_request(
         if named.is_empty() {
             let outcome =
                 classify::google_request_failure(status, exchange.retry_after(), &exchange.body);
+            collector.park_if(exchange.status, &outcome);
             collector.requests.push(record(
                 target,
                 indexes.clone(),
@@ -1071,6 +1147,182 @@ async fn send(
     collector.finish()
 }
 
+/// Reads `requestStatus:retrieve` for one upload request: one call for every event the request
+/// carried. Final when no destination of the request is still `PROCESSING`.
+async fn check_upload(
+    platforms: &Platforms,
+    creds: &GoogleCredentials,
+    request_id: &str,
+) -> CheckReport {
+    let target = RequestTarget::GoogleDataManagerRequestStatus;
+    let url = super::join(
+        &platforms.endpoints.google_data_manager,
+        "/v1/requestStatus:retrieve",
+    );
+    let mut collector = collector_for(creds, 0);
+    let url = match reqwest::Url::parse_with_params(&url, &[("requestId", request_id)]) {
+        Ok(url) => url,
+        Err(_) => {
+            return CheckReport {
+                check: UploadCheck::Unavailable {
+                    error: "the Data Manager base address is not a valid URL".into(),
+                },
+                requests: Vec::new(),
+            }
+        }
+    };
+    let build = |token: &str| platforms.client.get(url.clone()).bearer_auth(token);
+    let (exchange, token) =
+        match send_authorized(platforms, creds, target, &[], &mut collector, build).await {
+            Ok(answer) => answer,
+            Err(outcome) => {
+                let check = match outcome {
+                    Outcome::Permanent { error } => UploadCheck::Unavailable { error },
+                    Outcome::Retry { error, .. } => UploadCheck::Retry { error },
+                    _ => UploadCheck::Retry {
+                        error: "no access token".into(),
+                    },
+                };
+                return CheckReport {
+                    check,
+                    requests: collector.requests,
+                };
+            }
+        };
+    log_exchange(target, &exchange, 0);
+    let check = read_upload_status(&exchange);
+    let error = match &check {
+        UploadCheck::Retry { error } | UploadCheck::Unavailable { error } => Some(error.clone()),
+        _ => None,
+    };
+    let secrets = secrets(creds, &token);
+    collector
+        .requests
+        .push(record(target, Vec::new(), &exchange, error, &secrets));
+    let redact = |text: String| super::redact_text(&text, &secrets);
+    let check = match check {
+        UploadCheck::Retry { error } => UploadCheck::Retry {
+            error: redact(error),
+        },
+        UploadCheck::Unavailable { error } => UploadCheck::Unavailable {
+            error: redact(error),
+        },
+        other => other,
+    };
+    CheckReport {
+        check,
+        requests: collector.requests,
+    }
+}
+
+/// A proto3 JSON int64 (a string) or a plain number.
+fn count_of(value: Option<&Value>) -> u64 {
+    match value {
+        Some(Value::String(text)) => text.trim().parse().unwrap_or(0),
+        Some(Value::Number(number)) => number.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `reason × count` for each `{reason, recordCount}` of a list.
+fn reason_counts(list: Option<&Value>) -> Vec<String> {
+    list.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            let reason = item
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("UNSPECIFIED");
+            format!("{reason} × {}", count_of(item.get("recordCount")))
+        })
+        .collect()
+}
+
+/// What a `requestStatus:retrieve` answer says about the upload.
+fn read_upload_status(exchange: &Exchange) -> UploadCheck {
+    if let Some(Outcome::Retry { error, .. }) = exchange.transport_outcome() {
+        return UploadCheck::Retry { error };
+    }
+    let status = exchange.status.unwrap_or(0);
+    if !exchange.is_success() {
+        return match classify::google_request_failure(status, None, &exchange.body) {
+            Outcome::Retry { error, .. } => UploadCheck::Retry { error },
+            Outcome::Permanent { error } => UploadCheck::Unavailable { error },
+            _ => UploadCheck::Retry {
+                error: format!("HTTP {status}"),
+            },
+        };
+    }
+    let Some(body) = exchange.json().filter(Value::is_object) else {
+        return UploadCheck::Retry {
+            error: format!("HTTP {status}: unexpected response (not JSON)"),
+        };
+    };
+    let per_destination: Vec<&Value> = body
+        .get("requestStatusPerDestination")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    if per_destination.is_empty() {
+        return UploadCheck::Processing {
+            detail: "Google reports no destination status yet".into(),
+        };
+    }
+    let mut statuses = Vec::new();
+    let mut parts = Vec::new();
+    for destination in &per_destination {
+        let state = destination
+            .get("requestStatus")
+            .and_then(Value::as_str)
+            .unwrap_or("REQUEST_STATUS_UNKNOWN");
+        statuses.push(state);
+        let reference = destination
+            .pointer("/destination/productDestinationId")
+            .and_then(Value::as_str)
+            .map(|id| format!("conversion action {id}"))
+            .unwrap_or_else(|| "destination".into());
+        let mut part = format!(
+            "{reference}: {state}, {} records",
+            count_of(destination.pointer("/eventsIngestionStatus/recordCount"))
+        );
+        let errors = reason_counts(destination.pointer("/errorInfo/errorCounts"));
+        if !errors.is_empty() {
+            part.push_str(&format!("; errors: {}", errors.join(", ")));
+        }
+        let warnings = reason_counts(destination.pointer("/warningInfo/warningCounts"));
+        if !warnings.is_empty() {
+            part.push_str(&format!("; warnings: {}", warnings.join(", ")));
+        }
+        parts.push(part);
+    }
+    let detail = parts.join(" | ");
+    if statuses
+        .iter()
+        .any(|s| matches!(*s, "PROCESSING" | "REQUEST_STATUS_UNKNOWN"))
+    {
+        return UploadCheck::Processing { detail };
+    }
+    let status = if statuses.iter().all(|s| *s == "SUCCESS") {
+        ConfirmationStatus::Confirmed
+    } else if statuses.iter().all(|s| *s == "FAILED") {
+        ConfirmationStatus::Failed
+    } else {
+        ConfirmationStatus::PartiallyFailed
+    };
+    UploadCheck::Final { status, detail }
+}
+
+/// The kind of a Google Ads API adjustment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adjustment {
+    /// `RETRACTION`: value and count to zero.
+    Retraction,
+    /// `RESTATEMENT`: the conversion's new total value (`event.value`).
+    Restatement,
+}
+
 /// See [`Google`]'s [`Platform::retract`].
 async fn retract(
     platforms: &Platforms,
@@ -1078,6 +1330,19 @@ async fn retract(
     creds: &GoogleCredentials,
     batch: &[Conversion],
     now: OffsetDateTime,
+) -> SendReport {
+    adjust(platforms, config, creds, batch, now, Adjustment::Retraction).await
+}
+
+/// `uploadConversionAdjustments` by order id (A.5): retractions, or restatements with
+/// `restatementValue` (the new total, required for `RESTATEMENT` and refused on `RETRACTION`).
+async fn adjust(
+    platforms: &Platforms,
+    config: &GoogleAdsConfig,
+    creds: &GoogleCredentials,
+    batch: &[Conversion],
+    now: OffsetDateTime,
+    kind: Adjustment,
 ) -> SendReport {
     if config.api == GoogleApi::DataManager {
         return SendReport::uniform(
@@ -1091,21 +1356,47 @@ async fn retract(
     let mut collector = collector_for(creds, batch.len());
     let mut rows: Vec<(usize, String, Value)> = Vec::new();
     for (index, conversion) in batch.iter().enumerate() {
-        match action_id(config, conversion.event.kind) {
-            Ok(action) => {
-                let order_id = order_id(conversion);
-                // The adjustment must come after the conversion it adjusts.
-                let at = now.max(conversion.event.timestamp + TimeDuration::seconds(1));
-                let adjustment = json!({
-                    "orderId": order_id,
-                    "conversionAction": format!("customers/{customer_id}/conversionActions/{action}"),
-                    "adjustmentType": "RETRACTION",
-                    "adjustmentDateTime": ads_datetime(at),
-                });
-                rows.push((index, order_id, adjustment));
+        let action = match action_id(config, conversion.event.kind) {
+            Ok(action) => action,
+            Err(outcome) => {
+                collector.set(index, outcome);
+                continue;
             }
-            Err(outcome) => collector.set(index, outcome),
+        };
+        let order_id = order_id(conversion);
+        // The adjustment must come after the conversion it adjusts.
+        let at = now.max(conversion.event.timestamp + TimeDuration::seconds(1));
+        let mut adjustment = json!({
+            "orderId": order_id,
+            "conversionAction": format!("customers/{customer_id}/conversionActions/{action}"),
+            "adjustmentType": match kind {
+                Adjustment::Retraction => "RETRACTION",
+                Adjustment::Restatement => "RESTATEMENT",
+            },
+            "adjustmentDateTime": ads_datetime(at),
+        });
+        if kind == Adjustment::Restatement {
+            let value = conversion.event.value.and_then(|money| {
+                money
+                    .amount()
+                    .to_f64()
+                    .map(|amount| (amount, money.currency().code()))
+            });
+            let Some((amount, currency)) = value else {
+                collector.set(
+                    index,
+                    classify::permanent("a restatement needs the new value and its currency"),
+                );
+                continue;
+            };
+            if let Some(map) = adjustment.as_object_mut() {
+                map.insert(
+                    "restatementValue".into(),
+                    json!({"adjustedValue": money_json(amount), "currencyCode": currency}),
+                );
+            }
         }
+        rows.push((index, order_id, adjustment));
     }
     for chunk in chunks(rows, |(_, order_id, _)| order_id.as_str()) {
         let (indexes, items): (Vec<usize>, Vec<Value>) = chunk

@@ -37,6 +37,7 @@
 mod adapter;
 mod batch;
 pub mod classify;
+pub mod delivery;
 pub mod google;
 pub mod hashing;
 pub mod ids;
@@ -144,6 +145,8 @@ pub enum RequestTarget {
     GoogleOAuth,
     /// Data Manager API `events:ingest`.
     GoogleDataManagerIngest,
+    /// Data Manager API `requestStatus:retrieve`.
+    GoogleDataManagerRequestStatus,
     /// Google Ads API `uploadClickConversions`.
     GoogleAdsUploadClickConversions,
     /// Google Ads API `uploadConversionAdjustments`.
@@ -174,6 +177,7 @@ impl RequestTarget {
         match self {
             Self::GoogleOAuth => "google_oauth",
             Self::GoogleDataManagerIngest => "google_data_manager_ingest",
+            Self::GoogleDataManagerRequestStatus => "google_data_manager_request_status",
             Self::GoogleAdsUploadClickConversions => "google_ads_upload_click_conversions",
             Self::GoogleAdsUploadConversionAdjustments => {
                 "google_ads_upload_conversion_adjustments"
@@ -220,6 +224,9 @@ pub struct SendReport {
     pub outcomes: Vec<Outcome>,
     /// Every HTTP request made, in the order made.
     pub requests: Vec<RequestRecord>,
+    /// Set when the platform asked to come back much later because a quota is spent: the
+    /// destination waits, and the conversions this call could not deliver spend no attempt.
+    pub park: Option<delivery::Park>,
 }
 
 impl SendReport {
@@ -238,6 +245,7 @@ impl SendReport {
         Self {
             outcomes: vec![outcome.clone(); count],
             requests: Vec::new(),
+            park: None,
         }
     }
 }
@@ -246,6 +254,8 @@ impl SendReport {
 struct Collector {
     outcomes: Vec<Option<Outcome>>,
     requests: Vec<RequestRecord>,
+    /// The longest park an answer asked for.
+    park: Option<delivery::Park>,
     /// Credentials in use, blanked out of every outcome's message (a platform may echo them).
     secrets: Vec<String>,
 }
@@ -255,7 +265,21 @@ impl Collector {
         Self {
             outcomes: vec![None; count],
             requests: Vec::new(),
+            park: None,
             secrets: Vec::new(),
+        }
+    }
+
+    /// Notes the park an answer asks for, if it does (the longest one wins).
+    fn park_if(&mut self, http_status: Option<u16>, outcome: &Outcome) {
+        if let Some(park) = delivery::park_for(http_status, outcome) {
+            if self
+                .park
+                .as_ref()
+                .is_none_or(|known| known.wait < park.wait)
+            {
+                self.park = Some(park);
+            }
         }
     }
 
@@ -303,6 +327,7 @@ impl Collector {
         SendReport {
             outcomes,
             requests: self.requests,
+            park: self.park,
         }
     }
 }
@@ -459,17 +484,19 @@ fn record(
     error: Option<String>,
     secrets: &[&str],
 ) -> RequestRecord {
-    let platform_request_id = exchange.header("request-id").or_else(|| {
-        exchange
-            .json()
-            .and_then(|body| {
-                body.get("fbtrace_id")
-                    .or_else(|| body.pointer("/error/fbtrace_id"))
-                    .or_else(|| body.get("requestId"))
-                    .cloned()
-            })
-            .and_then(|value| value.as_str().map(str::to_owned))
-    });
+    // A `requestId` in the body comes first: Data Manager's is what an upload's processing
+    // status is read back by.
+    let from_body = |pointers: &[&str]| {
+        exchange.json().and_then(|body| {
+            pointers
+                .iter()
+                .find_map(|pointer| body.pointer(pointer).and_then(Value::as_str))
+                .map(str::to_owned)
+        })
+    };
+    let platform_request_id = from_body(&["/requestId"])
+        .or_else(|| exchange.header("request-id"))
+        .or_else(|| from_body(&["/fbtrace_id", "/error/fbtrace_id"]));
     let error = error
         .or_else(|| exchange.transport_error.clone())
         .or_else(|| {

@@ -165,6 +165,19 @@ impl Platform for Pinterest {
         }
     }
 
+    /// 5,000 calls per minute per ad account (P.5).
+    fn quota(
+        &self,
+        config: &PinterestConfig,
+        _credentials: &Self::Credentials,
+    ) -> Option<crate::delivery::Quota> {
+        Some(crate::delivery::Quota {
+            bucket: format!("pinterest-ad-account:{}", config.ad_account_id),
+            per_minute: 5000,
+            source: "Pinterest Conversions API: 5,000 calls per minute per ad account",
+        })
+    }
+
     fn matches_without_click_id(&self, config: &PinterestConfig) -> bool {
         config.match_without_click_id
     }

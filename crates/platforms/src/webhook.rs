@@ -120,7 +120,11 @@ impl Platform for Webhook {
                     record
                 }));
             }
-            SendReport { outcomes, requests }
+            SendReport {
+                outcomes,
+                requests,
+                park: None,
+            }
         })
     }
 }

@@ -447,3 +447,236 @@ async fn events_stamped_slightly_ahead_of_now_are_not_sent_in_the_future() {
     assert_eq!(report.outcomes, vec![Outcome::Succeeded]);
     assert_requests_strict(&server).await;
 }
+
+// ---- requestStatus:retrieve: the upload's processing status, read back once per request.
+
+const STATUS: &str = "/v1/requestStatus:retrieve";
+
+/// The status Google reports for `dm-req-1` (the only request id this fake issued); any other id
+/// is `INVALID_REQUEST_ID`, as for a failed or validateOnly request.
+struct RequestStatus(Value);
+
+impl Respond for RequestStatus {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let id = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "requestId")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        if id != "dm-req-1" {
+            return ResponseTemplate::new(400).set_body_json(json!({"error": {
+                "code": 400, "status": "INVALID_ARGUMENT", "message": "Request contains an invalid argument.",
+                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                             "reason": "INVALID_REQUEST_ID", "domain": "datamanager.googleapis.com"}]}}));
+        }
+        ResponseTemplate::new(200).set_body_json(self.0.clone())
+    }
+}
+
+async fn mount_status(server: &MockServer, answer: Value) {
+    Mock::given(method("GET"))
+        .and(path(STATUS))
+        .and(header("authorization", "Bearer ya29.dm"))
+        .and(Strict(check_request_status))
+        .respond_with(RequestStatus(answer))
+        .mount(server)
+        .await;
+}
+
+fn per_destination(status: &str, records: &str, errors: Value) -> Value {
+    json!({"requestStatusPerDestination": [{
+        "destination": {"reference": "conversion_action_987654321",
+                        "operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": CUSTOMER_ID},
+                        "productDestinationId": SALE_ACTION},
+        "requestStatus": status,
+        "eventsIngestionStatus": {"recordCount": records},
+        "errorInfo": {"errorCounts": errors}}]})
+}
+
+async fn check(server: &MockServer, request_id: &str) -> platforms::delivery::CheckReport {
+    platforms::Platform::check_upload(
+        &platforms::google::Google,
+        &platforms(server, TIMEOUT),
+        &google_config(GoogleApi::DataManager),
+        &google_creds(),
+        request_id,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_processed_upload_is_confirmed_and_its_counts_are_kept() {
+    use platforms::delivery::{ConfirmationStatus, UploadCheck};
+    let server = MockServer::start().await;
+    mount_oauth(&server, "ya29.dm").await;
+    mount_status(&server, per_destination("SUCCESS", "3", json!([]))).await;
+
+    let report = check(&server, "dm-req-1").await;
+    match &report.check {
+        UploadCheck::Final { status, detail } => {
+            assert_eq!(*status, ConfirmationStatus::Confirmed);
+            assert!(detail.contains("SUCCESS, 3 records"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_requests_strict(&server).await;
+    let statuses: Vec<_> = report
+        .requests
+        .iter()
+        .filter(|r| r.target == RequestTarget::GoogleDataManagerRequestStatus)
+        .collect();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].http_status, Some(200));
+}
+
+#[tokio::test]
+async fn rejected_records_make_an_upload_partially_failed_or_failed_with_the_reasons() {
+    use platforms::delivery::{ConfirmationStatus, UploadCheck};
+    let server = MockServer::start().await;
+    mount_oauth(&server, "ya29.dm").await;
+    mount_status(
+        &server,
+        per_destination(
+            "PARTIAL_SUCCESS",
+            "5",
+            json!([{"reason": "PROCESSING_ERROR_REASON_CLICK_NOT_FOUND", "recordCount": "2"}]),
+        ),
+    )
+    .await;
+    match check(&server, "dm-req-1").await.check {
+        UploadCheck::Final { status, detail } => {
+            assert_eq!(status, ConfirmationStatus::PartiallyFailed);
+            assert!(
+                detail.contains("PROCESSING_ERROR_REASON_CLICK_NOT_FOUND × 2"),
+                "{detail}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let failed = MockServer::start().await;
+    mount_oauth(&failed, "ya29.dm").await;
+    mount_status(
+        &failed,
+        per_destination(
+            "FAILED",
+            "0",
+            json!([{"reason": "PROCESSING_ERROR_REASON_EVENT_TOO_OLD", "recordCount": 4}]),
+        ),
+    )
+    .await;
+    match check(&failed, "dm-req-1").await.check {
+        UploadCheck::Final { status, detail } => {
+            assert_eq!(status, ConfirmationStatus::Failed);
+            assert!(detail.contains("EVENT_TOO_OLD × 4"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_requests_strict(&server).await;
+    assert_requests_strict(&failed).await;
+}
+
+#[tokio::test]
+async fn a_processing_upload_stays_pending_and_an_unknown_request_id_cannot_be_checked() {
+    use platforms::delivery::UploadCheck;
+    let server = MockServer::start().await;
+    mount_oauth(&server, "ya29.dm").await;
+    mount_status(&server, per_destination("PROCESSING", "0", json!([]))).await;
+    assert!(matches!(
+        check(&server, "dm-req-1").await.check,
+        UploadCheck::Processing { .. }
+    ));
+    match check(&server, "dm-unknown").await.check {
+        UploadCheck::Unavailable { error } => {
+            assert!(error.contains("HTTP 400"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_requests_strict(&server).await;
+}
+
+#[tokio::test]
+async fn a_failing_status_call_is_checked_again_later() {
+    use platforms::delivery::UploadCheck;
+    let server = MockServer::start().await;
+    mount_oauth(&server, "ya29.dm").await;
+    Mock::given(method("GET"))
+        .and(path(STATUS))
+        .and(Strict(check_request_status))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"error": {
+            "code": 503, "status": "UNAVAILABLE", "message": "The service is currently unavailable."}})))
+        .mount(&server)
+        .await;
+    assert!(matches!(
+        check(&server, "dm-req-1").await.check,
+        UploadCheck::Retry { .. }
+    ));
+}
+
+#[tokio::test]
+async fn an_accepted_upload_without_a_request_id_is_sent_again() {
+    let server = MockServer::start().await;
+    mount_oauth(&server, "ya29.dm").await;
+    mount_ingest(&server, ResponseTemplate::new(200).set_body_json(json!({}))).await;
+    let now = OffsetDateTime::now_utc();
+    let report = platforms(&server, TIMEOUT)
+        .send_google(
+            &google_config(GoogleApi::DataManager),
+            &google_creds(),
+            &[sale("INV-1", now)],
+            now,
+        )
+        .await;
+    assert!(
+        matches!(&report.outcomes[0], Outcome::Retry { error, .. } if error.contains("no requestId")),
+        "{:?}",
+        report.outcomes
+    );
+}
+
+#[tokio::test]
+async fn resource_exhausted_with_a_long_retry_delay_parks_the_destination() {
+    let server = MockServer::start().await;
+    mount_oauth(&server, "ya29.dm").await;
+    mount_ingest(
+        &server,
+        ResponseTemplate::new(429).set_body_json(json!({"error": {
+            "code": 429, "message": "Resource has been exhausted (e.g. check quota).",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7200s"}]}})),
+    )
+    .await;
+    let now = OffsetDateTime::now_utc();
+    let report = platforms(&server, TIMEOUT)
+        .send_google(
+            &google_config(GoogleApi::DataManager),
+            &google_creds(),
+            &[sale("INV-1", now)],
+            now,
+        )
+        .await;
+    let park = report.park.expect("a park");
+    assert_eq!(park.wait, Duration::from_secs(7200));
+    assert!(
+        park.reason.contains("RESOURCE_EXHAUSTED"),
+        "{}",
+        park.reason
+    );
+}
+
+#[test]
+fn data_manager_sends_are_paced_per_cloud_project() {
+    use platforms::Platform;
+    let google = platforms::google::Google;
+    let quota = google
+        .quota(&google_config(GoogleApi::DataManager), &google_creds())
+        .unwrap();
+    assert_eq!(quota.per_minute, 300);
+    assert!(quota.bucket.starts_with("google-cloud-project:"));
+    assert!(!quota.bucket.contains(&google_creds().client_id));
+    assert_eq!(
+        google.quota(&google_config(GoogleApi::GoogleAdsApi), &google_creds()),
+        None
+    );
+}

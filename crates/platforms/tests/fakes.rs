@@ -353,3 +353,54 @@ fn the_meta_fake_refuses_what_meta_refuses() {
     )
     .is_empty());
 }
+
+#[test]
+fn the_request_status_fake_refuses_what_data_manager_refuses() {
+    let status = |method: Method, url: &str, headers: &[(&str, &str)], body: Option<&Value>| {
+        let mut built = request(method, url, headers, &Value::Null);
+        built.body = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        check_request_status(&built)
+    };
+    let base = "http://fake/v1/requestStatus:retrieve";
+    let auth = [("authorization", "Bearer t")];
+    assert_eq!(
+        status(Method::GET, &format!("{base}?requestId=r-1"), &auth, None),
+        Vec::<String>::new()
+    );
+    let refused = [
+        status(Method::POST, &format!("{base}?requestId=r-1"), &auth, None),
+        status(Method::GET, &format!("{base}?requestId=r-1"), &[], None),
+        status(Method::GET, base, &auth, None),
+        status(Method::GET, &format!("{base}?requestId="), &auth, None),
+        status(
+            Method::GET,
+            &format!("{base}?requestId=r-1&requestId=r-2"),
+            &auth,
+            None,
+        ),
+        status(Method::GET, &format!("{base}?request_id=r-1"), &auth, None),
+        status(
+            Method::GET,
+            &format!("{base}?requestId=r-1"),
+            &[("authorization", "Bearer t"), ("developer-token", "d")],
+            None,
+        ),
+        status(
+            Method::GET,
+            &format!("{base}?requestId=r-1"),
+            &auth,
+            Some(&json!({"requestId": "r-1"})),
+        ),
+        status(
+            Method::GET,
+            "http://fake/v1/requestStatus?requestId=r-1",
+            &auth,
+            None,
+        ),
+    ];
+    for (case, problems) in refused.iter().enumerate() {
+        assert!(!problems.is_empty(), "case {case} passed the fake");
+    }
+}

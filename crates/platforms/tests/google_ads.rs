@@ -757,3 +757,90 @@ async fn a_click_older_than_90_days_is_skipped_as_too_old_and_never_sent() {
     }
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn restatement_is_an_adjustment_carrying_the_new_total() {
+    use platforms::Platform;
+    let server = MockServer::start().await;
+    mount_oauth(&server, "ya29.token-1").await;
+    Mock::given(method("POST"))
+        .and(path(ADJUST))
+        .and(header("authorization", "Bearer ya29.token-1"))
+        .and(Strict(check_ads_adjustments))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "partialFailureError": {"code": 3, "message": "m", "details": [{
+                "@type": "type.googleapis.com/google.ads.googleads.v26.errors.GoogleAdsFailure",
+                "errors": [{"errorCode": {"conversionAdjustmentUploadError": "TOO_RECENT_CONVERSION"},
+                  "message": "too recent",
+                  "location": {"fieldPathElements": [{"fieldName": "conversion_adjustments", "index": 1}]}}]}]},
+            "results": [{"orderId": "INV-1"}, {}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let now = OffsetDateTime::now_utc();
+    let mut first = sale("INV-1", now);
+    let mut second = sale("INV-2", now);
+    for (conversion, amount) in [(&mut first, "70.5"), (&mut second, "0")] {
+        let currency = conversion.event.value.unwrap().currency();
+        conversion.event.value =
+            Some(events::Money::new(amount.parse().unwrap(), currency).unwrap());
+    }
+    let google = platforms::google::Google;
+    assert!(google.supports_restatement(&google_config(GoogleApi::GoogleAdsApi)));
+    assert!(!google.supports_restatement(&google_config(GoogleApi::DataManager)));
+
+    let report = google
+        .restate(
+            &platforms(&server, TIMEOUT),
+            &google_config(GoogleApi::GoogleAdsApi),
+            &google_creds(),
+            &[first, second],
+            now,
+        )
+        .await;
+
+    assert_eq!(report.outcomes[0], Outcome::Succeeded);
+    assert!(
+        matches!(&report.outcomes[1], Outcome::Retry { after: Some(wait), .. } if *wait == Duration::from_secs(24 * 3600)),
+        "{:?}",
+        report.outcomes[1]
+    );
+    let body = &bodies(&server, ":uploadConversionAdjustments").await[0];
+    let items = body["conversionAdjustments"].as_array().unwrap();
+    assert_eq!(items[0]["adjustmentType"], "RESTATEMENT");
+    assert_eq!(items[0]["orderId"], "INV-1");
+    assert_eq!(
+        items[0]["restatementValue"]["adjustedValue"].as_f64(),
+        Some(70.5)
+    );
+    assert_eq!(items[0]["restatementValue"]["currencyCode"], "EUR");
+    assert_eq!(
+        items[1]["restatementValue"]["adjustedValue"].as_f64(),
+        Some(0.0)
+    );
+    assert_eq!(body["partialFailure"], true);
+    assert_requests_strict(&server).await;
+}
+
+#[tokio::test]
+async fn restatement_through_data_manager_is_not_supported_and_sends_nothing() {
+    use platforms::Platform;
+    let server = MockServer::start().await;
+    let now = OffsetDateTime::now_utc();
+    let report = platforms::google::Google
+        .restate(
+            &platforms(&server, TIMEOUT),
+            &google_config(GoogleApi::DataManager),
+            &google_creds(),
+            &[sale("INV-1", now)],
+            now,
+        )
+        .await;
+    assert_eq!(
+        report.outcomes,
+        vec![Outcome::Skipped {
+            reason: platforms::NOT_SUPPORTED.into()
+        }]
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -194,6 +194,8 @@ pub fn config(base: &str, max_attempts: u32) -> ForwarderConfig {
         poll_interval: Duration::from_millis(10),
         concurrency: 16,
         parallel_steps: 2,
+        confirmation_poll: Duration::from_millis(5),
+        quota_share: 1.0,
     }
 }
 

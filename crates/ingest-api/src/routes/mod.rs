@@ -1,5 +1,6 @@
 //! HTTP routes: thin handlers that extract, call one function, and map the result.
 
+pub mod backfill;
 pub mod clicks;
 pub mod destinations;
 pub mod dispatches;
@@ -8,6 +9,7 @@ pub mod events;
 pub mod ops;
 pub mod persons;
 pub mod reports;
+pub mod restate;
 pub mod ui;
 pub mod usage;
 
@@ -69,6 +71,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(only("GET, HEAD, POST")),
             )
             .service(
+                web::resource("/destinations/{id}/backfill")
+                    .route(get().to(backfill::progress))
+                    .post(backfill::start)
+                    .default_service(only("GET, HEAD, POST")),
+            )
+            .service(
                 web::resource("/destinations/{id}")
                     .route(get().to(destinations::get))
                     .patch(destinations::update)
@@ -114,6 +122,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/reports/conversions")
                     .route(get().to(reports::conversions))
                     .default_service(only("GET, HEAD")),
+            )
+            .service(
+                web::resource("/events/{id}/restate")
+                    .post(restate::restate)
+                    .default_service(only("POST")),
             )
             .service(
                 web::resource("/events/{id}/retract")

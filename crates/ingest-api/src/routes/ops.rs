@@ -91,5 +91,14 @@ async fn queue_gauges(pool: &Pool) -> Result<(), crate::problem::ApiError> {
         metrics::gauge!("convrelay_dispatch_queue_depth", &labels).set(g.count as f64);
         metrics::gauge!("convrelay_dispatch_oldest_age_seconds", &labels).set(g.oldest_age_seconds);
     }
+    for status in ["pending", "partially_failed", "failed"] {
+        for t in events::DestinationType::ALL {
+            metrics::gauge!("convrelay_dispatch_confirmations", "destination_type" => t.as_str(), "status" => status).set(0.0);
+        }
+    }
+    for (destination_type, status, count) in forwarder::confirmation_gauges(&client).await? {
+        let labels = [("destination_type", destination_type), ("status", status)];
+        metrics::gauge!("convrelay_dispatch_confirmations", &labels).set(count as f64);
+    }
     Ok(())
 }

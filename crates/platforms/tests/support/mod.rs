@@ -666,6 +666,37 @@ pub fn check_ads_adjustments(request: &Request) -> Vec<String> {
                 "{at}: restatementValue is required for RESTATEMENT and refused otherwise"
             ));
         }
+        if let Some(value) = item.get("restatementValue") {
+            only_keys(
+                value,
+                &["adjustedValue", "currencyCode"],
+                &format!("{at}.restatementValue"),
+                &mut problems,
+            );
+            if !value
+                .get("adjustedValue")
+                .and_then(Value::as_f64)
+                .is_some_and(|v| v.is_finite() && v >= 0.0)
+            {
+                problems.push(format!(
+                    "{at}.restatementValue.adjustedValue must be a number >= 0 (the new total)"
+                ));
+            }
+            if !value
+                .get("currencyCode")
+                .and_then(Value::as_str)
+                .is_some_and(is_currency)
+            {
+                problems.push(format!(
+                    "{at}.restatementValue.currencyCode must be an ISO 4217 code"
+                ));
+            }
+        }
+        for enhancement_only in ["userIdentifiers", "userAgent"] {
+            if kind != Some("ENHANCEMENT") && item.get(enhancement_only).is_some() {
+                problems.push(format!("{at}.{enhancement_only} is for ENHANCEMENT only"));
+            }
+        }
         match item.get("adjustmentDateTime").and_then(Value::as_str) {
             Some(text) if shaped(text, "9999-99-99 99:99:99#99:99") => {}
             other => problems.push(format!("{at}.adjustmentDateTime {other:?} malformed")),
@@ -1254,6 +1285,43 @@ pub fn form_decode(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `GET /v1/requestStatus:retrieve?requestId=…` as Data Manager takes it (A.7): a GET with a
+/// bearer token, exactly one non-empty `requestId` and nothing else in the query, no body, and
+/// none of the Ads API headers.
+pub fn check_request_status(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "GET" || request.url.path() != "/v1/requestStatus:retrieve" {
+        problems.push(format!(
+            "{} {} is not GET /v1/requestStatus:retrieve",
+            request.method,
+            request.url.path()
+        ));
+    }
+    bearer(request, &mut problems);
+    for forbidden in ["developer-token", "login-customer-id", "content-type"] {
+        if header(request, forbidden).is_some() {
+            problems.push(format!(
+                "{forbidden} header must not be sent to requestStatus:retrieve"
+            ));
+        }
+    }
+    if !request.body.is_empty() {
+        problems.push("a GET must carry no body".into());
+    }
+    let pairs: Vec<(String, String)> = request
+        .url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    match pairs.as_slice() {
+        [(name, value)] if name == "requestId" && !value.trim().is_empty() => {}
+        other => problems.push(format!(
+            "the query must be exactly one non-empty requestId, got {other:?}"
+        )),
+    }
+    problems
+}
+
 /// Every request the server got passes the check for its kind.
 pub async fn assert_requests_strict(server: &MockServer) {
     for request in server.received_requests().await.unwrap_or_default() {
@@ -1280,6 +1348,8 @@ pub async fn assert_requests_strict(server: &MockServer) {
             check_ads_adjustments(&request)
         } else if path == "/v1/events:ingest" {
             check_data_manager(&request)
+        } else if path == "/v1/requestStatus:retrieve" {
+            check_request_status(&request)
         } else if path.starts_with("/v26.0/") {
             check_meta(&request)
         } else {

@@ -1,0 +1,59 @@
+//! `/v1/destinations/{id}/backfill` (admin scope): send a newly connected destination the
+//! workspace's already-attributed conversions from history, and follow its progress.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use deadpool_postgres::Pool;
+
+use crate::auth::Principal;
+use crate::body::{self, SINGLE_LIMIT};
+use crate::ingest::{Ingest, Post};
+use crate::keys::Scope;
+use crate::problem::ApiError;
+use crate::responses;
+use crate::routes::events::{idempotency_key, respond};
+
+/// `POST /v1/destinations/{id}/backfill` `{"since"?: "…"}`: 202 with the backfill's progress;
+/// the workers do the rest behind live traffic.
+pub async fn start(
+    req: HttpRequest,
+    principal: Principal,
+    path: web::Path<String>,
+    payload: web::Payload,
+    ingest: web::Data<Ingest>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let idempotency_key = idempotency_key(&req)?;
+    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(&value)?;
+    let workspace_id = principal.workspace_id;
+    let id = path.into_inner();
+    let document = value.clone();
+    let post = Post {
+        principal: &principal,
+        idempotency_key,
+        path: req.path(),
+        body: &raw,
+        value: &value,
+    };
+    let stored = ingest
+        .in_transaction(post, move |tx| {
+            Box::pin(async move {
+                let view = forwarder::start_backfill(tx, workspace_id, &id, &document).await?;
+                responses::json(202, &view)
+            })
+        })
+        .await?;
+    Ok(respond(stored))
+}
+
+/// `GET /v1/destinations/{id}/backfill`: the progress of its latest backfill.
+pub async fn progress(
+    principal: Principal,
+    path: web::Path<String>,
+    pool: web::Data<Pool>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let client = pool.get().await?;
+    let view = forwarder::get_backfill(&client, principal.workspace_id, &path).await?;
+    Ok(HttpResponse::Ok().json(view))
+}

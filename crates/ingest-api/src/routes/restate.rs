@@ -1,0 +1,76 @@
+//! `POST /v1/events/{id}/restate`: a conversion's value changed after the fact (a partial
+//! refund, a corrected order). Ingest scope, Idempotency-Key honoured; the value history is kept
+//! by the forwarder's restatement module, which also tells each destination.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::body::{self, SINGLE_LIMIT};
+use crate::ids;
+use crate::ingest::{Ingest, Post};
+use crate::keys::Scope;
+use crate::problem::ApiError;
+use crate::routes::events::{idempotency_key, respond};
+
+/// `POST /v1/events/{id}/restate` `{"amount": 150.0, "currency"?: "USD", "reason"?: "…"}`.
+pub async fn restate(
+    req: HttpRequest,
+    principal: Principal,
+    path: web::Path<String>,
+    payload: web::Payload,
+    ingest: web::Data<Ingest>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::Ingest)?;
+    let idempotency_key = idempotency_key(&req)?;
+    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(&value)?;
+    let new = forwarder::NewValue::from_json(&value)?;
+    let workspace_id = principal.workspace_id;
+    let id = path.into_inner();
+    let post = Post {
+        principal: &principal,
+        idempotency_key,
+        path: req.path(),
+        body: &raw,
+        value: &value,
+    };
+    let stored = ingest
+        .in_transaction(post, move |tx| {
+            Box::pin(async move {
+                let report = apply(tx, workspace_id, &id, &new).await?;
+                crate::responses::json(200, &report)
+            })
+        })
+        .await?;
+    Ok(respond(stored))
+}
+
+/// Reads the event (404 for an unknown id or another workspace's, 409 once retracted) and
+/// applies the restatement in the request's transaction.
+async fn apply(
+    tx: &impl GenericClient,
+    workspace_id: Uuid,
+    id: &str,
+    new: &forwarder::NewValue,
+) -> Result<forwarder::RestateReport, ApiError> {
+    let event_id = ids::from_wire(ids::EVENT, id).ok_or(ApiError::NotFound)?;
+    let stored = journal::get_event(tx, workspace_id, event_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if stored.retracted_at.is_some() {
+        return Err(ApiError::Conflict(
+            "the event was retracted: a retracted conversion has no value to restate".into(),
+        ));
+    }
+    let event: events::Event =
+        serde_json::from_value(stored.payload).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let target = forwarder::RestateTarget {
+        workspace_id,
+        event_id,
+        original: event.value,
+        received_at: stored.received_at,
+    };
+    Ok(forwarder::restate(tx, &target, new).await?)
+}
