@@ -15,6 +15,7 @@
 pub mod crypto;
 pub mod destinations;
 mod error;
+pub mod health;
 pub mod queue;
 pub mod views;
 pub mod worker;
@@ -27,6 +28,7 @@ pub use destinations::{
     Credentials, Destination, DestinationConfig, DestinationView,
 };
 pub use error::{Error, Result};
+pub use health::{delivery_health, HealthInterval, HealthRow};
 pub use platforms::{Endpoints, RetryPolicy};
 pub use queue::{enqueue, DispatchKind, DispatchStatus};
 pub use views::{

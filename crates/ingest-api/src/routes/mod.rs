@@ -79,6 +79,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(only("GET, HEAD")),
             )
             .service(
+                web::resource("/dispatches/health")
+                    .route(get().to(dispatches::health))
+                    .default_service(only("GET, HEAD")),
+            )
+            .service(
                 web::resource("/dispatches/stats")
                     .route(get().to(dispatches::stats))
                     .default_service(only("GET, HEAD")),
@@ -101,6 +106,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/reports/conversions")
                     .route(get().to(reports::conversions))
+                    .default_service(only("GET, HEAD")),
+            )
+            .service(
+                web::resource("/events/{id}/credit")
+                    .route(get().to(reports::credit))
                     .default_service(only("GET, HEAD")),
             )
             .service(
