@@ -59,7 +59,9 @@ CREATE TABLE report_rollups (
 );
 
 -- Time from touch to conversion as a histogram per day and group: bucket 0 holds waits under a
--- second, bucket b >= 1 waits in [1.1^(b-1), 1.1^b) seconds; the weight is the touch's share.
+-- second, bucket b >= 1 waits in [1.1^(b-1), 1.1^b) seconds; the weight is the touch's share,
+-- `seconds` the sum of share times wait, so that a percentile reads as the mean wait of its
+-- bucket (exact when the bucket holds one wait, within 5 % otherwise).
 CREATE TABLE report_times (
     workspace_id uuid     NOT NULL,
     model        smallint NOT NULL,
@@ -69,6 +71,7 @@ CREATE TABLE report_times (
     tier         text     NOT NULL,
     bucket       smallint NOT NULL,
     weight       numeric  NOT NULL,
+    seconds      numeric  NOT NULL,
     PRIMARY KEY (workspace_id, model, dim, day, key, tier, bucket)
 );
 

@@ -311,7 +311,7 @@ const INSERT_SHARES: &str = "
     SELECT $1, q.*
     FROM unnest($2::uuid[], $3::smallint[], $4::bytea[], $5::timestamptz[], $6::text[],
                 $7::text[], $8::text[], $9::text[], $10::numeric[], $11::numeric[],
-                $12::numeric[], $13::numeric[], $14::numeric[])";
+                $12::numeric[], $13::numeric[], $14::numeric[]) AS q";
 
 /// The contributions of counted conversions (credited, not retracted) to each rollup row, one
 /// row per model and grouping with a non-zero share. `{filter}` narrows the conversions.
@@ -366,23 +366,25 @@ fn apply_rollups_sql(filter: &str) -> String {
 
 /// The bucket of a wait, as `report_times` documents it.
 pub const BUCKET_SQL: &str = "CASE WHEN w < 1 THEN 0
-    ELSE 1 + floor(ln(w) / ln(1.1))::int END";
+    ELSE 1 + floor(ln(w::float8) / ln(1.1))::int END";
 
 fn apply_times_sql(filter: &str) -> String {
     format!(
         "{}, y AS (
             SELECT model, dim, day, key, tier, share,
-                   extract(epoch FROM occurred_at - clicked_at)::float8 AS w
+                   greatest(extract(epoch FROM occurred_at - clicked_at), 0) AS w
             FROM x WHERE clicked_at IS NOT NULL
         )
-        INSERT INTO report_times AS r (workspace_id, model, dim, day, key, tier, bucket, weight)
+        INSERT INTO report_times AS r
+            (workspace_id, model, dim, day, key, tier, bucket, weight, seconds)
         SELECT $1, model, dim, day, key, tier, ({BUCKET_SQL})::smallint AS bucket,
-               $2::numeric * sum(share)
+               $2::numeric * sum(share), $2::numeric * sum(share * w::numeric)
         FROM y
         GROUP BY model, dim, day, key, tier, bucket
         ORDER BY model, dim, day, key, tier, bucket
         ON CONFLICT (workspace_id, model, dim, day, key, tier, bucket) DO UPDATE SET
-            weight = r.weight + excluded.weight",
+            weight = r.weight + excluded.weight,
+            seconds = r.seconds + excluded.seconds",
         contributions(filter)
     )
 }
