@@ -313,9 +313,26 @@ const INSERT_SHARES: &str = "
                 $7::text[], $8::text[], $9::text[], $10::numeric[], $11::numeric[],
                 $12::numeric[], $13::numeric[], $14::numeric[]) AS q";
 
-/// The contributions of counted conversions (credited, not retracted) to each rollup row, one
-/// row per model and grouping with a non-zero share. `{filter}` narrows the conversions.
-fn contributions(filter: &str) -> String {
+/// The counted conversions (credited, not retracted) that `{filter}` selects, with their
+/// touches summed per day and everything a rollup row is keyed by, before the expansion into
+/// models and groupings: a rebuild aggregates millions of touches into a few thousand rows
+/// first. With `times`, the touches are those with a click, keyed by the wait's bucket too, and
+/// weighted by the wait (else by the amount).
+fn summed(filter: &str, times: bool) -> String {
+    let weight = |column: &str, by: &str| format!("sum(s.{column}{by}) AS {column}");
+    let by = if times { " * w.w" } else { " * c.amount" };
+    let touched = if times { "s.clicked_at IS NOT NULL" } else { "true" };
+    let models = ["last_click", "first_click", "linear", "position_based", "time_decay"];
+    let shares: Vec<String> = models.iter().map(|m| weight(m, "")).collect();
+    let weighted: Vec<String> = models
+        .iter()
+        .map(|m| format!("sum(s.{m}{by}) AS {m}_x"))
+        .collect();
+    let (select, group, pick) = if times {
+        (format!(", ({BUCKET_SQL}) AS bucket"), ", bucket", ", t.bucket")
+    } else {
+        (String::new(), "", "")
+    };
     format!(
         "WITH c AS (
             SELECT event_id, kind, event_name, tier, amount, currency, occurred_at,
@@ -323,21 +340,36 @@ fn contributions(filter: &str) -> String {
             FROM report_conversions
             WHERE workspace_id = $1 AND {filter} AND NOT retracted AND kind IS NOT NULL
               AND credited_at IS NOT NULL
-        ), x AS (
-            SELECT c.day, m.model, d.dim, d.key, c.tier, c.kind, c.amount, c.currency,
-                   m.share, c.occurred_at, s.clicked_at
+        ), t AS (
+            SELECT c.day, c.tier, c.kind, c.currency, c.event_name, s.channel, s.source,
+                   s.medium, s.campaign{select}, {}, {}
             FROM c
             JOIN credit_shares s ON s.workspace_id = $1 AND s.event_id = c.event_id
-            CROSS JOIN LATERAL (VALUES (0::smallint, s.last_click), (1::smallint, s.first_click),
-                (2::smallint, s.linear), (3::smallint, s.position_based),
-                (4::smallint, s.time_decay)) AS m(model, share)
-            CROSS JOIN LATERAL (VALUES (0::smallint, s.channel),
-                (1::smallint, coalesce(s.source, '{none}')),
-                (2::smallint, coalesce(s.medium, '{none}')),
-                (3::smallint, coalesce(s.campaign, '{none}')),
-                (4::smallint, coalesce(c.event_name, '{none}'))) AS d(dim, key)
+            CROSS JOIN LATERAL (
+                SELECT greatest(extract(epoch FROM c.occurred_at - s.clicked_at), 0) AS w
+            ) AS w
+            WHERE {touched}
+            GROUP BY c.day, c.tier, c.kind, c.currency, c.event_name, s.channel, s.source,
+                     s.medium, s.campaign{group}
+        ), x AS (
+            SELECT t.day, t.tier, t.kind, t.currency{pick}, m.model, m.share, m.weighted,
+                   d.dim, d.key
+            FROM t
+            CROSS JOIN LATERAL (VALUES
+                (0::smallint, t.last_click, t.last_click_x),
+                (1::smallint, t.first_click, t.first_click_x),
+                (2::smallint, t.linear, t.linear_x),
+                (3::smallint, t.position_based, t.position_based_x),
+                (4::smallint, t.time_decay, t.time_decay_x)) AS m(model, share, weighted)
+            CROSS JOIN LATERAL (VALUES (0::smallint, t.channel),
+                (1::smallint, coalesce(t.source, '{none}')),
+                (2::smallint, coalesce(t.medium, '{none}')),
+                (3::smallint, coalesce(t.campaign, '{none}')),
+                (4::smallint, coalesce(t.event_name, '{none}'))) AS d(dim, key)
             WHERE m.share <> 0
         )",
+        shares.join(", "),
+        weighted.join(", "),
         none = crate::NONE_KEY
     )
 }
@@ -350,8 +382,8 @@ fn apply_rollups_sql(filter: &str) -> String {
         SELECT $1, model, dim, day, key, tier, coalesce(currency, ''),
                $2::numeric * coalesce(sum(share) FILTER (WHERE kind = 'lead'), 0),
                $2::numeric * coalesce(sum(share) FILTER (WHERE kind = 'sale'), 0),
-               $2::numeric * coalesce(sum(share * amount) FILTER (WHERE kind = 'sale'), 0),
-               $2::numeric * coalesce(sum(share * amount), 0)
+               $2::numeric * coalesce(sum(weighted) FILTER (WHERE kind = 'sale'), 0),
+               $2::numeric * coalesce(sum(weighted), 0)
         FROM x
         GROUP BY model, dim, day, key, tier, coalesce(currency, '')
         ORDER BY model, dim, day, key, tier, coalesce(currency, '')
@@ -360,32 +392,28 @@ fn apply_rollups_sql(filter: &str) -> String {
             sales = r.sales + excluded.sales,
             revenue = r.revenue + excluded.revenue,
             value = r.value + excluded.value",
-        contributions(filter)
+        summed(filter, false)
     )
 }
 
-/// The bucket of a wait, as `report_times` documents it.
-pub const BUCKET_SQL: &str = "CASE WHEN w < 1 THEN 0
-    ELSE 1 + floor(ln(w::float8) / ln(1.1))::int END";
+/// The bucket of a wait `w.w` in seconds, as `report_times` documents it.
+pub const BUCKET_SQL: &str =
+    "CASE WHEN w.w < 1 THEN 0 ELSE 1 + floor(ln(w.w::float8) / ln(1.1))::int END";
 
 fn apply_times_sql(filter: &str) -> String {
     format!(
-        "{}, y AS (
-            SELECT model, dim, day, key, tier, share,
-                   greatest(extract(epoch FROM occurred_at - clicked_at), 0) AS w
-            FROM x WHERE clicked_at IS NOT NULL
-        )
+        "{}
         INSERT INTO report_times AS r
             (workspace_id, model, dim, day, key, tier, bucket, weight, seconds)
-        SELECT $1, model, dim, day, key, tier, ({BUCKET_SQL})::smallint AS bucket,
-               $2::numeric * sum(share), $2::numeric * sum(share * w::numeric)
-        FROM y
+        SELECT $1, model, dim, day, key, tier, bucket::smallint, $2::numeric * sum(share),
+               $2::numeric * sum(weighted)
+        FROM x
         GROUP BY model, dim, day, key, tier, bucket
         ORDER BY model, dim, day, key, tier, bucket
         ON CONFLICT (workspace_id, model, dim, day, key, tier, bucket) DO UPDATE SET
             weight = r.weight + excluded.weight,
             seconds = r.seconds + excluded.seconds",
-        contributions(filter)
+        summed(filter, true)
     )
 }
 
