@@ -72,7 +72,7 @@ SELECT '$workspace', gen_random_uuid(),
        CASE WHEN i % 10 >= 7 THEN 10 + (i * 31 % 49000) / 100.0 WHEN i % 5 = 0 THEN 50 END,
        CASE WHEN i % 10 >= 7 OR i % 5 = 0 THEN (CASE WHEN i % 6 = 0 THEN 'EUR' ELSE 'USD' END) END,
        false, now()
-FROM generate_series(1, $conversions) AS i;
+FROM generate_series(1::bigint, $conversions) AS i;
 ANALYZE report_conversions;"
 q "
 INSERT INTO credit_shares

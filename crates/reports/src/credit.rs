@@ -321,15 +321,29 @@ const INSERT_SHARES: &str = "
 fn summed(filter: &str, times: bool) -> String {
     let weight = |column: &str, by: &str| format!("sum(s.{column}{by}) AS {column}");
     let by = if times { " * w.w" } else { " * c.amount" };
-    let touched = if times { "s.clicked_at IS NOT NULL" } else { "true" };
-    let models = ["last_click", "first_click", "linear", "position_based", "time_decay"];
+    let touched = if times {
+        "s.clicked_at IS NOT NULL"
+    } else {
+        "true"
+    };
+    let models = [
+        "last_click",
+        "first_click",
+        "linear",
+        "position_based",
+        "time_decay",
+    ];
     let shares: Vec<String> = models.iter().map(|m| weight(m, "")).collect();
     let weighted: Vec<String> = models
         .iter()
         .map(|m| format!("sum(s.{m}{by}) AS {m}_x"))
         .collect();
     let (select, group, pick) = if times {
-        (format!(", ({BUCKET_SQL}) AS bucket"), ", bucket", ", t.bucket")
+        (
+            format!(", ({BUCKET_SQL}) AS bucket"),
+            ", bucket",
+            ", t.bucket",
+        )
     } else {
         (String::new(), "", "")
     };
