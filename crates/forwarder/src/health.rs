@@ -50,7 +50,11 @@ impl HealthInterval {
         let day = at.date().midnight().assume_utc();
         match self {
             HealthInterval::Day => day,
-            HealthInterval::Hour => day + Duration::hours(i64::from(at.hour())),
+            HealthInterval::Hour => at
+                .replace_minute(0)
+                .and_then(|t| t.replace_second(0))
+                .and_then(|t| t.replace_nanosecond(0))
+                .unwrap_or(day),
         }
     }
 }
@@ -118,8 +122,8 @@ pub async fn delivery_health(
     interval: HealthInterval,
 ) -> Result<Vec<HealthRow>> {
     // Ids are made a moment before the row's created_at: the id range is a wider index bound.
-    let low = v7_floor(from - Duration::MINUTE);
-    let high = v7_floor(to + Duration::MINUTE);
+    let low = v7_floor(from.checked_sub(Duration::MINUTE).unwrap_or(from));
+    let high = v7_floor(to.checked_add(Duration::MINUTE).unwrap_or(to));
     let statement = client.prepare_cached(SELECT_HEALTH).await?;
     let rows = client
         .query(
@@ -154,7 +158,10 @@ pub async fn delivery_health(
     let mut at = interval.start(from);
     while at < to && periods.len() < MAX_HEALTH_PERIODS {
         periods.push(at);
-        at += interval.length();
+        match at.checked_add(interval.length()) {
+            Some(next) => at = next,
+            None => break,
+        }
     }
     let mut out = Vec::with_capacity(destinations.len() * periods.len());
     for ((_, id), (name, kind)) in destinations {

@@ -78,7 +78,7 @@ pub fn parse(query: &str) -> Result<ReportQuery, ApiError> {
     if group_by.is_none() {
         errors.push(error(
             "groupBy",
-            "enum",
+            "invalid_value",
             "must be one of: channel, source, medium, campaign, eventName",
         ));
     }
@@ -86,7 +86,7 @@ pub fn parse(query: &str) -> Result<ReportQuery, ApiError> {
     if model.is_none() {
         errors.push(error(
             "model",
-            "enum",
+            "invalid_value",
             "must be one of: last_click, first_click, linear, position_based, time_decay",
         ));
     }
@@ -97,7 +97,7 @@ pub fn parse(query: &str) -> Result<ReportQuery, ApiError> {
     if interval.is_err() {
         errors.push(error(
             "interval",
-            "enum",
+            "invalid_value",
             "must be one of: day, week, month",
         ));
     }
@@ -106,7 +106,11 @@ pub fn parse(query: &str) -> Result<ReportQuery, ApiError> {
         Some(raw) => Tier::parse(raw).map(Some).ok_or(()),
     };
     if tier.is_err() {
-        errors.push(error("tier", "enum", "must be one of: macro, micro"));
+        errors.push(error(
+            "tier",
+            "invalid_value",
+            "must be one of: macro, micro",
+        ));
     }
     match (from, to, group_by, model, interval, tier) {
         (Some(from), Some(to), Some(group_by), Some(model), Ok(interval), Ok(tier))

@@ -106,9 +106,11 @@ impl Interval {
     pub fn start(self, day: Date) -> Date {
         match self {
             Interval::Day => day,
-            Interval::Week => {
-                day - Duration::days(i64::from(day.weekday().number_days_from_monday()))
-            }
+            Interval::Week => day
+                .checked_sub(Duration::days(i64::from(
+                    day.weekday().number_days_from_monday(),
+                )))
+                .unwrap_or(day),
             Interval::Month => day.replace_day(1).unwrap_or(day),
         }
     }
@@ -117,7 +119,7 @@ impl Interval {
     pub fn next(self, start: Date) -> Date {
         match self {
             Interval::Day => start.next_day().unwrap_or(start),
-            Interval::Week => start + Duration::days(7),
+            Interval::Week => start.checked_add(Duration::days(7)).unwrap_or(start),
             Interval::Month => {
                 let (year, month) = match start.month() {
                     Month::December => (start.year() + 1, Month::January),
