@@ -2,7 +2,8 @@
 # Reports at scale, part of `make bench` (BENCH_REPORTS=0 skips it): one workspace holding
 # BENCH_REPORTS_CONVERSIONS (1,000,000) credited conversions over 180 days, seeded in SQL
 # (generate_series) into the rollups' source tables (report_conversions, credit_shares: 1 to 4
-# touches each, 8 channels, 24 campaigns, 4 event names, USD and EUR) plus a year of registered
+# touches each, 8 channels, 24 campaigns, 4 event names, USD and EUR, waits from a second to 57
+# days spread evenly over the time histogram's buckets) plus half a year of registered
 # clicks, then `convrelay reports rebuild`, then every report shape asked BENCH_REPORTS_RUNS (20)
 # times over HTTP: p50 and p95 per shape. The whole range holds all the conversions.
 #
@@ -78,7 +79,8 @@ q "
 INSERT INTO credit_shares
     (workspace_id, event_id, n, owner, clicked_at, channel, source, medium, campaign,
      last_click, first_click, linear, position_based, time_decay)
-SELECT c.workspace_id, c.event_id, t.n, NULL, c.occurred_at - (t.k - t.n) * interval '2 days',
+SELECT c.workspace_id, c.event_id, t.n, NULL,
+       c.occurred_at - exp((c.h * (t.k - t.n + 3) % 10000) / 10000.0 * 15.4) * interval '1 second',
        ch.channel, ch.source, ch.medium, ch.channel || '_' || ((h + t.n) % 3),
        (t.n = t.k - 1)::int, (t.n = 0)::int,
        CASE WHEN t.n = t.k - 1 THEN 1 - (t.k - 1) * round(1.0 / t.k, 12) ELSE round(1.0 / t.k, 12) END,

@@ -173,7 +173,7 @@ pub fn credit_one(c: &Conversion<'_>, window: Vec<WindowTouch>) -> Vec<Credited>
         .into_iter()
         .map(|t| (Some(t.owner), t.touchpoint))
         .collect();
-    touches.sort_by(|a, b| (a.1.clicked_at, a.0).cmp(&(b.1.clicked_at, b.0)));
+    touches.sort_by_key(|t| (t.1.clicked_at, t.0));
     touches.dedup_by(|a, b| a.0.is_some() && a.0 == b.0);
     if touches.len() > MAX_TOUCHES {
         touches.drain(..touches.len() - MAX_TOUCHES);
