@@ -80,7 +80,7 @@ INSERT INTO credit_shares
     (workspace_id, event_id, n, owner, clicked_at, channel, source, medium, campaign,
      last_click, first_click, linear, position_based, time_decay)
 SELECT c.workspace_id, c.event_id, t.n, NULL,
-       c.occurred_at - exp((c.h * (t.k - t.n + 3) % 10000) / 10000.0 * 15.4) * interval '1 second',
+       c.occurred_at - exp((c.h::bigint * (t.k - t.n + 3) % 10000) / 10000.0 * 15.4) * interval '1 second',
        ch.channel, ch.source, ch.medium, ch.channel || '_' || ((h + t.n) % 3),
        (t.n = t.k - 1)::int, (t.n = 0)::int,
        CASE WHEN t.n = t.k - 1 THEN 1 - (t.k - 1) * round(1.0 / t.k, 12) ELSE round(1.0 / t.k, 12) END,
