@@ -345,4 +345,3 @@ mod tests {
         assert_eq!(key_prefix(""), None);
     }
 }
-

@@ -367,6 +367,42 @@ async fn retractions_and_value_changes_move_the_rollups_as_a_rebuild_would() {
             i += 1;
         }
     }
+
+    // Erasing the person takes the sale out of every report, and its touches with it.
+    {
+        let mut client = pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        assert_eq!(reports::erase(&tx, workspace, &[id, id]).await.unwrap(), 1);
+        tx.commit().await.unwrap();
+    }
+    let erased = report(&app, &format!("{APRIL}&model=position_based")).await;
+    assert!(
+        erased["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["revenue"].as_object().unwrap().is_empty()),
+        "{erased:#}"
+    );
+    let credit: Value = app
+        .get(&format!("/v1/events/{sale}/credit"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(credit["credited"], false);
+    let left: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM credit_shares WHERE event_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 }
 
 #[tokio::test]

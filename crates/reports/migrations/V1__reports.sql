@@ -59,9 +59,9 @@ CREATE TABLE report_rollups (
 );
 
 -- Time from touch to conversion as a histogram per day and group: bucket 0 holds waits under a
--- second, bucket b >= 1 waits in [1.1^(b-1), 1.1^b) seconds; the weight is the touch's share,
+-- second, bucket b >= 1 waits in [1.25^(b-1), 1.25^b) seconds; the weight is the touch's share,
 -- `seconds` the sum of share times wait, so that a percentile reads as the mean wait of its
--- bucket (exact when the bucket holds one wait, within 5 % otherwise).
+-- bucket (exact when the bucket holds one wait, within 12 % otherwise).
 CREATE TABLE report_times (
     workspace_id uuid     NOT NULL,
     model        smallint NOT NULL,

@@ -412,7 +412,7 @@ fn apply_rollups_sql(filter: &str) -> String {
 
 /// The bucket of a wait `w.w` in seconds, as `report_times` documents it.
 pub const BUCKET_SQL: &str =
-    "CASE WHEN w.w < 1 THEN 0 ELSE 1 + floor(ln(w.w::float8) / ln(1.1))::int END";
+    "CASE WHEN w.w < 1 THEN 0 ELSE 1 + floor(ln(w.w::float8) / ln(1.25))::int END";
 
 fn apply_times_sql(filter: &str) -> String {
     format!(
@@ -596,4 +596,166 @@ pub async fn shares_of(
         });
     }
     Ok(out)
+}
+
+/// Takes erased conversions out of the rollups and deletes their rows (their touches reference
+/// the person's identifiers), inside the caller's transaction: what erasing a person does to
+/// reports. Answers how many conversions were erased.
+pub async fn erase(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_ids: &[Uuid],
+) -> Result<u64> {
+    if event_ids.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = event_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let lock = client
+        .prepare_cached(
+            "SELECT event_id FROM report_conversions
+             WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])
+             ORDER BY event_id FOR UPDATE",
+        )
+        .await?;
+    client.query(&lock, &[&workspace_id, &ids]).await?;
+    apply(client, workspace_id, &ids, Decimal::NEGATIVE_ONE).await?;
+    let shares = client.prepare_cached(DELETE_SHARES).await?;
+    client.execute(&shares, &[&workspace_id, &ids]).await?;
+    let rows = client
+        .prepare_cached(
+            "DELETE FROM report_conversions WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])",
+        )
+        .await?;
+    Ok(client.execute(&rows, &[&workspace_id, &ids]).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use events::{AttributionStatus, ClickIds, MatchedBy, Utm};
+    use time::macros::datetime;
+
+    fn touchpoint(at: OffsetDateTime, source: &str, gclid: Option<&str>) -> Touchpoint {
+        Touchpoint {
+            click_id: None,
+            clicked_at: at,
+            click_ids: ClickIds {
+                gclid: gclid.map(String::from),
+                ..ClickIds::default()
+            },
+            utm: Some(Utm {
+                source: Some(source.into()),
+                campaign: Some("spring".into()),
+                ..Utm::default()
+            }),
+            url: None,
+            referrer: None,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    fn attribution(click: Option<Touchpoint>, first: Option<Touchpoint>) -> Attribution {
+        Attribution {
+            status: if click.is_some() {
+                AttributionStatus::Matched
+            } else {
+                AttributionStatus::Unmatched
+            },
+            matched_by: click.as_ref().map(|_| MatchedBy::ClickId),
+            click,
+            model: "last_click".into(),
+            first_touch: first,
+            pending_until: None,
+            decided_at: datetime!(2026-04-20 0:00 UTC),
+            ignored_identifiers: Vec::new(),
+        }
+    }
+
+    fn conversion(a: &Attribution) -> Conversion<'_> {
+        Conversion {
+            event_id: Uuid::nil(),
+            kind: EventKind::Sale,
+            occurred_at: datetime!(2026-04-20 0:00 UTC),
+            event_name: "sale",
+            value: Some((Decimal::from(100), "USD")),
+            retracted: false,
+            attribution: a,
+        }
+    }
+
+    #[test]
+    fn a_conversion_without_a_touch_is_direct_under_every_model() {
+        let a = attribution(None, None);
+        let credited = credit_one(&conversion(&a), Vec::new());
+        assert_eq!(credited.len(), 1);
+        assert_eq!(credited[0].channel, "direct");
+        assert_eq!(credited[0].shares, [Decimal::ONE; 5]);
+    }
+
+    #[test]
+    fn the_matchers_touches_take_part_even_when_the_window_scan_missed_them() {
+        let google = touchpoint(datetime!(2026-04-01 0:00 UTC), "google", Some("g"));
+        let news = touchpoint(datetime!(2026-04-10 0:00 UTC), "newsletter", None);
+        let late = touchpoint(datetime!(2026-04-19 0:00 UTC), "partner", None);
+        let a = attribution(Some(news.clone()), Some(google.clone()));
+        // The scan found the newsletter click and a later partner click, not the first touch.
+        let window = vec![
+            WindowTouch {
+                owner: [2; 32],
+                touchpoint: late,
+            },
+            WindowTouch {
+                owner: [1; 32],
+                touchpoint: news,
+            },
+        ];
+        let credited = credit_one(&conversion(&a), window);
+        let channels: Vec<&str> = credited.iter().map(|c| c.channel.as_str()).collect();
+        assert_eq!(channels, ["google_ads", "newsletter", "partner"]);
+        // Last click is the matcher's touchpoint (the named newsletter click), first click its
+        // first touch; position based runs over time order.
+        let column = |m: usize| -> Vec<String> {
+            credited
+                .iter()
+                .map(|c| c.shares[m].normalize().to_string())
+                .collect()
+        };
+        assert_eq!(column(0), ["0", "1", "0"]);
+        assert_eq!(column(1), ["1", "0", "0"]);
+        assert_eq!(column(3), ["0.4", "0.2", "0.4"]);
+        assert_eq!(credited[0].owner, None);
+        assert_eq!(credited[1].owner, Some(vec![1; 32]));
+        assert_eq!(credited[0].campaign.as_deref(), Some("spring"));
+    }
+
+    #[test]
+    fn a_person_with_thousands_of_clicks_shares_among_the_latest_hundred() {
+        let last = touchpoint(datetime!(2026-04-19 0:00 UTC), "google", Some("g"));
+        let first = touchpoint(datetime!(2026-01-25 0:00 UTC), "google", Some("g0"));
+        let a = attribution(Some(last.clone()), Some(first));
+        let window: Vec<WindowTouch> = (0..5000u32)
+            .map(|i| WindowTouch {
+                owner: {
+                    let mut o = [0u8; 32];
+                    o[..4].copy_from_slice(&i.to_be_bytes());
+                    o
+                },
+                touchpoint: touchpoint(
+                    datetime!(2026-02-01 0:00 UTC) + time::Duration::minutes(i64::from(i)),
+                    "partner",
+                    None,
+                ),
+            })
+            .collect();
+        let credited = credit_one(&conversion(&a), window);
+        // The latest 100 of the scan, plus the matcher's first touch and touchpoint.
+        assert_eq!(credited.len(), MAX_TOUCHES + 2);
+        for m in 0..5 {
+            let total: Decimal = credited.iter().map(|c| c.shares[m]).sum();
+            assert_eq!(total, Decimal::ONE);
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub mod tier;
 
 pub use clicks::count_clicks;
 pub use credit::{
-    apply_value_change, conversion_tier, credit, credit_one, refresh, retract, shares_of,
+    apply_value_change, conversion_tier, credit, credit_one, erase, refresh, retract, shares_of,
     Conversion, Credited, MAX_TOUCHES,
 };
 pub use query::{conversions, to_csv, GroupBy, Interval, Report, ReportQuery, ReportRow};
