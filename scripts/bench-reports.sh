@@ -90,9 +90,9 @@ SELECT c.workspace_id, c.event_id, t.n, NULL,
 FROM (SELECT *, abs(hashtext(event_id::text)) AS h FROM report_conversions) AS c
 CROSS JOIN LATERAL (SELECT n, 1 + c.h % 4 AS k FROM generate_series(0, c.h % 4) AS n) AS t
 CROSS JOIN LATERAL (
-    SELECT (ARRAY['google_ads', 'meta', 'tiktok', 'microsoft', 'linkedin', 'newsletter', 'partner', 'direct'])[1 + (c.h + t.n) % 8] AS channel,
-           (ARRAY['google', 'facebook', 'tiktok', 'bing', 'linkedin', 'newsletter', 'partner', NULL])[1 + (c.h + t.n) % 8] AS source,
-           (ARRAY['cpc', 'paid_social', 'paid_social', 'cpc', 'paid_social', 'email', 'referral', NULL])[1 + (c.h + t.n) % 8] AS medium
+    SELECT (ARRAY['google_ads', 'meta', 'tiktok', 'microsoft', 'linkedin', 'newsletter', 'partner', 'direct'])[1 + (c.h / 4 + t.n) % 8] AS channel,
+           (ARRAY['google', 'facebook', 'tiktok', 'bing', 'linkedin', 'newsletter', 'partner', NULL])[1 + (c.h / 4 + t.n) % 8] AS source,
+           (ARRAY['cpc', 'paid_social', 'paid_social', 'cpc', 'paid_social', 'email', 'referral', NULL])[1 + (c.h / 4 + t.n) % 8] AS medium
 ) AS ch;
 ANALYZE credit_shares;"
 q "

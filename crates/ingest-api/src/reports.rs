@@ -148,8 +148,18 @@ pub async fn conversions(
     workspace_id: Uuid,
     query: ReportQuery,
 ) -> Result<reports::Report, ApiError> {
-    let client = pool.get().await?;
-    Ok(reports::conversions(&client, workspace_id, &query).await?)
+    let mut client = pool.get().await?;
+    // One snapshot for the report's statements, and room to aggregate a time series in memory.
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
+    let report = reports::conversions(&tx, workspace_id, &query).await?;
+    tx.commit().await?;
+    Ok(report)
 }
 
 /// One touch of a conversion and its share under each model.

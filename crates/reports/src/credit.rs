@@ -412,15 +412,15 @@ fn apply_rollups_sql(filter: &str) -> String {
 
 /// The bucket of a wait `w.w` in seconds, as `report_times` documents it.
 pub const BUCKET_SQL: &str =
-    "CASE WHEN w.w < 1 THEN 0 ELSE 1 + floor(ln(w.w::float8) / ln(1.25))::int END";
+    "CASE WHEN w.w < 1 THEN 0 ELSE 1 + floor(ln(w.w::float8) / ln(1.5))::int END";
 
 fn apply_times_sql(filter: &str) -> String {
     format!(
         "{}
         INSERT INTO report_times AS r
             (workspace_id, model, dim, day, key, tier, bucket, weight, seconds)
-        SELECT $1, model, dim, day, key, tier, bucket::smallint, $2::numeric * sum(share),
-               $2::numeric * sum(weighted)
+        SELECT $1, model, dim, day, key, tier, bucket::smallint,
+               ($2::numeric * sum(share))::float8, ($2::numeric * sum(weighted))::float8
         FROM x
         GROUP BY model, dim, day, key, tier, bucket
         ORDER BY model, dim, day, key, tier, bucket

@@ -263,7 +263,7 @@ fn times_sql() -> String {
             WHERE workspace_id = $1 AND day >= $2 AND day < $3 AND model = $5 AND dim = $6
               AND ($7::text IS NULL OR tier = $7)
             GROUP BY 1, 2, 3
-            HAVING sum(weight) > 0
+            HAVING sum(weight) > 1e-9
         ), c AS (
             SELECT key, period, bucket, s / w AS mean,
                    sum(w) OVER (PARTITION BY key, period ORDER BY bucket) AS cum,
