@@ -108,7 +108,7 @@ say "seeded $conversions conversions with $shares touches in $seeded s; rebuildi
 t0=$(now)
 "$server_bin" reports rebuild --workspace bench-reports
 rebuilt=$(calc "$(now) - $t0" 1)
-q "ANALYZE report_rollups; ANALYZE report_times; ANALYZE report_clicks;"
+q "VACUUM ANALYZE report_rollups; VACUUM ANALYZE report_times; VACUUM ANALYZE report_clicks;"
 rollup_rows=$(q "SELECT count(*) FROM report_rollups")
 time_rows=$(q "SELECT count(*) FROM report_times")
 counted=$(q "SELECT round(sum(leads + sales)) FROM report_rollups WHERE model = 0 AND dim = 0")

@@ -73,7 +73,8 @@ CREATE TABLE report_times (
     bucket       smallint NOT NULL,
     weight       float8   NOT NULL,
     seconds      float8   NOT NULL,
-    PRIMARY KEY (workspace_id, model, dim, day, key, tier, bucket)
+    -- Buckets before tiers: a daily series reads each group's buckets in order, without a sort.
+    PRIMARY KEY (workspace_id, model, dim, day, key, bucket, tier)
 );
 
 -- Registered clicks per UTC day and group (dims 0-3 only: a click has no event name).

@@ -235,56 +235,61 @@ pub fn day_start(day: Date) -> String {
     events::format_timestamp(day.midnight().assume_utc())
 }
 
-fn period_sql(column: &str) -> String {
-    format!(
-        "CASE $4::text WHEN 'day' THEN {column}
-                       WHEN 'week' THEN date_trunc('week', {column}::timestamp)::date
-                       WHEN 'month' THEN date_trunc('month', {column}::timestamp)::date
-                       ELSE $2::date END"
-    )
+/// The start of a row's period, from its `day`. Each interval has a statement of its own, so
+/// that a daily series reads the rollups in index order (no sort); every variant names `$4` (the
+/// interval) so that they all take the same parameters.
+fn period_sql(interval: Option<Interval>) -> &'static str {
+    match interval {
+        Some(Interval::Day) => "day",
+        Some(Interval::Week) => "date_trunc('week', day::timestamp)::date",
+        Some(Interval::Month) => "date_trunc('month', day::timestamp)::date",
+        None => "$2::date",
+    }
 }
 
-fn sums_sql() -> String {
+const SAME_PARAMETERS: &str = "($4::text IS NULL OR $4::text IS NOT NULL)";
+
+fn sums_sql(interval: Option<Interval>) -> String {
     format!(
         "SELECT key, {} AS period, currency, sum(leads), sum(sales), sum(revenue), sum(value)
          FROM report_rollups
          WHERE workspace_id = $1 AND day >= $2 AND day < $3 AND model = $5 AND dim = $6
-           AND ($7::text IS NULL OR tier = $7)
+           AND ($7::text IS NULL OR tier = $7) AND {SAME_PARAMETERS}
          GROUP BY 1, 2, 3",
-        period_sql("day")
+        period_sql(interval)
     )
 }
 
-fn times_sql() -> String {
+fn times_sql(interval: Option<Interval>) -> String {
     format!(
         "WITH h AS (
-            SELECT key, {} AS period, bucket, sum(weight) AS w, sum(seconds) AS s
+            SELECT {} AS period, key, bucket, sum(weight) AS w, sum(seconds) AS s
             FROM report_times
             WHERE workspace_id = $1 AND day >= $2 AND day < $3 AND model = $5 AND dim = $6
-              AND ($7::text IS NULL OR tier = $7)
+              AND ($7::text IS NULL OR tier = $7) AND {SAME_PARAMETERS}
             GROUP BY 1, 2, 3
             HAVING sum(weight) > 1e-9
         ), c AS (
-            SELECT key, period, bucket, s / w AS mean,
-                   sum(w) OVER (PARTITION BY key, period ORDER BY bucket) AS cum,
-                   sum(w) OVER (PARTITION BY key, period) AS total
+            SELECT period, key, bucket, s / w AS mean,
+                   sum(w) OVER (PARTITION BY period, key ORDER BY bucket) AS cum,
+                   sum(w) OVER (PARTITION BY period, key) AS total
             FROM h
         )
         SELECT key, period,
                round((array_agg(mean ORDER BY bucket) FILTER (WHERE cum >= total * 0.5))[1])::int8,
                round((array_agg(mean ORDER BY bucket) FILTER (WHERE cum >= total * 0.9))[1])::int8
-        FROM c GROUP BY 1, 2",
-        period_sql("day")
+        FROM c GROUP BY period, key",
+        period_sql(interval)
     )
 }
 
-fn clicks_sql() -> String {
+fn clicks_sql(interval: Option<Interval>) -> String {
     format!(
         "SELECT key, {} AS period, sum(clicks)::bigint
          FROM report_clicks
-         WHERE workspace_id = $1 AND day >= $2 AND day < $3 AND dim = $5
+         WHERE workspace_id = $1 AND day >= $2 AND day < $3 AND dim = $5 AND {SAME_PARAMETERS}
          GROUP BY 1, 2",
-        period_sql("day")
+        period_sql(interval)
     )
 }
 
@@ -306,8 +311,8 @@ pub async fn conversions(
     let model = query.model.number();
     let dim = query.group_by.number();
     let tier = query.tier.map(Tier::as_str);
-    let sums_statement = client.prepare_cached(&sums_sql()).await?;
-    let times_statement = client.prepare_cached(&times_sql()).await?;
+    let sums_statement = client.prepare_cached(&sums_sql(query.interval)).await?;
+    let times_statement = client.prepare_cached(&times_sql(query.interval)).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
         &workspace_id,
         &query.from,
@@ -322,7 +327,7 @@ pub async fn conversions(
         client.query(&times_statement, &params),
     )?;
     let click_rows = if query.group_by.counts_clicks() {
-        let statement = client.prepare_cached(&clicks_sql()).await?;
+        let statement = client.prepare_cached(&clicks_sql(query.interval)).await?;
         client
             .query(
                 &statement,
