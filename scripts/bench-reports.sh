@@ -108,7 +108,7 @@ say "seeded $conversions conversions with $shares touches in $seeded s; rebuildi
 t0=$(now)
 "$server_bin" reports rebuild --workspace bench-reports
 rebuilt=$(calc "$(now) - $t0" 1)
-q "VACUUM ANALYZE report_rollups; VACUUM ANALYZE report_times; VACUUM ANALYZE report_clicks;"
+for table in report_rollups report_times report_clicks; do q "VACUUM ANALYZE $table"; done
 rollup_rows=$(q "SELECT count(*) FROM report_rollups")
 time_rows=$(q "SELECT count(*) FROM report_times")
 counted=$(q "SELECT round(sum(leads + sales)) FROM report_rollups WHERE model = 0 AND dim = 0")
