@@ -11,7 +11,8 @@ help:
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make contract  the running server against openapi.yaml (schemathesis, examples, /docs in Chromium)"
 	@echo "make bench     drive the release server over loopback and print events/s, latency, memory;"
-	@echo "               then attribution at scale (repeat customers, history, supernode) against pgbench"
+	@echo "               then attribution at scale (repeat customers, history, supernode) against pgbench;"
+	@echo "               then reports over 1,000,000 conversions (BENCH_REPORTS=0 skips it)"
 	@echo "make db-reset  stop the local PostgreSQL and delete its data"
 
 build:
@@ -44,6 +45,7 @@ test-steps: unit
 bench:
 	@scripts/bench.sh
 	@if [ "$${BENCH_MATCHER:-1}" != 0 ]; then scripts/bench-matcher.sh; fi
+	@if [ "$${BENCH_REPORTS:-1}" != 0 ]; then scripts/bench-reports.sh; fi
 
 db-reset:
 	@scripts/localpg.sh reset

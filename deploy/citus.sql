@@ -26,6 +26,8 @@ SELECT create_reference_table('matcher_schema_history')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'matcher_schema_history'::regclass);
 SELECT create_reference_table('forwarder_schema_history')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'forwarder_schema_history'::regclass);
+SELECT create_reference_table('reports_schema_history')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'reports_schema_history'::regclass);
 
 -- Distributed tables, all by workspace_id and co-located with events: a workspace's rows of
 -- every table live on one node, so its joins and transactions stay there. A partitioned table's
@@ -70,3 +72,13 @@ SELECT create_distributed_table('event_values', 'workspace_id', colocate_with =>
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'event_values'::regclass);
 SELECT create_distributed_table('backfills', 'workspace_id', colocate_with => 'events')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'backfills'::regclass);
+SELECT create_distributed_table('report_conversions', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'report_conversions'::regclass);
+SELECT create_distributed_table('credit_shares', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'credit_shares'::regclass);
+SELECT create_distributed_table('report_rollups', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'report_rollups'::regclass);
+SELECT create_distributed_table('report_times', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'report_times'::regclass);
+SELECT create_distributed_table('report_clicks', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'report_clicks'::regclass);

@@ -77,6 +77,8 @@ example register-click.sh -- '"clickId":"clickid_123"' '!HTTP 201'
 example send-lead.sh -- 'HTTP 202' '"event":"lead"' '"status":"accepted"' '"duplicate":false' '"id":"evt_'
 example send-sale.sh -- 'HTTP 202' '"event":"sale"' '"duplicate":false' 'idempotent-replayed: true' \
   'HTTP 200' '"invoiceId":"inv_987"' '"currency":"USD"'
+example send-journeys.sh -- 'HTTP 200' '"credited":true' '"channel":"newsletter"' '"position_based":0.4' \
+  '"model":"linear"' '"key":"linkedin"' '!HTTP 4' '!HTTP 5'
 sale_id=$(sed -n 's/.*"id":"\(evt_[^"]*\)".*/\1/p' "$HARNESS_WORK/send-sale.sh.4.out" | head -n 1)
 
 # The seed sale reaches every destination: matched through user_123's deferred lead to

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# `make test`: the conversion log page (/ui) in headless Chromium (tests/ui/). The real binary on a
-# fresh database sends a sale to a webhook that answers 500 until the dispatch has failed; the
-# receiver then recovers and the browser test finds, filters, opens and retries the dispatch.
+# `make test`: the conversion log page (/ui) and the dashboard (/ui/dashboard) in headless
+# Chromium (tests/ui/). The real binary on a fresh database sends a sale to a webhook that answers
+# 500 until the dispatch has failed; the receiver then recovers and the browser test finds,
+# filters, opens and retries the dispatch. Then clicks and conversions of April 2026 go in, and
+# the dashboard test drives every view, checks its numbers against the API and keeps a
+# screenshot of each in UI_SCREENSHOTS (default .local/ui-dashboard/).
 #
 # Debian's chromium is installed when missing (root, apt-get); playwright-core drives it, from
 # the npm registry into .local/ui-test (kept between runs; no browser is ever downloaded).
@@ -77,5 +80,36 @@ UI_BASE=$BASE UI_READ_KEY=$read_key UI_ADMIN_KEY=$admin_key UI_DISPATCH_ID=$disp
   UI_NODE_MODULES=$ROOT/$modules/node_modules \
   timeout 120 node --test --test-reporter=spec tests/ui/conversion-log.test.mjs
 
-say "took $((SECONDS - started)) s after the build; screenshot: ${UI_SCREENSHOT:-.local/ui.png}"
-say "1 passed, 0 failed"
+# --- the dashboard: clicks and conversions of April 2026 --------------------------------------
+# Ann clicks a Google ad, a Meta ad and a newsletter link and buys through the newsletter; Bob
+# clicks a Google ad and buys; Cy signs up through Meta. The webhook gets the sales (it answers 200
+# now), so delivery health shows them beside the dispatch that failed.
+post /v1/clicks/batch '{"clicks":[
+  {"clickId":"c-google","gclid":"g-1","timestamp":"2026-04-01T10:00:00.000Z","utm":{"source":"google","medium":"cpc","campaign":"spring"}},
+  {"clickId":"c-meta","fbclid":"f-1","timestamp":"2026-04-08T10:00:00.000Z","utm":{"source":"facebook","medium":"paid_social","campaign":"spring"}},
+  {"clickId":"c-news","timestamp":"2026-04-15T10:00:00.000Z","utm":{"source":"newsletter","medium":"email","campaign":"april"}},
+  {"clickId":"c-bob","gclid":"g-2","timestamp":"2026-04-20T09:00:00.000Z","utm":{"source":"google","medium":"cpc","campaign":"spring"}},
+  {"clickId":"c-cy","fbclid":"f-2","timestamp":"2026-04-21T09:00:00.000Z","utm":{"source":"facebook","medium":"paid_social","campaign":"retarget"}},
+  {"clickId":"c-idle","gclid":"g-3","timestamp":"2026-04-21T10:00:00.000Z","utm":{"source":"google","medium":"cpc","campaign":"spring"}}]}' >/dev/null
+post /v1/events/batch '{"events":[
+  {"event":"lead","timestamp":"2026-04-01T10:05:00.000Z","clickId":"c-google","customerExternalId":"ann","eventName":"signup"},
+  {"event":"lead","timestamp":"2026-04-08T10:05:00.000Z","clickId":"c-meta","customerExternalId":"ann","eventName":"signup"},
+  {"event":"lead","timestamp":"2026-04-21T09:30:00.000Z","clickId":"c-cy","customerExternalId":"cy","eventName":"signup"}]}' >/dev/null
+journey_event=$(post /v1/events '{"event":"sale","timestamp":"2026-04-15T10:00:00.000Z","clickId":"c-news","customerExternalId":"ann","invoiceId":"inv-ann","currency":"USD","amount":100.0}' |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+post /v1/events '{"event":"sale","timestamp":"2026-04-21T09:00:00.000Z","clickId":"c-bob","customerExternalId":"bob","invoiceId":"inv-bob","currency":"USD","amount":50.0}' >/dev/null
+deadline=$((SECONDS + 20))
+until curl -fsS "$BASE/v1/dispatches?eventId=$journey_event" -H "Authorization: Bearer $read_key" |
+  python3 -c 'import json, sys; d = json.load(sys.stdin)["data"]; sys.exit(0 if d and d[0]["status"] == "succeeded" else 1)'; do
+  ((SECONDS < deadline)) || { say "the dashboard's sale was never delivered"; exit 1; }
+  sleep 0.1
+done
+
+shots=${UI_SCREENSHOTS:-$ROOT/.local/ui-dashboard}
+mkdir -p "$shots"
+UI_BASE=$BASE UI_READ_KEY=$read_key UI_JOURNEY_EVENT=$journey_event UI_SCREENSHOTS=$shots \
+  UI_NODE_MODULES=$ROOT/$modules/node_modules \
+  timeout 180 node --test --test-reporter=spec tests/ui/dashboard.test.mjs
+
+say "took $((SECONDS - started)) s after the build; screenshots: ${UI_SCREENSHOT:-.local/ui.png} and $shots/"
+say "2 passed, 0 failed"

@@ -588,8 +588,37 @@ def check_pipeline(spec: dict, registry: Registry, client: Client, ingest_key: s
                  "documented that retracted events do not count")
         else:
             ok()
-    call("GET", "/v1/reports/conversions?from=2026-01-01T00:00:00%2B02:00&to=2027-01-01T00:00:00Z&groupBy=campaign"
+    call("GET", "/v1/reports/conversions?from=2026-01-01T02:00:00%2B02:00&to=2027-01-01T00:00:00Z&groupBy=campaign"
                 "&model=first_click", "/v1/reports/conversions")
+    series = call("GET", "/v1/reports/conversions?from=2026-11-01&to=2027-01-01&model=linear&interval=month&tier=macro",
+                  "/v1/reports/conversions")
+    if isinstance(series, dict):
+        periods = sorted({r["period"] for r in series["data"]})
+        if series["data"] and periods != ["2026-11-01T00:00:00.000Z", "2026-12-01T00:00:00.000Z"]:
+            fail(f"a monthly series: periods {periods}, documented every month of the range")
+    csv = call("GET", "/v1/reports/conversions?from=2026-01-01&to=2027-01-01&groupBy=source", "/v1/reports/conversions",
+               headers={"Accept": "text/csv"})
+    if isinstance(csv, (bytes, str)):
+        text = csv.decode() if isinstance(csv, bytes) else csv
+        if not text.startswith("key,clicks,leads,sales,"):
+            fail(f"a report as CSV: {text[:120]!r}")
+    bad = call("GET", "/v1/reports/conversions?from=2026-04-01T10:00:00Z&to=2026-05-01&model=u_shaped&interval=year",
+               "/v1/reports/conversions", wanted=422)
+    if isinstance(bad, dict) and [e["field"] for e in bad["errors"]] != ["from", "model", "interval"]:
+        fail(f"a time of day, an unknown model and interval: {bad['errors']}")
+    credit = call("GET", f"/v1/events/{event_id}/credit", "/v1/events/{id}/credit")
+    if isinstance(credit, dict):
+        for model in ("last_click", "first_click", "linear", "position_based", "time_decay"):
+            if sum(t["shares"][model] for t in credit["touches"]) != 1:
+                fail(f"the credit of {event_id}: {credit}, documented shares summing to 1 per model")
+                break
+    call("GET", f"/v1/events/evt_{unknown}/credit", "/v1/events/{id}/credit", wanted=404)
+    health = call("GET", "/v1/dispatches/health?interval=hour", "/v1/dispatches/health")
+    if isinstance(health, dict) and not any(r["succeeded"] + r["failed"] + r["queued"] + r["retrying"] + r["skipped"]
+                                            for r in health["data"]):
+        fail(f"delivery health of the last 24 hours: {health}, documented today's dispatches")
+    call("GET", "/v1/dispatches/health?interval=week&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+         "/v1/dispatches/health", wanted=422)
     bad = call("GET", "/v1/reports/conversions?from=2026-12-01T00:00:00Z&to=2026-11-01T00:00:00Z&groupBy=country",
                "/v1/reports/conversions", wanted=422)
     if isinstance(bad, dict) and [e["field"] for e in bad["errors"]] != ["to", "groupBy"]:

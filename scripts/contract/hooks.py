@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 import schemathesis
@@ -67,6 +67,21 @@ def _instant(value: object) -> datetime | None:
         return at.astimezone(timezone.utc)
     except (ValueError, OverflowError):
         return None
+
+
+def _day(value: object) -> date | None:
+    """The UTC day of a report bound (a date, or a time at midnight UTC), or None."""
+    if not isinstance(value, str):
+        return None
+    if len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
+    at = _instant(value)
+    if at is None or at.time() != datetime.min.time() or not 1 <= at.year <= 9999:
+        return None
+    return at.date()
 
 
 def _fix_times(holder: dict, *names: str) -> None:
@@ -168,11 +183,20 @@ def before_call(context, case, kwargs):
     elif path == "/v1/dispatches" and case.query:
         _fix_times(case.query, "since")
     elif path == "/v1/reports/conversions" and case.query:
+        # Reports count whole UTC days, at most 1000 periods of a time series.
+        query = case.query
+        start, end = _day(query.get("from")), _day(query.get("to"))
+        if start is None or end is None or end <= start or (end - start).days > 900:
+            query["from"], query["to"] = "2026-04-01", "2026-05-01"
+    elif path == "/v1/dispatches/health" and case.query:
         query = case.query
         _fix_times(query, "from", "to")
         start, end = _instant(query.get("from")), _instant(query.get("to"))
-        if start is not None and end is not None and end <= start:
-            query["from"], query["to"] = "2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z"
+        if start is not None and end is not None and not (start < end <= start + timedelta(days=30)):
+            query["from"], query["to"] = "2026-04-01T00:00:00Z", "2026-04-02T00:00:00Z"
+        elif (start is None) != (end is None):
+            query.pop("from", None)
+            query.pop("to", None)
     elif path == "/v1/events" and case.method.upper() in ("GET", "HEAD") and case.query:
         query = case.query
         _fix_times(query, "since")

@@ -40,6 +40,7 @@ pub mod queue;
 pub mod retention;
 pub mod routing;
 pub mod settings;
+pub mod window;
 
 pub use choice::{choose_touches, find_touchpoint, Chosen, Found, Linked, Touch};
 pub use clicks::{get_click, register_clicks, RegisteredClick, StoredClick, CLICK_ID_PREFIX};
@@ -53,6 +54,7 @@ pub use settings::{
     attribution_window, set_attribution_window, MatchSettings, DEFAULT_ATTRIBUTION_WINDOW,
     DEFAULT_IDENTITY_MAX_LINKS, DEFAULT_PENDING_WINDOW,
 };
+pub use window::{touches_in_window, WindowProbe, WindowTouch};
 
 /// Errors of the attribution matcher.
 #[derive(Debug, thiserror::Error)]

@@ -17,10 +17,11 @@ pub mod crypto;
 pub mod destinations;
 pub mod erase;
 mod error;
+pub mod health;
 pub mod pacing;
 pub mod queue;
-pub mod retention;
 pub mod restatement;
+pub mod retention;
 pub mod views;
 pub mod worker;
 
@@ -33,6 +34,7 @@ pub use destinations::{
     Credentials, Destination, DestinationConfig, DestinationView,
 };
 pub use error::{Error, Result};
+pub use health::{delivery_health, HealthInterval, HealthRow};
 pub use platforms::{Endpoints, RetryPolicy};
 pub use queue::{enqueue, DispatchKind, DispatchStatus};
 pub use restatement::{

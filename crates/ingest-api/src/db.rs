@@ -37,6 +37,9 @@ pub enum DbError {
     /// The forwarder's migrations failed.
     #[error("migration failed")]
     Forwarder(#[from] forwarder::Error),
+    /// The reports crate's migrations failed.
+    #[error("migration failed")]
+    Reports(#[from] reports::Error),
 }
 
 /// Builds a pool. Connections fail fast (`timeout`) so that a database outage becomes a 503,
@@ -107,6 +110,7 @@ pub async fn migrate_all(client: &mut tokio_postgres::Client) -> Result<(), DbEr
         dedup::migrate(client).await?;
         attribution_matcher::migrate(client).await?;
         forwarder::migrate(client).await?;
+        reports::migrate(client).await?;
         Ok(())
     }
     .await;
@@ -133,6 +137,7 @@ pub fn migrations_id() -> String {
         ("dedup", dedup::migrations()),
         ("matcher", attribution_matcher::migrations()),
         ("forwarder", forwarder::migrations()),
+        ("reports", reports::migrations()),
     ];
     for (krate, migrations) in crates {
         for (v, name, checksum) in migrations {
@@ -182,6 +187,15 @@ pub fn expected_versions() -> Vec<(&'static str, i32)> {
             forwarder::MIGRATION_TABLE,
             newest(
                 forwarder::migrations()
+                    .into_iter()
+                    .map(|(v, _, _)| v)
+                    .collect(),
+            ),
+        ),
+        (
+            reports::MIGRATION_TABLE,
+            newest(
+                reports::migrations()
                     .into_iter()
                     .map(|(v, _, _)| v)
                     .collect(),

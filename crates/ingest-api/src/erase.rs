@@ -182,6 +182,7 @@ pub async fn erase_person(
     dedup::erase::forget_natural_keys(tx, workspace_id, &keys).await?;
     dedup::erase::forget_responses(tx, workspace_id, &answer_needles(&event_ids, &forgotten))
         .await?;
+    reports::erase(tx, workspace_id, &event_ids).await?;
     let dispatches = forwarder::erase::strip_dispatches(tx, workspace_id, &event_ids).await?;
     Ok(Erased {
         events: events.len() as u64,

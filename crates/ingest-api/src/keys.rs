@@ -287,6 +287,21 @@ pub async fn touch_keys(
     Ok(())
 }
 
+const WORKSPACE_ID: &str = "SELECT id FROM workspaces WHERE name = $1";
+
+/// The id of the workspace of this name, if there is one.
+pub async fn workspace_id(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<Option<uuid::Uuid>, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(WORKSPACE_ID).await?;
+    client
+        .query_opt(&stmt, &[&name])
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

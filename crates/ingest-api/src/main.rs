@@ -33,6 +33,21 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Maintain the report rollups.
+    #[command(subcommand)]
+    Reports(ReportsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportsCommand {
+    /// Rebuild a workspace's report rollups from its stored credit shares (after a bulk load,
+    /// or to repair them); reports keep answering meanwhile, from the old rollups until it
+    /// commits.
+    Rebuild {
+        /// The workspace's name.
+        #[arg(long)]
+        workspace: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +178,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut client = db::connect(&database_url()?).await?;
             db::migrate_all(&mut client).await?;
             tracing::info!("migrations applied");
+        }
+        Command::Reports(ReportsCommand::Rebuild { workspace }) => {
+            let pool = db::pool(&database_url()?, 1, std::time::Duration::from_secs(10))?;
+            let mut client = pool.get().await.context("cannot connect to the database")?;
+            db::migrate_all(&mut client).await?;
+            let Some(id) = keys::workspace_id(&client, &workspace).await? else {
+                anyhow::bail!("no workspace is named {workspace:?}");
+            };
+            let started = std::time::Instant::now();
+            let tx = client.transaction().await?;
+            // A rebuild reads every conversion of the workspace: no statement timeout.
+            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
+            reports::refresh(&tx, id)
+                .await
+                .context("cannot rebuild the rollups")?;
+            tx.commit().await?;
+            eprintln!(
+                "rebuilt the report rollups of {workspace} in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
         }
         Command::Keys(command) => {
             let pool = db::pool(&database_url()?, 1, std::time::Duration::from_secs(10))?;

@@ -292,6 +292,16 @@ impl From<attribution_matcher::Error> for ApiError {
     }
 }
 
+impl From<reports::Error> for ApiError {
+    fn from(e: reports::Error) -> Self {
+        match e {
+            reports::Error::Database(e) => e.into(),
+            reports::Error::Touches(e) => e.into(),
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
 impl From<forwarder::Error> for ApiError {
     fn from(e: forwarder::Error) -> Self {
         match e {

@@ -141,6 +141,7 @@ pub async fn retract(
     let stored = journal::retract_event(tx, workspace_id, id, reason)
         .await?
         .ok_or(ApiError::NotFound)?;
+    reports::retract(tx, workspace_id, id).await?;
     let report = forwarder::retract(tx, workspace_id, id, reason).await?;
     Ok(serde_json::json!({
         "id": ids::to_wire(ids::EVENT, id),

@@ -47,6 +47,19 @@ pub enum Error {
     /// A retention round failed on something other than the database.
     #[error("retention failed: {0}")]
     Retention(String),
+    /// Crediting the decided conversions for reports failed.
+    #[error("crediting conversions failed")]
+    Reports(#[source] reports::Error),
+}
+
+impl From<reports::Error> for Error {
+    fn from(e: reports::Error) -> Self {
+        match e {
+            reports::Error::Database(e) => Self::Database(e),
+            reports::Error::Touches(attribution_matcher::Error::Database(e)) => Self::Database(e),
+            other => Self::Reports(other),
+        }
+    }
 }
 
 impl From<attribution_matcher::Error> for Error {
@@ -70,7 +83,7 @@ impl From<forwarder::Error> for Error {
 impl Error {
     /// A short name of the cause, for metrics: `statement_timeout`, `lock_timeout`, `deadlock`,
     /// `serialization`, `connection`, `pool`, `database` (any other database error), `matcher`,
-    /// `forwarder`.
+    /// `forwarder`, `reports`.
     pub fn cause(&self) -> &'static str {
         use tokio_postgres::error::SqlState;
         match self {
@@ -78,6 +91,7 @@ impl Error {
             Self::Matcher(_) => "matcher",
             Self::Forwarder(_) => "forwarder",
             Self::Retention(_) => "retention",
+            Self::Reports(_) => "reports",
             Self::Database(e) if e.is_closed() => "connection",
             Self::Database(e) => match e.code() {
                 Some(c) if *c == SqlState::QUERY_CANCELED => "statement_timeout",
@@ -192,6 +206,15 @@ pub async fn match_step_sized(
         });
     }
     let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let credited = credit(
+        &tx,
+        claim.workspace_id,
+        &decided,
+        &by_id,
+        &retracted,
+        settings,
+    )
+    .await?;
     let dispatches = forwarder::enqueue(&tx, &routed).await?;
     tx.commit().await?;
     tracing::debug!(
@@ -202,6 +225,7 @@ pub async fn match_step_sized(
         claimed_ms,
         loaded_ms,
         decided_ms,
+        credited,
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "attribution step"
     );
@@ -212,6 +236,46 @@ pub async fn match_step_sized(
         dispatches,
         others_waiting: claim.others_waiting,
     })
+}
+
+/// The report stage: shares the credit of the conversions decided in this step among their
+/// touches and adds them to the report rollups, in the step's transaction (so a decision and
+/// its credit commit together). Deferred leads are not conversions and are left out.
+async fn credit(
+    tx: &impl deadpool_postgres::GenericClient,
+    workspace_id: Uuid,
+    decided: &[attribution_matcher::Decided],
+    events: &HashMap<Uuid, &(Uuid, OffsetDateTime, Event)>,
+    retracted: &HashSet<Uuid>,
+    settings: &MatchSettings,
+) -> Result<usize, Error> {
+    let conversions: Vec<reports::Conversion<'_>> = decided
+        .iter()
+        .filter_map(|d| {
+            let (_, _, event) = events.get(&d.event_id).copied()?;
+            if event.mode == events::Mode::Deferred {
+                return None;
+            }
+            Some(reports::Conversion {
+                event_id: d.event_id,
+                kind: event.kind,
+                occurred_at: event.timestamp,
+                event_name: &event.event_name,
+                value: event
+                    .value
+                    .as_ref()
+                    .map(|v| (v.amount(), v.currency().code())),
+                retracted: retracted.contains(&d.event_id),
+                attribution: &d.attribution,
+            })
+        })
+        .collect();
+    if conversions.is_empty() {
+        return Ok(0);
+    }
+    let window = attribution_matcher::attribution_window(tx, workspace_id, settings).await?;
+    let window = time::Duration::try_from(window).unwrap_or(time::Duration::MAX);
+    Ok(reports::credit(tx, workspace_id, &conversions, window).await?)
 }
 
 /// Loads events from the journal in arrival order, noting which were retracted.

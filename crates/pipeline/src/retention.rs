@@ -72,6 +72,8 @@ pub struct RetentionReport {
     pub dispatches: i64,
     /// Decisions removed.
     pub attributions: u64,
+    /// Conversions removed from reports' per-conversion rows (their rollups stay).
+    pub conversions: u64,
     /// Natural keys released.
     pub natural_keys: u64,
     /// Identity links of idle persons removed.
@@ -124,6 +126,9 @@ async fn round(
             .await?;
             report.dispatches +=
                 forwarder::retention::forget_dispatches(&*client, workspace_id, partition.to)
+                    .await?;
+            report.conversions +=
+                reports::retention::forget_conversions(&*client, workspace_id, partition.to)
                     .await?;
             let mut after = None;
             loop {
@@ -190,6 +195,7 @@ pub async fn retention_loop(
                     dropped = ?report.dropped,
                     dispatches = report.dispatches,
                     attributions = report.attributions,
+                    conversions = report.conversions,
                     natural_keys = report.natural_keys,
                     identifiers = report.identifiers,
                     clicks = report.clicks,

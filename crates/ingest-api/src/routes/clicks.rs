@@ -36,6 +36,7 @@ pub async fn post_click(
             Box::pin(async move {
                 let registered =
                     attribution_matcher::register_clicks(tx, workspace_id, &[click]).await?;
+                count_new(tx, workspace_id, &registered).await?;
                 registered
                     .first()
                     .map(responses::render_click)
@@ -80,11 +81,29 @@ pub async fn post_click_batch(
             Box::pin(async move {
                 let registered =
                     attribution_matcher::register_clicks(tx, workspace_id, &clicks).await?;
+                count_new(tx, workspace_id, &registered).await?;
                 Ok(responses::render_click_batch(total, &rejected, &registered))
             })
         })
         .await?;
     Ok(respond(stored))
+}
+
+/// Counts the clicks this registration stored (not those answered with a first registration)
+/// in the report rollups, in the registering transaction.
+async fn count_new(
+    tx: &impl deadpool_postgres::GenericClient,
+    workspace_id: uuid::Uuid,
+    registered: &[attribution_matcher::RegisteredClick],
+) -> Result<(), ApiError> {
+    let touchpoints: Vec<events::Touchpoint> = registered
+        .iter()
+        .filter(|r| r.created)
+        .map(|r| r.click.touchpoint())
+        .collect();
+    let refs: Vec<&events::Touchpoint> = touchpoints.iter().collect();
+    reports::count_clicks(tx, workspace_id, &refs).await?;
+    Ok(())
 }
 
 /// `GET /v1/clicks/{clickId}`.

@@ -73,3 +73,66 @@ pub async fn stats(principal: Principal, pool: web::Data<Pool>) -> Result<HttpRe
     let stats = forwarder::dispatch_stats(&client, principal.workspace_id).await?;
     Ok(HttpResponse::Ok().json(stats))
 }
+
+/// `GET /v1/dispatches/health?from&to&interval`: per destination and hour (or day), the
+/// dispatches created then by status now. Defaults: the last 24 hours, by hour.
+pub async fn health(
+    req: HttpRequest,
+    principal: Principal,
+    pool: web::Data<Pool>,
+) -> Result<HttpResponse, ApiError> {
+    use forwarder::HealthInterval;
+    principal.require(Scope::Read)?;
+    let params = crate::query::Params::parse(req.query_string(), &["from", "to", "interval"])?;
+    let mut errors = Vec::new();
+    let to = params.time("to").map_err(|e| errors.push(e)).ok().flatten();
+    let from = params
+        .time("from")
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let interval = match params.get("interval") {
+        None => Some(HealthInterval::Hour),
+        Some(raw) => HealthInterval::parse(raw),
+    };
+    if interval.is_none() {
+        errors.push(events::FieldError {
+            field: "interval".into(),
+            code: "enum",
+            message: "must be one of: hour, day".into(),
+        });
+    }
+    let to = to.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let from = from.unwrap_or(to - time::Duration::DAY);
+    if errors.is_empty() && to <= from {
+        errors.push(events::FieldError {
+            field: "to".into(),
+            code: "range",
+            message: "must be after from".into(),
+        });
+    }
+    let Some(interval) = interval.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let periods = forwarder::health::health_periods(from, to, interval);
+    if periods > forwarder::health::MAX_HEALTH_PERIODS as i64 {
+        return Err(ApiError::Validation(vec![events::FieldError {
+            field: "interval".into(),
+            code: "too_many_periods",
+            message: format!(
+                "the range holds {periods} periods of this interval, more than {}: use a longer \
+                 interval or a shorter range",
+                forwarder::health::MAX_HEALTH_PERIODS
+            ),
+        }]));
+    }
+    let client = pool.get().await?;
+    let data =
+        forwarder::delivery_health(&client, principal.workspace_id, from, to, interval).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "from": events::format_timestamp(from),
+        "to": events::format_timestamp(to),
+        "interval": interval.as_str(),
+        "data": data,
+    })))
+}

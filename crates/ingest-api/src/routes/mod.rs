@@ -89,6 +89,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(only("GET, HEAD")),
             )
             .service(
+                web::resource("/dispatches/health")
+                    .route(get().to(dispatches::health))
+                    .default_service(only("GET, HEAD")),
+            )
+            .service(
                 web::resource("/dispatches/stats")
                     .route(get().to(dispatches::stats))
                     .default_service(only("GET, HEAD")),
@@ -127,6 +132,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/events/{id}/restate")
                     .post(restate::restate)
                     .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/events/{id}/credit")
+                    .route(get().to(reports::credit))
+                    .default_service(only("GET, HEAD")),
             )
             .service(
                 web::resource("/events/{id}/retract")

@@ -48,7 +48,7 @@ pub async fn restate(
 }
 
 /// Reads the event (404 for an unknown id or another workspace's, 409 once retracted) and
-/// applies the restatement in the request's transaction.
+/// applies the restatement in the request's transaction, to the dispatches and to the reports.
 async fn apply(
     tx: &impl GenericClient,
     workspace_id: Uuid,
@@ -72,5 +72,11 @@ async fn apply(
         original: event.value,
         received_at: stored.received_at,
     };
-    Ok(forwarder::restate(tx, &target, new).await?)
+    let report = forwarder::restate(tx, &target, new).await?;
+    if report.changed {
+        // Reports count the latest value: the rollups move with it, in the same transaction.
+        reports::apply_value_change(tx, workspace_id, event_id, report.amount, &report.currency)
+            .await?;
+    }
+    Ok(report)
 }

@@ -1,0 +1,29 @@
+//! Retention: when the journal drops a month of events, their conversions' rows go with them.
+//!
+//! The rollups stay: they hold counts and sums per day and group, nothing of a person, so reports
+//! over a period past retention keep the totals they had.
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// Conversions and credit shares of events with ids below `before` (UUIDv7: received before the
+/// time its first 48 bits hold), for one workspace; answers how many conversions went.
+const FORGET: &str = "
+    WITH shares AS (
+        DELETE FROM credit_shares WHERE workspace_id = $1 AND event_id < $2
+    )
+    DELETE FROM report_conversions WHERE workspace_id = $1 AND event_id < $2";
+
+/// Removes the conversions and credit shares of `workspace_id`'s events below `before`.
+pub async fn forget_conversions(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    before: Uuid,
+) -> Result<u64> {
+    let statement = client.prepare_cached(FORGET).await?;
+    Ok(client
+        .execute(&statement, &[&workspace_id, &before])
+        .await?)
+}

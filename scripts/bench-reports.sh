@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Reports at scale, part of `make bench` (BENCH_REPORTS=0 skips it): one workspace holding
+# BENCH_REPORTS_CONVERSIONS (1,000,000) credited conversions over 180 days, seeded in SQL
+# (generate_series) into the rollups' source tables (report_conversions, credit_shares: 1 to 4
+# touches each, 8 channels, 24 campaigns, 4 event names, USD and EUR, waits from a second to 57
+# days spread evenly over the time histogram's buckets) plus half a year of registered
+# clicks, then `convrelay reports rebuild`, then every report shape asked BENCH_REPORTS_RUNS (20)
+# times over HTTP: p50 and p95 per shape. The whole range holds all the conversions.
+#
+# BENCH_REPORTS_BUILD=debug uses the dev build instead of building the release one.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+conversions=${BENCH_REPORTS_CONVERSIONS:-1000000}
+runs=${BENCH_REPORTS_RUNS:-20}
+bench_db=convrelay_bench_reports
+say() { printf 'bench-reports: %s\n' "$*" >&2; }
+die() {
+  say "error: $*"
+  exit 1
+}
+[[ $conversions =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPORTS_CONVERSIONS must be a whole number"
+[[ $runs =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPORTS_RUNS must be a whole number"
+
+if [[ ${BENCH_REPORTS_BUILD:-release} == debug ]]; then
+  cargo build --locked -q -p ingest-api --bin convrelay
+  server_bin=$ROOT/target/debug/convrelay
+else
+  cargo build --release --locked -q -p ingest-api --bin convrelay
+  server_bin=$ROOT/target/release/convrelay
+fi
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/convrelay-bench-reports.XXXXXX")
+server_pid=""
+cleanup() {
+  local status=$?
+  if [[ -n $server_pid ]]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf -- "$workdir"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+admin=${DATABASE_URL:-$(scripts/localpg.sh url)}
+psql_admin() { scripts/localpg.sh psql -d "$admin" -v ON_ERROR_STOP=1 -qAt "$@"; }
+psql_admin -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$bench_db' AND pid <> pg_backend_pid()" >/dev/null
+PGOPTIONS='--client-min-messages=warning' psql_admin -c "DROP DATABASE IF EXISTS $bench_db" >/dev/null
+ensure_database "$admin" "$bench_db"
+DATABASE_URL=$(with_database "$admin" "$bench_db")
+export DATABASE_URL CONVRELAY_RATE_LIMIT=0 CONVRELAY_LOG=warn
+q() { scripts/localpg.sh psql -d "$DATABASE_URL" -v ON_ERROR_STOP=1 -qAt -c "$1"; }
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.${2:-0}f\", $1 }"; }
+
+"$server_bin" migrate
+key=$("$server_bin" keys create --workspace bench-reports --scope read)
+workspace=$(q "SELECT id FROM workspaces WHERE name = 'bench-reports'")
+
+say "seeding $conversions conversions"
+t0=$(now)
+q "
+INSERT INTO report_conversions
+    (workspace_id, event_id, kind, occurred_at, event_name, tier, amount, currency, retracted, credited_at)
+SELECT '$workspace', gen_random_uuid(),
+       CASE WHEN i % 10 < 7 THEN 'lead' ELSE 'sale' END,
+       timestamptz '2026-01-01' + (i % 180) * interval '1 day' + (i * 7919 % 86400) * interval '1 second',
+       (ARRAY['signup', 'demo_booked', 'purchase', 'newsletter'])[1 + i % 4],
+       CASE WHEN i % 4 = 3 THEN 'micro' ELSE 'macro' END,
+       CASE WHEN i % 10 >= 7 THEN 10 + (i * 31 % 49000) / 100.0 WHEN i % 5 = 0 THEN 50 END,
+       CASE WHEN i % 10 >= 7 OR i % 5 = 0 THEN (CASE WHEN i % 6 = 0 THEN 'EUR' ELSE 'USD' END) END,
+       false, now()
+FROM generate_series(1::bigint, $conversions) AS i;
+ANALYZE report_conversions;"
+q "
+INSERT INTO credit_shares
+    (workspace_id, event_id, n, owner, clicked_at, channel, source, medium, campaign,
+     last_click, first_click, linear, position_based, time_decay)
+SELECT c.workspace_id, c.event_id, t.n, NULL,
+       c.occurred_at - exp((c.h::bigint * (t.k - t.n + 3) % 10000) / 10000.0 * 15.4) * interval '1 second',
+       ch.channel, ch.source, ch.medium, ch.channel || '_' || ((h + t.n) % 3),
+       (t.n = t.k - 1)::int, (t.n = 0)::int,
+       CASE WHEN t.n = t.k - 1 THEN 1 - (t.k - 1) * round(1.0 / t.k, 12) ELSE round(1.0 / t.k, 12) END,
+       CASE WHEN t.k = 1 THEN 1 WHEN t.k = 2 THEN 0.5 WHEN t.n IN (0, t.k - 1) THEN 0.4
+            ELSE round(0.2 / (t.k - 2), 12) END,
+       CASE WHEN t.n = t.k - 1 THEN 1 - (t.k - 1) * round(1.0 / t.k, 12) ELSE round(1.0 / t.k, 12) END
+FROM (SELECT *, abs(hashtext(event_id::text)) AS h FROM report_conversions) AS c
+CROSS JOIN LATERAL (SELECT n, 1 + c.h % 4 AS k FROM generate_series(0, c.h % 4) AS n) AS t
+CROSS JOIN LATERAL (
+    SELECT (ARRAY['google_ads', 'meta', 'tiktok', 'microsoft', 'linkedin', 'newsletter', 'partner', 'direct'])[1 + (c.h / 4 + t.n) % 8] AS channel,
+           (ARRAY['google', 'facebook', 'tiktok', 'bing', 'linkedin', 'newsletter', 'partner', NULL])[1 + (c.h / 4 + t.n) % 8] AS source,
+           (ARRAY['cpc', 'paid_social', 'paid_social', 'cpc', 'paid_social', 'email', 'referral', NULL])[1 + (c.h / 4 + t.n) % 8] AS medium
+) AS ch;
+ANALYZE credit_shares;"
+q "
+INSERT INTO report_clicks (workspace_id, dim, day, key, clicks)
+SELECT '$workspace', d.dim, date '2026-01-01' + day, d.key, 200 + (day * 13 + d.dim) % 300
+FROM generate_series(0, 179) AS day
+CROSS JOIN (VALUES (0, 'google_ads'), (0, 'meta'), (0, 'tiktok'), (0, 'microsoft'), (0, 'linkedin'),
+                   (0, 'newsletter'), (0, 'partner'), (1, 'google'), (1, 'facebook'), (2, 'cpc'),
+                   (2, 'paid_social'), (3, 'google_ads_0'), (3, 'meta_1')) AS d(dim, key);"
+seeded=$(calc "$(now) - $t0" 1)
+shares=$(q "SELECT count(*) FROM credit_shares")
+say "seeded $conversions conversions with $shares touches in $seeded s; rebuilding the rollups"
+t0=$(now)
+"$server_bin" reports rebuild --workspace bench-reports
+rebuilt=$(calc "$(now) - $t0" 1)
+for table in report_rollups report_times report_clicks; do q "VACUUM ANALYZE $table"; done
+rollup_rows=$(q "SELECT count(*) FROM report_rollups")
+time_rows=$(q "SELECT count(*) FROM report_times")
+counted=$(q "SELECT round(sum(leads + sales)) FROM report_rollups WHERE model = 0 AND dim = 0")
+[[ $counted == "$conversions" ]] || die "the rollups count $counted conversions, not $conversions"
+
+port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+CONVRELAY_LISTEN=127.0.0.1:$port "$server_bin" serve --no-workers >>"$workdir/server.log" 2>&1 &
+server_pid=$!
+for ((i = 0; i < 300; i++)); do
+  kill -0 "$server_pid" 2>/dev/null || die "convrelay serve exited: $(tail -n 5 "$workdir/server.log")"
+  curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null && break
+  sleep 0.1
+done
+
+range="from=2026-01-01&to=2026-07-01"
+shapes=(
+  "$range"
+  "$range&groupBy=campaign&model=linear"
+  "$range&groupBy=source&model=position_based&interval=week"
+  "$range&groupBy=channel&model=time_decay&interval=day"
+  "$range&groupBy=campaign&model=first_click&interval=day"
+  "$range&groupBy=eventName&interval=month&tier=macro"
+  "$range&groupBy=medium&model=linear&interval=day&tier=micro"
+  "csv:$range&groupBy=campaign&model=time_decay&interval=day"
+)
+printf '\n%-72s %9s %9s %6s\n' "report (${conversions} conversions in range)" "p50 ms" "p95 ms" "rows"
+worst=0
+for shape in "${shapes[@]}"; do
+  accept="application/json"
+  query=$shape
+  if [[ $shape == csv:* ]]; then
+    accept="text/csv"
+    query=${shape#csv:}
+  fi
+  url="http://127.0.0.1:$port/v1/reports/conversions?$query"
+  : >"$workdir/times"
+  for ((i = 0; i < runs; i++)); do
+    curl -fsS -o "$workdir/body" -w '%{time_total}\n' -H "Authorization: Bearer $key" \
+      -H "Accept: $accept" "$url" >>"$workdir/times" || die "$query failed"
+  done
+  if [[ $accept == text/csv ]]; then
+    rows=$(($(wc -l <"$workdir/body") - 1))
+  else
+    rows=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["data"]))' "$workdir/body")
+  fi
+  read -r p50 p95 < <(sort -n "$workdir/times" | awk '{ t[NR] = $1 } END {
+    i50 = int(NR * 0.50 + 0.999); i95 = int(NR * 0.95 + 0.999);
+    printf "%.0f %.0f\n", t[i50] * 1000, t[i95] * 1000 }')
+  ((p95 > worst)) && worst=$p95
+  label=$shape
+  printf '%-72s %9s %9s %6s\n' "${label:0:72}" "$p50" "$p95" "$rows"
+done
+printf '\nseed %s s, rebuild %s s; rollup rows %s, time-histogram rows %s; worst p95 %s ms\n' \
+  "$seeded" "$rebuilt" "$rollup_rows" "$time_rows" "$worst"
+size=$(q "SELECT pg_size_pretty(sum(pg_total_relation_size(c))) FROM unnest(ARRAY['report_conversions', 'credit_shares', 'report_rollups', 'report_times', 'report_clicks']::regclass[]) AS c")
+printf 'stored: %s across the reports tables\n' "$size"
+kill -TERM "$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
+server_pid=""
+PGOPTIONS='--client-min-messages=warning' psql_admin -c "DROP DATABASE IF EXISTS $bench_db" >/dev/null || true
+if ((worst >= 1000)); then
+  say "a report took 1 s or more at p95"
+  exit 1
+fi
