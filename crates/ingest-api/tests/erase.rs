@@ -269,8 +269,9 @@ async fn workspace_id(app: &TestApp, name: &str) -> uuid::Uuid {
 }
 
 async fn sales_in_report(app: &TestApp, key: &str) -> (f64, f64) {
-    let from = days_ago(10);
-    let to = days_ago(-1);
+    // Reports take whole UTC days.
+    let day = |days: i64| (time::OffsetDateTime::now_utc() - time::Duration::days(days)).date();
+    let (from, to) = (day(10), day(-1));
     let report: Value = app
         .get_as(
             key,

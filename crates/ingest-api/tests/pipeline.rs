@@ -605,8 +605,9 @@ async fn a_restated_sale_keeps_its_value_history_reaches_google_and_counts_at_it
     assert_eq!(again["restatements"].as_array().unwrap().len(), 1);
 
     // Reports count the latest value.
-    let from = events::format_timestamp(time::OffsetDateTime::now_utc() - time::Duration::days(30));
-    let to = events::format_timestamp(time::OffsetDateTime::now_utc() + time::Duration::days(1));
+    // Reports take whole UTC days.
+    let from = (time::OffsetDateTime::now_utc() - time::Duration::days(30)).date();
+    let to = (time::OffsetDateTime::now_utc() + time::Duration::days(1)).date();
     let report: Value = app
         .get(&format!("/v1/reports/conversions?from={from}&to={to}"))
         .await
