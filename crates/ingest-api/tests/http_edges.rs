@@ -159,6 +159,25 @@ async fn head_answers_every_get_route_like_get_without_a_body() {
         .as_str()
         .unwrap()
         .to_owned();
+    // The pipeline settles the sale first (attributed, then credited in reports), so that GET
+    // and HEAD see the same state.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let credit: Value = app
+            .get(&format!("/v1/events/{id}/credit"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if credit["credited"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never credited: {credit:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let paths = [
         "/healthz".to_owned(),
         "/readyz".into(),

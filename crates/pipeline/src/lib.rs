@@ -206,15 +206,18 @@ pub async fn match_step_sized(
         });
     }
     let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let credited = credit(
-        &tx,
-        claim.workspace_id,
-        &decided,
-        &by_id,
-        &retracted,
-        settings,
-    )
-    .await?;
+    // Multi-touch credit is shared by the report stage once this step commits.
+    let conversions: Vec<Uuid> = decided
+        .iter()
+        .filter(|d| {
+            by_id
+                .get(&d.event_id)
+                .is_some_and(|(_, _, event)| event.mode != events::Mode::Deferred)
+        })
+        .map(|d| d.event_id)
+        .collect();
+    reports::queue::queue(&tx, claim.workspace_id, &conversions).await?;
+    let credited = conversions.len();
     let dispatches = forwarder::enqueue(&tx, &routed).await?;
     tx.commit().await?;
     tracing::debug!(
@@ -238,26 +241,49 @@ pub async fn match_step_sized(
     })
 }
 
-/// The report stage: shares the credit of the conversions decided in this step among their
-/// touches and adds them to the report rollups, in the step's transaction (so a decision and
-/// its credit commit together). Deferred leads are not conversions and are left out.
+/// Conversions one report step credits.
+const CREDIT_BATCH: i64 = 1000;
+
+/// One report step: takes a batch of one workspace's decided conversions from the credit queue,
+/// shares each one's credit among its touches and adds it to the report rollups, in one
+/// transaction; answers how many it credited (`None` when nothing waited).
+///
+/// It runs behind the matcher, never in its step: a multi-touch model reads every touch of the
+/// person in the window, which costs far more than the decision itself, and attribution and
+/// relaying must not wait for reports. Deferred leads are never queued.
+pub async fn credit_step(pool: &Pool, settings: &MatchSettings) -> Result<Option<usize>, Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some((workspace_id, ids)) = reports::queue::claim(&tx, CREDIT_BATCH).await? else {
+        return Ok(None);
+    };
+    let mut retracted = HashSet::new();
+    let loaded = load(&tx, &workspace_id, &ids, &mut retracted).await?;
+    let decisions = attribution_matcher::get_attributions(&tx, workspace_id, &ids).await?;
+    let credited = credit(&tx, workspace_id, &loaded, &decisions, &retracted, settings).await?;
+    tx.commit().await?;
+    metrics::counter!("convrelay_report_credits_total").increment(credited as u64);
+    Ok(Some(credited))
+}
+
+/// Shares the credit of the loaded conversions that have a decision.
 async fn credit(
     tx: &impl deadpool_postgres::GenericClient,
     workspace_id: Uuid,
-    decided: &[attribution_matcher::Decided],
-    events: &HashMap<Uuid, &(Uuid, OffsetDateTime, Event)>,
+    loaded: &[(Uuid, OffsetDateTime, Event)],
+    decisions: &HashMap<Uuid, events::Attribution>,
     retracted: &HashSet<Uuid>,
     settings: &MatchSettings,
 ) -> Result<usize, Error> {
-    let conversions: Vec<reports::Conversion<'_>> = decided
+    let conversions: Vec<reports::Conversion<'_>> = loaded
         .iter()
-        .filter_map(|d| {
-            let (_, _, event) = events.get(&d.event_id).copied()?;
+        .filter_map(|(event_id, _, event)| {
+            let attribution = decisions.get(event_id)?;
             if event.mode == events::Mode::Deferred {
                 return None;
             }
             Some(reports::Conversion {
-                event_id: d.event_id,
+                event_id: *event_id,
                 kind: event.kind,
                 occurred_at: event.timestamp,
                 event_name: &event.event_name,
@@ -265,8 +291,8 @@ async fn credit(
                     .value
                     .as_ref()
                     .map(|v| (v.amount(), v.currency().code())),
-                retracted: retracted.contains(&d.event_id),
-                attribution: &d.attribution,
+                retracted: retracted.contains(event_id),
+                attribution,
             })
         })
         .collect();
@@ -394,6 +420,34 @@ async fn backfill_loop(pool: Pool, lease: Duration, mut stop: watch::Receiver<bo
     }
 }
 
+/// The report stage: credits queued conversions until none wait, then polls.
+async fn credit_loop(pool: Pool, settings: MatchSettings, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let wait = match credit_step(&pool, &settings).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => Duration::from_millis(100),
+            Err(e) => {
+                let cause = e.cause();
+                metrics::counter!("convrelay_report_credit_failures_total", "cause" => cause)
+                    .increment(1);
+                tracing::warn!(error = %e, cause, "report step failed; trying again shortly");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// The running workers of a process.
 pub struct Workers {
     shutdown: watch::Sender<bool>,
@@ -438,6 +492,11 @@ impl Workers {
                 ))
             })
             .collect();
+        handles.push(tokio::spawn(credit_loop(
+            pool.clone(),
+            settings,
+            stop.clone(),
+        )));
         handles.push(tokio::spawn(retention::retention_loop(
             pool.clone(),
             retention,

@@ -18,6 +18,7 @@
 pub mod clicks;
 pub mod credit;
 pub mod query;
+pub mod queue;
 pub mod retention;
 pub mod shares;
 pub mod tier;
