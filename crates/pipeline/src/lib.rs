@@ -12,6 +12,7 @@
 pub mod retention;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,8 +242,11 @@ pub async fn match_step_sized(
     })
 }
 
-/// Conversions one report step credits.
-const CREDIT_BATCH: i64 = 1000;
+/// Conversions one report step credits: when the matcher is idle, and while it has a backlog
+/// (then one step every [`CREDIT_YIELD`]).
+const CREDIT_BATCH: i64 = 250;
+const CREDIT_BATCH_BUSY: i64 = 50;
+const CREDIT_YIELD: Duration = Duration::from_millis(500);
 
 /// One report step: takes a batch of one workspace's decided conversions from the credit queue,
 /// shares each one's credit among its touches and adds it to the report rollups, in one
@@ -252,9 +256,18 @@ const CREDIT_BATCH: i64 = 1000;
 /// person in the window, which costs far more than the decision itself, and attribution and
 /// relaying must not wait for reports. Deferred leads are never queued.
 pub async fn credit_step(pool: &Pool, settings: &MatchSettings) -> Result<Option<usize>, Error> {
+    credit_step_sized(pool, settings, CREDIT_BATCH).await
+}
+
+/// [`credit_step`] taking at most `limit` conversions.
+async fn credit_step_sized(
+    pool: &Pool,
+    settings: &MatchSettings,
+    limit: i64,
+) -> Result<Option<usize>, Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let Some((workspace_id, ids)) = reports::queue::claim(&tx, CREDIT_BATCH).await? else {
+    let Some((workspace_id, ids)) = reports::queue::claim(&tx, limit).await? else {
         return Ok(None);
     };
     let mut retracted = HashSet::new();
@@ -420,13 +433,31 @@ async fn backfill_loop(pool: Pool, lease: Duration, mut stop: watch::Receiver<bo
     }
 }
 
-/// The report stage: credits queued conversions until none wait, then polls.
-async fn credit_loop(pool: Pool, settings: MatchSettings, mut stop: watch::Receiver<bool>) {
+/// Whether this process's matcher has a backlog: set by the match loops after each step.
+#[derive(Debug, Default)]
+struct MatcherBusy(AtomicBool);
+
+/// The report stage: credits queued conversions until none wait, then polls. It stays behind
+/// attribution: while this process's matcher works through a backlog, it takes a small batch
+/// every [`CREDIT_YIELD`] only, so that reports lag in a burst instead of attribution.
+async fn credit_loop(
+    pool: Pool,
+    settings: MatchSettings,
+    busy: Arc<MatcherBusy>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         if *stop.borrow() {
             return;
         }
-        let wait = match credit_step(&pool, &settings).await {
+        let yielding = busy.0.load(Ordering::Relaxed);
+        let limit = if yielding {
+            CREDIT_BATCH_BUSY
+        } else {
+            CREDIT_BATCH
+        };
+        let wait = match credit_step_sized(&pool, &settings, limit).await {
+            Ok(Some(_)) if yielding => CREDIT_YIELD,
             Ok(Some(_)) => continue,
             Ok(None) => Duration::from_millis(100),
             Err(e) => {
@@ -481,6 +512,7 @@ impl Workers {
         retention: retention::RetentionSettings,
     ) -> Self {
         let (shutdown, stop) = watch::channel(false);
+        let busy = Arc::new(MatcherBusy::default());
         // Each loop works on one workspace at a time; a few let workspaces proceed side by side.
         let mut handles: Vec<JoinHandle<()>> = (0..MATCH_LOOPS)
             .map(|_| {
@@ -488,6 +520,7 @@ impl Workers {
                     pool.clone(),
                     settings,
                     Arc::clone(&work),
+                    Arc::clone(&busy),
                     stop.clone(),
                 ))
             })
@@ -495,6 +528,7 @@ impl Workers {
         handles.push(tokio::spawn(credit_loop(
             pool.clone(),
             settings,
+            busy,
             stop.clone(),
         )));
         handles.push(tokio::spawn(retention::retention_loop(
@@ -533,6 +567,7 @@ async fn match_loop(
     pool: Pool,
     settings: MatchSettings,
     work: Arc<Notify>,
+    busy: Arc<MatcherBusy>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut limit = MATCH_BATCH;
@@ -544,6 +579,10 @@ async fn match_loop(
         let (idle, small) = match match_step_sized(&pool, &settings, limit, &mut carried).await {
             Ok(report) => {
                 limit = (limit * 2).min(MATCH_BATCH);
+                busy.0.store(
+                    report.claimed && report.decided >= LINGER_BELOW,
+                    Ordering::Relaxed,
+                );
                 (
                     !report.claimed,
                     report.decided < LINGER_BELOW && !report.others_waiting,
