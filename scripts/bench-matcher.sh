@@ -66,7 +66,7 @@ queued() { q "SELECT coalesce(sum(coalesce(cardinality(event_ids), 1)), 0) FROM 
 # Starts `convrelay ARGS…` serving on a free port; sets server_pid and port.
 start() {
   local i
-  port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+  port=$((20000 + (RANDOM * 32768 + RANDOM) % 12000)) # below the ephemeral ports clients use
   CONVRELAY_LISTEN=127.0.0.1:$port "$server_bin" "$@" >>"$workdir/server.log" 2>&1 &
   server_pid=$!
   pids+=("$server_pid")

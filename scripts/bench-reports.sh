@@ -114,7 +114,7 @@ time_rows=$(q "SELECT count(*) FROM report_times")
 counted=$(q "SELECT round(sum(leads + sales)) FROM report_rollups WHERE model = 0 AND dim = 0")
 [[ $counted == "$conversions" ]] || die "the rollups count $counted conversions, not $conversions"
 
-port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+port=$((20000 + (RANDOM * 32768 + RANDOM) % 12000)) # below the ephemeral ports clients use
 CONVRELAY_LISTEN=127.0.0.1:$port "$server_bin" serve --no-workers >>"$workdir/server.log" 2>&1 &
 server_pid=$!
 for ((i = 0; i < 300; i++)); do

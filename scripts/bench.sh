@@ -145,7 +145,7 @@ start_server() {
 setsid=$(command -v setsid || true)
 port=''
 for attempt in 1 2 3 4 5; do
-  candidate=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+  candidate=$((20000 + (RANDOM * 32768 + RANDOM) % 12000)) # below the ephemeral ports clients use
   port_taken "$candidate" && continue
   if start_server "$candidate"; then
     port=$candidate
