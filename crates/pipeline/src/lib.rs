@@ -248,19 +248,14 @@ const CREDIT_BATCH: i64 = 250;
 const CREDIT_BATCH_BUSY: i64 = 50;
 const CREDIT_YIELD: Duration = Duration::from_millis(500);
 
-/// One report step: takes a batch of one workspace's decided conversions from the credit queue,
-/// shares each one's credit among its touches and adds it to the report rollups, in one
-/// transaction; answers how many it credited (`None` when nothing waited).
+/// One report step: takes at most `limit` of one workspace's decided conversions from the
+/// credit queue, shares each one's credit among its touches and adds it to the report rollups,
+/// in one transaction; answers how many it credited (`None` when nothing waited).
 ///
 /// It runs behind the matcher, never in its step: a multi-touch model reads every touch of the
 /// person in the window, which costs far more than the decision itself, and attribution and
 /// relaying must not wait for reports. Deferred leads are never queued.
-pub async fn credit_step(pool: &Pool, settings: &MatchSettings) -> Result<Option<usize>, Error> {
-    credit_step_sized(pool, settings, CREDIT_BATCH).await
-}
-
-/// [`credit_step`] taking at most `limit` conversions.
-async fn credit_step_sized(
+pub async fn credit_step(
     pool: &Pool,
     settings: &MatchSettings,
     limit: i64,
@@ -456,7 +451,7 @@ async fn credit_loop(
         } else {
             CREDIT_BATCH
         };
-        let wait = match credit_step_sized(&pool, &settings, limit).await {
+        let wait = match credit_step(&pool, &settings, limit).await {
             Ok(Some(_)) if yielding => CREDIT_YIELD,
             Ok(Some(_)) => continue,
             Ok(None) => Duration::from_millis(100),

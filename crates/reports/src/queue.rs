@@ -60,11 +60,3 @@ pub async fn claim(client: &impl GenericClient, limit: i64) -> Result<Option<(Uu
     ids.sort_unstable();
     Ok(Some((workspace_id, ids)))
 }
-
-const BACKLOG: &str = "SELECT count(*) FROM credit_queue";
-
-/// How many conversions wait for their credit, every workspace together.
-pub async fn backlog(client: &impl GenericClient) -> Result<i64> {
-    let statement = client.prepare_cached(BACKLOG).await?;
-    Ok(client.query_one(&statement, &[]).await?.try_get(0)?)
-}
