@@ -187,6 +187,8 @@ test("an analyst reads every view, switches models and follows a conversion's jo
   const dispatch = page.locator("#journey .dispatch");
   assert.equal(await dispatch.count(), 1);
   assert.match(await dispatch.innerText(), /succeeded/);
+  // A webhook is synchronous: confirmed when it answered, and the journey says so.
+  assert.equal(await dispatch.locator('.confirmation[data-confirmation="confirmed"]').count(), 1);
   assert.ok((await dispatch.locator("tr.attempt").count()) >= 1);
   await page.screenshot({ path: `${shots}/journey.png`, fullPage: true });
 

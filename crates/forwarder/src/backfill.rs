@@ -32,9 +32,12 @@ pub struct BackfillView {
     pub status: String,
     /// The oldest receipt time taken.
     pub since: String,
-    /// Events of the workspace in the window looked at so far, newest first (all of them once
-    /// `status` is `done`).
-    pub total: i32,
+    /// Events of the workspace in the window, counted when the backfill started: the walk's
+    /// length, whatever their kind or routing.
+    pub total: i64,
+    /// Of those, the events looked at so far, newest first (`considered` / `total` is the
+    /// progress; events erased or dropped by retention meanwhile are not looked at).
+    pub considered: i64,
     /// Conversions queued for the destination.
     pub queued: i32,
     /// Conversions not queued: too old for the platform, or already the destination's.
@@ -50,7 +53,8 @@ pub struct BackfillView {
 }
 
 const VIEW: &str = "
-    SELECT destination_id, status, since, considered, queued, skipped, created_at, finished_at
+    SELECT destination_id, status, since, considered, queued, skipped, created_at, finished_at,
+           total
     FROM backfills WHERE workspace_id = $1 AND destination_id = $2";
 
 fn view_of(row: &tokio_postgres::Row) -> Result<BackfillView> {
@@ -60,11 +64,15 @@ fn view_of(row: &tokio_postgres::Row) -> Result<BackfillView> {
     let skipped: i32 = row.try_get(5)?;
     let created_at: OffsetDateTime = row.try_get(6)?;
     let finished_at: Option<OffsetDateTime> = row.try_get(7)?;
+    // Started before totals were counted: what was looked at is all that is known.
+    let total: Option<i64> = row.try_get(8)?;
+    let considered = i64::from(considered);
     Ok(BackfillView {
         destination: ids::to_wire(ids::DESTINATION, row.try_get(0)?),
         status: row.try_get(1)?,
         since: events::format_timestamp(since),
-        total: considered,
+        total: total.unwrap_or(considered),
+        considered,
         queued,
         skipped,
         done: queued.saturating_add(skipped),
@@ -135,19 +143,28 @@ fn platform_horizon(limits: &platforms::Limits, now: OffsetDateTime) -> Option<O
     Some(now - longest)
 }
 
-/// Starts a destination's backfill (admin): events received from `since` (default: as far back
-/// as its platform accepts; the whole history when it has no age limit) up to now. A backfill
-/// already running answers [`Error::Conflict`]; a finished one is started again (only events the
-/// destination has no dispatch for are queued).
+/// A backfill about to start: the destination, the oldest receipt time it takes, and the id
+/// below which its walk starts (everything received later is live traffic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedBackfill {
+    destination_id: Uuid,
+    /// The oldest receipt time taken: the one asked for, else as far back as the destination's
+    /// platform accepts, else the whole history.
+    pub since: OffsetDateTime,
+    /// The walk considers the events with ids below this one.
+    pub cursor: Uuid,
+}
+
+/// Reads a backfill request (admin) for a destination of the workspace: `{"since"?: "…"}`.
 ///
 /// # Errors
-/// [`Error::NotFound`], [`Error::Invalid`], [`Error::Conflict`], [`Error::Database`].
-pub async fn start_backfill(
+/// [`Error::NotFound`], [`Error::Invalid`], [`Error::Database`].
+pub async fn plan_backfill(
     client: &impl GenericClient,
     workspace_id: Uuid,
     destination: &str,
     body: &Value,
-) -> Result<BackfillView> {
+) -> Result<PlannedBackfill> {
     let id = ids::from_wire(ids::DESTINATION, destination).ok_or(Error::NotFound)?;
     let since = read_since(body);
     let destination = load_destination(client, workspace_id, id)
@@ -158,26 +175,55 @@ pub async fn start_backfill(
     let since = since
         .or_else(|| platform_horizon(&destination.config.limits(), now))
         .unwrap_or(time::macros::datetime!(2000-01-01 0:00 UTC));
+    Ok(PlannedBackfill {
+        destination_id: id,
+        since,
+        // Everything received from now on is live traffic: the walk starts below this id.
+        cursor: Uuid::now_v7(),
+    })
+}
+
+/// Starts a planned backfill of `total` events (the workspace's events in its window, which the
+/// caller counted in the journal). A backfill already running answers [`Error::Conflict`]; a
+/// finished one is started again (only events the destination has no dispatch for are queued).
+///
+/// # Errors
+/// [`Error::Conflict`], [`Error::Database`].
+pub async fn start_backfill(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    plan: &PlannedBackfill,
+    total: i64,
+) -> Result<BackfillView> {
     const START: &str = "
-        INSERT INTO backfills (workspace_id, destination_id, status, since, cursor)
-        VALUES ($1, $2, 'running', $3, $4)
+        INSERT INTO backfills (workspace_id, destination_id, status, since, cursor, total)
+        VALUES ($1, $2, 'running', $3, $4, $5)
         ON CONFLICT (workspace_id, destination_id) DO UPDATE
         SET status = 'running', since = EXCLUDED.since, cursor = EXCLUDED.cursor, considered = 0,
-            queued = 0, skipped = 0, due_at = now(), lease_token = NULL, created_at = now(),
-            updated_at = now(), finished_at = NULL
+            queued = 0, skipped = 0, total = EXCLUDED.total, due_at = now(), lease_token = NULL,
+            created_at = now(), updated_at = now(), finished_at = NULL
         WHERE backfills.status = 'done'
-        RETURNING destination_id, status, since, considered, queued, skipped, created_at, finished_at";
-    // Everything received from now on is live traffic: the walk starts below this id.
-    let cursor = Uuid::now_v7();
+        RETURNING destination_id, status, since, considered, queued, skipped, created_at,
+                  finished_at, total";
     let stmt = client.prepare_cached(START).await?;
     match client
-        .query_opt(&stmt, &[&workspace_id, &id, &since, &cursor])
+        .query_opt(
+            &stmt,
+            &[
+                &workspace_id,
+                &plan.destination_id,
+                &plan.since,
+                &plan.cursor,
+                &total,
+            ],
+        )
         .await?
     {
         Some(row) => {
             tracing::info!(
-                destination = %ids::to_wire(ids::DESTINATION, id),
-                since = %events::format_timestamp(since),
+                destination = %ids::to_wire(ids::DESTINATION, plan.destination_id),
+                since = %events::format_timestamp(plan.since),
+                total,
                 "backfill started"
             );
             view_of(&row)

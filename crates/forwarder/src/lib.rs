@@ -27,7 +27,7 @@ pub mod worker;
 
 pub use platforms::{self, ids, model};
 
-pub use backfill::{get_backfill, start_backfill, BackfillView};
+pub use backfill::{get_backfill, plan_backfill, start_backfill, BackfillView, PlannedBackfill};
 pub use crypto::Cipher;
 pub use destinations::{
     create_destination, delete_destination, get_destination, list_destinations, update_destination,

@@ -274,6 +274,34 @@ pub async fn get_events(
     Ok(events)
 }
 
+/// The first id a UUIDv7 made at or after `at` can have: ids carry their receipt time to the
+/// millisecond, so `received_at >= at` holds exactly for the ids from this one on.
+pub fn first_id_at(at: OffsetDateTime) -> Uuid {
+    let nanos = at.unix_timestamp_nanos().max(0);
+    let millis = u64::try_from((nanos + 999_999) / 1_000_000).unwrap_or(u64::MAX);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
+const COUNT_RECEIVED: &str = "
+    SELECT count(*) FROM events WHERE workspace_id = $1 AND id >= $2 AND id < $3";
+
+/// How many of the workspace's events were received from `since` on and have ids below
+/// `before`: what a walk of [`list_events`] with those filters will see (one index range count).
+pub async fn count_received(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    since: OffsetDateTime,
+    before: Uuid,
+) -> Result<i64, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(COUNT_RECEIVED).await?;
+    let row = client
+        .query_one(&stmt, &[&workspace_id, &first_id_at(since), &before])
+        .await?;
+    row.try_get(0)
+}
+
 const RETRACT: &str = "
     UPDATE events SET retracted_at = coalesce(retracted_at, now()),
                       retract_reason = coalesce(retract_reason, $3)
@@ -337,4 +365,33 @@ pub async fn countable_events(
             currency: r.get(4),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_id_at_a_time_sorts_before_every_id_received_then_and_after_every_earlier_one() {
+        let at = time::macros::datetime!(2026-12-05 10:00:00.000_400 UTC);
+        let first = first_id_at(at);
+        // 10:00:00.0004 rounds up: an event received at 10:00:00.000 was before it.
+        let millis = (at.unix_timestamp() as u64) * 1000 + 1;
+        assert_eq!(first.as_bytes()[..6], millis.to_be_bytes()[2..]);
+        assert_eq!(first.as_bytes()[6..], [0; 10]);
+        let exact = time::macros::datetime!(2026-12-05 10:00:00.001 UTC);
+        assert_eq!(first_id_at(exact), first);
+        let received = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            exact.unix_timestamp() as u64,
+            1_000_000,
+        ));
+        assert!(received >= first);
+        let earlier = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            at.unix_timestamp() as u64,
+            0,
+        ));
+        assert!(earlier < first);
+    }
 }

@@ -337,6 +337,23 @@ async fn load(
         .collect())
 }
 
+/// Starts a destination's backfill (admin) inside the caller's transaction: reads the request
+/// (`{"since"?: "…"}`), counts the workspace's events in the window in the journal, and records
+/// the backfill for the backfill loop, which walks them behind live traffic.
+///
+/// # Errors
+/// The forwarder's: not found, invalid, a backfill already running; the database's.
+pub async fn start_backfill(
+    client: &impl deadpool_postgres::GenericClient,
+    workspace_id: Uuid,
+    destination: &str,
+    body: &serde_json::Value,
+) -> Result<forwarder::BackfillView, forwarder::Error> {
+    let plan = forwarder::plan_backfill(client, workspace_id, destination, body).await?;
+    let total = journal::count_received(client, workspace_id, plan.since, plan.cursor).await?;
+    forwarder::start_backfill(client, workspace_id, &plan, total).await
+}
+
 /// Events one backfill step considers.
 const BACKFILL_PAGE: i64 = 500;
 

@@ -38,7 +38,7 @@ pub async fn start(
     let stored = ingest
         .in_transaction(post, move |tx| {
             Box::pin(async move {
-                let view = forwarder::start_backfill(tx, workspace_id, &id, &document).await?;
+                let view = pipeline::start_backfill(tx, workspace_id, &id, &document).await?;
                 responses::json(202, &view)
             })
         })
