@@ -82,5 +82,5 @@ SELECT create_distributed_table('report_times', 'workspace_id', colocate_with =>
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'report_times'::regclass);
 SELECT create_distributed_table('report_clicks', 'workspace_id', colocate_with => 'events')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'report_clicks'::regclass);
-SELECT create_distributed_table('credit_queue', 'workspace_id', colocate_with => 'events')
-WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'credit_queue'::regclass);
+SELECT create_distributed_table('credit_batches', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'credit_batches'::regclass);

@@ -405,6 +405,24 @@ async fn the_conversion_report_counts_revenue_by_channel() {
         )
         .await;
     assert_eq!(res.status(), 200);
+    // Reports count a conversion once the report stage has credited it (the deferred lead never).
+    for result in &answer["results"].as_array().unwrap()[..5] {
+        let id = result["id"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let credit: Value = app
+                .get(&format!("/v1/events/{id}/credit"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if credit["credited"] == true {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never credited: {credit:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     let report: Value = app
         .get("/v1/reports/conversions?from=2026-04-01T00:00:00Z&to=2026-05-01T00:00:00Z&groupBy=channel")
