@@ -136,7 +136,7 @@ pub async fn freeze_lead_values(
         };
         let (money, source) = match &definition.value {
             None => continue,
-            Some(LeadValue::Fixed(money)) => (money.clone(), ValueSource::Fixed),
+            Some(LeadValue::Fixed(money)) => (*money, ValueSource::Fixed),
             Some(LeadValue::CloseRate) => {
                 if estimate.is_none() {
                     estimate = Some(

@@ -103,24 +103,34 @@ pub(crate) struct RawRule {
 }
 
 /// Checks an event name given in a path: 1 to [`MAX_EVENT_NAME_LENGTH`] characters, not blank,
-/// no NUL; errors on field `eventName`.
+/// no NUL; and, being one segment of a URL path, no `/` and not made of dots alone (`.` and
+/// `..` are resolved away by clients). Errors on field `eventName`.
 ///
 /// # Errors
 /// The field errors.
 pub fn check_event_name(name: &str) -> Result<(), Vec<FieldError>> {
     let error = if name.trim().is_empty() {
-        Some(events::Error::Empty)
+        Some(FieldError::new("eventName", &events::Error::Empty))
     } else if name.chars().count() > MAX_EVENT_NAME_LENGTH {
-        Some(events::Error::TooLong {
-            max: MAX_EVENT_NAME_LENGTH,
-        })
+        Some(FieldError::new(
+            "eventName",
+            &events::Error::TooLong {
+                max: MAX_EVENT_NAME_LENGTH,
+            },
+        ))
     } else if name.contains('\0') {
-        Some(events::Error::NulCharacter)
+        Some(FieldError::new("eventName", &events::Error::NulCharacter))
+    } else if name.contains('/') || name.chars().all(|c| c == '.' || c.is_whitespace()) {
+        Some(FieldError {
+            field: "eventName".into(),
+            code: "format",
+            message: "must be one URL path segment: no /, and not dots alone".into(),
+        })
     } else {
         None
     };
     match error {
-        Some(e) => Err(vec![FieldError::new("eventName", &e)]),
+        Some(e) => Err(vec![e]),
         None => Ok(()),
     }
 }
@@ -505,5 +515,13 @@ mod tests {
             check_event_name(&"x".repeat(256)).unwrap_err()[0].code,
             "max_length"
         );
+        for bad in ["a/b", "..", ". ."] {
+            assert_eq!(
+                check_event_name(bad).unwrap_err()[0].code,
+                "format",
+                "{bad}"
+            );
+        }
+        assert!(check_event_name("v1.2").is_ok());
     }
 }

@@ -229,7 +229,7 @@ pub async fn match_step_sized(
         }
         let mut event = event.clone();
         if let Some(applied) = lead_values.get(&d.event_id) {
-            event.value = Some(applied.money.clone());
+            event.value = Some(applied.money);
         }
         routed.push(RoutedEvent {
             workspace_id: claim.workspace_id,
@@ -412,11 +412,35 @@ pub async fn backfill_step(
         .map(|stored| stored.id)
         .collect();
     let loaded = journal::get_events(&client, job.workspace_id, &live).await?;
+    // The catalog as for live traffic: leads keep the values they took when they were decided,
+    // and an event name turned off for this destination is not sent to it.
+    let mut names: Vec<&str> = loaded
+        .iter()
+        .filter_map(|stored| stored.event.as_ref().ok())
+        .map(|event| event.event_name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let definitions = catalog::definitions_for(&client, job.workspace_id, &names).await?;
+    let lead_values = catalog::lead_values(&client, job.workspace_id, &live).await?;
     let mut routed = Vec::with_capacity(loaded.len());
     for stored in loaded {
-        let Ok(event) = stored.event else {
+        let Ok(mut event) = stored.event else {
             continue;
         };
+        let turned_off = definitions
+            .get(&event.event_name)
+            .filter(|definition| definition.kind == event.kind())
+            .and_then(|definition| definition.destinations.get(&job.destination.id))
+            .is_some_and(|rule| !rule.enabled);
+        if turned_off {
+            continue;
+        }
+        if event.value.is_none() {
+            if let Some(applied) = lead_values.get(&stored.id) {
+                event.value = Some(applied.money);
+            }
+        }
         let decision =
             attribution_matcher::get_decision(&client, job.workspace_id, stored.id, Some(&event))
                 .await?;
