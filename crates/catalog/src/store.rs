@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::alphabet::URL_SAFE;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use deadpool_postgres::GenericClient;
 use events::{EventKind, FieldError, Money};
@@ -20,6 +22,17 @@ use crate::{Error, Result};
 
 /// The most definitions a page holds.
 const LIMIT_MAX: i64 = 100;
+
+/// Cursors: the page's last name in unpadded base64url. Any string of that alphabet whose
+/// length base64 allows is read as a position (trailing bits ignored, bytes that are not UTF-8
+/// replaced), so that only what cannot be decoded at all is refused.
+const CURSOR: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// A stored definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,8 +307,9 @@ pub struct Page<T> {
 const LIST: &str =
     "SELECT workspace_id, event_name, kind, tier, description, owner, value_amount, \
     value_currency, value_estimate, destinations, created_at, updated_at \
-    FROM conversion_events WHERE workspace_id = $1 AND ($2::text IS NULL OR event_name > $2) \
-    ORDER BY event_name LIMIT $3";
+    FROM conversion_events \
+    WHERE workspace_id = $1 AND ($2::text IS NULL OR event_name COLLATE \"C\" > $2 COLLATE \"C\") \
+    ORDER BY event_name COLLATE \"C\" LIMIT $3";
 
 /// `GET /v1/conversion-events`: a page in event-name order (byte order of the UTF-8 names).
 ///
@@ -319,11 +333,16 @@ pub async fn list_definitions(
     let after = match cursor {
         None => None,
         Some(raw) => {
-            let name = URL_SAFE_NO_PAD
+            let name = CURSOR
                 .decode(raw)
                 .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .filter(|name| definition::check_event_name(name).is_ok());
+                .filter(|bytes| !bytes.is_empty())
+                .map(|bytes| {
+                    // No name holds NUL (nor can PostgreSQL text): the names after "ab\0…" are
+                    // exactly those after "ab".
+                    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+                    String::from_utf8_lossy(&bytes[..end]).into_owned()
+                });
             if name.is_none() {
                 errors.push(FieldError {
                     field: "cursor".into(),
@@ -359,7 +378,7 @@ pub async fn list_definitions(
         .then(|| {
             definitions
                 .last()
-                .map(|d| URL_SAFE_NO_PAD.encode(d.event_name.as_bytes()))
+                .map(|d| CURSOR.encode(d.event_name.as_bytes()))
         })
         .flatten();
     Ok(Page {
@@ -425,3 +444,19 @@ pub async fn defined_kinds(
 pub(crate) const BY_NAMES: &str = "SELECT workspace_id, event_name, kind, tier, description, \
     owner, value_amount, value_currency, value_estimate, destinations, created_at, updated_at \
     FROM conversion_events WHERE workspace_id = $1 AND event_name = ANY($2::text[])";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cursor_of_the_documented_shape_decodes() {
+        for raw in ["0a", "AAA", "AAAA", "_-_-ab", "ZGVtb19ib29rZWQ"] {
+            assert!(CURSOR.decode(raw).is_ok(), "{raw}");
+        }
+        for raw in ["0", "AAAAA", "a.b", "!"] {
+            assert!(CURSOR.decode(raw).is_err(), "{raw}");
+        }
+        assert_eq!(CURSOR.encode("demo_booked"), "ZGVtb19ib29rZWQ");
+    }
+}

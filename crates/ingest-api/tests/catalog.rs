@@ -192,6 +192,14 @@ async fn definitions_are_created_replaced_listed_in_pages_and_deleted() {
         }
     }
     assert_eq!(seen, ["Demo booked", "newsletter", "purchase"]);
+    // Any cursor of the documented shape is a position: "AA" is a NUL byte, before every name.
+    let page: Value = app
+        .get_as(&admin, "/v1/conversion-events?cursor=AA")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["data"].as_array().unwrap().len(), 3, "{page:#}");
     let res = app
         .get_as(&admin, "/v1/conversion-events?cursor=not.a.cursor&limit=0")
         .await;
