@@ -28,6 +28,8 @@ SELECT create_reference_table('forwarder_schema_history')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'forwarder_schema_history'::regclass);
 SELECT create_reference_table('reports_schema_history')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'reports_schema_history'::regclass);
+SELECT create_reference_table('catalog_schema_history')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'catalog_schema_history'::regclass);
 
 -- Distributed tables, all by workspace_id and co-located with events: a workspace's rows of
 -- every table live on one node, so its joins and transactions stay there. A partitioned table's
@@ -84,3 +86,9 @@ SELECT create_distributed_table('report_clicks', 'workspace_id', colocate_with =
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'report_clicks'::regclass);
 SELECT create_distributed_table('credit_batches', 'workspace_id', colocate_with => 'events')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'credit_batches'::regclass);
+SELECT create_distributed_table('conversion_events', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'conversion_events'::regclass);
+SELECT create_distributed_table('conversion_value_estimates', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'conversion_value_estimates'::regclass);
+SELECT create_distributed_table('conversion_lead_values', 'workspace_id', colocate_with => 'events')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'conversion_lead_values'::regclass);

@@ -641,3 +641,81 @@ async fn the_binary_erases_a_person_reports_usage_and_refuses_a_retention_of_zer
     assert!(stderr.contains("CONVRELAY_RETENTION_DAYS"), "{stderr}");
     assert!(!stderr.contains("stack backtrace"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_binary_refuses_undefined_event_names_when_told_and_values_leads_by_the_catalog() {
+    let db = common::test_db().await;
+    let out = cli(
+        &db.url,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            "acme",
+            "--scope",
+            "ingest",
+            "--scope",
+            "read",
+            "--scope",
+            "admin",
+        ],
+    );
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let server = Server::start_with(
+        &db.url,
+        &["serve"],
+        &[("CONVRELAY_UNDEFINED_EVENT_NAMES", "reject")],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let lead = serde_json::json!({"event": "lead", "eventName": "Demo booked",
+                                  "customerExternalId": "e2e-1"});
+    let res = post(&server.base, &key, &lead, None).await;
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "eventName");
+    assert_eq!(problem["errors"][0]["code"], "undefined_event_name");
+
+    let definition = serde_json::json!({"kind": "lead", "tier": "micro",
+                                        "value": {"amount": 40, "currency": "GBP"}});
+    let res = http
+        .put(format!(
+            "{}/v1/conversion-events/Demo%20booked",
+            server.base
+        ))
+        .bearer_auth(&key)
+        .json(&definition)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = post(&server.base, &key, &lead, None).await;
+    assert_eq!(res.status(), 202);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let event: Value = http
+            .get(format!("{}/v1/events/{id}", server.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !event["attribution"].is_null() {
+            assert_eq!(
+                event["leadValue"],
+                serde_json::json!({"amount": 40, "currency": "GBP", "source": "fixed"}),
+                "{event:#}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never attributed: {event:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

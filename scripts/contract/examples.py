@@ -12,7 +12,8 @@
    validate against the response schema documented for its status, and its headers must carry
    the documented required headers. An example with `x-capture: NAME` keeps the `id` of its
    answer under NAME; one with `x-path-params: {param: NAME}` is sent to its path with that
-   id filled in (examples are sent in document order).
+   id filled in, one with `x-path-values: {param: VALUE}` with that value, percent-encoded
+   (examples are sent in document order).
 4. The documented behaviours that no single example shows: the problem answers (401, 403, 404,
    405, 400, 413, 415, 422), Idempotency-Key replay and reuse, pagination, reading an event back;
    destinations, dispatches (failed, retried, conflicting), retractions, reports, /metrics and
@@ -281,6 +282,8 @@ def check_live(spec: dict, schemas: dict[str, dict], registry: Registry, client:
                     if source not in captured:
                         fail(f"{what}: x-path-params names {source!r}, which no earlier example captured")
                     target = target.replace("{" + param + "}", captured.get(source, "missing"))
+                for param, literal in (example.get("x-path-values") or {}).items():
+                    target = target.replace("{" + param + "}", urllib.request.quote(str(literal), safe=""))
                 if "{" in target:
                     fail(f"{what}: {target} has a path parameter without x-path-params")
                     continue
@@ -483,6 +486,29 @@ def check_pipeline(spec: dict, registry: Registry, client: Client, ingest_key: s
     call("GET", "/v1/destinations?limit=0", "/v1/destinations", wanted=422)
     call("PATCH", f"/v1/destinations/dst_{unknown}", "/v1/destinations/{id}", body={"enabled": True}, wanted=404)
     call("DELETE", f"/v1/destinations/dst_{unknown}", "/v1/destinations/{id}", wanted=404)
+
+    print("conversion events")
+    route = "/v1/conversion-events/{eventName}"
+    definition = {"kind": "lead", "tier": "micro", "value": {"amount": 25, "currency": "EUR"},
+                  "destinations": {google: {"enabled": True, "conversionAction": "6543210009"},
+                                   meta: {"enabled": False}}}
+    stored = call("PUT", "/v1/conversion-events/Webinar%20attended", route, body=definition, wanted=201)
+    if isinstance(stored, dict) and (stored.get("eventName") != "Webinar attended"
+                                     or stored.get("destinations", {}).get(google, {}).get("conversionAction") != "6543210009"):
+        fail(f"PUT /v1/conversion-events/Webinar%20attended: {stored}, documented the definition as sent")
+    call("PUT", "/v1/conversion-events/Webinar%20attended", route, body=definition, wanted=200)
+    wrong = {"kind": "lead", "tier": "micro", "destinations": {meta: {"enabled": True, "conversionAction": "1"},
+                                                             google: {"enabled": True, "eventName": "Lead"}}}
+    problem = call("PUT", "/v1/conversion-events/Webinar%20attended", route, body=wrong, wanted=422)
+    if isinstance(problem, dict) and len(problem.get("errors", [])) != 2:
+        fail(f"PUT with two bad mappings: {problem}, documented both listed")
+    call("GET", "/v1/conversion-events/Webinar%20attended", route)
+    call("GET", "/v1/conversion-events/Webinar%20attended", route, key=ingest_key, wanted=403)
+    call("GET", "/v1/conversion-events/nothing-here", route, wanted=404)
+    call("GET", "/v1/conversion-events?limit=1", "/v1/conversion-events")
+    call("GET", "/v1/conversion-events?limit=0&cursor=!", "/v1/conversion-events", wanted=422)
+    call("DELETE", "/v1/conversion-events/Webinar%20attended", route, wanted=204)
+    call("DELETE", "/v1/conversion-events/Webinar%20attended", route, wanted=404)
 
     print("dispatches")
     tag = uuid.uuid4().hex[:12]

@@ -25,6 +25,9 @@ descriptions:
   the pattern of the schema only sketches that. Here every well-formed destination gets a
   loopback URL where nothing listens (CONTRACT_CLOSED_URL), so that no request leaves the
   machine whatever the generator drew;
+- a conversion-event definition's `destinations` must name destinations of the workspace,
+  which the generator cannot know: well-formed definitions are sent without them (examples.py
+  sends definitions that map real destinations);
 - a report's `to` must be after its `from`;
 - a time (`from`, `to`, `since`) must still be a year 0000 to 9999 once converted to UTC
   (`9999-12-31T23:59:59-23:59` is not).
@@ -178,6 +181,13 @@ def before_call(context, case, kwargs):
             body.pop(name, None)
         if body.get("config") != {}:
             body.pop("config", None)
+    elif path == "/v1/conversion-events/{eventName}" and isinstance(body, dict):
+        # A definition's destinations must exist in the workspace (the generator cannot know
+        # their ids; examples.py maps real ones), and its value follows the amount rules.
+        body.pop("destinations", None)
+        value = body.get("value")
+        if isinstance(value, dict) and "amount" in value:
+            _fix_event(value, 0)
     elif path == "/v1/dispatches/retry" and isinstance(body, dict):
         _fix_times(body, "since")
     elif path == "/v1/dispatches" and case.query:

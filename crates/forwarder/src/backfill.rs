@@ -352,6 +352,7 @@ pub async fn record_backfill_page(
             event: event.event.clone(),
             attribution: event.attribution.clone(),
             routing: Value::Null,
+            mapping: None,
         };
         if platforms::too_old(&limits, &conversion, now).is_some() {
             too_old += 1;

@@ -36,7 +36,9 @@ pub use destinations::{
 pub use error::{Error, Result};
 pub use health::{delivery_health, HealthInterval, HealthRow};
 pub use platforms::{Endpoints, RetryPolicy};
-pub use queue::{enqueue, DispatchKind, DispatchStatus};
+pub use queue::{
+    enqueue, enqueue_with_catalog, CatalogRule, CatalogRules, DispatchKind, DispatchStatus,
+};
 pub use restatement::{
     current_values, restate, value_history, NewValue, RestateReport, RestateTarget, ValueEntry,
 };

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
-use events::{Attribution, AttributionStatus, Event, Mode, RouteDecision, RoutedEvent};
+use events::{Attribution, AttributionStatus, Event, EventKind, Mode, RouteDecision, RoutedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -135,6 +135,9 @@ pub(crate) struct Snapshot {
     pub received_at: OffsetDateTime,
     pub event: Event,
     pub attribution: Attribution,
+    /// What the conversion-events catalog chose for this dispatch's destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<platforms::model::EventMapping>,
 }
 
 impl Snapshot {
@@ -146,6 +149,7 @@ impl Snapshot {
             event: self.event,
             attribution: self.attribution,
             routing,
+            mapping: self.mapping,
         }
     }
 }
@@ -205,13 +209,73 @@ fn routed_to(routed: &RoutedEvent, destination: &Destination) -> bool {
 
 const INSERT_DISPATCHES: &str = "
     INSERT INTO dispatches
-        (workspace_id, id, event_id, destination_id, destination_type, kind, status, payload, routing)
+        (workspace_id, id, event_id, destination_id, destination_type, kind, status, payload, routing,
+         reason)
     SELECT u.workspace_id, u.id, u.event_id, u.destination_id, u.destination_type, 'conversion',
-           'queued', u.payload, u.routing
-    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[])
-        AS u(workspace_id, id, event_id, destination_id, destination_type, payload, routing)
+           u.status, u.payload, u.routing, u.reason
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[],
+                $8::text[], $9::text[])
+        AS u(workspace_id, id, event_id, destination_id, destination_type, payload, routing, status,
+             reason)
     ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
     RETURNING id";
+
+/// What the conversion-events catalog says about one event name for one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogRule {
+    /// False: the destination gets no conversion of this event name (its dispatch is recorded
+    /// `skipped`, with the reason).
+    pub enabled: bool,
+    /// The conversion action or event name the destination's platform gets instead of its
+    /// per-kind setting.
+    pub mapping: Option<platforms::model::EventMapping>,
+}
+
+/// The catalog's rules per workspace, event name and destination, as [`enqueue_with_catalog`]
+/// applies them. Empty: every destination's own settings apply.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogRules {
+    rules: HashMap<(Uuid, String, EventKind), HashMap<Uuid, CatalogRule>>,
+}
+
+impl CatalogRules {
+    /// Sets the rule for `destination_id` of the `kind` events named `event_name` in
+    /// `workspace_id` (a definition applies to events of its own kind only).
+    pub fn insert(
+        &mut self,
+        workspace_id: Uuid,
+        event_name: &str,
+        kind: EventKind,
+        destination_id: Uuid,
+        rule: CatalogRule,
+    ) {
+        self.rules
+            .entry((workspace_id, event_name.to_owned(), kind))
+            .or_default()
+            .insert(destination_id, rule);
+    }
+
+    /// True when no rule is set.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    fn get(&self, routed: &RoutedEvent, destination_id: Uuid) -> Option<&CatalogRule> {
+        let key = (
+            routed.workspace_id,
+            routed.event.event_name.clone(),
+            routed.event.kind(),
+        );
+        self.rules.get(&key)?.get(&destination_id)
+    }
+}
+
+/// The reason of a dispatch the catalog turned off.
+pub fn catalog_skip_reason(event_name: &str) -> String {
+    format!(
+        "turned_off_in_catalog: the conversion event {event_name:?} is turned off for this destination"
+    )
+}
 
 /// Turns routed conversions into dispatches, inside the caller's transaction.
 ///
@@ -225,6 +289,20 @@ const INSERT_DISPATCHES: &str = "
 /// # Errors
 /// [`Error::Database`]; [`Error::Corrupt`] when a stored destination cannot be read.
 pub async fn enqueue(client: &impl GenericClient, routed: &[RoutedEvent]) -> Result<usize> {
+    enqueue_with_catalog(client, routed, &CatalogRules::default()).await
+}
+
+/// [`enqueue`], applying the conversion-events catalog: a destination its event name's
+/// definition turns off gets its dispatch recorded `skipped` with the reason (nothing is sent),
+/// and a mapped destination's dispatch carries the conversion action or event name to use.
+///
+/// # Errors
+/// As [`enqueue`].
+pub async fn enqueue_with_catalog(
+    client: &impl GenericClient,
+    routed: &[RoutedEvent],
+    catalog: &CatalogRules,
+) -> Result<usize> {
     let interesting: Vec<&RoutedEvent> = routed
         .iter()
         .filter(|r| r.routes.iter().any(|d| d.dispatch) || user_data_only_candidate(r))
@@ -272,6 +350,8 @@ pub async fn enqueue(client: &impl GenericClient, routed: &[RoutedEvent]) -> Res
     let mut types = Vec::with_capacity(rows.len());
     let mut payloads = Vec::with_capacity(rows.len());
     let mut routings = Vec::with_capacity(rows.len());
+    let mut statuses = Vec::with_capacity(rows.len());
+    let mut reasons: Vec<Option<String>> = Vec::with_capacity(rows.len());
     let mut payload_of: HashMap<Uuid, (Value, Value)> = HashMap::new();
     for row in &rows {
         let routed = row.routed;
@@ -283,6 +363,23 @@ pub async fn enqueue(client: &impl GenericClient, routed: &[RoutedEvent]) -> Res
                 made
             }
         };
+        let rule = catalog.get(routed, row.destination.id);
+        let (payload, status, reason) = match rule {
+            Some(rule) if !rule.enabled => (
+                payload,
+                DispatchStatus::Skipped,
+                Some(catalog_skip_reason(&routed.event.event_name)),
+            ),
+            Some(CatalogRule {
+                mapping: Some(mapping),
+                ..
+            }) if !mapping.is_empty() => (
+                with_mapping(payload, mapping)?,
+                DispatchStatus::Queued,
+                None,
+            ),
+            _ => (payload, DispatchStatus::Queued, None),
+        };
         ws.push(routed.workspace_id);
         ids.push(Uuid::now_v7());
         event_ids.push(routed.event_id);
@@ -290,6 +387,8 @@ pub async fn enqueue(client: &impl GenericClient, routed: &[RoutedEvent]) -> Res
         types.push(row.destination.destination_type().as_str());
         payloads.push(payload);
         routings.push(routing);
+        statuses.push(status.as_str());
+        reasons.push(reason);
     }
     let stmt = client.prepare_cached(INSERT_DISPATCHES).await?;
     let created = client
@@ -303,10 +402,24 @@ pub async fn enqueue(client: &impl GenericClient, routed: &[RoutedEvent]) -> Res
                 &types,
                 &payloads,
                 &routings,
+                &statuses,
+                &reasons,
             ],
         )
         .await?;
     Ok(created.len())
+}
+
+/// The stored conversion with the catalog's mapping for its destination.
+fn with_mapping(mut payload: Value, mapping: &platforms::model::EventMapping) -> Result<Value> {
+    let mapping = serde_json::to_value(mapping).map_err(|e| Error::Corrupt {
+        what: "catalog mapping",
+        detail: e.to_string(),
+    })?;
+    if let Value::Object(map) = &mut payload {
+        map.insert("mapping".into(), mapping);
+    }
+    Ok(payload)
 }
 
 fn snapshot_json(routed: &RoutedEvent) -> Result<Value> {

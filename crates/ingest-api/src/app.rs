@@ -196,6 +196,7 @@ impl Application {
             pool: pool.clone(),
             inflight: InFlight::default(),
             idempotency_ttl: settings.idempotency_ttl,
+            undefined_event_names: settings.undefined_event_names,
         });
         let auth = web::Data::new(Authenticator::new(pool.clone(), settings.rate_limit));
         let background = vec![

@@ -72,6 +72,31 @@ pub struct Settings {
     pub quota_share: f64,
     /// The bearer token `/metrics` asks for (`CONVRELAY_METRICS_TOKEN`); open when unset.
     pub metrics_token: Option<Secret>,
+    /// What happens to an event whose `eventName` the conversion-events catalog does not define
+    /// (`CONVRELAY_UNDEFINED_EVENT_NAMES`, `accept` or `reject`).
+    pub undefined_event_names: UndefinedEventNames,
+}
+
+/// `CONVRELAY_UNDEFINED_EVENT_NAMES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UndefinedEventNames {
+    /// Taken like any other (the default).
+    #[default]
+    Accept,
+    /// A 422 on `eventName`.
+    Reject,
+}
+
+impl std::str::FromStr for UndefinedEventNames {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "accept" => Ok(Self::Accept),
+            "reject" => Ok(Self::Reject),
+            other => Err(format!("must be accept or reject, not {other:?}")),
+        }
+    }
 }
 
 /// A secret setting: never printed.
@@ -195,6 +220,7 @@ impl Settings {
             metrics_token: lookup("CONVRELAY_METRICS_TOKEN")
                 .filter(|s| !s.trim().is_empty())
                 .map(|s| Secret(s.trim().to_owned())),
+            undefined_event_names: parse(&lookup, "CONVRELAY_UNDEFINED_EVENT_NAMES", "accept")?,
         })
     }
 }
@@ -262,6 +288,27 @@ mod tests {
         assert_eq!(s.map(|s| s.rate_limit), Ok(1000));
         assert_eq!(s.map(|s| s.idempotency_ttl.as_secs()), Ok(86400));
         assert_eq!(s.map(|s| s.retention_days), Ok(400));
+        assert_eq!(
+            s.map(|s| s.undefined_event_names),
+            Ok(UndefinedEventNames::Accept)
+        );
+    }
+
+    #[test]
+    fn undefined_event_names_are_accepted_or_rejected_and_nothing_else() {
+        let read = |value: &'static str| {
+            Settings::from_lookup(move |n| match n {
+                "DATABASE_URL" => Some("postgres://x/y".into()),
+                "CONVRELAY_UNDEFINED_EVENT_NAMES" => Some(value.into()),
+                _ => None,
+            })
+            .map(|s| s.undefined_event_names)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(read("reject"), Ok(UndefinedEventNames::Reject));
+        assert_eq!(read(" accept "), Ok(UndefinedEventNames::Accept));
+        let err = read("drop").err().unwrap_or_default();
+        assert!(err.starts_with("CONVRELAY_UNDEFINED_EVENT_NAMES"), "{err}");
     }
 
     #[test]

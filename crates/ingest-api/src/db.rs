@@ -40,6 +40,9 @@ pub enum DbError {
     /// The reports crate's migrations failed.
     #[error("migration failed")]
     Reports(#[from] reports::Error),
+    /// The catalog's migrations failed.
+    #[error("migration failed")]
+    Catalog(#[from] catalog::Error),
 }
 
 /// Builds a pool. Connections fail fast (`timeout`) so that a database outage becomes a 503,
@@ -111,6 +114,7 @@ pub async fn migrate_all(client: &mut tokio_postgres::Client) -> Result<(), DbEr
         attribution_matcher::migrate(client).await?;
         forwarder::migrate(client).await?;
         reports::migrate(client).await?;
+        catalog::migrate(client).await?;
         Ok(())
     }
     .await;
@@ -138,6 +142,7 @@ pub fn migrations_id() -> String {
         ("matcher", attribution_matcher::migrations()),
         ("forwarder", forwarder::migrations()),
         ("reports", reports::migrations()),
+        ("catalog", catalog::migrations()),
     ];
     for (krate, migrations) in crates {
         for (v, name, checksum) in migrations {
@@ -196,6 +201,15 @@ pub fn expected_versions() -> Vec<(&'static str, i32)> {
             reports::MIGRATION_TABLE,
             newest(
                 reports::migrations()
+                    .into_iter()
+                    .map(|(v, _, _)| v)
+                    .collect(),
+            ),
+        ),
+        (
+            catalog::MIGRATION_TABLE,
+            newest(
+                catalog::migrations()
                     .into_iter()
                     .map(|(v, _, _)| v)
                     .collect(),

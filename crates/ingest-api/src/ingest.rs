@@ -1,14 +1,18 @@
 //! Taking events in: the Idempotency-Key rules, validation into domain events, and the hand-over
 //! to the group-commit writer. Handlers call one function of this module.
 
+use std::collections::HashMap;
+
 use deadpool_postgres::Pool;
 use dedup::idempotency::{self, Admission, NewResponse, Replay};
 use dedup::{IdempotencyKey, InFlight, InFlightGuard, RequestFingerprint};
-use events::Event;
+use events::{Event, EventKind, FieldError};
 use futures_util::future::BoxFuture;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::Principal;
+use crate::config::UndefinedEventNames;
 use crate::ids;
 use crate::problem::ApiError;
 use crate::responses::{Rendered, Shape};
@@ -26,7 +30,13 @@ pub struct Ingest {
     pub inflight: InFlight,
     /// How long kept answers live.
     pub idempotency_ttl: std::time::Duration,
+    /// Whether an event whose `eventName` the catalog does not define is refused.
+    pub undefined_event_names: UndefinedEventNames,
 }
+
+/// The kinds of the event names a request uses that the catalog defines; `None` when undefined
+/// names are accepted (nothing is looked up then).
+type Defined = Option<HashMap<String, EventKind>>;
 
 /// A POST as received.
 #[derive(Debug)]
@@ -55,12 +65,26 @@ pub struct Stored {
 impl Ingest {
     /// `POST /v1/events`.
     pub async fn single(&self, post: Post<'_>) -> Result<Stored, ApiError> {
-        self.run(post, |value, workspace_id| {
+        let defined = self
+            .defined(
+                post.principal.workspace_id,
+                std::slice::from_ref(post.value),
+            )
+            .await?;
+        self.run(post, move |value, workspace_id| {
             let (id, received_at) = ids::new_event_id();
-            let event = events::parse_event(value, received_at).map_err(|e| {
-                count_rejected(value);
-                ApiError::Validation(e.0)
-            })?;
+            let undefined = undefined_event_name(defined.as_ref(), value);
+            let event = match events::parse_event(value, received_at) {
+                Ok(event) if undefined.is_none() => event,
+                Ok(_) => {
+                    count_rejected(value);
+                    return Err(ApiError::Validation(undefined.into_iter().collect()));
+                }
+                Err(e) => {
+                    count_rejected(value);
+                    return Err(ApiError::Validation(with(e.0, undefined)));
+                }
+            };
             let shape = Shape::Single {
                 kind: event.kind().as_str(),
             };
@@ -74,17 +98,30 @@ impl Ingest {
 
     /// `POST /v1/events/batch`: valid items are stored even when others are not.
     pub async fn batch(&self, post: Post<'_>) -> Result<Stored, ApiError> {
-        self.run(post, |value, workspace_id| {
+        let body: &Value = post.value;
+        let items = body
+            .get("events")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        let defined = self.defined(post.principal.workspace_id, items).await?;
+        self.run(post, move |value, workspace_id| {
             let items = events::parse_batch(value).map_err(|e| ApiError::Validation(e.0))?;
             let mut stored = Vec::with_capacity(items.len());
             let mut rejected = Vec::new();
             for (index, item) in items.iter().enumerate() {
                 let (id, received_at) = ids::new_event_id();
+                let undefined = undefined_event_name(defined.as_ref(), item);
                 match events::parse_event(item, received_at) {
-                    Ok(event) => stored.push(new_event(workspace_id, id, received_at, &event)),
+                    Ok(event) if undefined.is_none() => {
+                        stored.push(new_event(workspace_id, id, received_at, &event));
+                    }
+                    Ok(_) => {
+                        count_rejected(item);
+                        rejected.push((index, undefined.into_iter().collect()));
+                    }
                     Err(errors) => {
                         count_rejected(item);
-                        rejected.push((index, errors.0));
+                        rejected.push((index, with(errors.0, undefined)));
                     }
                 }
             }
@@ -95,6 +132,21 @@ impl Ingest {
             Ok((stored, shape))
         })
         .await
+    }
+
+    /// With `CONVRELAY_UNDEFINED_EVENT_NAMES=reject`: which of the event names `items` use the
+    /// workspace's catalog defines, and as what kind (one query for a whole batch).
+    async fn defined(&self, workspace_id: Uuid, items: &[Value]) -> Result<Defined, ApiError> {
+        if self.undefined_event_names == UndefinedEventNames::Accept {
+            return Ok(None);
+        }
+        let mut names: Vec<&str> = items.iter().filter_map(event_name_of).collect();
+        names.sort_unstable();
+        names.dedup();
+        let client = self.pool.get().await?;
+        Ok(Some(
+            catalog::defined_kinds(&client, workspace_id, &names).await?,
+        ))
     }
 
     /// Holds the request's Idempotency-Key in this process and answers a kept answer at once:
@@ -210,6 +262,54 @@ fn replay(
         }),
         Replay::Reused => Err(ApiError::IdempotencyKeyReused),
     }
+}
+
+/// The `eventName` an event body uses: its own, else its kind's default (`lead`, `sale`);
+/// `None` when it names neither in a readable way (the parser reports that).
+fn event_name_of(value: &Value) -> Option<&str> {
+    match value.get("eventName") {
+        Some(Value::String(name)) => Some(name),
+        Some(Value::Null) | None => match value.get("event").and_then(Value::as_str) {
+            Some(kind @ ("lead" | "sale")) => Some(kind),
+            _ => None,
+        },
+        Some(_) => None,
+    }
+}
+
+/// The error on `eventName` when undefined names are refused and this one has no definition,
+/// or a definition of the other kind.
+fn undefined_event_name(
+    defined: Option<&HashMap<String, EventKind>>,
+    value: &Value,
+) -> Option<FieldError> {
+    let defined = defined?;
+    let name = event_name_of(value)?;
+    match defined.get(name) {
+        None => Some(FieldError {
+            field: "eventName".into(),
+            code: "undefined_event_name",
+            message: "has no definition in the conversion-events catalog, and this service refuses undefined event names (PUT /v1/conversion-events/{eventName} defines one)".into(),
+        }),
+        Some(kind) => {
+            let sent = value.get("event").and_then(Value::as_str)?;
+            (sent != kind.as_str()).then(|| FieldError {
+                field: "eventName".into(),
+                code: "kind_mismatch",
+                message: format!("is defined in the conversion-events catalog as a {kind} event"),
+            })
+        }
+    }
+}
+
+/// The parser's `errors` and `extra`, unless the parser already reported that field.
+fn with(mut errors: Vec<FieldError>, extra: Option<FieldError>) -> Vec<FieldError> {
+    if let Some(extra) = extra {
+        if !errors.iter().any(|e| e.field == extra.field) {
+            errors.push(extra);
+        }
+    }
+    errors
 }
 
 /// Counts a rejected event under the kind it claimed to be.

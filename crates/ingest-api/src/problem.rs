@@ -315,6 +315,17 @@ impl From<forwarder::Error> for ApiError {
     }
 }
 
+impl From<catalog::Error> for ApiError {
+    fn from(e: catalog::Error) -> Self {
+        match e {
+            catalog::Error::Invalid(errors) => Self::Validation(errors),
+            catalog::Error::NotFound => Self::NotFound,
+            catalog::Error::Database(e) => e.into(),
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
 /// Whether a database error means "cannot reach the database now" (retry later) rather than a
 /// fault in our SQL: a closed connection, a timeout, or the server shutting down.
 pub fn is_unavailable(e: &tokio_postgres::Error) -> bool {

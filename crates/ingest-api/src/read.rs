@@ -37,6 +37,21 @@ pub struct EventDetail {
     dispatches: Vec<forwarder::DispatchSummary>,
     /// Every value the event had, oldest first (empty until it is first restated).
     value_history: Vec<forwarder::ValueEntry>,
+    /// For a lead sent without an amount: the value it took from its conversion-events
+    /// definition when it was attributed, which its dispatches carried and reports count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lead_value: Option<LeadValueView>,
+}
+
+/// The value a lead took from the catalog.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeadValueView {
+    #[serde(with = "events::amount_serde")]
+    amount: rust_decimal::Decimal,
+    currency: &'static str,
+    /// `fixed` (the definition's amount) or `close_rate` (the estimate at the time).
+    source: catalog::ValueSource,
 }
 
 /// A page of a list.
@@ -71,6 +86,18 @@ pub async fn detail(
         attribution_matcher::get_decision(client, workspace_id, id, Some(&view.event)).await?;
     let dispatches = forwarder::dispatches_for_event(client, workspace_id, id).await?;
     let value_history = forwarder::value_history(client, workspace_id, id).await?;
+    let lead_value = if view.event.value.is_none() {
+        catalog::lead_values(client, workspace_id, &[id])
+            .await?
+            .remove(&id)
+            .map(|applied| LeadValueView {
+                amount: applied.money.amount(),
+                currency: applied.money.currency().code(),
+                source: applied.source,
+            })
+    } else {
+        None
+    };
     let (attribution, routing) = match decision {
         Some(d) => (Some(d.attribution), d.routes),
         None => (None, Vec::new()),
@@ -81,6 +108,7 @@ pub async fn detail(
         routing,
         dispatches,
         value_history,
+        lead_value,
     })
 }
 

@@ -5,8 +5,10 @@
 
 pub mod erase;
 pub mod retention;
+pub mod window;
 
 pub use erase::{erase_events, ErasedEvent};
+pub use window::{window_counts, CurrencySales, WindowCounts};
 
 mod embedded {
     refinery::embed_migrations!("migrations");

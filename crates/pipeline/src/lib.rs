@@ -51,6 +51,18 @@ pub enum Error {
     /// Crediting the decided conversions for reports failed.
     #[error("crediting conversions failed")]
     Reports(#[source] reports::Error),
+    /// Reading the conversion-events catalog failed on something other than the database.
+    #[error("conversion-events catalog failed")]
+    Catalog(#[source] catalog::Error),
+}
+
+impl From<catalog::Error> for Error {
+    fn from(e: catalog::Error) -> Self {
+        match e {
+            catalog::Error::Database(e) => Self::Database(e),
+            other => Self::Catalog(other),
+        }
+    }
 }
 
 impl From<reports::Error> for Error {
@@ -84,7 +96,7 @@ impl From<forwarder::Error> for Error {
 impl Error {
     /// A short name of the cause, for metrics: `statement_timeout`, `lock_timeout`, `deadlock`,
     /// `serialization`, `connection`, `pool`, `database` (any other database error), `matcher`,
-    /// `forwarder`, `reports`.
+    /// `forwarder`, `reports`, `catalog`.
     pub fn cause(&self) -> &'static str {
         use tokio_postgres::error::SqlState;
         match self {
@@ -93,6 +105,7 @@ impl Error {
             Self::Forwarder(_) => "forwarder",
             Self::Retention(_) => "retention",
             Self::Reports(_) => "reports",
+            Self::Catalog(_) => "catalog",
             Self::Database(e) if e.is_closed() => "connection",
             Self::Database(e) => match e.code() {
                 Some(c) if *c == SqlState::QUERY_CANCELED => "statement_timeout",
@@ -184,6 +197,23 @@ pub async fn match_step_sized(
 
     let by_id: HashMap<Uuid, &(Uuid, OffsetDateTime, Event)> =
         loaded.iter().map(|entry| (entry.0, entry)).collect();
+    // The catalog: the definitions of the step's event names, the values leads without an
+    // amount take (frozen at their first decision), and each destination's rule.
+    let decided_events: Vec<(Uuid, &Event)> = decided
+        .iter()
+        .filter_map(|d| by_id.get(&d.event_id).map(|(id, _, event)| (*id, event)))
+        .collect();
+    let mut names: Vec<&str> = decided_events
+        .iter()
+        .map(|(_, e)| e.event_name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let definitions = catalog::definitions_for(&tx, claim.workspace_id, &names).await?;
+    let lead_values =
+        catalog::freeze_lead_values(&tx, claim.workspace_id, &decided_events, &definitions, now)
+            .await?;
+    let rules = catalog::catalog_rules(&definitions);
     let lag = metrics::histogram!("convrelay_matcher_lag_seconds");
     let mut routed = Vec::with_capacity(decided.len());
     for d in &decided {
@@ -197,11 +227,15 @@ pub async fn match_step_sized(
         if !d.routes.iter().any(|r| r.dispatch) || retracted.contains(&d.event_id) {
             continue;
         }
+        let mut event = event.clone();
+        if let Some(applied) = lead_values.get(&d.event_id) {
+            event.value = Some(applied.money);
+        }
         routed.push(RoutedEvent {
             workspace_id: claim.workspace_id,
             event_id: d.event_id,
             received_at: *received_at,
-            event: event.clone(),
+            event,
             attribution: d.attribution.clone(),
             routes: d.routes.clone(),
         });
@@ -219,7 +253,7 @@ pub async fn match_step_sized(
         .collect();
     reports::queue::queue(&tx, claim.workspace_id, &conversions).await?;
     let credited = conversions.len();
-    let dispatches = forwarder::enqueue(&tx, &routed).await?;
+    let dispatches = forwarder::enqueue_with_catalog(&tx, &routed, &rules).await?;
     tx.commit().await?;
     tracing::debug!(
         workspace_id = %claim.workspace_id,
@@ -283,6 +317,13 @@ async fn credit(
     retracted: &HashSet<Uuid>,
     settings: &MatchSettings,
 ) -> Result<usize, Error> {
+    // A lead without an amount counts the value it took from its definition when it was decided.
+    let unvalued: Vec<Uuid> = loaded
+        .iter()
+        .filter(|(_, _, e)| e.kind() == events::EventKind::Lead && e.value.is_none())
+        .map(|(id, _, _)| *id)
+        .collect();
+    let lead_values = catalog::lead_values(tx, workspace_id, &unvalued).await?;
     let conversions: Vec<reports::Conversion<'_>> = loaded
         .iter()
         .filter_map(|(event_id, _, event)| {
@@ -298,6 +339,7 @@ async fn credit(
                 value: event
                     .value
                     .as_ref()
+                    .or_else(|| lead_values.get(event_id).map(|applied| &applied.money))
                     .map(|v| (v.amount(), v.currency().code())),
                 retracted: retracted.contains(event_id),
                 attribution,
@@ -387,11 +429,35 @@ pub async fn backfill_step(
         .map(|stored| stored.id)
         .collect();
     let loaded = journal::get_events(&client, job.workspace_id, &live).await?;
+    // The catalog as for live traffic: leads keep the values they took when they were decided,
+    // and an event name turned off for this destination is not sent to it.
+    let mut names: Vec<&str> = loaded
+        .iter()
+        .filter_map(|stored| stored.event.as_ref().ok())
+        .map(|event| event.event_name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let definitions = catalog::definitions_for(&client, job.workspace_id, &names).await?;
+    let lead_values = catalog::lead_values(&client, job.workspace_id, &live).await?;
     let mut routed = Vec::with_capacity(loaded.len());
     for stored in loaded {
-        let Ok(event) = stored.event else {
+        let Ok(mut event) = stored.event else {
             continue;
         };
+        let turned_off = definitions
+            .get(&event.event_name)
+            .filter(|definition| definition.kind == event.kind())
+            .and_then(|definition| definition.destinations.get(&job.destination.id))
+            .is_some_and(|rule| !rule.enabled);
+        if turned_off {
+            continue;
+        }
+        if event.value.is_none() {
+            if let Some(applied) = lead_values.get(&stored.id) {
+                event.value = Some(applied.money);
+            }
+        }
         let decision =
             attribution_matcher::get_decision(&client, job.workspace_id, stored.id, Some(&event))
                 .await?;
@@ -432,6 +498,52 @@ async fn backfill_loop(pool: Pool, lease: Duration, mut stop: watch::Receiver<bo
             Err(e) => {
                 tracing::warn!(error = %e, cause = e.cause(), "backfill step failed; trying again shortly");
                 Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How old a workspace's close-rate estimate of a lead's value may grow before the workers
+/// compute it again (the catalog promises at least daily).
+pub const ESTIMATE_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+
+/// Workspaces whose estimate one round recomputes at most.
+const ESTIMATES_PER_ROUND: i64 = 10;
+
+/// How often the estimate loop looks for estimates due.
+const ESTIMATE_POLL: Duration = Duration::from_secs(60);
+
+/// One round of the conversion-events catalog's upkeep: recomputes the close-rate estimates
+/// older than `max_age` of at most [`ESTIMATES_PER_ROUND`] workspaces; answers how many.
+///
+/// # Errors
+/// [`Error`]; nothing is half-done (each estimate is one statement).
+pub async fn estimate_step(pool: &Pool, max_age: Duration) -> Result<usize, Error> {
+    let client = pool.get().await?;
+    Ok(catalog::refresh_due_estimates(&client, max_age, ESTIMATES_PER_ROUND).await?)
+}
+
+/// Runs [`estimate_step`] until `stop`: again at once while rounds are full, else every
+/// [`ESTIMATE_POLL`].
+async fn estimate_loop(pool: Pool, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let wait = match estimate_step(&pool, ESTIMATE_MAX_AGE).await {
+            Ok(n) if i64::try_from(n).unwrap_or(i64::MAX) >= ESTIMATES_PER_ROUND => continue,
+            Ok(_) => ESTIMATE_POLL,
+            Err(e) => {
+                tracing::warn!(error = %e, cause = e.cause(), "estimating lead values failed; trying again shortly");
+                ESTIMATE_POLL
             }
         };
         tokio::select! {
@@ -543,6 +655,7 @@ impl Workers {
             busy,
             stop.clone(),
         )));
+        handles.push(tokio::spawn(estimate_loop(pool.clone(), stop.clone())));
         handles.push(tokio::spawn(retention::retention_loop(
             pool.clone(),
             retention,

@@ -130,6 +130,7 @@ async fn round(
             report.conversions +=
                 reports::retention::forget_conversions(&*client, workspace_id, partition.to)
                     .await?;
+            catalog::forget_lead_values(&*client, workspace_id, partition.to).await?;
             let mut after = None;
             loop {
                 let page = journal::retention::partition_natural_keys(

@@ -586,6 +586,7 @@ mod tests {
                 ignored_identifiers: Vec::new(),
             },
             routing: Value::Null,
+            mapping: None,
         }
     }
 

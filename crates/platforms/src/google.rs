@@ -395,12 +395,18 @@ fn digits_only(id: &str) -> String {
 
 /// The conversion action id of `kind`: the number, also from a resource name
 /// (`customers/1/conversionActions/2`).
-fn action_id(config: &GoogleAdsConfig, kind: EventKind) -> Result<String, Outcome> {
-    let configured = config.conversion_actions.get(kind).ok_or_else(|| {
-        classify::permanent(format!(
-            "no conversion action is configured for {kind} events"
-        ))
-    })?;
+fn action_id(
+    config: &GoogleAdsConfig,
+    kind: EventKind,
+    mapped: Option<&str>,
+) -> Result<String, Outcome> {
+    let configured = mapped
+        .or_else(|| config.conversion_actions.get(kind))
+        .ok_or_else(|| {
+            classify::permanent(format!(
+                "no conversion action is configured for {kind} events"
+            ))
+        })?;
     let id = configured.rsplit('/').next().unwrap_or(configured).trim();
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
         return Err(classify::permanent(format!(
@@ -443,7 +449,7 @@ fn prepare(
     now: OffsetDateTime,
 ) -> Result<Row, Outcome> {
     let event = &conversion.event;
-    let action_id = action_id(config, event.kind)?;
+    let action_id = action_id(config, event.kind, conversion.mapped_conversion_action())?;
     let click = google_click(conversion);
     let consent = event.consent;
     let denied = consent.is_some_and(|consent| consent.ad_user_data_denied());
@@ -1356,7 +1362,11 @@ async fn adjust(
     let mut collector = collector_for(creds, batch.len());
     let mut rows: Vec<(usize, String, Value)> = Vec::new();
     for (index, conversion) in batch.iter().enumerate() {
-        let action = match action_id(config, conversion.event.kind) {
+        let action = match action_id(
+            config,
+            conversion.event.kind,
+            conversion.mapped_conversion_action(),
+        ) {
             Ok(action) => action,
             Err(outcome) => {
                 collector.set(index, outcome);

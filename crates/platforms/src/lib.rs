@@ -42,6 +42,7 @@ pub mod google;
 pub mod hashing;
 pub mod ids;
 pub mod linkedin;
+pub mod mapping;
 pub mod meta;
 pub mod microsoft;
 pub mod model;

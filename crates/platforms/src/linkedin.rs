@@ -188,7 +188,10 @@ impl JsonApi for LinkedIn {
         _now: OffsetDateTime,
     ) -> Result<Value, Outcome> {
         let event = &conversion.event;
-        let Some(rule) = config.conversion_rules.get(event.kind) else {
+        let Some(rule) = conversion
+            .mapped_conversion_action()
+            .or_else(|| config.conversion_rules.get(event.kind))
+        else {
             return Err(classify::permanent(format!(
                 "no conversion rule is configured for {} events",
                 event.kind

@@ -343,7 +343,10 @@ fn prepare(
     }
 
     let mut server_event = Map::new();
-    server_event.insert("event_name".into(), event_name(config, event.kind).into());
+    let name = conversion
+        .mapped_event_name()
+        .map_or_else(|| event_name(config, event.kind), str::to_owned);
+    server_event.insert("event_name".into(), name.into());
     server_event.insert(
         "event_time".into(),
         event.timestamp.min(now).unix_timestamp().into(),

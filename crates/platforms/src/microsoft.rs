@@ -232,9 +232,9 @@ fn offline_conversion(
     conversion: &Conversion,
 ) -> Result<Value, Outcome> {
     let event = &conversion.event;
-    let Some(name) = config
-        .conversion_names
-        .get(event.kind)
+    let Some(name) = conversion
+        .mapped_conversion_action()
+        .or_else(|| config.conversion_names.get(event.kind))
         .map(str::trim)
         .filter(|name| !name.is_empty())
     else {

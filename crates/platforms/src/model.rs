@@ -50,6 +50,47 @@ pub struct Conversion {
     /// where nobody needs it.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub routing: Value,
+    /// What the conversion-events catalog chose for this destination and the event's
+    /// `eventName`: the platform's conversion action or event name to use instead of the
+    /// destination's per-kind setting. `None` without a definition (or one that maps nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<EventMapping>,
+}
+
+impl Conversion {
+    /// The conversion action the catalog chose for this destination (Google Ads conversion
+    /// action id, Microsoft conversion goal name, LinkedIn conversion rule id), if any.
+    pub fn mapped_conversion_action(&self) -> Option<&str> {
+        self.mapping
+            .as_ref()
+            .and_then(|m| m.conversion_action.as_deref())
+    }
+
+    /// The platform event name the catalog chose for this destination (Meta, TikTok, Reddit,
+    /// Snapchat, Pinterest), if any.
+    pub fn mapped_event_name(&self) -> Option<&str> {
+        self.mapping.as_ref().and_then(|m| m.event_name.as_deref())
+    }
+}
+
+/// A conversion-events catalog mapping for one destination: which of the platform's conversion
+/// actions, or which of its event names, an `eventName` is sent as.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMapping {
+    /// The platform's conversion action (or conversion goal, or conversion rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion_action: Option<String>,
+    /// The platform's event name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+}
+
+impl EventMapping {
+    /// True when it chooses nothing.
+    pub fn is_empty(&self) -> bool {
+        self.conversion_action.is_none() && self.event_name.is_none()
+    }
 }
 
 /// What one send did for one conversion.

@@ -262,9 +262,9 @@ impl JsonApi for Pinterest {
         if let Some(click) = click {
             user.insert("click_id".into(), click.into());
         }
-        let name = config
-            .event_names
-            .get(event.kind)
+        let name = conversion
+            .mapped_event_name()
+            .or_else(|| config.event_names.get(event.kind))
             .unwrap_or(match event.kind {
                 EventKind::Lead => "lead",
                 EventKind::Sale => "checkout",

@@ -279,7 +279,10 @@ impl JsonApi for Reddit {
             EventKind::Lead => "LEAD",
             EventKind::Sale => "PURCHASE",
         };
-        let tracking_type = config.event_names.get(event.kind).unwrap_or(kind_default);
+        let tracking_type = conversion
+            .mapped_event_name()
+            .or_else(|| config.event_names.get(event.kind))
+            .unwrap_or(kind_default);
         let mut metadata = Map::new();
         metadata.insert("conversion_id".into(), order_id(conversion).into());
         if let Some(money) = event.value {

@@ -240,9 +240,9 @@ impl JsonApi for Snapchat {
                 },
             });
         }
-        let name = config
-            .event_names
-            .get(event.kind)
+        let name = conversion
+            .mapped_event_name()
+            .or_else(|| config.event_names.get(event.kind))
             .unwrap_or(match event.kind {
                 EventKind::Lead => "SIGN_UP",
                 EventKind::Sale => "PURCHASE",

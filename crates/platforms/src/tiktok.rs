@@ -241,9 +241,9 @@ impl JsonApi for TikTok {
                 },
             });
         }
-        let name = config
-            .event_names
-            .get(event.kind)
+        let name = conversion
+            .mapped_event_name()
+            .or_else(|| config.event_names.get(event.kind))
             .unwrap_or(match event.kind {
                 EventKind::Lead => "Lead",
                 EventKind::Sale => "Purchase",

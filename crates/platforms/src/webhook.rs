@@ -201,6 +201,8 @@ struct Body<'a> {
     event: &'a Event,
     attribution: &'a Attribution,
     routing: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapping: Option<&'a crate::model::EventMapping>,
 }
 
 /// The JSON a webhook receives for `conversion`.
@@ -211,6 +213,7 @@ pub fn body(conversion: &Conversion, routing: &Value) -> Result<Vec<u8>, serde_j
         event: &conversion.event,
         attribution: &conversion.attribution,
         routing,
+        mapping: conversion.mapping.as_ref(),
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod backfill;
 pub mod clicks;
+pub mod conversion_events;
 pub mod destinations;
 pub mod dispatches;
 pub mod docs;
@@ -82,6 +83,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .patch(destinations::update)
                     .delete(destinations::delete)
                     .default_service(only("GET, HEAD, PATCH, DELETE")),
+            )
+            .service(
+                web::resource("/conversion-events")
+                    .route(get().to(conversion_events::list))
+                    .default_service(only("GET, HEAD")),
+            )
+            .service(
+                web::resource("/conversion-events/{event_name}")
+                    .route(get().to(conversion_events::get))
+                    .put(conversion_events::put)
+                    .delete(conversion_events::delete)
+                    .default_service(only("GET, HEAD, PUT, DELETE")),
             )
             .service(
                 web::resource("/dispatches")

@@ -296,6 +296,7 @@ pub fn sale(invoice: &str, now: OffsetDateTime) -> Conversion {
         event,
         attribution,
         routing: Value::Null,
+        mapping: None,
     }
 }
 
