@@ -10,6 +10,14 @@
 //! the forwarder only ever holds a `&dyn Adapter` and drives every platform the same way, and the
 //! age limits ([`deliver`]) are applied to all of them before anything is sent.
 //!
+//! Every platform sends through one loop (`batch`): its module says how one conversion
+//! becomes one row of its wire format (or why it is not sent), how the request for some rows is
+//! built and what an answer means for each row; the loop groups the rows into requests, gets
+//! the OAuth access token where the platform exchanges a refresh token (and refreshes it once
+//! after a refusal), retries transport failures, 408, 429 and 5xx honouring `Retry-After`,
+//! sends again without the rows a whole-request refusal named (or splits a request refused for
+//! a row it did not name), parks the destination on a long 429 and records every request.
+//!
 //! A call is one attempt for a batch: it may take several HTTP requests (an OAuth refresh, the
 //! one retry after a 401, the re-send of events a whole-batch refusal did not name), but it
 //! never waits out a backoff: the caller schedules the next attempt with [`RetryPolicy`].
@@ -22,8 +30,10 @@
 //! # Adding a platform
 //!
 //! 1. One module, `src/<platform>.rs`: its `Config` and `Credentials` (serde, camelCase), their
-//!    checks (every bad field listed), its [`Limits`], its normalise-and-hash rules, the request
-//!    it builds and the classification of each answer, with unit tests of the wire examples from
+//!    checks (every bad field listed), its [`Limits`] and the [`Platform`] impl whose `send` is
+//!    the shared loop; its steps over that loop (`batch::JsonApi`): the row of one conversion
+//!    normalised and hashed by its rules, the request for some rows, the answer classified per
+//!    row (and the refresh-token grant, when it has one); unit tests of the wire examples from
 //!    the platform's docs.
 //! 2. One registry line in [`adapter`], one variant of [`events::DestinationType`], its click ids
 //!    in [`events::ClickIds`] and its row in the matcher's routing table, its base address in
@@ -281,6 +291,11 @@ impl Collector {
                 self.park = Some(park);
             }
         }
+    }
+
+    /// The credentials in use, for a record.
+    fn secret_list(&self) -> Vec<String> {
+        self.secrets.clone()
     }
 
     fn add_secret(&mut self, secret: &str) {
