@@ -351,6 +351,25 @@ fn prepare(
     let source_url = non_empty(event.page_url.as_ref())
         .or_else(|| touchpoint.and_then(|click| non_empty(click.url.as_ref())))
         .filter(|url| url.starts_with("https://") || url.starts_with("http://"));
+    // Meta refuses a whole request for one website event without both (and the split that
+    // finds it costs requests): such an event is settled here.
+    if action_source == "website"
+        && (source_url.is_none() || !user_data.contains_key("client_user_agent"))
+    {
+        return Err(if denied {
+            Outcome::Skipped {
+                reason: "consent_denied: adUserData is denied, and Meta takes a website event \
+                         only with the person's user agent"
+                    .into(),
+            }
+        } else {
+            classify::permanent(
+                "Meta takes a website event only with an http(s) page URL (pageUrl or the \
+                 touchpoint's landing page) and the person's user agent: send them, or set the \
+                 destination's actionSource",
+            )
+        });
+    }
     if let Some(url) = source_url {
         server_event.insert("event_source_url".into(), url.into());
     }
