@@ -3,13 +3,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run test test-steps lint unit contract bench db-reset build
+.PHONY: help run test test-steps lint unit sdk-check contract bench db-reset build
 
 help:
 	@echo "make run       start a local PostgreSQL (unless DATABASE_URL is set), migrate, print a dev key, serve"
 	@echo "make test      lint, then every test against a real PostgreSQL"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make contract  the running server against openapi.yaml (schemathesis, examples, /docs in Chromium)"
+	@echo "make sdk-check the request bodies the platform fakes accept, checked with the platforms' official libraries"
 	@echo "make bench     drive the release server over loopback and print events/s, latency, memory;"
 	@echo "               then attribution at scale (repeat customers, history, supernode) against pgbench;"
 	@echo "               then reports over 1,000,000 conversions (BENCH_REPORTS=0 skips it)"
@@ -34,10 +35,14 @@ unit:
 contract:
 	@scripts/with-localpg.sh scripts/contract.sh
 
+sdk-check:
+	@scripts/sdk-check.sh
+
 test: lint
 	@scripts/with-localpg.sh $(MAKE) --no-print-directory test-steps
 
 test-steps: unit
+	@scripts/sdk-check.sh
 	@scripts/contract.sh
 	@scripts/examples.sh
 	@scripts/ui-test.sh
