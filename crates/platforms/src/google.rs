@@ -247,6 +247,17 @@ impl Platform for Google {
         })
     }
 
+    fn with_refresh_token(
+        &self,
+        credentials: &GoogleCredentials,
+        refresh_token: &str,
+    ) -> Option<GoogleCredentials> {
+        Some(GoogleCredentials {
+            refresh_token: refresh_token.to_owned(),
+            ..credentials.clone()
+        })
+    }
+
     fn send<'a>(
         &'a self,
         http: &'a Platforms,

@@ -237,6 +237,32 @@ pub struct SendReport {
     /// Set when the platform asked to come back much later because a quota is spent: the
     /// destination waits, and the conversions this call could not deliver spend no attempt.
     pub park: Option<delivery::Park>,
+    /// Set when the token endpoint rotated the destination's refresh token: its credentials
+    /// should be stored again with the new one.
+    pub rotated: Option<Rotated>,
+}
+
+/// A refresh token the token endpoint handed out in place of the destination's, and the
+/// destination's credentials with it (filled in by the adapter that knows their shape). Never
+/// shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub(crate) refresh_token: String,
+    pub(crate) credentials: Option<Value>,
+}
+
+impl Rotated {
+    /// The destination's credentials holding the new refresh token (the credentials' JSON, as
+    /// its adapter reads them), when the adapter could write them.
+    pub fn credentials(&self) -> Option<&Value> {
+        self.credentials.as_ref()
+    }
+}
+
+impl std::fmt::Debug for Rotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rotated { .. }")
+    }
 }
 
 impl SendReport {
@@ -256,6 +282,7 @@ impl SendReport {
             outcomes: vec![outcome.clone(); count],
             requests: Vec::new(),
             park: None,
+            rotated: None,
         }
     }
 }
@@ -268,6 +295,8 @@ struct Collector {
     park: Option<delivery::Park>,
     /// Credentials in use, blanked out of every outcome's message (a platform may echo them).
     secrets: Vec<String>,
+    /// A new refresh token the token endpoint handed out.
+    refresh_token: Option<String>,
 }
 
 impl Collector {
@@ -277,6 +306,7 @@ impl Collector {
             requests: Vec::new(),
             park: None,
             secrets: Vec::new(),
+            refresh_token: None,
         }
     }
 
@@ -343,6 +373,10 @@ impl Collector {
             outcomes,
             requests: self.requests,
             park: self.park,
+            rotated: self.refresh_token.map(|refresh_token| Rotated {
+                refresh_token,
+                credentials: None,
+            }),
         }
     }
 }

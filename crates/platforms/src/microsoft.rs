@@ -174,6 +174,17 @@ impl Platform for MicrosoftAds {
         }
     }
 
+    fn with_refresh_token(
+        &self,
+        credentials: &MicrosoftAdsCredentials,
+        refresh_token: &str,
+    ) -> Option<MicrosoftAdsCredentials> {
+        Some(MicrosoftAdsCredentials {
+            refresh_token: refresh_token.to_owned(),
+            ..credentials.clone()
+        })
+    }
+
     fn send<'a>(
         &'a self,
         http: &'a Platforms,
