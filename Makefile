@@ -13,7 +13,8 @@ help:
 	@echo "make sdk-check the request bodies the platform fakes accept, checked with the platforms' official libraries"
 	@echo "make bench     drive the release server over loopback and print events/s, latency, memory;"
 	@echo "               then attribution at scale (repeat customers, history, supernode) against pgbench;"
-	@echo "               then reports over 1,000,000 conversions (BENCH_REPORTS=0 skips it)"
+	@echo "               then reports over 1,000,000 conversions (BENCH_REPORTS=0 skips it);"
+	@echo "               then the forwarder's drain to each ad platform's fake (BENCH_PLATFORMS=0 skips it)"
 	@echo "make db-reset  stop the local PostgreSQL and delete its data"
 
 build:
@@ -51,6 +52,7 @@ bench:
 	@scripts/bench.sh
 	@if [ "$${BENCH_MATCHER:-1}" != 0 ]; then scripts/bench-matcher.sh; fi
 	@if [ "$${BENCH_REPORTS:-1}" != 0 ]; then scripts/bench-reports.sh; fi
+	@if [ "$${BENCH_PLATFORMS:-1}" != 0 ]; then scripts/bench-platforms.sh; fi
 
 db-reset:
 	@scripts/localpg.sh reset
