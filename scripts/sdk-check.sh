@@ -31,6 +31,14 @@ venv() {
   want=$(sha256sum "$requirements" | cut -d' ' -f1)
   if [[ ! -x $dir/bin/python || ! -f $stamp || $(<"$stamp") != "$want" ]]; then
     say "installing $(basename "$requirements") into $dir"
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+      if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      else
+        say "python3 with venv is needed (Debian: apt-get install python3-venv)"
+        exit 1
+      fi
+    fi
     rm -rf "$dir"
     python3 -m venv "$dir"
     "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
