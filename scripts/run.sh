@@ -41,6 +41,9 @@ if [[ -z $key ]]; then
 fi
 
 listen=${CONVRELAY_LISTEN:-127.0.0.1:8080}
+# The example sale is an hour old, whenever this runs: ad platforms skip old conversions
+# (too_old_for_platform: Meta takes 7 days).
+sold_at=$(date -u -d '1 hour ago' +%Y-%m-%dT%H:%M:%S.000Z)
 cat >&2 <<MSG
 
   Convrelay is starting on http://$listen
@@ -51,7 +54,7 @@ cat >&2 <<MSG
   Try it:
 
     curl -sS http://$listen/v1/events -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
-      -d '{"event":"sale","timestamp":"2026-04-10T12:45:10.000Z","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}'
+      -d '{"event":"sale","timestamp":"$sold_at","clickId":"clk_abc123","customerExternalId":"user_123","email":"alex@example.com","currency":"USD","amount":199.0,"invoiceId":"inv_987"}'
 
 MSG
 exec "$bin" serve

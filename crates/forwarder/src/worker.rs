@@ -28,6 +28,7 @@ use platforms::delivery::{ConfirmationMode, ConfirmationStatus, Park, UploadChec
 use platforms::model::{Conversion, Outcome};
 use platforms::{Endpoints, Platforms, RequestRecord, RetryPolicy, SendReport};
 
+use crate::destinations::{self, Destination};
 use crate::pacing::{self, Permit};
 use crate::queue::{self, AttemptResult, ClaimedDispatch, DispatchKind, DispatchStatus};
 use crate::{ids, Cipher, Result};
@@ -427,7 +428,7 @@ impl Forwarder {
                     }
                     timed(chunk, |now| async move {
                         let platforms = &self.platforms;
-                        match kind {
+                        let report = match kind {
                             DispatchKind::Conversion => {
                                 adapter
                                     .send(platforms, config, credentials.json(), &batch, now)
@@ -443,13 +444,50 @@ impl Forwarder {
                                     .restate(platforms, config, credentials.json(), &batch, now)
                                     .await
                             }
+                        };
+                        if let Some(rotated) = report.rotated.as_ref().and_then(|r| r.credentials())
+                        {
+                            self.keep_rotated(destination, rotated).await;
                         }
+                        report
                     })
                     .await
                 }));
             }
         }
         calls
+    }
+
+    /// Stores the credentials with the refresh token the platform rotated (Microsoft's token
+    /// endpoint hands out a new one with every exchange), so that the destination keeps working
+    /// after the old one expires. A failure costs nothing now (the old token still works): it is
+    /// logged, and the next exchange rotates again.
+    async fn keep_rotated(&self, destination: &Destination, credentials: &serde_json::Value) {
+        let wire = ids::to_wire(ids::DESTINATION, destination.id);
+        let kept = match self.pool.get().await {
+            Ok(client) => {
+                destinations::keep_rotated_credentials(
+                    &client,
+                    &self.cipher,
+                    destination,
+                    credentials,
+                )
+                .await
+            }
+            Err(error) => Err(crate::Error::from(error)),
+        };
+        match kept {
+            Ok(true) => tracing::info!(destination = %wire, "rotated refresh token stored"),
+            Ok(false) => tracing::info!(
+                destination = %wire,
+                "credentials replaced meanwhile: the rotated refresh token is not stored"
+            ),
+            Err(error) => tracing::warn!(
+                destination = %wire,
+                error = %error_chain(&error),
+                "storing the rotated refresh token failed"
+            ),
+        }
     }
 
     /// Runs the calls, a few at a time, extending the claim's lease while they take long.

@@ -125,6 +125,16 @@ pub trait Platform: Send + Sync + 'static {
         Box::pin(async move { SendReport::uniform(batch.len(), &outcome) })
     }
 
+    /// The credentials with `refresh_token` in place of theirs, for a platform whose token
+    /// endpoint rotates refresh tokens; `None` when it has none.
+    fn with_refresh_token(
+        &self,
+        _credentials: &Self::Credentials,
+        _refresh_token: &str,
+    ) -> Option<Self::Credentials> {
+        None
+    }
+
     /// How the platform confirms what it accepted: at once, unless it processes uploads later.
     fn confirmation_mode(&self, _config: &Self::Config) -> ConfirmationMode {
         ConfirmationMode::Immediate
@@ -388,7 +398,8 @@ impl<P: Platform> Adapter for P {
                 Ok(credentials) => credentials,
                 Err(error) => return unreadable("credentials", &error, batch.len()),
             };
-            Platform::retract(self, http, &config, &credentials, batch, now).await
+            let report = Platform::retract(self, http, &config, &credentials, batch, now).await;
+            with_rotated(self, &credentials, report)
         })
     }
 
@@ -413,7 +424,8 @@ impl<P: Platform> Adapter for P {
                 Ok(credentials) => credentials,
                 Err(error) => return unreadable("credentials", &error, batch.len()),
             };
-            Platform::restate(self, http, &config, &credentials, batch, now).await
+            let report = Platform::restate(self, http, &config, &credentials, batch, now).await;
+            with_rotated(self, &credentials, report)
         })
     }
 
@@ -511,9 +523,17 @@ pub async fn deliver<P: Platform>(
     }
     let mut requests = Vec::new();
     let mut park: Option<crate::delivery::Park> = None;
+    let mut rotated = None;
     for chunk in send.chunks(limits.batch_size.max(1)) {
         let items: Vec<Conversion> = chunk.iter().map(|&i| batch[i].clone()).collect();
-        let report = platform.send(http, config, credentials, &items, now).await;
+        let report = with_rotated(
+            platform,
+            credentials,
+            platform.send(http, config, credentials, &items, now).await,
+        );
+        if report.rotated.is_some() {
+            rotated = report.rotated.clone();
+        }
         if let Some(asked) = report.park {
             if park.as_ref().is_none_or(|known| known.wait < asked.wait) {
                 park = Some(asked);
@@ -544,7 +564,23 @@ pub async fn deliver<P: Platform>(
             .collect(),
         requests,
         park,
+        rotated,
     }
+}
+
+/// `report` with the destination's credentials holding the refresh token the token endpoint
+/// rotated, if it did.
+pub(crate) fn with_rotated<P: Platform>(
+    platform: &P,
+    credentials: &P::Credentials,
+    mut report: SendReport,
+) -> SendReport {
+    if let Some(rotated) = report.rotated.as_mut() {
+        rotated.credentials = platform
+            .with_refresh_token(credentials, &rotated.refresh_token)
+            .and_then(|credentials| serde_json::to_value(credentials).ok());
+    }
+    report
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use time::{Duration as TimeDuration, OffsetDateTime, UtcOffset};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{self, Answer, JsonApi};
 use crate::delivery::{CheckReport, ConfirmationMode, ConfirmationStatus, Quota, UploadCheck};
 use crate::model::{Conversion, Outcome, PerKind};
 use crate::oauth::RefreshGrant;
@@ -41,10 +42,6 @@ pub const ADS_API_VERSION: &str = "v26";
 
 /// Data Manager ingestion requests per minute per Google Cloud project.
 pub const DATA_MANAGER_REQUESTS_PER_MINUTE: u32 = 300;
-
-/// How many times a Data Manager request is re-sent without the events its 400 named, before
-/// the rest are left to the next attempt.
-const MAX_DATA_MANAGER_ROUNDS: usize = 5;
 
 /// `conversionDateTime` / `adjustmentDateTime`: `yyyy-mm-dd hh:mm:ss+hh:mm`, here always in UTC.
 pub fn ads_datetime(at: OffsetDateTime) -> String {
@@ -213,14 +210,7 @@ impl Platform for Google {
         batch: &'a [Conversion],
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport> {
-        Box::pin(adjust(
-            http,
-            config,
-            credentials,
-            batch,
-            now,
-            Adjustment::Restatement,
-        ))
+        Box::pin(adjust::<true>(http, config, credentials, batch, now))
     }
 
     /// Data Manager processes an accepted upload later; a `validateOnly` request stores nothing
@@ -254,6 +244,17 @@ impl Platform for Google {
             ),
             per_minute: DATA_MANAGER_REQUESTS_PER_MINUTE,
             source: "Data Manager API: 300 ingestion requests per minute per Google Cloud project",
+        })
+    }
+
+    fn with_refresh_token(
+        &self,
+        credentials: &GoogleCredentials,
+        refresh_token: &str,
+    ) -> Option<GoogleCredentials> {
+        Some(GoogleCredentials {
+            refresh_token: refresh_token.to_owned(),
+            ..credentials.clone()
         })
     }
 
@@ -374,7 +375,6 @@ fn check_config(
 /// One conversion ready for either Google API.
 #[derive(Debug, Clone)]
 struct Row {
-    index: usize,
     action_id: String,
     order_id: String,
     /// The event time, never after `now` (events may carry a few minutes of clock skew; Google
@@ -444,7 +444,6 @@ fn google_click(conversion: &Conversion) -> Option<(&'static str, String)> {
 
 fn prepare(
     config: &GoogleAdsConfig,
-    index: usize,
     conversion: &Conversion,
     now: OffsetDateTime,
 ) -> Result<Row, Outcome> {
@@ -500,7 +499,6 @@ fn prepare(
             .map(|amount| (amount, money.currency().code()))
     });
     Ok(Row {
-        index,
         action_id,
         order_id: order_id(conversion),
         at: event.timestamp.min(now),
@@ -696,15 +694,13 @@ fn data_manager_body(config: &GoogleAdsConfig, rows: &[&Row]) -> Value {
     })
 }
 
-/// A collector that keeps the credentials out of every outcome.
-fn collector_for(creds: &GoogleCredentials, count: usize) -> Collector {
-    let mut collector = Collector::new(count);
-    collector.add_secret(&creds.client_secret);
-    collector.add_secret(&creds.refresh_token);
+/// Everything a record or outcome must not show (the access token is added once known).
+fn google_secrets(creds: &GoogleCredentials) -> Vec<&str> {
+    let mut secrets = vec![creds.client_secret.as_str(), creds.refresh_token.as_str()];
     if let Some(developer_token) = creds.developer_token.as_deref() {
-        collector.add_secret(developer_token);
+        secrets.push(developer_token);
     }
-    collector
+    secrets
 }
 
 /// The refresh-token grant of `creds` at Google's token endpoint.
@@ -718,73 +714,6 @@ fn grant<'a>(platforms: &'a Platforms, creds: &'a GoogleCredentials) -> RefreshG
         refresh_token: &creds.refresh_token,
         scope: None,
     }
-}
-
-/// Everything a record must not show.
-fn secrets<'a>(creds: &'a GoogleCredentials, token: &'a str) -> Vec<&'a str> {
-    let mut secrets = vec![
-        creds.client_secret.as_str(),
-        creds.refresh_token.as_str(),
-        token,
-    ];
-    if let Some(developer_token) = creds.developer_token.as_deref() {
-        secrets.push(developer_token);
-    }
-    secrets
-}
-
-/// Sends with a cached access token; on a 401, refreshes it once and sends again. The error is
-/// the outcome of every conversion in the request (no token could be had).
-async fn send_authorized(
-    platforms: &Platforms,
-    creds: &GoogleCredentials,
-    target: RequestTarget,
-    indexes: &[usize],
-    collector: &mut Collector,
-    build: impl Fn(&str) -> reqwest::RequestBuilder,
-) -> Result<(Exchange, String), Outcome> {
-    let token = platforms
-        .tokens
-        .access_token(platforms, &grant(platforms, creds), indexes, collector)
-        .await?;
-    collector.add_secret(&token);
-    let exchange = platforms.execute(build(&token)).await;
-    if exchange.status != Some(401) {
-        return Ok((exchange, token));
-    }
-    collector.requests.push(record(
-        target,
-        indexes.to_vec(),
-        &exchange,
-        Some("HTTP 401: the access token was refused; refreshing it once".into()),
-        &secrets(creds, &token),
-    ));
-    tracing::info!(
-        target = target.as_str(),
-        "google refused the access token; refreshing"
-    );
-    platforms
-        .tokens
-        .invalidate(&grant(platforms, creds), &token)
-        .await;
-    let token = platforms
-        .tokens
-        .access_token(platforms, &grant(platforms, creds), indexes, collector)
-        .await?;
-    collector.add_secret(&token);
-    let exchange = platforms.execute(build(&token)).await;
-    Ok((exchange, token))
-}
-
-fn log_exchange(target: RequestTarget, exchange: &Exchange, count: usize) {
-    tracing::debug!(
-        target = target.as_str(),
-        status = ?exchange.status,
-        duration_ms = u64::try_from(exchange.duration.as_millis()).unwrap_or(u64::MAX),
-        conversions = count,
-        request_id = exchange.header("request-id").as_deref().unwrap_or(""),
-        "google request"
-    );
 }
 
 /// True when a field path element names `field`: Google writes proto field names there
@@ -854,75 +783,35 @@ fn ads_row_outcomes(body: &Value, list_field: &str, count: usize) -> Vec<Outcome
     outcomes
 }
 
-/// The outcomes of an Ads API request, and the request-level error to record.
-fn ads_outcomes(
-    exchange: &Exchange,
-    list_field: &str,
-    count: usize,
-) -> (Vec<Outcome>, Option<String>) {
-    if let Some(outcome) = exchange.transport_outcome() {
-        return (vec![outcome; count], None);
-    }
+/// What an Ads API answer means for its `count` rows: per row from a 200 (partial failures,
+/// `ORDER_ID_ALREADY_IN_USE` as already delivered), else the request's failure for all of them
+/// (`retryDelay` and `Retry-After` honoured).
+fn ads_answer(exchange: &Exchange, list_field: &str, count: usize) -> Answer {
     let status = exchange.status.unwrap_or(0);
     if exchange.is_success() {
         return match exchange.json().filter(Value::is_object) {
-            Some(body) => (ads_row_outcomes(&body, list_field, count), None),
-            None => {
-                let outcome = classify::unexpected_body(status, "not JSON");
-                let error = outcome_error(&outcome);
-                (vec![outcome; count], error)
-            }
+            Some(body) => Answer::Rows(ads_row_outcomes(&body, list_field, count)),
+            None => Answer::All(classify::unexpected_body(status, "not JSON")),
         };
     }
-    let outcome = classify::google_request_failure(status, exchange.retry_after(), &exchange.body);
-    let error = outcome_error(&outcome);
-    (vec![outcome; count], error)
+    Answer::All(classify::google_request_failure(
+        status,
+        exchange.retry_after(),
+        &exchange.body,
+    ))
 }
 
-fn outcome_error(outcome: &Outcome) -> Option<String> {
-    match outcome {
-        Outcome::Retry { error, .. } | Outcome::Permanent { error } => Some(error.clone()),
-        _ => None,
-    }
-}
-
-/// One of the two Ads API methods.
-#[derive(Debug, Clone, Copy)]
-struct AdsMethod {
-    target: RequestTarget,
-    /// The custom method in the path.
-    name: &'static str,
-    /// The list of rows in the body, named in `partialFailureError` locations.
-    list_field: &'static str,
-}
-
-const UPLOAD_CLICK_CONVERSIONS: AdsMethod = AdsMethod {
-    target: RequestTarget::GoogleAdsUploadClickConversions,
-    name: "uploadClickConversions",
-    list_field: "conversions",
-};
-
-const UPLOAD_CONVERSION_ADJUSTMENTS: AdsMethod = AdsMethod {
-    target: RequestTarget::GoogleAdsUploadConversionAdjustments,
-    name: "uploadConversionAdjustments",
-    list_field: "conversionAdjustments",
-};
-
-/// POSTs one Ads API request and records what every row got.
-async fn ads_request(
+/// A POST of one Ads API method (`uploadClickConversions`, `uploadConversionAdjustments`) with
+/// `items` as its `list_field`.
+fn ads_request(
     platforms: &Platforms,
     config: &GoogleAdsConfig,
     creds: &GoogleCredentials,
-    ads_method: AdsMethod,
+    token: Option<&str>,
+    method: &str,
+    list_field: &str,
     items: Vec<Value>,
-    indexes: Vec<usize>,
-    collector: &mut Collector,
-) {
-    let AdsMethod {
-        target,
-        name: method,
-        list_field,
-    } = ads_method;
+) -> reqwest::RequestBuilder {
     let customer_id = digits_only(&config.customer_id);
     let url = super::join(
         &platforms.endpoints.google_ads,
@@ -933,180 +822,289 @@ async fn ads_request(
         "partialFailure": true,
         "validateOnly": config.validate_only,
     });
-    let body = body.to_string();
-    let login = config
+    let mut request = platforms
+        .client
+        .post(&url)
+        .bearer_auth(token.unwrap_or_default())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string());
+    if let Some(developer_token) = creds
+        .developer_token
+        .as_deref()
+        .filter(|token| !token.is_empty())
+    {
+        request = request.header("developer-token", developer_token);
+    }
+    if let Some(login) = config
         .login_customer_id
         .as_deref()
         .map(digits_only)
-        .filter(|login| !login.is_empty());
-    let build = |token: &str| {
-        let mut request = platforms
-            .client
-            .post(&url)
-            .bearer_auth(token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.clone());
-        if let Some(developer_token) = creds
-            .developer_token
-            .as_deref()
-            .filter(|token| !token.is_empty())
-        {
-            request = request.header("developer-token", developer_token);
-        }
-        if let Some(login) = &login {
-            request = request.header("login-customer-id", login.as_str());
-        }
-        request
-    };
-    match send_authorized(platforms, creds, target, &indexes, collector, build).await {
-        Err(outcome) => collector.set_all(&indexes, &outcome),
-        Ok((exchange, token)) => {
-            log_exchange(target, &exchange, indexes.len());
-            let (outcomes, error) = ads_outcomes(&exchange, list_field, indexes.len());
-            if let Some(first) = outcomes.first() {
-                collector.park_if(exchange.status, first);
-            }
-            collector.requests.push(record(
-                target,
-                indexes.clone(),
-                &exchange,
-                error,
-                &secrets(creds, &token),
-            ));
-            for (index, outcome) in indexes.into_iter().zip(outcomes) {
-                collector.set(index, outcome);
-            }
-        }
+        .filter(|login| !login.is_empty())
+    {
+        request = request.header("login-customer-id", login);
+    }
+    request
+}
+
+/// `uploadClickConversions` of the Google Ads API.
+struct AdsClickConversions;
+
+impl JsonApi for AdsClickConversions {
+    type Config = GoogleAdsConfig;
+    type Credentials = GoogleCredentials;
+    type Row = Row;
+
+    const TARGET: RequestTarget = RequestTarget::GoogleAdsUploadClickConversions;
+
+    fn secrets(credentials: &GoogleCredentials) -> Vec<&str> {
+        google_secrets(credentials)
+    }
+
+    fn grant<'a>(
+        platforms: &'a Platforms,
+        credentials: &'a GoogleCredentials,
+    ) -> Option<RefreshGrant<'a>> {
+        Some(grant(platforms, credentials))
+    }
+
+    fn row(
+        config: &GoogleAdsConfig,
+        conversion: &Conversion,
+        now: OffsetDateTime,
+    ) -> Result<Row, Outcome> {
+        prepare(config, conversion, now)
+    }
+
+    fn groups(rows: Vec<(usize, Row)>) -> Vec<Vec<(usize, Row)>> {
+        chunks(rows, |(_, row)| row.order_id.as_str())
+    }
+
+    fn request(
+        platforms: &Platforms,
+        config: &GoogleAdsConfig,
+        credentials: &GoogleCredentials,
+        token: Option<&str>,
+        rows: &[&Row],
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
+        let customer_id = digits_only(&config.customer_id);
+        let items = rows
+            .iter()
+            .map(|row| ads_conversion(&customer_id, row))
+            .collect();
+        Ok(ads_request(
+            platforms,
+            config,
+            credentials,
+            token,
+            "uploadClickConversions",
+            "conversions",
+            items,
+        ))
+    }
+
+    fn transient(exchange: &Exchange, rows: &[&Row]) -> Answer {
+        Self::answer(exchange, rows)
+    }
+
+    fn answer(exchange: &Exchange, rows: &[&Row]) -> Answer {
+        ads_answer(exchange, "conversions", rows.len())
     }
 }
 
-/// Sends rows through the Data Manager API, re-sending at once without the events a 400 named.
-async fn data_manager_request(
-    platforms: &Platforms,
-    config: &GoogleAdsConfig,
-    creds: &GoogleCredentials,
-    rows: Vec<Row>,
-    collector: &mut Collector,
-) {
-    let target = RequestTarget::GoogleDataManagerIngest;
-    let url = super::join(
-        &platforms.endpoints.google_data_manager,
-        "/v1/events:ingest",
-    );
-    let mut pending: Vec<&Row> = rows.iter().collect();
-    for _ in 0..MAX_DATA_MANAGER_ROUNDS {
-        let indexes: Vec<usize> = pending.iter().map(|row| row.index).collect();
-        let body = data_manager_body(config, &pending).to_string();
-        let build = |token: &str| {
-            platforms
-                .client
-                .post(&url)
-                .bearer_auth(token)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-        };
-        let (exchange, token) =
-            match send_authorized(platforms, creds, target, &indexes, collector, build).await {
-                Ok(answer) => answer,
-                Err(outcome) => {
-                    collector.set_all(&indexes, &outcome);
-                    return;
-                }
+/// `uploadConversionAdjustments` of the Google Ads API: retractions, or (`RESTATEMENT`)
+/// restatements.
+struct AdsAdjustments<const RESTATEMENT: bool>;
+
+impl<const RESTATEMENT: bool> JsonApi for AdsAdjustments<RESTATEMENT> {
+    type Config = GoogleAdsConfig;
+    type Credentials = GoogleCredentials;
+    /// The order id and the `ConversionAdjustment`.
+    type Row = (String, Value);
+
+    const TARGET: RequestTarget = RequestTarget::GoogleAdsUploadConversionAdjustments;
+
+    fn secrets(credentials: &GoogleCredentials) -> Vec<&str> {
+        google_secrets(credentials)
+    }
+
+    fn grant<'a>(
+        platforms: &'a Platforms,
+        credentials: &'a GoogleCredentials,
+    ) -> Option<RefreshGrant<'a>> {
+        Some(grant(platforms, credentials))
+    }
+
+    /// By order id (A.5): `restatementValue` (the new total) is required for `RESTATEMENT` and
+    /// refused on `RETRACTION`.
+    fn row(
+        config: &GoogleAdsConfig,
+        conversion: &Conversion,
+        now: OffsetDateTime,
+    ) -> Result<(String, Value), Outcome> {
+        let customer_id = digits_only(&config.customer_id);
+        let action = action_id(
+            config,
+            conversion.event.kind,
+            conversion.mapped_conversion_action(),
+        )?;
+        let order_id = order_id(conversion);
+        // The adjustment must come after the conversion it adjusts.
+        let at = now.max(conversion.event.timestamp + TimeDuration::seconds(1));
+        let mut adjustment = json!({
+            "orderId": order_id,
+            "conversionAction": format!("customers/{customer_id}/conversionActions/{action}"),
+            "adjustmentType": if RESTATEMENT { "RESTATEMENT" } else { "RETRACTION" },
+            "adjustmentDateTime": ads_datetime(at),
+        });
+        if RESTATEMENT {
+            let value = conversion.event.value.and_then(|money| {
+                money
+                    .amount()
+                    .to_f64()
+                    .map(|amount| (amount, money.currency().code()))
+            });
+            let Some((amount, currency)) = value else {
+                return Err(classify::permanent(
+                    "a restatement needs the new value and its currency",
+                ));
             };
-        log_exchange(target, &exchange, indexes.len());
-        let secrets = secrets(creds, &token);
-        if let Some(outcome) = exchange.transport_outcome() {
-            collector
-                .requests
-                .push(record(target, indexes.clone(), &exchange, None, &secrets));
-            collector.set_all(&indexes, &outcome);
-            return;
+            if let Some(map) = adjustment.as_object_mut() {
+                map.insert(
+                    "restatementValue".into(),
+                    json!({"adjustedValue": money_json(amount), "currencyCode": currency}),
+                );
+            }
         }
+        Ok((order_id, adjustment))
+    }
+
+    fn groups(rows: Vec<(usize, (String, Value))>) -> Vec<Vec<(usize, (String, Value))>> {
+        chunks(rows, |(_, (order_id, _))| order_id.as_str())
+    }
+
+    fn request(
+        platforms: &Platforms,
+        config: &GoogleAdsConfig,
+        credentials: &GoogleCredentials,
+        token: Option<&str>,
+        rows: &[&(String, Value)],
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
+        let items = rows
+            .iter()
+            .map(|(_, adjustment)| adjustment.clone())
+            .collect();
+        Ok(ads_request(
+            platforms,
+            config,
+            credentials,
+            token,
+            "uploadConversionAdjustments",
+            "conversionAdjustments",
+            items,
+        ))
+    }
+
+    fn transient(exchange: &Exchange, rows: &[&(String, Value)]) -> Answer {
+        Self::answer(exchange, rows)
+    }
+
+    fn answer(exchange: &Exchange, rows: &[&(String, Value)]) -> Answer {
+        ads_answer(exchange, "conversionAdjustments", rows.len())
+    }
+}
+
+/// `events:ingest` of the Data Manager API.
+struct DataManagerIngest;
+
+impl JsonApi for DataManagerIngest {
+    type Config = GoogleAdsConfig;
+    type Credentials = GoogleCredentials;
+    type Row = Row;
+
+    const TARGET: RequestTarget = RequestTarget::GoogleDataManagerIngest;
+
+    fn secrets(credentials: &GoogleCredentials) -> Vec<&str> {
+        google_secrets(credentials)
+    }
+
+    fn grant<'a>(
+        platforms: &'a Platforms,
+        credentials: &'a GoogleCredentials,
+    ) -> Option<RefreshGrant<'a>> {
+        Some(grant(platforms, credentials))
+    }
+
+    fn row(
+        config: &GoogleAdsConfig,
+        conversion: &Conversion,
+        now: OffsetDateTime,
+    ) -> Result<Row, Outcome> {
+        prepare(config, conversion, now)
+    }
+
+    fn groups(rows: Vec<(usize, Row)>) -> Vec<Vec<(usize, Row)>> {
+        chunks(rows, |(_, row)| row.order_id.as_str())
+    }
+
+    fn request(
+        platforms: &Platforms,
+        config: &GoogleAdsConfig,
+        _credentials: &GoogleCredentials,
+        token: Option<&str>,
+        rows: &[&Row],
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
+        let url = super::join(
+            &platforms.endpoints.google_data_manager,
+            "/v1/events:ingest",
+        );
+        Ok(platforms
+            .client
+            .post(url)
+            .bearer_auth(token.unwrap_or_default())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(data_manager_body(config, rows).to_string()))
+    }
+
+    fn transient(exchange: &Exchange, rows: &[&Row]) -> Answer {
+        Self::answer(exchange, rows)
+    }
+
+    /// A 200 must carry the `requestId` the upload's processing status is read back by: one
+    /// without cannot be confirmed, so it is sent again (the `transactionId` makes Google count
+    /// it once). A 400 naming events in field violations fails them and sends the others again.
+    fn answer(exchange: &Exchange, rows: &[&Row]) -> Answer {
         let status = exchange.status.unwrap_or(0);
         if exchange.is_success() {
-            // The request id is what the upload's processing status is read back by: an answer
-            // without one cannot be confirmed, so it is sent again (the transactionId makes
-            // Google count it once).
-            let has_request_id = exchange.json().is_some_and(|body| {
+            let body = exchange.json();
+            let has_request_id = body.as_ref().is_some_and(|body| {
                 body.get("requestId")
                     .and_then(Value::as_str)
                     .is_some_and(|id| !id.trim().is_empty())
             });
-            let outcome = if has_request_id {
+            return Answer::All(if has_request_id {
                 Outcome::Succeeded
-            } else if exchange.json().is_some_and(|body| body.is_object()) {
+            } else if body.is_some_and(|body| body.is_object()) {
                 classify::unexpected_body(status, "no requestId")
             } else {
                 classify::unexpected_body(status, "not JSON")
-            };
-            collector.requests.push(record(
-                target,
-                indexes.clone(),
-                &exchange,
-                outcome_error(&outcome),
-                &secrets,
-            ));
-            collector.set_all(&indexes, &outcome);
-            return;
+            });
         }
-        let named: Vec<(usize, String)> = if status == 400 {
-            classify::data_manager_violations(&exchange.body)
+        if status == 400 {
+            let named: Vec<(usize, String)> = classify::data_manager_violations(&exchange.body)
                 .into_iter()
-                .filter(|(position, _)| *position < pending.len())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if named.is_empty() {
-            let outcome =
-                classify::google_request_failure(status, exchange.retry_after(), &exchange.body);
-            collector.park_if(exchange.status, &outcome);
-            collector.requests.push(record(
-                target,
-                indexes.clone(),
-                &exchange,
-                outcome_error(&outcome),
-                &secrets,
-            ));
-            collector.set_all(&indexes, &outcome);
-            return;
+                .filter(|(position, _)| *position < rows.len())
+                .map(|(position, violation)| (position, format!("INVALID_ARGUMENT: {violation}")))
+                .collect();
+            if !named.is_empty() {
+                return Answer::RefusedFor(named);
+            }
         }
-        collector.requests.push(record(
-            target,
-            indexes.clone(),
-            &exchange,
-            Some(format!(
-                "HTTP 400: {} of {} events refused; re-sending the others",
-                named.len(),
-                pending.len()
-            )),
-            &secrets,
-        ));
-        let refused: HashSet<usize> = named.iter().map(|(position, _)| *position).collect();
-        for (position, violation) in named {
-            collector.set(
-                pending[position].index,
-                classify::permanent(format!("HTTP 400 INVALID_ARGUMENT: {violation}")),
-            );
-        }
-        pending = pending
-            .into_iter()
-            .enumerate()
-            .filter(|(position, _)| !refused.contains(position))
-            .map(|(_, row)| row)
-            .collect();
-        if pending.is_empty() {
-            return;
-        }
+        Answer::All(classify::google_request_failure(
+            status,
+            exchange.retry_after(),
+            &exchange.body,
+        ))
     }
-    let indexes: Vec<usize> = pending.iter().map(|row| row.index).collect();
-    collector.set_all(
-        &indexes,
-        &classify::retry(
-            "the Data Manager API kept refusing other events of the request; sending again later",
-            None,
-        ),
-    );
 }
 
 /// See [`Google`]'s [`Platform::send`].
@@ -1117,40 +1115,14 @@ async fn send(
     batch: &[Conversion],
     now: OffsetDateTime,
 ) -> SendReport {
-    let mut collector = collector_for(creds, batch.len());
-    let mut rows = Vec::new();
-    for (index, conversion) in batch.iter().enumerate() {
-        match prepare(config, index, conversion, now) {
-            Ok(row) => rows.push(row),
-            Err(outcome) => collector.set(index, outcome),
+    match config.api {
+        GoogleApi::DataManager => {
+            batch::send::<DataManagerIngest>(platforms, config, creds, batch, now).await
+        }
+        GoogleApi::GoogleAdsApi => {
+            batch::send::<AdsClickConversions>(platforms, config, creds, batch, now).await
         }
     }
-    let customer_id = digits_only(&config.customer_id);
-    for chunk in chunks(rows, |row| row.order_id.as_str()) {
-        match config.api {
-            GoogleApi::DataManager => {
-                data_manager_request(platforms, config, creds, chunk, &mut collector).await;
-            }
-            GoogleApi::GoogleAdsApi => {
-                let indexes = chunk.iter().map(|row| row.index).collect();
-                let items = chunk
-                    .iter()
-                    .map(|row| ads_conversion(&customer_id, row))
-                    .collect();
-                ads_request(
-                    platforms,
-                    config,
-                    creds,
-                    UPLOAD_CLICK_CONVERSIONS,
-                    items,
-                    indexes,
-                    &mut collector,
-                )
-                .await;
-            }
-        }
-    }
-    collector.finish()
 }
 
 /// Reads `requestStatus:retrieve` for one upload request: one call for every event the request
@@ -1165,7 +1137,10 @@ async fn check_upload(
         &platforms.endpoints.google_data_manager,
         "/v1/requestStatus:retrieve",
     );
-    let mut collector = collector_for(creds, 0);
+    let mut collector = Collector::new(0);
+    for secret in google_secrets(creds) {
+        collector.add_secret(secret);
+    }
     let url = match reqwest::Url::parse_with_params(&url, &[("requestId", request_id)]) {
         Ok(url) => url,
         Err(_) => {
@@ -1177,31 +1152,47 @@ async fn check_upload(
             }
         }
     };
-    let build = |token: &str| platforms.client.get(url.clone()).bearer_auth(token);
-    let (exchange, token) =
-        match send_authorized(platforms, creds, target, &[], &mut collector, build).await {
-            Ok(answer) => answer,
-            Err(outcome) => {
-                let check = match outcome {
-                    Outcome::Permanent { error } => UploadCheck::Unavailable { error },
-                    Outcome::Retry { error, .. } => UploadCheck::Retry { error },
-                    _ => UploadCheck::Retry {
-                        error: "no access token".into(),
-                    },
-                };
-                return CheckReport {
-                    check,
-                    requests: collector.requests,
-                };
-            }
-        };
-    log_exchange(target, &exchange, 0);
+    let build = |token: &str| Ok(platforms.client.get(url.clone()).bearer_auth(token));
+    let exchange = match batch::authorized(
+        platforms,
+        &grant(platforms, creds),
+        target,
+        &[],
+        &mut collector,
+        |exchange| exchange.status == Some(401),
+        build,
+    )
+    .await
+    {
+        Ok(exchange) => exchange,
+        Err(outcome) => {
+            let check = match outcome {
+                Outcome::Permanent { error } => UploadCheck::Unavailable { error },
+                Outcome::Retry { error, .. } => UploadCheck::Retry { error },
+                _ => UploadCheck::Retry {
+                    error: "no access token".into(),
+                },
+            };
+            return CheckReport {
+                check,
+                requests: collector.requests,
+            };
+        }
+    };
+    tracing::debug!(
+        target = target.as_str(),
+        status = ?exchange.status,
+        duration_ms = u64::try_from(exchange.duration.as_millis()).unwrap_or(u64::MAX),
+        request_id = exchange.header("request-id").as_deref().unwrap_or(""),
+        "google request"
+    );
     let check = read_upload_status(&exchange);
     let error = match &check {
         UploadCheck::Retry { error } | UploadCheck::Unavailable { error } => Some(error.clone()),
         _ => None,
     };
-    let secrets = secrets(creds, &token);
+    let secrets = collector.secret_list();
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     collector
         .requests
         .push(record(target, Vec::new(), &exchange, error, &secrets));
@@ -1320,15 +1311,6 @@ fn read_upload_status(exchange: &Exchange) -> UploadCheck {
     UploadCheck::Final { status, detail }
 }
 
-/// The kind of a Google Ads API adjustment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Adjustment {
-    /// `RETRACTION`: value and count to zero.
-    Retraction,
-    /// `RESTATEMENT`: the conversion's new total value (`event.value`).
-    Restatement,
-}
-
 /// See [`Google`]'s [`Platform::retract`].
 async fn retract(
     platforms: &Platforms,
@@ -1337,18 +1319,17 @@ async fn retract(
     batch: &[Conversion],
     now: OffsetDateTime,
 ) -> SendReport {
-    adjust(platforms, config, creds, batch, now, Adjustment::Retraction).await
+    adjust::<false>(platforms, config, creds, batch, now).await
 }
 
-/// `uploadConversionAdjustments` by order id (A.5): retractions, or restatements with
-/// `restatementValue` (the new total, required for `RESTATEMENT` and refused on `RETRACTION`).
-async fn adjust(
+/// `uploadConversionAdjustments` by order id (A.5): retractions, or (`RESTATEMENT`)
+/// restatements; the Data Manager API has none.
+async fn adjust<const RESTATEMENT: bool>(
     platforms: &Platforms,
     config: &GoogleAdsConfig,
     creds: &GoogleCredentials,
     batch: &[Conversion],
     now: OffsetDateTime,
-    kind: Adjustment,
 ) -> SendReport {
     if config.api == GoogleApi::DataManager {
         return SendReport::uniform(
@@ -1358,73 +1339,7 @@ async fn adjust(
             },
         );
     }
-    let customer_id = digits_only(&config.customer_id);
-    let mut collector = collector_for(creds, batch.len());
-    let mut rows: Vec<(usize, String, Value)> = Vec::new();
-    for (index, conversion) in batch.iter().enumerate() {
-        let action = match action_id(
-            config,
-            conversion.event.kind,
-            conversion.mapped_conversion_action(),
-        ) {
-            Ok(action) => action,
-            Err(outcome) => {
-                collector.set(index, outcome);
-                continue;
-            }
-        };
-        let order_id = order_id(conversion);
-        // The adjustment must come after the conversion it adjusts.
-        let at = now.max(conversion.event.timestamp + TimeDuration::seconds(1));
-        let mut adjustment = json!({
-            "orderId": order_id,
-            "conversionAction": format!("customers/{customer_id}/conversionActions/{action}"),
-            "adjustmentType": match kind {
-                Adjustment::Retraction => "RETRACTION",
-                Adjustment::Restatement => "RESTATEMENT",
-            },
-            "adjustmentDateTime": ads_datetime(at),
-        });
-        if kind == Adjustment::Restatement {
-            let value = conversion.event.value.and_then(|money| {
-                money
-                    .amount()
-                    .to_f64()
-                    .map(|amount| (amount, money.currency().code()))
-            });
-            let Some((amount, currency)) = value else {
-                collector.set(
-                    index,
-                    classify::permanent("a restatement needs the new value and its currency"),
-                );
-                continue;
-            };
-            if let Some(map) = adjustment.as_object_mut() {
-                map.insert(
-                    "restatementValue".into(),
-                    json!({"adjustedValue": money_json(amount), "currencyCode": currency}),
-                );
-            }
-        }
-        rows.push((index, order_id, adjustment));
-    }
-    for chunk in chunks(rows, |(_, order_id, _)| order_id.as_str()) {
-        let (indexes, items): (Vec<usize>, Vec<Value>) = chunk
-            .into_iter()
-            .map(|(index, _, adjustment)| (index, adjustment))
-            .unzip();
-        ads_request(
-            platforms,
-            config,
-            creds,
-            UPLOAD_CONVERSION_ADJUSTMENTS,
-            items,
-            indexes,
-            &mut collector,
-        )
-        .await;
-    }
-    collector.finish()
+    batch::send::<AdsAdjustments<RESTATEMENT>>(platforms, config, creds, batch, now).await
 }
 
 #[cfg(test)]

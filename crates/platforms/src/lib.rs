@@ -10,6 +10,14 @@
 //! the forwarder only ever holds a `&dyn Adapter` and drives every platform the same way, and the
 //! age limits ([`deliver`]) are applied to all of them before anything is sent.
 //!
+//! Every platform sends through one loop (`batch`): its module says how one conversion
+//! becomes one row of its wire format (or why it is not sent), how the request for some rows is
+//! built and what an answer means for each row; the loop groups the rows into requests, gets
+//! the OAuth access token where the platform exchanges a refresh token (and refreshes it once
+//! after a refusal), retries transport failures, 408, 429 and 5xx honouring `Retry-After`,
+//! sends again without the rows a whole-request refusal named (or splits a request refused for
+//! a row it did not name), parks the destination on a long 429 and records every request.
+//!
 //! A call is one attempt for a batch: it may take several HTTP requests (an OAuth refresh, the
 //! one retry after a 401, the re-send of events a whole-batch refusal did not name), but it
 //! never waits out a backoff: the caller schedules the next attempt with [`RetryPolicy`].
@@ -22,8 +30,10 @@
 //! # Adding a platform
 //!
 //! 1. One module, `src/<platform>.rs`: its `Config` and `Credentials` (serde, camelCase), their
-//!    checks (every bad field listed), its [`Limits`], its normalise-and-hash rules, the request
-//!    it builds and the classification of each answer, with unit tests of the wire examples from
+//!    checks (every bad field listed), its [`Limits`] and the [`Platform`] impl whose `send` is
+//!    the shared loop; its steps over that loop (`batch::JsonApi`): the row of one conversion
+//!    normalised and hashed by its rules, the request for some rows, the answer classified per
+//!    row (and the refresh-token grant, when it has one); unit tests of the wire examples from
 //!    the platform's docs.
 //! 2. One registry line in [`adapter`], one variant of [`events::DestinationType`], its click ids
 //!    in [`events::ClickIds`] and its row in the matcher's routing table, its base address in
@@ -228,6 +238,32 @@ pub struct SendReport {
     /// Set when the platform asked to come back much later because a quota is spent: the
     /// destination waits, and the conversions this call could not deliver spend no attempt.
     pub park: Option<delivery::Park>,
+    /// Set when the token endpoint rotated the destination's refresh token: its credentials
+    /// should be stored again with the new one.
+    pub rotated: Option<Rotated>,
+}
+
+/// A refresh token the token endpoint handed out in place of the destination's, and the
+/// destination's credentials with it (filled in by the adapter that knows their shape). Never
+/// shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub(crate) refresh_token: String,
+    pub(crate) credentials: Option<Value>,
+}
+
+impl Rotated {
+    /// The destination's credentials holding the new refresh token (the credentials' JSON, as
+    /// its adapter reads them), when the adapter could write them.
+    pub fn credentials(&self) -> Option<&Value> {
+        self.credentials.as_ref()
+    }
+}
+
+impl std::fmt::Debug for Rotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rotated { .. }")
+    }
 }
 
 impl SendReport {
@@ -247,6 +283,7 @@ impl SendReport {
             outcomes: vec![outcome.clone(); count],
             requests: Vec::new(),
             park: None,
+            rotated: None,
         }
     }
 }
@@ -259,6 +296,8 @@ struct Collector {
     park: Option<delivery::Park>,
     /// Credentials in use, blanked out of every outcome's message (a platform may echo them).
     secrets: Vec<String>,
+    /// A new refresh token the token endpoint handed out.
+    refresh_token: Option<String>,
 }
 
 impl Collector {
@@ -268,6 +307,7 @@ impl Collector {
             requests: Vec::new(),
             park: None,
             secrets: Vec::new(),
+            refresh_token: None,
         }
     }
 
@@ -282,6 +322,11 @@ impl Collector {
                 self.park = Some(park);
             }
         }
+    }
+
+    /// The credentials in use, for a record.
+    fn secret_list(&self) -> Vec<String> {
+        self.secrets.clone()
     }
 
     fn add_secret(&mut self, secret: &str) {
@@ -329,6 +374,10 @@ impl Collector {
             outcomes,
             requests: self.requests,
             park: self.park,
+            rotated: self.refresh_token.map(|refresh_token| Rotated {
+                refresh_token,
+                credentials: None,
+            }),
         }
     }
 }

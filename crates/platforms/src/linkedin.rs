@@ -176,6 +176,8 @@ impl JsonApi for LinkedIn {
     type Config = LinkedInConfig;
     type Credentials = LinkedInCredentials;
 
+    type Row = Value;
+
     const TARGET: RequestTarget = RequestTarget::LinkedInConversionEvents;
 
     fn secrets(credentials: &LinkedInCredentials) -> Vec<&str> {
@@ -246,9 +248,10 @@ impl JsonApi for LinkedIn {
         platforms: &Platforms,
         _config: &LinkedInConfig,
         credentials: &LinkedInCredentials,
+        _token: Option<&str>,
         rows: &[&Value],
-    ) -> reqwest::RequestBuilder {
-        platforms
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
+        Ok(platforms
             .client
             .post(crate::join(&platforms.endpoints.linkedin, PATH))
             .bearer_auth(&credentials.access_token)
@@ -256,7 +259,7 @@ impl JsonApi for LinkedIn {
             .header("X-Restli-Protocol-Version", "2.0.0")
             .header("X-RestLi-Method", "BATCH_CREATE")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(json!({ "elements": rows }).to_string())
+            .body(json!({ "elements": rows }).to_string()))
     }
 
     fn answer(exchange: &Exchange, rows: &[&Value]) -> Answer {

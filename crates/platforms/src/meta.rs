@@ -20,14 +20,15 @@ use time::OffsetDateTime;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{self, Answer, JsonApi};
 use crate::model::{Conversion, Outcome, PerKind};
 use crate::settings::{
     digits, one_of, optional_bool, optional_string, per_kind_names, required, required_secret,
     Errors, Obj, MAX_STRING,
 };
 use crate::{
-    classify, event_wire_id, hashing, order_id, record, Collector, Exchange, Limits, Platform,
-    Platforms, RequestTarget, SendReport,
+    classify, event_wire_id, hashing, order_id, Exchange, Limits, Platform, Platforms,
+    RequestTarget, SendReport,
 };
 
 /// Meta's `action_source` values (SDK 26 enum).
@@ -149,7 +150,7 @@ impl Platform for Meta {
         batch: &'a [Conversion],
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport> {
-        Box::pin(send(http, config, credentials, batch, now))
+        Box::pin(batch::send::<Self>(http, config, credentials, batch, now))
     }
 }
 
@@ -164,9 +165,6 @@ pub const MAX_EVENT_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The oldest `physical_store` event Meta takes.
 pub const MAX_STORE_EVENT_AGE: Duration = Duration::from_secs(62 * 24 * 3600);
-
-/// Most extra requests spent splitting refused batches in one send.
-const MAX_SPLIT_REQUESTS: usize = 32;
 
 /// `partner_agent`: names the integration to Meta.
 const PARTNER_AGENT: &str = "convrelay";
@@ -356,6 +354,25 @@ fn prepare(
     let source_url = non_empty(event.page_url.as_ref())
         .or_else(|| touchpoint.and_then(|click| non_empty(click.url.as_ref())))
         .filter(|url| url.starts_with("https://") || url.starts_with("http://"));
+    // Meta refuses a whole request for one website event without both (and the split that
+    // finds it costs requests): such an event is settled here.
+    if action_source == "website"
+        && (source_url.is_none() || !user_data.contains_key("client_user_agent"))
+    {
+        return Err(if denied {
+            Outcome::Skipped {
+                reason: "consent_denied: adUserData is denied, and Meta takes a website event \
+                         only with the person's user agent"
+                    .into(),
+            }
+        } else {
+            classify::permanent(
+                "Meta takes a website event only with an http(s) page URL (pageUrl or the \
+                 touchpoint's landing page) and the person's user agent: send them, or set the \
+                 destination's actionSource",
+            )
+        });
+    }
     if let Some(url) = source_url {
         server_event.insert("event_source_url".into(), url.into());
     }
@@ -366,101 +383,52 @@ fn prepare(
     Ok(Value::Object(server_event))
 }
 
-/// What one request achieved for its events.
-enum Answer {
-    /// The same outcome for all of them.
-    All(Outcome, Option<String>),
-    /// Refused for an invalid parameter: perhaps only some events are at fault.
-    PayloadError(Outcome, String),
-}
+impl JsonApi for Meta {
+    type Config = MetaConfig;
+    type Credentials = MetaCredentials;
+    type Row = Value;
 
-fn interpret(exchange: &Exchange, count: usize) -> Answer {
-    if let Some(outcome) = exchange.transport_outcome() {
-        return Answer::All(outcome, None);
-    }
-    let status = exchange.status.unwrap_or(0);
-    if exchange.is_success() {
-        return match exchange.json().filter(Value::is_object) {
-            Some(body) => {
-                let received = body.get("events_received").and_then(Value::as_u64);
-                let note = received
-                    .filter(|received| usize::try_from(*received).ok() != Some(count))
-                    .map(|received| format!("Meta reported {received} of {count} events received"));
-                Answer::All(Outcome::Succeeded, note)
-            }
-            None => {
-                let outcome = classify::unexpected_body(status, "not JSON");
-                let error = error_text(&outcome);
-                Answer::All(outcome, error)
-            }
-        };
-    }
-    let failure = classify::meta_failure(status, exchange.retry_after(), &exchange.body);
-    let error = error_text(&failure.outcome);
-    if failure.payload_error {
-        Answer::PayloadError(failure.outcome, error.unwrap_or_default())
-    } else {
-        Answer::All(failure.outcome, error)
-    }
-}
+    const TARGET: RequestTarget = RequestTarget::MetaEvents;
 
-fn error_text(outcome: &Outcome) -> Option<String> {
-    match outcome {
-        Outcome::Retry { error, .. } | Outcome::Permanent { error } => Some(error.clone()),
-        _ => None,
+    fn secrets(credentials: &MetaCredentials) -> Vec<&str> {
+        vec![credentials.access_token.as_str()]
     }
-}
 
-/// See [`Meta`]'s [`Platform::send`].
-async fn send(
-    platforms: &Platforms,
-    config: &MetaConfig,
-    creds: &MetaCredentials,
-    batch: &[Conversion],
-    now: OffsetDateTime,
-) -> SendReport {
-    let mut collector = Collector::new(batch.len());
-    collector.add_secret(&creds.access_token);
-    let pixel_id = config.pixel_id.trim();
-    if pixel_id.is_empty() || !pixel_id.chars().all(|c| c.is_ascii_digit()) {
-        let outcome = classify::permanent("the destination's pixelId is not a numeric id");
-        collector.set_all(&(0..batch.len()).collect::<Vec<_>>(), &outcome);
-        return collector.finish();
+    fn row(
+        config: &MetaConfig,
+        conversion: &Conversion,
+        now: OffsetDateTime,
+    ) -> Result<Value, Outcome> {
+        prepare(config, conversion, now)
     }
-    let address = super::join(
-        &platforms.endpoints.meta,
-        &format!("/{API_VERSION}/{pixel_id}/events"),
-    );
-    let Ok(mut url) = reqwest::Url::parse(&address) else {
-        let outcome = classify::permanent("the Meta base address is not a valid URL");
-        collector.set_all(&(0..batch.len()).collect::<Vec<_>>(), &outcome);
-        return collector.finish();
-    };
-    url.query_pairs_mut()
-        .append_pair("access_token", &creds.access_token);
-    let secrets = [creds.access_token.as_str()];
 
-    let mut rows: Vec<(usize, Value)> = Vec::new();
-    for (index, conversion) in batch.iter().enumerate() {
-        match prepare(config, conversion, now) {
-            Ok(event) => rows.push((index, event)),
-            Err(outcome) => collector.set(index, outcome),
+    /// `POST /{pixel}/events` with the token in the query string (as Meta's own SDK sends it),
+    /// the events, our partner agent and the test code when configured.
+    fn request(
+        platforms: &Platforms,
+        config: &MetaConfig,
+        credentials: &MetaCredentials,
+        _token: Option<&str>,
+        rows: &[&Value],
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
+        let pixel_id = config.pixel_id.trim();
+        if pixel_id.is_empty() || !pixel_id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(classify::permanent(
+                "the destination's pixelId is not a numeric id",
+            ));
         }
-    }
-    let mut groups: Vec<Vec<(usize, Value)>> = Vec::new();
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(MAX_PER_REQUEST));
-        groups.push(rest);
-        rest = tail;
-    }
-    groups.reverse();
-    let mut splits_left = MAX_SPLIT_REQUESTS;
-
-    while let Some(group) = groups.pop() {
-        let indexes: Vec<usize> = group.iter().map(|(index, _)| *index).collect();
-        let data: Vec<&Value> = group.iter().map(|(_, event)| event).collect();
-        let mut body = json!({"data": data, "partner_agent": PARTNER_AGENT});
+        let address = super::join(
+            &platforms.endpoints.meta,
+            &format!("/{API_VERSION}/{pixel_id}/events"),
+        );
+        let Ok(mut url) = reqwest::Url::parse(&address) else {
+            return Err(classify::permanent(
+                "the Meta base address is not a valid URL",
+            ));
+        };
+        url.query_pairs_mut()
+            .append_pair("access_token", &credentials.access_token);
+        let mut body = json!({"data": rows, "partner_agent": PARTNER_AGENT});
         if let (Some(code), Some(map)) = (
             config
                 .test_event_code
@@ -471,59 +439,46 @@ async fn send(
         ) {
             map.insert("test_event_code".into(), code.into());
         }
-        let request = platforms
+        Ok(platforms
             .client
-            .post(url.clone())
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        let exchange = platforms.execute(request).await;
-        tracing::debug!(
-            status = ?exchange.status,
-            duration_ms = u64::try_from(exchange.duration.as_millis()).unwrap_or(u64::MAX),
-            events = indexes.len(),
-            "meta request"
-        );
-        match interpret(&exchange, indexes.len()) {
-            Answer::All(outcome, error) => {
-                collector.requests.push(record(
-                    RequestTarget::MetaEvents,
-                    indexes.clone(),
-                    &exchange,
-                    error,
-                    &secrets,
-                ));
-                collector.set_all(&indexes, &outcome);
-            }
-            Answer::PayloadError(outcome, error) => {
-                if group.len() > 1 && splits_left >= 2 {
-                    splits_left -= 2;
-                    collector.requests.push(record(
-                        RequestTarget::MetaEvents,
-                        indexes,
-                        &exchange,
-                        Some(format!(
-                            "{error}; splitting the batch to find the refused events"
-                        )),
-                        &secrets,
-                    ));
-                    let mut first = group;
-                    let second = first.split_off(first.len() / 2);
-                    groups.push(second);
-                    groups.push(first);
-                } else {
-                    collector.requests.push(record(
-                        RequestTarget::MetaEvents,
-                        indexes.clone(),
-                        &exchange,
-                        Some(error),
-                        &secrets,
-                    ));
-                    collector.set_all(&indexes, &outcome);
+            .body(body.to_string()))
+    }
+
+    fn transient(exchange: &Exchange, rows: &[&Value]) -> Answer {
+        Self::answer(exchange, rows)
+    }
+
+    /// A 200 counts every event (a different `events_received` is noted); a refusal for an
+    /// invalid parameter may be about one event only, so the request is split to find it; any
+    /// other refusal is about them all.
+    fn answer(exchange: &Exchange, rows: &[&Value]) -> Answer {
+        let status = exchange.status.unwrap_or(0);
+        let count = rows.len();
+        if exchange.is_success() {
+            return match exchange.json().filter(Value::is_object) {
+                Some(body) => {
+                    let received = body.get("events_received").and_then(Value::as_u64);
+                    match received.filter(|received| usize::try_from(*received).ok() != Some(count))
+                    {
+                        Some(received) => Answer::Noted(
+                            Outcome::Succeeded,
+                            format!("Meta reported {received} of {count} events received"),
+                        ),
+                        None => Answer::All(Outcome::Succeeded),
+                    }
                 }
-            }
+                None => Answer::All(classify::unexpected_body(status, "not JSON")),
+            };
+        }
+        let failure = classify::meta_failure(status, exchange.retry_after(), &exchange.body);
+        if failure.payload_error {
+            Answer::Split(failure.outcome)
+        } else {
+            Answer::All(failure.outcome)
         }
     }
-    collector.finish()
 }
 
 #[cfg(test)]

@@ -29,15 +29,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use time::{OffsetDateTime, UtcOffset};
 
+use crate::batch::{self, Answer, JsonApi};
 use crate::model::{Conversion, Outcome, PerKind};
 use crate::oauth::RefreshGrant;
 use crate::settings::{
     digits, object, optional_string, required, required_secret, Errors, Obj, MAX_SECRET, MAX_STRING,
 };
-use crate::{
-    classify, hashing, record, Collector, Exchange, Limits, Platform, Platforms, RequestTarget,
-    SendReport,
-};
+use crate::{classify, hashing, Exchange, Limits, Platform, Platforms, RequestTarget, SendReport};
 
 /// Most offline conversions in one call.
 pub const MAX_PER_REQUEST: usize = 1000;
@@ -176,6 +174,17 @@ impl Platform for MicrosoftAds {
         }
     }
 
+    fn with_refresh_token(
+        &self,
+        credentials: &MicrosoftAdsCredentials,
+        refresh_token: &str,
+    ) -> Option<MicrosoftAdsCredentials> {
+        Some(MicrosoftAdsCredentials {
+            refresh_token: refresh_token.to_owned(),
+            ..credentials.clone()
+        })
+    }
+
     fn send<'a>(
         &'a self,
         http: &'a Platforms,
@@ -184,7 +193,7 @@ impl Platform for MicrosoftAds {
         batch: &'a [Conversion],
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport> {
-        Box::pin(send(http, config, credentials, batch, now))
+        Box::pin(batch::send::<Self>(http, config, credentials, batch, now))
     }
 }
 
@@ -381,126 +390,71 @@ fn row_outcomes(exchange: &Exchange, count: usize) -> Vec<Outcome> {
     outcomes
 }
 
-async fn send(
-    platforms: &Platforms,
-    config: &MicrosoftAdsConfig,
-    creds: &MicrosoftAdsCredentials,
-    batch: &[Conversion],
-    _now: OffsetDateTime,
-) -> SendReport {
-    let mut collector = Collector::new(batch.len());
-    collector.add_secret(&creds.refresh_token);
-    collector.add_secret(&creds.developer_token);
-    if let Some(secret) = creds.client_secret.as_deref() {
-        collector.add_secret(secret);
-    }
-    let mut indexes = Vec::new();
-    let mut rows = Vec::new();
-    for (index, conversion) in batch.iter().enumerate() {
-        match offline_conversion(config, conversion) {
-            Ok(row) => {
-                indexes.push(index);
-                rows.push(row);
-            }
-            Err(outcome) => collector.set(index, outcome),
+impl JsonApi for MicrosoftAds {
+    type Config = MicrosoftAdsConfig;
+    type Credentials = MicrosoftAdsCredentials;
+    type Row = Value;
+
+    const TARGET: RequestTarget = RequestTarget::MicrosoftOfflineConversions;
+
+    fn secrets(credentials: &MicrosoftAdsCredentials) -> Vec<&str> {
+        let mut secrets = vec![
+            credentials.refresh_token.as_str(),
+            credentials.developer_token.as_str(),
+        ];
+        if let Some(secret) = credentials.client_secret.as_deref() {
+            secrets.push(secret);
         }
+        secrets
     }
-    if rows.is_empty() {
-        return collector.finish();
+
+    fn grant<'a>(
+        platforms: &'a Platforms,
+        credentials: &'a MicrosoftAdsCredentials,
+    ) -> Option<RefreshGrant<'a>> {
+        Some(grant(platforms, credentials))
     }
-    let url = crate::join(&platforms.endpoints.microsoft_ads, APPLY_PATH);
-    let body = json!({ "OfflineConversions": rows }).to_string();
-    let build = |token: &str| {
-        platforms
+
+    fn token_refused(exchange: &Exchange) -> bool {
+        token_refused(exchange)
+    }
+
+    fn row(
+        config: &MicrosoftAdsConfig,
+        conversion: &Conversion,
+        _now: OffsetDateTime,
+    ) -> Result<Value, Outcome> {
+        offline_conversion(config, conversion)
+    }
+
+    fn request(
+        platforms: &Platforms,
+        config: &MicrosoftAdsConfig,
+        credentials: &MicrosoftAdsCredentials,
+        token: Option<&str>,
+        rows: &[&Value],
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
+        Ok(platforms
             .client
-            .post(&url)
-            .bearer_auth(token)
-            .header("DeveloperToken", &creds.developer_token)
+            .post(crate::join(&platforms.endpoints.microsoft_ads, APPLY_PATH))
+            .bearer_auth(token.unwrap_or_default())
+            .header("DeveloperToken", &credentials.developer_token)
             .header("CustomerId", config.customer_id.trim())
             .header("CustomerAccountId", config.account_id.trim())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.clone())
-    };
-    let mut refreshed = false;
-    loop {
-        let token = match platforms
-            .tokens
-            .access_token(
-                platforms,
-                &grant(platforms, creds),
-                &indexes,
-                &mut collector,
-            )
-            .await
-        {
-            Ok(token) => token,
-            Err(outcome) => {
-                collector.set_all(&indexes, &outcome);
-                return collector.finish();
-            }
-        };
-        collector.add_secret(&token);
-        let secrets: Vec<String> = collector.secrets.clone();
-        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        let exchange = platforms.execute(build(&token)).await;
-        tracing::debug!(
-            status = ?exchange.status,
-            duration_ms = u64::try_from(exchange.duration.as_millis()).unwrap_or(u64::MAX),
-            conversions = indexes.len(),
-            "microsoft offline conversions request"
-        );
-        if !refreshed
-            && exchange.transport_error.is_none()
-            && !exchange.is_success()
-            && token_refused(&exchange)
-        {
-            refreshed = true;
-            collector.requests.push(record(
-                RequestTarget::MicrosoftOfflineConversions,
-                indexes.clone(),
-                &exchange,
-                Some("the access token was refused; refreshing it once".into()),
-                &secrets,
-            ));
-            platforms
-                .tokens
-                .invalidate(&grant(platforms, creds), &token)
-                .await;
-            continue;
-        }
+            .body(json!({ "OfflineConversions": rows }).to_string()))
+    }
+
+    fn transient(exchange: &Exchange, rows: &[&Value]) -> Answer {
+        Self::answer(exchange, rows)
+    }
+
+    fn answer(exchange: &Exchange, rows: &[&Value]) -> Answer {
         if exchange.is_success() {
-            let outcomes = row_outcomes(&exchange, indexes.len());
-            let failed = outcomes
-                .iter()
-                .filter(|o| !matches!(o, Outcome::Succeeded))
-                .count();
-            let note = (failed > 0).then(|| format!("{failed} of {} rows refused", indexes.len()));
-            collector.requests.push(record(
-                RequestTarget::MicrosoftOfflineConversions,
-                indexes.clone(),
-                &exchange,
-                note,
-                &secrets,
-            ));
-            for (&index, outcome) in indexes.iter().zip(outcomes) {
-                collector.set(index, outcome);
-            }
+            Answer::Rows(row_outcomes(exchange, rows.len()))
         } else {
-            let outcome = call_failure(&exchange);
-            let error = match &outcome {
-                Outcome::Retry { error, .. } | Outcome::Permanent { error } => Some(error.clone()),
-                _ => None,
-            };
-            collector.requests.push(record(
-                RequestTarget::MicrosoftOfflineConversions,
-                indexes.clone(),
-                &exchange,
-                error,
-                &secrets,
-            ));
-            collector.set_all(&indexes, &outcome);
+            Answer::All(call_failure(exchange))
         }
-        return collector.finish();
     }
 }
 

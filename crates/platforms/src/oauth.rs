@@ -7,6 +7,10 @@
 //! single exchange. A 401 from the platform drops the cached token (once: whoever sees the 401 for the
 //! token in the cache) so that the next call refreshes.
 //!
+//! A token endpoint that answers with a new refresh token (Microsoft's rotates them) has it
+//! reported with the send ([`crate::Rotated`]), so that the destination's stored credentials
+//! keep the newest one.
+//!
 //! A refresh token that the endpoint refuses with `invalid_grant` was revoked or has expired: nothing
 //! but the customer reconnecting the account helps, so it is a permanent failure for every
 //! conversion waiting on it. Tokens never appear in logs or records.
@@ -183,11 +187,24 @@ async fn refresh(
         .and_then(Value::as_str)
         .filter(|token| !token.is_empty())
         .map(str::to_owned);
+    // Microsoft hands out a new refresh token with every exchange (and the old one expires on
+    // its own schedule): the send reports it, for the destination's credentials to keep it.
+    let rotated = parsed
+        .as_ref()
+        .filter(|_| access_token.is_some())
+        .and_then(|body| body.get("refresh_token"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|token| !token.is_empty() && *token != grant.refresh_token)
+        .map(str::to_owned);
     let mut secrets = vec![grant.refresh_token];
     if let Some(secret) = grant.client_secret {
         secrets.push(secret);
     }
     if let Some(token) = access_token.as_deref() {
+        secrets.push(token);
+    }
+    if let Some(token) = rotated.as_deref() {
         secrets.push(token);
     }
 
@@ -219,6 +236,10 @@ async fn refresh(
         error,
         &secrets,
     ));
+    if let Some(token) = rotated {
+        collector.add_secret(&token);
+        collector.refresh_token = Some(token);
+    }
     match &result {
         Ok(_) => tracing::debug!(
             provider = grant.provider,

@@ -198,6 +198,8 @@ impl JsonApi for Pinterest {
     type Config = PinterestConfig;
     type Credentials = PinterestCredentials;
 
+    type Row = Value;
+
     const TARGET: RequestTarget = RequestTarget::PinterestEvents;
 
     fn secrets(credentials: &PinterestCredentials) -> Vec<&str> {
@@ -319,8 +321,9 @@ impl JsonApi for Pinterest {
         platforms: &Platforms,
         config: &PinterestConfig,
         credentials: &PinterestCredentials,
+        _token: Option<&str>,
         rows: &[&Value],
-    ) -> reqwest::RequestBuilder {
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
         let mut address = crate::join(
             &platforms.endpoints.pinterest,
             &format!("/v5/ad_accounts/{}/events", config.ad_account_id.trim()),
@@ -328,12 +331,12 @@ impl JsonApi for Pinterest {
         if config.test_mode {
             address.push_str("?test=true");
         }
-        platforms
+        Ok(platforms
             .client
             .post(address)
             .bearer_auth(&credentials.access_token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(json!({ "data": rows }).to_string())
+            .body(json!({ "data": rows }).to_string()))
     }
 
     fn answer(exchange: &Exchange, rows: &[&Value]) -> Answer {

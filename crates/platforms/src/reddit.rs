@@ -219,6 +219,8 @@ impl JsonApi for Reddit {
     type Config = RedditConfig;
     type Credentials = RedditCredentials;
 
+    type Row = Value;
+
     const TARGET: RequestTarget = RequestTarget::RedditConversionEvents;
 
     fn secrets(credentials: &RedditCredentials) -> Vec<&str> {
@@ -340,8 +342,9 @@ impl JsonApi for Reddit {
         platforms: &Platforms,
         config: &RedditConfig,
         credentials: &RedditCredentials,
+        _token: Option<&str>,
         rows: &[&Value],
-    ) -> reqwest::RequestBuilder {
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
         let mut data = json!({ "events": rows });
         if let (Some(test_id), Some(map)) = (
             config
@@ -353,7 +356,7 @@ impl JsonApi for Reddit {
         ) {
             map.insert("test_id".into(), test_id.into());
         }
-        platforms
+        Ok(platforms
             .client
             .post(crate::join(
                 &platforms.endpoints.reddit,
@@ -364,7 +367,7 @@ impl JsonApi for Reddit {
             ))
             .bearer_auth(&credentials.access_token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(json!({ "data": data }).to_string())
+            .body(json!({ "data": data }).to_string()))
     }
 
     fn answer(exchange: &Exchange, rows: &[&Value]) -> Answer {

@@ -174,6 +174,8 @@ impl JsonApi for Snapchat {
     type Config = SnapchatConfig;
     type Credentials = SnapchatCredentials;
 
+    type Row = Value;
+
     const TARGET: RequestTarget = RequestTarget::SnapchatEvents;
 
     fn secrets(credentials: &SnapchatCredentials) -> Vec<&str> {
@@ -303,8 +305,9 @@ impl JsonApi for Snapchat {
         platforms: &Platforms,
         config: &SnapchatConfig,
         credentials: &SnapchatCredentials,
+        _token: Option<&str>,
         rows: &[&Value],
-    ) -> reqwest::RequestBuilder {
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
         let suffix = if config.test_mode {
             "/events/validate"
         } else {
@@ -316,17 +319,22 @@ impl JsonApi for Snapchat {
         );
         let mut url = match reqwest::Url::parse(&address) {
             Ok(url) => url,
-            // CONVRELAY_SNAPCHAT_URL is not a URL (a misconfigured setting): the request goes
-            // nowhere, fails as a connection error and is retried, its URL never recorded.
-            Err(_) => return platforms.client.post("http://invalid.invalid/"),
+            // CONVRELAY_SNAPCHAT_URL is not a URL (a misconfigured setting): retried, so that
+            // nothing is lost while the setting is fixed; its URL is never recorded.
+            Err(_) => {
+                return Err(classify::retry(
+                    "the Snap Conversions API base address is not a valid URL",
+                    None,
+                ))
+            }
         };
         url.query_pairs_mut()
             .append_pair("access_token", &credentials.access_token);
-        platforms
+        Ok(platforms
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(json!({ "data": rows }).to_string())
+            .body(json!({ "data": rows }).to_string()))
     }
 
     fn answer(exchange: &Exchange, _rows: &[&Value]) -> Answer {

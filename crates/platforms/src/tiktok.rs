@@ -174,6 +174,8 @@ impl JsonApi for TikTok {
     type Config = TikTokConfig;
     type Credentials = TikTokCredentials;
 
+    type Row = Value;
+
     const TARGET: RequestTarget = RequestTarget::TikTokEvents;
 
     fn secrets(credentials: &TikTokCredentials) -> Vec<&str> {
@@ -312,8 +314,9 @@ impl JsonApi for TikTok {
         platforms: &Platforms,
         config: &TikTokConfig,
         credentials: &TikTokCredentials,
+        _token: Option<&str>,
         rows: &[&Value],
-    ) -> reqwest::RequestBuilder {
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
         let mut body = json!({
             "event_source": config.event_source,
             "event_source_id": config.pixel_code.trim(),
@@ -329,12 +332,12 @@ impl JsonApi for TikTok {
         ) {
             map.insert("test_event_code".into(), code.into());
         }
-        platforms
+        Ok(platforms
             .client
             .post(crate::join(&platforms.endpoints.tiktok, PATH))
             .header("Access-Token", &credentials.access_token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
+            .body(body.to_string()))
     }
 
     fn answer(exchange: &Exchange, _rows: &[&Value]) -> Answer {

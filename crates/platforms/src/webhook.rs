@@ -21,11 +21,11 @@ use events::EventKind;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::model::Conversion;
+use crate::batch::{self, Answer, JsonApi};
+use crate::model::{Conversion, Outcome};
 use crate::settings::{required_secret, required_string, Errors, Obj};
 use crate::{
-    classify, event_wire_id, record, Collector, Limits, Platform, Platforms, RequestTarget,
-    SendReport,
+    classify, event_wire_id, Exchange, Limits, Platform, Platforms, RequestTarget, SendReport,
 };
 
 /// Longest webhook URL.
@@ -109,23 +109,7 @@ impl Platform for Webhook {
         batch: &'a [Conversion],
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport> {
-        Box::pin(async move {
-            let mut outcomes = Vec::with_capacity(batch.len());
-            let mut requests = Vec::new();
-            for (position, conversion) in batch.iter().enumerate() {
-                let report = send(http, config, credentials, conversion, now).await;
-                outcomes.extend(report.outcomes);
-                requests.extend(report.requests.into_iter().map(|mut record| {
-                    record.conversions = vec![position];
-                    record
-                }));
-            }
-            SendReport {
-                outcomes,
-                requests,
-                park: None,
-            }
-        })
+        Box::pin(batch::send::<Self>(http, config, credentials, batch, now))
     }
 }
 
@@ -217,62 +201,72 @@ pub fn body(conversion: &Conversion, routing: &Value) -> Result<Vec<u8>, serde_j
     })
 }
 
-/// Delivers one conversion, signed, with its routing decision.
-async fn send(
-    platforms: &Platforms,
-    config: &WebhookConfig,
-    creds: &WebhookCredentials,
-    conversion: &Conversion,
-    now: OffsetDateTime,
-) -> SendReport {
-    let routing = &conversion.routing;
-    let mut collector = Collector::new(1);
-    collector.add_secret(&creds.secret);
-    let Ok(url) = reqwest::Url::parse(config.url.trim()) else {
-        collector.set(0, classify::permanent("the webhook URL is not a valid URL"));
-        return collector.finish();
-    };
-    let payload = match body(conversion, routing) {
-        Ok(payload) => payload,
-        Err(error) => {
-            collector.set(
-                0,
-                classify::permanent(format!("the event could not be written as JSON: {error}")),
-            );
-            return collector.finish();
-        }
-    };
-    let signature = signature(&creds.secret, now.unix_timestamp(), &payload);
-    let request = platforms
-        .client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, signature)
-        .body(payload);
-    let exchange = platforms.execute(request).await;
-    tracing::debug!(
-        status = ?exchange.status,
-        duration_ms = u64::try_from(exchange.duration.as_millis()).unwrap_or(u64::MAX),
-        "webhook request"
-    );
-    let outcome = exchange.transport_outcome().unwrap_or_else(|| {
-        classify::webhook_status(exchange.status.unwrap_or(0), exchange.retry_after())
-    });
-    let error = match &outcome {
-        crate::model::Outcome::Retry { error, .. } | crate::model::Outcome::Permanent { error } => {
-            Some(error.clone())
-        }
-        _ => None,
-    };
-    collector.requests.push(record(
-        RequestTarget::Webhook,
-        vec![0],
-        &exchange,
-        error,
-        &[creds.secret.as_str()],
-    ));
-    collector.set(0, outcome);
-    collector.finish()
+/// One conversion per request, signed, with its routing decision.
+impl JsonApi for Webhook {
+    type Config = WebhookConfig;
+    type Credentials = WebhookCredentials;
+    /// The body.
+    type Row = Vec<u8>;
+
+    const TARGET: RequestTarget = RequestTarget::Webhook;
+
+    fn secrets(credentials: &WebhookCredentials) -> Vec<&str> {
+        vec![credentials.secret.as_str()]
+    }
+
+    fn row(
+        _config: &WebhookConfig,
+        conversion: &Conversion,
+        _now: OffsetDateTime,
+    ) -> Result<Vec<u8>, Outcome> {
+        body(conversion, &conversion.routing).map_err(|error| {
+            classify::permanent(format!("the event could not be written as JSON: {error}"))
+        })
+    }
+
+    /// Each conversion is a request of its own.
+    fn groups(rows: Vec<(usize, Self::Row)>) -> Vec<Vec<(usize, Self::Row)>> {
+        rows.into_iter().map(|row| vec![row]).collect()
+    }
+
+    /// Signed when it is sent, so that the signature's time is the attempt's.
+    fn request(
+        platforms: &Platforms,
+        config: &WebhookConfig,
+        credentials: &WebhookCredentials,
+        _token: Option<&str>,
+        rows: &[&Vec<u8>],
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
+        let Ok(url) = reqwest::Url::parse(config.url.trim()) else {
+            return Err(classify::permanent("the webhook URL is not a valid URL"));
+        };
+        let Some(payload) = rows.first() else {
+            return Err(classify::permanent(
+                "internal: a webhook request without an event",
+            ));
+        };
+        let timestamp = OffsetDateTime::now_utc().unix_timestamp();
+        Ok(platforms
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                SIGNATURE_HEADER,
+                signature(&credentials.secret, timestamp, payload),
+            )
+            .body(payload.to_vec()))
+    }
+
+    fn transient(exchange: &Exchange, rows: &[&Vec<u8>]) -> Answer {
+        Self::answer(exchange, rows)
+    }
+
+    fn answer(exchange: &Exchange, _rows: &[&Vec<u8>]) -> Answer {
+        Answer::All(classify::webhook_status(
+            exchange.status.unwrap_or(0),
+            exchange.retry_after(),
+        ))
+    }
 }
 
 #[cfg(test)]

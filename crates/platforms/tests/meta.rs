@@ -189,6 +189,40 @@ async fn an_event_older_than_7_days_is_skipped_and_never_sent() {
 }
 
 #[tokio::test]
+async fn a_website_event_without_the_user_agent_is_settled_before_sending() {
+    let server = MockServer::start().await;
+    mount_events(&server, Receive).await;
+    let now = OffsetDateTime::now_utc();
+    let mut no_agent = sale("INV-2", now);
+    no_agent.event.user_agent = None;
+    let batch = vec![
+        sale("INV-1", now),
+        deny_user_data(sale("INV-3", now)),
+        no_agent,
+    ];
+
+    let report = platforms(&server, TIMEOUT)
+        .send_meta(&meta_config(), &meta_creds(), &batch, now)
+        .await;
+
+    assert_eq!(report.outcomes[0], Outcome::Succeeded);
+    assert!(
+        matches!(&report.outcomes[1], Outcome::Skipped { reason } if reason.starts_with("consent_denied")),
+        "{:?}",
+        report.outcomes[1]
+    );
+    assert!(
+        matches!(&report.outcomes[2], Outcome::Permanent { error } if error.contains("user agent")),
+        "{:?}",
+        report.outcomes[2]
+    );
+    let sent = sent_events(&bodies(&server, "/events").await[0]);
+    assert_eq!(sent.len(), 1, "one request, with the one event Meta takes");
+    assert_eq!(report.requests.len(), 1);
+    assert_requests_strict(&server).await;
+}
+
+#[tokio::test]
 async fn consent_denied_leaves_only_click_ids_or_skips() {
     let server = MockServer::start().await;
     mount_events(&server, Receive).await;

@@ -369,3 +369,45 @@ fn the_fake_refuses_what_microsoft_refuses() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rotated_refresh_token_comes_back_in_the_destinations_credentials_and_nowhere_else() {
+    let server = MockServer::start().await;
+    let rotated = "M.C107_BAY.rotated-refresh-token";
+    Mock::given(method("POST"))
+        .and(path("/ms-token"))
+        .and(Strict(check_microsoft_oauth))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "Bearer", "scope": "https://ads.microsoft.com/msads.manage",
+            "expires_in": 3599, "access_token": MS_ACCESS_TOKEN, "refresh_token": rotated})))
+        .mount(&server)
+        .await;
+    mount_apply(&server, accepted()).await;
+    let now = OffsetDateTime::now_utc();
+
+    let report = send(&server, &[with_msclkid(sale("INV-1", now))]).await;
+
+    assert_eq!(report.outcomes, [Outcome::Succeeded]);
+    let credentials = report
+        .rotated
+        .as_ref()
+        .and_then(|r| r.credentials())
+        .expect("the rotated credentials");
+    assert_eq!(credentials["refreshToken"], rotated);
+    assert_eq!(credentials["developerToken"], MS_DEVELOPER_TOKEN);
+    assert_eq!(credentials["clientId"], MS_CLIENT_ID);
+    let shown = format!("{report:?}");
+    assert!(
+        !shown.contains(rotated) && !shown.contains(MS_REFRESH_TOKEN),
+        "{shown}"
+    );
+    assert_no_secrets(&report, &[rotated, MS_REFRESH_TOKEN, MS_ACCESS_TOKEN]);
+
+    // A token endpoint that keeps the refresh token reports nothing.
+    let server = MockServer::start().await;
+    mount_microsoft_oauth(&server, MS_ACCESS_TOKEN).await;
+    mount_apply(&server, accepted()).await;
+    let report = send(&server, &[with_msclkid(sale("INV-2", now))]).await;
+    assert_eq!(report.outcomes, [Outcome::Succeeded]);
+    assert!(report.rotated.is_none());
+}

@@ -558,6 +558,44 @@ pub async fn update_destination(
     ))
 }
 
+const KEEP_ROTATED: &str = "
+    UPDATE destinations SET credentials = $3
+    WHERE workspace_id = $1 AND id = $2 AND credentials = $4";
+
+/// Stores `credentials` (the JSON its adapter wrote: the destination's credentials with the
+/// refresh token the platform rotated) in place of the ones `destination` was loaded with, unless
+/// they changed meanwhile (someone replaced them: theirs win). True when stored. The revision and
+/// `updated_at` stay: nothing the customer set changed.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the adapter cannot read `credentials`; [`Error::Database`].
+pub(crate) async fn keep_rotated_credentials(
+    client: &impl GenericClient,
+    cipher: &Cipher,
+    destination: &Destination,
+    credentials: &Value,
+) -> Result<bool> {
+    let bytes = serde_json::to_vec(credentials).map_err(|e| Error::Corrupt {
+        what: "rotated credentials",
+        detail: e.to_string(),
+    })?;
+    let rotated = Credentials::from_slice(destination.destination_type(), &bytes)?;
+    let sealed = rotated.seal(cipher, destination.workspace_id, destination.id)?;
+    let stmt = client.prepare_cached(KEEP_ROTATED).await?;
+    let stored = client
+        .execute(
+            &stmt,
+            &[
+                &destination.workspace_id,
+                &destination.id,
+                &sealed,
+                &destination.sealed_credentials,
+            ],
+        )
+        .await?;
+    Ok(stored == 1)
+}
+
 const DELETE: &str = "DELETE FROM destinations WHERE workspace_id = $1 AND id = $2";
 
 /// Deletes a destination, its sealed credentials with it; its dispatches still waiting become

@@ -1323,41 +1323,133 @@ pub fn check_request_status(request: &Request) -> Vec<String> {
     problems
 }
 
-/// Every request the server got passes the check for its kind.
+/// The check of one kind of request: every problem it finds.
+pub type Check = fn(&Request) -> Vec<String>;
+
+/// The kind of a request to a fake, by its path, and its check.
+pub fn kind_of(path: &str) -> Option<(&'static str, Check)> {
+    let found: (&'static str, Check) = if path == "/token" {
+        ("google_oauth", check_oauth)
+    } else if path == "/ms-token" {
+        ("microsoft_oauth", check_microsoft_oauth)
+    } else if path == platforms::microsoft::APPLY_PATH {
+        ("microsoft_offline_conversions", check_microsoft)
+    } else if path == platforms::linkedin::PATH {
+        ("linkedin_conversion_events", check_linkedin)
+    } else if path.starts_with("/api/v3/pixels/") {
+        ("reddit_conversion_events", check_reddit)
+    } else if path == platforms::tiktok::PATH {
+        ("tiktok_events", check_tiktok)
+    } else if path.starts_with("/v3/") {
+        ("snapchat_events", check_snapchat)
+    } else if path.starts_with("/v5/ad_accounts/") {
+        ("pinterest_events", check_pinterest)
+    } else if path.ends_with(":uploadClickConversions") {
+        ("google_ads_upload_click_conversions", check_ads_upload)
+    } else if path.ends_with(":uploadConversionAdjustments") {
+        (
+            "google_ads_upload_conversion_adjustments",
+            check_ads_adjustments,
+        )
+    } else if path == "/v1/events:ingest" {
+        ("google_data_manager_ingest", check_data_manager)
+    } else if path == "/v1/requestStatus:retrieve" {
+        ("google_data_manager_request_status", check_request_status)
+    } else if path.starts_with("/v26.0/") {
+        ("meta_events", check_meta)
+    } else {
+        return None;
+    };
+    Some(found)
+}
+
+/// The check of whatever kind of request this is; a path of no fake is a problem.
+pub fn check_any(request: &Request) -> Vec<String> {
+    match kind_of(request.url.path()) {
+        Some((_, check)) => check(request),
+        None => vec![format!("unexpected request to {}", request.url.path())],
+    }
+}
+
+/// Every request the server got passes the check for its kind. With
+/// `CONVRELAY_RECORD_REQUESTS` naming a directory, each one is also written there (see
+/// [`record_request`]) for the official client libraries to check (`scripts/sdk-check.sh`).
 pub async fn assert_requests_strict(server: &MockServer) {
     for request in server.received_requests().await.unwrap_or_default() {
         let path = request.url.path().to_owned();
-        let problems = if path == "/token" {
-            check_oauth(&request)
-        } else if path == "/ms-token" {
-            check_microsoft_oauth(&request)
-        } else if path == platforms::microsoft::APPLY_PATH {
-            check_microsoft(&request)
-        } else if path == platforms::linkedin::PATH {
-            check_linkedin(&request)
-        } else if path.starts_with("/api/v3/pixels/") {
-            check_reddit(&request)
-        } else if path == platforms::tiktok::PATH {
-            check_tiktok(&request)
-        } else if path.starts_with("/v3/") {
-            check_snapchat(&request)
-        } else if path.starts_with("/v5/ad_accounts/") {
-            check_pinterest(&request)
-        } else if path.ends_with(":uploadClickConversions") {
-            check_ads_upload(&request)
-        } else if path.ends_with(":uploadConversionAdjustments") {
-            check_ads_adjustments(&request)
-        } else if path == "/v1/events:ingest" {
-            check_data_manager(&request)
-        } else if path == "/v1/requestStatus:retrieve" {
-            check_request_status(&request)
-        } else if path.starts_with("/v26.0/") {
-            check_meta(&request)
-        } else {
-            vec![format!("unexpected request to {path}")]
+        let problems = match kind_of(&path) {
+            Some((kind, check)) => {
+                let problems = check(&request);
+                if problems.is_empty() {
+                    record_request(kind, &request);
+                }
+                problems
+            }
+            None => vec![format!("unexpected request to {path}")],
         };
         assert!(problems.is_empty(), "{path}: {problems:#?}");
     }
+}
+
+/// Headers whose values are credentials: recorded as `[redacted]`.
+const CREDENTIAL_HEADERS: [&str; 4] = [
+    "authorization",
+    "access-token",
+    "developertoken",
+    "developer-token",
+];
+
+/// Writes one request a strict fake accepted as JSON (`kind`, `method`, `path`, `query`,
+/// `headers`, `body`) into `$CONVRELAY_RECORD_REQUESTS/<kind>-<n>.json`, credentials blanked;
+/// does nothing without that variable.
+pub fn record_request(kind: &str, request: &Request) {
+    static RECORDED: AtomicUsize = AtomicUsize::new(0);
+    let Some(dir) = std::env::var_os("CONVRELAY_RECORD_REQUESTS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let headers: serde_json::Map<String, Value> = request
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let name = name.as_str().to_ascii_lowercase();
+            let value = if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+                "[redacted]".to_owned()
+            } else {
+                value.to_str().unwrap_or("").to_owned()
+            };
+            (name, Value::String(value))
+        })
+        .collect();
+    let query: serde_json::Map<String, Value> = request
+        .url
+        .query_pairs()
+        .map(|(name, value)| {
+            let value = if name == "access_token" {
+                "[redacted]".to_owned()
+            } else {
+                value.into_owned()
+            };
+            (name.into_owned(), Value::String(value))
+        })
+        .collect();
+    let body = serde_json::from_slice::<Value>(&request.body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&request.body).into_owned()));
+    let record = json!({
+        "kind": kind,
+        "method": request.method.to_string(),
+        "path": request.url.path(),
+        "query": query,
+        "headers": headers,
+        "body": body,
+    });
+    let name = format!(
+        "{kind}-{}-{}.json",
+        std::process::id(),
+        RECORDED.fetch_add(1, Ordering::SeqCst)
+    );
+    std::fs::write(dir.join(name), serde_json::to_vec_pretty(&record).unwrap()).unwrap();
 }
 
 /// Bodies of the requests to `path_suffix`, in order.
