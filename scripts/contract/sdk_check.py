@@ -375,6 +375,57 @@ def check_microsoft(record: dict) -> list[str]:
     return problems
 
 
+def check_microsoft_adjustments(record: dict) -> list[str]:
+    """`ApplyOfflineConversionAdjustments`: every row an `OfflineConversionAdjustment` of the
+    bundled WSDL, and the SOAP envelope must build."""
+    from bingads.authorization import (
+        AuthorizationData,
+        OAuthDesktopMobileAuthCodeGrant,
+        OAuthTokens,
+    )
+    from bingads.service_client import ServiceClient
+
+    body = record["body"]
+    problems = []
+    if record["path"] != "/CampaignManagement/v13/OfflineConversionAdjustments/Apply":
+        problems.append(f"path {record['path']}")
+    for header in ("authorization", "developertoken", "customerid", "customeraccountid"):
+        if header not in record["headers"]:
+            problems.append(f"no {header} header")
+    unknown_top = set(body) - {"OfflineConversionAdjustments"}
+    if unknown_top:
+        problems.append(f"$: unknown keys {sorted(unknown_top)}")
+    rows = body.get("OfflineConversionAdjustments")
+    if not isinstance(rows, list) or not 1 <= len(rows) <= 1000:
+        return problems + ["$.OfflineConversionAdjustments must hold 1 to 1,000 adjustments"]
+    auth = AuthorizationData(account_id=None, customer_id=None, developer_token="T",
+                             authentication=OAuthDesktopMobileAuthCodeGrant(
+                                 client_id="c", oauth_tokens=OAuthTokens(access_token="T")))
+    service = _bingads_service(ServiceClient, auth)
+    array = service.factory.create("ArrayOfOfflineConversionAdjustment")
+    for i, row in enumerate(rows):
+        adjustment = service.factory.create("OfflineConversionAdjustment")
+        fields = set(adjustment.__keylist__)
+        for key, value in row.items():
+            if key not in fields:
+                problems.append(f"$.OfflineConversionAdjustments[{i}].{key}: "
+                                "not an OfflineConversionAdjustment field")
+                continue
+            setattr(adjustment, key, value)
+        if row.get("AdjustmentType") not in ("Restate", "Retract"):
+            problems.append(f"$.OfflineConversionAdjustments[{i}].AdjustmentType "
+                            f"{row.get('AdjustmentType')!r}")
+        for key in ("ConversionTime", "AdjustmentTime"):
+            if not str(row.get(key, "")).endswith("Z"):
+                problems.append(f"$.OfflineConversionAdjustments[{i}].{key} is not UTC with a Z")
+        array.OfflineConversionAdjustment.append(adjustment)
+    try:
+        service.ApplyOfflineConversionAdjustments(OfflineConversionAdjustments=array)
+    except Exception as error:
+        problems.append(f"bingads cannot build ApplyOfflineConversionAdjustments: {error}")
+    return problems
+
+
 def _bingads_service(service_client, auth):
     return service_client("CampaignManagementService", 13, auth, environment="production",
                           nosend=True)
@@ -506,6 +557,7 @@ CHECKS: dict[str, Callable[[dict], list[str]]] = {
     "snapchat_events": check_snapchat,
     "reddit_conversion_events": check_reddit,
     "microsoft_offline_conversions": check_microsoft,
+    "microsoft_offline_conversion_adjustments": check_microsoft_adjustments,
     "google_ads_upload_click_conversions": check_google_ads,
     "google_ads_upload_conversion_adjustments": check_google_adjustments,
     "google_data_manager_ingest": check_data_manager,
@@ -535,6 +587,10 @@ NEGATIVE = [
      1763640000),
     ("microsoft_offline_conversions", "a mis-cased key",
      ["OfflineConversions", 0, "conversionName"], "Purchase"),
+    ("microsoft_offline_conversion_adjustments", "a key of another request",
+     ["OfflineConversionAdjustments", 0, "ConversionValue"], 70.5),
+    ("microsoft_offline_conversion_adjustments", "an unknown adjustment type",
+     ["OfflineConversionAdjustments", 0, "AdjustmentType"], "Restatement"),
     ("google_ads_upload_click_conversions", "an unknown field",
      ["conversions", 0, "orderID"], "x"),
     ("google_ads_upload_click_conversions", "conversionValue as an object",
@@ -568,6 +624,10 @@ def main(directory: str) -> int:
     if rest:
         problems += [f"microsoft_offline_conversions (msads): {p}"
                      for p in check_microsoft_rest(rest)]
+    adjustments = records.get("microsoft_offline_conversion_adjustments", [])
+    if adjustments:
+        problems += [f"microsoft_offline_conversion_adjustments (msads): {p}"
+                     for p in check_microsoft_rest(adjustments)]
     problems += check_tiktok_codes()
 
     # Negative cases: the checks must refuse bodies made wrong.

@@ -11,24 +11,31 @@ sent.
 import json
 import sys
 
+from openapi_client.models.campaign.apply_offline_conversion_adjustments_request import (
+    ApplyOfflineConversionAdjustmentsRequest,
+)
 from openapi_client.models.campaign.apply_offline_conversions_request import (
     ApplyOfflineConversionsRequest,
 )
 
 
 def check(body: dict, where: str) -> list:
+    # A body is one request or the other, by its list's key.
+    if "OfflineConversionAdjustments" in body:
+        request, key = ApplyOfflineConversionAdjustmentsRequest, "OfflineConversionAdjustments"
+    else:
+        request, key = ApplyOfflineConversionsRequest, "OfflineConversions"
     try:
-        model = ApplyOfflineConversionsRequest.from_dict(body)
+        model = request.from_dict(body)
     except Exception as error:  # pydantic.ValidationError
-        return [f"{where}: ApplyOfflineConversionsRequest refuses it: {error}".replace("\n", " ")]
+        return [f"{where}: {request.__name__} refuses it: {error}".replace("\n", " ")]
     back = model.model_dump(by_alias=True, exclude_none=True, mode="json")
     problems = []
-    for i, (sent, read) in enumerate(zip(body.get("OfflineConversions", []),
-                                         back.get("OfflineConversions", []))):
-        for key in sorted(set(sent) | set(read)):
-            if sent.get(key) != read.get(key):
-                problems.append(f"{where}.OfflineConversions[{i}].{key}: sent {sent.get(key)!r}, "
-                                f"the model reads {read.get(key)!r}")
+    for i, (sent, read) in enumerate(zip(body.get(key, []), back.get(key, []))):
+        for name in sorted(set(sent) | set(read)):
+            if sent.get(name) != read.get(name):
+                problems.append(f"{where}.{key}[{i}].{name}: sent {sent.get(name)!r}, "
+                                f"the model reads {read.get(name)!r}")
     if set(body) != set(back):
         problems.append(f"{where}: top-level keys {sorted(body)} read as {sorted(back)}")
     return problems

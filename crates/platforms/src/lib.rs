@@ -168,6 +168,8 @@ pub enum RequestTarget {
     MicrosoftOAuth,
     /// Microsoft Advertising `OfflineConversions/Apply`.
     MicrosoftOfflineConversions,
+    /// Microsoft Advertising `OfflineConversionAdjustments/Apply` (restatements, retractions).
+    MicrosoftOfflineConversionAdjustments,
     /// LinkedIn Conversions API requests.
     LinkedInConversionEvents,
     /// Reddit Conversions API requests.
@@ -196,6 +198,9 @@ impl RequestTarget {
             Self::MetaEvents => "meta_events",
             Self::MicrosoftOAuth => "microsoft_oauth",
             Self::MicrosoftOfflineConversions => "microsoft_offline_conversions",
+            Self::MicrosoftOfflineConversionAdjustments => {
+                "microsoft_offline_conversion_adjustments"
+            }
             Self::LinkedInConversionEvents => "linkedin_conversion_events",
             Self::RedditConversionEvents => "reddit_conversion_events",
             Self::TikTokEvents => "tiktok_events",

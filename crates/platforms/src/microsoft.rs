@@ -47,6 +47,9 @@ pub const MAX_CLICK_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// The path of `ApplyOfflineConversions`.
 pub const APPLY_PATH: &str = "/CampaignManagement/v13/OfflineConversions/Apply";
 
+/// The path of `ApplyOfflineConversionAdjustments` (M.A.9): restatements and retractions.
+pub const ADJUST_PATH: &str = "/CampaignManagement/v13/OfflineConversionAdjustments/Apply";
+
 /// The scope of an access token for the Microsoft Advertising API.
 pub const SCOPE: &str = "https://ads.microsoft.com/msads.manage offline_access";
 
@@ -195,6 +198,50 @@ impl Platform for MicrosoftAds {
     ) -> BoxFuture<'a, SendReport> {
         Box::pin(batch::send::<Self>(http, config, credentials, batch, now))
     }
+
+    /// A `Retract` adjustment of the offline conversion (M.A.9).
+    fn supports_retraction(&self, _config: &MicrosoftAdsConfig) -> bool {
+        true
+    }
+
+    fn retract<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a MicrosoftAdsConfig,
+        credentials: &'a MicrosoftAdsCredentials,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(batch::send::<Adjustments<false>>(
+            http,
+            config,
+            credentials,
+            batch,
+            now,
+        ))
+    }
+
+    /// A `Restate` adjustment with the new value (M.A.9).
+    fn supports_restatement(&self, _config: &MicrosoftAdsConfig) -> bool {
+        true
+    }
+
+    fn restate<'a>(
+        &'a self,
+        http: &'a Platforms,
+        config: &'a MicrosoftAdsConfig,
+        credentials: &'a MicrosoftAdsCredentials,
+        batch: &'a [Conversion],
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, SendReport> {
+        Box::pin(batch::send::<Adjustments<true>>(
+            http,
+            config,
+            credentials,
+            batch,
+            now,
+        ))
+    }
 }
 
 /// `ConversionTime`: ISO 8601 in UTC with a `Z`, whole seconds.
@@ -285,6 +332,50 @@ fn offline_conversion(
         if let Some(hash) = event.phone.as_ref().and_then(|p| phone_sha256(p.as_str())) {
             row.insert("HashedPhoneNumber".into(), hash.into());
         }
+    }
+    Ok(Value::Object(row))
+}
+
+/// One `OfflineConversionAdjustment` (M.A.9) of a conversion sent before: the original goal name,
+/// conversion time and click id identify it (as they did when it was sent), `AdjustmentTime` is
+/// now (never before the conversion), and a restatement carries the new total value.
+fn adjustment(
+    config: &MicrosoftAdsConfig,
+    conversion: &Conversion,
+    restatement: bool,
+    now: OffsetDateTime,
+) -> Result<Value, Outcome> {
+    let original = offline_conversion(config, conversion)?;
+    let mut row = Map::new();
+    for key in ["ConversionName", "ConversionTime", "MicrosoftClickId"] {
+        if let Some(value) = original.get(key) {
+            row.insert(key.into(), value.clone());
+        }
+    }
+    let conversion_at = conversion.event.timestamp.min(conversion.received_at);
+    row.insert(
+        "AdjustmentTime".into(),
+        conversion_time(now.max(conversion_at + time::Duration::seconds(1))).into(),
+    );
+    row.insert(
+        "AdjustmentType".into(),
+        if restatement { "Restate" } else { "Retract" }.into(),
+    );
+    if restatement {
+        let value = conversion.event.value.and_then(|money| {
+            money
+                .amount()
+                .to_f64()
+                .and_then(serde_json::Number::from_f64)
+                .map(|amount| (amount, money.currency().code()))
+        });
+        let Some((amount, currency)) = value else {
+            return Err(classify::permanent(
+                "a restatement needs the new value and its currency",
+            ));
+        };
+        row.insert("AdjustmentValue".into(), Value::Number(amount));
+        row.insert("AdjustmentCurrencyCode".into(), currency.into());
     }
     Ok(Value::Object(row))
 }
@@ -455,6 +546,68 @@ impl JsonApi for MicrosoftAds {
         } else {
             Answer::All(call_failure(exchange))
         }
+    }
+}
+
+/// `ApplyOfflineConversionAdjustments`: the same call shape and answers as
+/// `ApplyOfflineConversions` (`PartialErrors` by `Index`), a `Restate` (`RESTATE`) or a
+/// `Retract` row per conversion.
+struct Adjustments<const RESTATE: bool>;
+
+impl<const RESTATE: bool> JsonApi for Adjustments<RESTATE> {
+    type Config = MicrosoftAdsConfig;
+    type Credentials = MicrosoftAdsCredentials;
+    type Row = Value;
+
+    const TARGET: RequestTarget = RequestTarget::MicrosoftOfflineConversionAdjustments;
+
+    fn secrets(credentials: &MicrosoftAdsCredentials) -> Vec<&str> {
+        <MicrosoftAds as JsonApi>::secrets(credentials)
+    }
+
+    fn grant<'a>(
+        platforms: &'a Platforms,
+        credentials: &'a MicrosoftAdsCredentials,
+    ) -> Option<RefreshGrant<'a>> {
+        Some(grant(platforms, credentials))
+    }
+
+    fn token_refused(exchange: &Exchange) -> bool {
+        token_refused(exchange)
+    }
+
+    fn row(
+        config: &MicrosoftAdsConfig,
+        conversion: &Conversion,
+        now: OffsetDateTime,
+    ) -> Result<Value, Outcome> {
+        adjustment(config, conversion, RESTATE, now)
+    }
+
+    fn request(
+        platforms: &Platforms,
+        config: &MicrosoftAdsConfig,
+        credentials: &MicrosoftAdsCredentials,
+        token: Option<&str>,
+        rows: &[&Value],
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
+        Ok(platforms
+            .client
+            .post(crate::join(&platforms.endpoints.microsoft_ads, ADJUST_PATH))
+            .bearer_auth(token.unwrap_or_default())
+            .header("DeveloperToken", &credentials.developer_token)
+            .header("CustomerId", config.customer_id.trim())
+            .header("CustomerAccountId", config.account_id.trim())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json!({ "OfflineConversionAdjustments": rows }).to_string()))
+    }
+
+    fn transient(exchange: &Exchange, rows: &[&Value]) -> Answer {
+        Self::answer(exchange, rows)
+    }
+
+    fn answer(exchange: &Exchange, rows: &[&Value]) -> Answer {
+        <MicrosoftAds as JsonApi>::answer(exchange, rows)
     }
 }
 

@@ -411,3 +411,135 @@ async fn a_rotated_refresh_token_comes_back_in_the_destinations_credentials_and_
     assert_eq!(report.outcomes, [Outcome::Succeeded]);
     assert!(report.rotated.is_none());
 }
+
+async fn mount_adjust(server: &MockServer, response: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path(platforms::microsoft::ADJUST_PATH))
+        .and(header(
+            "authorization",
+            format!("Bearer {MS_ACCESS_TOKEN}").as_str(),
+        ))
+        .and(Strict(check_microsoft_adjustments))
+        .respond_with(response)
+        .named("apply offline conversion adjustments")
+        .mount(server)
+        .await;
+}
+
+async fn adjustment_rows(server: &MockServer) -> Vec<Value> {
+    let requests = server.received_requests().await.unwrap();
+    let adjust = requests
+        .iter()
+        .find(|r| r.url.path() == platforms::microsoft::ADJUST_PATH)
+        .unwrap();
+    let body: Value = serde_json::from_slice(&adjust.body).unwrap();
+    body["OfflineConversionAdjustments"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn a_restatement_is_a_restate_adjustment_of_the_goal_click_and_time_with_the_new_total() {
+    use platforms::Platform;
+    let server = MockServer::start().await;
+    mount_microsoft_oauth(&server, MS_ACCESS_TOKEN).await;
+    mount_adjust(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({"PartialErrors": [
+            {"Code": 4832, "ErrorCode": "OfflineConversionAdjustmentValueNotExpected",
+             "Message": "not expected", "Index": 1, "Type": "BatchError"}]})),
+    )
+    .await;
+    let now = OffsetDateTime::now_utc();
+    let mut first = with_msclkid(sale("INV-1", now));
+    let mut second = with_msclkid(sale("INV-2", now));
+    for (conversion, amount) in [(&mut first, "70.5"), (&mut second, "0")] {
+        let currency = conversion.event.value.unwrap().currency();
+        conversion.event.value =
+            Some(events::Money::new(amount.parse().unwrap(), currency).unwrap());
+    }
+    assert!(MicrosoftAds.supports_restatement(&microsoft_config()));
+
+    let report = MicrosoftAds
+        .restate(
+            &platforms(&server, TIMEOUT),
+            &microsoft_config(),
+            &microsoft_creds(),
+            &[first.clone(), second],
+            now,
+        )
+        .await;
+
+    assert_eq!(report.outcomes[0], Outcome::Succeeded);
+    assert!(
+        matches!(&report.outcomes[1], Outcome::Permanent { error } if error.contains("4832")),
+        "{:?}",
+        report.outcomes[1]
+    );
+    assert_requests_strict(&server).await;
+    let rows = adjustment_rows(&server).await;
+    assert_eq!(rows[0]["AdjustmentType"], "Restate");
+    assert_eq!(rows[0]["AdjustmentValue"], json!(70.5));
+    assert_eq!(rows[0]["AdjustmentCurrencyCode"], "EUR");
+    assert_eq!(rows[1]["AdjustmentValue"], json!(0.0));
+    // The conversion it adjusts, as it was sent.
+    assert_eq!(rows[0]["ConversionName"], "Offline Purchase");
+    assert_eq!(rows[0]["MicrosoftClickId"], MSCLKID);
+    assert_eq!(
+        rows[0]["ConversionTime"],
+        platforms::microsoft::conversion_time(first.event.timestamp)
+    );
+    assert_eq!(
+        report.requests[1].target,
+        RequestTarget::MicrosoftOfflineConversionAdjustments
+    );
+}
+
+#[tokio::test]
+async fn a_retraction_is_a_retract_adjustment_without_a_value() {
+    use platforms::Platform;
+    let server = MockServer::start().await;
+    mount_microsoft_oauth(&server, MS_ACCESS_TOKEN).await;
+    mount_adjust(&server, accepted()).await;
+    let now = OffsetDateTime::now_utc();
+    assert!(MicrosoftAds.supports_retraction(&microsoft_config()));
+
+    let report = MicrosoftAds
+        .retract(
+            &platforms(&server, TIMEOUT),
+            &microsoft_config(),
+            &microsoft_creds(),
+            &[with_msclkid(sale("INV-1", now))],
+            now,
+        )
+        .await;
+
+    assert_eq!(report.outcomes, [Outcome::Succeeded]);
+    assert_requests_strict(&server).await;
+    let rows = adjustment_rows(&server).await;
+    assert_eq!(rows[0]["AdjustmentType"], "Retract");
+    assert!(rows[0].get("AdjustmentValue").is_none());
+}
+
+#[tokio::test]
+async fn a_restatement_without_an_msclkid_is_skipped_and_nothing_is_sent() {
+    use platforms::Platform;
+    let server = MockServer::start().await;
+    let now = OffsetDateTime::now_utc();
+    let report = MicrosoftAds
+        .restate(
+            &platforms(&server, TIMEOUT),
+            &microsoft_config(),
+            &microsoft_creds(),
+            &[sale("INV-1", now)],
+            now,
+        )
+        .await;
+    assert!(
+        matches!(&report.outcomes[0], Outcome::Skipped { reason } if reason.starts_with("no_click_id")),
+        "{:?}",
+        report.outcomes[0]
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -60,7 +60,9 @@ impl Respond for Accepts {
                     "events": vec![json!({"status": "processed", "error_message": null,
                         "warning_message": null}); count]}))
             }
-            "microsoft_offline_conversions" => ok.set_body_json(json!({"PartialErrors": null})),
+            "microsoft_offline_conversions" | "microsoft_offline_conversion_adjustments" => {
+                ok.set_body_json(json!({"PartialErrors": null}))
+            }
             "meta_events" => ok.set_body_json(json!({"events_received": rows(request, "/data"),
                 "messages": [], "fbtrace_id": "trace"})),
             "google_data_manager_ingest" => ok.set_body_json(json!({"requestId": "dm-1"})),
@@ -168,6 +170,33 @@ async fn every_platform_takes_every_shape_of_conversion() {
         )
         .await;
     assert_delivered("microsoft", &report);
+    {
+        use platforms::Platform;
+        let mut restated = with_msclkid(sale("INV-1", now));
+        let currency = restated.event.value.unwrap().currency();
+        restated.event.value = Some(events::Money::new("70.5".parse().unwrap(), currency).unwrap());
+        let adapter = platforms::microsoft::MicrosoftAds;
+        let report = adapter
+            .restate(
+                &http,
+                &microsoft_config(),
+                &microsoft_creds(),
+                &[restated],
+                now,
+            )
+            .await;
+        assert_delivered("microsoft restatement", &report);
+        let report = adapter
+            .retract(
+                &http,
+                &microsoft_config(),
+                &microsoft_creds(),
+                &[with_msclkid(sale("INV-2", now))],
+                now,
+            )
+            .await;
+        assert_delivered("microsoft retraction", &report);
+    }
 
     for everyone in [false, true] {
         let mut config = linkedin_config();
@@ -260,6 +289,7 @@ async fn every_platform_takes_every_shape_of_conversion() {
         "google_ads_upload_conversion_adjustments",
         "meta_events",
         "microsoft_offline_conversions",
+        "microsoft_offline_conversion_adjustments",
         "linkedin_conversion_events",
         "reddit_conversion_events",
         "tiktok_events",

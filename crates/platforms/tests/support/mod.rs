@@ -1334,6 +1334,11 @@ pub fn kind_of(path: &str) -> Option<(&'static str, Check)> {
         ("microsoft_oauth", check_microsoft_oauth)
     } else if path == platforms::microsoft::APPLY_PATH {
         ("microsoft_offline_conversions", check_microsoft)
+    } else if path == platforms::microsoft::ADJUST_PATH {
+        (
+            "microsoft_offline_conversion_adjustments",
+            check_microsoft_adjustments,
+        )
     } else if path == platforms::linkedin::PATH {
         ("linkedin_conversion_events", check_linkedin)
     } else if path.starts_with("/api/v3/pixels/") {
@@ -1699,6 +1704,120 @@ pub fn check_microsoft(request: &Request) -> Vec<String> {
                     problems.push(format!("{at}.{key} is not a lower-case SHA-256 hex digest"));
                 }
             }
+        }
+    }
+    problems
+}
+
+/// `ApplyOfflineConversionAdjustments` (REST), as strict as its msads models
+/// (`OfflineConversionAdjustment`): the four headers, the exact keys, 1 to 1,000 rows, the
+/// original goal name, time and click id, `Restate` with a value and a currency or `Retract`
+/// with neither, an `AdjustmentTime` in UTC with a `Z` after the conversion and not in the future.
+pub fn check_microsoft_adjustments(request: &Request) -> Vec<String> {
+    let mut problems = Vec::new();
+    if request.method.as_str() != "POST" || request.url.path() != platforms::microsoft::ADJUST_PATH
+    {
+        problems.push("not POST /CampaignManagement/v13/OfflineConversionAdjustments/Apply".into());
+    }
+    bearer(request, &mut problems);
+    if header(request, "developertoken").is_none_or(str::is_empty) {
+        problems.push("no DeveloperToken header".into());
+    }
+    for name in ["customerid", "customeraccountid"] {
+        if !header(request, name).is_some_and(is_digits) {
+            problems.push(format!("{name} header is not digits"));
+        }
+    }
+    let body = json_body(request, &mut problems);
+    only_keys(
+        &body,
+        &["OfflineConversionAdjustments"],
+        "body",
+        &mut problems,
+    );
+    let rows = body["OfflineConversionAdjustments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if rows.is_empty() || rows.len() > 1000 {
+        problems.push(format!(
+            "{} OfflineConversionAdjustments: must be 1 to 1000",
+            rows.len()
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    let time_of =
+        |row: &Value, key: &str, at: &str, problems: &mut Vec<String>| match row[key].as_str() {
+            Some(text) if shaped(text, "9999-99-99T99:99:99Z") => {
+                match OffsetDateTime::parse(text, &Rfc3339) {
+                    Ok(time) if time > now + time::Duration::minutes(1) => {
+                        problems.push(format!("{at}.{key} is in the future"));
+                        None
+                    }
+                    Ok(time) => Some(time),
+                    Err(_) => {
+                        problems.push(format!("{at}.{key} is not a time"));
+                        None
+                    }
+                }
+            }
+            _ => {
+                problems.push(format!("{at}.{key} is not yyyy-mm-ddThh:mm:ssZ"));
+                None
+            }
+        };
+    for (index, row) in rows.iter().enumerate() {
+        let at = format!("OfflineConversionAdjustments[{index}]");
+        only_keys(
+            row,
+            &[
+                "ConversionName",
+                "ConversionTime",
+                "MicrosoftClickId",
+                "AdjustmentTime",
+                "AdjustmentType",
+                "AdjustmentValue",
+                "AdjustmentCurrencyCode",
+                "HashedEmailAddress",
+                "HashedPhoneNumber",
+            ],
+            &at,
+            &mut problems,
+        );
+        for key in ["ConversionName", "MicrosoftClickId"] {
+            if row[key].as_str().is_none_or(|s| s.trim().is_empty()) {
+                problems.push(format!("{at}.{key} missing"));
+            }
+        }
+        let converted = time_of(row, "ConversionTime", &at, &mut problems);
+        let adjusted = time_of(row, "AdjustmentTime", &at, &mut problems);
+        if let (Some(converted), Some(adjusted)) = (converted, adjusted) {
+            if adjusted <= converted {
+                problems.push(format!("{at}.AdjustmentTime is not after ConversionTime"));
+            }
+        }
+        let has_value = row.get("AdjustmentValue").is_some();
+        let has_currency = row.get("AdjustmentCurrencyCode").is_some();
+        match row["AdjustmentType"].as_str() {
+            Some("Restate") => {
+                if !row["AdjustmentValue"].as_f64().is_some_and(|v| v >= 0.0) {
+                    problems.push(format!("{at}.AdjustmentValue is not a number >= 0"));
+                }
+                if !row["AdjustmentCurrencyCode"]
+                    .as_str()
+                    .is_some_and(is_currency)
+                {
+                    problems.push(format!("{at}.AdjustmentCurrencyCode is not ISO 4217"));
+                }
+            }
+            Some("Retract") => {
+                if has_value || has_currency {
+                    problems.push(format!("{at}: a Retract carries no value"));
+                }
+            }
+            other => problems.push(format!(
+                "{at}.AdjustmentType must be Restate or Retract, got {other:?}"
+            )),
         }
     }
     problems
