@@ -496,7 +496,8 @@ fn apply_rollups_sql(filter: &str) -> String {
                $2::numeric * coalesce(sum(weighted), 0)
         FROM x
         GROUP BY model, dim, day, key, tier, coalesce(currency, '')
-        ORDER BY model, dim, day, key, tier, coalesce(currency, '')
+        ORDER BY model, dim, day, key COLLATE \"C\", tier COLLATE \"C\",
+                 coalesce(currency, '') COLLATE \"C\"
         ON CONFLICT (workspace_id, model, dim, day, key, tier, currency) DO UPDATE SET
             leads = r.leads + excluded.leads,
             sales = r.sales + excluded.sales,
@@ -545,7 +546,7 @@ const HISTOGRAMS_TAIL: &str = ", k AS (
         LEFT JOIN g ON g.model = k.model AND g.dim = k.dim AND g.day = k.day AND g.key = k.key
                    AND g.tier = k.tier AND g.bucket = b.bucket
         GROUP BY k.model, k.dim, k.day, k.key, k.tier
-        ORDER BY k.model, k.dim, k.day, k.key, k.tier
+        ORDER BY k.model, k.dim, k.day, k.key COLLATE \"C\", k.tier COLLATE \"C\"
         ON CONFLICT (workspace_id, model, dim, day, key, tier) DO UPDATE SET
             weights = ARRAY(
                 SELECT coalesce(a, 0) + coalesce(b, 0)
@@ -569,8 +570,9 @@ struct Contributions {
     histograms: BTreeMap<BucketKey, (Decimal, Decimal)>,
 }
 
-/// A rollup row's key: model, dim, day, key, tier, currency (in the order of the table's key, so
-/// that rows are written in the order the SQL path locks them).
+/// A rollup row's key: model, dim, day, key, tier, currency. Rows are written in this order,
+/// strings compared bytewise as the SQL path orders them (`COLLATE "C"`), so that a credit and a
+/// retraction lock the rows they share in the same order.
 type RollupKey = (i16, i16, Date, String, String, String);
 
 /// A histogram bucket's key: model, dim, day, key, tier, bucket.

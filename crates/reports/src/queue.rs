@@ -31,15 +31,21 @@ pub async fn queue(
 }
 
 /// One workspace's queued conversions, at most `$1`, locked and removed (the caller's
-/// transaction keeps them until it commits); rows another stage holds are skipped.
+/// transaction keeps them until it commits); rows another stage holds are skipped. Both reads
+/// walk the primary key in order, so that a claim costs the same however long the queue is (a
+/// join with the picked workspace let the planner read and sort the whole queue every time).
 const CLAIM: &str = "
     WITH picked AS (
-        SELECT workspace_id FROM credit_queue LIMIT 1 FOR UPDATE SKIP LOCKED
+        SELECT workspace_id FROM credit_queue
+        ORDER BY workspace_id, event_id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
     ), locked AS (
-        SELECT q.workspace_id, q.event_id FROM credit_queue q JOIN picked p USING (workspace_id)
-        ORDER BY q.event_id
+        SELECT workspace_id, event_id FROM credit_queue
+        WHERE workspace_id = (SELECT workspace_id FROM picked)
+        ORDER BY workspace_id, event_id
         LIMIT $1
-        FOR UPDATE OF q SKIP LOCKED
+        FOR UPDATE SKIP LOCKED
     )
     DELETE FROM credit_queue c USING locked l
     WHERE c.workspace_id = l.workspace_id AND c.event_id = l.event_id
