@@ -7,7 +7,13 @@
 # clicks, then `convrelay reports rebuild`, then every report shape asked BENCH_REPORTS_RUNS (20)
 # times over HTTP: p50 and p95 per shape. The whole range holds all the conversions.
 #
-# BENCH_REPORTS_BUILD=debug uses the dev build instead of building the release one.
+# First, the credit stage's speed: BENCH_REPORTS_CREDIT_SECONDS (10; 0 skips it) of loadgen's
+# repeat load (4,000 repeat customers, a click on every sale) stored by `serve --no-workers`, then
+# drained by `convrelay worker`: the matcher's events/s until its queue is empty, then the report
+# stage's conversions/s over what it still had to credit (it yields to the matcher until then).
+#
+# BENCH_REPORTS_BUILD=debug uses the dev build instead of building the release one;
+# BENCH_REPORTS_KEEP=1 keeps the seeded database (convrelay_bench_reports) for EXPLAIN ANALYZE.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -23,12 +29,16 @@ die() {
 [[ $conversions =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPORTS_CONVERSIONS must be a whole number"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPORTS_RUNS must be a whole number"
 
+credit_seconds=${BENCH_REPORTS_CREDIT_SECONDS:-10}
+[[ $credit_seconds =~ ^[0-9]+$ ]] || die "BENCH_REPORTS_CREDIT_SECONDS must be a whole number"
 if [[ ${BENCH_REPORTS_BUILD:-release} == debug ]]; then
-  cargo build --locked -q -p ingest-api --bin convrelay
+  cargo build --locked -q -p ingest-api -p loadgen
   server_bin=$ROOT/target/debug/convrelay
+  loadgen_bin=$ROOT/target/debug/convrelay-loadgen
 else
-  cargo build --release --locked -q -p ingest-api --bin convrelay
+  cargo build --release --locked -q -p ingest-api -p loadgen
   server_bin=$ROOT/target/release/convrelay
+  loadgen_bin=$ROOT/target/release/convrelay-loadgen
 fi
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/convrelay-bench-reports.XXXXXX")
 server_pid=""
@@ -47,14 +57,73 @@ trap 'exit 143' TERM
 
 admin=${DATABASE_URL:-$(scripts/localpg.sh url)}
 psql_admin() { scripts/localpg.sh psql -d "$admin" -v ON_ERROR_STOP=1 -qAt "$@"; }
-psql_admin -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$bench_db' AND pid <> pg_backend_pid()" >/dev/null
-PGOPTIONS='--client-min-messages=warning' psql_admin -c "DROP DATABASE IF EXISTS $bench_db" >/dev/null
-ensure_database "$admin" "$bench_db"
-DATABASE_URL=$(with_database "$admin" "$bench_db")
-export DATABASE_URL CONVRELAY_RATE_LIMIT=0 CONVRELAY_LOG=warn
+# fresh_database NAME: drops and creates it, and points DATABASE_URL at it.
+fresh_database() {
+  psql_admin -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$1' AND pid <> pg_backend_pid()" >/dev/null
+  PGOPTIONS='--client-min-messages=warning' psql_admin -c "DROP DATABASE IF EXISTS $1" >/dev/null
+  ensure_database "$admin" "$1"
+  DATABASE_URL=$(with_database "$admin" "$1")
+}
+export CONVRELAY_RATE_LIMIT=0 CONVRELAY_LOG=warn
 q() { scripts/localpg.sh psql -d "$DATABASE_URL" -v ON_ERROR_STOP=1 -qAt -c "$1"; }
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.${2:-0}f\", $1 }"; }
+
+# --- the credit stage behind the matcher, on the repeat load ----------------------------------
+if ((credit_seconds > 0)); then
+  credit_db=convrelay_bench_credit
+  fresh_database "$credit_db"
+  export DATABASE_URL
+  "$server_bin" migrate
+  ingest_key=$("$server_bin" keys create --workspace bench-credit --scope ingest)
+  say "credit stage: ${credit_seconds}s of the repeat load, then drained by convrelay worker"
+  port=$((20000 + (RANDOM * 32768 + RANDOM) % 12000)) # below the ephemeral ports clients use
+  CONVRELAY_LISTEN=127.0.0.1:$port "$server_bin" serve --no-workers >>"$workdir/server.log" 2>&1 &
+  server_pid=$!
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$server_pid" 2>/dev/null || die "convrelay serve exited: $(tail -n 5 "$workdir/server.log")"
+    curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null && break
+    sleep 0.1
+  done
+  CONVRELAY_LOADGEN_KEY=$ingest_key timeout --foreground 300 "$loadgen_bin" --url "http://127.0.0.1:$port" \
+    --scenario repeat --connections 16 --duration "${credit_seconds}s" --warmup 0s --batch-size 100 \
+    --server-pid "$server_pid" --run-id "credit-$RANDOM$RANDOM" >"$workdir/load.out" || die "loadgen failed"
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+  backlog=$(q "SELECT coalesce(sum(cardinality(event_ids)), 0) FROM match_queue")
+  started=$(now)
+  "$server_bin" worker >>"$workdir/server.log" 2>&1 &
+  server_pid=$!
+  matched="" credit_backlog=0
+  for ((i = 0; i < 30000; i++)); do
+    kill -0 "$server_pid" 2>/dev/null || die "convrelay worker exited: $(tail -n 5 "$workdir/server.log")"
+    if [[ -z $matched && $(q "SELECT count(*) FROM match_queue") == 0 ]]; then
+      matched=$(now)
+      credit_backlog=$(q "SELECT coalesce(sum(cardinality(event_ids)), 0) FROM credit_batches")
+    fi
+    [[ -n $matched && $(q "SELECT coalesce(sum(cardinality(event_ids)), 0) FROM credit_batches") == 0 ]] && break
+    sleep 0.05
+  done
+  credited=$(now)
+  [[ -n $matched && $(q "SELECT coalesce(sum(cardinality(event_ids)), 0) FROM credit_batches") == 0 ]] || die "the worker did not drain its queues within 25 minutes"
+  worker_rss=$(awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$server_pid/status" 2>/dev/null || echo 0)
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+  touches=$(q "SELECT round(count(*)::numeric / greatest((SELECT count(*) FROM report_conversions), 1), 1) FROM credit_shares")
+  match_rate=$(calc "$backlog / ($matched - $started)")
+  credit_rate=$(calc "$credit_backlog / ($credited - $matched)")
+  printf '\ncredit stage (repeat load, %s touches per conversion)\n' "$touches"
+  printf '  matcher      %7d events in %6.2f s = %6d events/s\n' "$backlog" "$(calc "$matched - $started" 2)" "$match_rate"
+  printf '  report stage %7d conversions in %6.2f s = %6d conversions/s (%s x the matcher); worker peak RSS %s MB\n' \
+    "$credit_backlog" "$(calc "$credited - $matched" 2)" "$credit_rate" "$(calc "$credit_rate / $match_rate" 2)" "$worker_rss"
+  PGOPTIONS='--client-min-messages=warning' psql_admin -c "DROP DATABASE IF EXISTS $credit_db" >/dev/null || true
+fi
+
+# --- reports over 1,000,000 conversions -----------------------------------------------------
+fresh_database "$bench_db"
+export DATABASE_URL
 
 "$server_bin" migrate
 key=$("$server_bin" keys create --workspace bench-reports --scope read)
@@ -108,9 +177,9 @@ say "seeded $conversions conversions with $shares touches in $seeded s; rebuildi
 t0=$(now)
 "$server_bin" reports rebuild --workspace bench-reports
 rebuilt=$(calc "$(now) - $t0" 1)
-for table in report_rollups report_times report_clicks; do q "VACUUM ANALYZE $table"; done
+for table in report_rollups report_histograms report_clicks; do q "VACUUM ANALYZE $table"; done
 rollup_rows=$(q "SELECT count(*) FROM report_rollups")
-time_rows=$(q "SELECT count(*) FROM report_times")
+time_rows=$(q "SELECT count(*) FROM report_histograms")
 counted=$(q "SELECT round(sum(leads + sales)) FROM report_rollups WHERE model = 0 AND dim = 0")
 [[ $counted == "$conversions" ]] || die "the rollups count $counted conversions, not $conversions"
 
@@ -161,14 +230,18 @@ for shape in "${shapes[@]}"; do
   label=$shape
   printf '%-72s %9s %9s %6s\n' "${label:0:72}" "$p50" "$p95" "$rows"
 done
-printf '\nseed %s s, rebuild %s s; rollup rows %s, time-histogram rows %s; worst p95 %s ms\n' \
+printf '\nseed %s s, rebuild %s s; rollup rows %s, time histograms %s; worst p95 %s ms\n' \
   "$seeded" "$rebuilt" "$rollup_rows" "$time_rows" "$worst"
-size=$(q "SELECT pg_size_pretty(sum(pg_total_relation_size(c))) FROM unnest(ARRAY['report_conversions', 'credit_shares', 'report_rollups', 'report_times', 'report_clicks']::regclass[]) AS c")
+size=$(q "SELECT pg_size_pretty(sum(pg_total_relation_size(c))) FROM unnest(ARRAY['report_conversions', 'credit_shares', 'report_rollups', 'report_histograms', 'report_clicks']::regclass[]) AS c")
 printf 'stored: %s across the reports tables\n' "$size"
 kill -TERM "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
 server_pid=""
-PGOPTIONS='--client-min-messages=warning' psql_admin -c "DROP DATABASE IF EXISTS $bench_db" >/dev/null || true
+if [[ ${BENCH_REPORTS_KEEP:-0} == 1 ]]; then
+  say "kept the database $bench_db"
+else
+  PGOPTIONS='--client-min-messages=warning' psql_admin -c "DROP DATABASE IF EXISTS $bench_db" >/dev/null || true
+fi
 if ((worst >= 1000)); then
   say "a report took 1 s or more at p95"
   exit 1

@@ -54,7 +54,9 @@ pub use settings::{
     attribution_window, set_attribution_window, MatchSettings, DEFAULT_ATTRIBUTION_WINDOW,
     DEFAULT_IDENTITY_MAX_LINKS, DEFAULT_PENDING_WINDOW,
 };
-pub use window::{touches_in_window, WindowProbe, WindowTouch};
+pub use window::{
+    clicks_in_window, decided_touches, DecidedTouches, WindowClick, WindowProbe, WindowSource,
+};
 
 /// Errors of the attribution matcher.
 #[derive(Debug, thiserror::Error)]

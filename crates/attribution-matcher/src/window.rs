@@ -3,15 +3,19 @@
 //! click; this reads the others by bounded range scans of `identities_touches`, one per person
 //! merged into the event's person, so the cost does not grow with the person's history outside
 //! the window and never exceeds `limit` touches per person.
+//!
+//! Everything is read for a whole batch of events in two statements, and the clicks are answered
+//! as references: a click an event carried names that event, and the caller reads (or keeps) the
+//! event's click ids and utm itself, so that a long-lived stage reads each carried click from the
+//! journal once, not once per conversion that it touched.
 
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
-use events::Touchpoint;
+use events::{ClickIds, Touchpoint, Utm};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::decide::direct_touchpoint;
 use crate::{from_json, Result};
 
 /// One event whose window is wanted.
@@ -25,124 +29,200 @@ pub struct WindowProbe {
     pub since: OffsetDateTime,
 }
 
-/// A click of the person, owned by an identifier.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowTouch {
-    /// The identifier that owns the click (what a decision's touch references).
-    pub owner: [u8; 32],
-    /// The click as an attribution shows it (`clicked_at` as the identity graph filed it).
-    pub touchpoint: Touchpoint,
+/// What a stored decision says of an event's touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecidedTouches {
+    /// The identifier owning the matcher's touchpoint (the last click), if the event matched.
+    pub touch: Option<[u8; 32]>,
+    /// The identifier owning the first click in the window, when it is another click.
+    pub first_touch: Option<[u8; 32]>,
+    /// The decision was stored as a copy of its attribution, before decisions referenced their
+    /// touches: [`crate::get_attributions`] tells its clicks.
+    pub copied: bool,
 }
 
-/// The person of each event's stored touch (its root after merges, and every person merged into
-/// it), then each person's clicks in the window, latest first, at most `limit` per person.
-const SELECT_WINDOW_TOUCHES: &str = "
-    WITH q AS (
-        SELECT * FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[]) AS q(event_id, at, since)
-    ), owned AS (
-        SELECT q.event_id, q.at, q.since, coalesce(p.merged_into, i.person_id) AS root
-        FROM q
-        JOIN attributions a ON a.workspace_id = $1 AND a.event_id = q.event_id
-        JOIN identities i ON i.workspace_id = $1 AND i.identifier = a.touch
-        LEFT JOIN persons p ON p.workspace_id = $1 AND p.person_id = i.person_id
-    ), members AS (
-        SELECT DISTINCT o.event_id, o.at, o.since, m.person_id
-        FROM owned o
-        LEFT JOIN persons r ON r.workspace_id = $1 AND r.person_id = o.root
-        CROSS JOIN LATERAL unnest(array_prepend(o.root, coalesce(r.members, '{}'::uuid[])))
-            AS m(person_id)
-    )
-    SELECT m.event_id, t.identifier, t.clicked_at, t.source_event, t.touchpoint,
-           c.click_id, c.click_ids, c.utm, c.url, c.referrer, c.ip, c.user_agent
-    FROM members m
+/// Where a click's data is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowSource {
+    /// In the journal: the event that carried the click (events never change once stored, so
+    /// what the caller read of it once stays right).
+    Carried(Uuid),
+    /// Here: a registered click, or a copy kept before clicks referenced their events.
+    Stored {
+        /// The click's ad click ids.
+        click_ids: Box<ClickIds>,
+        /// Its utm parameters.
+        utm: Option<Box<Utm>>,
+    },
+}
+
+/// A click of the person in an event's window, owned by an identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowClick {
+    /// The identifier that owns the click (what a decision's touch references).
+    pub owner: [u8; 32],
+    /// When the click happened, as the identity graph filed it.
+    pub clicked_at: OffsetDateTime,
+    /// Where its click ids and utm are.
+    pub source: WindowSource,
+}
+
+const SELECT_DECIDED: &str = "
+    SELECT q.event_id, a.touch, a.first_touch, a.copied
+    FROM unnest($2::uuid[]) AS q(event_id)
     CROSS JOIN LATERAL (
-        SELECT identifier, clicked_at, source_event, touchpoint FROM identities
-        WHERE workspace_id = $1 AND person_id = m.person_id AND clicked_at IS NOT NULL
-          AND clicked_at <= m.at AND clicked_at >= m.since
-        ORDER BY clicked_at DESC, identifier DESC
-        LIMIT $5
-    ) AS t
+        SELECT touch, first_touch, touch IS NULL AND attribution IS NOT NULL AS copied
+        FROM attributions
+        WHERE workspace_id = $1 AND event_id = q.event_id
+        LIMIT 1
+    ) AS a";
+
+/// The stored decisions of those of `event_ids` that have one (decided or pending), by event.
+pub async fn decided_touches(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_ids: &[Uuid],
+) -> Result<HashMap<Uuid, DecidedTouches>> {
+    let mut out = HashMap::with_capacity(event_ids.len());
+    if event_ids.is_empty() {
+        return Ok(out);
+    }
+    let statement = client.prepare_cached(SELECT_DECIDED).await?;
+    for row in client
+        .query(&statement, &[&workspace_id, &event_ids])
+        .await?
+    {
+        out.insert(
+            row.try_get(0)?,
+            DecidedTouches {
+                touch: hash(row.try_get(1)?),
+                first_touch: hash(row.try_get(2)?),
+                copied: row.try_get(3)?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn hash(bytes: Option<Vec<u8>>) -> Option<[u8; 32]> {
+    bytes.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+}
+
+/// For each probed event with a stored touch: the person of that touch (its root after merges,
+/// and every person merged into it), each person's clicks in the window (latest first, at most
+/// `$5` per person), and the decision's own touch and first touch wherever they are. Every
+/// look-up is a key probe or a bounded range scan (see `decide::read`).
+const SELECT_WINDOW_CLICKS: &str = "
+    WITH q AS MATERIALIZED (
+        SELECT q.event_id, q.at, q.since, a.touch, a.first_touch
+        FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[]) AS q(event_id, at, since)
+        CROSS JOIN LATERAL (
+            SELECT touch, first_touch FROM attributions
+            WHERE workspace_id = $1 AND event_id = q.event_id AND touch IS NOT NULL
+            LIMIT 1
+        ) AS a
+    ), members AS MATERIALIZED (
+        SELECT DISTINCT q.event_id, q.at, q.since, m.person_id
+        FROM q
+        CROSS JOIN LATERAL (
+            SELECT person_id FROM identities
+            WHERE workspace_id = $1 AND identifier = q.touch
+            LIMIT 1
+        ) AS i
+        LEFT JOIN LATERAL (
+            SELECT merged_into FROM persons
+            WHERE workspace_id = $1 AND person_id = i.person_id
+            LIMIT 1
+        ) AS p ON true
+        LEFT JOIN LATERAL (
+            SELECT members FROM persons
+            WHERE workspace_id = $1 AND person_id = coalesce(p.merged_into, i.person_id)
+            LIMIT 1
+        ) AS r ON true
+        CROSS JOIN LATERAL unnest(array_prepend(coalesce(p.merged_into, i.person_id),
+                                                coalesce(r.members, '{}'::uuid[]))) AS m(person_id)
+    ), found AS (
+        SELECT m.event_id, t.identifier, t.clicked_at, t.source_event, t.touchpoint
+        FROM members m
+        CROSS JOIN LATERAL (
+            SELECT identifier, clicked_at, source_event, touchpoint FROM identities
+            WHERE workspace_id = $1 AND person_id = m.person_id AND clicked_at IS NOT NULL
+              AND clicked_at <= m.at AND clicked_at >= m.since
+            ORDER BY clicked_at DESC, identifier DESC
+            LIMIT $5
+        ) AS t
+        UNION ALL
+        SELECT q.event_id, t.identifier, t.clicked_at, t.source_event, t.touchpoint
+        FROM q
+        CROSS JOIN LATERAL unnest(ARRAY[q.touch, q.first_touch]) AS o(owner)
+        CROSS JOIN LATERAL (
+            SELECT identifier, clicked_at, source_event, touchpoint FROM identities
+            WHERE workspace_id = $1 AND identifier = o.owner AND clicked_at IS NOT NULL
+            LIMIT 1
+        ) AS t
+    )
+    SELECT f.event_id, f.identifier, f.clicked_at, f.source_event, f.touchpoint, c.click_ids,
+           c.utm
+    FROM found f
     LEFT JOIN LATERAL (
-        SELECT click_id, click_ids, utm, url, referrer, host(ip) AS ip, user_agent FROM clicks
-        WHERE workspace_id = $1 AND identifier = t.identifier
-          AND t.source_event IS NULL AND t.touchpoint IS NULL
+        SELECT click_ids, utm FROM clicks
+        WHERE workspace_id = $1 AND identifier = f.identifier
+          AND f.source_event IS NULL AND f.touchpoint IS NULL
         LIMIT 1
     ) AS c ON true";
 
-/// The clicks in the window of each probed event, by event, in no particular order. An event
-/// without a stored touch (unmatched, pending, not decided) has none; so has a click whose data
-/// is gone (its registration or the event that carried it was erased).
-pub async fn touches_in_window(
+/// The clicks in the window of each probed event, by event, in no particular order and possibly
+/// naming a click twice (the decision's touch is also one of the window's): the person's latest
+/// `limit` clicks per person merged into it, and the decision's touch and first touch even when
+/// they are not among them. An event without a stored touch (unmatched, pending, not decided)
+/// has none; so has a registered click that is no longer stored.
+pub async fn clicks_in_window(
     client: &impl GenericClient,
     workspace_id: Uuid,
     probes: &[WindowProbe],
     limit: i64,
-) -> Result<HashMap<Uuid, Vec<WindowTouch>>> {
-    let mut out: HashMap<Uuid, Vec<WindowTouch>> = HashMap::new();
+) -> Result<HashMap<Uuid, Vec<WindowClick>>> {
+    let mut out: HashMap<Uuid, Vec<WindowClick>> = HashMap::new();
     if probes.is_empty() {
         return Ok(out);
     }
     let ids: Vec<Uuid> = probes.iter().map(|p| p.event_id).collect();
     let at: Vec<OffsetDateTime> = probes.iter().map(|p| p.at).collect();
     let since: Vec<OffsetDateTime> = probes.iter().map(|p| p.since).collect();
-    let statement = client.prepare_cached(SELECT_WINDOW_TOUCHES).await?;
-    let rows = client
+    let statement = client.prepare_cached(SELECT_WINDOW_CLICKS).await?;
+    for row in client
         .query(&statement, &[&workspace_id, &ids, &at, &since, &limit])
-        .await?;
-    // Clicks carried by events are read from the journal, once per event.
-    let mut carried_by: Vec<Uuid> = rows
-        .iter()
-        .filter_map(|row| row.try_get::<_, Option<Uuid>>(3).ok().flatten())
-        .collect();
-    carried_by.sort_unstable();
-    carried_by.dedup();
-    let mut carried: HashMap<Uuid, Touchpoint> = HashMap::with_capacity(carried_by.len());
-    if !carried_by.is_empty() {
-        for stored in journal::get_events(client, workspace_id, &carried_by).await? {
-            if let Ok(event) = &stored.event {
-                carried.insert(stored.id, direct_touchpoint(event));
-            }
-        }
-    }
-    for row in rows {
+        .await?
+    {
         let event_id: Uuid = row.try_get(0)?;
-        let owner: Vec<u8> = row.try_get(1)?;
-        let Ok(owner) = <[u8; 32]>::try_from(owner.as_slice()) else {
+        let Some(owner) = hash(row.try_get(1)?) else {
             continue;
         };
-        let clicked_at: OffsetDateTime = row.try_get(2)?;
         let source_event: Option<Uuid> = row.try_get(3)?;
         let copy: Option<serde_json::Value> = row.try_get(4)?;
-        let click_id: Option<String> = row.try_get(5)?;
-        let touchpoint = match (source_event, copy, click_id) {
-            (Some(event), _, _) => match carried.get(&event) {
-                Some(touchpoint) => touchpoint.clone(),
-                None => continue,
-            },
-            (None, Some(copy), _) => from_json::<Touchpoint>("touchpoint", copy)?,
-            (None, None, Some(click_id)) => {
-                let click_ids: serde_json::Value = row.try_get(6)?;
-                let utm: Option<serde_json::Value> = row.try_get(7)?;
-                let ip: Option<String> = row.try_get(10)?;
-                Touchpoint {
-                    click_id: Some(click_id),
-                    clicked_at,
-                    click_ids: from_json("click ids", click_ids)?,
+        let click_ids: Option<serde_json::Value> = row.try_get(5)?;
+        let source = match (source_event, copy, click_ids) {
+            (Some(event), _, _) => WindowSource::Carried(event),
+            (None, Some(copy), _) => {
+                let touchpoint: Touchpoint = from_json("touchpoint", copy)?;
+                WindowSource::Stored {
+                    click_ids: Box::new(touchpoint.click_ids),
+                    utm: touchpoint.utm.map(Box::new),
+                }
+            }
+            (None, None, Some(click_ids)) => {
+                let utm: Option<serde_json::Value> = row.try_get(6)?;
+                WindowSource::Stored {
+                    click_ids: Box::new(from_json("click ids", click_ids)?),
                     utm: utm.map(|utm| from_json("utm", utm)).transpose()?,
-                    url: row.try_get(8)?,
-                    referrer: row.try_get(9)?,
-                    ip: ip.and_then(|ip| ip.parse().ok()),
-                    user_agent: row.try_get(11)?,
                 }
             }
             (None, None, None) => continue,
         };
-        out.entry(event_id).or_default().push(WindowTouch {
+        out.entry(event_id).or_default().push(WindowClick {
             owner,
-            touchpoint: Touchpoint {
-                clicked_at,
-                ..touchpoint
-            },
+            clicked_at: row.try_get(2)?,
+            source,
         });
     }
     Ok(out)

@@ -398,14 +398,7 @@ async fn the_conversion_report_counts_revenue_by_channel() {
         let id = result["id"].as_str().unwrap();
         event_until(&app, id, |e| !e["attribution"].is_null()).await;
     }
-    let res = app
-        .post(
-            &format!("/v1/events/{r3}/retract"),
-            &json!({"reason": "refund"}),
-        )
-        .await;
-    assert_eq!(res.status(), 200);
-    // Reports count a conversion once the report stage has credited it (the deferred lead never).
+    // The report stage credits behind the matcher: every conversion but the deferred lead.
     for result in &answer["results"].as_array().unwrap()[..5] {
         let id = result["id"].as_str().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -423,6 +416,13 @@ async fn the_conversion_report_counts_revenue_by_channel() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    let res = app
+        .post(
+            &format!("/v1/events/{r3}/retract"),
+            &json!({"reason": "refund"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
 
     let report: Value = app
         .get("/v1/reports/conversions?from=2026-04-01T00:00:00Z&to=2026-05-01T00:00:00Z&groupBy=channel")

@@ -284,15 +284,17 @@ const CREDIT_YIELD: Duration = Duration::from_millis(500);
 
 /// One report step: takes at most `limit` of one workspace's decided conversions from the
 /// credit queue, shares each one's credit among its touches and adds it to the report rollups,
-/// in one transaction; answers how many it credited (`None` when nothing waited).
+/// in one transaction; answers how many it credited (`None` when nothing waited). `cache` keeps
+/// the clicks events carried between steps (see [`reports::ClickCache`]).
 ///
 /// It runs behind the matcher, never in its step: a multi-touch model reads every touch of the
-/// person in the window, which costs far more than the decision itself, and attribution and
+/// person in the window, which costs more than the decision itself, and attribution and
 /// relaying must not wait for reports. Deferred leads are never queued.
 pub async fn credit_step(
     pool: &Pool,
     settings: &MatchSettings,
     limit: i64,
+    cache: &mut reports::ClickCache,
 ) -> Result<Option<usize>, Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -301,11 +303,36 @@ pub async fn credit_step(
     };
     let mut retracted = HashSet::new();
     let loaded = load(&tx, &workspace_id, &ids, &mut retracted).await?;
-    let decisions = attribution_matcher::get_attributions(&tx, workspace_id, &ids).await?;
-    let credited = credit(&tx, workspace_id, &loaded, &decisions, &retracted, settings).await?;
+    let decided = attribution_matcher::decided_touches(&tx, workspace_id, &ids).await?;
+    // Decisions stored as copies of their attribution (before they referenced their touches).
+    let copied: Vec<Uuid> = decided
+        .iter()
+        .filter(|(_, d)| d.copied)
+        .map(|(id, _)| *id)
+        .collect();
+    let copies = attribution_matcher::get_attributions(&tx, workspace_id, &copied).await?;
+    let credited = credit(
+        &tx,
+        workspace_id,
+        &loaded,
+        &Decisions {
+            decided: &decided,
+            copies: &copies,
+        },
+        &retracted,
+        settings,
+        cache,
+    )
+    .await?;
     tx.commit().await?;
     metrics::counter!("convrelay_report_credits_total").increment(credited as u64);
     Ok(Some(credited))
+}
+
+/// The stored decisions of a report step's conversions.
+struct Decisions<'a> {
+    decided: &'a HashMap<Uuid, attribution_matcher::DecidedTouches>,
+    copies: &'a HashMap<Uuid, events::Attribution>,
 }
 
 /// Shares the credit of the loaded conversions that have a decision.
@@ -313,9 +340,10 @@ async fn credit(
     tx: &impl deadpool_postgres::GenericClient,
     workspace_id: Uuid,
     loaded: &[(Uuid, OffsetDateTime, Event)],
-    decisions: &HashMap<Uuid, events::Attribution>,
+    decisions: &Decisions<'_>,
     retracted: &HashSet<Uuid>,
     settings: &MatchSettings,
+    cache: &mut reports::ClickCache,
 ) -> Result<usize, Error> {
     // A lead without an amount counts the value it took from its definition when it was decided.
     let unvalued: Vec<Uuid> = loaded
@@ -327,10 +355,18 @@ async fn credit(
     let conversions: Vec<reports::Conversion<'_>> = loaded
         .iter()
         .filter_map(|(event_id, _, event)| {
-            let attribution = decisions.get(event_id)?;
+            let stored = decisions.decided.get(event_id)?;
             if event.mode == events::Mode::Deferred {
                 return None;
             }
+            let decided = if stored.copied {
+                reports::Decided::Copied(decisions.copies.get(event_id)?)
+            } else {
+                reports::Decided::Owners {
+                    touch: stored.touch,
+                    first_touch: stored.first_touch,
+                }
+            };
             Some(reports::Conversion {
                 event_id: *event_id,
                 kind: event.kind,
@@ -342,7 +378,8 @@ async fn credit(
                     .or_else(|| lead_values.get(event_id).map(|applied| &applied.money))
                     .map(|v| (v.amount(), v.currency().code())),
                 retracted: retracted.contains(event_id),
-                attribution,
+                carried: (&event.click_ids, event.utm.as_ref()),
+                decided,
             })
         })
         .collect();
@@ -351,7 +388,7 @@ async fn credit(
     }
     let window = attribution_matcher::attribution_window(tx, workspace_id, settings).await?;
     let window = time::Duration::try_from(window).unwrap_or(time::Duration::MAX);
-    Ok(reports::credit(tx, workspace_id, &conversions, window).await?)
+    Ok(reports::credit(tx, workspace_id, &conversions, window, cache).await?)
 }
 
 /// Loads events from the journal in arrival order, noting which were retracted.
@@ -570,6 +607,7 @@ async fn credit_loop(
     busy: Arc<MatcherBusy>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut cache = reports::ClickCache::default();
     loop {
         if *stop.borrow() {
             return;
@@ -580,7 +618,7 @@ async fn credit_loop(
         } else {
             CREDIT_BATCH
         };
-        let wait = match credit_step(&pool, &settings, limit).await {
+        let wait = match credit_step(&pool, &settings, limit, &mut cache).await {
             Ok(Some(_)) if yielding => CREDIT_YIELD,
             Ok(Some(_)) => continue,
             Ok(None) => Duration::from_millis(100),

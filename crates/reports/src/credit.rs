@@ -1,28 +1,50 @@
-//! The credit stage: right after the matcher decides (in the matcher's transaction), each decided
-//! conversion's touches in its attribution window are read once, their shares under every model
-//! stored (`credit_shares`), and the conversion's contribution added to the rollups; a
-//! re-decision (a pending sale matched late) takes the old contribution out first. Retractions
-//! and value changes adjust the rollups the same way, so reports never re-walk a history.
+//! The credit stage: behind the matcher (see `pipeline::credit_step`), each decided conversion's
+//! touches in its attribution window are read once, their shares under every model stored
+//! (`credit_shares`), and the conversion's contribution added to the rollups; a re-decision (a
+//! pending sale matched late) takes the old contribution out first. Retractions and value
+//! changes adjust the rollups the same way, so reports never re-walk a history.
+//!
+//! A step reads the windows of its whole batch in one statement of the matcher's
+//! ([`attribution_matcher::window::clicks_in_window`]) and the clicks events carried from the
+//! step's own events, the stage's [`ClickCache`], or one journal read for the rest.
 //!
 //! Every write first locks the conversion's `report_conversions` row (an upsert), so that a
 //! retraction racing a credit, or a restatement racing a re-decision, is applied once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
-use attribution_matcher::{touches_in_window, WindowProbe, WindowTouch};
+use attribution_matcher::window::{clicks_in_window, WindowProbe};
 use deadpool_postgres::GenericClient;
-use events::{Attribution, EventKind, Touchpoint};
+use events::{Attribution, ClickIds, EventKind, Touchpoint, Utm};
 use rust_decimal::Decimal;
-use time::{Duration, OffsetDateTime};
+use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::shares::{channel, share, Timed, DIRECT};
+use crate::shares::{share, Timed, DIRECT};
 use crate::tier::{conversion_tiers, Tier};
-use crate::Result;
+use crate::touches::{resolve, ClickCache, ClickGroups, Touch};
+use crate::{Result, NONE_KEY};
 
 /// At most this many of a person's clicks in a window (the latest) share a conversion's credit,
 /// per person merged into it: the bound on what one conversion costs to credit.
 pub const MAX_TOUCHES: usize = 100;
+
+/// What the matcher decided of a conversion's touches.
+#[derive(Debug, Clone, Copy)]
+pub enum Decided<'a> {
+    /// The identifiers owning its touchpoint (last click) and first touch, as the decision
+    /// references them (no touch: unmatched or pending).
+    Owners {
+        /// The touchpoint's owner.
+        touch: Option<[u8; 32]>,
+        /// The first touch's owner, when it is another click than the touchpoint.
+        first_touch: Option<[u8; 32]>,
+    },
+    /// A decision stored as a copy of its attribution, before decisions referenced their
+    /// touches: its touchpoint and first touch are all the touches it has.
+    Copied(&'a Attribution),
+}
 
 /// A decided conversion, as the credit stage needs it.
 #[derive(Debug, Clone, Copy)]
@@ -39,8 +61,10 @@ pub struct Conversion<'a> {
     pub value: Option<(Decimal, &'a str)>,
     /// Retracted already: kept out of the rollups.
     pub retracted: bool,
+    /// The click ids and utm the event itself carried (what a touch naming it reads).
+    pub carried: (&'a ClickIds, Option<&'a Utm>),
     /// The matcher's decision.
-    pub attribution: &'a Attribution,
+    pub decided: Decided<'a>,
 }
 
 /// One touch of a conversion with its shares, as stored.
@@ -63,13 +87,14 @@ pub struct Credited {
 }
 
 /// Shares `conversions`' credit among their touches and adds them to the rollups, inside the
-/// caller's transaction; `window` is the workspace's attribution window. Answers how many
-/// conversions were credited.
+/// caller's transaction; `window` is the workspace's attribution window, `cache` the stage's
+/// clicks kept between steps. Answers how many conversions were credited.
 pub async fn credit(
     client: &impl GenericClient,
     workspace_id: Uuid,
     conversions: &[Conversion<'_>],
     window: Duration,
+    cache: &mut ClickCache,
 ) -> Result<usize> {
     if conversions.is_empty() {
         return Ok(0);
@@ -91,7 +116,7 @@ pub async fn credit(
 
     let probes: Vec<WindowProbe> = list
         .iter()
-        .filter(|c| c.attribution.click.is_some())
+        .filter(|c| matches!(c.decided, Decided::Owners { touch: Some(_), .. }))
         .map(|c| WindowProbe {
             event_id: c.event_id,
             at: c.occurred_at,
@@ -99,7 +124,12 @@ pub async fn credit(
         })
         .collect();
     let limit = i64::try_from(MAX_TOUCHES).unwrap_or(i64::MAX);
-    let mut windows = touches_in_window(client, workspace_id, &probes, limit).await?;
+    let clicks = clicks_in_window(client, workspace_id, &probes, limit).await?;
+    let own: HashMap<Uuid, ClickGroups> = list
+        .iter()
+        .map(|c| (c.event_id, ClickGroups::of(c.carried.0, c.carried.1)))
+        .collect();
+    let mut windows = resolve(client, workspace_id, clicks, &own, cache).await?;
 
     // Lock (or create) the conversions' rows; values already there (a restated amount) win.
     let kinds: Vec<&str> = list.iter().map(|c| c.kind.as_str()).collect();
@@ -119,8 +149,9 @@ pub async fn credit(
     let currencies: Vec<Option<&str>> = list.iter().map(|c| c.value.map(|v| v.1)).collect();
     let retracted: Vec<bool> = list.iter().map(|c| c.retracted).collect();
     let statement = client.prepare_cached(UPSERT_CONVERSIONS).await?;
-    client
-        .execute(
+    let mut counted = HashMap::with_capacity(list.len());
+    for row in client
+        .query(
             &statement,
             &[
                 &workspace_id,
@@ -134,9 +165,36 @@ pub async fn credit(
                 &retracted,
             ],
         )
-        .await?;
+        .await?
+    {
+        counted.insert(
+            row.try_get::<_, Uuid>(0)?,
+            Counted {
+                kind: row.try_get(1)?,
+                occurred_at: row.try_get(2)?,
+                event_name: row.try_get(3)?,
+                tier: row.try_get(4)?,
+                amount: row.try_get(5)?,
+                currency: row.try_get(6)?,
+                retracted: row.try_get(7)?,
+            },
+        );
+    }
 
-    apply(client, workspace_id, &ids, Decimal::NEGATIVE_ONE).await?;
+    // A conversion credited before (decided again) gives back its contribution first; read
+    // after the locks, so a credit that committed meanwhile is seen.
+    let statement = client.prepare_cached(SELECT_CREDITED).await?;
+    let mut before = Vec::new();
+    for row in client.query(&statement, &[&workspace_id, &ids]).await? {
+        before.push(row.try_get::<_, Uuid>(0)?);
+    }
+    if !before.is_empty() {
+        apply(client, workspace_id, &before, Decimal::NEGATIVE_ONE).await?;
+        let statement = client.prepare_cached(DELETE_SHARES).await?;
+        client
+            .execute(&statement, &[&workspace_id, &before])
+            .await?;
+    }
 
     let mut rows = SharesRows::default();
     for c in &list {
@@ -145,19 +203,30 @@ pub async fn credit(
             rows.push(c.event_id, i16::try_from(n).unwrap_or(i16::MAX), credited);
         }
     }
-    let statement = client.prepare_cached(DELETE_SHARES).await?;
-    client.execute(&statement, &[&workspace_id, &ids]).await?;
     rows.insert(client, workspace_id).await?;
 
-    apply(client, workspace_id, &ids, Decimal::ONE).await?;
+    // The step has every share in hand: it adds them up itself rather than reading them back.
+    match Contributions::of(&counted, &rows) {
+        Some(contributions) => contributions.add(client, workspace_id).await?,
+        None => apply(client, workspace_id, &ids, Decimal::ONE).await?,
+    }
     Ok(list.len())
 }
 
 /// The touches of one conversion and their shares: the clicks in its window (the latest
 /// [`MAX_TOUCHES`]) with the matcher's touchpoint and first touch among them; one `direct` row
-/// for a conversion without a touchpoint.
-pub fn credit_one(c: &Conversion<'_>, window: Vec<WindowTouch>) -> Vec<Credited> {
-    let Some(last_click) = c.attribution.click.as_ref() else {
+/// for a conversion without a touchpoint (or whose touchpoint's data is gone).
+pub fn credit_one(c: &Conversion<'_>, window: Vec<Touch>) -> Vec<Credited> {
+    let (mut touches, last, first) = match c.decided {
+        Decided::Owners {
+            touch: Some(touch),
+            first_touch,
+        } => owned_touches(window, touch, first_touch.unwrap_or(touch)),
+        Decided::Owners { touch: None, .. } => None,
+        Decided::Copied(attribution) => copied_touches(attribution),
+    }
+    .unwrap_or_default();
+    if touches.is_empty() {
         return vec![Credited {
             owner: None,
             clicked_at: None,
@@ -167,62 +236,80 @@ pub fn credit_one(c: &Conversion<'_>, window: Vec<WindowTouch>) -> Vec<Credited>
             campaign: None,
             shares: [Decimal::ONE; 5],
         }];
-    };
-    let first_click = c.attribution.first_touch.as_ref().unwrap_or(last_click);
-    let mut touches: Vec<(Option<[u8; 32]>, Touchpoint)> = window
-        .into_iter()
-        .map(|t| (Some(t.owner), t.touchpoint))
-        .collect();
-    touches.sort_by_key(|t| (t.1.clicked_at, t.0));
-    touches.dedup_by(|a, b| a.0.is_some() && a.0 == b.0);
-    if touches.len() > MAX_TOUCHES {
-        touches.drain(..touches.len() - MAX_TOUCHES);
     }
-    let same = |a: &Touchpoint, b: &Touchpoint| {
-        a.clicked_at == b.clicked_at && a.click_ids == b.click_ids && a.utm == b.utm
-    };
-    let find_or_add =
-        |wanted: &Touchpoint, touches: &mut Vec<(Option<[u8; 32]>, Touchpoint)>| match touches
-            .iter()
-            .rposition(|(_, t)| same(t, wanted))
-        {
-            Some(i) => i,
-            None => {
-                let at = touches.partition_point(|(_, t)| t.clicked_at <= wanted.clicked_at);
-                touches.insert(at, (None, wanted.clone()));
-                at
-            }
-        };
-    // The first touch goes in before the last, so adding it cannot move the last's index.
-    let _ = find_or_add(first_click, &mut touches);
-    let last = find_or_add(last_click, &mut touches);
-    let first = touches
-        .iter()
-        .position(|(_, t)| same(t, first_click))
-        .unwrap_or(0);
     let timed: Vec<Timed> = touches
         .iter()
-        .map(|(_, t)| Timed {
+        .map(|t| Timed {
             clicked_at: t.clicked_at,
         })
         .collect();
     let shares = share(c.occurred_at, &timed, last, first);
     touches
-        .into_iter()
+        .drain(..)
         .zip(shares)
-        .map(|((owner, t), shares)| {
-            let utm = t.utm.as_ref();
+        .map(|(t, shares)| {
+            let groups = Arc::unwrap_or_clone(t.groups);
             Credited {
-                owner: owner.map(|o| o.to_vec()),
+                owner: t.owner.map(|o| o.to_vec()),
                 clicked_at: Some(t.clicked_at),
-                channel: channel(Some(&t)),
-                source: utm.and_then(|u| u.source.clone()),
-                medium: utm.and_then(|u| u.medium.clone()),
-                campaign: utm.and_then(|u| u.campaign.clone()),
+                channel: groups.channel,
+                source: groups.source,
+                medium: groups.medium,
+                campaign: groups.campaign,
                 shares,
             }
         })
         .collect()
+}
+
+/// The window's touches in time order, each owner once, the latest [`MAX_TOUCHES`] and the
+/// decision's own two; with the indexes of the touchpoint and the first touch. `None` when the
+/// touchpoint is not among them (its data is gone).
+fn owned_touches(
+    mut touches: Vec<Touch>,
+    touch: [u8; 32],
+    first: [u8; 32],
+) -> Option<(Vec<Touch>, usize, usize)> {
+    touches.sort_by_key(|t| (t.clicked_at, t.owner));
+    touches.dedup_by(|a, b| a.owner == b.owner);
+    if touches.len() > MAX_TOUCHES {
+        let cut = touches.len() - MAX_TOUCHES;
+        let mut i = 0;
+        touches.retain(|t| {
+            i += 1;
+            i > cut || t.owner == Some(touch) || t.owner == Some(first)
+        });
+    }
+    let last = touches.iter().position(|t| t.owner == Some(touch))?;
+    let first = touches
+        .iter()
+        .position(|t| t.owner == Some(first))
+        .unwrap_or(last);
+    Some((touches, last, first))
+}
+
+/// The touchpoint and first touch of a decision stored as a copy, in time order, with their
+/// indexes; `None` without a touchpoint.
+fn copied_touches(attribution: &Attribution) -> Option<(Vec<Touch>, usize, usize)> {
+    let last = attribution.click.as_ref()?;
+    let touch = |t: &Touchpoint| Touch {
+        owner: None,
+        clicked_at: t.clicked_at,
+        groups: Arc::new(ClickGroups::of(&t.click_ids, t.utm.as_ref())),
+    };
+    let same = |a: &Touchpoint, b: &Touchpoint| {
+        a.clicked_at == b.clicked_at && a.click_ids == b.click_ids && a.utm == b.utm
+    };
+    match attribution.first_touch.as_ref() {
+        Some(first) if !same(first, last) => {
+            if first.clicked_at <= last.clicked_at {
+                Some((vec![touch(first), touch(last)], 1, 0))
+            } else {
+                Some((vec![touch(last), touch(first)], 0, 1))
+            }
+        }
+        _ => Some((vec![touch(last)], 0, 0)),
+    }
 }
 
 #[derive(Default)]
@@ -300,7 +387,16 @@ const UPSERT_CONVERSIONS: &str = "
         amount = CASE WHEN r.amount IS NULL THEN excluded.amount ELSE r.amount END,
         currency = CASE WHEN r.amount IS NULL THEN excluded.currency ELSE r.currency END,
         retracted = r.retracted OR excluded.retracted,
-        credited_at = now()";
+        credited_at = now()
+    RETURNING r.event_id, r.kind, r.occurred_at, r.event_name, r.tier, r.amount, r.currency,
+              r.retracted";
+
+/// Those of the conversions that have shares already.
+const SELECT_CREDITED: &str = "
+    SELECT q.event_id FROM unnest($2::uuid[]) AS q(event_id)
+    WHERE EXISTS (
+        SELECT 1 FROM credit_shares WHERE workspace_id = $1 AND event_id = q.event_id
+    )";
 
 const DELETE_SHARES: &str =
     "DELETE FROM credit_shares WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])";
@@ -400,7 +496,8 @@ fn apply_rollups_sql(filter: &str) -> String {
                $2::numeric * coalesce(sum(weighted), 0)
         FROM x
         GROUP BY model, dim, day, key, tier, coalesce(currency, '')
-        ORDER BY model, dim, day, key, tier, coalesce(currency, '')
+        ORDER BY model, dim, day, key COLLATE \"C\", tier COLLATE \"C\",
+                 coalesce(currency, '') COLLATE \"C\"
         ON CONFLICT (workspace_id, model, dim, day, key, tier, currency) DO UPDATE SET
             leads = r.leads + excluded.leads,
             sales = r.sales + excluded.sales,
@@ -410,24 +507,333 @@ fn apply_rollups_sql(filter: &str) -> String {
     )
 }
 
-/// The bucket of a wait `w.w` in seconds, as `report_times` documents it.
-pub const BUCKET_SQL: &str =
-    "CASE WHEN w.w < 1 THEN 0 ELSE 1 + floor(ln(w.w::float8) / ln(1.5))::int END";
+/// The last bucket of a time histogram: it holds every wait from 1.5^46 seconds (about four
+/// years) on.
+pub const LAST_BUCKET: i32 = 47;
 
+/// The bucket of a wait `w.w` in seconds, as `report_histograms` documents it.
+pub const BUCKET_SQL: &str =
+    "CASE WHEN w.w < 1 THEN 0 ELSE least(1 + floor(ln(w.w::float8) / ln(1.5))::int, 47) END";
+
+/// Adds the conversions' waits to the time histograms (see [`HISTOGRAMS_TAIL`]).
 fn apply_times_sql(filter: &str) -> String {
     format!(
-        "{}
-        INSERT INTO report_times AS r
-            (workspace_id, model, dim, day, key, tier, bucket, weight, seconds)
-        SELECT $1, model, dim, day, key, tier, bucket::smallint,
-               ($2::numeric * sum(share))::float8, ($2::numeric * sum(weighted))::float8
-        FROM x
-        GROUP BY model, dim, day, key, tier, bucket
-        ORDER BY model, dim, day, key, tier, bucket
-        ON CONFLICT (workspace_id, model, dim, day, key, tier, bucket) DO UPDATE SET
-            weight = r.weight + excluded.weight,
-            seconds = r.seconds + excluded.seconds",
+        "{}, g AS (
+            SELECT model, dim, day, key, tier, bucket, ($2::numeric * sum(share))::float8 AS w,
+                   ($2::numeric * sum(weighted))::float8 AS s
+            FROM x
+            GROUP BY model, dim, day, key, tier, bucket
+        ){HISTOGRAMS_TAIL}",
         summed(filter, true)
+    )
+}
+
+/// Adds `g(model, dim, day, key, tier, bucket, w, s)` (shares and shares times waits per group
+/// and bucket) to the time histograms: one array per group, from bucket 0 to its last with a
+/// wait, added element-wise to the stored one (the shorter padded with zeros).
+const HISTOGRAMS_TAIL: &str = ", k AS (
+            SELECT model, dim, day, key, tier, max(bucket) AS top
+            FROM g
+            GROUP BY model, dim, day, key, tier
+        )
+        INSERT INTO report_histograms AS r
+            (workspace_id, model, dim, day, key, tier, weights, seconds)
+        SELECT $1, k.model, k.dim, k.day, k.key, k.tier,
+               array_agg(coalesce(g.w, 0) ORDER BY b.bucket),
+               array_agg(coalesce(g.s, 0) ORDER BY b.bucket)
+        FROM k
+        CROSS JOIN LATERAL generate_series(0, k.top) AS b(bucket)
+        LEFT JOIN g ON g.model = k.model AND g.dim = k.dim AND g.day = k.day AND g.key = k.key
+                   AND g.tier = k.tier AND g.bucket = b.bucket
+        GROUP BY k.model, k.dim, k.day, k.key, k.tier
+        ORDER BY k.model, k.dim, k.day, k.key COLLATE \"C\", k.tier COLLATE \"C\"
+        ON CONFLICT (workspace_id, model, dim, day, key, tier) DO UPDATE SET
+            weights = ARRAY(
+                SELECT coalesce(a, 0) + coalesce(b, 0)
+                FROM unnest(r.weights, excluded.weights) WITH ORDINALITY AS u(a, b, i)
+                ORDER BY i),
+            seconds = ARRAY(
+                SELECT coalesce(a, 0) + coalesce(b, 0)
+                FROM unnest(r.seconds, excluded.seconds) WITH ORDINALITY AS u(a, b, i)
+                ORDER BY i)";
+
+/// What newly credited conversions add to the rollups, summed in the step from the shares it
+/// has just computed: the same sums [`apply`] reads back from the stored shares (see
+/// [`summed`]), without reading them back. Decimal sums are exact as in SQL; a sum too large for
+/// a [`Decimal`] makes [`Contributions::of`] answer `None`, and the step applies the stored
+/// shares instead.
+#[derive(Default)]
+struct Contributions {
+    /// Per rollup row: leads, sales, revenue, value.
+    rollups: BTreeMap<RollupKey, [Decimal; 4]>,
+    /// Per histogram bucket: the shares and the shares times the waits.
+    histograms: BTreeMap<BucketKey, (Decimal, Decimal)>,
+}
+
+/// A rollup row's key: model, dim, day, key, tier, currency. Rows are written in this order,
+/// strings compared bytewise as the SQL path orders them (`COLLATE "C"`), so that a credit and a
+/// retraction lock the rows they share in the same order.
+type RollupKey = (i16, i16, Date, String, String, String);
+
+/// A histogram bucket's key: model, dim, day, key, tier, bucket.
+type BucketKey = (i16, i16, Date, String, String, i32);
+
+/// A conversion as its `report_conversions` row counts it (after the upsert: a restated amount
+/// or an earlier retraction wins over the event's).
+struct Counted {
+    kind: Option<String>,
+    occurred_at: Option<OffsetDateTime>,
+    event_name: Option<String>,
+    tier: Option<String>,
+    amount: Option<Decimal>,
+    currency: Option<String>,
+    retracted: bool,
+}
+
+/// The key of one touch's sums before they are spread over models and groupings: the
+/// conversion's day, tier, kind, currency and event name, the touch's groups, and the bucket of
+/// its wait (`None` for the touchless row, which the histograms do not count).
+type TouchKey<'a> = (
+    Date,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<i32>,
+);
+
+/// Per model: the shares, the shares times the amount, the shares times the wait.
+type TouchSums = [[Decimal; 3]; 5];
+
+/// The bucket of a wait of `micros` microseconds, as [`BUCKET_SQL`] computes it (the same
+/// floating-point steps, so the same bucket).
+fn bucket_of(micros: i128) -> i32 {
+    // Exact below 2^53 microseconds (285 years); the quotient is then the correctly rounded
+    // seconds, as PostgreSQL's numeric to float8 cast gives them.
+    let seconds = micros as f64 / 1e6;
+    if seconds < 1.0 {
+        return 0;
+    }
+    let b = 1.0 + (seconds.ln() / 1.5f64.ln()).floor();
+    (b as i32).min(LAST_BUCKET)
+}
+
+impl Contributions {
+    /// The contributions of `rows` (the shares of the step's conversions, by event) for the
+    /// conversions as counted.
+    fn of(counted: &HashMap<Uuid, Counted>, rows: &SharesRows) -> Option<Self> {
+        let mut sums: HashMap<TouchKey<'_>, TouchSums> = HashMap::new();
+        for i in 0..rows.event_ids.len() {
+            let Some(c) = counted.get(&rows.event_ids[i]) else {
+                continue;
+            };
+            let (Some(kind), Some(at), false) = (c.kind.as_deref(), c.occurred_at, c.retracted)
+            else {
+                continue;
+            };
+            let wait = rows.clicked_at[i].map(|clicked| {
+                let micros = (at - clicked).whole_microseconds().max(0);
+                (micros, Decimal::from_i128_with_scale(micros, 6))
+            });
+            let key: TouchKey<'_> = (
+                at.to_offset(time::UtcOffset::UTC).date(),
+                c.tier.as_deref().unwrap_or_default(),
+                kind,
+                c.currency.as_deref().unwrap_or_default(),
+                c.event_name.as_deref().unwrap_or(NONE_KEY),
+                &rows.channels[i],
+                rows.sources[i].as_deref(),
+                rows.mediums[i].as_deref(),
+                rows.campaigns[i].as_deref(),
+                wait.map(|(micros, _)| bucket_of(micros)),
+            );
+            let entry = sums.entry(key).or_insert([[Decimal::ZERO; 3]; 5]);
+            for (m, sum) in entry.iter_mut().enumerate() {
+                let share = rows.shares[m][i];
+                sum[0] = sum[0].checked_add(share)?;
+                if let Some(amount) = c.amount {
+                    sum[1] = sum[1].checked_add(share.checked_mul(amount)?)?;
+                }
+                if let Some((_, seconds)) = wait {
+                    sum[2] = sum[2].checked_add(share.checked_mul(seconds)?)?;
+                }
+            }
+        }
+        let mut out = Self::default();
+        for (key, per_model) in sums {
+            let (day, tier, kind, currency, event_name, channel, source, medium, campaign, bucket) =
+                key;
+            let groups = [
+                channel,
+                source.unwrap_or(NONE_KEY),
+                medium.unwrap_or(NONE_KEY),
+                campaign.unwrap_or(NONE_KEY),
+                event_name,
+            ];
+            for (m, [share, weighted, waited]) in per_model.into_iter().enumerate() {
+                if share.is_zero() {
+                    continue;
+                }
+                let model = i16::try_from(m).unwrap_or(i16::MAX);
+                for (d, group) in groups.iter().enumerate() {
+                    let dim = i16::try_from(d).unwrap_or(i16::MAX);
+                    let sums = out
+                        .rollups
+                        .entry((
+                            model,
+                            dim,
+                            day,
+                            (*group).to_owned(),
+                            tier.to_owned(),
+                            currency.to_owned(),
+                        ))
+                        .or_insert([Decimal::ZERO; 4]);
+                    let sale = kind == "sale";
+                    if kind == "lead" {
+                        sums[0] = sums[0].checked_add(share)?;
+                    }
+                    if sale {
+                        sums[1] = sums[1].checked_add(share)?;
+                        sums[2] = sums[2].checked_add(weighted)?;
+                    }
+                    sums[3] = sums[3].checked_add(weighted)?;
+                    if let Some(bucket) = bucket {
+                        let h = out
+                            .histograms
+                            .entry((
+                                model,
+                                dim,
+                                day,
+                                (*group).to_owned(),
+                                tier.to_owned(),
+                                bucket,
+                            ))
+                            .or_insert((Decimal::ZERO, Decimal::ZERO));
+                        h.0 = h.0.checked_add(share)?;
+                        h.1 = h.1.checked_add(waited)?;
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Adds the contributions to the stored rollups and histograms.
+    async fn add(&self, client: &impl GenericClient, workspace_id: Uuid) -> Result<()> {
+        if !self.rollups.is_empty() {
+            let n = self.rollups.len();
+            let (mut models, mut dims, mut days) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut keys, mut tiers, mut currencies) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let mut sums: [Vec<Decimal>; 4] = Default::default();
+            for ((model, dim, day, key, tier, currency), values) in &self.rollups {
+                models.push(*model);
+                dims.push(*dim);
+                days.push(*day);
+                keys.push(key.as_str());
+                tiers.push(tier.as_str());
+                currencies.push(currency.as_str());
+                for (into, value) in sums.iter_mut().zip(values) {
+                    into.push(*value);
+                }
+            }
+            let statement = client.prepare_cached(ADD_ROLLUPS).await?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &workspace_id,
+                        &models,
+                        &dims,
+                        &days,
+                        &keys,
+                        &tiers,
+                        &currencies,
+                        &sums[0],
+                        &sums[1],
+                        &sums[2],
+                        &sums[3],
+                    ],
+                )
+                .await?;
+        }
+        if !self.histograms.is_empty() {
+            let n = self.histograms.len();
+            let (mut models, mut dims, mut days) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut keys, mut tiers, mut buckets) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut weights, mut seconds) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for ((model, dim, day, key, tier, bucket), (weight, waited)) in &self.histograms {
+                models.push(*model);
+                dims.push(*dim);
+                days.push(*day);
+                keys.push(key.as_str());
+                tiers.push(tier.as_str());
+                buckets.push(*bucket);
+                // Through the decimal text, as PostgreSQL casts numeric to float8.
+                weights.push(weight.to_string().parse::<f64>().unwrap_or(0.0));
+                seconds.push(waited.to_string().parse::<f64>().unwrap_or(0.0));
+            }
+            let statement = client.prepare_cached(&add_histograms_sql()).await?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &workspace_id,
+                        &models,
+                        &dims,
+                        &days,
+                        &keys,
+                        &tiers,
+                        &buckets,
+                        &weights,
+                        &seconds,
+                    ],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+const ADD_ROLLUPS: &str = "
+    INSERT INTO report_rollups AS r
+        (workspace_id, model, dim, day, key, tier, currency, leads, sales, revenue, value)
+    SELECT $1, q.*
+    FROM unnest($2::smallint[], $3::smallint[], $4::date[], $5::text[], $6::text[], $7::text[],
+                $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[]) AS q
+    ON CONFLICT (workspace_id, model, dim, day, key, tier, currency) DO UPDATE SET
+        leads = r.leads + excluded.leads,
+        sales = r.sales + excluded.sales,
+        revenue = r.revenue + excluded.revenue,
+        value = r.value + excluded.value";
+
+fn add_histograms_sql() -> String {
+    format!(
+        "WITH g AS (
+            SELECT * FROM unnest($2::smallint[], $3::smallint[], $4::date[], $5::text[],
+                                 $6::text[], $7::int[], $8::float8[], $9::float8[])
+                AS g(model, dim, day, key, tier, bucket, w, s)
+        ){}",
+        HISTOGRAMS_TAIL
     )
 }
 
@@ -455,7 +861,7 @@ async fn apply(
 pub async fn refresh(client: &impl GenericClient, workspace_id: Uuid) -> Result<()> {
     for sql in [
         "DELETE FROM report_rollups WHERE workspace_id = $1",
-        "DELETE FROM report_times WHERE workspace_id = $1",
+        "DELETE FROM report_histograms WHERE workspace_id = $1",
     ] {
         let statement = client.prepare_cached(sql).await?;
         client.execute(&statement, &[&workspace_id]).await?;
@@ -634,47 +1040,32 @@ pub async fn erase(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use events::{AttributionStatus, ClickIds, MatchedBy, Utm};
+    use events::{AttributionStatus, MatchedBy};
     use time::macros::datetime;
 
-    fn touchpoint(at: OffsetDateTime, source: &str, gclid: Option<&str>) -> Touchpoint {
-        Touchpoint {
-            click_id: None,
+    fn groups(source: &str, gclid: bool) -> Arc<ClickGroups> {
+        let ids = ClickIds {
+            gclid: gclid.then(|| "g".to_owned()),
+            ..ClickIds::default()
+        };
+        let utm = Utm {
+            source: Some(source.into()),
+            campaign: Some("spring".into()),
+            ..Utm::default()
+        };
+        Arc::new(ClickGroups::of(&ids, Some(&utm)))
+    }
+
+    fn touch(owner: u8, at: OffsetDateTime, source: &str) -> Touch {
+        Touch {
+            owner: Some([owner; 32]),
             clicked_at: at,
-            click_ids: ClickIds {
-                gclid: gclid.map(String::from),
-                ..ClickIds::default()
-            },
-            utm: Some(Utm {
-                source: Some(source.into()),
-                campaign: Some("spring".into()),
-                ..Utm::default()
-            }),
-            url: None,
-            referrer: None,
-            ip: None,
-            user_agent: None,
+            groups: groups(source, source == "google"),
         }
     }
 
-    fn attribution(click: Option<Touchpoint>, first: Option<Touchpoint>) -> Attribution {
-        Attribution {
-            status: if click.is_some() {
-                AttributionStatus::Matched
-            } else {
-                AttributionStatus::Unmatched
-            },
-            matched_by: click.as_ref().map(|_| MatchedBy::ClickId),
-            click,
-            model: "last_click".into(),
-            first_touch: first,
-            pending_until: None,
-            decided_at: datetime!(2026-04-20 0:00 UTC),
-            ignored_identifiers: Vec::new(),
-        }
-    }
-
-    fn conversion(a: &Attribution) -> Conversion<'_> {
+    fn conversion(decided: Decided<'_>) -> Conversion<'_> {
+        let no_ids: &'static ClickIds = Box::leak(Box::default());
         Conversion {
             event_id: Uuid::nil(),
             kind: EventKind::Sale,
@@ -682,77 +1073,129 @@ mod tests {
             event_name: "sale",
             value: Some((Decimal::from(100), "USD")),
             retracted: false,
-            attribution: a,
+            carried: (no_ids, None),
+            decided,
         }
+    }
+
+    fn owners(touch: Option<u8>, first: Option<u8>) -> Decided<'static> {
+        Decided::Owners {
+            touch: touch.map(|o| [o; 32]),
+            first_touch: first.map(|o| [o; 32]),
+        }
+    }
+
+    fn column(credited: &[Credited], m: usize) -> Vec<String> {
+        credited
+            .iter()
+            .map(|c| c.shares[m].normalize().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn waits_fall_in_the_buckets_the_histograms_document() {
+        // Bucket 0 under a second; b >= 1 in [1.5^(b-1), 1.5^b) seconds; 47 from then on.
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(999_999), 0);
+        assert_eq!(bucket_of(1_000_000), 1);
+        assert_eq!(bucket_of(1_499_999), 1);
+        assert_eq!(bucket_of(1_500_000), 2);
+        assert_eq!(bucket_of(86_400_000_000), 29);
+        assert_eq!(bucket_of(i128::from(i64::MAX)), LAST_BUCKET);
     }
 
     #[test]
     fn a_conversion_without_a_touch_is_direct_under_every_model() {
-        let a = attribution(None, None);
-        let credited = credit_one(&conversion(&a), Vec::new());
+        let credited = credit_one(&conversion(owners(None, None)), Vec::new());
         assert_eq!(credited.len(), 1);
         assert_eq!(credited[0].channel, "direct");
         assert_eq!(credited[0].shares, [Decimal::ONE; 5]);
     }
 
     #[test]
-    fn the_matchers_touches_take_part_even_when_the_window_scan_missed_them() {
-        let google = touchpoint(datetime!(2026-04-01 0:00 UTC), "google", Some("g"));
-        let news = touchpoint(datetime!(2026-04-10 0:00 UTC), "newsletter", None);
-        let late = touchpoint(datetime!(2026-04-19 0:00 UTC), "partner", None);
-        let a = attribution(Some(news.clone()), Some(google.clone()));
-        // The scan found the newsletter click and a later partner click, not the first touch.
+    fn a_touchpoint_whose_click_is_gone_leaves_the_conversion_direct() {
+        let window = vec![touch(2, datetime!(2026-04-19 0:00 UTC), "partner")];
+        let credited = credit_one(&conversion(owners(Some(1), None)), window);
+        assert_eq!(credited.len(), 1);
+        assert_eq!(credited[0].channel, "direct");
+    }
+
+    #[test]
+    fn the_matchers_touches_are_found_by_owner_in_time_order() {
+        // The window names the touchpoint twice (the scan and the decision's own look-up).
         let window = vec![
-            WindowTouch {
-                owner: [2; 32],
-                touchpoint: late,
-            },
-            WindowTouch {
-                owner: [1; 32],
-                touchpoint: news,
-            },
+            touch(3, datetime!(2026-04-19 0:00 UTC), "partner"),
+            touch(2, datetime!(2026-04-10 0:00 UTC), "newsletter"),
+            touch(1, datetime!(2026-04-01 0:00 UTC), "google"),
+            touch(2, datetime!(2026-04-10 0:00 UTC), "newsletter"),
         ];
-        let credited = credit_one(&conversion(&a), window);
+        let credited = credit_one(&conversion(owners(Some(2), Some(1))), window);
         let channels: Vec<&str> = credited.iter().map(|c| c.channel.as_str()).collect();
         assert_eq!(channels, ["google_ads", "newsletter", "partner"]);
-        // Last click is the matcher's touchpoint (the named newsletter click), first click its
-        // first touch; position based runs over time order.
-        let column = |m: usize| -> Vec<String> {
-            credited
-                .iter()
-                .map(|c| c.shares[m].normalize().to_string())
-                .collect()
-        };
-        assert_eq!(column(0), ["0", "1", "0"]);
-        assert_eq!(column(1), ["1", "0", "0"]);
-        assert_eq!(column(3), ["0.4", "0.2", "0.4"]);
-        assert_eq!(credited[0].owner, None);
-        assert_eq!(credited[1].owner, Some(vec![1; 32]));
+        // Last click is the matcher's touchpoint (not the latest click), first click its first
+        // touch; position based runs over time order.
+        assert_eq!(column(&credited, 0), ["0", "1", "0"]);
+        assert_eq!(column(&credited, 1), ["1", "0", "0"]);
+        assert_eq!(column(&credited, 3), ["0.4", "0.2", "0.4"]);
+        assert_eq!(credited[1].owner, Some(vec![2; 32]));
         assert_eq!(credited[0].campaign.as_deref(), Some("spring"));
     }
 
     #[test]
+    fn a_decision_stored_as_a_copy_shares_between_its_two_touches() {
+        let tp = |at: OffsetDateTime, source: &str| Touchpoint {
+            click_id: None,
+            clicked_at: at,
+            click_ids: ClickIds::default(),
+            utm: Some(Utm {
+                source: Some(source.into()),
+                ..Utm::default()
+            }),
+            url: None,
+            referrer: None,
+            ip: None,
+            user_agent: None,
+        };
+        let attribution = Attribution {
+            status: AttributionStatus::Matched,
+            matched_by: Some(MatchedBy::ClickId),
+            click: Some(tp(datetime!(2026-04-10 0:00 UTC), "newsletter")),
+            model: "last_click".into(),
+            first_touch: Some(tp(datetime!(2026-04-01 0:00 UTC), "partner")),
+            pending_until: None,
+            decided_at: datetime!(2026-04-20 0:00 UTC),
+            ignored_identifiers: Vec::new(),
+        };
+        let credited = credit_one(&conversion(Decided::Copied(&attribution)), Vec::new());
+        let channels: Vec<&str> = credited.iter().map(|c| c.channel.as_str()).collect();
+        assert_eq!(channels, ["partner", "newsletter"]);
+        assert_eq!(column(&credited, 0), ["0", "1"]);
+        assert_eq!(column(&credited, 1), ["1", "0"]);
+        assert_eq!(credited[0].owner, None);
+    }
+
+    #[test]
     fn a_person_with_thousands_of_clicks_shares_among_the_latest_hundred() {
-        let last = touchpoint(datetime!(2026-04-19 0:00 UTC), "google", Some("g"));
-        let first = touchpoint(datetime!(2026-01-25 0:00 UTC), "google", Some("g0"));
-        let a = attribution(Some(last.clone()), Some(first));
-        let window: Vec<WindowTouch> = (0..5000u32)
-            .map(|i| WindowTouch {
-                owner: {
-                    let mut o = [0u8; 32];
-                    o[..4].copy_from_slice(&i.to_be_bytes());
-                    o
-                },
-                touchpoint: touchpoint(
-                    datetime!(2026-02-01 0:00 UTC) + time::Duration::minutes(i64::from(i)),
-                    "partner",
-                    None,
-                ),
-            })
-            .collect();
-        let credited = credit_one(&conversion(&a), window);
-        // The latest 100 of the scan, plus the matcher's first touch and touchpoint.
-        assert_eq!(credited.len(), MAX_TOUCHES + 2);
+        // Owner 1 is the first touch, long before the latest hundred; owner 2 the touchpoint.
+        let mut window = vec![
+            touch(1, datetime!(2026-01-25 0:00 UTC), "google"),
+            touch(2, datetime!(2026-04-19 0:00 UTC), "google"),
+        ];
+        window.extend((0..5000u32).map(|i| {
+            let mut owner = [0u8; 32];
+            owner[..4].copy_from_slice(&(i + 1000).to_be_bytes());
+            Touch {
+                owner: Some(owner),
+                clicked_at: datetime!(2026-02-01 0:00 UTC) + time::Duration::minutes(i64::from(i)),
+                groups: groups("partner", false),
+            }
+        }));
+        let credited = credit_one(&conversion(owners(Some(2), Some(1))), window);
+        // The latest 100 (the touchpoint among them) and the first touch.
+        assert_eq!(credited.len(), MAX_TOUCHES + 1);
+        assert_eq!(credited[0].clicked_at, Some(datetime!(2026-01-25 0:00 UTC)));
+        assert_eq!(credited[0].shares[1], Decimal::ONE);
+        assert_eq!(credited[MAX_TOUCHES].shares[0], Decimal::ONE);
         for m in 0..5 {
             let total: Decimal = credited.iter().map(|c| c.shares[m]).sum();
             assert_eq!(total, Decimal::ONE);

@@ -2,15 +2,16 @@
 //!
 //! - [`shares`]: how a conversion's credit is shared among its touches (last click, first click,
 //!   linear, position based 40/20/40, time decay with a 7-day half-life); pure.
-//! - [`credit`]: the stage the pipeline runs right after the matcher decides, in the same
-//!   transaction: each decided conversion's touches in its window are read once (bounded index
-//!   scans), their shares stored, and the conversion added to per-day rollups; retractions and
-//!   value changes adjust the rollups.
+//! - [`credit`]: the stage the pipeline runs behind the matcher: each decided conversion's
+//!   touches in its window are read once (bounded index scans), their shares stored, and the
+//!   conversion added to per-day rollups; retractions and value changes adjust the rollups.
+//! - [`touches`]: what credit needs of a click (when, and its groups), and the stage's cache of
+//!   the clicks events carried.
 //! - [`clicks`]: registered clicks per day and group.
 //! - [`query`]: `GET /v1/reports/conversions` from the rollups (and its CSV form).
 //! - [`tier`]: macro and micro conversions.
 //!
-//! The crate owns `report_conversions`, `credit_shares`, `report_rollups`, `report_times` and
+//! The crate owns `report_conversions`, `credit_shares`, `report_rollups`, `report_histograms` and
 //! `report_clicks`; every key starts with `workspace_id`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -22,15 +23,17 @@ pub mod queue;
 pub mod retention;
 pub mod shares;
 pub mod tier;
+pub mod touches;
 
 pub use clicks::count_clicks;
 pub use credit::{
     apply_value_change, conversion_tier, credit, credit_one, erase, refresh, retract, shares_of,
-    Conversion, Credited, MAX_TOUCHES,
+    Conversion, Credited, Decided, MAX_TOUCHES,
 };
 pub use query::{conversions, to_csv, GroupBy, Interval, Report, ReportQuery, ReportRow};
-pub use shares::{channel, Model};
+pub use shares::{channel, channel_of, Model};
 pub use tier::{conversion_tiers, Tier};
+pub use touches::{ClickCache, ClickGroups, Touch};
 
 /// The key of rows for conversions with no value to group by (no utm campaign, say).
 pub const NONE_KEY: &str = "(none)";

@@ -260,29 +260,66 @@ fn sums_sql(interval: Option<Interval>) -> String {
     )
 }
 
+/// The time histograms of the range, one row per day, group and tier: the reader adds them up
+/// per period and group (a few thousand short arrays, where one row per bucket made hundreds of
+/// thousands of rows to aggregate).
 fn times_sql(interval: Option<Interval>) -> String {
     format!(
-        "WITH h AS (
-            SELECT {} AS period, key, bucket, sum(weight) AS w, sum(seconds) AS s
-            FROM report_times
-            WHERE workspace_id = $1 AND day >= $2 AND day < $3 AND model = $5 AND dim = $6
-              AND ($7::text IS NULL OR tier = $7) AND {SAME_PARAMETERS}
-            GROUP BY 1, 2, 3
-            HAVING sum(weight) > 1e-9
-        ), c AS (
-            SELECT period, key, bucket, s / w AS mean,
-                   sum(w) OVER (PARTITION BY period, key ORDER BY bucket) AS cum,
-                   sum(w) OVER (PARTITION BY period, key) AS total
-            FROM h
-        )
-        SELECT key, period,
-               round((array_agg(mean ORDER BY bucket) FILTER (WHERE cum >= total * 0.5))[1])::int8,
-               round((array_agg(mean ORDER BY bucket) FILTER (WHERE cum >= total * 0.9))[1])::int8
-        FROM c GROUP BY period, key",
+        "SELECT key, {} AS period, weights, seconds
+         FROM report_histograms
+         WHERE workspace_id = $1 AND day >= $2 AND day < $3 AND model = $5 AND dim = $6
+           AND ($7::text IS NULL OR tier = $7) AND {SAME_PARAMETERS}",
         period_sql(interval)
     )
 }
 
+/// A time histogram: per bucket, the touches' shares and the sums of share times wait.
+#[derive(Default)]
+struct Histogram {
+    weights: Vec<f64>,
+    seconds: Vec<f64>,
+}
+
+impl Histogram {
+    fn add(&mut self, weights: &[f64], seconds: &[f64]) {
+        for (into, from) in [(&mut self.weights, weights), (&mut self.seconds, seconds)] {
+            if into.len() < from.len() {
+                into.resize(from.len(), 0.0);
+            }
+            for (a, b) in into.iter_mut().zip(from) {
+                *a += b;
+            }
+        }
+    }
+
+    /// The median and 90th percentile: the mean wait of the bucket where the cumulated weight
+    /// reaches the quantile, in whole seconds (ties to even). Buckets left with no weight (a
+    /// retraction takes back what a credit added, up to rounding) are not counted.
+    fn percentiles(&self) -> (Option<i64>, Option<i64>) {
+        let kept: Vec<(f64, f64)> = self
+            .weights
+            .iter()
+            .zip(&self.seconds)
+            .filter(|(w, _)| **w > 1e-9)
+            .map(|(w, s)| (*w, *s))
+            .collect();
+        let total: f64 = kept.iter().map(|(w, _)| w).sum();
+        let at = |q: f64| {
+            let mut cum = 0.0;
+            let mut pick = None;
+            for (w, s) in &kept {
+                cum += w;
+                pick = Some((s / w).round_ties_even());
+                if cum >= total * q {
+                    break;
+                }
+            }
+            // A mean wait is at most some 2^63 seconds apart from nonsense; `as` saturates.
+            pick.map(|p| p as i64)
+        };
+        (at(0.5), at(0.9))
+    }
+}
 fn clicks_sql(interval: Option<Interval>) -> String {
     format!(
         "SELECT key, {} AS period, sum(clicks)::bigint
@@ -375,11 +412,20 @@ pub async fn conversions(
         }
         *clicks.entry((key, row.try_get(1)?)).or_default() += n;
     }
-    let mut times: HashMap<(String, Date), (Option<i64>, Option<i64>)> = HashMap::new();
+    let mut histograms: HashMap<(String, Date), Histogram> = HashMap::new();
     for row in time_rows {
         let key: String = row.try_get(0)?;
-        times.insert((key, row.try_get(1)?), (row.try_get(2)?, row.try_get(3)?));
+        let weights: Vec<f64> = row.try_get(2)?;
+        let seconds: Vec<f64> = row.try_get(3)?;
+        histograms
+            .entry((key, row.try_get(1)?))
+            .or_default()
+            .add(&weights, &seconds);
     }
+    let times: HashMap<(String, Date), (Option<i64>, Option<i64>)> = histograms
+        .into_iter()
+        .map(|(at, h)| (at, h.percentiles()))
+        .collect();
 
     // Groups with anything to show, most sales first.
     let mut keys: Vec<(String, Decimal, Decimal)> = totals
@@ -596,6 +642,20 @@ mod tests {
                 date!(2027 - 01 - 01)
             ]
         );
+    }
+
+    #[test]
+    fn percentiles_are_the_mean_waits_of_the_buckets_reaching_them() {
+        let mut h = Histogram::default();
+        // Two histograms of one period: half the weight waits 10 s, a quarter 100 s, a quarter
+        // 1000 s.
+        h.add(&[0.0, 0.5, 0.125], &[0.0, 5.0, 12.5]);
+        h.add(&[0.0, 0.0, 0.125, 0.25], &[0.0, 0.0, 12.5, 250.0]);
+        assert_eq!(h.percentiles(), (Some(10), Some(1000)));
+        // What a retraction takes back leaves no bucket behind.
+        h.add(&[0.0, -0.5, -0.25, -0.25], &[0.0, -5.0, -25.0, -250.0]);
+        assert_eq!(h.percentiles(), (None, None));
+        assert_eq!(Histogram::default().percentiles(), (None, None));
     }
 
     #[test]

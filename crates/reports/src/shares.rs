@@ -1,7 +1,7 @@
 //! How one conversion's credit is shared among its touches, under each attribution model. Pure:
 //! the stage in [`crate::credit`] feeds it the touches the identity graph holds for the window.
 
-use events::Touchpoint;
+use events::{ClickIds, Touchpoint, Utm};
 use rust_decimal::Decimal;
 use time::{Duration, OffsetDateTime};
 
@@ -156,10 +156,14 @@ fn split(weights: &[Decimal]) -> Vec<Decimal> {
 /// The channel of a touchpoint: the ad platform of its click id, else its utm source, else
 /// `direct` (also for no touchpoint at all).
 pub fn channel(touch: Option<&Touchpoint>) -> String {
-    let Some(t) = touch else {
-        return DIRECT.into();
-    };
-    let ids = &t.click_ids;
+    match touch {
+        Some(t) => channel_of(&t.click_ids, t.utm.as_ref()),
+        None => DIRECT.into(),
+    }
+}
+
+/// The channel of a click with these click ids and utm parameters (see [`channel`]).
+pub fn channel_of(ids: &ClickIds, utm: Option<&Utm>) -> String {
     let platform = if ids.has_google() {
         Some("google_ads")
     } else if ids.has_meta() {
@@ -181,9 +185,7 @@ pub fn channel(touch: Option<&Touchpoint>) -> String {
     };
     match platform {
         Some(p) => p.into(),
-        None => t
-            .utm
-            .as_ref()
+        None => utm
             .and_then(|u| u.source.clone())
             .unwrap_or_else(|| DIRECT.into()),
     }
