@@ -380,6 +380,24 @@ fn adjustment(
     Ok(Value::Object(row))
 }
 
+/// A Campaign Management REST call to `path`, with the four headers every one needs (M.A.1).
+fn call(
+    platforms: &Platforms,
+    config: &MicrosoftAdsConfig,
+    credentials: &MicrosoftAdsCredentials,
+    token: Option<&str>,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    platforms
+        .client
+        .post(crate::join(&platforms.endpoints.microsoft_ads, path))
+        .bearer_auth(token.unwrap_or_default())
+        .header("DeveloperToken", &credentials.developer_token)
+        .header("CustomerId", config.customer_id.trim())
+        .header("CustomerAccountId", config.account_id.trim())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+}
+
 /// The refresh-token grant of `creds` at the Microsoft identity platform.
 fn grant<'a>(platforms: &'a Platforms, creds: &'a MicrosoftAdsCredentials) -> RefreshGrant<'a> {
     RefreshGrant {
@@ -525,14 +543,7 @@ impl JsonApi for MicrosoftAds {
         token: Option<&str>,
         rows: &[&Value],
     ) -> Result<reqwest::RequestBuilder, Outcome> {
-        Ok(platforms
-            .client
-            .post(crate::join(&platforms.endpoints.microsoft_ads, APPLY_PATH))
-            .bearer_auth(token.unwrap_or_default())
-            .header("DeveloperToken", &credentials.developer_token)
-            .header("CustomerId", config.customer_id.trim())
-            .header("CustomerAccountId", config.account_id.trim())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+        Ok(call(platforms, config, credentials, token, APPLY_PATH)
             .body(json!({ "OfflineConversions": rows }).to_string()))
     }
 
@@ -591,14 +602,7 @@ impl<const RESTATE: bool> JsonApi for Adjustments<RESTATE> {
         token: Option<&str>,
         rows: &[&Value],
     ) -> Result<reqwest::RequestBuilder, Outcome> {
-        Ok(platforms
-            .client
-            .post(crate::join(&platforms.endpoints.microsoft_ads, ADJUST_PATH))
-            .bearer_auth(token.unwrap_or_default())
-            .header("DeveloperToken", &credentials.developer_token)
-            .header("CustomerId", config.customer_id.trim())
-            .header("CustomerAccountId", config.account_id.trim())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+        Ok(call(platforms, config, credentials, token, ADJUST_PATH)
             .body(json!({ "OfflineConversionAdjustments": rows }).to_string()))
     }
 
