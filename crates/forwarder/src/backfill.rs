@@ -322,8 +322,9 @@ const ADVANCE: &str = "
 /// ids in `[next_cursor, job.cursor)`, newest first, each with its attribution and routing, or
 /// `None` when it is not decided or was retracted), the conversions the destination gets by the
 /// routing rules of live traffic are queued behind live traffic, except those its platform would
-/// refuse for age and those it already has; the walk continues below `next_cursor`, or ends
-/// when `finished`.
+/// refuse for age and those it already has, each with the conversion action or event name the
+/// `catalog` maps its event name to for the destination, as live dispatches carry it; the walk
+/// continues below `next_cursor`, or ends when `finished`.
 ///
 /// # Errors
 /// [`Error::Database`]; [`Error::Conflict`] when the lease was lost (nothing is recorded).
@@ -332,6 +333,7 @@ pub async fn record_backfill_page(
     job: &BackfillJob,
     considered: usize,
     routed: &[RoutedEvent],
+    catalog: &queue::CatalogRules,
     next_cursor: Uuid,
     finished: bool,
 ) -> Result<BackfillPage> {
@@ -345,6 +347,14 @@ pub async fn record_backfill_page(
             continue;
         }
         let (payload, routing) = queue::stored_forms(event)?;
+        let mapping = catalog
+            .get(event, destination.id)
+            .and_then(|rule| rule.mapping.as_ref())
+            .filter(|mapping| !mapping.is_empty());
+        let payload = match mapping {
+            Some(mapping) => queue::with_mapping(payload, mapping)?,
+            None => payload,
+        };
         let conversion = platforms::model::Conversion {
             dispatch_id: Uuid::nil(),
             event_id: event.event_id,
@@ -352,7 +362,7 @@ pub async fn record_backfill_page(
             event: event.event.clone(),
             attribution: event.attribution.clone(),
             routing: Value::Null,
-            mapping: None,
+            mapping: mapping.cloned(),
         };
         if platforms::too_old(&limits, &conversion, now).is_some() {
             too_old += 1;

@@ -260,7 +260,7 @@ impl CatalogRules {
         self.rules.is_empty()
     }
 
-    fn get(&self, routed: &RoutedEvent, destination_id: Uuid) -> Option<&CatalogRule> {
+    pub(crate) fn get(&self, routed: &RoutedEvent, destination_id: Uuid) -> Option<&CatalogRule> {
         let key = (
             routed.workspace_id,
             routed.event.event_name.clone(),
@@ -411,7 +411,10 @@ pub async fn enqueue_with_catalog(
 }
 
 /// The stored conversion with the catalog's mapping for its destination.
-fn with_mapping(mut payload: Value, mapping: &platforms::model::EventMapping) -> Result<Value> {
+pub(crate) fn with_mapping(
+    mut payload: Value,
+    mapping: &platforms::model::EventMapping,
+) -> Result<Value> {
     let mapping = serde_json::to_value(mapping).map_err(|e| Error::Corrupt {
         what: "catalog mapping",
         detail: e.to_string(),

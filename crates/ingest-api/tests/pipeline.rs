@@ -710,6 +710,19 @@ async fn a_backfill_sends_a_new_destination_its_history_once_behind_live_traffic
         .unwrap();
     let destination = created["id"].as_str().unwrap().to_owned();
     let backfill = format!("/v1/destinations/{destination}/backfill");
+    // The catalog maps sales to an event name of the receiver's: backfilled dispatches carry it
+    // as live ones do.
+    let definition = json!({"kind": "sale", "tier": "macro", "destinations": {
+        destination.as_str(): {"enabled": true, "eventName": "order_completed"}}});
+    let res = app
+        .http
+        .put(app.url("/v1/conversion-events/sale"))
+        .bearer_auth(&admin)
+        .json(&definition)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
 
     let res = app.post_as(&admin, &backfill, &json!({})).await;
     assert_eq!(res.status(), 202);
@@ -753,14 +766,18 @@ async fn a_backfill_sends_a_new_destination_its_history_once_behind_live_traffic
         (Some(0), Some(3)),
         "{again}"
     );
-    let hook_calls = server
+    let hook_calls: Vec<Value> = server
         .received_requests()
         .await
         .unwrap()
         .into_iter()
         .filter(|r| r.url.path() == "/hook")
-        .count();
-    assert_eq!(hook_calls, 3);
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(hook_calls.len(), 3);
+    for body in &hook_calls {
+        assert_eq!(body["mapping"]["eventName"], "order_completed", "{body:#}");
+    }
 
     // Bad input, scopes, other workspaces.
     let res = app

@@ -515,6 +515,7 @@ pub async fn backfill_step(
         &job,
         page.len(),
         &routed,
+        &catalog::catalog_rules(&definitions),
         next_cursor,
         finished,
     )
