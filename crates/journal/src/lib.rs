@@ -277,13 +277,10 @@ pub async fn get_events(
 }
 
 /// The first id a UUIDv7 made at or after `at` can have: ids carry their receipt time to the
-/// millisecond, so `received_at >= at` holds exactly for the ids from this one on.
+/// millisecond, so `received_at >= at` holds exactly for the ids from this one on (the
+/// partitions' [`retention::time_bound`] of `at` rounded up to its millisecond).
 pub fn first_id_at(at: OffsetDateTime) -> Uuid {
-    let nanos = at.unix_timestamp_nanos().max(0);
-    let millis = u64::try_from((nanos + 999_999) / 1_000_000).unwrap_or(u64::MAX);
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    Uuid::from_bytes(bytes)
+    retention::time_bound(at + time::Duration::nanoseconds(999_999))
 }
 
 const COUNT_RECEIVED: &str = "

@@ -285,6 +285,20 @@ fn unreadable(what: &str, error: &serde_json::Error, count: usize) -> SendReport
     )
 }
 
+/// A destination's stored config and credentials read as the platform's own types, or the
+/// report that settles a batch of `count` when either cannot be read.
+fn settings<P: Platform>(
+    config: &Value,
+    credentials: &Value,
+    count: usize,
+) -> Result<(P::Config, P::Credentials), Box<SendReport>> {
+    let unreadable = |what, error| Box::new(unreadable(what, &error, count));
+    let config = P::Config::deserialize(config).map_err(|error| unreadable("config", error))?;
+    let credentials = P::Credentials::deserialize(credentials)
+        .map_err(|error| unreadable("credentials", error))?;
+    Ok((config, credentials))
+}
+
 impl<P: Platform> Adapter for P {
     fn destination_type(&self) -> DestinationType {
         Platform::destination_type(self)
@@ -369,13 +383,9 @@ impl<P: Platform> Adapter for P {
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport> {
         Box::pin(async move {
-            let config = match P::Config::deserialize(config) {
-                Ok(config) => config,
-                Err(error) => return unreadable("config", &error, batch.len()),
-            };
-            let credentials = match P::Credentials::deserialize(credentials) {
-                Ok(credentials) => credentials,
-                Err(error) => return unreadable("credentials", &error, batch.len()),
+            let (config, credentials) = match settings::<P>(config, credentials, batch.len()) {
+                Ok(settings) => settings,
+                Err(report) => return *report,
             };
             deliver(self, http, &config, &credentials, batch, now).await
         })
@@ -390,13 +400,9 @@ impl<P: Platform> Adapter for P {
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport> {
         Box::pin(async move {
-            let config = match P::Config::deserialize(config) {
-                Ok(config) => config,
-                Err(error) => return unreadable("config", &error, batch.len()),
-            };
-            let credentials = match P::Credentials::deserialize(credentials) {
-                Ok(credentials) => credentials,
-                Err(error) => return unreadable("credentials", &error, batch.len()),
+            let (config, credentials) = match settings::<P>(config, credentials, batch.len()) {
+                Ok(settings) => settings,
+                Err(report) => return *report,
             };
             let report = Platform::retract(self, http, &config, &credentials, batch, now).await;
             with_rotated(self, &credentials, report)
@@ -416,13 +422,9 @@ impl<P: Platform> Adapter for P {
         now: OffsetDateTime,
     ) -> BoxFuture<'a, SendReport> {
         Box::pin(async move {
-            let config = match P::Config::deserialize(config) {
-                Ok(config) => config,
-                Err(error) => return unreadable("config", &error, batch.len()),
-            };
-            let credentials = match P::Credentials::deserialize(credentials) {
-                Ok(credentials) => credentials,
-                Err(error) => return unreadable("credentials", &error, batch.len()),
+            let (config, credentials) = match settings::<P>(config, credentials, batch.len()) {
+                Ok(settings) => settings,
+                Err(report) => return *report,
             };
             let report = Platform::restate(self, http, &config, &credentials, batch, now).await;
             with_rotated(self, &credentials, report)
