@@ -160,12 +160,20 @@ pub struct ErasureAnswer {
     pub erased: Erased,
 }
 
+/// Erasure reads every event of the workspace (no index holds the identifiers' digests) and waits
+/// for the graph lock behind an attribution step, so it gets a longer budget than the API's
+/// statements: it is rare, asked for by an operator, and must not fail because the workers are
+/// busy.
+const ERASURE_TIMEOUTS: &str =
+    "SET LOCAL statement_timeout = '120s'; SET LOCAL lock_timeout = '60s'";
+
 /// Erases the person in the caller's transaction (see the module documentation).
 pub async fn erase_person(
     tx: &impl GenericClient,
     workspace_id: Uuid,
     erasure: &Erasure,
 ) -> Result<Erased, ApiError> {
+    tx.batch_execute(ERASURE_TIMEOUTS).await?;
     attribution_matcher::erase::lock_graph(tx, workspace_id).await?;
     let person =
         attribution_matcher::erase::resolve_person(tx, workspace_id, &erasure.identifiers())

@@ -135,6 +135,12 @@ impl ApiError {
                 "Too many requests",
                 format!("The rate limit of this API key is exhausted; retry in {retry_after} s."),
             ),
+            Self::Unavailable(e) if timed_out(e.as_ref()) => (
+                "unavailable",
+                "Service unavailable",
+                "The database did not answer in time (it is busy); nothing was stored. Retry later."
+                    .into(),
+            ),
             Self::Unavailable(_) => (
                 "unavailable",
                 "Service unavailable",
@@ -210,6 +216,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         match self {
             Self::Internal(e) => tracing::error!(error = %chain(e.as_ref()), "internal error"),
+            Self::Unavailable(e) if timed_out(e.as_ref()) => {
+                tracing::warn!(error = %chain(e.as_ref()), "database timed out")
+            }
             Self::Unavailable(e) => {
                 tracing::warn!(error = %chain(e.as_ref()), "database unavailable")
             }
@@ -324,6 +333,23 @@ impl From<catalog::Error> for ApiError {
             other => Self::Internal(Box::new(other)),
         }
     }
+}
+
+/// Whether the failure was the database running out of time (a statement or lock timeout), not
+/// an unreachable database: the two get different words, in the answer and in the log.
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    use tokio_postgres::error::SqlState;
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(code) = e
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+        {
+            return *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Whether a database error means "cannot reach the database now" (retry later) rather than a

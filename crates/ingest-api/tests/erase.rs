@@ -490,3 +490,30 @@ async fn erasure_needs_the_admin_scope_and_names_every_bad_field() {
         .unwrap();
     assert_eq!(res.status(), 405);
 }
+
+#[tokio::test]
+async fn erasure_waits_for_a_busy_graph_longer_than_an_ordinary_request_would() {
+    let s = setup().await;
+    let app = &s.app;
+    let workspace = workspace_id(app, "acme").await;
+    // Another session holds the workspace's graph lock (as a long attribution step would) for
+    // longer than the API's statement and lock timeouts (2 s in the tests).
+    let mut holder = app.db.client().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('attribution-matcher:' || ($1::uuid)::text, 0))",
+        &[&workspace],
+    )
+    .await
+    .unwrap();
+    let release = async move {
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        tx.commit().await.unwrap();
+    };
+    let who = json!({"email": EMAIL});
+    let started = Instant::now();
+    let ((status, body), ()) = tokio::join!(erase(app, &s.admin, &who), release);
+    assert_eq!(status, 200, "{body:#}");
+    assert!(started.elapsed() >= Duration::from_millis(2_900));
+    assert_eq!(body["erased"]["events"], 0);
+}
