@@ -1,8 +1,9 @@
 //! The credit stage: behind the matcher (see `pipeline::credit_step`), each decided conversion's
-//! touches in its attribution window are read once, their shares under every model stored
-//! (`credit_shares`), and the conversion's contribution added to the rollups; a re-decision (a
-//! pending sale matched late) takes the old contribution out first. Retractions and value
-//! changes adjust the rollups the same way, so reports never re-walk a history.
+//! touches in its attribution window are read once and kept (`credit_touches`, see
+//! [`crate::stored`]), their shares under every model computed, and the conversion's contribution
+//! added to the rollups; a re-decision (a pending sale matched late) takes the old contribution
+//! out first. Retractions and value changes adjust the rollups the same way, from the same
+//! touches shared out by the same rules, so reports never re-walk a history.
 //!
 //! A step reads the windows of its whole batch in one statement of the matcher's
 //! ([`attribution_matcher::window::clicks_in_window`]) and the clicks events carried from the
@@ -11,7 +12,7 @@
 //! Every write first locks the conversion's `report_conversions` row (an upsert), so that a
 //! retraction racing a credit, or a restatement racing a re-decision, is applied once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use attribution_matcher::window::{clicks_in_window, WindowProbe};
@@ -21,10 +22,13 @@ use rust_decimal::Decimal;
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::shares::{share, Timed, DIRECT};
+use crate::shares::{share, Timed};
+use crate::stored::{self, ConversionCredit, CreditedTouches, COLUMNS};
 use crate::tier::{conversion_tiers, Tier};
 use crate::touches::{resolve, ClickCache, ClickGroups, Touch};
-use crate::{Result, NONE_KEY};
+use crate::{Error, Result, NONE_KEY};
+
+pub use crate::stored::Credited;
 
 /// At most this many of a person's clicks in a window (the latest) share a conversion's credit,
 /// per person merged into it: the bound on what one conversion costs to credit.
@@ -65,25 +69,6 @@ pub struct Conversion<'a> {
     pub carried: (&'a ClickIds, Option<&'a Utm>),
     /// The matcher's decision.
     pub decided: Decided<'a>,
-}
-
-/// One touch of a conversion with its shares, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credited {
-    /// The identifier that owns the click, when the identity graph has it.
-    pub owner: Option<Vec<u8>>,
-    /// When the click happened (`None` for the row of a conversion without a touch).
-    pub clicked_at: Option<OffsetDateTime>,
-    /// Its channel.
-    pub channel: String,
-    /// Its utm source, medium and campaign.
-    pub source: Option<String>,
-    /// See `source`.
-    pub medium: Option<String>,
-    /// See `source`.
-    pub campaign: Option<String>,
-    /// Its share under each model, indexed like [`crate::Model::ALL`].
-    pub shares: [Decimal; 5],
 }
 
 /// Shares `conversions`' credit among their touches and adds them to the rollups, inside the
@@ -190,26 +175,21 @@ pub async fn credit(
     }
     if !before.is_empty() {
         apply(client, workspace_id, &before, Decimal::NEGATIVE_ONE).await?;
-        let statement = client.prepare_cached(DELETE_SHARES).await?;
-        client
-            .execute(&statement, &[&workspace_id, &before])
-            .await?;
+        stored::delete(client, workspace_id, &before).await?;
     }
 
-    let mut rows = SharesRows::default();
-    for c in &list {
-        let touches = windows.remove(&c.event_id).unwrap_or_default();
-        for (n, credited) in credit_one(c, touches).into_iter().enumerate() {
-            rows.push(c.event_id, i16::try_from(n).unwrap_or(i16::MAX), credited);
-        }
-    }
-    rows.insert(client, workspace_id).await?;
-
+    let credits: Vec<ConversionCredit> = list
+        .iter()
+        .map(|c| ConversionCredit {
+            event_id: c.event_id,
+            credit: credit_touches(c, windows.remove(&c.event_id).unwrap_or_default()),
+        })
+        .collect();
+    stored::insert(client, workspace_id, &credits).await?;
     // The step has every share in hand: it adds them up itself rather than reading them back.
-    match Contributions::of(&counted, &rows) {
-        Some(contributions) => contributions.add(client, workspace_id).await?,
-        None => apply(client, workspace_id, &ids, Decimal::ONE).await?,
-    }
+    Contributions::of(&counted, &credits, Decimal::ONE)?
+        .add(client, workspace_id)
+        .await?;
     Ok(list.len())
 }
 
@@ -217,6 +197,10 @@ pub async fn credit(
 /// [`MAX_TOUCHES`]) with the matcher's touchpoint and first touch among them; one `direct` row
 /// for a conversion without a touchpoint (or whose touchpoint's data is gone).
 pub fn credit_one(c: &Conversion<'_>, window: Vec<Touch>) -> Vec<Credited> {
+    credit_touches(c, window).touches
+}
+
+fn credit_touches(c: &Conversion<'_>, window: Vec<Touch>) -> CreditedTouches {
     let (mut touches, last, first) = match c.decided {
         Decided::Owners {
             touch: Some(touch),
@@ -227,15 +211,7 @@ pub fn credit_one(c: &Conversion<'_>, window: Vec<Touch>) -> Vec<Credited> {
     }
     .unwrap_or_default();
     if touches.is_empty() {
-        return vec![Credited {
-            owner: None,
-            clicked_at: None,
-            channel: DIRECT.into(),
-            source: None,
-            medium: None,
-            campaign: None,
-            shares: [Decimal::ONE; 5],
-        }];
+        return CreditedTouches::direct();
     }
     let timed: Vec<Timed> = touches
         .iter()
@@ -244,13 +220,12 @@ pub fn credit_one(c: &Conversion<'_>, window: Vec<Touch>) -> Vec<Credited> {
         })
         .collect();
     let shares = share(c.occurred_at, &timed, last, first);
-    touches
+    let touches = touches
         .drain(..)
         .zip(shares)
         .map(|(t, shares)| {
             let groups = Arc::unwrap_or_clone(t.groups);
             Credited {
-                owner: t.owner.map(|o| o.to_vec()),
                 clicked_at: Some(t.clicked_at),
                 channel: groups.channel,
                 source: groups.source,
@@ -259,7 +234,12 @@ pub fn credit_one(c: &Conversion<'_>, window: Vec<Touch>) -> Vec<Credited> {
                 shares,
             }
         })
-        .collect()
+        .collect();
+    CreditedTouches {
+        touches,
+        last,
+        first,
+    }
 }
 
 /// The window's touches in time order, each owner once, the latest [`MAX_TOUCHES`] and the
@@ -312,64 +292,6 @@ fn copied_touches(attribution: &Attribution) -> Option<(Vec<Touch>, usize, usize
     }
 }
 
-#[derive(Default)]
-struct SharesRows {
-    event_ids: Vec<Uuid>,
-    n: Vec<i16>,
-    owners: Vec<Option<Vec<u8>>>,
-    clicked_at: Vec<Option<OffsetDateTime>>,
-    channels: Vec<String>,
-    sources: Vec<Option<String>>,
-    mediums: Vec<Option<String>>,
-    campaigns: Vec<Option<String>>,
-    shares: [Vec<Decimal>; 5],
-}
-
-impl SharesRows {
-    fn push(&mut self, event_id: Uuid, n: i16, c: Credited) {
-        self.event_ids.push(event_id);
-        self.n.push(n);
-        self.owners.push(c.owner);
-        self.clicked_at.push(c.clicked_at);
-        self.channels.push(c.channel);
-        self.sources.push(c.source);
-        self.mediums.push(c.medium);
-        self.campaigns.push(c.campaign);
-        for (m, s) in c.shares.into_iter().enumerate() {
-            self.shares[m].push(s);
-        }
-    }
-
-    async fn insert(&self, client: &impl GenericClient, workspace_id: Uuid) -> Result<()> {
-        if self.event_ids.is_empty() {
-            return Ok(());
-        }
-        let statement = client.prepare_cached(INSERT_SHARES).await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &workspace_id,
-                    &self.event_ids,
-                    &self.n,
-                    &self.owners,
-                    &self.clicked_at,
-                    &self.channels,
-                    &self.sources,
-                    &self.mediums,
-                    &self.campaigns,
-                    &self.shares[0],
-                    &self.shares[1],
-                    &self.shares[2],
-                    &self.shares[3],
-                    &self.shares[4],
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-}
-
 const UPSERT_CONVERSIONS: &str = "
     INSERT INTO report_conversions AS r
         (workspace_id, event_id, kind, occurred_at, event_name, tier, amount, currency, retracted,
@@ -391,195 +313,53 @@ const UPSERT_CONVERSIONS: &str = "
     RETURNING r.event_id, r.kind, r.occurred_at, r.event_name, r.tier, r.amount, r.currency,
               r.retracted";
 
-/// Those of the conversions that have shares already.
+/// Those of the conversions that have been credited already.
 const SELECT_CREDITED: &str = "
     SELECT q.event_id FROM unnest($2::uuid[]) AS q(event_id)
     WHERE EXISTS (
-        SELECT 1 FROM credit_shares WHERE workspace_id = $1 AND event_id = q.event_id
+        SELECT 1 FROM credit_touches WHERE workspace_id = $1 AND event_id = q.event_id
     )";
-
-const DELETE_SHARES: &str =
-    "DELETE FROM credit_shares WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])";
-
-const INSERT_SHARES: &str = "
-    INSERT INTO credit_shares (workspace_id, event_id, n, owner, clicked_at, channel, source,
-        medium, campaign, last_click, first_click, linear, position_based, time_decay)
-    SELECT $1, q.*
-    FROM unnest($2::uuid[], $3::smallint[], $4::bytea[], $5::timestamptz[], $6::text[],
-                $7::text[], $8::text[], $9::text[], $10::numeric[], $11::numeric[],
-                $12::numeric[], $13::numeric[], $14::numeric[]) AS q";
-
-/// The counted conversions (credited, not retracted) that `{filter}` selects, with their
-/// touches summed per day and everything a rollup row is keyed by, before the expansion into
-/// models and groupings: a rebuild aggregates millions of touches into a few thousand rows
-/// first. With `times`, the touches are those with a click, keyed by the wait's bucket too, and
-/// weighted by the wait (else by the amount).
-fn summed(filter: &str, times: bool) -> String {
-    let weight = |column: &str, by: &str| format!("sum(s.{column}{by}) AS {column}");
-    let by = if times { " * w.w" } else { " * c.amount" };
-    let touched = if times {
-        "s.clicked_at IS NOT NULL"
-    } else {
-        "true"
-    };
-    let models = [
-        "last_click",
-        "first_click",
-        "linear",
-        "position_based",
-        "time_decay",
-    ];
-    let shares: Vec<String> = models.iter().map(|m| weight(m, "")).collect();
-    let weighted: Vec<String> = models
-        .iter()
-        .map(|m| format!("sum(s.{m}{by}) AS {m}_x"))
-        .collect();
-    let (select, group, pick) = if times {
-        (
-            format!(", ({BUCKET_SQL}) AS bucket"),
-            ", bucket",
-            ", t.bucket",
-        )
-    } else {
-        (String::new(), "", "")
-    };
-    format!(
-        "WITH c AS (
-            SELECT event_id, kind, event_name, tier, amount, currency, occurred_at,
-                   (occurred_at AT TIME ZONE 'UTC')::date AS day
-            FROM report_conversions
-            WHERE workspace_id = $1 AND {filter} AND NOT retracted AND kind IS NOT NULL
-              AND credited_at IS NOT NULL
-        ), t AS (
-            SELECT c.day, c.tier, c.kind, c.currency, c.event_name, s.channel, s.source,
-                   s.medium, s.campaign{select}, {}, {}
-            FROM c
-            JOIN credit_shares s ON s.workspace_id = $1 AND s.event_id = c.event_id
-            CROSS JOIN LATERAL (
-                SELECT greatest(extract(epoch FROM c.occurred_at - s.clicked_at), 0) AS w
-            ) AS w
-            WHERE {touched}
-            GROUP BY c.day, c.tier, c.kind, c.currency, c.event_name, s.channel, s.source,
-                     s.medium, s.campaign{group}
-        ), x AS (
-            SELECT t.day, t.tier, t.kind, t.currency{pick}, m.model, m.share, m.weighted,
-                   d.dim, d.key
-            FROM t
-            CROSS JOIN LATERAL (VALUES
-                (0::smallint, t.last_click, t.last_click_x),
-                (1::smallint, t.first_click, t.first_click_x),
-                (2::smallint, t.linear, t.linear_x),
-                (3::smallint, t.position_based, t.position_based_x),
-                (4::smallint, t.time_decay, t.time_decay_x)) AS m(model, share, weighted)
-            CROSS JOIN LATERAL (VALUES (0::smallint, t.channel),
-                (1::smallint, coalesce(t.source, '{none}')),
-                (2::smallint, coalesce(t.medium, '{none}')),
-                (3::smallint, coalesce(t.campaign, '{none}')),
-                (4::smallint, coalesce(t.event_name, '{none}'))) AS d(dim, key)
-            WHERE m.share <> 0
-        )",
-        shares.join(", "),
-        weighted.join(", "),
-        none = crate::NONE_KEY
-    )
-}
-
-fn apply_rollups_sql(filter: &str) -> String {
-    format!(
-        "{}
-        INSERT INTO report_rollups AS r
-            (workspace_id, model, dim, day, key, tier, currency, leads, sales, revenue, value)
-        SELECT $1, model, dim, day, key, tier, coalesce(currency, ''),
-               $2::numeric * coalesce(sum(share) FILTER (WHERE kind = 'lead'), 0),
-               $2::numeric * coalesce(sum(share) FILTER (WHERE kind = 'sale'), 0),
-               $2::numeric * coalesce(sum(weighted) FILTER (WHERE kind = 'sale'), 0),
-               $2::numeric * coalesce(sum(weighted), 0)
-        FROM x
-        GROUP BY model, dim, day, key, tier, coalesce(currency, '')
-        ORDER BY model, dim, day, key COLLATE \"C\", tier COLLATE \"C\",
-                 coalesce(currency, '') COLLATE \"C\"
-        ON CONFLICT (workspace_id, model, dim, day, key, tier, currency) DO UPDATE SET
-            leads = r.leads + excluded.leads,
-            sales = r.sales + excluded.sales,
-            revenue = r.revenue + excluded.revenue,
-            value = r.value + excluded.value",
-        summed(filter, false)
-    )
-}
 
 /// The last bucket of a time histogram: it holds every wait from 1.5^46 seconds (about four
 /// years) on.
 pub const LAST_BUCKET: i32 = 47;
 
-/// The bucket of a wait `w.w` in seconds, as `report_histograms` documents it.
-pub const BUCKET_SQL: &str =
-    "CASE WHEN w.w < 1 THEN 0 ELSE least(1 + floor(ln(w.w::float8) / ln(1.5))::int, 47) END";
-
-/// Adds the conversions' waits to the time histograms (see [`HISTOGRAMS_TAIL`]).
-fn apply_times_sql(filter: &str) -> String {
-    format!(
-        "{}, g AS (
-            SELECT model, dim, day, key, tier, bucket, ($2::numeric * sum(share))::float8 AS w,
-                   ($2::numeric * sum(weighted))::float8 AS s
-            FROM x
-            GROUP BY model, dim, day, key, tier, bucket
-        ){HISTOGRAMS_TAIL}",
-        summed(filter, true)
-    )
-}
-
-/// Adds `g(model, dim, day, key, tier, bucket, w, s)` (shares and shares times waits per group
-/// and bucket) to the time histograms: one array per group, from bucket 0 to its last with a
-/// wait, added element-wise to the stored one (the shorter padded with zeros).
-const HISTOGRAMS_TAIL: &str = ", k AS (
-            SELECT model, dim, day, key, tier, max(bucket) AS top
-            FROM g
-            GROUP BY model, dim, day, key, tier
-        )
-        INSERT INTO report_histograms AS r
-            (workspace_id, model, dim, day, key, tier, weights, seconds)
-        SELECT $1, k.model, k.dim, k.day, k.key, k.tier,
-               array_agg(coalesce(g.w, 0) ORDER BY b.bucket),
-               array_agg(coalesce(g.s, 0) ORDER BY b.bucket)
-        FROM k
-        CROSS JOIN LATERAL generate_series(0, k.top) AS b(bucket)
-        LEFT JOIN g ON g.model = k.model AND g.dim = k.dim AND g.day = k.day AND g.key = k.key
-                   AND g.tier = k.tier AND g.bucket = b.bucket
-        GROUP BY k.model, k.dim, k.day, k.key, k.tier
-        ORDER BY k.model, k.dim, k.day, k.key COLLATE \"C\", k.tier COLLATE \"C\"
-        ON CONFLICT (workspace_id, model, dim, day, key, tier) DO UPDATE SET
-            weights = ARRAY(
-                SELECT coalesce(a, 0) + coalesce(b, 0)
-                FROM unnest(r.weights, excluded.weights) WITH ORDINALITY AS u(a, b, i)
-                ORDER BY i),
-            seconds = ARRAY(
-                SELECT coalesce(a, 0) + coalesce(b, 0)
-                FROM unnest(r.seconds, excluded.seconds) WITH ORDINALITY AS u(a, b, i)
-                ORDER BY i)";
-
-/// What newly credited conversions add to the rollups, summed in the step from the shares it
-/// has just computed: the same sums [`apply`] reads back from the stored shares (see
-/// [`summed`]), without reading them back. Decimal sums are exact as in SQL; a sum too large for
-/// a [`Decimal`] makes [`Contributions::of`] answer `None`, and the step applies the stored
-/// shares instead.
+/// What conversions add to the rollups and histograms (or, with the sign -1, take out of them),
+/// summed from their touches' shares: the credit step sums the shares it has just computed, a
+/// retraction, restatement or erasure the same shares given again by the stored touches, so
+/// what goes out is exactly what came in. Decimal sums are exact; a sum too large for a
+/// [`Decimal`] is an [`Error::Overflow`].
 #[derive(Default)]
 struct Contributions {
     /// Per rollup row: leads, sales, revenue, value.
-    rollups: BTreeMap<RollupKey, [Decimal; 4]>,
+    rollups: HashMap<RollupKey, [Decimal; 4]>,
     /// Per histogram bucket: the shares and the shares times the waits.
-    histograms: BTreeMap<BucketKey, (Decimal, Decimal)>,
+    histograms: HashMap<BucketKey, (Decimal, Decimal)>,
+    /// The keys' strings, each once.
+    strings: HashSet<Arc<str>>,
 }
 
 /// A rollup row's key: model, dim, day, key, tier, currency. Rows are written in this order,
-/// strings compared bytewise as the SQL path orders them (`COLLATE "C"`), so that a credit and a
-/// retraction lock the rows they share in the same order.
-type RollupKey = (i16, i16, Date, String, String, String);
+/// strings compared bytewise (as `COLLATE "C"` orders them), so that a credit and a retraction
+/// lock the rows they share in the same order.
+type RollupKey = (i16, i16, Date, Arc<str>, Arc<str>, Arc<str>);
 
 /// A histogram bucket's key: model, dim, day, key, tier, bucket.
-type BucketKey = (i16, i16, Date, String, String, i32);
+type BucketKey = (i16, i16, Date, Arc<str>, Arc<str>, i32);
+
+/// The one copy of `text` among `strings`.
+fn interned(strings: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
+    if let Some(found) = strings.get(text) {
+        return Arc::clone(found);
+    }
+    let new: Arc<str> = Arc::from(text);
+    strings.insert(Arc::clone(&new));
+    new
+}
 
 /// A conversion as its `report_conversions` row counts it (after the upsert: a restated amount
 /// or an earlier retraction wins over the event's).
+#[derive(Debug, Clone)]
 struct Counted {
     kind: Option<String>,
     occurred_at: Option<OffsetDateTime>,
@@ -609,11 +389,10 @@ type TouchKey<'a> = (
 /// Per model: the shares, the shares times the amount, the shares times the wait.
 type TouchSums = [[Decimal; 3]; 5];
 
-/// The bucket of a wait of `micros` microseconds, as [`BUCKET_SQL`] computes it (the same
-/// floating-point steps, so the same bucket).
+/// The bucket of a wait of `micros` microseconds in the time histograms: 0 below a second, then
+/// one bucket per factor 1.5 (`1 + floor(ln(seconds) / ln(1.5))`), at most [`LAST_BUCKET`].
 fn bucket_of(micros: i128) -> i32 {
-    // Exact below 2^53 microseconds (285 years); the quotient is then the correctly rounded
-    // seconds, as PostgreSQL's numeric to float8 cast gives them.
+    // Exact below 2^53 microseconds (285 years).
     let seconds = micros as f64 / 1e6;
     if seconds < 1.0 {
         return 0;
@@ -623,47 +402,73 @@ fn bucket_of(micros: i128) -> i32 {
 }
 
 impl Contributions {
-    /// The contributions of `rows` (the shares of the step's conversions, by event) for the
-    /// conversions as counted.
-    fn of(counted: &HashMap<Uuid, Counted>, rows: &SharesRows) -> Option<Self> {
+    /// The contributions of `credits` for the conversions as counted, times `sign`.
+    fn of(
+        counted: &HashMap<Uuid, Counted>,
+        credits: &[ConversionCredit],
+        sign: Decimal,
+    ) -> Result<Self> {
+        let mut out = Self::default();
+        out.include(counted, credits, sign)?;
+        Ok(out)
+    }
+
+    /// Adds the contributions of `credits`, times `sign`, to these.
+    fn include(
+        &mut self,
+        counted: &HashMap<Uuid, Counted>,
+        credits: &[ConversionCredit],
+        sign: Decimal,
+    ) -> Result<()> {
+        self.sum(counted, credits, sign).ok_or(Error::Overflow)
+    }
+
+    fn sum(
+        &mut self,
+        counted: &HashMap<Uuid, Counted>,
+        credits: &[ConversionCredit],
+        sign: Decimal,
+    ) -> Option<()> {
         let mut sums: HashMap<TouchKey<'_>, TouchSums> = HashMap::new();
-        for i in 0..rows.event_ids.len() {
-            let Some(c) = counted.get(&rows.event_ids[i]) else {
+        for credit in credits {
+            let Some(c) = counted.get(&credit.event_id) else {
                 continue;
             };
             let (Some(kind), Some(at), false) = (c.kind.as_deref(), c.occurred_at, c.retracted)
             else {
                 continue;
             };
-            let wait = rows.clicked_at[i].map(|clicked| {
-                let micros = (at - clicked).whole_microseconds().max(0);
-                (micros, Decimal::from_i128_with_scale(micros, 6))
-            });
-            let key: TouchKey<'_> = (
-                at.to_offset(time::UtcOffset::UTC).date(),
-                c.tier.as_deref().unwrap_or_default(),
-                kind,
-                c.currency.as_deref().unwrap_or_default(),
-                c.event_name.as_deref().unwrap_or(NONE_KEY),
-                &rows.channels[i],
-                rows.sources[i].as_deref(),
-                rows.mediums[i].as_deref(),
-                rows.campaigns[i].as_deref(),
-                wait.map(|(micros, _)| bucket_of(micros)),
-            );
-            let entry = sums.entry(key).or_insert([[Decimal::ZERO; 3]; 5]);
-            for (m, sum) in entry.iter_mut().enumerate() {
-                let share = rows.shares[m][i];
-                sum[0] = sum[0].checked_add(share)?;
-                if let Some(amount) = c.amount {
-                    sum[1] = sum[1].checked_add(share.checked_mul(amount)?)?;
-                }
-                if let Some((_, seconds)) = wait {
-                    sum[2] = sum[2].checked_add(share.checked_mul(seconds)?)?;
+            for touch in &credit.credit.touches {
+                let wait = touch.clicked_at.map(|clicked| {
+                    let micros = (at - clicked).whole_microseconds().max(0);
+                    (micros, Decimal::from_i128_with_scale(micros, 6))
+                });
+                let key: TouchKey<'_> = (
+                    at.to_offset(time::UtcOffset::UTC).date(),
+                    c.tier.as_deref().unwrap_or_default(),
+                    kind,
+                    c.currency.as_deref().unwrap_or_default(),
+                    c.event_name.as_deref().unwrap_or(NONE_KEY),
+                    &touch.channel,
+                    touch.source.as_deref(),
+                    touch.medium.as_deref(),
+                    touch.campaign.as_deref(),
+                    wait.map(|(micros, _)| bucket_of(micros)),
+                );
+                let entry = sums.entry(key).or_insert([[Decimal::ZERO; 3]; 5]);
+                for (m, sum) in entry.iter_mut().enumerate() {
+                    let share = touch.shares[m].checked_mul(sign)?;
+                    sum[0] = sum[0].checked_add(share)?;
+                    if let Some(amount) = c.amount {
+                        sum[1] = sum[1].checked_add(share.checked_mul(amount)?)?;
+                    }
+                    if let Some((_, seconds)) = wait {
+                        sum[2] = sum[2].checked_add(share.checked_mul(seconds)?)?;
+                    }
                 }
             }
         }
-        let mut out = Self::default();
+        let out = self;
         for (key, per_model) in sums {
             let (day, tier, kind, currency, event_name, channel, source, medium, campaign, bucket) =
                 key;
@@ -673,7 +478,10 @@ impl Contributions {
                 medium.unwrap_or(NONE_KEY),
                 campaign.unwrap_or(NONE_KEY),
                 event_name,
-            ];
+            ]
+            .map(|group| interned(&mut out.strings, group));
+            let tier = interned(&mut out.strings, tier);
+            let currency = interned(&mut out.strings, currency);
             for (m, [share, weighted, waited]) in per_model.into_iter().enumerate() {
                 if share.is_zero() {
                     continue;
@@ -687,9 +495,9 @@ impl Contributions {
                             model,
                             dim,
                             day,
-                            (*group).to_owned(),
-                            tier.to_owned(),
-                            currency.to_owned(),
+                            Arc::clone(group),
+                            Arc::clone(&tier),
+                            Arc::clone(&currency),
                         ))
                         .or_insert([Decimal::ZERO; 4]);
                     let sale = kind == "sale";
@@ -708,8 +516,8 @@ impl Contributions {
                                 model,
                                 dim,
                                 day,
-                                (*group).to_owned(),
-                                tier.to_owned(),
+                                Arc::clone(group),
+                                Arc::clone(&tier),
                                 bucket,
                             ))
                             .or_insert((Decimal::ZERO, Decimal::ZERO));
@@ -719,7 +527,7 @@ impl Contributions {
                 }
             }
         }
-        Some(out)
+        Some(())
     }
 
     /// Adds the contributions to the stored rollups and histograms.
@@ -737,13 +545,15 @@ impl Contributions {
                 Vec::with_capacity(n),
             );
             let mut sums: [Vec<Decimal>; 4] = Default::default();
-            for ((model, dim, day, key, tier, currency), values) in &self.rollups {
+            let mut rows: Vec<(&RollupKey, &[Decimal; 4])> = self.rollups.iter().collect();
+            rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for ((model, dim, day, key, tier, currency), values) in rows {
                 models.push(*model);
                 dims.push(*dim);
                 days.push(*day);
-                keys.push(key.as_str());
-                tiers.push(tier.as_str());
-                currencies.push(currency.as_str());
+                keys.push(key.as_ref());
+                tiers.push(tier.as_ref());
+                currencies.push(currency.as_ref());
                 for (into, value) in sums.iter_mut().zip(values) {
                     into.push(*value);
                 }
@@ -768,48 +578,36 @@ impl Contributions {
                 )
                 .await?;
         }
-        if !self.histograms.is_empty() {
-            let n = self.histograms.len();
-            let (mut models, mut dims, mut days) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            let (mut keys, mut tiers, mut buckets) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            let (mut weights, mut seconds) = (Vec::with_capacity(n), Vec::with_capacity(n));
-            for ((model, dim, day, key, tier, bucket), (weight, waited)) in &self.histograms {
-                models.push(*model);
-                dims.push(*dim);
-                days.push(*day);
-                keys.push(key.as_str());
-                tiers.push(tier.as_str());
-                buckets.push(*bucket);
-                // Through the decimal text, as PostgreSQL casts numeric to float8.
-                weights.push(weight.to_string().parse::<f64>().unwrap_or(0.0));
-                seconds.push(waited.to_string().parse::<f64>().unwrap_or(0.0));
+        // The histograms come sorted by group, then bucket: one group at a time.
+        let mut chunk = HistogramChunk::default();
+        let mut group: Option<(i16, i16, Date, &str, &str)> = None;
+        let mut buckets: Vec<(i32, f64, f64)> = Vec::new();
+        let mut histograms: Vec<(&BucketKey, &(Decimal, Decimal))> =
+            self.histograms.iter().collect();
+        histograms.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for ((model, dim, day, key, tier, bucket), (weight, waited)) in histograms {
+            let this = (*model, *dim, *day, key.as_ref(), tier.as_ref());
+            if group != Some(this) {
+                if let Some(done) = group.replace(this) {
+                    chunk.push_group(done, &buckets);
+                    buckets.clear();
+                    if chunk.weights.len() >= HISTOGRAM_CHUNK {
+                        chunk.add(client, workspace_id).await?;
+                        chunk = HistogramChunk::default();
+                    }
+                }
             }
-            let statement = client.prepare_cached(&add_histograms_sql()).await?;
-            client
-                .execute(
-                    &statement,
-                    &[
-                        &workspace_id,
-                        &models,
-                        &dims,
-                        &days,
-                        &keys,
-                        &tiers,
-                        &buckets,
-                        &weights,
-                        &seconds,
-                    ],
-                )
-                .await?;
+            // Through the decimal text, as PostgreSQL casts numeric to float8.
+            buckets.push((
+                *bucket,
+                weight.to_string().parse::<f64>().unwrap_or(0.0),
+                waited.to_string().parse::<f64>().unwrap_or(0.0),
+            ));
         }
+        if let Some(done) = group {
+            chunk.push_group(done, &buckets);
+        }
+        chunk.add(client, workspace_id).await?;
         Ok(())
     }
 }
@@ -826,15 +624,155 @@ const ADD_ROLLUPS: &str = "
         revenue = r.revenue + excluded.revenue,
         value = r.value + excluded.value";
 
-fn add_histograms_sql() -> String {
-    format!(
-        "WITH g AS (
-            SELECT * FROM unnest($2::smallint[], $3::smallint[], $4::date[], $5::text[],
-                                 $6::text[], $7::int[], $8::float8[], $9::float8[])
-                AS g(model, dim, day, key, tier, bucket, w, s)
-        ){}",
-        HISTOGRAMS_TAIL
+/// Adds time histograms given flat, one element per bucket from 0 (each group's buckets in
+/// order, consecutive), to the stored ones: element-wise, the shorter padded with zeros.
+const ADD_HISTOGRAMS: &str = "
+    WITH g AS (
+        SELECT model, dim, day, key, tier, array_agg(w ORDER BY i) AS weights,
+               array_agg(s ORDER BY i) AS seconds
+        FROM unnest($2::smallint[], $3::smallint[], $4::date[], $5::text[], $6::text[],
+                    $7::float8[], $8::float8[]) WITH ORDINALITY
+             AS g(model, dim, day, key, tier, w, s, i)
+        GROUP BY model, dim, day, key, tier
     )
+    INSERT INTO report_histograms AS r
+        (workspace_id, model, dim, day, key, tier, weights, seconds)
+    SELECT $1, model, dim, day, key, tier, weights, seconds
+    FROM g
+    ORDER BY model, dim, day, key COLLATE \"C\", tier COLLATE \"C\"
+    ON CONFLICT (workspace_id, model, dim, day, key, tier) DO UPDATE SET
+        weights = ARRAY(
+            SELECT coalesce(a, 0) + coalesce(b, 0)
+            FROM unnest(r.weights, excluded.weights) WITH ORDINALITY AS u(a, b, i)
+            ORDER BY i),
+        seconds = ARRAY(
+            SELECT coalesce(a, 0) + coalesce(b, 0)
+            FROM unnest(r.seconds, excluded.seconds) WITH ORDINALITY AS u(a, b, i)
+            ORDER BY i)";
+
+/// Buckets one statement of [`ADD_HISTOGRAMS`] carries at most (whole groups).
+const HISTOGRAM_CHUNK: usize = 50_000;
+
+/// The parameters of one [`ADD_HISTOGRAMS`] statement.
+#[derive(Default)]
+struct HistogramChunk<'a> {
+    models: Vec<i16>,
+    dims: Vec<i16>,
+    days: Vec<Date>,
+    keys: Vec<&'a str>,
+    tiers: Vec<&'a str>,
+    weights: Vec<f64>,
+    seconds: Vec<f64>,
+}
+
+impl<'a> HistogramChunk<'a> {
+    /// Appends one group's buckets, from 0 to the last it has, zeros where it has none.
+    fn push_group(
+        &mut self,
+        group: (i16, i16, Date, &'a str, &'a str),
+        buckets: &[(i32, f64, f64)],
+    ) {
+        let top = buckets.iter().map(|b| b.0).max().unwrap_or(0);
+        let start = self.weights.len();
+        let len = usize::try_from(top).unwrap_or(0) + 1;
+        self.weights.resize(start + len, 0.0);
+        self.seconds.resize(start + len, 0.0);
+        for &(bucket, w, s) in buckets {
+            if let Ok(b) = usize::try_from(bucket) {
+                self.weights[start + b] += w;
+                self.seconds[start + b] += s;
+            }
+        }
+        let (model, dim, day, key, tier) = group;
+        self.models.extend(std::iter::repeat_n(model, len));
+        self.dims.extend(std::iter::repeat_n(dim, len));
+        self.days.extend(std::iter::repeat_n(day, len));
+        self.keys.extend(std::iter::repeat_n(key, len));
+        self.tiers.extend(std::iter::repeat_n(tier, len));
+    }
+
+    async fn add(&self, client: &impl GenericClient, workspace_id: Uuid) -> Result<()> {
+        if self.weights.is_empty() {
+            return Ok(());
+        }
+        let statement = client.prepare_cached(ADD_HISTOGRAMS).await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &workspace_id,
+                    &self.models,
+                    &self.dims,
+                    &self.days,
+                    &self.keys,
+                    &self.tiers,
+                    &self.weights,
+                    &self.seconds,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// The credited conversions among `$2`, counted and with their stored touches.
+fn select_credits_by_id() -> String {
+    format!(
+        "SELECT c.event_id, c.kind, c.occurred_at, c.event_name, c.tier, c.amount, c.currency,
+                c.retracted, {COLUMNS}
+         FROM unnest($2::uuid[]) AS q(event_id)
+         CROSS JOIN LATERAL (
+             SELECT * FROM report_conversions
+             WHERE workspace_id = $1 AND event_id = q.event_id AND credited_at IS NOT NULL
+             LIMIT 1
+         ) AS c
+         JOIN credit_touches s ON s.workspace_id = $1 AND s.event_id = c.event_id"
+    )
+}
+
+/// A page of the workspace's credited conversions, after the id `$2`, in id order.
+fn select_credits_after() -> String {
+    format!(
+        "SELECT c.event_id, c.kind, c.occurred_at, c.event_name, c.tier, c.amount, c.currency,
+                c.retracted, {COLUMNS}
+         FROM report_conversions c
+         JOIN credit_touches s ON s.workspace_id = c.workspace_id AND s.event_id = c.event_id
+         WHERE c.workspace_id = $1 AND c.event_id > $2 AND c.credited_at IS NOT NULL
+         ORDER BY c.event_id
+         LIMIT $3"
+    )
+}
+
+/// Conversions as counted, with their credit.
+#[derive(Default)]
+struct Credits {
+    counted: HashMap<Uuid, Counted>,
+    credits: Vec<ConversionCredit>,
+}
+
+impl Credits {
+    fn from_rows(rows: &[tokio_postgres::Row]) -> Result<Self> {
+        let mut out = Self::default();
+        for row in rows {
+            let event_id: Uuid = row.try_get(0)?;
+            let counted = Counted {
+                kind: row.try_get(1)?,
+                occurred_at: row.try_get(2)?,
+                event_name: row.try_get(3)?,
+                tier: row.try_get(4)?,
+                amount: row.try_get(5)?,
+                currency: row.try_get(6)?,
+                retracted: row.try_get(7)?,
+            };
+            let credit = match counted.occurred_at {
+                Some(at) => stored::from_row(row, 8, at)?,
+                None => CreditedTouches::direct(),
+            };
+            out.counted.insert(event_id, counted);
+            out.credits.push(ConversionCredit { event_id, credit });
+        }
+        Ok(out)
+    }
 }
 
 /// Adds (`sign` 1) or takes out (`sign` -1) the contributions of `event_ids`.
@@ -844,19 +782,20 @@ async fn apply(
     event_ids: &[Uuid],
     sign: Decimal,
 ) -> Result<()> {
-    let filter = "event_id = ANY($3::uuid[])";
-    let rollups = client.prepare_cached(&apply_rollups_sql(filter)).await?;
-    client
-        .execute(&rollups, &[&workspace_id, &sign, &event_ids])
+    let statement = client.prepare_cached(&select_credits_by_id()).await?;
+    let rows = client
+        .query(&statement, &[&workspace_id, &event_ids])
         .await?;
-    let times = client.prepare_cached(&apply_times_sql(filter)).await?;
-    client
-        .execute(&times, &[&workspace_id, &sign, &event_ids])
-        .await?;
-    Ok(())
+    let found = Credits::from_rows(&rows)?;
+    Contributions::of(&found.counted, &found.credits, sign)?
+        .add(client, workspace_id)
+        .await
 }
 
-/// Rebuilds a workspace's conversion rollups from the stored shares (after a bulk load, or to
+/// Conversions a rebuild reads at a time.
+const REBUILD_PAGE: i64 = 10_000;
+
+/// Rebuilds a workspace's conversion rollups from the stored touches (after a bulk load, or to
 /// repair them); registered clicks are counted as they come and are left as they are.
 pub async fn refresh(client: &impl GenericClient, workspace_id: Uuid) -> Result<()> {
     for sql in [
@@ -866,14 +805,21 @@ pub async fn refresh(client: &impl GenericClient, workspace_id: Uuid) -> Result<
         let statement = client.prepare_cached(sql).await?;
         client.execute(&statement, &[&workspace_id]).await?;
     }
-    let filter = "$3::bool";
-    for sql in [apply_rollups_sql(filter), apply_times_sql(filter)] {
-        let statement = client.prepare(&sql).await?;
-        client
-            .execute(&statement, &[&workspace_id, &Decimal::ONE, &true])
+    let statement = client.prepare_cached(&select_credits_after()).await?;
+    let mut contributions = Contributions::default();
+    let mut after = Uuid::nil();
+    loop {
+        let rows = client
+            .query(&statement, &[&workspace_id, &after, &REBUILD_PAGE])
             .await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.try_get(0)?;
+        let page = Credits::from_rows(&rows)?;
+        contributions.include(&page.counted, &page.credits, Decimal::ONE)?;
     }
-    Ok(())
+    contributions.add(client, workspace_id).await
 }
 
 const LOCK_CONVERSION: &str = "
@@ -966,42 +912,35 @@ pub async fn conversion_tier(
     })
 }
 
-/// A conversion's touches with their shares, oldest first (empty before it is credited).
+/// A conversion's stored touches and the time they are shared from.
+fn select_touches() -> String {
+    format!(
+        "SELECT c.occurred_at, {COLUMNS}
+         FROM credit_touches s
+         JOIN report_conversions c ON c.workspace_id = s.workspace_id AND c.event_id = s.event_id
+         WHERE s.workspace_id = $1 AND s.event_id = $2"
+    )
+}
+
+/// A conversion's touches with their shares, oldest first (empty before it is credited): the
+/// stored touches shared out by the rules that gave the rollups their sums.
 pub async fn shares_of(
     client: &impl GenericClient,
     workspace_id: Uuid,
     event_id: Uuid,
 ) -> Result<Vec<Credited>> {
-    let statement = client
-        .prepare_cached(
-            "SELECT owner, clicked_at, channel, source, medium, campaign, last_click, first_click,
-                    linear, position_based, time_decay
-             FROM credit_shares WHERE workspace_id = $1 AND event_id = $2
-             ORDER BY clicked_at NULLS FIRST, n",
-        )
-        .await?;
-    let mut out = Vec::new();
-    for row in client
-        .query(&statement, &[&workspace_id, &event_id])
+    let statement = client.prepare_cached(&select_touches()).await?;
+    let Some(row) = client
+        .query_opt(&statement, &[&workspace_id, &event_id])
         .await?
-    {
-        out.push(Credited {
-            owner: row.try_get(0)?,
-            clicked_at: row.try_get(1)?,
-            channel: row.try_get(2)?,
-            source: row.try_get(3)?,
-            medium: row.try_get(4)?,
-            campaign: row.try_get(5)?,
-            shares: [
-                row.try_get(6)?,
-                row.try_get(7)?,
-                row.try_get(8)?,
-                row.try_get(9)?,
-                row.try_get(10)?,
-            ],
-        });
-    }
-    Ok(out)
+    else {
+        return Ok(Vec::new());
+    };
+    let credit = match row.try_get::<_, Option<OffsetDateTime>>(0)? {
+        Some(at) => stored::from_row(&row, 1, at)?,
+        None => CreditedTouches::direct(),
+    };
+    Ok(credit.touches)
 }
 
 /// Takes erased conversions out of the rollups and deletes their rows (their touches reference
@@ -1027,8 +966,7 @@ pub async fn erase(
         .await?;
     client.query(&lock, &[&workspace_id, &ids]).await?;
     apply(client, workspace_id, &ids, Decimal::NEGATIVE_ONE).await?;
-    let shares = client.prepare_cached(DELETE_SHARES).await?;
-    client.execute(&shares, &[&workspace_id, &ids]).await?;
+    stored::delete(client, workspace_id, &ids).await?;
     let rows = client
         .prepare_cached(
             "DELETE FROM report_conversions WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])",
@@ -1137,7 +1075,7 @@ mod tests {
         assert_eq!(column(&credited, 0), ["0", "1", "0"]);
         assert_eq!(column(&credited, 1), ["1", "0", "0"]);
         assert_eq!(column(&credited, 3), ["0.4", "0.2", "0.4"]);
-        assert_eq!(credited[1].owner, Some(vec![2; 32]));
+        assert_eq!(credited[1].clicked_at, Some(datetime!(2026-04-10 0:00 UTC)));
         assert_eq!(credited[0].campaign.as_deref(), Some("spring"));
     }
 
@@ -1171,7 +1109,89 @@ mod tests {
         assert_eq!(channels, ["partner", "newsletter"]);
         assert_eq!(column(&credited, 0), ["0", "1"]);
         assert_eq!(column(&credited, 1), ["1", "0"]);
-        assert_eq!(credited[0].owner, None);
+        assert_eq!(credited[0].clicked_at, Some(datetime!(2026-04-01 0:00 UTC)));
+    }
+
+    #[test]
+    fn the_stored_touches_give_back_every_touch_and_its_shares() {
+        // Two groups, waits across several buckets, the touchpoint not the latest click.
+        let mut window: Vec<Touch> = (0..12i64)
+            .map(|i| Touch {
+                owner: Some([u8::try_from(i + 10).unwrap(); 32]),
+                clicked_at: datetime!(2026-03-25 0:00 UTC) + time::Duration::hours(37 * i),
+                groups: groups(if i % 3 == 0 { "partner" } else { "google" }, i % 3 != 0),
+            })
+            .collect();
+        window.push(touch(1, datetime!(2026-03-20 0:00 UTC), "newsletter"));
+        let c = conversion(owners(Some(19), Some(1)));
+        let credit = ConversionCredit {
+            event_id: c.event_id,
+            credit: credit_touches(&c, window),
+        };
+        assert_eq!(credit.credit.touches.len(), 13);
+        assert_eq!((credit.credit.last, credit.credit.first), (10, 0));
+        assert_eq!(stored::round_trip(&credit, c.occurred_at), credit.credit);
+        // One group only: no group per touch is kept, and it still comes back.
+        let window = vec![
+            touch(1, datetime!(2026-04-01 0:00 UTC), "google"),
+            touch(2, datetime!(2026-04-10 0:00 UTC), "google"),
+        ];
+        let c = conversion(owners(Some(2), Some(1)));
+        let credit = ConversionCredit {
+            event_id: c.event_id,
+            credit: credit_touches(&c, window),
+        };
+        assert_eq!(stored::round_trip(&credit, c.occurred_at), credit.credit);
+    }
+
+    #[test]
+    fn a_conversion_without_a_touch_keeps_no_touch_and_comes_back_direct() {
+        let c = conversion(owners(None, None));
+        let credit = ConversionCredit {
+            event_id: c.event_id,
+            credit: credit_touches(&c, Vec::new()),
+        };
+        assert_eq!(credit.credit, CreditedTouches::direct());
+        assert_eq!(stored::round_trip(&credit, c.occurred_at), credit.credit);
+    }
+
+    #[test]
+    fn a_retraction_takes_out_exactly_what_the_credit_put_in() {
+        let window = vec![
+            touch(1, datetime!(2026-04-01 0:00 UTC), "google"),
+            touch(2, datetime!(2026-04-10 0:00 UTC), "newsletter"),
+            touch(3, datetime!(2026-04-19 12:00 UTC), "partner"),
+        ];
+        let c = conversion(owners(Some(3), Some(1)));
+        let credits = [ConversionCredit {
+            event_id: c.event_id,
+            credit: credit_touches(&c, window),
+        }];
+        let counted = HashMap::from([(
+            c.event_id,
+            Counted {
+                kind: Some("sale".into()),
+                occurred_at: Some(c.occurred_at),
+                event_name: Some("purchase".into()),
+                tier: Some("macro".into()),
+                amount: Some(Decimal::new(12345, 2)),
+                currency: Some("USD".into()),
+                retracted: false,
+            },
+        )]);
+        let mut both = Contributions::of(&counted, &credits, Decimal::ONE).unwrap();
+        assert!(!both.rollups.is_empty() && !both.histograms.is_empty());
+        let again = [ConversionCredit {
+            event_id: c.event_id,
+            credit: stored::round_trip(&credits[0], c.occurred_at),
+        }];
+        both.include(&counted, &again, Decimal::NEGATIVE_ONE)
+            .unwrap();
+        assert!(both.rollups.values().flatten().all(Decimal::is_zero));
+        assert!(both
+            .histograms
+            .values()
+            .all(|(w, s)| w.is_zero() && s.is_zero()));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! - [`query`]: `GET /v1/reports/conversions` from the rollups (and its CSV form).
 //! - [`tier`]: macro and micro conversions.
 //!
-//! The crate owns `report_conversions`, `credit_shares`, `report_rollups`, `report_histograms` and
+//! The crate owns `report_conversions`, `credit_touches`, `report_rollups`, `report_histograms` and
 //! `report_clicks`; every key starts with `workspace_id`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -22,6 +22,7 @@ pub mod query;
 pub mod queue;
 pub mod retention;
 pub mod shares;
+mod stored;
 pub mod tier;
 pub mod touches;
 
@@ -50,6 +51,9 @@ pub enum Error {
     /// The matcher could not read a conversion's touches.
     #[error("reading the touches of conversions failed")]
     Touches(#[from] attribution_matcher::Error),
+    /// A conversion's contribution to the rollups is too large to be summed exactly.
+    #[error("a rollup sum is too large to be exact")]
+    Overflow,
 }
 
 /// Result of this crate's functions.
@@ -65,6 +69,18 @@ pub const MIGRATION_TABLE: &str = "reports_schema_history";
 /// Applies this crate's pending migrations (forward only).
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
     embedded::migrations::runner()
+        .set_migration_table_name(MIGRATION_TABLE)
+        .run_async(client)
+        .await?;
+    Ok(())
+}
+
+/// Applies this crate's migrations up to `version` only: how the upgrade tests build a database
+/// as an older release left it.
+#[doc(hidden)]
+pub async fn migrate_to(client: &mut tokio_postgres::Client, version: i32) -> Result<()> {
+    let mut runner = embedded::migrations::runner().set_target(refinery::Target::Version(version));
+    runner
         .set_migration_table_name(MIGRATION_TABLE)
         .run_async(client)
         .await?;

@@ -12,7 +12,7 @@ use crate::Result;
 /// time its first 48 bits hold), for one workspace; answers how many conversions went.
 const FORGET: &str = "
     WITH shares AS (
-        DELETE FROM credit_shares WHERE workspace_id = $1 AND event_id < $2
+        DELETE FROM credit_touches WHERE workspace_id = $1 AND event_id < $2
     )
     DELETE FROM report_conversions WHERE workspace_id = $1 AND event_id < $2";
 

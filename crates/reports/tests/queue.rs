@@ -8,9 +8,10 @@ use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 async fn db() -> Pool {
-    let db = TestDb::new("reports-only", |client| {
-        Box::pin(async move { reports::migrate(client).await.map_err(|e| e.to_string()) })
-    })
+    let db = TestDb::new(
+        &format!("reports-only:{:?}", reports::migrations()),
+        |client| Box::pin(async move { reports::migrate(client).await.map_err(|e| e.to_string()) }),
+    )
     .await;
     let config: tokio_postgres::Config = db.url.parse().unwrap();
     Pool::builder(Manager::new(config, NoTls))
