@@ -232,3 +232,22 @@ pub async fn forget_lead_values(
     let stmt = client.prepare_cached(FORGET).await?;
     Ok(client.execute(&stmt, &[&workspace_id, &before]).await?)
 }
+
+const ERASE: &str =
+    "DELETE FROM conversion_lead_values WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])";
+
+/// Erasing a person: removes the values their erased events took.
+///
+/// # Errors
+/// [`Error::Database`].
+pub async fn erase_lead_values(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    event_ids: &[Uuid],
+) -> Result<u64> {
+    if event_ids.is_empty() {
+        return Ok(0);
+    }
+    let stmt = client.prepare_cached(ERASE).await?;
+    Ok(client.execute(&stmt, &[&workspace_id, &event_ids]).await?)
+}

@@ -28,8 +28,8 @@ pub mod estimate;
 mod store;
 
 pub use apply::{
-    catalog_rules, definitions_for, forget_lead_values, freeze_lead_values, lead_values,
-    AppliedValue, ValueSource,
+    catalog_rules, definitions_for, erase_lead_values, forget_lead_values, freeze_lead_values,
+    lead_values, AppliedValue, ValueSource,
 };
 pub use definition::{
     check_event_name, DefinitionView, DestinationRule, LeadValue, Tier, MAX_EVENT_NAME_LENGTH,

@@ -10,7 +10,9 @@
 //!    decisions about the erased events and their queued work;
 //! 4. dedup releases the erased events' natural keys and deletes the kept Idempotency-Key answers
 //!    that name them;
-//! 5. the forwarder strips the erased events' dispatches and attempts to ids, status and times.
+//! 5. reports take the erased conversions out of the rollups and delete their rows; the catalog
+//!    deletes the values their leads took;
+//! 6. the forwarder strips the erased events' dispatches and attempts to ids, status and times.
 //!
 //! Reports read the journal, so they stop counting the erased conversions at once. Asking again
 //! finds nothing and answers zeros; a later event with the same identifiers starts a new person.
@@ -191,6 +193,7 @@ pub async fn erase_person(
     dedup::erase::forget_responses(tx, workspace_id, &answer_needles(&event_ids, &forgotten))
         .await?;
     reports::erase(tx, workspace_id, &event_ids).await?;
+    catalog::erase_lead_values(tx, workspace_id, &event_ids).await?;
     let dispatches = forwarder::erase::strip_dispatches(tx, workspace_id, &event_ids).await?;
     Ok(Erased {
         events: events.len() as u64,

@@ -306,8 +306,31 @@ async fn erasing_a_person_removes_the_whole_connected_person_from_every_table() 
         app.post_as(&s.admin, "/v1/clicks", &click).await.status(),
         201
     );
+    // Leads without an amount take the catalog's value (kept per event).
+    let res = app
+        .http
+        .put(app.url("/v1/conversion-events/lead"))
+        .bearer_auth(&s.admin)
+        .json(
+            &json!({"kind": "lead", "tier": "macro", "value": {"amount": 40.0, "currency": "USD"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
     let alex = send_all(app, &s.admin, &alex_events(), "alex").await;
     let bo = send_all(app, &s.admin, &bo_events(), "bo").await;
+    let lead_values = || async {
+        let client = app.db.client().await;
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM conversion_lead_values", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    // Alex's lead and Bo's.
+    assert_eq!(lead_values().await, 2);
     // The same person in another workspace.
     let elsewhere = send_all(app, &s.other, &alex_events(), "alex-elsewhere").await;
     let acme = workspace_id(app, "acme").await;
@@ -327,6 +350,8 @@ async fn erasing_a_person_removes_the_whole_connected_person_from_every_table() 
     assert_eq!(status, 200, "{answer:#}");
     assert_eq!(answer["erased"]["events"], 3, "{answer:#}");
     assert_eq!(answer["erased"]["dispatches"], 3, "{answer:#}");
+    // Bo's lead keeps its value; Alex's went with the event.
+    assert_eq!(lead_values().await, 1);
     assert!(
         answer["erased"]["identifiers"].as_u64().unwrap() >= 5,
         "customer id, email, phone, clickId, gclid: {answer:#}"
