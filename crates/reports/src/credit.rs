@@ -152,18 +152,7 @@ pub async fn credit(
         )
         .await?
     {
-        counted.insert(
-            row.try_get::<_, Uuid>(0)?,
-            Counted {
-                kind: row.try_get(1)?,
-                occurred_at: row.try_get(2)?,
-                event_name: row.try_get(3)?,
-                tier: row.try_get(4)?,
-                amount: row.try_get(5)?,
-                currency: row.try_get(6)?,
-                retracted: row.try_get(7)?,
-            },
-        );
+        counted.insert(row.try_get::<_, Uuid>(0)?, Counted::from_row(&row)?);
     }
 
     // A conversion credited before (decided again) gives back its contribution first; read
@@ -368,6 +357,21 @@ struct Counted {
     amount: Option<Decimal>,
     currency: Option<String>,
     retracted: bool,
+}
+
+impl Counted {
+    /// Reads columns 1 to 7: kind, occurred_at, event_name, tier, amount, currency, retracted.
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self> {
+        Ok(Self {
+            kind: row.try_get(1)?,
+            occurred_at: row.try_get(2)?,
+            event_name: row.try_get(3)?,
+            tier: row.try_get(4)?,
+            amount: row.try_get(5)?,
+            currency: row.try_get(6)?,
+            retracted: row.try_get(7)?,
+        })
+    }
 }
 
 /// The key of one touch's sums before they are spread over models and groupings: the
@@ -755,15 +759,7 @@ impl Credits {
         let mut out = Self::default();
         for row in rows {
             let event_id: Uuid = row.try_get(0)?;
-            let counted = Counted {
-                kind: row.try_get(1)?,
-                occurred_at: row.try_get(2)?,
-                event_name: row.try_get(3)?,
-                tier: row.try_get(4)?,
-                amount: row.try_get(5)?,
-                currency: row.try_get(6)?,
-                retracted: row.try_get(7)?,
-            };
+            let counted = Counted::from_row(row)?;
             let credit = match counted.occurred_at {
                 Some(at) => stored::from_row(row, 8, at)?,
                 None => CreditedTouches::direct(),

@@ -6,11 +6,11 @@ use deadpool_postgres::Pool;
 
 use crate::auth::Principal;
 use crate::body::{self, SINGLE_LIMIT};
-use crate::ingest::{Ingest, Post};
+use crate::ingest::Ingest;
 use crate::keys::Scope;
 use crate::problem::ApiError;
 use crate::responses;
-use crate::routes::events::{idempotency_key, respond};
+use crate::routes::write::JsonWrite;
 
 /// `POST /v1/destinations/{id}/backfill` `{"since"?: "…"}`: 202 with the backfill's progress;
 /// the workers do the rest behind live traffic.
@@ -22,28 +22,19 @@ pub async fn start(
     ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
-    let idempotency_key = idempotency_key(&req)?;
-    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
-    body::reject_nul(&value)?;
+    let write = JsonWrite::read(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(write.value())?;
     let workspace_id = principal.workspace_id;
     let id = path.into_inner();
-    let document = value.clone();
-    let post = Post {
-        principal: &principal,
-        idempotency_key,
-        path: req.path(),
-        body: &raw,
-        value: &value,
-    };
-    let stored = ingest
-        .in_transaction(post, move |tx| {
+    let document = write.value().clone();
+    write
+        .run(&req, &principal, &ingest, move |tx| {
             Box::pin(async move {
                 let view = pipeline::start_backfill(tx, workspace_id, &id, &document).await?;
                 responses::json(202, &view)
             })
         })
-        .await?;
-    Ok(respond(stored))
+        .await
 }
 
 /// `GET /v1/destinations/{id}/backfill`: the progress of its latest backfill.

@@ -4,12 +4,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use deadpool_postgres::Pool;
 
 use crate::auth::Principal;
-use crate::body::{self, BATCH_LIMIT, SINGLE_LIMIT};
-use crate::ingest::{Ingest, Post};
+use crate::body::{BATCH_LIMIT, SINGLE_LIMIT};
+use crate::ingest::Ingest;
 use crate::keys::Scope;
 use crate::problem::ApiError;
 use crate::responses;
-use crate::routes::events::{idempotency_key, respond};
+use crate::routes::write::JsonWrite;
 
 /// `POST /v1/clicks`: one click; 201 when new, 200 with the first when its clickId is known.
 pub async fn post_click(
@@ -19,20 +19,12 @@ pub async fn post_click(
     ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Ingest)?;
-    let idempotency_key = idempotency_key(&req)?;
-    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
-    let click = events::parse_click(&value, time::OffsetDateTime::now_utc())
+    let write = JsonWrite::read(&req, payload, SINGLE_LIMIT).await?;
+    let click = events::parse_click(write.value(), time::OffsetDateTime::now_utc())
         .map_err(|e| ApiError::Validation(e.0))?;
     let workspace_id = principal.workspace_id;
-    let post = Post {
-        principal: &principal,
-        idempotency_key,
-        path: req.path(),
-        body: &raw,
-        value: &value,
-    };
-    let stored = ingest
-        .in_transaction(post, move |tx| {
+    write
+        .run(&req, &principal, &ingest, move |tx| {
             Box::pin(async move {
                 let registered =
                     attribution_matcher::register_clicks(tx, workspace_id, &[click]).await?;
@@ -43,8 +35,7 @@ pub async fn post_click(
                     .ok_or_else(|| ApiError::Internal("no click was registered".into()))
             })
         })
-        .await?;
-    Ok(respond(stored))
+        .await
 }
 
 /// `POST /v1/clicks/batch`: up to 1000 clicks; each valid one is registered.
@@ -55,9 +46,8 @@ pub async fn post_click_batch(
     ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Ingest)?;
-    let idempotency_key = idempotency_key(&req)?;
-    let (raw, value) = body::read_json(&req, payload, BATCH_LIMIT).await?;
-    let items = events::parse_click_batch(&value).map_err(|e| ApiError::Validation(e.0))?;
+    let write = JsonWrite::read(&req, payload, BATCH_LIMIT).await?;
+    let items = events::parse_click_batch(write.value()).map_err(|e| ApiError::Validation(e.0))?;
     let now = time::OffsetDateTime::now_utc();
     let total = items.len();
     let mut clicks = Vec::with_capacity(total);
@@ -69,15 +59,8 @@ pub async fn post_click_batch(
         }
     }
     let workspace_id = principal.workspace_id;
-    let post = Post {
-        principal: &principal,
-        idempotency_key,
-        path: req.path(),
-        body: &raw,
-        value: &value,
-    };
-    let stored = ingest
-        .in_transaction(post, move |tx| {
+    write
+        .run(&req, &principal, &ingest, move |tx| {
             Box::pin(async move {
                 let registered =
                     attribution_matcher::register_clicks(tx, workspace_id, &clicks).await?;
@@ -85,8 +68,7 @@ pub async fn post_click_batch(
                 Ok(responses::render_click_batch(total, &rejected, &registered))
             })
         })
-        .await?;
-    Ok(respond(stored))
+        .await
 }
 
 /// Counts the clicks this registration stored (not those answered with a first registration)

@@ -7,12 +7,12 @@ use deadpool_postgres::Pool;
 
 use crate::auth::Principal;
 use crate::body::{self, SINGLE_LIMIT};
-use crate::ingest::{Ingest, Post};
+use crate::ingest::Ingest;
 use crate::keys::Scope;
 use crate::problem::ApiError;
 use crate::query::{Params, LIMIT_DEFAULT};
 use crate::responses;
-use crate::routes::events::{idempotency_key, respond};
+use crate::routes::write::JsonWrite;
 
 fn require_reader(principal: &Principal) -> Result<(), ApiError> {
     principal
@@ -30,28 +30,19 @@ pub async fn put(
     ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
-    let idempotency_key = idempotency_key(&req)?;
-    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
-    body::reject_nul(&value)?;
+    let write = JsonWrite::read(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(write.value())?;
     let workspace_id = principal.workspace_id;
     let event_name = path.into_inner();
-    let document = value.clone();
-    let post = Post {
-        principal: &principal,
-        idempotency_key,
-        path: req.path(),
-        body: &raw,
-        value: &value,
-    };
-    let stored = ingest
-        .in_transaction(post, move |tx| {
+    let document = write.value().clone();
+    write
+        .run(&req, &principal, &ingest, move |tx| {
             Box::pin(async move {
                 let put = catalog::put_definition(tx, workspace_id, &event_name, &document).await?;
                 responses::json(if put.created { 201 } else { 200 }, &put.view)
             })
         })
-        .await?;
-    Ok(respond(stored))
+        .await
 }
 
 /// `GET /v1/conversion-events`: a page in event-name order.

@@ -5,12 +5,12 @@ use deadpool_postgres::Pool;
 
 use crate::auth::Principal;
 use crate::body::{self, SINGLE_LIMIT};
-use crate::ingest::{Ingest, Post};
+use crate::ingest::Ingest;
 use crate::keys::Scope;
 use crate::problem::ApiError;
 use crate::query::Params;
 use crate::responses;
-use crate::routes::events::{idempotency_key, respond};
+use crate::routes::write::JsonWrite;
 
 /// The cipher that seals credentials, when the operator configured one.
 pub struct Sealing(pub Option<forwarder::Cipher>);
@@ -31,20 +31,12 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
     sealing.cipher()?;
-    let idempotency_key = idempotency_key(&req)?;
-    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
-    body::reject_nul(&value)?;
+    let write = JsonWrite::read(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(write.value())?;
     let workspace_id = principal.workspace_id;
-    let document = value.clone();
-    let post = Post {
-        principal: &principal,
-        idempotency_key,
-        path: req.path(),
-        body: &raw,
-        value: &value,
-    };
-    let stored = ingest
-        .in_transaction(post, move |tx| {
+    let document = write.value().clone();
+    write
+        .run(&req, &principal, &ingest, move |tx| {
             Box::pin(async move {
                 let cipher = sealing.cipher()?;
                 let view =
@@ -52,8 +44,7 @@ pub async fn create(
                 responses::json(201, &view)
             })
         })
-        .await?;
-    Ok(respond(stored))
+        .await
 }
 
 /// `GET /v1/destinations`: a page, newest first.

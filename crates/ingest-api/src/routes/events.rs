@@ -12,6 +12,7 @@ use crate::keys::Scope;
 use crate::problem::ApiError;
 use crate::query::EventQuery;
 use crate::read;
+use crate::routes::write::JsonWrite;
 
 /// The header set on an answer replayed for an Idempotency-Key.
 pub const REPLAYED: &str = "Idempotent-Replayed";
@@ -114,28 +115,19 @@ pub async fn retract(
     ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Ingest)?;
-    let idempotency_key = idempotency_key(&req)?;
-    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
-    body::reject_nul(&value)?;
-    let reason = retract_reason(&value)?;
+    let write = JsonWrite::read(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(write.value())?;
+    let reason = retract_reason(write.value())?;
     let workspace_id = principal.workspace_id;
     let id = path.into_inner();
-    let post = Post {
-        principal: &principal,
-        idempotency_key,
-        path: req.path(),
-        body: &raw,
-        value: &value,
-    };
-    let stored = ingest
-        .in_transaction(post, move |tx| {
+    write
+        .run(&req, &principal, &ingest, move |tx| {
             Box::pin(async move {
                 let answer = read::retract(tx, workspace_id, &id, &reason).await?;
                 crate::responses::json(200, &answer)
             })
         })
-        .await?;
-    Ok(respond(stored))
+        .await
 }
 
 /// The body of a retraction: `{"reason"?: "…"}` (default `"retracted"`).

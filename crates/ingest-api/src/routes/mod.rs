@@ -13,6 +13,7 @@ pub mod reports;
 pub mod restate;
 pub mod ui;
 pub mod usage;
+pub mod write;
 
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 

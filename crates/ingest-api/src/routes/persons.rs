@@ -5,10 +5,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::auth::Principal;
 use crate::body::{self, SINGLE_LIMIT};
 use crate::erase::{self, Erasure, ErasureAnswer};
-use crate::ingest::{Ingest, Post};
+use crate::ingest::Ingest;
 use crate::keys::Scope;
 use crate::problem::ApiError;
-use crate::routes::events::{idempotency_key, respond};
+use crate::routes::write::JsonWrite;
 
 /// `POST /v1/persons/erase` `{"customerExternalId"?, "email"?, "phone"?}`: 200 with what was
 /// erased; asking again answers zeros.
@@ -19,20 +19,12 @@ pub async fn erase(
     ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
-    let idempotency_key = idempotency_key(&req)?;
-    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
-    body::reject_nul(&value)?;
-    let erasure = Erasure::parse(&value)?;
+    let write = JsonWrite::read(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(write.value())?;
+    let erasure = Erasure::parse(write.value())?;
     let workspace_id = principal.workspace_id;
-    let post = Post {
-        principal: &principal,
-        idempotency_key,
-        path: req.path(),
-        body: &raw,
-        value: &value,
-    };
-    let stored = ingest
-        .in_transaction(post, move |tx| {
+    write
+        .run(&req, &principal, &ingest, move |tx| {
             Box::pin(async move {
                 let erased = erase::erase_person(tx, workspace_id, &erasure).await?;
                 tracing::info!(
@@ -45,6 +37,5 @@ pub async fn erase(
                 crate::responses::json(200, &ErasureAnswer { erased })
             })
         })
-        .await?;
-    Ok(respond(stored))
+        .await
 }

@@ -9,10 +9,10 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::body::{self, SINGLE_LIMIT};
 use crate::ids;
-use crate::ingest::{Ingest, Post};
+use crate::ingest::Ingest;
 use crate::keys::Scope;
 use crate::problem::ApiError;
-use crate::routes::events::{idempotency_key, respond};
+use crate::routes::write::JsonWrite;
 
 /// `POST /v1/events/{id}/restate` `{"amount": 150.0, "currency"?: "USD", "reason"?: "…"}`.
 pub async fn restate(
@@ -23,28 +23,19 @@ pub async fn restate(
     ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Ingest)?;
-    let idempotency_key = idempotency_key(&req)?;
-    let (raw, value) = body::read_json(&req, payload, SINGLE_LIMIT).await?;
-    body::reject_nul(&value)?;
-    let new = forwarder::NewValue::from_json(&value)?;
+    let write = JsonWrite::read(&req, payload, SINGLE_LIMIT).await?;
+    body::reject_nul(write.value())?;
+    let new = forwarder::NewValue::from_json(write.value())?;
     let workspace_id = principal.workspace_id;
     let id = path.into_inner();
-    let post = Post {
-        principal: &principal,
-        idempotency_key,
-        path: req.path(),
-        body: &raw,
-        value: &value,
-    };
-    let stored = ingest
-        .in_transaction(post, move |tx| {
+    write
+        .run(&req, &principal, &ingest, move |tx| {
             Box::pin(async move {
                 let report = apply(tx, workspace_id, &id, &new).await?;
                 crate::responses::json(200, &report)
             })
         })
-        .await?;
-    Ok(respond(stored))
+        .await
 }
 
 /// Reads the event (404 for an unknown id or another workspace's, 409 once retracted) and
