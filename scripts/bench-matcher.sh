@@ -185,10 +185,10 @@ printf '  %-10s %7d conversions credited by `convrelay worker` in %6.2f s = %6d/
 
 # Stored bytes per sale, all tables together, after repeat + history, every conversion credited
 # (one workspace so far).
-storage=$(q "SELECT (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+storage=$(q "SELECT round((SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
                      JOIN pg_namespace n ON n.oid = c.relnamespace
                      WHERE n.nspname = 'public' AND c.relkind = 'r')
-                    / greatest((SELECT count(*) FROM events), 1)")
+                    / greatest((SELECT count(*) FROM events), 1))")
 tables=$(q "SELECT string_agg(format('%s %s', relname, (pg_total_relation_size(c.oid) / greatest((SELECT count(*) FROM events), 1))), ', ' ORDER BY pg_total_relation_size(c.oid) DESC)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'public' AND c.relkind = 'r' AND pg_total_relation_size(c.oid) > 65536")
