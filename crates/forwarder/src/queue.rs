@@ -9,6 +9,11 @@
 //!   `lease_token` names the claim) so that a crashed worker's rows come back when it runs out.
 //! - [`record_results`] writes the attempts and new statuses in one statement, only for rows still
 //!   held under the claim's token: a worker that lost its lease cannot overwrite another's result.
+//!   The platform requests that decided them are written in the same statement, once each
+//!   (`dispatch_requests`: one answer excerpt per request, not per conversion it carried).
+//! - Both walk the indexes (`SET LOCAL` in a transaction of their own): a queue fills faster
+//!   than the planner's statistics follow, and a plan chosen for a small queue would read the
+//!   whole backlog on every step.
 //!
 //! Statuses: `queued` → `in_flight` → `succeeded` | `retrying` | `failed` | `skipped`, and
 //! `cancelled` when the destination is deleted or the event retracted before the send (a send
@@ -570,15 +575,24 @@ const CLAIMED_DESTINATIONS: &str = "
     JOIN unnest($1::uuid[], $2::uuid[]) AS u(workspace_id, id)
       ON t.workspace_id = u.workspace_id AND t.id = u.id";
 
-/// The claim and the record walk the queue's indexes, whatever the planner's statistics say.
-/// A queue fills and drains faster than statistics follow: with a backlog the planner still
-/// believes small, it would read and sort every due row to take the first thousand (the claim),
-/// or scan the whole table for the rows held under a token (the record), each step costing as
-/// much as the backlog. `SET LOCAL` keeps this to the statements' own transaction.
-const PLAN_BY_INDEX: &str = "
+/// The claim walks the due index in its order, whatever the planner's statistics say. A queue
+/// fills and drains faster than statistics follow: with a backlog the planner still believes
+/// small, it would read and sort every due row to take the first thousand, each claim costing as
+/// much as the backlog. `SET LOCAL` keeps this to the claim's own transaction. The costs that
+/// steer the planner off a path would also switch on JIT compilation (over a second of LLVM
+/// per statement): off.
+const CLAIM_BY_INDEX: &str = "
     SET LOCAL enable_seqscan = off;
     SET LOCAL enable_bitmapscan = off;
-    SET LOCAL enable_sort = off";
+    SET LOCAL enable_sort = off;
+    SET LOCAL jit = off";
+
+/// The record finds its rows by primary key, never by scanning the table for the claim's token
+/// (which stale statistics make look cheap).
+const RECORD_BY_KEY: &str = "
+    SET LOCAL enable_seqscan = off;
+    SET LOCAL enable_bitmapscan = off;
+    SET LOCAL jit = off";
 
 /// Claims up to `limit` due dispatches for `lease`, in a transaction of its own on `client`.
 /// `max_attempts` is the retry policy's budget: a dispatch whose worker vanished on its last
@@ -593,7 +607,7 @@ pub async fn claim_due(
     max_attempts: u32,
 ) -> Result<Claim> {
     let tx = client.transaction().await?;
-    tx.batch_execute(PLAN_BY_INDEX).await?;
+    tx.batch_execute(CLAIM_BY_INDEX).await?;
     let claim = claim_in(&tx, limit, lease, max_attempts).await?;
     tx.commit().await?;
     Ok(claim)
@@ -828,9 +842,10 @@ const RECORD: &str = "
             updated_at = now()
         FROM u, LATERAL (
             SELECT u.status = 'retrying' AND NOT EXISTS (
-                       SELECT 1 FROM dispatches x
-                       JOIN destinations t ON t.workspace_id = x.workspace_id AND t.id = x.destination_id
-                       WHERE x.workspace_id = u.workspace_id AND x.id = u.id) AS orphan
+                       SELECT 1 FROM destinations t
+                       WHERE t.workspace_id = u.workspace_id
+                         AND t.id = (SELECT x.destination_id FROM dispatches x
+                                     WHERE x.workspace_id = u.workspace_id AND x.id = u.id)) AS orphan
         ) o
         WHERE d.workspace_id = u.workspace_id AND d.id = u.id AND d.lease_token = $13
         RETURNING d.workspace_id, d.id, d.attempts, d.destination_id, d.confirmation,
@@ -886,7 +901,7 @@ pub async fn record_results(
         return Ok(Vec::new());
     }
     let tx = client.transaction().await?;
-    tx.batch_execute(PLAN_BY_INDEX).await?;
+    tx.batch_execute(RECORD_BY_KEY).await?;
     let recorded = record_in(&tx, token, results, requests).await?;
     tx.commit().await?;
     Ok(recorded)
