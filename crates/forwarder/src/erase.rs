@@ -1,7 +1,8 @@
 //! Erasing a person (`POST /v1/persons/erase`): the forwarder's part. The dispatches of erased
 //! events stay as the record of what was sent, when, and how it ended, but keep nothing else:
 //! their payload (the conversion as routed, with the person's data) becomes `{}`, their routing,
-//! errors, reasons and the attempts' errors and response excerpts are cleared. A dispatch still
+//! errors, reasons and the attempts' errors are cleared, and so is the response excerpt of every
+//! platform request that carried one of them (an answer shared by a batch may name the person). A dispatch still
 //! waiting (`queued`, `retrying`) is `cancelled` (reason `person erased`): there is nothing left
 //! to send. One in flight keeps its worker's real outcome.
 
@@ -26,9 +27,14 @@ const STRIP: &str = "
         WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])
         RETURNING workspace_id, id
     ), attempts AS (
-        UPDATE dispatch_attempts a SET error = NULL, response_excerpt = NULL
+        UPDATE dispatch_attempts a SET error = NULL
         FROM stripped s
         WHERE a.workspace_id = s.workspace_id AND a.dispatch_id = s.id
+    ), requests AS (
+        UPDATE dispatch_requests q SET response_excerpt = NULL
+        FROM stripped s, dispatch_attempts a
+        WHERE a.workspace_id = s.workspace_id AND a.dispatch_id = s.id
+          AND q.workspace_id = a.workspace_id AND q.id = a.request_id
     )
     SELECT count(*) FROM stripped";
 

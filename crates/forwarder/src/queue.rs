@@ -9,6 +9,11 @@
 //!   `lease_token` names the claim) so that a crashed worker's rows come back when it runs out.
 //! - [`record_results`] writes the attempts and new statuses in one statement, only for rows still
 //!   held under the claim's token: a worker that lost its lease cannot overwrite another's result.
+//!   The platform requests that decided them are written in the same statement, once each
+//!   (`dispatch_requests`: one answer excerpt per request, not per conversion it carried).
+//! - Both walk the indexes (`SET LOCAL` in a transaction of their own): a queue fills faster
+//!   than the planner's statistics follow, and a plan chosen for a small queue would read the
+//!   whole backlog on every step.
 //!
 //! Statuses: `queued` → `in_flight` → `succeeded` | `retrying` | `failed` | `skipped`, and
 //! `cancelled` when the destination is deleted or the event retracted before the send (a send
@@ -570,12 +575,45 @@ const CLAIMED_DESTINATIONS: &str = "
     JOIN unnest($1::uuid[], $2::uuid[]) AS u(workspace_id, id)
       ON t.workspace_id = u.workspace_id AND t.id = u.id";
 
-/// Claims up to `limit` due dispatches for `lease`. `max_attempts` is the retry policy's budget:
-/// a dispatch whose worker vanished on its last allowed attempt fails instead of going again.
+/// The claim walks the due index in its order, whatever the planner's statistics say. A queue
+/// fills and drains faster than statistics follow: with a backlog the planner still believes
+/// small, it would read and sort every due row to take the first thousand, each claim costing as
+/// much as the backlog. `SET LOCAL` keeps this to the claim's own transaction. The costs that
+/// steer the planner off a path would also switch on JIT compilation (over a second of LLVM
+/// per statement): off.
+const CLAIM_BY_INDEX: &str = "
+    SET LOCAL enable_seqscan = off;
+    SET LOCAL enable_bitmapscan = off;
+    SET LOCAL enable_sort = off;
+    SET LOCAL jit = off";
+
+/// The record finds its rows by primary key, never by scanning the table for the claim's token
+/// (which stale statistics make look cheap).
+const RECORD_BY_KEY: &str = "
+    SET LOCAL enable_seqscan = off;
+    SET LOCAL enable_bitmapscan = off;
+    SET LOCAL jit = off";
+
+/// Claims up to `limit` due dispatches for `lease`, in a transaction of its own on `client`.
+/// `max_attempts` is the retry policy's budget: a dispatch whose worker vanished on its last
+/// allowed attempt fails instead of going again.
 ///
 /// # Errors
 /// [`Error::Database`].
 pub async fn claim_due(
+    client: &mut deadpool_postgres::ClientWrapper,
+    limit: usize,
+    lease: Duration,
+    max_attempts: u32,
+) -> Result<Claim> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(CLAIM_BY_INDEX).await?;
+    let claim = claim_in(&tx, limit, lease, max_attempts).await?;
+    tx.commit().await?;
+    Ok(claim)
+}
+
+async fn claim_in(
     client: &impl GenericClient,
     limit: usize,
     lease: Duration,
@@ -720,8 +758,9 @@ pub struct AttemptResult {
     pub outcome: &'static str,
     /// The attempt's error.
     pub error: Option<String>,
-    /// The start of the answer, with nothing secret in it.
-    pub response_excerpt: Option<String>,
+    /// The platform request whose answer decided it (one of the [`RequestResult`]s recorded
+    /// with it), which keeps the answer's excerpt once for every conversion it carried.
+    pub request: Option<Uuid>,
     /// For `succeeded`: `confirmed` (the platform answered synchronously) or `pending` (it
     /// processes the upload later).
     pub confirmation: Option<ConfirmationStatus>,
@@ -735,6 +774,29 @@ pub struct AttemptResult {
     pub released: bool,
 }
 
+/// One platform request that decided attempts, recorded once however many conversions it
+/// carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestResult {
+    /// Its workspace (that of the dispatches it carried).
+    pub workspace_id: Uuid,
+    /// Its id, as the attempts it decided name it ([`AttemptResult::request`]).
+    pub id: Uuid,
+    /// The destination it went to.
+    pub destination_id: Uuid,
+    /// When the send that made it started.
+    pub at: OffsetDateTime,
+    /// How long it took.
+    pub duration: Duration,
+    /// The HTTP status of its answer, when one came.
+    pub http_status: Option<u16>,
+    /// The start of the answer, with nothing secret in it.
+    pub response_excerpt: Option<String>,
+    /// The greatest event id among the conversions it carried: retention forgets the request
+    /// with that event's dispatches.
+    pub last_event_id: Uuid,
+}
+
 /// How long an upload request's status is checked before checking stops (Google: 24 h).
 pub const CONFIRMATION_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
@@ -742,50 +804,52 @@ pub const CONFIRMATION_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// the attempt is written for every row still held under the token, and the token is released.
 /// A send whose destination was deleted meanwhile keeps its real outcome (it may have landed),
 /// except that one that would be retried is `cancelled` instead: there is nothing left to retry
-/// against.
+/// against (`orphan`, looked up only for rows that would be retried). The requests that decided
+/// the recorded attempts are written once each, with their answer's excerpt.
 const RECORD: &str = "
     WITH u AS (
         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                             $7::timestamptz[], $8::int[], $9::int2[], $10::text[], $11::text[], $12::text[],
+                             $7::timestamptz[], $8::int[], $9::int2[], $10::text[], $11::text[], $12::uuid[],
                              $14::text[], $15::text[], $16::bigint[], $17::bool[])
             AS u(workspace_id, id, status, retry_ms, last_error, reason,
-                 at, duration_ms, http_status, outcome, error, excerpt,
+                 at, duration_ms, http_status, outcome, error, request_id,
                  confirmation, confirmation_request, check_ms, released)
-    ), r AS (
-        SELECT u.*, u.status = 'retrying' AND NOT EXISTS (
-                   SELECT 1 FROM destinations t
-                   WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id) AS orphan
-        FROM u JOIN dispatches d ON d.workspace_id = u.workspace_id AND d.id = u.id
     ), updated AS (
         UPDATE dispatches d SET
             status = CASE WHEN d.status <> 'in_flight' THEN d.status
-                          WHEN r.orphan THEN 'cancelled'
-                          WHEN r.released AND d.attempts > d.retry_from + 1 THEN 'retrying'
-                          WHEN r.released THEN 'queued'
-                          ELSE r.status END,
-            attempts = CASE WHEN d.status = 'in_flight' AND r.released AND NOT r.orphan
+                          WHEN o.orphan THEN 'cancelled'
+                          WHEN u.released AND d.attempts > d.retry_from + 1 THEN 'retrying'
+                          WHEN u.released THEN 'queued'
+                          ELSE u.status END,
+            attempts = CASE WHEN d.status = 'in_flight' AND u.released AND NOT o.orphan
                             THEN d.attempts - 1 ELSE d.attempts END,
-            due_at = CASE WHEN d.status = 'in_flight' AND r.retry_ms IS NOT NULL AND NOT r.orphan
-                          THEN now() + r.retry_ms * interval '1 millisecond' ELSE d.due_at END,
-            last_error = CASE WHEN d.status = 'in_flight' AND NOT r.released THEN r.last_error
+            due_at = CASE WHEN d.status = 'in_flight' AND u.retry_ms IS NOT NULL AND NOT o.orphan
+                          THEN now() + u.retry_ms * interval '1 millisecond' ELSE d.due_at END,
+            last_error = CASE WHEN d.status = 'in_flight' AND NOT u.released THEN u.last_error
                               ELSE d.last_error END,
-            reason = CASE WHEN d.status <> 'in_flight' OR r.released THEN d.reason
-                          WHEN r.orphan THEN 'destination deleted' ELSE r.reason END,
-            confirmation = CASE WHEN d.status = 'in_flight' AND r.status = 'succeeded'
-                                     AND NOT r.released
-                                THEN r.confirmation ELSE d.confirmation END,
-            confirmation_request = CASE WHEN d.status = 'in_flight' AND r.status = 'succeeded'
-                                             AND NOT r.released
-                                        THEN r.confirmation_request ELSE d.confirmation_request END,
-            confirmation_checked_at = CASE WHEN d.status = 'in_flight' AND r.status = 'succeeded'
-                                                AND r.confirmation = 'confirmed' AND NOT r.released
+            reason = CASE WHEN d.status <> 'in_flight' OR u.released THEN d.reason
+                          WHEN o.orphan THEN 'destination deleted' ELSE u.reason END,
+            confirmation = CASE WHEN d.status = 'in_flight' AND u.status = 'succeeded'
+                                     AND NOT u.released
+                                THEN u.confirmation ELSE d.confirmation END,
+            confirmation_request = CASE WHEN d.status = 'in_flight' AND u.status = 'succeeded'
+                                             AND NOT u.released
+                                        THEN u.confirmation_request ELSE d.confirmation_request END,
+            confirmation_checked_at = CASE WHEN d.status = 'in_flight' AND u.status = 'succeeded'
+                                                AND u.confirmation = 'confirmed' AND NOT u.released
                                            THEN now() ELSE d.confirmation_checked_at END,
             lease_token = NULL,
             updated_at = now()
-        FROM r
-        WHERE d.workspace_id = r.workspace_id AND d.id = r.id AND d.lease_token = $13
+        FROM u, LATERAL (
+            SELECT u.status = 'retrying' AND NOT EXISTS (
+                       SELECT 1 FROM destinations t
+                       WHERE t.workspace_id = u.workspace_id
+                         AND t.id = (SELECT x.destination_id FROM dispatches x
+                                     WHERE x.workspace_id = u.workspace_id AND x.id = u.id)) AS orphan
+        ) o
+        WHERE d.workspace_id = u.workspace_id AND d.id = u.id AND d.lease_token = $13
         RETURNING d.workspace_id, d.id, d.attempts, d.destination_id, d.confirmation,
-                  d.confirmation_request
+                  d.confirmation_request, u.request_id, u.released
     ), checks AS (
         INSERT INTO upload_checks (workspace_id, destination_id, request_id, status, due_at, deadline_at)
         SELECT DISTINCT ON (updated.workspace_id, updated.destination_id, updated.confirmation_request)
@@ -796,32 +860,67 @@ const RECORD: &str = "
         WHERE updated.confirmation = 'pending' AND updated.confirmation_request IS NOT NULL
         ORDER BY updated.workspace_id, updated.destination_id, updated.confirmation_request
         ON CONFLICT DO NOTHING
+    ), requests AS (
+        INSERT INTO dispatch_requests
+            (workspace_id, id, destination_id, at, duration_ms, http_status, response_excerpt,
+             last_event_id)
+        SELECT q.workspace_id, q.id, q.destination_id, q.at, q.duration_ms, q.http_status, q.excerpt,
+               q.last_event_id
+        FROM unnest($19::uuid[], $20::uuid[], $21::uuid[], $22::timestamptz[], $23::int[], $24::int2[],
+                    $25::text[], $26::uuid[])
+            AS q(workspace_id, id, destination_id, at, duration_ms, http_status, excerpt, last_event_id)
+        WHERE q.id IN (SELECT updated.request_id FROM updated WHERE NOT updated.released)
+        ON CONFLICT DO NOTHING
     ), attempts AS (
         INSERT INTO dispatch_attempts
-            (workspace_id, dispatch_id, attempt, at, duration_ms, http_status, outcome, error, response_excerpt)
+            (workspace_id, dispatch_id, attempt, at, duration_ms, http_status, outcome, error, request_id)
         SELECT updated.workspace_id, updated.id, updated.attempts, u.at, u.duration_ms, u.http_status,
-               u.outcome, u.error, u.excerpt
+               u.outcome, u.error, u.request_id
         FROM updated JOIN u ON u.workspace_id = updated.workspace_id AND u.id = updated.id
         WHERE NOT u.released
         ON CONFLICT DO NOTHING
     )
     SELECT id FROM updated";
 
-/// Records attempts held under `token`. Answers the ids recorded; a result whose lease was lost
-/// (another worker took the row over) is left out and changes nothing. A succeeded dispatch
-/// whose confirmation is `pending` gets its upload request scheduled for checking (once per
-/// request); a released one goes back to waiting with its attempt given back.
+/// Records attempts held under `token`, and the `requests` that decided them, in a transaction
+/// of its own on `client`. Answers the ids recorded; a result whose lease was lost (another
+/// worker took the row over) is left out and changes nothing, and a request none of whose
+/// attempts is recorded is not kept. A succeeded dispatch whose confirmation is `pending` gets
+/// its upload request scheduled for checking (once per request); a released one goes back to
+/// waiting with its attempt given back.
 ///
 /// # Errors
 /// [`Error::Database`].
 pub async fn record_results(
-    client: &impl GenericClient,
+    client: &mut deadpool_postgres::ClientWrapper,
     token: Uuid,
     results: &[AttemptResult],
+    requests: &[RequestResult],
 ) -> Result<Vec<Uuid>> {
     if results.is_empty() {
         return Ok(Vec::new());
     }
+    let tx = client.transaction().await?;
+    tx.batch_execute(RECORD_BY_KEY).await?;
+    let recorded = record_in(&tx, token, results, requests).await?;
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+fn millis(duration: Duration) -> i32 {
+    i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
+}
+
+fn status_code(status: Option<u16>) -> Option<i16> {
+    status.and_then(|s| i16::try_from(s).ok())
+}
+
+async fn record_in(
+    client: &impl GenericClient,
+    token: Uuid,
+    results: &[AttemptResult],
+    requests: &[RequestResult],
+) -> Result<Vec<Uuid>> {
     let ws: Vec<Uuid> = results.iter().map(|r| r.workspace_id).collect();
     let ids: Vec<Uuid> = results.iter().map(|r| r.id).collect();
     let status: Vec<&str> = results.iter().map(|r| r.status.as_str()).collect();
@@ -835,20 +934,12 @@ pub async fn record_results(
     let last_error: Vec<Option<&str>> = results.iter().map(|r| r.last_error.as_deref()).collect();
     let reason: Vec<Option<&str>> = results.iter().map(|r| r.reason.as_deref()).collect();
     let at: Vec<OffsetDateTime> = results.iter().map(|r| r.at).collect();
-    let duration_ms: Vec<i32> = results
-        .iter()
-        .map(|r| i32::try_from(r.duration.as_millis()).unwrap_or(i32::MAX))
-        .collect();
-    let http_status: Vec<Option<i16>> = results
-        .iter()
-        .map(|r| r.http_status.and_then(|s| i16::try_from(s).ok()))
-        .collect();
+    let duration_ms: Vec<i32> = results.iter().map(|r| millis(r.duration)).collect();
+    let http_status: Vec<Option<i16>> =
+        results.iter().map(|r| status_code(r.http_status)).collect();
     let outcome: Vec<&str> = results.iter().map(|r| r.outcome).collect();
     let error: Vec<Option<&str>> = results.iter().map(|r| r.error.as_deref()).collect();
-    let excerpt: Vec<Option<&str>> = results
-        .iter()
-        .map(|r| r.response_excerpt.as_deref())
-        .collect();
+    let request: Vec<Option<Uuid>> = results.iter().map(|r| r.request).collect();
     let confirmation: Vec<Option<&str>> = results
         .iter()
         .map(|r| r.confirmation.map(ConfirmationStatus::as_str))
@@ -866,6 +957,20 @@ pub async fn record_results(
         .collect();
     let released: Vec<bool> = results.iter().map(|r| r.released).collect();
     let deadline_ms = i64::try_from(CONFIRMATION_DEADLINE.as_millis()).unwrap_or(i64::MAX);
+    let q_ws: Vec<Uuid> = requests.iter().map(|q| q.workspace_id).collect();
+    let q_ids: Vec<Uuid> = requests.iter().map(|q| q.id).collect();
+    let q_destinations: Vec<Uuid> = requests.iter().map(|q| q.destination_id).collect();
+    let q_at: Vec<OffsetDateTime> = requests.iter().map(|q| q.at).collect();
+    let q_duration_ms: Vec<i32> = requests.iter().map(|q| millis(q.duration)).collect();
+    let q_http_status: Vec<Option<i16>> = requests
+        .iter()
+        .map(|q| status_code(q.http_status))
+        .collect();
+    let q_excerpt: Vec<Option<&str>> = requests
+        .iter()
+        .map(|q| q.response_excerpt.as_deref())
+        .collect();
+    let q_last_event: Vec<Uuid> = requests.iter().map(|q| q.last_event_id).collect();
     let stmt = client.prepare_cached(RECORD).await?;
     let rows = client
         .query(
@@ -882,17 +987,25 @@ pub async fn record_results(
                 &http_status,
                 &outcome,
                 &error,
-                &excerpt,
+                &request,
                 &token,
                 &confirmation,
                 &confirmation_request,
                 &check_ms,
                 &released,
                 &deadline_ms,
+                &q_ws,
+                &q_ids,
+                &q_destinations,
+                &q_at,
+                &q_duration_ms,
+                &q_http_status,
+                &q_excerpt,
+                &q_last_event,
             ],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    rows.iter().map(|r| Ok(r.try_get::<_, Uuid>(0)?)).collect()
 }
 
 // ---- Status transitions asked for by operators and by the destinations module. This module is

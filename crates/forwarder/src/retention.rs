@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use crate::Result;
 
-/// One range of the (workspace_id, event_id, …) unique index, and the attempts of the rows it
-/// deleted by their primary key.
+/// One range of the (workspace_id, event_id, …) unique index, the attempts of the rows it
+/// deleted by their primary key, and the platform requests whose every conversion was of an
+/// event of the range (their last event is in it).
 const FORGET: &str = "
     WITH gone AS (
         DELETE FROM dispatches WHERE workspace_id = $1 AND event_id < $2
@@ -16,10 +17,12 @@ const FORGET: &str = "
     ), attempts AS (
         DELETE FROM dispatch_attempts a USING gone g
         WHERE a.workspace_id = g.workspace_id AND a.dispatch_id = g.id
+    ), requests AS (
+        DELETE FROM dispatch_requests WHERE workspace_id = $1 AND last_event_id < $2
     )
     SELECT count(*) FROM gone";
 
-/// Deletes one workspace's dispatches (with their attempts) of events whose id sorts before
+/// Deletes one workspace's dispatches (with their attempts and requests) of events whose id sorts before
 /// `before` (the upper bound of a partition the journal is about to drop). Answers how many
 /// dispatches went.
 pub async fn forget_dispatches(

@@ -484,9 +484,12 @@ pub async fn get_dispatch(
     let dispatch = view_of(&row)?;
     let retract_reason: Option<String> = row.try_get("retract_reason")?;
     const ATTEMPTS: &str = "
-        SELECT attempt, at, duration_ms, http_status, outcome, error, response_excerpt
-        FROM dispatch_attempts WHERE workspace_id = $1 AND dispatch_id = $2
-        ORDER BY attempt";
+        SELECT a.attempt, a.at, a.duration_ms, a.http_status, a.outcome, a.error,
+               q.response_excerpt
+        FROM dispatch_attempts a
+        LEFT JOIN dispatch_requests q ON q.workspace_id = a.workspace_id AND q.id = a.request_id
+        WHERE a.workspace_id = $1 AND a.dispatch_id = $2
+        ORDER BY a.attempt";
     let stmt = client.prepare_cached(ATTEMPTS).await?;
     let attempts = client
         .query(&stmt, &[&workspace_id, &id])

@@ -30,7 +30,9 @@ use platforms::{Endpoints, Platforms, RequestRecord, RetryPolicy, SendReport};
 
 use crate::destinations::{self, Destination};
 use crate::pacing::{self, Permit};
-use crate::queue::{self, AttemptResult, ClaimedDispatch, DispatchKind, DispatchStatus};
+use crate::queue::{
+    self, AttemptResult, ClaimedDispatch, DispatchKind, DispatchStatus, RequestResult,
+};
 use crate::{ids, Cipher, Result};
 
 /// The forwarder's settings.
@@ -135,11 +137,13 @@ pub fn confirmation_backoff(poll: Duration, checks: i32) -> Duration {
 }
 
 /// One platform call's results: per claimed dispatch (by index), its outcome and the request
-/// that decided it.
+/// that decided it (by position in `requests`).
 struct CallResult {
     started_at: OffsetDateTime,
     elapsed: Duration,
-    items: Vec<(usize, Outcome, Option<RequestRecord>)>,
+    items: Vec<(usize, Outcome, Option<usize>)>,
+    /// The HTTP requests the call made, in the order made.
+    requests: Vec<RequestRecord>,
     /// Not sent: the quota's next token comes after this long.
     paced: Option<Duration>,
     /// The platform asked to come back much later: the destination parks.
@@ -189,9 +193,9 @@ impl Forwarder {
     /// platforms deduplicate by the conversion's stable ids).
     pub async fn dispatch_due(&self, limit: usize) -> Result<DispatchReport> {
         let claim = {
-            let client = self.pool.get().await?;
+            let mut client = self.pool.get().await?;
             queue::claim_due(
-                &client,
+                &mut client,
                 limit,
                 self.config.lease,
                 self.config.retry.max_attempts(),
@@ -224,7 +228,7 @@ impl Forwarder {
                     http_status: None,
                     outcome: "error",
                     error: Some(error.clone()),
-                    response_excerpt: None,
+                    request: None,
                     confirmation: None,
                     confirmation_request: None,
                     check_in: None,
@@ -235,7 +239,12 @@ impl Forwarder {
 
         let calls = self.calls(&claim.dispatches);
         let done = self.send_holding_lease(&claim, calls).await;
+        // The requests that decided the results, each recorded once with its answer's excerpt.
+        let mut requests: Vec<RequestResult> = Vec::new();
         for call in done {
+            // Per request of the call, its place in `requests` once an outcome it decided is
+            // recorded.
+            let mut kept: Vec<Option<usize>> = vec![None; call.requests.len()];
             if let (Some(park), Some(&(first, _, _))) = (&call.park, call.items.first()) {
                 if let Some(dispatch) = claim.dispatches.get(first) {
                     // Not parked means the next claim sends again and is refused again; the
@@ -264,17 +273,46 @@ impl Forwarder {
                     results.push(released(dispatch, wait));
                     continue;
                 }
+                let decided_by = request.and_then(|r| Some((r, call.requests.get(r)?)));
+                let request_id = decided_by.and_then(|(position, record)| {
+                    let event_id = dispatch.conversion.event_id;
+                    let slot = match kept.get(position).copied().flatten() {
+                        Some(slot) => slot,
+                        None => {
+                            requests.push(RequestResult {
+                                workspace_id: dispatch.workspace_id,
+                                id: Uuid::now_v7(),
+                                destination_id: dispatch.destination.id,
+                                at: call.started_at,
+                                duration: record.duration,
+                                http_status: record.http_status,
+                                response_excerpt: Some(record.response_excerpt.clone())
+                                    .filter(|e| !e.is_empty()),
+                                last_event_id: event_id,
+                            });
+                            let slot = requests.len() - 1;
+                            if let Some(place) = kept.get_mut(position) {
+                                *place = Some(slot);
+                            }
+                            slot
+                        }
+                    };
+                    let kept = requests.get_mut(slot)?;
+                    kept.last_event_id = kept.last_event_id.max(event_id);
+                    Some(kept.id)
+                });
                 results.push(self.attempt_result(
                     dispatch,
                     outcome,
-                    request.as_ref(),
+                    decided_by.map(|(_, record)| record),
+                    request_id,
                     call.started_at,
                     call.elapsed,
                 ));
             }
         }
 
-        let recorded = self.record(claim.token, &results).await?;
+        let recorded = self.record(claim.token, &results, &requests).await?;
         for result in &results {
             if !recorded.contains(&result.id) {
                 report.lost += 1;
@@ -524,12 +562,13 @@ impl Forwarder {
         }
     }
 
-    /// What an outcome means for a dispatch.
+    /// What an outcome means for a dispatch, decided by `request` (recorded as `request_id`).
     fn attempt_result(
         &self,
         dispatch: &ClaimedDispatch,
         outcome: Outcome,
         request: Option<&RequestRecord>,
+        request_id: Option<Uuid>,
         started_at: OffsetDateTime,
         elapsed: Duration,
     ) -> AttemptResult {
@@ -545,9 +584,7 @@ impl Forwarder {
             http_status: request.and_then(|r| r.http_status),
             outcome: "succeeded",
             error: None,
-            response_excerpt: request
-                .map(|r| r.response_excerpt.clone())
-                .filter(|e| !e.is_empty()),
+            request: request_id,
             confirmation: None,
             confirmation_request: None,
             check_in: None,
@@ -789,13 +826,18 @@ impl Forwarder {
 
     /// Records results, trying again a few times if the database hiccups: losing the record
     /// means sending again after the lease.
-    async fn record(&self, token: Uuid, results: &[AttemptResult]) -> Result<Vec<Uuid>> {
+    async fn record(
+        &self,
+        token: Uuid,
+        results: &[AttemptResult],
+        requests: &[RequestResult],
+    ) -> Result<Vec<Uuid>> {
         let mut delay = Duration::from_millis(100);
         let mut tries = 0;
         loop {
             let attempt = async {
-                let client = self.pool.get().await?;
-                queue::record_results(&client, token, results).await
+                let mut client = self.pool.get().await?;
+                queue::record_results(&mut client, token, results, requests).await
             };
             match attempt.await {
                 Ok(ids) => return Ok(ids),
@@ -820,6 +862,7 @@ fn uniform(indexes: &[usize], outcome: Outcome) -> CallResult {
             .iter()
             .map(|&i| (i, outcome.clone(), None))
             .collect(),
+        requests: Vec::new(),
         paced: None,
         park: None,
     }
@@ -852,7 +895,7 @@ fn released(dispatch: &ClaimedDispatch, wait: Duration) -> AttemptResult {
         http_status: None,
         outcome: "deferred",
         error: None,
-        response_excerpt: None,
+        request: None,
         confirmation: None,
         confirmation_request: None,
         check_in: None,
@@ -870,24 +913,35 @@ where
     let clock = Instant::now();
     let report = send(started_at).await;
     let elapsed = clock.elapsed();
-    let mut outcomes = report.outcomes.iter().cloned();
+    // Per input position, the last request that carried it (the one whose answer decided it),
+    // in one pass over the requests.
+    let mut decided_by: Vec<Option<usize>> = vec![None; indexes.len()];
+    for (request, record) in report.requests.iter().enumerate() {
+        for &position in &record.conversions {
+            if let Some(slot) = decided_by.get_mut(position) {
+                *slot = Some(request);
+            }
+        }
+    }
+    let mut outcomes = report.outcomes.into_iter();
     let items = indexes
         .iter()
-        .enumerate()
-        .map(|(position, &index)| {
+        .zip(decided_by)
+        .map(|(&index, request)| {
             let outcome = outcomes.next().unwrap_or_else(|| Outcome::Retry {
                 error: "internal: the platform client gave no outcome for this conversion".into(),
                 after: None,
             });
-            (index, outcome, report.request_for(position).cloned())
+            (index, outcome, request)
         })
         .collect();
     CallResult {
         started_at,
         elapsed,
         items,
+        requests: report.requests,
         paced: None,
-        park: report.park.clone(),
+        park: report.park,
     }
 }
 

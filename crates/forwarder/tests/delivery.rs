@@ -490,7 +490,7 @@ async fn resource_exhausted_for_hours_parks_the_destination_without_spending_att
 async fn live_dispatches_are_claimed_before_backfilled_ones_however_old() {
     let db = test_db().await;
     let pool = pool(&db, 2);
-    let client = pool.get().await.unwrap();
+    let mut client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     webhook(&client, ws, "https://hooks.example.com/x", &["sale"], true).await;
     let old = routed(ws, sale("inv-old"), AttributionStatus::Matched, &ALL_ROUTES);
@@ -510,12 +510,12 @@ async fn live_dispatches_are_claimed_before_backfilled_ones_however_old() {
         )
         .await
         .unwrap();
-    let claim = forwarder::queue::claim_due(&client, 1, Duration::from_secs(30), 5)
+    let claim = forwarder::queue::claim_due(&mut client, 1, Duration::from_secs(30), 5)
         .await
         .unwrap();
     assert_eq!(claim.dispatches.len(), 1);
     assert_eq!(claim.dispatches[0].conversion.event_id, live.event_id);
-    let next = forwarder::queue::claim_due(&client, 1, Duration::from_secs(30), 5)
+    let next = forwarder::queue::claim_due(&mut client, 1, Duration::from_secs(30), 5)
         .await
         .unwrap();
     assert_eq!(next.dispatches[0].conversion.event_id, old.event_id);

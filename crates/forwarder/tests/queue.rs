@@ -7,9 +7,10 @@ mod worker_support;
 use std::time::Duration;
 
 use events::{AttributionStatus, DestinationType};
-use forwarder::queue::{self, AttemptResult};
+use forwarder::queue::{self, AttemptResult, RequestResult};
 use forwarder::{DispatchFilter, DispatchKind, DispatchStatus, Error};
 use serde_json::json;
+use test_support::TestDb;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use worker_support::*;
@@ -227,7 +228,7 @@ async fn every_platform_that_opts_in_gets_events_without_its_own_click_id() {
 async fn concurrent_claims_never_share_a_dispatch() {
     let db = test_db().await;
     let pool = pool(&db, 4);
-    let client = pool.get().await.unwrap();
+    let mut client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
     let events: Vec<_> = (0..50)
@@ -242,11 +243,11 @@ async fn concurrent_claims_never_share_a_dispatch() {
         .collect();
     assert_eq!(forwarder::enqueue(&client, &events).await.unwrap(), 50);
 
-    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    let (mut a, mut b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
     let lease = Duration::from_secs(30);
     let (first, second) = tokio::join!(
-        queue::claim_due(&a, 30, lease, 5),
-        queue::claim_due(&b, 30, lease, 5)
+        queue::claim_due(&mut a, 30, lease, 5),
+        queue::claim_due(&mut b, 30, lease, 5)
     );
     let (first, second) = (first.unwrap(), second.unwrap());
     assert_eq!(first.dispatches.len() + second.dispatches.len(), 50);
@@ -259,7 +260,7 @@ async fn concurrent_claims_never_share_a_dispatch() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 50);
-    assert!(queue::claim_due(&client, 30, lease, 5)
+    assert!(queue::claim_due(&mut client, 30, lease, 5)
         .await
         .unwrap()
         .dispatches
@@ -279,7 +280,7 @@ fn result_for(d: &queue::ClaimedDispatch) -> AttemptResult {
         http_status: Some(200),
         outcome: "succeeded",
         error: None,
-        response_excerpt: Some("ok".into()),
+        request: None,
         confirmation: Some(forwarder::platforms::delivery::ConfirmationStatus::Confirmed),
         confirmation_request: None,
         check_in: None,
@@ -287,11 +288,25 @@ fn result_for(d: &queue::ClaimedDispatch) -> AttemptResult {
     }
 }
 
+/// A request that carried `d`, answered with `excerpt`.
+fn request_for(d: &queue::ClaimedDispatch, excerpt: &str) -> RequestResult {
+    RequestResult {
+        workspace_id: d.workspace_id,
+        id: Uuid::now_v7(),
+        destination_id: d.destination.id,
+        at: OffsetDateTime::now_utc(),
+        duration: Duration::from_millis(12),
+        http_status: Some(200),
+        response_excerpt: Some(excerpt.into()),
+        last_event_id: d.conversion.event_id,
+    }
+}
+
 #[tokio::test]
 async fn an_expired_lease_returns_the_claim_and_the_old_holder_cannot_record() {
     let db = test_db().await;
     let pool = pool(&db, 2);
-    let client = pool.get().await.unwrap();
+    let mut client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
     let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
@@ -300,29 +315,55 @@ async fn an_expired_lease_returns_the_claim_and_the_old_holder_cannot_record() {
         .unwrap();
 
     // A worker claims with a lease that is already over, then "crashes".
-    let crashed = queue::claim_due(&client, 10, Duration::ZERO, 5)
+    let crashed = queue::claim_due(&mut client, 10, Duration::ZERO, 5)
         .await
         .unwrap();
     assert_eq!(crashed.dispatches.len(), 1);
-    let taken = queue::claim_due(&client, 10, Duration::from_secs(30), 5)
+    let taken = queue::claim_due(&mut client, 10, Duration::from_secs(30), 5)
         .await
         .unwrap();
     assert_eq!(taken.dispatches.len(), 1);
     assert_eq!(taken.dispatches[0].attempts, 2);
 
     // The vanished worker comes back late: its result is refused.
+    let late_answer = request_for(&crashed.dispatches[0], "late");
     let late = queue::record_results(
-        &client,
+        &mut client,
         crashed.token,
-        &[result_for(&crashed.dispatches[0])],
+        &[AttemptResult {
+            request: Some(late_answer.id),
+            ..result_for(&crashed.dispatches[0])
+        }],
+        std::slice::from_ref(&late_answer),
     )
     .await
     .unwrap();
     assert!(late.is_empty());
-    let recorded = queue::record_results(&client, taken.token, &[result_for(&taken.dispatches[0])])
-        .await
-        .unwrap();
+    let answer = request_for(&taken.dispatches[0], "ok");
+    let recorded = queue::record_results(
+        &mut client,
+        taken.token,
+        &[AttemptResult {
+            request: Some(answer.id),
+            ..result_for(&taken.dispatches[0])
+        }],
+        std::slice::from_ref(&answer),
+    )
+    .await
+    .unwrap();
     assert_eq!(recorded, [taken.dispatches[0].id]);
+    // The refused result's request is not kept: no attempt names it.
+    let kept: Vec<Uuid> = client
+        .query(
+            "SELECT id FROM dispatch_requests WHERE workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(kept, [answer.id]);
 
     let id = forwarder::ids::to_wire(forwarder::ids::DISPATCH, taken.dispatches[0].id);
     let detail = forwarder::get_dispatch(&client, ws, &id).await.unwrap();
@@ -334,13 +375,15 @@ async fn an_expired_lease_returns_the_claim_and_the_old_holder_cannot_record() {
         .collect();
     assert_eq!(outcomes, [(1, "lease_expired"), (2, "succeeded")]);
     assert_eq!(detail.attempts[1].http_status, Some(200));
+    assert_eq!(detail.attempts[0].response_excerpt, None);
+    assert_eq!(detail.attempts[1].response_excerpt.as_deref(), Some("ok"));
 }
 
 #[tokio::test]
 async fn a_send_under_way_when_its_destination_is_deleted_keeps_its_real_outcome() {
     let db = test_db().await;
     let pool = pool(&db, 2);
-    let client = pool.get().await.unwrap();
+    let mut client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     let lands = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
     let fails = webhook(&client, ws, "https://b.example.com/", &["sale"], true).await;
@@ -348,7 +391,7 @@ async fn a_send_under_way_when_its_destination_is_deleted_keeps_its_real_outcome
     forwarder::enqueue(&client, std::slice::from_ref(&event))
         .await
         .unwrap();
-    let claim = queue::claim_due(&client, 10, Duration::from_secs(30), 5)
+    let claim = queue::claim_due(&mut client, 10, Duration::from_secs(30), 5)
         .await
         .unwrap();
     assert_eq!(claim.dispatches.len(), 2);
@@ -387,7 +430,7 @@ async fn a_send_under_way_when_its_destination_is_deleted_keeps_its_real_outcome
             }
         })
         .collect();
-    let recorded = queue::record_results(&client, claim.token, &results)
+    let recorded = queue::record_results(&mut client, claim.token, &results, &[])
         .await
         .unwrap();
     assert_eq!(recorded.len(), 2, "both attempts are written down");
@@ -409,21 +452,21 @@ async fn a_send_under_way_when_its_destination_is_deleted_keeps_its_real_outcome
 async fn a_deleted_destinations_send_whose_worker_vanished_is_cancelled_by_the_next_claim() {
     let db = test_db().await;
     let pool = pool(&db, 2);
-    let client = pool.get().await.unwrap();
+    let mut client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
     let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
     forwarder::enqueue(&client, std::slice::from_ref(&event))
         .await
         .unwrap();
-    let crashed = queue::claim_due(&client, 10, Duration::ZERO, 5)
+    let crashed = queue::claim_due(&mut client, 10, Duration::ZERO, 5)
         .await
         .unwrap();
     assert_eq!(crashed.dispatches.len(), 1);
     forwarder::delete_destination(&client, ws, &hook.id)
         .await
         .unwrap();
-    let next = queue::claim_due(&client, 10, Duration::from_secs(30), 5)
+    let next = queue::claim_due(&mut client, 10, Duration::from_secs(30), 5)
         .await
         .unwrap();
     assert!(next.dispatches.is_empty());
@@ -437,18 +480,18 @@ async fn a_deleted_destinations_send_whose_worker_vanished_is_cancelled_by_the_n
 async fn a_vanished_worker_on_the_last_attempt_fails_the_dispatch() {
     let db = test_db().await;
     let pool = pool(&db, 2);
-    let client = pool.get().await.unwrap();
+    let mut client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
     let event = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
     forwarder::enqueue(&client, std::slice::from_ref(&event))
         .await
         .unwrap();
-    let crashed = queue::claim_due(&client, 10, Duration::ZERO, 1)
+    let crashed = queue::claim_due(&mut client, 10, Duration::ZERO, 1)
         .await
         .unwrap();
     assert_eq!(crashed.dispatches.len(), 1);
-    let again = queue::claim_due(&client, 10, Duration::ZERO, 1)
+    let again = queue::claim_due(&mut client, 10, Duration::ZERO, 1)
         .await
         .unwrap();
     assert!(again.dispatches.is_empty());
@@ -466,7 +509,7 @@ async fn a_vanished_worker_on_the_last_attempt_fails_the_dispatch() {
 async fn operators_retry_failed_dispatches_one_by_one_or_in_bulk() {
     let db = test_db().await;
     let pool = pool(&db, 2);
-    let client = pool.get().await.unwrap();
+    let mut client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
     let other_hook = webhook(&client, ws, "https://b.example.com/", &["sale"], true).await;
@@ -482,7 +525,7 @@ async fn operators_retry_failed_dispatches_one_by_one_or_in_bulk() {
         .collect();
     forwarder::enqueue(&client, &events).await.unwrap();
     // Everything fails permanently.
-    let claim = queue::claim_due(&client, 100, Duration::from_secs(30), 5)
+    let claim = queue::claim_due(&mut client, 100, Duration::from_secs(30), 5)
         .await
         .unwrap();
     let results: Vec<AttemptResult> = claim
@@ -498,7 +541,7 @@ async fn operators_retry_failed_dispatches_one_by_one_or_in_bulk() {
         })
         .collect();
     assert_eq!(
-        queue::record_results(&client, claim.token, &results)
+        queue::record_results(&mut client, claim.token, &results, &[])
             .await
             .unwrap()
             .len(),
@@ -556,7 +599,7 @@ async fn operators_retry_failed_dispatches_one_by_one_or_in_bulk() {
     ));
 
     // A retried dispatch gets the full retry budget again.
-    let claim = queue::claim_due(&client, 100, Duration::from_secs(30), 5)
+    let claim = queue::claim_due(&mut client, 100, Duration::from_secs(30), 5)
         .await
         .unwrap();
     assert_eq!(claim.dispatches.len(), 6);
@@ -778,4 +821,116 @@ async fn the_dispatch_list_filters_and_pages_newest_first() {
     assert!(json["nextCursor"].is_null());
     assert_eq!(json["data"][0]["status"], "queued");
     assert!(json["data"][0]["lastError"].is_null());
+}
+
+/// The schema before attempts named their request (V1 to V6), and the migration that moves
+/// their response excerpts into one row per request.
+const BEFORE_REQUESTS: [&str; 6] = [
+    include_str!("../migrations/V1__forwarder.sql"),
+    include_str!("../migrations/V2__platform_types.sql"),
+    include_str!("../migrations/V3__confirmation_and_pacing.sql"),
+    include_str!("../migrations/V4__restatements.sql"),
+    include_str!("../migrations/V5__backfills.sql"),
+    include_str!("../migrations/V6__backfill_total.sql"),
+];
+const REQUESTS_MIGRATION: &str = include_str!("../migrations/V7__dispatch_requests.sql");
+
+#[tokio::test]
+async fn the_requests_migration_keeps_every_attempts_excerpt_once_per_answer() {
+    let id = format!("forwarder-before-requests:{}", BEFORE_REQUESTS.concat());
+    let db = TestDb::new(&id, |client| {
+        Box::pin(async move {
+            for sql in BEFORE_REQUESTS {
+                client.batch_execute(sql).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    })
+    .await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let destination = Uuid::now_v7();
+    client
+        .execute(
+            "INSERT INTO destinations (workspace_id, id, type, name, enabled, events, config, credentials)
+             VALUES ($1, $2, 'meta', 'Meta', true, '{sale}', '{}', '\\x00')",
+            &[&ws, &destination],
+        )
+        .await
+        .unwrap();
+    let events: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let dispatches: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    for (event, dispatch) in events.iter().zip(&dispatches) {
+        client
+            .execute(
+                "INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type,
+                                         kind, status, payload, attempts)
+                 VALUES ($1, $2, $3, $4, 'meta', 'conversion', 'succeeded', '{}', 1)",
+                &[&ws, dispatch, event, &destination],
+            )
+            .await
+            .unwrap();
+    }
+    // The first two went in one request (one answer, stored twice); the third in another; the
+    // fourth was never sent (no excerpt).
+    let at = OffsetDateTime::now_utc();
+    let attempts: [(Uuid, i32, Option<i16>, Option<&str>); 4] = [
+        (
+            dispatches[0],
+            40,
+            Some(200),
+            Some(r#"{"events_received":2}"#),
+        ),
+        (
+            dispatches[1],
+            40,
+            Some(200),
+            Some(r#"{"events_received":2}"#),
+        ),
+        (dispatches[2], 41, Some(500), Some("upstream broke")),
+        (dispatches[3], 0, None, None),
+    ];
+    for (dispatch, duration, status, excerpt) in attempts {
+        client
+            .execute(
+                "INSERT INTO dispatch_attempts (workspace_id, dispatch_id, attempt, at, duration_ms,
+                                                http_status, outcome, response_excerpt)
+                 VALUES ($1, $2, 1, $3, $4, $5, 'succeeded', $6)",
+                &[&ws, &dispatch, &at, &duration, &status, &excerpt],
+            )
+            .await
+            .unwrap();
+    }
+
+    client.batch_execute(REQUESTS_MIGRATION).await.unwrap();
+
+    let requests: Vec<(Option<String>, Uuid)> = client
+        .query(
+            "SELECT response_excerpt, last_event_id FROM dispatch_requests
+             WHERE workspace_id = $1 ORDER BY last_event_id",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            (Some(r#"{"events_received":2}"#.to_owned()), events[1]),
+            (Some("upstream broke".to_owned()), events[2]),
+        ]
+    );
+    for (dispatch, _, status, excerpt) in attempts {
+        let wire = forwarder::ids::to_wire(forwarder::ids::DISPATCH, dispatch);
+        let detail = forwarder::get_dispatch(&client, ws, &wire).await.unwrap();
+        assert_eq!(detail.attempts.len(), 1);
+        assert_eq!(detail.attempts[0].response_excerpt.as_deref(), excerpt);
+        assert_eq!(
+            detail.attempts[0].http_status,
+            status.and_then(|s| u16::try_from(s).ok())
+        );
+    }
 }

@@ -160,6 +160,64 @@ async fn a_permanent_platform_error_fails_at_once_and_keeps_the_platform_message
 }
 
 #[tokio::test]
+async fn a_request_keeps_its_answer_once_for_every_conversion_it_carried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/v26\.0/1234567890/events$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"events_received": 3, "fbtrace_id": "AbCdEf"})),
+        )
+        .mount(&server)
+        .await;
+    let db = test_db().await;
+    let pool = pool(&db, 4);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    meta(&client, ws, &["sale"], false).await;
+    let events: Vec<_> = (0..3)
+        .map(|i| {
+            routed(
+                ws,
+                sale(&format!("inv-{i}")),
+                AttributionStatus::Matched,
+                &ALL_ROUTES,
+            )
+        })
+        .collect();
+    forwarder::enqueue(&client, &events).await.unwrap();
+    let worker = Forwarder::new(pool.clone(), cipher(), config(&server.uri(), 5));
+
+    assert_eq!(worker.dispatch_due(10).await.unwrap().succeeded, 3);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    // One row for the one request, its answer stored once.
+    let stored: Vec<(Option<String>, Option<i16>, Uuid)> = client
+        .query(
+            "SELECT response_excerpt, http_status, last_event_id FROM dispatch_requests
+             WHERE workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let (excerpt, http_status, last_event_id) = stored[0].clone();
+    assert_eq!(http_status, Some(200));
+    let newest = events.iter().map(|e| e.event_id).max().unwrap();
+    assert_eq!(last_event_id, newest);
+    assert!(excerpt.as_deref().unwrap().contains("events_received"));
+    // Every conversion's attempt shows it, as before.
+    for event in &events {
+        let done = detail(&client, ws, event.event_id).await;
+        assert_eq!(done.attempts.len(), 1);
+        assert_eq!(done.attempts[0].http_status, Some(200));
+        assert_eq!(done.attempts[0].response_excerpt, excerpt);
+    }
+}
+
+#[tokio::test]
 async fn a_dispatch_fails_once_its_attempts_are_exhausted() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -292,7 +350,7 @@ async fn a_crashed_workers_claim_is_sent_once_its_lease_runs_out() {
         .await;
     let db = test_db().await;
     let pool = pool(&db, 4);
-    let client = pool.get().await.unwrap();
+    let mut client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     webhook(
         &client,
@@ -308,7 +366,7 @@ async fn a_crashed_workers_claim_is_sent_once_its_lease_runs_out() {
         .unwrap();
 
     // A worker claims for 30 s and dies: the dispatch is held, nobody else sends it.
-    let crashed = queue::claim_due(&client, 10, Duration::from_secs(30), 5)
+    let crashed = queue::claim_due(&mut client, 10, Duration::from_secs(30), 5)
         .await
         .unwrap();
     assert_eq!(crashed.dispatches.len(), 1);

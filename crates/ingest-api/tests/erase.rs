@@ -374,8 +374,10 @@ async fn erasing_a_person_removes_the_whole_connected_person_from_every_table() 
         .query(
             "SELECT d.status, d.payload::text, d.routing IS NULL, d.created_at IS NOT NULL,
                     (SELECT count(*) FROM dispatch_attempts a
+                     LEFT JOIN dispatch_requests q
+                       ON q.workspace_id = a.workspace_id AND q.id = a.request_id
                      WHERE a.workspace_id = d.workspace_id AND a.dispatch_id = d.id
-                       AND (a.error IS NOT NULL OR a.response_excerpt IS NOT NULL))
+                       AND (a.error IS NOT NULL OR q.response_excerpt IS NOT NULL))
              FROM dispatches d
              WHERE d.workspace_id = $1 AND d.event_id = ANY($2)",
             &[

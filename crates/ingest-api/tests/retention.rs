@@ -293,6 +293,28 @@ async fn partitions_past_retention_are_dropped_with_what_belongs_to_their_events
         1,
         "the kept event's attempt stays"
     );
+    assert_eq!(
+        scalar(
+            app,
+            "SELECT count(*) FROM dispatch_requests WHERE last_event_id = ANY($1)",
+            &old
+        )
+        .await,
+        0,
+        "the requests that carried only forgotten events go with them"
+    );
+    assert_eq!(
+        scalar(
+            app,
+            "SELECT count(*) FROM dispatch_attempts a
+             JOIN dispatch_requests q ON q.workspace_id = a.workspace_id AND q.id = a.request_id
+             WHERE $1::uuid[] IS NOT NULL",
+            &old
+        )
+        .await,
+        1,
+        "the kept attempt's request stays"
+    );
     // What is within retention stays whole.
     let kept = settled(app, &s.admin, &fresh).await;
     assert_eq!(kept["dispatches"][0]["status"], "succeeded");
