@@ -169,7 +169,12 @@ test("an operator finds a failed dispatch, filters, opens it and retries it with
   await page.getByLabel("Confirmation", { exact: true }).selectOption("confirmed");
   await page.getByRole("button", { name: "Apply filters" }).click();
   await page.waitForURL(/confirmation=confirmed/);
-  await row().waitFor();
+  // The URL changes before the filtered list arrives: wait (bounded) for the list to settle.
+  await page
+    .waitForFunction(() => document.querySelectorAll("tr.dispatch").length === 1, null, {
+      timeout: 10_000,
+    })
+    .catch(() => {});
   assert.equal(await page.locator("tr.dispatch").count(), 1);
   await page.getByLabel("Confirmation", { exact: true }).selectOption("failed");
   await page.getByRole("button", { name: "Apply filters" }).click();
