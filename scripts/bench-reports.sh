@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reports at scale, part of `make bench` (BENCH_REPORTS=0 skips it): one workspace holding
 # BENCH_REPORTS_CONVERSIONS (1,000,000) credited conversions over 180 days, seeded in SQL
-# (generate_series) into the rollups' source tables (report_conversions, credit_touches: 1 to 4
+# (generate_series) into the rollups' source (report_conversions with their touches: 1 to 4
 # touches each, 8 channels, 24 campaigns, 4 event names, USD and EUR, waits from a second to 57
 # days spread evenly over the time histogram's buckets) plus half a year of registered
 # clicks, then `convrelay reports rebuild`, then every report shape asked BENCH_REPORTS_RUNS (20)
@@ -111,7 +111,7 @@ if ((credit_seconds > 0)); then
   kill -TERM "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
   server_pid=""
-  touches=$(q "SELECT round(avg(coalesce(cardinality(touched_at), 1)), 1) FROM credit_touches")
+  touches=$(q "SELECT round(avg(coalesce(cardinality(touched_at), 1)), 1) FROM report_conversions WHERE credited_at IS NOT NULL")
   match_rate=$(calc "$backlog / ($matched - $started)")
   credit_rate=$(calc "$credit_backlog / ($credited - $matched)")
   printf '\ncredit stage (repeat load, %s touches per conversion)\n' "$touches"
@@ -145,12 +145,14 @@ SELECT '$workspace', gen_random_uuid(),
 FROM generate_series(1::bigint, $conversions) AS i;
 ANALYZE report_conversions;"
 q "
-INSERT INTO credit_touches
-    (workspace_id, event_id, last_touch, first_touch, touched_at, groups, touch_groups)
-SELECT x.workspace_id, x.event_id, (x.k - 1)::smallint, 0::smallint,
-       array_agg(x.clicked_at ORDER BY x.clicked_at, x.n) FILTER (WHERE v.j = 1),
-       array_agg(v.value ORDER BY x.clicked_at, x.n, v.j),
-       CASE WHEN x.k > 1 THEN array_agg(x.g ORDER BY x.clicked_at, x.n) FILTER (WHERE v.j = 1) END
+UPDATE report_conversions AS r
+SET last_touch = s.last_touch, first_touch = s.first_touch, touched_at = s.touched_at,
+    groups = s.groups, touch_groups = s.touch_groups
+FROM (
+SELECT x.workspace_id, x.event_id, (x.k - 1)::smallint AS last_touch, 0::smallint AS first_touch,
+       array_agg(x.clicked_at ORDER BY x.clicked_at, x.n) FILTER (WHERE v.j = 1) AS touched_at,
+       array_agg(v.value ORDER BY x.clicked_at, x.n, v.j) AS groups,
+       CASE WHEN x.k > 1 THEN array_agg(x.g ORDER BY x.clicked_at, x.n) FILTER (WHERE v.j = 1) END AS touch_groups
 FROM (
     SELECT c.workspace_id, c.event_id, t.n, t.k,
            c.occurred_at - exp((c.h::bigint * (t.k - t.n + 3) % 10000) / 10000.0 * 15.4) * interval '1 second' AS clicked_at,
@@ -165,8 +167,10 @@ FROM (
     ) AS ch
 ) AS x
 CROSS JOIN LATERAL unnest(ARRAY[x.channel, x.source, x.medium, x.campaign]) WITH ORDINALITY AS v(value, j)
-GROUP BY x.workspace_id, x.event_id, x.k;
-ANALYZE credit_touches;"
+GROUP BY x.workspace_id, x.event_id, x.k
+) AS s
+WHERE r.workspace_id = s.workspace_id AND r.event_id = s.event_id;
+ANALYZE report_conversions;"
 q "
 INSERT INTO report_clicks (workspace_id, dim, day, key, clicks)
 SELECT '$workspace', d.dim, date '2026-01-01' + day, d.key, 200 + (day * 13 + d.dim) % 300
@@ -175,7 +179,7 @@ CROSS JOIN (VALUES (0, 'google_ads'), (0, 'meta'), (0, 'tiktok'), (0, 'microsoft
                    (0, 'newsletter'), (0, 'partner'), (1, 'google'), (1, 'facebook'), (2, 'cpc'),
                    (2, 'paid_social'), (3, 'google_ads_0'), (3, 'meta_1')) AS d(dim, key);"
 seeded=$(calc "$(now) - $t0" 1)
-shares=$(q "SELECT coalesce(sum(cardinality(touched_at)), 0) FROM credit_touches")
+shares=$(q "SELECT coalesce(sum(cardinality(touched_at)), 0) FROM report_conversions")
 say "seeded $conversions conversions with $shares touches in $seeded s; rebuilding the rollups"
 t0=$(now)
 "$server_bin" reports rebuild --workspace bench-reports
@@ -235,7 +239,7 @@ for shape in "${shapes[@]}"; do
 done
 printf '\nseed %s s, rebuild %s s; rollup rows %s, time histograms %s; worst p95 %s ms\n' \
   "$seeded" "$rebuilt" "$rollup_rows" "$time_rows" "$worst"
-size=$(q "SELECT pg_size_pretty(sum(pg_total_relation_size(c))) FROM unnest(ARRAY['report_conversions', 'credit_touches', 'report_rollups', 'report_histograms', 'report_clicks']::regclass[]) AS c")
+size=$(q "SELECT pg_size_pretty(sum(pg_total_relation_size(c))) FROM unnest(ARRAY['report_conversions', 'report_rollups', 'report_histograms', 'report_clicks']::regclass[]) AS c")
 printf 'stored: %s across the reports tables\n' "$size"
 kill -TERM "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true

@@ -396,7 +396,7 @@ async fn retractions_and_value_changes_move_the_rollups_as_a_rebuild_would() {
         .client()
         .await
         .query_one(
-            "SELECT count(*) FROM credit_touches WHERE event_id = $1",
+            "SELECT count(*) FROM report_conversions WHERE event_id = $1",
             &[&id],
         )
         .await

@@ -276,10 +276,6 @@ async fn partitions_past_retention_are_dropped_with_what_belongs_to_their_events
             "report_conversions",
             "SELECT count(*) FROM report_conversions WHERE event_id = ANY($1)",
         ),
-        (
-            "credit_touches",
-            "SELECT count(*) FROM credit_touches WHERE event_id = ANY($1)",
-        ),
     ] {
         assert_eq!(scalar(app, sql, &old).await, 0, "{table}");
     }

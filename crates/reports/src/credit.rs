@@ -1,5 +1,5 @@
 //! The credit stage: behind the matcher (see `pipeline::credit_step`), each decided conversion's
-//! touches in its attribution window are read once and kept (`credit_touches`, see
+//! touches in its attribution window are read once and kept on its `report_conversions` row (see
 //! [`crate::stored`]), their shares under every model computed, and the conversion's contribution
 //! added to the rollups; a re-decision (a pending sale matched late) takes the old contribution
 //! out first. Retractions and value changes adjust the rollups the same way, from the same
@@ -23,7 +23,7 @@ use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::shares::{share, Timed};
-use crate::stored::{self, ConversionCredit, CreditedTouches, COLUMNS};
+use crate::stored::{self, touch_arrays, ConversionCredit, CreditedTouches, TouchParams, COLUMNS};
 use crate::tier::{conversion_tiers, Tier};
 use crate::touches::{resolve, ClickCache, ClickGroups, Touch};
 use crate::{Error, Result, NONE_KEY};
@@ -116,7 +116,28 @@ pub async fn credit(
         .collect();
     let mut windows = resolve(client, workspace_id, clicks, &own, cache).await?;
 
-    // Lock (or create) the conversions' rows; values already there (a restated amount) win.
+    // A conversion credited before (decided again) gives back its contribution first: its row
+    // is locked and read as it is, before the upsert below replaces its touches.
+    let statement = client.prepare_cached(&lock_credited_sql()).await?;
+    let rows = client.query(&statement, &[&workspace_id, &ids]).await?;
+    if !rows.is_empty() {
+        let before = Credits::from_rows(&rows)?;
+        Contributions::of(&before.counted, &before.credits, Decimal::NEGATIVE_ONE)?
+            .add(client, workspace_id)
+            .await?;
+    }
+
+    let credits: Vec<ConversionCredit> = list
+        .iter()
+        .map(|c| ConversionCredit {
+            event_id: c.event_id,
+            credit: credit_touches(c, windows.remove(&c.event_id).unwrap_or_default()),
+        })
+        .collect();
+    let touches = TouchParams::of(&credits);
+
+    // Lock (or create) the conversions' rows with their touches; values already there (a
+    // restated amount) win.
     let kinds: Vec<&str> = list.iter().map(|c| c.kind.as_str()).collect();
     let at: Vec<OffsetDateTime> = list.iter().map(|c| c.occurred_at).collect();
     let event_names: Vec<&str> = list.iter().map(|c| c.event_name).collect();
@@ -133,7 +154,7 @@ pub async fn credit(
     let amounts: Vec<Option<Decimal>> = list.iter().map(|c| c.value.map(|v| v.0)).collect();
     let currencies: Vec<Option<&str>> = list.iter().map(|c| c.value.map(|v| v.1)).collect();
     let retracted: Vec<bool> = list.iter().map(|c| c.retracted).collect();
-    let statement = client.prepare_cached(UPSERT_CONVERSIONS).await?;
+    let statement = client.prepare_cached(&upsert_conversions_sql()).await?;
     let mut counted = HashMap::with_capacity(list.len());
     for row in client
         .query(
@@ -148,33 +169,20 @@ pub async fn credit(
                 &amounts,
                 &currencies,
                 &retracted,
+                &touches.last,
+                &touches.first,
+                &touches.touch_events,
+                &touches.touch_times,
+                &touches.group_events,
+                &touches.group_values,
+                &touches.touch_group_events,
+                &touches.touch_groups,
             ],
         )
         .await?
     {
         counted.insert(row.try_get::<_, Uuid>(0)?, Counted::from_row(&row)?);
     }
-
-    // A conversion credited before (decided again) gives back its contribution first; read
-    // after the locks, so a credit that committed meanwhile is seen.
-    let statement = client.prepare_cached(SELECT_CREDITED).await?;
-    let mut before = Vec::new();
-    for row in client.query(&statement, &[&workspace_id, &ids]).await? {
-        before.push(row.try_get::<_, Uuid>(0)?);
-    }
-    if !before.is_empty() {
-        apply(client, workspace_id, &before, Decimal::NEGATIVE_ONE).await?;
-        stored::delete(client, workspace_id, &before).await?;
-    }
-
-    let credits: Vec<ConversionCredit> = list
-        .iter()
-        .map(|c| ConversionCredit {
-            event_id: c.event_id,
-            credit: credit_touches(c, windows.remove(&c.event_id).unwrap_or_default()),
-        })
-        .collect();
-    stored::insert(client, workspace_id, &credits).await?;
     // The step has every share in hand: it adds them up itself rather than reading them back.
     Contributions::of(&counted, &credits, Decimal::ONE)?
         .add(client, workspace_id)
@@ -281,33 +289,60 @@ fn copied_touches(attribution: &Attribution) -> Option<(Vec<Touch>, usize, usize
     }
 }
 
-const UPSERT_CONVERSIONS: &str = "
-    INSERT INTO report_conversions AS r
-        (workspace_id, event_id, kind, occurred_at, event_name, tier, amount, currency, retracted,
-         credited_at)
-    SELECT $1, q.* , now()
-    FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::numeric[],
-                $8::text[], $9::bool[])
-         AS q(event_id, kind, occurred_at, event_name, tier, amount, currency, retracted)
-    ORDER BY q.event_id
-    ON CONFLICT (workspace_id, event_id) DO UPDATE SET
-        kind = coalesce(r.kind, excluded.kind),
-        occurred_at = coalesce(r.occurred_at, excluded.occurred_at),
-        event_name = coalesce(r.event_name, excluded.event_name),
-        tier = coalesce(r.tier, excluded.tier),
-        amount = CASE WHEN r.amount IS NULL THEN excluded.amount ELSE r.amount END,
-        currency = CASE WHEN r.amount IS NULL THEN excluded.currency ELSE r.currency END,
-        retracted = r.retracted OR excluded.retracted,
-        credited_at = now()
-    RETURNING r.event_id, r.kind, r.occurred_at, r.event_name, r.tier, r.amount, r.currency,
-              r.retracted";
+/// Creates or locks the conversions' rows with their touches (see [`TouchParams`]), in id
+/// order; answers each as counted (values already there win over the event's).
+fn upsert_conversions_sql() -> String {
+    format!(
+        "WITH {}
+        INSERT INTO report_conversions AS r
+            (workspace_id, event_id, kind, occurred_at, event_name, tier, amount, currency,
+             retracted, credited_at, last_touch, first_touch, touched_at, groups, touch_groups)
+        SELECT $1, q.event_id, q.kind, q.occurred_at, q.event_name, q.tier, q.amount, q.currency,
+               q.retracted, now(), q.last_touch, q.first_touch, t.touched_at, g.groups,
+               tg.touch_groups
+        FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+                    $7::numeric[], $8::text[], $9::bool[], $10::smallint[], $11::smallint[])
+             AS q(event_id, kind, occurred_at, event_name, tier, amount, currency, retracted,
+                  last_touch, first_touch)
+        LEFT JOIN t ON t.event_id = q.event_id
+        LEFT JOIN g ON g.event_id = q.event_id
+        LEFT JOIN tg ON tg.event_id = q.event_id
+        ORDER BY q.event_id
+        ON CONFLICT (workspace_id, event_id) DO UPDATE SET
+            kind = coalesce(r.kind, excluded.kind),
+            occurred_at = coalesce(r.occurred_at, excluded.occurred_at),
+            event_name = coalesce(r.event_name, excluded.event_name),
+            tier = coalesce(r.tier, excluded.tier),
+            amount = CASE WHEN r.amount IS NULL THEN excluded.amount ELSE r.amount END,
+            currency = CASE WHEN r.amount IS NULL THEN excluded.currency ELSE r.currency END,
+            retracted = r.retracted OR excluded.retracted,
+            credited_at = now(),
+            last_touch = excluded.last_touch,
+            first_touch = excluded.first_touch,
+            touched_at = excluded.touched_at,
+            groups = excluded.groups,
+            touch_groups = excluded.touch_groups
+        RETURNING r.event_id, r.kind, r.occurred_at, r.event_name, r.tier, r.amount, r.currency,
+                  r.retracted",
+        touch_arrays(12)
+    )
+}
 
-/// Those of the conversions that have been credited already.
-const SELECT_CREDITED: &str = "
-    SELECT q.event_id FROM unnest($2::uuid[]) AS q(event_id)
-    WHERE EXISTS (
-        SELECT 1 FROM credit_touches WHERE workspace_id = $1 AND event_id = q.event_id
-    )";
+/// The conversions among `$2` (sorted) credited already, locked in id order, as counted and
+/// with their touches.
+fn lock_credited_sql() -> String {
+    format!(
+        "SELECT c.event_id, c.kind, c.occurred_at, c.event_name, c.tier, c.amount, c.currency,
+                c.retracted, {COLUMNS}
+         FROM unnest($2::uuid[]) AS q(event_id)
+         CROSS JOIN LATERAL (
+             SELECT * FROM report_conversions
+             WHERE workspace_id = $1 AND event_id = q.event_id AND credited_at IS NOT NULL
+             LIMIT 1
+             FOR UPDATE
+         ) AS c"
+    )
+}
 
 /// The last bucket of a time histogram: it holds every wait from 1.5^46 seconds (about four
 /// years) on.
@@ -729,8 +764,7 @@ fn select_credits_by_id() -> String {
              SELECT * FROM report_conversions
              WHERE workspace_id = $1 AND event_id = q.event_id AND credited_at IS NOT NULL
              LIMIT 1
-         ) AS c
-         JOIN credit_touches s ON s.workspace_id = $1 AND s.event_id = c.event_id"
+         ) AS c"
     )
 }
 
@@ -740,7 +774,6 @@ fn select_credits_after() -> String {
         "SELECT c.event_id, c.kind, c.occurred_at, c.event_name, c.tier, c.amount, c.currency,
                 c.retracted, {COLUMNS}
          FROM report_conversions c
-         JOIN credit_touches s ON s.workspace_id = c.workspace_id AND s.event_id = c.event_id
          WHERE c.workspace_id = $1 AND c.event_id > $2 AND c.credited_at IS NOT NULL
          ORDER BY c.event_id
          LIMIT $3"
@@ -912,9 +945,8 @@ pub async fn conversion_tier(
 fn select_touches() -> String {
     format!(
         "SELECT c.occurred_at, {COLUMNS}
-         FROM credit_touches s
-         JOIN report_conversions c ON c.workspace_id = s.workspace_id AND c.event_id = s.event_id
-         WHERE s.workspace_id = $1 AND s.event_id = $2"
+         FROM report_conversions c
+         WHERE c.workspace_id = $1 AND c.event_id = $2 AND c.credited_at IS NOT NULL"
     )
 }
 
@@ -962,7 +994,6 @@ pub async fn erase(
         .await?;
     client.query(&lock, &[&workspace_id, &ids]).await?;
     apply(client, workspace_id, &ids, Decimal::NEGATIVE_ONE).await?;
-    stored::delete(client, workspace_id, &ids).await?;
     let rows = client
         .prepare_cached(
             "DELETE FROM report_conversions WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])",

@@ -11,8 +11,8 @@
 //! - [`query`]: `GET /v1/reports/conversions` from the rollups (and its CSV form).
 //! - [`tier`]: macro and micro conversions.
 //!
-//! The crate owns `report_conversions`, `credit_touches`, `report_rollups`, `report_histograms` and
-//! `report_clicks`; every key starts with `workspace_id`.
+//! The crate owns `report_conversions` (each conversion with its touches), `report_rollups`,
+//! `report_histograms` and `report_clicks`; every key starts with `workspace_id`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

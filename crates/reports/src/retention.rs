@@ -8,15 +8,11 @@ use uuid::Uuid;
 
 use crate::Result;
 
-/// Conversions and credit shares of events with ids below `before` (UUIDv7: received before the
-/// time its first 48 bits hold), for one workspace; answers how many conversions went.
-const FORGET: &str = "
-    WITH shares AS (
-        DELETE FROM credit_touches WHERE workspace_id = $1 AND event_id < $2
-    )
-    DELETE FROM report_conversions WHERE workspace_id = $1 AND event_id < $2";
+/// Conversions (with their touches) of events with ids below `before` (UUIDv7: received before
+/// the time its first 48 bits hold), for one workspace; answers how many conversions went.
+const FORGET: &str = "DELETE FROM report_conversions WHERE workspace_id = $1 AND event_id < $2";
 
-/// Removes the conversions and credit shares of `workspace_id`'s events below `before`.
+/// Removes the conversions and their touches of `workspace_id`'s events below `before`.
 pub async fn forget_conversions(
     client: &impl GenericClient,
     workspace_id: Uuid,

@@ -1,13 +1,12 @@
-//! How a conversion's credit is kept (`credit_touches`): one row per conversion with its touches'
-//! click times, their groups (channel, source, medium, campaign) once each, and which touches are
-//! the matcher's touchpoint and first touch. The shares are not stored: the models' rules give
+//! How a conversion's credit is kept, on its `report_conversions` row: its touches' click times,
+//! their groups (channel, source, medium, campaign) once each, and which touches are the
+//! matcher's touchpoint and first touch. The shares are not stored: the models' rules give
 //! them again from exactly this ([`crate::shares::share`]), so a retraction takes out of the
 //! rollups what the credit put in, and `GET /v1/events/{id}/credit` shows what reports count.
 //!
-//! A repeat customer's sale with thirty touches of one campaign takes one row of about 350 bytes
-//! (it took thirty rows, about 8 KB, when every touch had a row of its shares).
+//! A repeat customer's sale with forty touches of one campaign keeps about 450 bytes (it took
+//! forty rows, about 11 KB, when every touch had a row of its shares).
 
-use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -86,83 +85,62 @@ pub(crate) struct ConversionCredit {
     pub credit: CreditedTouches,
 }
 
-/// Stores the credit of conversions not credited yet (their rows deleted first when decided
-/// again), in the caller's transaction.
-pub(crate) async fn insert(
-    client: &impl GenericClient,
-    workspace_id: Uuid,
-    credits: &[ConversionCredit],
-) -> Result<()> {
-    if credits.is_empty() {
-        return Ok(());
-    }
-    let mut rows = Rows::default();
-    for c in credits {
-        rows.push(c);
-    }
-    let statement = client.prepare_cached(INSERT_ROWS).await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &workspace_id,
-                &rows.event_ids,
-                &rows.last,
-                &rows.first,
-                &rows.touch_events,
-                &rows.touch_times,
-                &rows.group_events,
-                &rows.group_values,
-                &rows.touch_group_events,
-                &rows.touch_groups,
-            ],
-        )
-        .await?;
-    Ok(())
-}
-
-/// The touches of the step, flat, each conversion's aggregated into its row's arrays.
-const INSERT_ROWS: &str = "
-    WITH t AS (
-        SELECT event_id, array_agg(clicked_at ORDER BY i) AS touched_at
-        FROM unnest($5::uuid[], $6::timestamptz[]) WITH ORDINALITY AS t(event_id, clicked_at, i)
-        GROUP BY event_id
-    ), g AS (
-        SELECT event_id, array_agg(value ORDER BY i) AS groups
-        FROM unnest($7::uuid[], $8::text[]) WITH ORDINALITY AS g(event_id, value, i)
-        GROUP BY event_id
-    ), tg AS (
-        SELECT event_id, array_agg(g ORDER BY i) AS touch_groups
-        FROM unnest($9::uuid[], $10::smallint[]) WITH ORDINALITY AS tg(event_id, g, i)
-        GROUP BY event_id
-    )
-    INSERT INTO credit_touches
-        (workspace_id, event_id, last_touch, first_touch, touched_at, groups, touch_groups)
-    SELECT $1, q.event_id, q.last_touch, q.first_touch, t.touched_at, g.groups, tg.touch_groups
-    FROM unnest($2::uuid[], $3::smallint[], $4::smallint[]) AS q(event_id, last_touch, first_touch)
-    LEFT JOIN t ON t.event_id = q.event_id
-    LEFT JOIN g ON g.event_id = q.event_id
-    LEFT JOIN tg ON tg.event_id = q.event_id";
-
-/// The parameters of [`INSERT_ROWS`].
+/// The step's touches as statement parameters: per conversion (in the order given) the
+/// touchpoint's and first touch's indexes, and flat lists that a statement aggregates back into
+/// each conversion's arrays (see [`touch_arrays`]).
 #[derive(Default)]
-struct Rows<'a> {
-    event_ids: Vec<Uuid>,
-    last: Vec<Option<i16>>,
-    first: Vec<Option<i16>>,
-    touch_events: Vec<Uuid>,
-    touch_times: Vec<OffsetDateTime>,
-    group_events: Vec<Uuid>,
-    group_values: Vec<Option<&'a str>>,
+pub(crate) struct TouchParams<'a> {
+    pub last: Vec<Option<i16>>,
+    pub first: Vec<Option<i16>>,
+    pub touch_events: Vec<Uuid>,
+    pub touch_times: Vec<OffsetDateTime>,
+    pub group_events: Vec<Uuid>,
+    pub group_values: Vec<Option<&'a str>>,
     /// Only for conversions whose touches are of more than one group (else all are of group 0).
-    touch_group_events: Vec<Uuid>,
-    touch_groups: Vec<i16>,
+    pub touch_group_events: Vec<Uuid>,
+    pub touch_groups: Vec<i16>,
 }
 
-impl<'a> Rows<'a> {
+/// The CTEs that aggregate [`TouchParams`]' flat lists, given as the six parameters from `$a`
+/// on, back into each conversion's arrays: `t(event_id, touched_at)`, `g(event_id, groups)`,
+/// `tg(event_id, touch_groups)`.
+pub(crate) fn touch_arrays(a: usize) -> String {
+    let p = |i: usize| format!("${}", a + i);
+    format!(
+        "t AS (
+            SELECT event_id, array_agg(clicked_at ORDER BY i) AS touched_at
+            FROM unnest({}::uuid[], {}::timestamptz[]) WITH ORDINALITY AS t(event_id, clicked_at, i)
+            GROUP BY event_id
+        ), g AS (
+            SELECT event_id, array_agg(value ORDER BY i) AS groups
+            FROM unnest({}::uuid[], {}::text[]) WITH ORDINALITY AS g(event_id, value, i)
+            GROUP BY event_id
+        ), tg AS (
+            SELECT event_id, array_agg(g ORDER BY i) AS touch_groups
+            FROM unnest({}::uuid[], {}::smallint[]) WITH ORDINALITY AS tg(event_id, g, i)
+            GROUP BY event_id
+        )",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
+    )
+}
+
+impl<'a> TouchParams<'a> {
+    /// The parameters of `credits`, in their order.
+    pub fn of(credits: &'a [ConversionCredit]) -> Self {
+        let mut out = Self::default();
+        for c in credits {
+            out.push(c);
+        }
+        out
+    }
+
     fn push(&mut self, c: &'a ConversionCredit) {
         let touches = &c.credit.touches;
-        self.event_ids.push(c.event_id);
         let touched = touches.iter().any(|t| t.clicked_at.is_some());
         let index = |i: usize| touched.then(|| i16::try_from(i).unwrap_or(i16::MAX));
         self.last.push(index(c.credit.last));
@@ -204,9 +182,9 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// The columns [`from_row`] reads, from `credit_touches s`.
+/// The columns [`from_row`] reads, from `report_conversions c`.
 pub(crate) const COLUMNS: &str =
-    "s.last_touch, s.first_touch, s.touched_at, s.groups, s.touch_groups";
+    "c.last_touch, c.first_touch, c.touched_at, c.groups, c.touch_groups";
 
 /// A conversion at `at` as stored, its touches shared out again, from [`COLUMNS`] starting at
 /// column `from`.
@@ -291,8 +269,7 @@ pub(crate) fn reshare(
 /// What a conversion's row keeps, shared out again at `at` (as [`insert`] then [`from_row`]).
 #[cfg(test)]
 pub(crate) fn round_trip(c: &ConversionCredit, at: OffsetDateTime) -> CreditedTouches {
-    let mut rows = Rows::default();
-    rows.push(c);
+    let rows = TouchParams::of(std::slice::from_ref(c));
     let groups: Vec<Option<String>> = rows
         .group_values
         .iter()
@@ -312,21 +289,4 @@ pub(crate) fn round_trip(c: &ConversionCredit, at: OffsetDateTime) -> CreditedTo
         index(rows.last[0]),
         index(rows.first[0]),
     )
-}
-
-/// Deletes the stored credit of conversions.
-pub(crate) async fn delete(
-    client: &impl GenericClient,
-    workspace_id: Uuid,
-    event_ids: &[Uuid],
-) -> Result<()> {
-    let statement = client
-        .prepare_cached(
-            "DELETE FROM credit_touches WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])",
-        )
-        .await?;
-    client
-        .execute(&statement, &[&workspace_id, &event_ids])
-        .await?;
-    Ok(())
 }
