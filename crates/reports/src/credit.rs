@@ -118,7 +118,7 @@ pub async fn credit(
 
     // A conversion credited before (decided again) gives back its contribution first: its row
     // is locked and read as it is, before the upsert below replaces its touches.
-    let statement = client.prepare_cached(&lock_credited_sql()).await?;
+    let statement = client.prepare_cached(&select_credits_by_id(true)).await?;
     let rows = client.query(&statement, &[&workspace_id, &ids]).await?;
     if !rows.is_empty() {
         let before = Credits::from_rows(&rows)?;
@@ -325,22 +325,6 @@ fn upsert_conversions_sql() -> String {
         RETURNING r.event_id, r.kind, r.occurred_at, r.event_name, r.tier, r.amount, r.currency,
                   r.retracted",
         touch_arrays(12)
-    )
-}
-
-/// The conversions among `$2` (sorted) credited already, locked in id order, as counted and
-/// with their touches.
-fn lock_credited_sql() -> String {
-    format!(
-        "SELECT c.event_id, c.kind, c.occurred_at, c.event_name, c.tier, c.amount, c.currency,
-                c.retracted, {COLUMNS}
-         FROM unnest($2::uuid[]) AS q(event_id)
-         CROSS JOIN LATERAL (
-             SELECT * FROM report_conversions
-             WHERE workspace_id = $1 AND event_id = q.event_id AND credited_at IS NOT NULL
-             LIMIT 1
-             FOR UPDATE
-         ) AS c"
     )
 }
 
@@ -754,8 +738,10 @@ impl<'a> HistogramChunk<'a> {
     }
 }
 
-/// The credited conversions among `$2`, counted and with their stored touches.
-fn select_credits_by_id() -> String {
+/// The credited conversions among `$2`, counted and with their stored touches; with `lock`,
+/// locked in the order of `$2` (sorted, so that two steps lock alike).
+fn select_credits_by_id(lock: bool) -> String {
+    let lock = if lock { "FOR UPDATE" } else { "" };
     format!(
         "SELECT c.event_id, c.kind, c.occurred_at, c.event_name, c.tier, c.amount, c.currency,
                 c.retracted, {COLUMNS}
@@ -764,6 +750,7 @@ fn select_credits_by_id() -> String {
              SELECT * FROM report_conversions
              WHERE workspace_id = $1 AND event_id = q.event_id AND credited_at IS NOT NULL
              LIMIT 1
+             {lock}
          ) AS c"
     )
 }
@@ -811,7 +798,7 @@ async fn apply(
     event_ids: &[Uuid],
     sign: Decimal,
 ) -> Result<()> {
-    let statement = client.prepare_cached(&select_credits_by_id()).await?;
+    let statement = client.prepare_cached(&select_credits_by_id(false)).await?;
     let rows = client
         .query(&statement, &[&workspace_id, &event_ids])
         .await?;
