@@ -11,8 +11,8 @@
 #   e2e        the repeat load through one `convrelay serve` (API and workers in one process):
 #              events over (load time + time until everything is attributed)
 #   paced      the repeat load at half the e2e rate through the same `serve`: attribution lag
-#   credit     after history, the report stage's backlog (multi-touch shares, rollups) credited
-#              by `convrelay worker`
+#   credit     after repeat and after history, the report stage's backlog (multi-touch shares,
+#              rollups) credited by `convrelay worker`
 #
 # and the stored bytes per sale across all tables after repeat + history with everything credited,
 # and the peak RSS of each process. Settings: BENCH_MATCHER_DURATION (10s of load per run), BENCH_CONNECTIONS (16).
@@ -151,37 +151,43 @@ ceiling=$(calc "$tps * 100")
 q "DROP TABLE bench_ceiling"
 printf '\nattribution at scale\n  %-10s %7s rows/s (pgbench, 100 event-shaped rows per transaction, 8 clients)\n' ceiling "$ceiling"
 
+# The report stage credits what the matcher decided (multi-touch shares, rollups) behind it: after
+# each drain a worker finishes that, so that the next drain does not share the worker with it, and
+# its rate is printed; the storage is measured with everything credited.
+credits_waiting() { q "SELECT coalesce(sum(cardinality(event_ids)), 0) FROM credit_batches"; }
+credit() {
+  local backlog started pid i secs rss
+  backlog=$(credits_waiting)
+  started=$(now)
+  "$server_bin" worker >>"$workdir/server.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  for ((i = 0; i < 18000; i++)); do
+    (($(credits_waiting) == 0)) && break
+    kill -0 "$pid" 2>/dev/null || die "convrelay worker exited: $(tail -n 5 "$workdir/server.log")"
+    sleep 0.1
+  done
+  (($(credits_waiting) == 0)) || say "the report stage still holds work after 1,800 s"
+  secs=$(calc "$(now) - $started" 2)
+  rss=$(peak_rss "$pid")
+  stop "$pid"
+  max_rss=$((rss > max_rss ? rss : max_rss))
+  printf '  %-10s %7d conversions credited by `convrelay worker` in %6.2f s = %6d/s   worker peak RSS %4d MB\n' \
+    "$1" "$backlog" "$secs" "$(calc "$backlog / $secs")" "$rss"
+}
+
 # --- repeat, history: backlogs drained by `convrelay worker` alone -----------------------------
 fill "$key_repeat" repeat "$duration"
 work repeat
 repeat_rate=$rate
 max_rss=$((worker_rss > api_rss ? worker_rss : api_rss))
+credit credit
 fill "$key_repeat" repeat "$duration"
 work history
 history_rate=$rate
 max_rss=$((worker_rss > max_rss ? worker_rss : max_rss))
 max_rss=$((api_rss > max_rss ? api_rss : max_rss))
-
-# The report stage credits what the matcher decided (multi-touch shares, rollups) behind it: a
-# worker finishes that before the storage is measured, and its rate is printed.
-credits_waiting() { q "SELECT coalesce(sum(cardinality(event_ids)), 0) FROM credit_batches"; }
-credit_backlog=$(credits_waiting)
-started=$(now)
-"$server_bin" worker >>"$workdir/server.log" 2>&1 &
-credit_pid=$!
-pids+=("$credit_pid")
-for ((i = 0; i < 18000; i++)); do
-  (($(credits_waiting) == 0)) && break
-  kill -0 "$credit_pid" 2>/dev/null || die "convrelay worker exited: $(tail -n 5 "$workdir/server.log")"
-  sleep 0.1
-done
-(($(credits_waiting) == 0)) || say "the report stage still holds work after 1,800 s"
-credit_secs=$(calc "$(now) - $started" 2)
-credit_rss=$(peak_rss "$credit_pid")
-stop "$credit_pid"
-max_rss=$((credit_rss > max_rss ? credit_rss : max_rss))
-printf '  %-10s %7d conversions credited by `convrelay worker` in %6.2f s = %6d/s   worker peak RSS %4d MB\n' \
-  credit "$credit_backlog" "$credit_secs" "$(calc "$credit_backlog / $credit_secs")" "$credit_rss"
+credit credit
 
 # Stored bytes per sale, all tables together, after repeat + history, every conversion credited
 # (one workspace so far).
