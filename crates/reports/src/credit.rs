@@ -118,14 +118,7 @@ pub async fn credit(
 
     // A conversion credited before (decided again) gives back its contribution first: its row
     // is locked and read as it is, before the upsert below replaces its touches.
-    let statement = client.prepare_cached(&select_credits_by_id(true)).await?;
-    let rows = client.query(&statement, &[&workspace_id, &ids]).await?;
-    if !rows.is_empty() {
-        let before = Credits::from_rows(&rows)?;
-        Contributions::of(&before.counted, &before.credits, Decimal::NEGATIVE_ONE)?
-            .add(client, workspace_id)
-            .await?;
-    }
+    apply(client, workspace_id, &ids, Decimal::NEGATIVE_ONE).await?;
 
     let credits: Vec<ConversionCredit> = list
         .iter()
@@ -738,10 +731,9 @@ impl<'a> HistogramChunk<'a> {
     }
 }
 
-/// The credited conversions among `$2`, counted and with their stored touches; with `lock`,
-/// locked in the order of `$2` (sorted, so that two steps lock alike).
-fn select_credits_by_id(lock: bool) -> String {
-    let lock = if lock { "FOR UPDATE" } else { "" };
+/// The credited conversions among `$2`, counted and with their stored touches, locked in the
+/// order of `$2` (sorted, so that two transactions lock alike).
+fn select_credits_by_id() -> String {
     format!(
         "SELECT c.event_id, c.kind, c.occurred_at, c.event_name, c.tier, c.amount, c.currency,
                 c.retracted, {COLUMNS}
@@ -750,7 +742,7 @@ fn select_credits_by_id(lock: bool) -> String {
              SELECT * FROM report_conversions
              WHERE workspace_id = $1 AND event_id = q.event_id AND credited_at IS NOT NULL
              LIMIT 1
-             {lock}
+             FOR UPDATE
          ) AS c"
     )
 }
@@ -780,10 +772,7 @@ impl Credits {
         for row in rows {
             let event_id: Uuid = row.try_get(0)?;
             let counted = Counted::from_row(row)?;
-            let credit = match counted.occurred_at {
-                Some(at) => stored::from_row(row, 8, at)?,
-                None => CreditedTouches::direct(),
-            };
+            let credit = stored::from_row(row, 8, counted.occurred_at)?;
             out.counted.insert(event_id, counted);
             out.credits.push(ConversionCredit { event_id, credit });
         }
@@ -791,14 +780,15 @@ impl Credits {
     }
 }
 
-/// Adds (`sign` 1) or takes out (`sign` -1) the contributions of `event_ids`.
+/// Adds (`sign` 1) or takes out (`sign` -1) the contributions of `event_ids` (sorted) that are
+/// credited, locking their rows.
 async fn apply(
     client: &impl GenericClient,
     workspace_id: Uuid,
     event_ids: &[Uuid],
     sign: Decimal,
 ) -> Result<()> {
-    let statement = client.prepare_cached(&select_credits_by_id(false)).await?;
+    let statement = client.prepare_cached(&select_credits_by_id()).await?;
     let rows = client
         .query(&statement, &[&workspace_id, &event_ids])
         .await?;
@@ -951,10 +941,7 @@ pub async fn shares_of(
     else {
         return Ok(Vec::new());
     };
-    let credit = match row.try_get::<_, Option<OffsetDateTime>>(0)? {
-        Some(at) => stored::from_row(&row, 1, at)?,
-        None => CreditedTouches::direct(),
-    };
+    let credit = stored::from_row(&row, 1, row.try_get(0)?)?;
     Ok(credit.touches)
 }
 

@@ -187,14 +187,18 @@ pub(crate) const COLUMNS: &str =
     "c.last_touch, c.first_touch, c.touched_at, c.groups, c.touch_groups";
 
 /// A conversion at `at` as stored, its touches shared out again, from [`COLUMNS`] starting at
-/// column `from`.
-pub(crate) fn from_row(row: &Row, from: usize, at: OffsetDateTime) -> Result<CreditedTouches> {
+/// column `from` (without a time, which a counted conversion always has, it reads as direct).
+pub(crate) fn from_row(
+    row: &Row,
+    from: usize,
+    at: Option<OffsetDateTime>,
+) -> Result<CreditedTouches> {
     let last: Option<i16> = row.try_get(from)?;
     let first: Option<i16> = row.try_get(from + 1)?;
     let touched_at: Option<Vec<OffsetDateTime>> = row.try_get(from + 2)?;
     let groups: Option<Vec<Option<String>>> = row.try_get(from + 3)?;
     let touch_groups: Option<Vec<i16>> = row.try_get(from + 4)?;
-    let (Some(touched_at), Some(groups)) = (touched_at, groups) else {
+    let (Some(at), Some(touched_at), Some(groups)) = (at, touched_at, groups) else {
         return Ok(CreditedTouches::direct());
     };
     let index = |i: Option<i16>| i.and_then(|i| usize::try_from(i).ok());
