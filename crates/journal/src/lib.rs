@@ -3,10 +3,12 @@
 //! arrival order by the matcher (which also reads the clicks events carried from here). It owns
 //! the `events` table.
 
+mod body;
 pub mod erase;
 pub mod retention;
 pub mod window;
 
+pub use body::{Body, BodyError, DICTIONARY_V1};
 pub use erase::{erase_events, ErasedEvent};
 pub use window::{window_counts, CurrencySales, WindowCounts};
 
@@ -39,8 +41,9 @@ use deadpool_postgres::GenericClient;
 use events::Event;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
-use tokio_postgres::types::Json;
 use uuid::Uuid;
+
+use crate::body::BODY;
 
 /// An event about to be stored.
 #[derive(Debug, Clone)]
@@ -65,15 +68,15 @@ pub struct NewEvent {
     pub amount: Option<Decimal>,
     /// Its currency.
     pub currency: Option<String>,
-    /// The normalised event in its wire form.
+    /// The normalised event in its wire form (kept compressed, see [`body`]).
     pub payload: serde_json::Value,
 }
 
 const INSERT: &str = "
     INSERT INTO events (workspace_id, id, kind, occurred_at, received_at, natural_key,
-                        customer_external_id, mode, amount, currency, payload)
+                        customer_external_id, mode, amount, currency, body)
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-                         $6::text[], $7::text[], $8::text[], $9::numeric[], $10::text[], $11::jsonb[])";
+                         $6::text[], $7::text[], $8::text[], $9::numeric[], $10::text[], $11::bytea[])";
 
 /// Stores events in the caller's transaction.
 pub async fn insert_events(
@@ -96,7 +99,7 @@ pub async fn insert_events(
     let modes: Vec<&str> = events.iter().map(|e| e.mode).collect();
     let amounts: Vec<Option<Decimal>> = events.iter().map(|e| e.amount).collect();
     let currencies: Vec<Option<&str>> = events.iter().map(|e| e.currency.as_deref()).collect();
-    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(|e| body::encode(&e.payload)).collect();
     let stmt = client.prepare_cached(INSERT).await?;
     client
         .execute(
@@ -112,7 +115,7 @@ pub async fn insert_events(
                 &modes,
                 &amounts,
                 &currencies,
-                &payloads,
+                &bodies,
             ],
         )
         .await?;
@@ -135,20 +138,28 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    fn from_row(r: &tokio_postgres::Row) -> Self {
-        Self {
-            id: r.get(0),
-            received_at: r.get(1),
-            payload: r.get(2),
-            retracted_at: r.get(3),
-            retract_reason: r.get(4),
-        }
+    fn from_row(r: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: r.try_get(0)?,
+            received_at: r.try_get(1)?,
+            payload: r.try_get::<_, Body<serde_json::Value>>(2)?.0,
+            retracted_at: r.try_get(3)?,
+            retract_reason: r.try_get(4)?,
+        })
     }
 }
 
-const GET: &str = "
-    SELECT id, received_at, payload, retracted_at, retract_reason
-    FROM events WHERE workspace_id = $1 AND id = $2";
+/// The columns [`StoredEvent::from_row`] reads.
+fn stored_columns() -> String {
+    format!("id, received_at, {BODY}, retracted_at, retract_reason")
+}
+
+fn get_sql() -> String {
+    format!(
+        "SELECT {} FROM events WHERE workspace_id = $1 AND id = $2",
+        stored_columns()
+    )
+}
 
 /// One event of a workspace.
 pub async fn get_event(
@@ -156,11 +167,12 @@ pub async fn get_event(
     workspace_id: Uuid,
     id: Uuid,
 ) -> Result<Option<StoredEvent>, tokio_postgres::Error> {
-    let stmt = client.prepare_cached(GET).await?;
-    Ok(client
+    let stmt = client.prepare_cached(&get_sql()).await?;
+    client
         .query_opt(&stmt, &[&workspace_id, &id])
         .await?
-        .map(|r| StoredEvent::from_row(&r)))
+        .map(|r| StoredEvent::from_row(&r))
+        .transpose()
 }
 
 /// Filters of the event list; every one optional.
@@ -182,16 +194,20 @@ pub struct EventFilter {
     pub limit: i64,
 }
 
-const LIST: &str = "
-    SELECT id, received_at, payload, retracted_at, retract_reason FROM events
-    WHERE workspace_id = $1
-      AND ($2::text IS NULL OR kind = $2)
-      AND ($3::text IS NULL OR customer_external_id = $3)
-      AND ($4::uuid IS NULL OR id = $4)
-      AND ($5::timestamptz IS NULL OR received_at >= $5)
-      AND ($6::uuid IS NULL OR id < $6)
-    ORDER BY id DESC
-    LIMIT $7";
+fn list_sql() -> String {
+    format!(
+        "SELECT {} FROM events
+         WHERE workspace_id = $1
+           AND ($2::text IS NULL OR kind = $2)
+           AND ($3::text IS NULL OR customer_external_id = $3)
+           AND ($4::uuid IS NULL OR id = $4)
+           AND ($5::timestamptz IS NULL OR received_at >= $5)
+           AND ($6::uuid IS NULL OR id < $6)
+         ORDER BY id DESC
+         LIMIT $7",
+        stored_columns()
+    )
+}
 
 /// A page of a workspace's events, newest first.
 pub async fn list_events(
@@ -199,8 +215,8 @@ pub async fn list_events(
     workspace_id: Uuid,
     filter: &EventFilter,
 ) -> Result<Vec<StoredEvent>, tokio_postgres::Error> {
-    let stmt = client.prepare_cached(LIST).await?;
-    Ok(client
+    let stmt = client.prepare_cached(&list_sql()).await?;
+    client
         .query(
             &stmt,
             &[
@@ -214,22 +230,25 @@ pub async fn list_events(
             ],
         )
         .await?
-        .into_iter()
-        .map(|r| StoredEvent::from_row(&r))
-        .collect())
+        .iter()
+        .map(StoredEvent::from_row)
+        .collect()
 }
 
 /// One primary-key probe per id, whatever the planner believes of the workspace's size (with
 /// `id = ANY($2)`, or a plain join, it may read every event of the workspace and filter, as it
 /// does while a fast-growing table has no statistics yet).
-const GET_FOR_MATCHING: &str = "
-    SELECT e.id, e.received_at, e.payload, e.retracted_at IS NOT NULL
-    FROM unnest($2::uuid[]) AS q(id)
-    CROSS JOIN LATERAL (
-        SELECT id, received_at, payload, retracted_at FROM events
-        WHERE workspace_id = $1 AND id = q.id
-        LIMIT 1
-    ) AS e";
+fn get_for_matching_sql() -> String {
+    format!(
+        "SELECT e.id, e.received_at, e.body, e.retracted_at IS NOT NULL
+         FROM unnest($2::uuid[]) AS q(id)
+         CROSS JOIN LATERAL (
+             SELECT id, received_at, {BODY} AS body, retracted_at FROM events
+             WHERE workspace_id = $1 AND id = q.id
+             LIMIT 1
+         ) AS e"
+    )
+}
 
 /// An event as the matcher reads it: typed straight from the stored bytes.
 #[derive(Debug, Clone)]
@@ -253,7 +272,7 @@ pub async fn get_events(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let stmt = client.prepare_cached(GET_FOR_MATCHING).await?;
+    let stmt = client.prepare_cached(&get_for_matching_sql()).await?;
     let mut events = client
         .query(&stmt, &[&workspace_id, &ids])
         .await?
@@ -262,10 +281,10 @@ pub async fn get_events(
             Ok(JournalEvent {
                 id: r.try_get(0)?,
                 received_at: r.try_get(1)?,
-                // Parsed from the jsonb bytes directly, without a `serde_json::Value` between.
+                // Parsed from the stored bytes directly, without a `serde_json::Value` between.
                 event: r
-                    .try_get::<_, Json<Event>>(2)
-                    .map(|Json(event)| event)
+                    .try_get::<_, Body<Event>>(2)
+                    .map(|Body(event)| event)
                     .map_err(|e| e.to_string()),
                 retracted: r.try_get(3)?,
             })
@@ -301,11 +320,15 @@ pub async fn count_received(
     row.try_get(0)
 }
 
-const RETRACT: &str = "
-    UPDATE events SET retracted_at = coalesce(retracted_at, now()),
-                      retract_reason = coalesce(retract_reason, $3)
-    WHERE workspace_id = $1 AND id = $2
-    RETURNING id, received_at, payload, retracted_at, retract_reason";
+fn retract_sql() -> String {
+    format!(
+        "UPDATE events SET retracted_at = coalesce(retracted_at, now()),
+                           retract_reason = coalesce(retract_reason, $3)
+         WHERE workspace_id = $1 AND id = $2
+         RETURNING {}",
+        stored_columns()
+    )
+}
 
 /// Marks an event retracted (the first retraction's time and reason stay); `None` when the
 /// workspace has no such event.
@@ -315,11 +338,12 @@ pub async fn retract_event(
     id: Uuid,
     reason: &str,
 ) -> Result<Option<StoredEvent>, tokio_postgres::Error> {
-    let stmt = client.prepare_cached(RETRACT).await?;
-    Ok(client
+    let stmt = client.prepare_cached(&retract_sql()).await?;
+    client
         .query_opt(&stmt, &[&workspace_id, &id, &reason])
         .await?
-        .map(|r| StoredEvent::from_row(&r)))
+        .map(|r| StoredEvent::from_row(&r))
+        .transpose()
 }
 
 /// An event as reports count it.

@@ -23,7 +23,7 @@ use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::shares::{share, Timed};
-use crate::stored::{self, touch_arrays, ConversionCredit, CreditedTouches, TouchParams, COLUMNS};
+use crate::stored::{self, group_arrays, ConversionCredit, CreditedTouches, TouchParams, COLUMNS};
 use crate::tier::{conversion_tiers, Tier};
 use crate::touches::{resolve, ClickCache, ClickGroups, Touch};
 use crate::{Error, Result, NONE_KEY};
@@ -164,12 +164,9 @@ pub async fn credit(
                 &retracted,
                 &touches.last,
                 &touches.first,
-                &touches.touch_events,
-                &touches.touch_times,
+                &touches.touches,
                 &touches.group_events,
                 &touches.group_values,
-                &touches.touch_group_events,
-                &touches.touch_groups,
             ],
         )
         .await?
@@ -289,17 +286,15 @@ fn upsert_conversions_sql() -> String {
         "WITH {}
         INSERT INTO report_conversions AS r
             (workspace_id, event_id, kind, occurred_at, event_name, tier, amount, currency,
-             retracted, credited_at, last_touch, first_touch, touched_at, groups, touch_groups)
+             retracted, credited_at, last_touch, first_touch, touches, groups)
         SELECT $1, q.event_id, q.kind, q.occurred_at, q.event_name, q.tier, q.amount, q.currency,
-               q.retracted, now(), q.last_touch, q.first_touch, t.touched_at, g.groups,
-               tg.touch_groups
+               q.retracted, now(), q.last_touch, q.first_touch, q.touches, g.groups
         FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
-                    $7::numeric[], $8::text[], $9::bool[], $10::smallint[], $11::smallint[])
+                    $7::numeric[], $8::text[], $9::bool[], $10::smallint[], $11::smallint[],
+                    $12::bytea[])
              AS q(event_id, kind, occurred_at, event_name, tier, amount, currency, retracted,
-                  last_touch, first_touch)
-        LEFT JOIN t ON t.event_id = q.event_id
+                  last_touch, first_touch, touches)
         LEFT JOIN g ON g.event_id = q.event_id
-        LEFT JOIN tg ON tg.event_id = q.event_id
         ORDER BY q.event_id
         ON CONFLICT (workspace_id, event_id) DO UPDATE SET
             kind = coalesce(r.kind, excluded.kind),
@@ -312,12 +307,11 @@ fn upsert_conversions_sql() -> String {
             credited_at = now(),
             last_touch = excluded.last_touch,
             first_touch = excluded.first_touch,
-            touched_at = excluded.touched_at,
-            groups = excluded.groups,
-            touch_groups = excluded.touch_groups
+            touches = excluded.touches,
+            groups = excluded.groups
         RETURNING r.event_id, r.kind, r.occurred_at, r.event_name, r.tier, r.amount, r.currency,
                   r.retracted",
-        touch_arrays(12)
+        group_arrays(13)
     )
 }
 
@@ -772,7 +766,7 @@ impl Credits {
         for row in rows {
             let event_id: Uuid = row.try_get(0)?;
             let counted = Counted::from_row(row)?;
-            let credit = stored::from_row(row, 8, counted.occurred_at)?;
+            let credit = stored::from_row(row, 8, event_id, counted.occurred_at)?;
             out.counted.insert(event_id, counted);
             out.credits.push(ConversionCredit { event_id, credit });
         }
@@ -941,7 +935,7 @@ pub async fn shares_of(
     else {
         return Ok(Vec::new());
     };
-    let credit = stored::from_row(&row, 1, row.try_get(0)?)?;
+    let credit = stored::from_row(&row, 1, event_id, row.try_get(0)?)?;
     Ok(credit.touches)
 }
 

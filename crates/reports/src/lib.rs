@@ -54,6 +54,13 @@ pub enum Error {
     /// A conversion's contribution to the rollups is too large to be summed exactly.
     #[error("a rollup sum is too large to be exact")]
     Overflow,
+    /// A conversion's stored touches cannot be read (written by an incompatible version, or
+    /// edited by hand).
+    #[error("the stored touches of conversion {event_id} cannot be read")]
+    StoredTouches {
+        /// The conversion's event.
+        event_id: uuid::Uuid,
+    },
 }
 
 /// Result of this crate's functions.

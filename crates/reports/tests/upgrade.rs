@@ -142,7 +142,7 @@ async fn per_touch_shares_become_one_row_per_conversion_that_reads_back_the_same
 
     let rows: i64 = client
         .query_one(
-            "SELECT count(*) FROM report_conversions WHERE touched_at IS NOT NULL",
+            "SELECT count(*) FROM report_conversions WHERE touches IS NOT NULL",
             &[],
         )
         .await
