@@ -15,8 +15,8 @@ use crate::Result;
 
 const FORGET_NATURAL_KEYS: &str = "
     DELETE FROM natural_keys k
-    USING unnest($2::text[], $3::text[], $4::uuid[]) AS q(kind, key, event_id)
-    WHERE k.workspace_id = $1 AND k.kind = q.kind AND k.key = q.key AND k.event_id = q.event_id";
+    USING unnest($2::bytea[], $3::uuid[]) AS q(digest, event_id)
+    WHERE k.workspace_id = $1 AND k.digest = q.digest AND k.event_id = q.event_id";
 
 /// Releases the natural keys `(kind, key)` of erased events (`event_id` the event that held
 /// each), by primary key. Answers how many were released.
@@ -28,12 +28,14 @@ pub async fn forget_natural_keys(
     if keys.is_empty() {
         return Ok(0);
     }
-    let kinds: Vec<&str> = keys.iter().map(|k| k.0).collect();
-    let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let digests: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| crate::natural::digest(k.0, k.1))
+        .collect();
     let events: Vec<Uuid> = keys.iter().map(|k| k.2).collect();
     let stmt = client.prepare_cached(FORGET_NATURAL_KEYS).await?;
     Ok(client
-        .execute(&stmt, &[&workspace_id, &kinds, &names, &events])
+        .execute(&stmt, &[&workspace_id, &digests, &events])
         .await?)
 }
 

@@ -49,6 +49,18 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
     Ok(())
 }
 
+/// Applies this crate's migrations up to `version` only: how the upgrade tests build a database
+/// as an older release left it.
+#[doc(hidden)]
+pub async fn migrate_to(client: &mut tokio_postgres::Client, version: i32) -> Result<()> {
+    let mut runner = embedded::migrations::runner().set_target(refinery::Target::Version(version));
+    runner
+        .set_migration_table_name(MIGRATION_TABLE)
+        .run_async(client)
+        .await?;
+    Ok(())
+}
+
 /// The migrations this crate embeds, as `(version, name, checksum)`; used to tell whether a database is current.
 pub fn migrations() -> Vec<(i32, String, u64)> {
     embedded::migrations::runner()

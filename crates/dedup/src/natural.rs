@@ -4,10 +4,15 @@
 //! primary key decides, even between several processes: a concurrent claim of the same key waits
 //! for the first transaction and then sees its row. Keys are sorted before they are inserted so
 //! that two transactions always lock them in the same order and cannot deadlock.
+//!
+//! A key is kept as its [`digest`] (the event keeps the key itself): sixteen bytes whatever the
+//! sender's ids look like, and spread evenly over the index, where ids such as `ord_<n>` that
+//! grow per sender left its pages half full.
 
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::Result;
@@ -34,17 +39,27 @@ pub enum Claim {
     Duplicate(Uuid),
 }
 
+/// What the table keeps of a key of `kind`: the first sixteen bytes of
+/// `SHA-256("<kind>:<key>")` (a collision among 2^64 keys of a workspace would be the first).
+pub fn digest(kind: &str, key: &str) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.as_bytes());
+    hasher.update(b":");
+    hasher.update(key.as_bytes());
+    hasher.finalize()[..16].to_vec()
+}
+
 const INSERT_KEYS: &str = "
-    INSERT INTO natural_keys (workspace_id, kind, key, event_id)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[])
+    INSERT INTO natural_keys (workspace_id, digest, event_id)
+    SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::uuid[])
     ON CONFLICT DO NOTHING
     RETURNING event_id";
 
 const SELECT_KEYS: &str = "
-    SELECT k.workspace_id, k.kind, k.key, k.event_id
+    SELECT k.workspace_id, k.digest, k.event_id
     FROM natural_keys k
-    JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS q(workspace_id, kind, key)
-      ON k.workspace_id = q.workspace_id AND k.kind = q.kind AND k.key = q.key";
+    JOIN unnest($1::uuid[], $2::bytea[]) AS q(workspace_id, digest)
+      ON k.workspace_id = q.workspace_id AND k.digest = q.digest";
 
 /// Claims every key inside the caller's transaction and answers, in input order, whether each
 /// event is new or a duplicate of which earlier event.
@@ -70,18 +85,17 @@ pub async fn claim_natural_keys(
     if unique.is_empty() {
         return Ok(claims);
     }
-    // One lock order for every transaction.
+    let digests: Vec<Vec<u8>> = keys.iter().map(|k| digest(k.kind, &k.key)).collect();
+    // One lock order for every transaction: the primary key's.
     unique.sort_by(|&a, &b| {
-        let (a, b) = (&keys[a], &keys[b]);
-        (a.workspace_id, a.kind, &a.key).cmp(&(b.workspace_id, b.kind, &b.key))
+        (keys[a].workspace_id, &digests[a]).cmp(&(keys[b].workspace_id, &digests[b]))
     });
     let ws: Vec<Uuid> = unique.iter().map(|&i| keys[i].workspace_id).collect();
-    let kinds: Vec<&str> = unique.iter().map(|&i| keys[i].kind).collect();
-    let names: Vec<&str> = unique.iter().map(|&i| keys[i].key.as_str()).collect();
+    let claimed: Vec<&[u8]> = unique.iter().map(|&i| digests[i].as_slice()).collect();
     let ids: Vec<Uuid> = unique.iter().map(|&i| keys[i].event_id).collect();
 
     let insert = client.prepare_cached(INSERT_KEYS).await?;
-    let won = client.query(&insert, &[&ws, &kinds, &names, &ids]).await?;
+    let won = client.query(&insert, &[&ws, &claimed, &ids]).await?;
     if won.len() == unique.len() {
         return Ok(claims);
     }
@@ -91,19 +105,18 @@ pub async fn claim_natural_keys(
         .filter(|&i| !won.contains(&keys[i].event_id))
         .collect();
     let ws: Vec<Uuid> = lost.iter().map(|&i| keys[i].workspace_id).collect();
-    let kinds: Vec<&str> = lost.iter().map(|&i| keys[i].kind).collect();
-    let names: Vec<&str> = lost.iter().map(|&i| keys[i].key.as_str()).collect();
+    let taken: Vec<&[u8]> = lost.iter().map(|&i| digests[i].as_slice()).collect();
     let select = client.prepare_cached(SELECT_KEYS).await?;
-    let existing: HashMap<(Uuid, String, String), Uuid> = client
-        .query(&select, &[&ws, &kinds, &names])
+    let existing: HashMap<(Uuid, Vec<u8>), Uuid> = client
+        .query(&select, &[&ws, &taken])
         .await?
         .into_iter()
-        .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
-        .collect();
+        .map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?)))
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()?;
     for &i in &lost {
         let k = &keys[i];
         let owner = existing
-            .get(&(k.workspace_id, k.kind.to_owned(), k.key.clone()))
+            .get(&(k.workspace_id, digests[i].clone()))
             .copied()
             // Unreachable under the primary key: a conflict means a committed row we can read.
             .unwrap_or(k.event_id);
@@ -126,7 +139,7 @@ pub async fn claim_natural_keys(
 }
 
 const FIND_EVENT: &str = "
-    SELECT event_id FROM natural_keys WHERE workspace_id = $1 AND kind = $2 AND key = $3";
+    SELECT event_id FROM natural_keys WHERE workspace_id = $1 AND digest = $2";
 
 /// The event that holds a natural key, if any (for look-ups by `invoiceId` / `leadId`).
 pub async fn find_event(
@@ -137,7 +150,7 @@ pub async fn find_event(
 ) -> Result<Option<Uuid>> {
     let stmt = client.prepare_cached(FIND_EVENT).await?;
     Ok(client
-        .query_opt(&stmt, &[&workspace_id, &kind, &key])
+        .query_opt(&stmt, &[&workspace_id, &digest(kind, key)])
         .await?
         .map(|r| r.get(0)))
 }

@@ -11,7 +11,9 @@ use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 async fn pool() -> Pool {
-    let db = TestDb::new("dedup-only", |client| {
+    // The template is named after the migrations, so that a new one builds a new template.
+    let migrations = format!("dedup-only:{:?}", dedup::migrations());
+    let db = TestDb::new(&migrations, |client| {
         Box::pin(async move { dedup::migrate(client).await.map_err(|e| e.to_string()) })
     })
     .await;
