@@ -337,7 +337,7 @@ async fn erasing_a_person_removes_the_whole_connected_person_from_every_table() 
     let globex = workspace_id(app, "globex").await;
 
     let before = traces_in_every_table(app, acme).await;
-    for table in ["events", "identities", "clicks", "dispatches"] {
+    for table in ["events", "identities", "clicks", "dispatch_payloads"] {
         assert!(
             before.iter().any(|t| t.starts_with(table)),
             "the walk must see the person in {table} before: {before:#?}"
