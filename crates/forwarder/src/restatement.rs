@@ -191,7 +191,8 @@ const RECORD_VALUE: &str = "
     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// The conversions of the event at its destinations, delivered or being delivered: each gets a
-/// restatement.
+/// restatement. An erased person's dispatch has no payload left: `{}`, as its column was blanked
+/// before.
 const DELIVERED: &str = "
     SELECT d.destination_id, d.destination_type, coalesce(p.payload, '{}') AS payload, p.routing,
            t.type AS t_type, t.config

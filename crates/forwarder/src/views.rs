@@ -743,6 +743,7 @@ pub struct RetractReport {
     pub cancelled: usize,
 }
 
+/// An erased person's dispatch has no payload left: `{}`, as its column was blanked before.
 const DELIVERED: &str = "
     SELECT d.destination_id, d.destination_type, coalesce(p.payload, '{}') AS payload,
            t.type AS t_type, t.config
