@@ -6,8 +6,9 @@
 # drains them; prints conversions/s per platform against the target of 10,000/s, and (on the local
 # cluster) the CPU one conversion costs the forwarder with its fake and PostgreSQL: on a machine
 # busy with other work the wall-clock rate is what was left over, the CPU per conversion is what
-# the drain costs. The webhook sends one conversion a request (its receiver's latency bounds it),
-# so the target does not apply to it.
+# the drain costs. The write-ahead log per conversion is the server's (other databases' writes
+# meanwhile count too). The webhook sends one conversion a request (its receiver's latency bounds
+# it), so the target does not apply to it.
 #
 # Settings (environment):
 #   DATABASE_URL          a PostgreSQL server to use instead of the project's local cluster
@@ -55,6 +56,7 @@ table=$(awk '
       total = v["process_cpu_us"] + v["postgres_cpu_us"]
       cpu = sprintf("   CPU/conversion: %4d us forwarder+fake, %4d us PostgreSQL = %6d conversions per CPU-second", v["process_cpu_us"], v["postgres_cpu_us"], total > 0 ? 1e6 / total : 0)
     }
+    if (v["wal_bytes"] != "") cpu = cpu sprintf("   WAL/conversion: %5d bytes", v["wal_bytes"])
     printf "  %-20s %8d conversions in %7.2f s = %7d/s   %-32s%s\n", v["platform"], v["conversions"], v["seconds"], v["per_second"], verdict, cpu
   }
   END { printf "MISSED_COUNT %d\n", missed }' <<<"$results")

@@ -1,10 +1,12 @@
 //! Erasing a person (`POST /v1/persons/erase`): the forwarder's part. The dispatches of erased
 //! events stay as the record of what was sent, when, and how it ended, but keep nothing else:
-//! their payload (the conversion as routed, with the person's data) becomes `{}`, their routing,
-//! errors, reasons and the attempts' errors are cleared, and so is the response excerpt of every
-//! platform request that carried one of them (an answer shared by a batch may name the person). A dispatch still
-//! waiting (`queued`, `retrying`) is `cancelled` (reason `person erased`): there is nothing left
-//! to send. One in flight keeps its worker's real outcome.
+//! their payload and routing (the conversion as routed, with the person's data: their
+//! `dispatch_payloads` row) are deleted, their errors, reasons and the attempts' errors are
+//! cleared, and so is the response excerpt of every platform request that carried one of them
+//! (an answer shared by a batch may name the person). A dispatch still waiting (`queued`,
+//! `retrying`) is `cancelled` (reason `person erased`): there is nothing left to send. One in
+//! flight keeps its worker's real outcome, and should its worker vanish, the next claim finds
+//! nothing to send and fails it.
 
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
@@ -19,13 +21,14 @@ const STRIP: &str = "
         UPDATE dispatches SET
             status = CASE WHEN status IN ('queued', 'retrying') THEN 'cancelled' ELSE status END,
             reason = CASE WHEN status IN ('queued', 'retrying') THEN $3 END,
-            payload = '{}'::jsonb,
-            routing = NULL,
             retract_reason = NULL,
             last_error = NULL,
             updated_at = now()
         WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])
         RETURNING workspace_id, id
+    ), payloads AS (
+        DELETE FROM dispatch_payloads p USING stripped s
+        WHERE p.workspace_id = s.workspace_id AND p.dispatch_id = s.id
     ), attempts AS (
         UPDATE dispatch_attempts a SET error = NULL
         FROM stripped s

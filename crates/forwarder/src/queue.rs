@@ -4,6 +4,10 @@
 //! - [`enqueue`] runs inside the attribution step's transaction, so a routing decision and its
 //!   dispatches commit together. A unique key on (workspace, event, destination, kind) makes a
 //!   second enqueue of the same event a no-op.
+//! - What a dispatch sends (the conversion as routed and its routing decision) is written with it
+//!   into `dispatch_payloads`, not into the dispatch row: every transition writes a new version
+//!   of the whole row, and they made most of it. Only a restatement of a conversion not sent
+//!   yet rewrites a payload; the claim reads the payloads of what it took.
 //! - [`claim_due`] takes due work in one statement: `FOR UPDATE SKIP LOCKED` so that concurrent
 //!   workers never take the same row, and a lease (`due_at` moves to the lease's end, a fresh
 //!   `lease_token` names the claim) so that a crashed worker's rows come back when it runs out.
@@ -131,7 +135,8 @@ impl DispatchKind {
     }
 }
 
-/// The conversion as routed, stored with each dispatch (`payload`): everything a send needs.
+/// The conversion as routed, stored for each dispatch (`dispatch_payloads.payload`): everything a
+/// send needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Snapshot {
@@ -212,18 +217,28 @@ fn routed_to(routed: &RoutedEvent, destination: &Destination) -> bool {
     by_route || user_data_only(routed, destination)
 }
 
+/// A dispatch and its payload row, the latter only for dispatches actually created (a second
+/// enqueue of the same event adds neither).
 const INSERT_DISPATCHES: &str = "
-    INSERT INTO dispatches
-        (workspace_id, id, event_id, destination_id, destination_type, kind, status, payload, routing,
-         reason)
-    SELECT u.workspace_id, u.id, u.event_id, u.destination_id, u.destination_type, 'conversion',
-           u.status, u.payload, u.routing, u.reason
-    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[],
-                $8::text[], $9::text[])
-        AS u(workspace_id, id, event_id, destination_id, destination_type, payload, routing, status,
-             reason)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
-    RETURNING id";
+    WITH u AS (
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
+                             $7::jsonb[], $8::text[], $9::text[])
+            AS u(workspace_id, id, event_id, destination_id, destination_type, payload, routing,
+                 status, reason)
+    ), created AS (
+        INSERT INTO dispatches
+            (workspace_id, id, event_id, destination_id, destination_type, kind, status, reason)
+        SELECT u.workspace_id, u.id, u.event_id, u.destination_id, u.destination_type, 'conversion',
+               u.status, u.reason
+        FROM u
+        ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+        RETURNING workspace_id, id
+    ), payloads AS (
+        INSERT INTO dispatch_payloads (workspace_id, dispatch_id, payload, routing)
+        SELECT u.workspace_id, u.id, u.payload, u.routing
+        FROM created JOIN u ON u.workspace_id = created.workspace_id AND u.id = created.id
+    )
+    SELECT id FROM created";
 
 /// What the conversion-events catalog says about one event name for one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -546,8 +561,8 @@ const CLAIM: &str = "
             updated_at = now()
         FROM decided
         WHERE d.workspace_id = decided.workspace_id AND d.id = decided.id
-        RETURNING d.workspace_id, d.id, d.status, d.destination_id, d.kind, d.payload, d.routing,
-                  d.attempts, d.retry_from
+        RETURNING d.workspace_id, d.id, d.status, d.destination_id, d.kind, d.attempts,
+                  d.retry_from
     ), expired AS (
         INSERT INTO dispatch_attempts (workspace_id, dispatch_id, attempt, at, duration_ms, outcome, error)
         SELECT workspace_id, id, old_attempts, now(), 0, 'lease_expired',
@@ -555,8 +570,17 @@ const CLAIM: &str = "
         FROM decided WHERE was = 'in_flight' AND old_attempts > 0
         ON CONFLICT DO NOTHING
     )
-    SELECT workspace_id, id, status, destination_id, kind, payload, routing, attempts, retry_from
+    SELECT workspace_id, id, status, destination_id, kind, attempts, retry_from
     FROM claimed";
+
+/// The payloads of claimed rows. A statement of its own, after the claim: under read committed it
+/// sees a restatement of a queued conversion that committed while the claim was taking the row
+/// (the claim follows the row's new version, but its own snapshot still holds the old payload).
+const CLAIMED_PAYLOADS: &str = "
+    SELECT p.workspace_id, p.dispatch_id, p.payload, p.routing
+    FROM dispatch_payloads p
+    JOIN unnest($1::uuid[], $2::uuid[]) AS u(workspace_id, id)
+      ON p.workspace_id = u.workspace_id AND p.dispatch_id = u.id";
 
 /// Rows claimed a moment ago whose destination was deleted before it could be read: nothing was
 /// sent, so they are cancelled and the attempt the claim counted is given back.
@@ -661,6 +685,21 @@ async fn claim_in(
             .map_err(|e| e.to_string());
         destinations.insert(key, destination);
     }
+    let (held_ws, held_ids): (Vec<Uuid>, Vec<Uuid>) = held
+        .iter()
+        .map(|row| Ok((row.try_get("workspace_id")?, row.try_get("id")?)))
+        .collect::<Result<Vec<(Uuid, Uuid)>>>()?
+        .into_iter()
+        .unzip();
+    let stmt = client.prepare_cached(CLAIMED_PAYLOADS).await?;
+    let mut payloads: HashMap<(Uuid, Uuid), tokio_postgres::Row> =
+        HashMap::with_capacity(held.len());
+    for row in client.query(&stmt, &[&held_ws, &held_ids]).await? {
+        payloads.insert(
+            (row.try_get("workspace_id")?, row.try_get("dispatch_id")?),
+            row,
+        );
+    }
     let mut vanished: (Vec<Uuid>, Vec<Uuid>) = (Vec::new(), Vec::new());
     for row in held {
         let workspace_id: Uuid = row.try_get("workspace_id")?;
@@ -678,10 +717,14 @@ async fn claim_in(
             let kind_raw: &str = row.try_get("kind").map_err(|e| e.to_string())?;
             let kind = DispatchKind::parse(kind_raw)
                 .ok_or_else(|| format!("stored dispatch kind cannot be read: {kind_raw}"))?;
-            let Json(snapshot): Json<Snapshot> = row
+            // None for a dispatch whose person was erased while it was in flight.
+            let stored = payloads
+                .get(&(workspace_id, id))
+                .ok_or_else(|| "the dispatch's payload is no longer stored".to_owned())?;
+            let Json(snapshot): Json<Snapshot> = stored
                 .try_get("payload")
                 .map_err(|e| format!("stored dispatch payload cannot be read: {e}"))?;
-            let routing: Option<Value> = row.try_get("routing").map_err(|e| e.to_string())?;
+            let routing: Option<Value> = stored.try_get("routing").map_err(|e| e.to_string())?;
             Ok(ClaimedDispatch {
                 workspace_id,
                 id,
@@ -1133,14 +1176,22 @@ pub(crate) struct Retractions {
 }
 
 const INSERT_RETRACTIONS: &str = "
-    INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type, kind,
-                            status, payload, retract_reason, reason)
-    SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'retraction', u.status, u.payload,
-           $3, u.reason
-    FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
-        AS u(id, destination_id, destination_type, status, payload, reason)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
-    RETURNING status";
+    WITH u AS (
+        SELECT * FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
+            AS u(id, destination_id, destination_type, status, payload, reason)
+    ), created AS (
+        INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type, kind,
+                                status, retract_reason, reason)
+        SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'retraction', u.status, $3,
+               u.reason
+        FROM u
+        ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+        RETURNING id, status
+    ), payloads AS (
+        INSERT INTO dispatch_payloads (workspace_id, dispatch_id, payload)
+        SELECT $1, u.id, u.payload FROM created JOIN u ON u.id = created.id
+    )
+    SELECT status FROM created";
 
 /// `→ queued | skipped`: creates an event's retraction dispatches (none twice for a destination).
 /// Answers the status of each one created.
@@ -1387,13 +1438,23 @@ pub async fn reschedule_upload(
 
 // ---- Restatements.
 
+/// The dispatch rows are updated too, not only read: the update locks them against a claim (which
+/// skips them meanwhile, or, having taken one first, makes this wait and then leave it to a
+/// restatement), as when the payload was a column of theirs.
 const REVALUE_UNSENT: &str = "
-    UPDATE dispatches
-    SET payload = jsonb_set(jsonb_set(payload, '{event,amount}', to_jsonb($3::numeric)),
-                            '{event,currency}', to_jsonb($4::text)),
-        updated_at = now()
-    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
-      AND status IN ('queued', 'retrying')";
+    WITH unsent AS (
+        UPDATE dispatches SET updated_at = now()
+        WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
+          AND status IN ('queued', 'retrying')
+        RETURNING workspace_id, id
+    ), revalued AS (
+        UPDATE dispatch_payloads p
+        SET payload = jsonb_set(jsonb_set(p.payload, '{event,amount}', to_jsonb($3::numeric)),
+                                '{event,currency}', to_jsonb($4::text))
+        FROM unsent
+        WHERE p.workspace_id = unsent.workspace_id AND p.dispatch_id = unsent.id
+    )
+    SELECT count(*) FROM unsent";
 
 /// An event's conversion dispatches not sent yet carry its new value: they go out restated.
 /// Answers how many.
@@ -1408,9 +1469,11 @@ pub(crate) async fn revalue_unsent(
     currency: &str,
 ) -> Result<u64> {
     let stmt = client.prepare_cached(REVALUE_UNSENT).await?;
-    Ok(client
-        .execute(&stmt, &[&workspace_id, &event_id, &amount, &currency])
-        .await?)
+    let n: i64 = client
+        .query_one(&stmt, &[&workspace_id, &event_id, &amount, &currency])
+        .await?
+        .try_get(0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 const SUPERSEDE_RESTATEMENTS: &str = "
@@ -1436,16 +1499,27 @@ pub(crate) async fn supersede_restatements(
 }
 
 const INSERT_RESTATEMENTS: &str = "
-    INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type, kind,
-                            status, payload, routing, reason, revision)
-    SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'restatement', u.status,
-           jsonb_set(jsonb_set(u.payload, '{event,amount}', to_jsonb($3::numeric)),
-                     '{event,currency}', to_jsonb($4::text)),
-           u.routing, u.reason, $5
-    FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[], $12::text[])
-        AS u(id, destination_id, destination_type, status, payload, routing, reason)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
-    RETURNING status";
+    WITH u AS (
+        SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::jsonb[],
+                             $11::jsonb[], $12::text[])
+            AS u(id, destination_id, destination_type, status, payload, routing, reason)
+    ), created AS (
+        INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type, kind,
+                                status, reason, revision)
+        SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'restatement', u.status,
+               u.reason, $5
+        FROM u
+        ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+        RETURNING id, status
+    ), payloads AS (
+        INSERT INTO dispatch_payloads (workspace_id, dispatch_id, payload, routing)
+        SELECT $1, u.id,
+               jsonb_set(jsonb_set(u.payload, '{event,amount}', to_jsonb($3::numeric)),
+                         '{event,currency}', to_jsonb($4::text)),
+               u.routing
+        FROM created JOIN u ON u.id = created.id
+    )
+    SELECT status FROM created";
 
 /// New restatement dispatches of one event's `revision`, one per destination that has (or is
 /// sending) its conversion, as parallel columns.
@@ -1510,14 +1584,21 @@ pub(crate) async fn add_restatements(
 }
 
 const INSERT_BACKFILLED: &str = "
-    INSERT INTO dispatches
-        (workspace_id, id, event_id, destination_id, destination_type, kind, status, payload,
-         routing, backfill)
-    SELECT $1, u.id, u.event_id, $2, $3, 'conversion', 'queued', u.payload, u.routing, true
-    FROM unnest($4::uuid[], $5::uuid[], $6::jsonb[], $7::jsonb[])
-        AS u(id, event_id, payload, routing)
-    ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
-    RETURNING event_id";
+    WITH u AS (
+        SELECT * FROM unnest($4::uuid[], $5::uuid[], $6::jsonb[], $7::jsonb[])
+            AS u(id, event_id, payload, routing)
+    ), created AS (
+        INSERT INTO dispatches
+            (workspace_id, id, event_id, destination_id, destination_type, kind, status, backfill)
+        SELECT $1, u.id, u.event_id, $2, $3, 'conversion', 'queued', true
+        FROM u
+        ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+        RETURNING id, event_id
+    ), payloads AS (
+        INSERT INTO dispatch_payloads (workspace_id, dispatch_id, payload, routing)
+        SELECT $1, u.id, u.payload, u.routing FROM created JOIN u ON u.id = created.id
+    )
+    SELECT event_id FROM created";
 
 /// `→ queued`: backfilled conversion dispatches to one destination, behind live traffic; an event
 /// the destination already has a dispatch for gets none (one per event and destination, ever).

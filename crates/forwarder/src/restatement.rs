@@ -191,10 +191,13 @@ const RECORD_VALUE: &str = "
     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// The conversions of the event at its destinations, delivered or being delivered: each gets a
-/// restatement.
+/// restatement. An erased person's dispatch has no payload left: `{}`, as its column was blanked
+/// before.
 const DELIVERED: &str = "
-    SELECT d.destination_id, d.destination_type, d.payload, d.routing, t.type AS t_type, t.config
+    SELECT d.destination_id, d.destination_type, coalesce(p.payload, '{}') AS payload, p.routing,
+           t.type AS t_type, t.config
     FROM dispatches d
+    LEFT JOIN dispatch_payloads p ON p.workspace_id = d.workspace_id AND p.dispatch_id = d.id
     LEFT JOIN destinations t ON t.workspace_id = d.workspace_id AND t.id = d.destination_id
     WHERE d.workspace_id = $1 AND d.event_id = $2 AND d.kind = 'conversion'
       AND d.status IN ('succeeded', 'in_flight')

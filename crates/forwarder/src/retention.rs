@@ -1,19 +1,22 @@
 //! Retention: the forwarder's part. Before the journal drops a month of events, their
-//! dispatches and attempts go ([`forget_dispatches`]). Also the workspace's stored counts for
-//! `GET /v1/usage` ([`usage`]).
+//! dispatches, their payloads and attempts go ([`forget_dispatches`]). Also the workspace's
+//! stored counts for `GET /v1/usage` ([`usage`]).
 
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::Result;
 
-/// One range of the (workspace_id, event_id, …) unique index, the attempts of the rows it
-/// deleted by their primary key, and the platform requests whose every conversion was of an
-/// event of the range (their last event is in it).
+/// One range of the (workspace_id, event_id, …) unique index, the payloads and attempts of the
+/// rows it deleted by their primary key, and the platform requests whose every conversion was of
+/// an event of the range (their last event is in it).
 const FORGET: &str = "
     WITH gone AS (
         DELETE FROM dispatches WHERE workspace_id = $1 AND event_id < $2
         RETURNING workspace_id, id
+    ), payloads AS (
+        DELETE FROM dispatch_payloads p USING gone g
+        WHERE p.workspace_id = g.workspace_id AND p.dispatch_id = g.id
     ), attempts AS (
         DELETE FROM dispatch_attempts a USING gone g
         WHERE a.workspace_id = g.workspace_id AND a.dispatch_id = g.id
@@ -22,9 +25,9 @@ const FORGET: &str = "
     )
     SELECT count(*) FROM gone";
 
-/// Deletes one workspace's dispatches (with their attempts and requests) of events whose id sorts before
-/// `before` (the upper bound of a partition the journal is about to drop). Answers how many
-/// dispatches went.
+/// Deletes one workspace's dispatches (with their payloads, attempts and requests) of events
+/// whose id sorts before `before` (the upper bound of a partition the journal is about to drop).
+/// Answers how many dispatches went.
 pub async fn forget_dispatches(
     client: &impl GenericClient,
     workspace_id: Uuid,

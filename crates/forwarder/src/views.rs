@@ -743,9 +743,12 @@ pub struct RetractReport {
     pub cancelled: usize,
 }
 
+/// An erased person's dispatch has no payload left: `{}`, as its column was blanked before.
 const DELIVERED: &str = "
-    SELECT d.destination_id, d.destination_type, d.payload, t.type AS t_type, t.config
+    SELECT d.destination_id, d.destination_type, coalesce(p.payload, '{}') AS payload,
+           t.type AS t_type, t.config
     FROM dispatches d
+    LEFT JOIN dispatch_payloads p ON p.workspace_id = d.workspace_id AND p.dispatch_id = d.id
     LEFT JOIN destinations t ON t.workspace_id = d.workspace_id AND t.id = d.destination_id
     WHERE d.workspace_id = $1 AND d.event_id = $2 AND d.kind = 'conversion'
       AND d.status = 'succeeded'

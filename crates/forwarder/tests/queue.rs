@@ -102,7 +102,9 @@ async fn enqueue_follows_routes_and_subscriptions_and_adds_nothing_the_second_ti
     // The snapshot carries the conversion as routed.
     let payload: serde_json::Value = client
         .query_one(
-            "SELECT payload FROM dispatches WHERE workspace_id = $1 AND event_id = $2 LIMIT 1",
+            "SELECT p.payload FROM dispatches d
+             JOIN dispatch_payloads p ON p.workspace_id = d.workspace_id AND p.dispatch_id = d.id
+             WHERE d.workspace_id = $1 AND d.event_id = $2 LIMIT 1",
             &[&ws, &event.event_id],
         )
         .await
@@ -933,4 +935,190 @@ async fn the_requests_migration_keeps_every_attempts_excerpt_once_per_answer() {
             status.and_then(|s| u16::try_from(s).ok())
         );
     }
+}
+
+/// How many of these dispatches still have their payload stored.
+async fn payloads_of(client: &deadpool_postgres::Client, ws: Uuid, dispatches: &[Uuid]) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM dispatch_payloads WHERE workspace_id = $1 AND dispatch_id = ANY($2)",
+            &[&ws, &dispatches],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The ids of an event's dispatches.
+async fn dispatch_uuids(client: &deadpool_postgres::Client, ws: Uuid, event_id: Uuid) -> Vec<Uuid> {
+    client
+        .query(
+            "SELECT id FROM dispatches WHERE workspace_id = $1 AND event_id = $2 ORDER BY id",
+            &[&ws, &event_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn erasure_deletes_the_payloads_of_the_erased_dispatches_and_a_later_claim_sends_nothing() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let mut client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let erased = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    let kept = routed(ws, sale("inv-2"), AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, &[erased.clone(), kept.clone()])
+        .await
+        .unwrap();
+    let erased_ids = dispatch_uuids(&client, ws, erased.event_id).await;
+    let kept_ids = dispatch_uuids(&client, ws, kept.event_id).await;
+    assert_eq!(payloads_of(&client, ws, &erased_ids).await, 1);
+
+    // Both are in flight when the person is erased, and their worker then vanishes.
+    let crashed = queue::claim_due(&mut client, 10, Duration::ZERO, 5)
+        .await
+        .unwrap();
+    assert_eq!(crashed.dispatches.len(), 2);
+    let stripped = forwarder::erase::strip_dispatches(&client, ws, &[erased.event_id])
+        .await
+        .unwrap();
+    assert_eq!(stripped, 1);
+    assert_eq!(payloads_of(&client, ws, &erased_ids).await, 0);
+    assert_eq!(payloads_of(&client, ws, &kept_ids).await, 1);
+    assert_eq!(
+        dispatch_uuids(&client, ws, erased.event_id).await,
+        erased_ids
+    );
+
+    // The next claim sends the other one; the erased one has nothing left to send.
+    let taken = queue::claim_due(&mut client, 10, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    let sent: Vec<Uuid> = taken.dispatches.iter().map(|d| d.id).collect();
+    assert_eq!(sent, kept_ids);
+    let unreadable: Vec<Uuid> = taken.unreadable.iter().map(|u| u.1).collect();
+    assert_eq!(unreadable, erased_ids);
+}
+
+#[tokio::test]
+async fn retention_deletes_the_payloads_with_their_dispatches() {
+    let db = test_db().await;
+    let pool = pool(&db, 2);
+    let client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    google(&client, ws, "data_manager").await;
+    let old = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    let new = routed(ws, sale("inv-2"), AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, &[old.clone(), new.clone()])
+        .await
+        .unwrap();
+    let old_ids = dispatch_uuids(&client, ws, old.event_id).await;
+    let new_ids = dispatch_uuids(&client, ws, new.event_id).await;
+    assert_eq!(payloads_of(&client, ws, &old_ids).await, 2);
+
+    let gone = forwarder::retention::forget_dispatches(&client, ws, new.event_id)
+        .await
+        .unwrap();
+    assert_eq!(gone, 2);
+    assert_eq!(payloads_of(&client, ws, &old_ids).await, 0);
+    assert_eq!(payloads_of(&client, ws, &new_ids).await, 2);
+}
+
+const BEFORE_PAYLOADS: [&str; 8] = [
+    include_str!("../migrations/V1__forwarder.sql"),
+    include_str!("../migrations/V2__platform_types.sql"),
+    include_str!("../migrations/V3__confirmation_and_pacing.sql"),
+    include_str!("../migrations/V4__restatements.sql"),
+    include_str!("../migrations/V5__backfills.sql"),
+    include_str!("../migrations/V6__backfill_total.sql"),
+    include_str!("../migrations/V7__dispatch_requests.sql"),
+    include_str!("../migrations/V8__dispatches_fillfactor.sql"),
+];
+const PAYLOADS_MIGRATION: &str = include_str!("../migrations/V9__dispatch_payloads.sql");
+
+#[tokio::test]
+async fn the_payloads_migration_moves_what_dispatches_carried_and_keeps_nothing_of_the_erased() {
+    let id = format!("forwarder-before-payloads:{}", BEFORE_PAYLOADS.concat());
+    let db = TestDb::new(&id, |client| {
+        Box::pin(async move {
+            for sql in BEFORE_PAYLOADS {
+                client.batch_execute(sql).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    })
+    .await;
+    let pool = pool(&db, 2);
+    let mut client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let destination = forwarder::ids::from_wire(forwarder::ids::DESTINATION, &hook.id).unwrap();
+    let waiting = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    let payload = json!({
+        "eventId": waiting.event_id,
+        "receivedAt": events::format_timestamp(waiting.received_at),
+        "event": waiting.event,
+        "attribution": waiting.attribution,
+    });
+    let routing = serde_json::to_value(&waiting.routes).unwrap();
+    let (queued, erased) = (Uuid::now_v7(), Uuid::now_v7());
+    client
+        .execute(
+            "INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type,
+                                     kind, status, payload, routing)
+             VALUES ($1, $2, $3, $4, 'webhook', 'conversion', 'queued', $5, $6),
+                    ($1, $7, $8, $4, 'webhook', 'conversion', 'succeeded', '{}', NULL)",
+            &[
+                &ws,
+                &queued,
+                &waiting.event_id,
+                &destination,
+                &payload,
+                &routing,
+                &erased,
+                &Uuid::now_v7(),
+            ],
+        )
+        .await
+        .unwrap();
+
+    client.batch_execute(PAYLOADS_MIGRATION).await.unwrap();
+
+    let moved: Vec<(Uuid, serde_json::Value, Option<serde_json::Value>)> = client
+        .query(
+            "SELECT dispatch_id, payload, routing FROM dispatch_payloads WHERE workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(moved, [(queued, payload, Some(routing.clone()))]);
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name = 'dispatches' AND column_name IN ('payload', 'routing')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+
+    // The waiting dispatch goes out as it was routed.
+    let claim = queue::claim_due(&mut client, 10, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    assert_eq!(claim.dispatches.len(), 1, "{:?}", claim.unreadable);
+    let conversion = &claim.dispatches[0].conversion;
+    assert_eq!(conversion.event_id, waiting.event_id);
+    assert_eq!(conversion.event.invoice_id, waiting.event.invoice_id);
+    assert_eq!(conversion.routing, routing);
 }

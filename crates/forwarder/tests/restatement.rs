@@ -68,7 +68,9 @@ async fn restating_keeps_the_history_revalues_unsent_conversions_and_supersedes_
     );
     let meta_payload: serde_json::Value = client
         .query_one(
-            "SELECT payload FROM dispatches WHERE kind = 'conversion' AND destination_id = $1",
+            "SELECT p.payload FROM dispatches d
+             JOIN dispatch_payloads p ON p.workspace_id = d.workspace_id AND p.dispatch_id = d.id
+             WHERE d.kind = 'conversion' AND d.destination_id = $1",
             &[&forwarder::ids::from_wire(forwarder::ids::DESTINATION, &pixel.id).unwrap()],
         )
         .await

@@ -232,11 +232,22 @@ fn cpu_seconds(pid: &str, children: bool) -> Option<f64> {
     Some((own + reaped) as f64 / 100.0)
 }
 
+/// Where the server's write-ahead log stands, in bytes. The whole server's: what other databases
+/// write meanwhile is counted too.
+async fn wal_position(client: &deadpool_postgres::Client) -> f64 {
+    client
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A drain measurement per platform (ignored by default): for each of `DRAIN_PLATFORMS` (all
 /// nine, Google through both APIs), routes `DRAIN_CONVERSIONS` (20,000) sales to one destination
 /// of that type whose API is a local fake answering success, drains the queue with one forwarder
 /// of `DRAIN_PARALLEL_STEPS` (2) steps of `DRAIN_BATCH` (1000), and prints conversions/s and
-/// the CPU one conversion cost this process (forwarder and fake) and PostgreSQL: on a machine
+/// the CPU one conversion cost this process (forwarder and fake) and PostgreSQL, and the
+/// write-ahead log it cost the server: on a machine
 /// shared with other work, the wall-clock rate says how much CPU was left, the CPU per
 /// conversion what the drain costs.
 ///
@@ -290,6 +301,7 @@ async fn drain_to_each_platform() {
         let started = Instant::now();
         let own_before = cpu_seconds("self", false);
         let postgres_before = postmaster.as_deref().and_then(|pid| cpu_seconds(pid, true));
+        let wal_before = wal_position(&client).await;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut settings = config(&server.uri(), 5);
         settings.batch_size = batch;
@@ -339,6 +351,7 @@ async fn drain_to_each_platform() {
         let postgres = postgres_before
             .zip(postmaster.as_deref().and_then(|pid| cpu_seconds(pid, true)))
             .map(|(before, after)| after - before);
+        let wal = wal_position(&client).await - wal_before;
         server.reset().await;
         Mock::given(any()).respond_with(accept).mount(&server).await;
         let micros = |cpu: Option<f64>| {
@@ -348,11 +361,12 @@ async fn drain_to_each_platform() {
         };
         println!(
             "forwarder drain platform={name} conversions={total} batch={batch} steps={parallel} \
-             seconds={:.2} per_second={:.0} process_cpu_us={} postgres_cpu_us={}",
+             seconds={:.2} per_second={:.0} process_cpu_us={} postgres_cpu_us={} wal_bytes={:.0}",
             drained_in.as_secs_f64(),
             total as f64 / drained_in.as_secs_f64(),
             micros(own),
             micros(postgres),
+            wal / total as f64,
         );
     }
 }

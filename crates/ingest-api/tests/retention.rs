@@ -269,6 +269,13 @@ async fn partitions_past_retention_are_dropped_with_what_belongs_to_their_events
              WHERE d.event_id = ANY($1)",
         ),
         (
+            "dispatch_payloads",
+            "SELECT count(*) FROM dispatch_payloads p
+             WHERE $1::uuid[] IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM dispatches d
+                 WHERE d.workspace_id = p.workspace_id AND d.id = p.dispatch_id)",
+        ),
+        (
             "natural_keys",
             "SELECT count(*) FROM natural_keys WHERE event_id = ANY($1)",
         ),
