@@ -825,30 +825,39 @@ async fn the_dispatch_list_filters_and_pages_newest_first() {
     assert!(json["data"][0]["lastError"].is_null());
 }
 
-/// The schema before attempts named their request (V1 to V6), and the migration that moves
-/// their response excerpts into one row per request.
-const BEFORE_REQUESTS: [&str; 6] = [
+/// The forwarder's migrations in order (V1 on), for the upgrade tests: each builds a database as
+/// a release before one migration left it, fills it, and applies that migration.
+const MIGRATIONS: [&str; 9] = [
     include_str!("../migrations/V1__forwarder.sql"),
     include_str!("../migrations/V2__platform_types.sql"),
     include_str!("../migrations/V3__confirmation_and_pacing.sql"),
     include_str!("../migrations/V4__restatements.sql"),
     include_str!("../migrations/V5__backfills.sql"),
     include_str!("../migrations/V6__backfill_total.sql"),
+    include_str!("../migrations/V7__dispatch_requests.sql"),
+    include_str!("../migrations/V8__dispatches_fillfactor.sql"),
+    include_str!("../migrations/V9__dispatch_payloads.sql"),
 ];
-const REQUESTS_MIGRATION: &str = include_str!("../migrations/V7__dispatch_requests.sql");
 
-#[tokio::test]
-async fn the_requests_migration_keeps_every_attempts_excerpt_once_per_answer() {
-    let id = format!("forwarder-before-requests:{}", BEFORE_REQUESTS.concat());
+/// A database migrated up to, not including, migration `version`; answers it and that migration.
+async fn database_before(version: usize) -> (TestDb, &'static str) {
+    let before = &MIGRATIONS[..version - 1];
+    let id = format!("forwarder-before-v{version}:{}", before.concat());
     let db = TestDb::new(&id, |client| {
         Box::pin(async move {
-            for sql in BEFORE_REQUESTS {
+            for sql in before {
                 client.batch_execute(sql).await.map_err(|e| e.to_string())?;
             }
             Ok(())
         })
     })
     .await;
+    (db, MIGRATIONS[version - 1])
+}
+
+#[tokio::test]
+async fn the_requests_migration_keeps_every_attempts_excerpt_once_per_answer() {
+    let (db, requests_migration) = database_before(7).await;
     let pool = pool(&db, 2);
     let client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
@@ -905,7 +914,7 @@ async fn the_requests_migration_keeps_every_attempts_excerpt_once_per_answer() {
             .unwrap();
     }
 
-    client.batch_execute(REQUESTS_MIGRATION).await.unwrap();
+    client.batch_execute(requests_migration).await.unwrap();
 
     let requests: Vec<(Option<String>, Uuid)> = client
         .query(
@@ -1030,30 +1039,9 @@ async fn retention_deletes_the_payloads_with_their_dispatches() {
     assert_eq!(payloads_of(&client, ws, &new_ids).await, 2);
 }
 
-const BEFORE_PAYLOADS: [&str; 8] = [
-    include_str!("../migrations/V1__forwarder.sql"),
-    include_str!("../migrations/V2__platform_types.sql"),
-    include_str!("../migrations/V3__confirmation_and_pacing.sql"),
-    include_str!("../migrations/V4__restatements.sql"),
-    include_str!("../migrations/V5__backfills.sql"),
-    include_str!("../migrations/V6__backfill_total.sql"),
-    include_str!("../migrations/V7__dispatch_requests.sql"),
-    include_str!("../migrations/V8__dispatches_fillfactor.sql"),
-];
-const PAYLOADS_MIGRATION: &str = include_str!("../migrations/V9__dispatch_payloads.sql");
-
 #[tokio::test]
 async fn the_payloads_migration_moves_what_dispatches_carried_and_keeps_nothing_of_the_erased() {
-    let id = format!("forwarder-before-payloads:{}", BEFORE_PAYLOADS.concat());
-    let db = TestDb::new(&id, |client| {
-        Box::pin(async move {
-            for sql in BEFORE_PAYLOADS {
-                client.batch_execute(sql).await.map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })
-    })
-    .await;
+    let (db, payloads_migration) = database_before(9).await;
     let pool = pool(&db, 2);
     let mut client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
@@ -1088,7 +1076,7 @@ async fn the_payloads_migration_moves_what_dispatches_carried_and_keeps_nothing_
         .await
         .unwrap();
 
-    client.batch_execute(PAYLOADS_MIGRATION).await.unwrap();
+    client.batch_execute(payloads_migration).await.unwrap();
 
     let moved: Vec<(Uuid, serde_json::Value, Option<serde_json::Value>)> = client
         .query(
