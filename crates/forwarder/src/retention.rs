@@ -1,5 +1,5 @@
 //! Retention: the forwarder's part. Before the journal drops a month of events, their
-//! dispatches, their payloads and attempts go ([`forget_dispatches`]). Also the workspace's
+//! dispatches, their payloads, attempts and upload checks go ([`forget_dispatches`]). Also the workspace's
 //! stored counts for `GET /v1/usage` ([`usage`]).
 
 use deadpool_postgres::GenericClient;
@@ -8,12 +8,25 @@ use uuid::Uuid;
 use crate::Result;
 
 /// One range of the (workspace_id, event_id, …) unique index, the payloads and attempts of the
-/// rows it deleted by their primary key, and the platform requests whose every conversion was of
-/// an event of the range (their last event is in it).
+/// rows it deleted by their primary key, the platform requests whose every conversion was of an
+/// event of the range (their last event is in it), and the upload checks of the requests that
+/// carried only dispatches of the range (a request that also carried a later event's dispatch
+/// keeps its check until that one goes; every statement here sees the rows as they were before
+/// it, so "a dispatch that stays" is one of an event from `$2` on).
 const FORGET: &str = "
     WITH gone AS (
         DELETE FROM dispatches WHERE workspace_id = $1 AND event_id < $2
-        RETURNING workspace_id, id
+        RETURNING workspace_id, id, destination_id, confirmation_request
+    ), checks AS (
+        DELETE FROM upload_checks c
+        USING (SELECT DISTINCT destination_id, confirmation_request FROM gone
+               WHERE confirmation_request IS NOT NULL) AS g
+        WHERE c.workspace_id = $1 AND c.destination_id = g.destination_id
+          AND c.request_id = g.confirmation_request
+          AND NOT EXISTS (
+              SELECT 1 FROM dispatches d
+              WHERE d.workspace_id = $1 AND d.destination_id = g.destination_id
+                AND d.confirmation_request = g.confirmation_request AND d.event_id >= $2)
     ), payloads AS (
         DELETE FROM dispatch_payloads p USING gone g
         WHERE p.workspace_id = g.workspace_id AND p.dispatch_id = g.id
@@ -25,7 +38,7 @@ const FORGET: &str = "
     )
     SELECT count(*) FROM gone";
 
-/// Deletes one workspace's dispatches (with their payloads, attempts and requests) of events
+/// Deletes one workspace's dispatches (with their payloads, attempts, requests and upload checks) of events
 /// whose id sorts before `before` (the upper bound of a partition the journal is about to drop).
 /// Answers how many dispatches went.
 pub async fn forget_dispatches(

@@ -958,6 +958,19 @@ async fn payloads_of(client: &deadpool_postgres::Client, ws: Uuid, dispatches: &
         .get(0)
 }
 
+/// The requests of a workspace's upload checks, in order.
+async fn upload_checks_of(client: &deadpool_postgres::Client, ws: Uuid) -> Vec<String> {
+    client
+        .query_one(
+            "SELECT coalesce(array_agg(request_id ORDER BY request_id), '{}')
+             FROM upload_checks WHERE workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The ids of an event's dispatches.
 async fn dispatch_uuids(client: &deadpool_postgres::Client, ws: Uuid, event_id: Uuid) -> Vec<Uuid> {
     client
@@ -1015,7 +1028,7 @@ async fn erasure_deletes_the_payloads_of_the_erased_dispatches_and_a_later_claim
 }
 
 #[tokio::test]
-async fn retention_deletes_the_payloads_with_their_dispatches() {
+async fn retention_deletes_the_payloads_and_upload_checks_with_their_dispatches() {
     let db = test_db().await;
     let pool = pool(&db, 2);
     let client = pool.get().await.unwrap();
@@ -1030,6 +1043,33 @@ async fn retention_deletes_the_payloads_with_their_dispatches() {
     let old_ids = dispatch_uuids(&client, ws, old.event_id).await;
     let new_ids = dispatch_uuids(&client, ws, new.event_id).await;
     assert_eq!(payloads_of(&client, ws, &old_ids).await, 2);
+    // Upload requests awaiting confirmation: one carried only the old event's conversion, the
+    // other the old and the new event's (to the same destination).
+    client
+        .execute(
+            "UPDATE dispatches
+             SET confirmation_request = CASE WHEN destination_type = 'google_ads'
+                                             THEN 'req-shared' ELSE 'req-old' END
+             WHERE workspace_id = $1 AND (event_id = $2 OR destination_type = 'google_ads')",
+            &[&ws, &old.event_id],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO upload_checks
+                 (workspace_id, destination_id, request_id, status, due_at, deadline_at)
+             SELECT DISTINCT workspace_id, destination_id, confirmation_request, 'confirmed',
+                    now(), now()
+             FROM dispatches WHERE workspace_id = $1 AND confirmation_request IS NOT NULL",
+            &[&ws],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        upload_checks_of(&client, ws).await,
+        ["req-old", "req-shared"]
+    );
 
     let gone = forwarder::retention::forget_dispatches(&client, ws, new.event_id)
         .await
@@ -1037,6 +1077,8 @@ async fn retention_deletes_the_payloads_with_their_dispatches() {
     assert_eq!(gone, 2);
     assert_eq!(payloads_of(&client, ws, &old_ids).await, 0);
     assert_eq!(payloads_of(&client, ws, &new_ids).await, 2);
+    // The old request's check goes; the shared one stays with the new event's dispatch.
+    assert_eq!(upload_checks_of(&client, ws).await, ["req-shared"]);
 }
 
 #[tokio::test]
