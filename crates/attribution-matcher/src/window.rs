@@ -65,6 +65,9 @@ pub struct WindowClick {
     pub clicked_at: OffsetDateTime,
     /// Where its click ids and utm are.
     pub source: WindowSource,
+    /// The id of its groups in `click_groups`, when it was filed with them (see
+    /// [`events::ClickGroups::id`]).
+    pub group: Option<i64>,
 }
 
 const SELECT_DECIDED: &str = "
@@ -142,27 +145,27 @@ const SELECT_WINDOW_CLICKS: &str = "
         CROSS JOIN LATERAL unnest(array_prepend(coalesce(p.merged_into, i.person_id),
                                                 coalesce(r.members, '{}'::uuid[]))) AS m(person_id)
     ), found AS (
-        SELECT m.event_id, t.identifier, t.clicked_at, t.source_event, t.touchpoint
+        SELECT m.event_id, t.identifier, t.clicked_at, t.source_event, t.touchpoint, t.click_group
         FROM members m
         CROSS JOIN LATERAL (
-            SELECT identifier, clicked_at, source_event, touchpoint FROM identities
+            SELECT identifier, clicked_at, source_event, touchpoint, click_group FROM identities
             WHERE workspace_id = $1 AND person_id = m.person_id AND clicked_at IS NOT NULL
               AND clicked_at <= m.at AND clicked_at >= m.since
             ORDER BY clicked_at DESC, identifier DESC
             LIMIT $5
         ) AS t
         UNION ALL
-        SELECT q.event_id, t.identifier, t.clicked_at, t.source_event, t.touchpoint
+        SELECT q.event_id, t.identifier, t.clicked_at, t.source_event, t.touchpoint, t.click_group
         FROM q
         CROSS JOIN LATERAL unnest(ARRAY[q.touch, q.first_touch]) AS o(owner)
         CROSS JOIN LATERAL (
-            SELECT identifier, clicked_at, source_event, touchpoint FROM identities
+            SELECT identifier, clicked_at, source_event, touchpoint, click_group FROM identities
             WHERE workspace_id = $1 AND identifier = o.owner AND clicked_at IS NOT NULL
             LIMIT 1
         ) AS t
     )
     SELECT f.event_id, f.identifier, f.clicked_at, f.source_event, f.touchpoint, c.click_ids,
-           c.utm
+           c.utm, f.click_group
     FROM found f
     LEFT JOIN LATERAL (
         SELECT click_ids, utm FROM clicks
@@ -223,6 +226,7 @@ pub async fn clicks_in_window(
             owner,
             clicked_at: row.try_get(2)?,
             source,
+            group: row.try_get(7)?,
         });
     }
     Ok(out)

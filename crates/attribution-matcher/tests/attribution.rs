@@ -56,6 +56,54 @@ async fn direct_click_ids_on_the_event_are_the_touchpoint() {
 }
 
 #[tokio::test]
+async fn a_carried_click_is_filed_with_the_id_of_its_groups() {
+    let mut h = Harness::new().await;
+    let sale = h
+        .send(
+            json!({"event": "sale", "timestamp": "2026-04-10T12:00:00Z", "gclid": "EAIaIQ",
+                   "utm": {"source": "google", "medium": "cpc", "campaign": "spring"},
+                   "amount": 199.0, "currency": "USD"}),
+            T0,
+        )
+        .await;
+    h.run_one(sale, T0).await;
+    let groups = events::ClickGroups {
+        channel: "google_ads".into(),
+        source: Some("google".into()),
+        medium: Some("cpc".into()),
+        campaign: Some("spring".into()),
+    };
+    let client = h.pool.get().await.unwrap();
+    let filed: Vec<(Option<i64>, Option<uuid::Uuid>)> = client
+        .query(
+            "SELECT click_group, source_event FROM identities
+             WHERE workspace_id = $1 AND clicked_at IS NOT NULL",
+            &[&h.workspace],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(filed, [(Some(groups.id()), Some(sale))]);
+    let row = client
+        .query_one(
+            "SELECT channel, source, medium, campaign FROM click_groups
+             WHERE workspace_id = $1 AND id = $2",
+            &[&h.workspace, &groups.id()],
+        )
+        .await
+        .unwrap();
+    let stored = events::ClickGroups {
+        channel: row.get(0),
+        source: row.get(1),
+        medium: row.get(2),
+        campaign: row.get(3),
+    };
+    assert_eq!(stored, groups);
+}
+
+#[tokio::test]
 async fn a_registered_click_named_by_click_id_is_the_touchpoint() {
     let mut h = Harness::new().await;
     let registered = h

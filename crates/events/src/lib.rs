@@ -51,6 +51,7 @@ mod click;
 mod email;
 mod error;
 mod event;
+mod groups;
 pub mod json;
 mod money;
 mod parse;
@@ -65,6 +66,7 @@ pub use click::{parse_click, parse_click_batch, Click, CLICK_FIELDS};
 pub use email::{Email, MAX_EMAIL_LENGTH};
 pub use error::{Error, FieldError, Result, ValidationErrors};
 pub use event::{ClickIds, Consent, ConsentStatus, Event, EventKind, Mode, Product, Utm};
+pub use groups::{channel_of, ClickGroups, DIRECT};
 pub use money::{
     amount_from_json, amount_serde, check_amount, Currency, Money, MAX_AMOUNT, MAX_DECIMAL_PLACES,
 };

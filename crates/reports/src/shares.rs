@@ -1,7 +1,7 @@
 //! How one conversion's credit is shared among its touches, under each attribution model. Pure:
 //! the stage in [`crate::credit`] feeds it the touches the identity graph holds for the window.
 
-use events::{ClickIds, Touchpoint, Utm};
+use events::Touchpoint;
 use rust_decimal::Decimal;
 use time::{Duration, OffsetDateTime};
 
@@ -162,37 +162,7 @@ pub fn channel(touch: Option<&Touchpoint>) -> String {
     }
 }
 
-/// The channel of a click with these click ids and utm parameters (see [`channel`]).
-pub fn channel_of(ids: &ClickIds, utm: Option<&Utm>) -> String {
-    let platform = if ids.has_google() {
-        Some("google_ads")
-    } else if ids.has_meta() {
-        Some("meta")
-    } else if ids.ttclid.is_some() {
-        Some("tiktok")
-    } else if ids.msclkid.is_some() {
-        Some("microsoft")
-    } else if ids.li_fat_id.is_some() {
-        Some("linkedin")
-    } else if ids.rdt_cid.is_some() {
-        Some("reddit")
-    } else if ids.sc_cid.is_some() {
-        Some("snapchat")
-    } else if ids.epik.is_some() {
-        Some("pinterest")
-    } else {
-        None
-    };
-    match platform {
-        Some(p) => p.into(),
-        None => utm
-            .and_then(|u| u.source.clone())
-            .unwrap_or_else(|| DIRECT.into()),
-    }
-}
-
-/// The channel of conversions without a touch.
-pub const DIRECT: &str = "direct";
+pub use events::{channel_of, DIRECT};
 
 #[cfg(test)]
 mod tests {

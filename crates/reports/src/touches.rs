@@ -17,37 +17,12 @@ use std::sync::Arc;
 
 use attribution_matcher::window::{WindowClick, WindowSource};
 use deadpool_postgres::GenericClient;
-use events::{ClickIds, Utm};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::shares::channel_of;
 use crate::Result;
 
-/// The groups a click counts under in reports.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClickGroups {
-    /// The ad platform of its click id, else its utm source, else `direct`.
-    pub channel: String,
-    /// Its `utm.source`.
-    pub source: Option<String>,
-    /// Its `utm.medium`.
-    pub medium: Option<String>,
-    /// Its `utm.campaign`.
-    pub campaign: Option<String>,
-}
-
-impl ClickGroups {
-    /// The groups of a click with these click ids and utm parameters.
-    pub fn of(click_ids: &ClickIds, utm: Option<&Utm>) -> Self {
-        Self {
-            channel: channel_of(click_ids, utm),
-            source: utm.and_then(|u| u.source.clone()),
-            medium: utm.and_then(|u| u.medium.clone()),
-            campaign: utm.and_then(|u| u.campaign.clone()),
-        }
-    }
-}
+pub use events::ClickGroups;
 
 /// One click in a conversion's window, ready to share its credit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +46,8 @@ pub struct ClickCache {
     old: HashMap<(Uuid, Uuid), Arc<ClickGroups>>,
     /// One allocation per distinct groups of the young generation.
     shared: HashSet<Arc<ClickGroups>>,
+    /// Groups by their id in `click_groups` (few: a workspace has few distinct ones).
+    by_id: HashMap<(Uuid, i64), Arc<ClickGroups>>,
 }
 
 impl Default for ClickCache {
@@ -90,7 +67,22 @@ impl ClickCache {
             young: HashMap::new(),
             old: HashMap::new(),
             shared: HashSet::new(),
+            by_id: HashMap::new(),
         }
+    }
+
+    /// Groups kept by id, at most; past it they are read again.
+    const GROUPS_CAPACITY: usize = 10_000;
+
+    fn group(&self, workspace_id: Uuid, id: i64) -> Option<Arc<ClickGroups>> {
+        self.by_id.get(&(workspace_id, id)).cloned()
+    }
+
+    fn keep_group(&mut self, workspace_id: Uuid, id: i64, groups: Arc<ClickGroups>) {
+        if self.by_id.len() >= Self::GROUPS_CAPACITY {
+            self.by_id.clear();
+        }
+        self.by_id.insert((workspace_id, id), groups);
     }
 
     /// The groups of the click `event_id` carried, if kept.
@@ -144,10 +136,16 @@ impl ClickCache {
     }
 }
 
-/// The touches of each conversion's window: the clicks carried by events come from `own` (the
-/// clicks the step's own conversions carried), else from `cache`, else from the journal, read
-/// once for the whole step (and then kept in `cache`). A click whose event is gone (erased) is
-/// left out.
+/// The groups of `click_groups` rows by id.
+const SELECT_GROUPS: &str = "
+    SELECT id, channel, source, medium, campaign FROM click_groups
+    WHERE workspace_id = $1 AND id = ANY($2::bigint[])";
+
+/// The touches of each conversion's window. A click filed with the id of its groups takes them
+/// from `click_groups` (kept in `cache`); a click filed before groups were, or a registered
+/// one, as before: a click carried by an event from `own` (the clicks the step's own conversions
+/// carried), else from `cache`, else from the journal, read once for the whole step (and then
+/// kept in `cache`). A click whose event is gone (erased) is left out.
 pub async fn resolve(
     client: &impl GenericClient,
     workspace_id: Uuid,
@@ -155,13 +153,44 @@ pub async fn resolve(
     own: &HashMap<Uuid, ClickGroups>,
     cache: &mut ClickCache,
 ) -> Result<HashMap<Uuid, Vec<Touch>>> {
+    let mut by_id: HashMap<i64, Arc<ClickGroups>> = HashMap::new();
+    let mut unknown: Vec<i64> = Vec::new();
+    for id in windows.values().flatten().filter_map(|click| click.group) {
+        if by_id.contains_key(&id) {
+            continue;
+        }
+        match cache.group(workspace_id, id) {
+            Some(groups) => {
+                by_id.insert(id, groups);
+            }
+            None => unknown.push(id),
+        }
+    }
+    unknown.sort_unstable();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        let statement = client.prepare_cached(SELECT_GROUPS).await?;
+        for row in client.query(&statement, &[&workspace_id, &unknown]).await? {
+            let id: i64 = row.try_get(0)?;
+            let groups = Arc::new(ClickGroups {
+                channel: row.try_get(1)?,
+                source: row.try_get(2)?,
+                medium: row.try_get(3)?,
+                campaign: row.try_get(4)?,
+            });
+            cache.keep_group(workspace_id, id, Arc::clone(&groups));
+            by_id.insert(id, groups);
+        }
+    }
+    let grouped = |click: &WindowClick| click.group.and_then(|id| by_id.get(&id)).cloned();
+
     let mut carried: HashMap<Uuid, Arc<ClickGroups>> = HashMap::new();
     let mut missing: Vec<Uuid> = Vec::new();
     for click in windows.values().flatten() {
         let WindowSource::Carried(id) = click.source else {
             continue;
         };
-        if carried.contains_key(&id) {
+        if carried.contains_key(&id) || grouped(click).is_some() {
             continue;
         }
         if let Some(groups) = cache.get(workspace_id, id) {
@@ -187,9 +216,10 @@ pub async fn resolve(
         let touches: Vec<Touch> = clicks
             .into_iter()
             .filter_map(|click| {
-                let groups = match click.source {
-                    WindowSource::Carried(id) => Arc::clone(carried.get(&id)?),
-                    WindowSource::Stored { click_ids, utm } => {
+                let groups = match (grouped(&click), click.source) {
+                    (Some(groups), _) => groups,
+                    (None, WindowSource::Carried(id)) => Arc::clone(carried.get(&id)?),
+                    (None, WindowSource::Stored { click_ids, utm }) => {
                         Arc::new(ClickGroups::of(&click_ids, utm.as_deref()))
                     }
                 };
@@ -208,6 +238,7 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use events::{ClickIds, Utm};
 
     fn groups(source: &str) -> ClickGroups {
         ClickGroups::of(

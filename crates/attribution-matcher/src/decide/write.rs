@@ -4,10 +4,12 @@
 //! The statements are pipelined: all are sent at once, in the order they must apply (a re-check
 //! must see the merges and decisions before it), and executed by the server one after the other.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use deadpool_postgres::GenericClient;
+use events::ClickGroups;
 use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
@@ -46,15 +48,24 @@ const MERGE_PENDING: &str = "
 /// workspace's lock, so none of them can exist (a conflict would be a bug, and fail the step).
 const INSERT_IDENTITIES: &str = "
     INSERT INTO identities (workspace_id, identifier, kind, person_id, clicked_at, source_event,
-                            too_common)
+                            too_common, click_group)
     SELECT $1, * FROM unnest($2::bytea[], $3::text[], $4::uuid[], $5::timestamptz[], $6::uuid[],
-                             $7::bool[])";
+                             $7::bool[], $8::bigint[])";
 
 /// Stored identifiers that now own a click (their person stays).
 const FILE_TOUCHES: &str = "
-    UPDATE identities AS i SET clicked_at = t.clicked_at, source_event = t.source_event
-    FROM unnest($2::bytea[], $3::timestamptz[], $4::uuid[]) AS t(identifier, clicked_at, source_event)
+    UPDATE identities AS i
+    SET clicked_at = t.clicked_at, source_event = t.source_event, click_group = t.click_group
+    FROM unnest($2::bytea[], $3::timestamptz[], $4::uuid[], $5::bigint[])
+         AS t(identifier, clicked_at, source_event, click_group)
     WHERE i.workspace_id = $1 AND i.identifier = t.identifier AND i.clicked_at IS NULL";
+
+/// The groups of the clicks filed (few per step: a workspace has few channel, source, medium
+/// and campaign combinations).
+const INSERT_CLICK_GROUPS: &str = "
+    INSERT INTO click_groups (workspace_id, id, channel, source, medium, campaign)
+    SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
+    ON CONFLICT DO NOTHING";
 
 const MARK_TOO_COMMON: &str = "
     UPDATE identities SET too_common = true
@@ -127,6 +138,7 @@ pub(crate) async fn write(
     now: OffsetDateTime,
     step: &Step,
     gone: &[Uuid],
+    carried: &HashMap<Uuid, ClickGroups>,
 ) -> Result<()> {
     // Every parameter first.
     let merged_persons: Vec<Uuid> = step.merged.iter().map(|(p, _)| *p).collect();
@@ -173,10 +185,31 @@ pub(crate) async fn write(
         .map(|i| i.touch.as_ref().and_then(|(_, source)| *source))
         .collect();
     let too_common: Vec<bool> = step.identities.iter().map(|i| i.too_common).collect();
+    // A click an event carried is filed with the id of its groups, which the report stage reads
+    // instead of the event.
+    let group_of =
+        |source: &Option<Uuid>| source.and_then(|s| carried.get(&s)).map(ClickGroups::id);
+    let identity_groups: Vec<Option<i64>> = sources.iter().map(group_of).collect();
     let flagged: Vec<&[u8]> = step.too_common.iter().map(|h| &h[..]).collect();
     let filed_owners: Vec<&[u8]> = step.filed.iter().map(|(h, _)| &h[..]).collect();
     let filed_at: Vec<OffsetDateTime> = step.filed.iter().map(|(_, (at, _))| *at).collect();
     let filed_sources: Vec<Option<Uuid>> = step.filed.iter().map(|(_, (_, s))| *s).collect();
+    let filed_groups: Vec<Option<i64>> = filed_sources.iter().map(group_of).collect();
+    let mut groups: Vec<(i64, &ClickGroups)> = sources
+        .iter()
+        .chain(&filed_sources)
+        .filter_map(|s| s.and_then(|s| carried.get(&s)))
+        .map(|g| (g.id(), g))
+        .collect();
+    groups.sort_unstable_by_key(|(id, _)| *id);
+    groups.dedup_by_key(|(id, _)| *id);
+    let group_ids: Vec<i64> = groups.iter().map(|(id, _)| *id).collect();
+    let group_channels: Vec<&str> = groups.iter().map(|(_, g)| g.channel.as_str()).collect();
+    let group_sources: Vec<Option<&str>> =
+        groups.iter().map(|(_, g)| g.source.as_deref()).collect();
+    let group_media: Vec<Option<&str>> = groups.iter().map(|(_, g)| g.medium.as_deref()).collect();
+    let group_campaigns: Vec<Option<&str>> =
+        groups.iter().map(|(_, g)| g.campaign.as_deref()).collect();
 
     let attribution_rows = [
         AttributionRows::of(step, false),
@@ -238,6 +271,7 @@ pub(crate) async fn write(
                     &clicked_at,
                     &sources,
                     &too_common,
+                    &identity_groups,
                 ],
             )
             .await?,
@@ -248,7 +282,30 @@ pub(crate) async fn write(
             execute(
                 client,
                 FILE_TOUCHES,
-                vec![&workspace_id, &filed_owners, &filed_at, &filed_sources],
+                vec![
+                    &workspace_id,
+                    &filed_owners,
+                    &filed_at,
+                    &filed_sources,
+                    &filed_groups,
+                ],
+            )
+            .await?,
+        );
+    }
+    if !groups.is_empty() {
+        writes.push(
+            execute(
+                client,
+                INSERT_CLICK_GROUPS,
+                vec![
+                    &workspace_id,
+                    &group_ids,
+                    &group_channels,
+                    &group_sources,
+                    &group_media,
+                    &group_campaigns,
+                ],
             )
             .await?,
         );
