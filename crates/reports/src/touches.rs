@@ -1,16 +1,16 @@
 //! The touches of conversions as the credit stage needs them: when each click happened and the
 //! groups it counts under (channel, utm source, medium, campaign), nothing else.
 //!
-//! Most clicks were carried by events (a sale with its gclid), so their data is in the journal.
-//! A repeat customer's every conversion touches the same clicks again, and reading and parsing
-//! each of them from the journal per conversion was what crediting cost. The report stage is
-//! long-lived, so it keeps the groups of the clicks it read in a [`ClickCache`]: events never
-//! change once stored (a retraction keeps the click; an erasure removes the identity rows that
-//! point at the event, so no window names it again), which makes the cache always right. An entry
-//! is a key and a pointer to groups shared by every click with the same ones (a workspace has few
-//! distinct channel, source, medium and campaign combinations), about 50 bytes, so the default
-//! bound of two generations of 100,000 clicks holds a busy workspace's active clicks in about
-//! 10 MB, where a full touchpoint (url, user agent, every click id) would take twenty times that.
+//! Most clicks were carried by events (a sale with its gclid). The matcher files each with the id
+//! of its groups, kept once per workspace in `click_groups`, so a touch's groups are a look-up
+//! among a few rows (kept in the [`ClickCache`] by id). A repeat customer's every conversion
+//! touches the same clicks again, and reading and parsing the carrying event from the journal per
+//! touch was what crediting cost; that is now left to clicks filed before groups were, whose
+//! groups the cache keeps by event: events never change once stored (a retraction keeps the
+//! click; an erasure removes the identity rows that point at the event, so no window names it
+//! again), which makes the cache always right. Such an entry is a key and a pointer to groups
+//! shared by every click with the same ones, about 50 bytes, so the default bound of two
+//! generations of 100,000 clicks takes about 10 MB.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
