@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, Pool};
+use deadpool_postgres::Pool;
 use dedup::idempotency::{self, NewResponse};
 use dedup::{Claim, IdempotencyKey, NaturalKey, RequestFingerprint};
 use test_support::TestDb;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 async fn pool() -> Pool {
@@ -17,11 +16,7 @@ async fn pool() -> Pool {
         Box::pin(async move { dedup::migrate(client).await.map_err(|e| e.to_string()) })
     })
     .await;
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
-    Pool::builder(Manager::new(config, NoTls))
-        .max_size(4)
-        .build()
-        .unwrap()
+    db.pool(4)
 }
 
 fn key(ws: Uuid, name: &str) -> NaturalKey {

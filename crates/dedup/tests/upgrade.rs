@@ -2,10 +2,8 @@
 //! before is still taken after, by the same event, and can still be looked up and released.
 #![allow(clippy::unwrap_used)]
 
-use deadpool_postgres::{Manager, Pool};
 use dedup::{Claim, NaturalKey};
 use test_support::TestDb;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 #[tokio::test]
@@ -31,11 +29,7 @@ async fn keys_kept_as_text_are_still_taken_after_the_upgrade() {
         .unwrap();
 
     dedup::migrate(&mut client).await.unwrap();
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
-    let pool = Pool::builder(Manager::new(config, NoTls))
-        .max_size(1)
-        .build()
-        .unwrap();
+    let pool = db.pool(1);
     let client = pool.get().await.unwrap();
 
     let again = |kind: &'static str| NaturalKey {

@@ -5,11 +5,9 @@
 use std::collections::HashMap;
 
 use attribution_matcher::window::{WindowClick, WindowSource};
-use deadpool_postgres::{Manager, Pool};
 use reports::{ClickCache, ClickGroups};
 use test_support::TestDb;
 use time::macros::datetime;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 #[tokio::test]
@@ -28,11 +26,7 @@ async fn a_click_filed_with_its_groups_is_resolved_without_its_event() {
         })
     })
     .await;
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
-    let pool = Pool::builder(Manager::new(config, NoTls))
-        .max_size(1)
-        .build()
-        .unwrap();
+    let pool = db.pool(1);
     let client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     let spring = ClickGroups {

@@ -2,9 +2,8 @@
 //! batches that may cut a row, without repeats.
 #![allow(clippy::unwrap_used)]
 
-use deadpool_postgres::{Manager, Pool};
+use deadpool_postgres::Pool;
 use test_support::TestDb;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 async fn db() -> Pool {
@@ -13,11 +12,7 @@ async fn db() -> Pool {
         |client| Box::pin(async move { reports::migrate(client).await.map_err(|e| e.to_string()) }),
     )
     .await;
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
-    Pool::builder(Manager::new(config, NoTls))
-        .max_size(4)
-        .build()
-        .unwrap()
+    db.pool(4)
 }
 
 fn ids(n: usize) -> Vec<Uuid> {

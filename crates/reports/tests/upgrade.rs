@@ -5,9 +5,6 @@
 
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, Pool};
-use tokio_postgres::NoTls;
-
 use events::{ClickIds, EventKind, Utm};
 use reports::{ClickGroups, Conversion, Decided, Touch};
 use rust_decimal::Decimal;
@@ -133,11 +130,7 @@ async fn per_touch_shares_become_one_row_per_conversion_that_reads_back_the_same
     }
 
     reports::migrate(&mut client).await.unwrap();
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
-    let pool = Pool::builder(Manager::new(config, NoTls))
-        .max_size(1)
-        .build()
-        .unwrap();
+    let pool = db.pool(1);
     let mut client = pool.get().await.unwrap();
 
     let rows: i64 = client

@@ -139,4 +139,16 @@ impl TestDb {
     pub async fn client(&self) -> Client {
         connect(&self.url).await
     }
+
+    /// A pool of at most `max_size` connections to this database.
+    pub fn pool(&self, max_size: usize) -> deadpool_postgres::Pool {
+        let config: tokio_postgres::Config = self.url.parse().expect("a test database URL");
+        deadpool_postgres::Pool::builder(deadpool_postgres::Manager::new(
+            config,
+            tokio_postgres::NoTls,
+        ))
+        .max_size(max_size)
+        .build()
+        .expect("a pool of the test database")
+    }
 }

@@ -5,13 +5,12 @@
 use std::collections::HashMap;
 
 use attribution_matcher::{Claim, Decided, Decision, MatchSettings, RegisteredClick};
-use deadpool_postgres::{Manager, Pool};
+use deadpool_postgres::Pool;
 use events::Event;
 use serde_json::Value;
 use test_support::TestDb;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 /// The start of every test's story.
@@ -34,11 +33,7 @@ pub async fn pool() -> Pool {
         })
     })
     .await;
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
-    Pool::builder(Manager::new(config, NoTls))
-        .max_size(8)
-        .build()
-        .unwrap()
+    db.pool(8)
 }
 
 /// One workspace, its journal of events, and the matcher's settings.

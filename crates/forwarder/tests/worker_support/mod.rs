@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, Pool};
+use deadpool_postgres::Pool;
 use events::{
     Attribution, AttributionStatus, DestinationType, Event, MatchedBy, RouteDecision, RoutedEvent,
     Touchpoint,
@@ -13,7 +13,6 @@ use forwarder::{Cipher, DestinationView, Endpoints, ForwarderConfig, RetryPolicy
 use serde_json::{json, Value};
 use test_support::TestDb;
 use time::OffsetDateTime;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 /// A webhook secret long enough to pass validation.
@@ -31,11 +30,7 @@ pub async fn test_db() -> TestDb {
 
 /// A pool of its own on `db`, as a separate process would have.
 pub fn pool(db: &TestDb, size: usize) -> Pool {
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
-    Pool::builder(Manager::new(config, NoTls))
-        .max_size(size)
-        .build()
-        .unwrap()
+    db.pool(size)
 }
 
 /// The key every test seals credentials with.
