@@ -39,7 +39,7 @@ const MAX_BODY: usize = 16 << 20;
 /// enumerated values, and what web clients commonly send (URLs, user agents). zstd finds the
 /// longest matches at the end of a dictionary cheapest, so the most common come last.
 /// Never edit it: stored bodies are decoded with exactly these bytes.
-pub const DICTIONARY_V1: &[u8] = concat!(
+const DICTIONARY_V1: &[u8] = concat!(
     "\"products\":[{\"id\":\"\",\"name\":\"\",\"price\":,\"quantity\":1}],\"metadata\":{",
     "\"consent\":{\"adUserData\":\"granted\",\"adPersonalization\":\"granted\"},",
     "\"consent\":{\"adUserData\":\"denied\",\"adPersonalization\":\"denied\"},",
@@ -108,7 +108,7 @@ pub(crate) fn encode(payload: &serde_json::Value) -> Vec<u8> {
 
 /// Why a stored body cannot be read.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Its first byte names no format this version knows.
     #[error("an event body of unknown format {0}")]
     UnknownFormat(u8),

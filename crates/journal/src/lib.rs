@@ -8,7 +8,7 @@ pub mod erase;
 pub mod retention;
 pub mod window;
 
-pub use body::{Body, BodyError, DICTIONARY_V1};
+pub use body::Body;
 pub use erase::{erase_events, ErasedEvent};
 pub use window::{window_counts, CurrencySales, WindowCounts};
 

@@ -169,18 +169,16 @@ pub async fn decide_with(
         // Nothing pending, stored or new: the clicks gained re-check nothing.
         step.gains.clear();
     }
-    // The groups of the clicks this step files from the events that carried them.
-    let carried_groups: HashMap<Uuid, events::ClickGroups> = step
+    // The groups (and their id) of the clicks this step files from the events that carried them.
+    let carried_groups: HashMap<Uuid, (i64, events::ClickGroups)> = step
         .identities
         .iter()
         .filter_map(|i| i.touch.as_ref().and_then(|(_, source)| *source))
         .chain(step.filed.iter().filter_map(|(_, (_, source))| *source))
         .filter_map(|source| {
             let (_, event) = bodies.get(&source)?;
-            Some((
-                source,
-                events::ClickGroups::of(&event.click_ids, event.utm.as_ref()),
-            ))
+            let groups = events::ClickGroups::of(&event.click_ids, event.utm.as_ref());
+            Some((source, (groups.id(), groups)))
         })
         .collect();
     let write_started = std::time::Instant::now();

@@ -138,7 +138,7 @@ pub(crate) async fn write(
     now: OffsetDateTime,
     step: &Step,
     gone: &[Uuid],
-    carried: &HashMap<Uuid, ClickGroups>,
+    carried: &HashMap<Uuid, (i64, ClickGroups)>,
 ) -> Result<()> {
     // Every parameter first.
     let merged_persons: Vec<Uuid> = step.merged.iter().map(|(p, _)| *p).collect();
@@ -187,8 +187,7 @@ pub(crate) async fn write(
     let too_common: Vec<bool> = step.identities.iter().map(|i| i.too_common).collect();
     // A click an event carried is filed with the id of its groups, which the report stage reads
     // instead of the event.
-    let group_of =
-        |source: &Option<Uuid>| source.and_then(|s| carried.get(&s)).map(ClickGroups::id);
+    let group_of = |source: &Option<Uuid>| source.and_then(|s| carried.get(&s)).map(|(id, _)| *id);
     let identity_groups: Vec<Option<i64>> = sources.iter().map(group_of).collect();
     let flagged: Vec<&[u8]> = step.too_common.iter().map(|h| &h[..]).collect();
     let filed_owners: Vec<&[u8]> = step.filed.iter().map(|(h, _)| &h[..]).collect();
@@ -199,7 +198,7 @@ pub(crate) async fn write(
         .iter()
         .chain(&filed_sources)
         .filter_map(|s| s.and_then(|s| carried.get(&s)))
-        .map(|g| (g.id(), g))
+        .map(|(id, g)| (*id, g))
         .collect();
     groups.sort_unstable_by_key(|(id, _)| *id);
     groups.dedup_by_key(|(id, _)| *id);
