@@ -111,22 +111,29 @@ fill() {
   stop "$server_pid"
 }
 
-# Drains the backlog with `convrelay worker` alone; sets rate, worker_rss, backlog.
-work() {
-  local started secs pid i
-  backlog=$(queued)
+# drain WAITING SECONDS: runs `convrelay worker` alone until WAITING (a function printing how
+# much is left) answers 0, for at most SECONDS; sets backlog, secs, worker_rss.
+drain() {
+  local waiting=$1 seconds=$2 started pid i
+  backlog=$($waiting)
   started=$(now)
   "$server_bin" worker >>"$workdir/server.log" 2>&1 &
   pid=$!
   pids+=("$pid")
-  for ((i = 0; i < 6000; i++)); do
-    (($(queued) == 0)) && break
+  for ((i = 0; i < seconds * 20; i++)); do
+    (($($waiting) == 0)) && break
     kill -0 "$pid" 2>/dev/null || die "convrelay worker exited: $(tail -n 5 "$workdir/server.log")"
     sleep 0.05
   done
+  (($($waiting) == 0)) || say "the worker still holds work after $seconds s ($waiting)"
   secs=$(calc "$(now) - $started" 3)
   worker_rss=$(peak_rss "$pid")
   stop "$pid"
+}
+
+# Drains the attribution backlog; sets rate, worker_rss, backlog.
+work() {
+  drain queued 300
   rate=$(calc "$backlog / $secs")
   printf '  %-10s %7d events drained by `convrelay worker` in %6.2f s = %6d events/s   worker peak RSS %4d MB   serve --no-workers peak RSS %4d MB\n' \
     "$1" "$backlog" "$secs" "$rate" "$worker_rss" "$api_rss"
@@ -156,24 +163,10 @@ printf '\nattribution at scale\n  %-10s %7s rows/s (pgbench, 100 event-shaped ro
 # its rate is printed; the storage is measured with everything credited.
 credits_waiting() { q "SELECT coalesce(sum(cardinality(event_ids)), 0) FROM credit_batches"; }
 credit() {
-  local backlog started pid i secs rss
-  backlog=$(credits_waiting)
-  started=$(now)
-  "$server_bin" worker >>"$workdir/server.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  for ((i = 0; i < 18000; i++)); do
-    (($(credits_waiting) == 0)) && break
-    kill -0 "$pid" 2>/dev/null || die "convrelay worker exited: $(tail -n 5 "$workdir/server.log")"
-    sleep 0.1
-  done
-  (($(credits_waiting) == 0)) || say "the report stage still holds work after 1,800 s"
-  secs=$(calc "$(now) - $started" 2)
-  rss=$(peak_rss "$pid")
-  stop "$pid"
-  max_rss=$((rss > max_rss ? rss : max_rss))
+  drain credits_waiting 1800
+  max_rss=$((worker_rss > max_rss ? worker_rss : max_rss))
   printf '  %-10s %7d conversions credited by `convrelay worker` in %6.2f s = %6d/s   worker peak RSS %4d MB\n' \
-    "$1" "$backlog" "$secs" "$(calc "$backlog / $secs")" "$rss"
+    "$1" "$backlog" "$secs" "$(calc "$backlog / $secs")" "$worker_rss"
 }
 
 # --- repeat, history: backlogs drained by `convrelay worker` alone -----------------------------
