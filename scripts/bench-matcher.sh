@@ -111,9 +111,9 @@ fill() {
   stop "$server_pid"
 }
 
-# drain WAITING SECONDS: runs `convrelay worker` alone until WAITING (a function printing how
-# much is left) answers 0, for at most SECONDS; sets backlog, secs, worker_rss.
-drain() {
+# worker_drain WAITING SECONDS: runs `convrelay worker` alone until WAITING (a function printing
+# how much is left) answers 0, for at most SECONDS; sets backlog, secs, worker_rss.
+worker_drain() {
   local waiting=$1 seconds=$2 started pid i
   backlog=$($waiting)
   started=$(now)
@@ -133,7 +133,7 @@ drain() {
 
 # Drains the attribution backlog; sets rate, worker_rss, backlog.
 work() {
-  drain queued 300
+  worker_drain queued 300
   rate=$(calc "$backlog / $secs")
   printf '  %-10s %7d events drained by `convrelay worker` in %6.2f s = %6d events/s   worker peak RSS %4d MB   serve --no-workers peak RSS %4d MB\n' \
     "$1" "$backlog" "$secs" "$rate" "$worker_rss" "$api_rss"
@@ -163,7 +163,7 @@ printf '\nattribution at scale\n  %-10s %7s rows/s (pgbench, 100 event-shaped ro
 # its rate is printed; the storage is measured with everything credited.
 credits_waiting() { q "SELECT coalesce(sum(cardinality(event_ids)), 0) FROM credit_batches"; }
 credit() {
-  drain credits_waiting 1800
+  worker_drain credits_waiting 1800
   max_rss=$((worker_rss > max_rss ? worker_rss : max_rss))
   printf '  %-10s %7d conversions credited by `convrelay worker` in %6.2f s = %6d/s   worker peak RSS %4d MB\n' \
     "$1" "$backlog" "$secs" "$(calc "$backlog / $secs")" "$worker_rss"
