@@ -34,6 +34,10 @@ pub struct Claim {
     /// Whether other workspaces had work too when this one was claimed (so a worker should not
     /// pause before its next claim).
     pub others_waiting: bool,
+    /// Whether the claiming transaction holds rows beyond the queue's: pending events whose
+    /// window is over (locked), or registered clicks it filed (updated). Such a claim is decided
+    /// in that transaction, whole: another transaction touching those rows would wait for it.
+    pub holds_rows: bool,
 }
 
 /// Counts for metrics and for telling whether the matcher keeps up.
@@ -229,6 +233,7 @@ async fn take(
     if event_ids.is_empty() && queued.is_empty() {
         return Ok(None);
     }
+    let holds_rows = !event_ids.is_empty();
     let mut clicks: Vec<Vec<u8>> = Vec::new();
     for row in &queued {
         if let Some(group) = row.try_get::<_, Option<Vec<Uuid>>>(1)? {
@@ -238,6 +243,7 @@ async fn take(
             clicks.push(identifier);
         }
     }
+    let holds_rows = holds_rows || !clicks.is_empty();
     if !clicks.is_empty() {
         event_ids.extend(file_clicks(client, workspace_id, &clicks).await?);
     }
@@ -247,6 +253,7 @@ async fn take(
         workspace_id,
         event_ids,
         others_waiting: false,
+        holds_rows,
     }))
 }
 

@@ -30,8 +30,8 @@ pub use platforms::{self, ids, model};
 pub use backfill::{get_backfill, plan_backfill, start_backfill, BackfillView, PlannedBackfill};
 pub use crypto::Cipher;
 pub use destinations::{
-    create_destination, delete_destination, get_destination, list_destinations, update_destination,
-    Credentials, Destination, DestinationConfig, DestinationView,
+    create_destination, delete_destination, get_destination, has_destinations, list_destinations,
+    update_destination, Credentials, Destination, DestinationConfig, DestinationView,
 };
 pub use error::{Error, Result};
 pub use health::{delivery_health, HealthInterval, HealthRow};

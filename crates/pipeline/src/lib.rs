@@ -54,6 +54,9 @@ pub enum Error {
     /// Reading the conversion-events catalog failed on something other than the database.
     #[error("conversion-events catalog failed")]
     Catalog(#[source] catalog::Error),
+    /// A part of a split step stopped without an answer (its task panicked or was cancelled).
+    #[error("a part of the attribution step stopped: {0}")]
+    Part(#[source] tokio::task::JoinError),
 }
 
 impl From<catalog::Error> for Error {
@@ -96,7 +99,7 @@ impl From<forwarder::Error> for Error {
 impl Error {
     /// A short name of the cause, for metrics: `statement_timeout`, `lock_timeout`, `deadlock`,
     /// `serialization`, `connection`, `pool`, `database` (any other database error), `matcher`,
-    /// `forwarder`, `reports`, `catalog`.
+    /// `forwarder`, `reports`, `catalog`, `part`.
     pub fn cause(&self) -> &'static str {
         use tokio_postgres::error::SqlState;
         match self {
@@ -106,6 +109,7 @@ impl Error {
             Self::Retention(_) => "retention",
             Self::Reports(_) => "reports",
             Self::Catalog(_) => "catalog",
+            Self::Part(_) => "part",
             Self::Database(e) if e.is_closed() => "connection",
             Self::Database(e) => match e.code() {
                 Some(c) if *c == SqlState::QUERY_CANCELED => "statement_timeout",
@@ -165,6 +169,8 @@ pub struct MatchReport {
     pub dispatches: usize,
     /// Whether other workspaces had work waiting too.
     pub others_waiting: bool,
+    /// The parts the claim was decided in, side by side (1: whole).
+    pub parts: usize,
 }
 
 /// One attribution step in one transaction; answers what it did (nothing when no work).
@@ -173,8 +179,24 @@ pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchRe
     match_step_sized(pool, settings, MATCH_BATCH, &mut carried).await
 }
 
+/// Claims with fewer events than this are decided whole: a split costs a read and two
+/// transactions more.
+const SPLIT_FROM: usize = 200;
+
+/// The parts a claim is split into, each decided in its own transaction on its own connection
+/// while the others run: one per core of a small machine (the database's work of a step is
+/// about twice the worker's).
+const SPLIT_PARTS: usize = 2;
+
 /// [`match_step`] taking at most `limit` events, keeping the clicks of stored events it reads in
 /// `carried` for the next steps.
+///
+/// The claim's transaction holds the workspace and the claimed queue rows to the end. When the
+/// claim holds nothing else ([`attribution_matcher::Claim::holds_rows`]) and its events fall into
+/// parts that share no identifier and no person ([`attribution_matcher::split`]), the parts are
+/// decided side by side, each in a transaction of its own that commits as soon as its part is
+/// done, and the claim's transaction commits last. A part that fails rolls the claim back: its
+/// events come back, and those of parts that did commit are found decided and skipped.
 pub async fn match_step_sized(
     pool: &Pool,
     settings: &MatchSettings,
@@ -191,89 +213,236 @@ pub async fn match_step_sized(
     let mut retracted = HashSet::new();
     let loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
     let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let now = OffsetDateTime::now_utc();
-    let decided =
-        attribution_matcher::decide_with(&tx, &claim, &loaded, settings, now, carried).await?;
-
-    let by_id: HashMap<Uuid, &(Uuid, OffsetDateTime, Event)> =
-        loaded.iter().map(|entry| (entry.0, entry)).collect();
-    // The catalog: the definitions of the step's event names, the values leads without an
-    // amount take (frozen at their first decision), and each destination's rule.
-    let decided_events: Vec<(Uuid, &Event)> = decided
-        .iter()
-        .filter_map(|d| by_id.get(&d.event_id).map(|(id, _, event)| (*id, event)))
-        .collect();
-    let mut names: Vec<&str> = decided_events
-        .iter()
-        .map(|(_, e)| e.event_name.as_str())
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    let definitions = catalog::definitions_for(&tx, claim.workspace_id, &names).await?;
-    let lead_values =
-        catalog::freeze_lead_values(&tx, claim.workspace_id, &decided_events, &definitions, now)
-            .await?;
-    let rules = catalog::catalog_rules(&definitions);
-    let lag = metrics::histogram!("convrelay_matcher_lag_seconds");
-    let mut routed = Vec::with_capacity(decided.len());
-    for d in &decided {
-        let Some((_, received_at, event)) = by_id.get(&d.event_id).copied() else {
-            continue;
+    let step = Step {
+        loaded: Arc::new(loaded),
+        retracted: Arc::new(retracted),
+        settings: *settings,
+        now: OffsetDateTime::now_utc(),
+    };
+    let (recorded, parts) = if !claim.holds_rows && claim.event_ids.len() >= SPLIT_FROM {
+        let graph = attribution_matcher::read_graph(&tx, &claim, &step.loaded).await?;
+        let parts = attribution_matcher::split(&claim, &step.loaded, &graph, SPLIT_PARTS);
+        let connections = if parts.len() > 1 {
+            spare_connections(pool, parts.len()).await
+        } else {
+            Vec::new()
         };
-        if d.first {
-            lag.record((now - *received_at).as_seconds_f64().max(0.0));
+        if connections.len() == parts.len() {
+            let count = parts.len();
+            let recorded =
+                decide_parts(connections, parts, &step, Arc::new(graph), carried).await?;
+            (recorded, count)
+        } else {
+            (step.record(&tx, &claim, carried, Some(&graph)).await?, 1)
         }
-        // A retracted event is attributed (its links count) but never sent.
-        if !d.routes.iter().any(|r| r.dispatch) || retracted.contains(&d.event_id) {
-            continue;
-        }
-        let mut event = event.clone();
-        if let Some(applied) = lead_values.get(&d.event_id) {
-            event.value = Some(applied.money);
-        }
-        routed.push(RoutedEvent {
-            workspace_id: claim.workspace_id,
-            event_id: d.event_id,
-            received_at: *received_at,
-            event,
-            attribution: d.attribution.clone(),
-            routes: d.routes.clone(),
-        });
-    }
-    let decided_ms = started.elapsed().as_secs_f64() * 1000.0;
-    // Multi-touch credit is shared by the report stage once this step commits.
-    let conversions: Vec<Uuid> = decided
-        .iter()
-        .filter(|d| {
-            by_id
-                .get(&d.event_id)
-                .is_some_and(|(_, _, event)| event.mode != events::Mode::Deferred)
-        })
-        .map(|d| d.event_id)
-        .collect();
-    reports::queue::queue(&tx, claim.workspace_id, &conversions).await?;
-    let credited = conversions.len();
-    let dispatches = forwarder::enqueue_with_catalog(&tx, &routed, &rules).await?;
+    } else {
+        (step.record(&tx, &claim, carried, None).await?, 1)
+    };
     tx.commit().await?;
     tracing::debug!(
         workspace_id = %claim.workspace_id,
         claimed = claim.event_ids.len(),
-        decided = decided.len(),
-        dispatches,
+        parts,
+        decided = recorded.decided,
+        dispatches = recorded.dispatches,
         claimed_ms,
         loaded_ms,
-        decided_ms,
-        credited,
+        credited = recorded.credited,
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "attribution step"
     );
-    metrics::counter!("convrelay_matcher_decisions_total").increment(decided.len() as u64);
+    metrics::counter!("convrelay_matcher_decisions_total").increment(recorded.decided as u64);
     Ok(MatchReport {
         claimed: true,
-        decided: decided.len(),
-        dispatches,
+        decided: recorded.decided,
+        dispatches: recorded.dispatches,
         others_waiting: claim.others_waiting,
+        parts,
     })
+}
+
+/// `n` connections if the pool has them free now (none otherwise): a split never waits for
+/// connections that the API or other loops are using.
+async fn spare_connections(pool: &Pool, n: usize) -> Vec<deadpool_postgres::Object> {
+    let mut timeouts = pool.timeouts();
+    timeouts.wait = Some(Duration::ZERO);
+    let mut connections = Vec::with_capacity(n);
+    for _ in 0..n {
+        match pool.timeout_get(&timeouts).await {
+            Ok(connection) => connections.push(connection),
+            Err(_) => return Vec::new(),
+        }
+    }
+    connections
+}
+
+/// Decides the parts of a split claim side by side, each a task of its own (on as many threads
+/// as the runtime has) with a transaction of its own on one of `connections`, committed as soon
+/// as its part is done. The first part keeps its clicks in `carried`, the others in caches of
+/// their own that `carried` takes over afterwards.
+async fn decide_parts(
+    connections: Vec<deadpool_postgres::Object>,
+    parts: Vec<attribution_matcher::Claim>,
+    step: &Step,
+    graph: Arc<attribution_matcher::KnownGraph>,
+    carried: &mut CarriedClicks,
+) -> Result<Recorded, Error> {
+    let capacity = carried.capacity();
+    let mut caches = Vec::with_capacity(parts.len());
+    caches.push(std::mem::replace(carried, CarriedClicks::new(capacity)));
+    caches.extend((1..parts.len()).map(|_| CarriedClicks::new(capacity)));
+    let runs: Vec<_> = connections
+        .into_iter()
+        .zip(parts)
+        .zip(caches)
+        .map(|((mut connection, part), mut cache)| {
+            let step = step.clone();
+            let graph = Arc::clone(&graph);
+            tokio::spawn(async move {
+                let tx = connection.transaction().await?;
+                let recorded = step.record(&tx, &part, &mut cache, Some(&graph)).await?;
+                tx.commit().await?;
+                Ok::<_, Error>((recorded, cache))
+            })
+        })
+        .collect();
+    let mut sum = Recorded::default();
+    let mut failed = None;
+    for (index, run) in runs.into_iter().enumerate() {
+        // Every part is waited for, so that none is still running when the claim rolls back.
+        match run.await.map_err(Error::Part).and_then(|answer| answer) {
+            Ok((recorded, cache)) => {
+                sum.decided += recorded.decided;
+                sum.dispatches += recorded.dispatches;
+                sum.credited += recorded.credited;
+                if index == 0 {
+                    *carried = cache;
+                } else {
+                    carried.absorb(cache);
+                }
+            }
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(sum),
+    }
+}
+
+/// What a step decides from: the claim's events as loaded (the retracted ones named), the
+/// settings, and the time of its decisions. Shared by the parts of a split claim.
+#[derive(Clone)]
+struct Step {
+    loaded: Arc<Vec<(Uuid, OffsetDateTime, Event)>>,
+    retracted: Arc<HashSet<Uuid>>,
+    settings: MatchSettings,
+    now: OffsetDateTime,
+}
+
+/// What deciding a claim (or a part of one) did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Recorded {
+    decided: usize,
+    dispatches: usize,
+    credited: usize,
+}
+
+impl Step {
+    /// Decides the events of `claim` in `tx`, and queues what follows from the decisions: the
+    /// conversions for the report stage, the dispatches (with the catalog's values and rules).
+    async fn record(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        claim: &attribution_matcher::Claim,
+        carried: &mut CarriedClicks,
+        graph: Option<&attribution_matcher::KnownGraph>,
+    ) -> Result<Recorded, Error> {
+        let now = self.now;
+        let decided = attribution_matcher::decide_known(
+            tx,
+            claim,
+            &self.loaded,
+            &self.settings,
+            now,
+            carried,
+            graph,
+        )
+        .await?;
+
+        let by_id: HashMap<Uuid, &(Uuid, OffsetDateTime, Event)> =
+            self.loaded.iter().map(|entry| (entry.0, entry)).collect();
+        // The catalog: the definitions of the step's event names, the values leads without an
+        // amount take (frozen at their first decision), and each destination's rule.
+        let decided_events: Vec<(Uuid, &Event)> = decided
+            .iter()
+            .filter_map(|d| by_id.get(&d.event_id).map(|(id, _, event)| (*id, event)))
+            .collect();
+        let mut names: Vec<&str> = decided_events
+            .iter()
+            .map(|(_, e)| e.event_name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let (definitions, has_destinations) = futures_util::try_join!(
+            async {
+                Ok::<_, Error>(catalog::definitions_for(tx, claim.workspace_id, &names).await?)
+            },
+            async { Ok::<_, Error>(forwarder::has_destinations(tx, claim.workspace_id).await?) },
+        )?;
+        let lead_values =
+            catalog::freeze_lead_values(tx, claim.workspace_id, &decided_events, &definitions, now)
+                .await?;
+        let rules = catalog::catalog_rules(&definitions);
+        // Multi-touch credit is shared by the report stage once this step commits.
+        let conversions: Vec<Uuid> = decided
+            .iter()
+            .filter(|d| {
+                by_id
+                    .get(&d.event_id)
+                    .is_some_and(|(_, _, event)| event.mode != events::Mode::Deferred)
+            })
+            .map(|d| d.event_id)
+            .collect();
+        let lag = metrics::histogram!("convrelay_matcher_lag_seconds");
+        let count = decided.len();
+        let mut routed = Vec::new();
+        for d in decided {
+            let Some((_, received_at, event)) = by_id.get(&d.event_id).copied() else {
+                continue;
+            };
+            if d.first {
+                lag.record((now - *received_at).as_seconds_f64().max(0.0));
+            }
+            // A retracted event is attributed (its links count) but never sent; a workspace
+            // without destinations has nowhere to send anything.
+            if !has_destinations
+                || !d.routes.iter().any(|r| r.dispatch)
+                || self.retracted.contains(&d.event_id)
+            {
+                continue;
+            }
+            let mut event = event.clone();
+            if let Some(applied) = lead_values.get(&d.event_id) {
+                event.value = Some(applied.money);
+            }
+            routed.push(RoutedEvent {
+                workspace_id: claim.workspace_id,
+                event_id: d.event_id,
+                received_at: *received_at,
+                event,
+                attribution: d.attribution,
+                routes: d.routes,
+            });
+        }
+        reports::queue::queue(tx, claim.workspace_id, &conversions).await?;
+        let dispatches = forwarder::enqueue_with_catalog(tx, &routed, &rules).await?;
+        Ok(Recorded {
+            decided: count,
+            dispatches,
+            credited: conversions.len(),
+        })
+    }
 }
 
 /// Conversions one report step credits: when the matcher is idle, and while it has a backlog
@@ -646,6 +815,41 @@ async fn credit_loop(
 pub struct Workers {
     shutdown: watch::Sender<bool>,
     handles: Vec<JoinHandle<()>>,
+    /// The threads they run on (none when they could not be started: then the caller's).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Threads the workers of a process run on: the parts of a split attribution step, and loops of
+/// different workspaces, run on both cores of a small machine, beside the API's own threads.
+const WORKER_THREADS: usize = 2;
+
+/// The workers' own runtime, and where to spawn on it (on the caller's when it cannot start).
+fn worker_runtime() -> (Option<tokio::runtime::Runtime>, tokio::runtime::Handle) {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("convrelay-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => {
+            let handle = runtime.handle().clone();
+            (Some(runtime), handle)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the workers' threads cannot start; they share the caller's");
+            (None, tokio::runtime::Handle::current())
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        // Dropping a runtime blocks, which an async caller must not: it is let go instead.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Workers {
@@ -675,11 +879,12 @@ impl Workers {
         retention: retention::RetentionSettings,
     ) -> Self {
         let (shutdown, stop) = watch::channel(false);
+        let (runtime, spawner) = worker_runtime();
         let busy = Arc::new(MatcherBusy::default());
         // Each loop works on one workspace at a time; a few let workspaces proceed side by side.
         let mut handles: Vec<JoinHandle<()>> = (0..MATCH_LOOPS)
             .map(|_| {
-                tokio::spawn(match_loop(
+                spawner.spawn(match_loop(
                     pool.clone(),
                     settings,
                     Arc::clone(&work),
@@ -688,14 +893,9 @@ impl Workers {
                 ))
             })
             .collect();
-        handles.push(tokio::spawn(credit_loop(
-            pool.clone(),
-            settings,
-            busy,
-            stop.clone(),
-        )));
-        handles.push(tokio::spawn(estimate_loop(pool.clone(), stop.clone())));
-        handles.push(tokio::spawn(retention::retention_loop(
+        handles.push(spawner.spawn(credit_loop(pool.clone(), settings, busy, stop.clone())));
+        handles.push(spawner.spawn(estimate_loop(pool.clone(), stop.clone())));
+        handles.push(spawner.spawn(retention::retention_loop(
             pool.clone(),
             retention,
             stop.clone(),
@@ -703,20 +903,20 @@ impl Workers {
         if let Some(forwarder) = forwarder {
             // Backfills queue dispatches for the forwarder; without one there is nothing to fill.
             let lease = forwarder.config().lease;
-            handles.push(tokio::spawn(backfill_loop(
-                pool.clone(),
-                lease,
-                stop.clone(),
-            )));
-            handles.push(tokio::spawn(forwarder.run(stop)));
+            handles.push(spawner.spawn(backfill_loop(pool.clone(), lease, stop.clone())));
+            handles.push(spawner.spawn(forwarder.run(stop)));
         }
-        Self { shutdown, handles }
+        Self {
+            shutdown,
+            handles,
+            runtime,
+        }
     }
 
     /// Asks the workers to finish what they hold and waits for them (bounded).
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
-        for handle in self.handles {
+        for handle in std::mem::take(&mut self.handles) {
             if tokio::time::timeout(Duration::from_secs(30), handle)
                 .await
                 .is_err()

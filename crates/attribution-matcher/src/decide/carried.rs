@@ -61,6 +61,18 @@ impl CarriedClicks {
         self.young.insert((workspace_id, event_id), touchpoint);
     }
 
+    /// The entries a generation holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Keeps what `other` kept most recently, as if it had been inserted here.
+    pub fn absorb(&mut self, other: CarriedClicks) {
+        for ((workspace_id, event_id), touchpoint) in other.young {
+            self.insert(workspace_id, event_id, touchpoint);
+        }
+    }
+
     /// How many clicks are kept.
     pub fn len(&self) -> usize {
         self.young.len() + self.old.len()

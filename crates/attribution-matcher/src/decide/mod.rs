@@ -17,9 +17,11 @@
 
 mod carried;
 mod read;
+mod split;
 pub mod step;
 mod write;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::GenericClient;
@@ -29,16 +31,84 @@ use tracing::debug;
 use uuid::Uuid;
 
 use crate::choice::{Found, Touch};
-use crate::identity::event_identifiers;
+use crate::identity::{event_identifiers, Identifier};
 use crate::queue::Claim;
 use crate::routing::route;
 use crate::settings::{attribution_window, to_time, MatchSettings};
 use crate::{from_json, Error, Result};
 
-use self::step::{Item, Known, StepSettings};
+use self::step::{Item, Known, KnownIdentifier, KnownPerson, StepSettings};
 
 pub use self::carried::CarriedClicks;
+pub use self::split::split;
 pub use self::step::direct_touchpoint;
+
+/// What the database held of a claim's identifiers before its step: each stored identifier with
+/// the person it belongs to, and those persons. A step reads it itself; a worker that splits a
+/// claim reads it once, with [`read_graph`], for [`split`] and for every part.
+#[derive(Debug, Clone, Default)]
+pub struct KnownGraph {
+    pub(crate) identifiers: HashMap<[u8; 32], KnownIdentifier>,
+    pub(crate) persons: HashMap<Uuid, KnownPerson>,
+    /// Each claimed event's identifiers (hashed once, for every part).
+    pub(crate) of_event: HashMap<Uuid, Vec<Identifier>>,
+}
+
+/// Reads what the database holds of the identifiers of `claim`'s events (as [`decide`] takes
+/// them), inside the transaction that claimed them.
+pub async fn read_graph(
+    client: &impl GenericClient,
+    claim: &Claim,
+    events: &[(Uuid, OffsetDateTime, Event)],
+) -> Result<KnownGraph> {
+    let bodies = bodies_of(events);
+    let claimed = claimed_items(claim, &bodies, None);
+    let (identifiers, persons) = read::identities(client, claim.workspace_id, &claimed).await?;
+    let of_event = claimed
+        .into_iter()
+        .map(|item| (item.event_id, item.identifiers))
+        .collect();
+    Ok(KnownGraph {
+        identifiers,
+        persons,
+        of_event,
+    })
+}
+
+/// The claimed events by id.
+fn bodies_of(events: &[(Uuid, OffsetDateTime, Event)]) -> HashMap<Uuid, (OffsetDateTime, &Event)> {
+    events
+        .iter()
+        .map(|(id, received_at, event)| (*id, (*received_at, event)))
+        .collect()
+}
+
+/// The claimed events that are stored, with their identifiers (from `graph` when it has them),
+/// in claim order.
+fn claimed_items<'e>(
+    claim: &Claim,
+    bodies: &HashMap<Uuid, (OffsetDateTime, &'e Event)>,
+    graph: Option<&KnownGraph>,
+) -> Vec<Item<'e>> {
+    let mut seen = HashSet::with_capacity(claim.event_ids.len());
+    claim
+        .event_ids
+        .iter()
+        .filter(|id| seen.insert(**id))
+        .filter_map(|&event_id| {
+            let &(received_at, event) = bodies.get(&event_id)?;
+            Some(Item {
+                event_id,
+                received_at,
+                event,
+                pending_until: None,
+                identifiers: graph
+                    .and_then(|graph| graph.of_event.get(&event_id).cloned())
+                    .unwrap_or_else(|| event_identifiers(event)),
+            })
+        })
+        .collect()
+}
 
 /// An event whose routing changes with this step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +164,21 @@ pub async fn decide_with(
     now: OffsetDateTime,
     carried: &mut CarriedClicks,
 ) -> Result<Vec<Decided>> {
+    decide_known(client, claim, events, settings, now, carried, None).await
+}
+
+/// [`decide_with`] given what [`read_graph`] read of the claim's identifiers (`None`: read it
+/// here). A part of a [`split`] claim takes the whole claim's graph: the part's identifiers and
+/// persons are its own, so nothing another part writes changes what was read of them.
+pub async fn decide_known(
+    client: &impl GenericClient,
+    claim: &Claim,
+    events: &[(Uuid, OffsetDateTime, Event)],
+    settings: &MatchSettings,
+    now: OffsetDateTime,
+    carried: &mut CarriedClicks,
+    graph: Option<&KnownGraph>,
+) -> Result<Vec<Decided>> {
     let workspace_id = claim.workspace_id;
     if claim.event_ids.is_empty() {
         return Ok(Vec::new());
@@ -101,36 +186,32 @@ pub async fn decide_with(
     let now = to_utc_millis(now);
     let started = std::time::Instant::now();
 
-    // The claimed events that are stored, with their identifiers, in claim order.
-    let bodies: HashMap<Uuid, (OffsetDateTime, &Event)> = events
-        .iter()
-        .map(|(id, received_at, event)| (*id, (*received_at, event)))
-        .collect();
-    let mut seen = HashSet::with_capacity(claim.event_ids.len());
-    let claimed: Vec<Item<'_>> = claim
-        .event_ids
-        .iter()
-        .filter(|id| seen.insert(**id))
-        .filter_map(|&event_id| {
-            let &(received_at, event) = bodies.get(&event_id)?;
-            Some(Item {
-                event_id,
-                received_at,
-                event,
-                pending_until: None,
-                identifiers: event_identifiers(event),
-            })
-        })
-        .collect();
+    let bodies = bodies_of(events);
+    let claimed = claimed_items(claim, &bodies, graph);
 
     // What the step reads, in one round trip: the statements are pipelined on the connection.
-    let (window, existing, (identifiers, persons), named, any_pending) = futures_util::try_join!(
+    let identities = async {
+        match graph {
+            Some(graph) => Ok(Cow::Borrowed(graph)),
+            None => read::identities(client, workspace_id, &claimed).await.map(
+                |(identifiers, persons)| {
+                    Cow::Owned(KnownGraph {
+                        identifiers,
+                        persons,
+                        of_event: HashMap::new(),
+                    })
+                },
+            ),
+        }
+    };
+    let (window, existing, graph, named, any_pending) = futures_util::try_join!(
         attribution_window(client, workspace_id, settings),
         read::existing(client, workspace_id, &claim.event_ids),
-        read::identities(client, workspace_id, &claimed),
+        identities,
         read::named_clicks(client, workspace_id, &claimed),
         read::any_pending(client, workspace_id),
     )?;
+    let (identifiers, persons) = (&graph.identifiers, &graph.persons);
     let read_ms = started.elapsed().as_secs_f64() * 1000.0;
     let window = to_time(window);
     let (items, gone) = sort_items(claim, claimed, &bodies, &existing, now);
@@ -145,8 +226,8 @@ pub async fn decide_with(
         now,
     };
     let mut known = Known {
-        identifiers: &identifiers,
-        persons: &persons,
+        identifiers,
+        persons,
         named: &named,
         probes: None,
     };

@@ -623,6 +623,17 @@ pub async fn delete_destination(
     Ok(())
 }
 
+/// Whether the workspace has any destination, enabled or not: without one, routing has nothing
+/// to queue and a step need not build what it would hand over.
+pub async fn has_destinations(client: &impl GenericClient, workspace_id: Uuid) -> Result<bool> {
+    const SQL: &str = "SELECT EXISTS (SELECT 1 FROM destinations WHERE workspace_id = $1)";
+    let stmt = client.prepare_cached(SQL).await?;
+    Ok(client
+        .query_one(&stmt, &[&workspace_id])
+        .await?
+        .try_get(0)?)
+}
+
 /// Every destination of these workspaces (for routing), credentials sealed.
 pub(crate) async fn destinations_of(
     client: &impl GenericClient,

@@ -71,7 +71,22 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: TestDb, settings: impl FnOnce(&str) -> Settings) -> Self {
-        let app = Application::build(settings(&db.url)).await.unwrap();
+        Self::spawn_built(db, settings, true).await
+    }
+
+    /// The API alone (`serve --no-workers`): stored events wait for a worker.
+    pub async fn spawn_without_workers(db: TestDb) -> Self {
+        Self::spawn_built(db, settings, false).await
+    }
+
+    async fn spawn_built(
+        db: TestDb,
+        settings: impl FnOnce(&str) -> Settings,
+        workers: bool,
+    ) -> Self {
+        let app = Application::build_with(settings(&db.url), workers)
+            .await
+            .unwrap();
         let addr = app.addr();
         let server = tokio::spawn(app.run_until_stopped());
         let key = create_key(&db, "acme", &[Scope::Ingest, Scope::Read]).await;

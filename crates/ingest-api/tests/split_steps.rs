@@ -1,0 +1,210 @@
+//! A worker splits a large claim into parts that share no identifier and no person, and decides
+//! them side by side: the decisions are those of the whole claim, and a part that fails loses
+//! nothing and repeats nothing.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+
+use attribution_matcher::{CarriedClicks, MatchSettings};
+use common::TestApp;
+use serde_json::{json, Value};
+
+/// Customers per round: enough for a claim past the size from which steps split.
+const CUSTOMERS: usize = 150;
+
+fn days_ago(days: i64) -> String {
+    events::format_timestamp(time::OffsetDateTime::now_utc() - time::Duration::days(days))
+}
+
+/// Stores `events` through the batch endpoint; answers their ids in order.
+async fn store(app: &TestApp, events: Vec<Value>) -> Vec<String> {
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(100) {
+        let res = app
+            .post("/v1/events/batch", &json!({"events": chunk}))
+            .await;
+        assert_eq!(res.status(), 200);
+        let answer: Value = res.json().await.unwrap();
+        for result in answer["results"].as_array().unwrap() {
+            assert_eq!(result["status"], "accepted", "{result}");
+            ids.push(result["id"].as_str().unwrap().to_owned());
+        }
+    }
+    ids
+}
+
+/// Runs attribution steps until the queue is empty; answers the most parts a step used.
+async fn drain(pool: &deadpool_postgres::Pool) -> usize {
+    let mut carried = CarriedClicks::default();
+    let mut most = 0;
+    for _ in 0..100 {
+        let report =
+            pipeline::match_step_sized(pool, &MatchSettings::default(), 2000, &mut carried)
+                .await
+                .unwrap();
+        if !report.claimed {
+            return most;
+        }
+        most = most.max(report.parts);
+    }
+    panic!("the queue was not drained in 100 steps");
+}
+
+/// Round one: each customer's lead with its own gclid, by customer id and e-mail.
+fn round_one() -> Vec<Value> {
+    (0..CUSTOMERS)
+        .map(|i| {
+            json!({"event": "lead", "customerExternalId": format!("c{i}"),
+                "email": format!("p{i}@shop.example"), "gclid": format!("g{i}"),
+                "timestamp": days_ago(3)})
+        })
+        .collect()
+}
+
+/// Round two, in one claim: each customer's new click (a lead by e-mail), then their sale by
+/// customer id alone, which reaches that click only through the stored person; and new
+/// customers' lead and sale, linked only inside the claim.
+fn round_two() -> Vec<Value> {
+    let mut events = Vec::new();
+    for i in 0..CUSTOMERS {
+        events.push(
+            json!({"event": "lead", "email": format!("p{i}@shop.example"),
+            "gclid": format!("k{i}"), "timestamp": days_ago(2)}),
+        );
+        events.push(
+            json!({"event": "sale", "customerExternalId": format!("c{i}"),
+            "amount": 10, "currency": "EUR", "invoiceId": format!("s{i}"),
+            "timestamp": days_ago(1)}),
+        );
+        events.push(
+            json!({"event": "lead", "email": format!("q{i}@shop.example"),
+            "gclid": format!("h{i}"), "timestamp": days_ago(2)}),
+        );
+        events.push(
+            json!({"event": "sale", "customerExternalId": format!("d{i}"),
+            "email": format!("q{i}@shop.example"), "amount": 20, "currency": "EUR",
+            "invoiceId": format!("t{i}"), "timestamp": days_ago(1)}),
+        );
+    }
+    events
+}
+
+/// Each sale of round two and the gclid it must be attributed to.
+fn expected(ids: &[String]) -> HashMap<&str, String> {
+    let mut out = HashMap::new();
+    for i in 0..CUSTOMERS {
+        out.insert(ids[4 * i + 1].as_str(), format!("k{i}"));
+        out.insert(ids[4 * i + 3].as_str(), format!("h{i}"));
+    }
+    out
+}
+
+async fn attributed_gclid(app: &TestApp, id: &str) -> Value {
+    let event: Value = app
+        .get(&format!("/v1/events/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(event["attribution"]["status"], "matched", "{event}");
+    event["attribution"]["click"]["gclid"].clone()
+}
+
+#[tokio::test]
+async fn a_split_claim_decides_every_event_as_the_whole_claim_would() {
+    let app = TestApp::spawn_without_workers(common::test_db().await).await;
+    let pool = app.db.pool(8);
+    store(&app, round_one()).await;
+    drain(&pool).await;
+
+    let ids = store(&app, round_two()).await;
+    assert_eq!(drain(&pool).await, 2, "the claim was split");
+    for (id, gclid) in expected(&ids) {
+        assert_eq!(attributed_gclid(&app, id).await, gclid.as_str(), "{id}");
+    }
+    // Persons: one per customer of each round, merged across their identifiers.
+    let persons = app.count("persons").await;
+    assert!(persons >= 2 * CUSTOMERS as i64, "{persons}");
+    let client = pool.get().await.unwrap();
+    let split: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT person_id) FROM identities i
+             WHERE NOT EXISTS (SELECT 1 FROM persons p WHERE p.person_id = i.person_id AND p.merged_into IS NOT NULL)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(split, 2 * CUSTOMERS as i64, "each customer is one person");
+}
+
+#[tokio::test]
+async fn a_failed_part_rolls_the_claim_back_and_its_decided_events_are_not_decided_again() {
+    let app = TestApp::spawn_without_workers(common::test_db().await).await;
+    let pool = app.db.pool(8);
+    store(&app, round_one()).await;
+    drain(&pool).await;
+    let ids = store(&app, round_two()).await;
+
+    // One sale cannot be recorded: the part holding it fails, the other commits.
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'refused on purpose'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON attributions FOR EACH ROW
+             WHEN (NEW.event_id = '{}') EXECUTE FUNCTION refuse();",
+            ids[1].trim_start_matches("evt_")
+        ))
+        .await
+        .unwrap();
+    let mut carried = CarriedClicks::default();
+    let failed =
+        pipeline::match_step_sized(&pool, &MatchSettings::default(), 2000, &mut carried).await;
+    assert!(failed.is_err());
+    let queued: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(cardinality(event_ids)), 0)::bigint FROM match_queue",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        queued,
+        ids.len() as i64,
+        "every claimed event is back in the queue"
+    );
+    let decided: i64 = client
+        .query_one("SELECT count(*) FROM attributions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        decided > CUSTOMERS as i64 && decided < (CUSTOMERS + ids.len()) as i64,
+        "the other part committed: {decided}"
+    );
+
+    client
+        .batch_execute("DROP TRIGGER refuse ON attributions")
+        .await
+        .unwrap();
+    drain(&pool).await;
+    for (id, gclid) in expected(&ids) {
+        assert_eq!(attributed_gclid(&app, id).await, gclid.as_str(), "{id}");
+    }
+    // Each conversion was queued for the report stage once, whichever step decided it.
+    let credited: Vec<(i64, i64)> = client
+        .query(
+            "SELECT count(*), count(DISTINCT e) FROM credit_batches, unnest(event_ids) AS e",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(credited, [(credited[0].1, (CUSTOMERS + ids.len()) as i64)]);
+}
