@@ -11,10 +11,11 @@
 //!   those whose pending window is over.
 //!
 //! [`claim`] picks the workspace with the oldest work that no other worker holds, takes its
-//! transaction-scoped advisory lock (`pg_try_advisory_xact_lock`), and takes that workspace's
-//! oldest queue rows with `FOR UPDATE SKIP LOCKED`, deleting them. One worker at a time works on
-//! a workspace, so its events are attributed in arrival order and its identity graph has one
-//! writer; other workspaces go to other workers. Everything happens in the caller's transaction:
+//! transaction-scoped advisory lock (`pg_try_advisory_xact_lock`), and deletes that workspace's
+//! oldest queue rows (looking at a few dozen first: whoever changes a workspace's rows holds its
+//! lock). One worker at a time works on a workspace, so its events are attributed in arrival
+//! order and its identity graph has one writer (a large claim may be decided in parts that share
+//! nothing: see [`crate::split`]); other workspaces go to other workers. Everything happens in the caller's transaction:
 //! if the worker dies before it commits, the rows are back and the lock is gone.
 
 use deadpool_postgres::GenericClient;
@@ -99,23 +100,22 @@ const CANDIDATE_ROUNDS: usize = 4;
 const TRY_LOCK: &str = "
     SELECT pg_try_advisory_xact_lock(hashtextextended('attribution-matcher:' || ($1::uuid)::text, 0))";
 
-/// The workspace's oldest queue rows holding at most $2 events in all (a row counts its events,
-/// a click counts one), and always the oldest row, however many it holds. The choice is
-/// materialised and deleted by key: inlined into the delete's join, the planner re-ran the window
-/// for every queue row (185 ms for a backlog of 400 rows).
+/// The workspace's oldest queue rows, at most $2, with the events each holds (a click counts one).
+const PEEK_QUEUED: &str = "
+    SELECT id, coalesce(cardinality(event_ids), 1)::bigint FROM match_queue
+    WHERE workspace_id = $1
+    ORDER BY id LIMIT $2";
+
+/// Takes the chosen queue rows. Whoever changes a workspace's queue rows holds its lock (claims
+/// and erasures), so the rows peeked at are still there and nobody else holds them.
 const TAKE_QUEUED: &str = "
-    WITH locked AS (
-        SELECT id, coalesce(cardinality(event_ids), 1) AS n FROM match_queue
-        WHERE workspace_id = $1
-        ORDER BY id LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    ), chosen AS MATERIALIZED (
-        SELECT id FROM (SELECT id, sum(n) OVER (ORDER BY id) - n AS before FROM locked) AS s
-        WHERE before < $2
-    )
-    DELETE FROM match_queue AS q
-    WHERE q.workspace_id = $1 AND q.id = ANY (ARRAY(SELECT id FROM chosen))
-    RETURNING q.id, q.event_ids, q.click_identifier";
+    DELETE FROM match_queue
+    WHERE workspace_id = $1 AND id = ANY($2::bigint[])
+    RETURNING id, event_ids, click_identifier";
+
+/// Queue rows a claim looks at first: a busy workspace's rows hold a request's events each, so a
+/// few dozen fill a step; the look widens when they hold fewer.
+const PEEK_ROWS: i64 = 32;
 
 const TAKE_EXPIRED: &str = "
     SELECT event_id FROM attributions
@@ -221,14 +221,15 @@ async fn take(
         .map(|row| row.try_get(0))
         .collect::<Result<_, _>>()?;
 
-    let take_queued = client.prepare_cached(TAKE_QUEUED).await?;
     let queue_budget = limit.saturating_sub(i64::try_from(event_ids.len()).unwrap_or(limit));
-    let queued = if queue_budget > 0 {
-        client
-            .query(&take_queued, &[&workspace_id, &queue_budget])
-            .await?
-    } else {
+    let chosen = choose_queued(client, workspace_id, queue_budget).await?;
+    let queued = if chosen.is_empty() {
         Vec::new()
+    } else {
+        let take_queued = client.prepare_cached(TAKE_QUEUED).await?;
+        client
+            .query(&take_queued, &[&workspace_id, &chosen])
+            .await?
     };
     if event_ids.is_empty() && queued.is_empty() {
         return Ok(None);
@@ -255,6 +256,37 @@ async fn take(
         others_waiting: false,
         holds_rows,
     }))
+}
+
+/// The ids of the workspace's oldest queue rows holding at most `budget` events in all (and
+/// always the oldest row, however many it holds); none when `budget` is 0.
+async fn choose_queued(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    budget: i64,
+) -> Result<Vec<i64>> {
+    if budget <= 0 {
+        return Ok(Vec::new());
+    }
+    let peek = client.prepare_cached(PEEK_QUEUED).await?;
+    let mut rows = PEEK_ROWS.min(budget);
+    loop {
+        let peeked = client.query(&peek, &[&workspace_id, &rows]).await?;
+        let mut chosen = Vec::with_capacity(peeked.len());
+        let mut events: i64 = 0;
+        for row in &peeked {
+            if events >= budget {
+                return Ok(chosen);
+            }
+            events = events.saturating_add(row.try_get::<_, i64>(1)?);
+            chosen.push(row.try_get::<_, i64>(0)?);
+        }
+        let all = i64::try_from(peeked.len()).unwrap_or(i64::MAX) < rows;
+        if events >= budget || all || rows >= budget {
+            return Ok(chosen);
+        }
+        rows = rows.saturating_mul(4).min(budget);
+    }
 }
 
 /// Files newly registered clicks into the graph; answers the pending events to look at again.

@@ -210,33 +210,39 @@ pub async fn match_step_sized(
         return Ok(MatchReport::default());
     };
     let claimed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut retracted = HashSet::new();
-    let loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
-    let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let step = Step {
-        loaded: Arc::new(loaded),
-        retracted: Arc::new(retracted),
-        settings: *settings,
-        now: OffsetDateTime::now_utc(),
-    };
-    let (recorded, parts) = if !claim.holds_rows && claim.event_ids.len() >= SPLIT_FROM {
-        let graph = attribution_matcher::read_graph(&tx, &claim, &step.loaded).await?;
-        let parts = attribution_matcher::split(&claim, &step.loaded, &graph, SPLIT_PARTS);
-        let connections = if parts.len() > 1 {
-            spare_connections(pool, parts.len()).await
-        } else {
-            Vec::new()
-        };
-        if connections.len() == parts.len() {
-            let count = parts.len();
-            let recorded =
-                decide_parts(connections, parts, &step, Arc::new(graph), carried).await?;
-            (recorded, count)
-        } else {
-            (step.record(&tx, &claim, carried, Some(&graph)).await?, 1)
-        }
+    // A large claim that holds nothing but its queue rows is read, and decided in parts, on
+    // connections beside the claim's, whose transaction only keeps the workspace and the rows.
+    let spare = if !claim.holds_rows && claim.event_ids.len() >= SPLIT_FROM {
+        spare_connections(pool, SPLIT_PARTS).await
     } else {
-        (step.record(&tx, &claim, carried, None).await?, 1)
+        Vec::new()
+    };
+    let now = OffsetDateTime::now_utc();
+    let (recorded, parts, loaded_ms) = if spare.is_empty() {
+        let mut retracted = HashSet::new();
+        let loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
+        let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let step = Step {
+            loaded: Arc::new(loaded),
+            retracted: Arc::new(retracted),
+            settings: *settings,
+            now,
+        };
+        (step.record(&tx, &claim, carried, None).await?, 1, loaded_ms)
+    } else {
+        let (spare, step) = load_beside(spare, &claim, *settings, now).await?;
+        let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (spare, graph) = read_graph_beside(spare, &claim, &step.loaded).await?;
+        let parts = attribution_matcher::split(&claim, &step.loaded, &graph, spare.len());
+        if parts.len() > 1 {
+            let count = parts.len();
+            let recorded = decide_parts(spare, parts, &step, Arc::new(graph), carried).await?;
+            (recorded, count, loaded_ms)
+        } else {
+            drop(spare);
+            let recorded = step.record(&tx, &claim, carried, Some(&graph)).await?;
+            (recorded, 1, loaded_ms)
+        }
     };
     tx.commit().await?;
     tracing::debug!(
@@ -274,6 +280,136 @@ async fn spare_connections(pool: &Pool, n: usize) -> Vec<deadpool_postgres::Obje
         }
     }
     connections
+}
+
+/// Runs `work` for each of `connections` (with its index) as a task of its own, side by side on
+/// the runtime's threads; answers the connections back with the answers, in order, once every
+/// task is done (the first failure otherwise).
+async fn beside<T, Fut>(
+    connections: Vec<deadpool_postgres::Object>,
+    work: impl Fn(usize, deadpool_postgres::Object) -> Fut,
+) -> Result<(Vec<deadpool_postgres::Object>, Vec<T>), Error>
+where
+    Fut: std::future::Future<Output = (deadpool_postgres::Object, Result<T, Error>)>
+        + Send
+        + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .enumerate()
+        .map(|(index, connection)| tokio::spawn(work(index, connection)))
+        .collect();
+    let mut connections = Vec::with_capacity(tasks.len());
+    let mut answers = Vec::with_capacity(tasks.len());
+    let mut failed = None;
+    for task in tasks {
+        match task.await {
+            Ok((connection, Ok(answer))) => {
+                connections.push(connection);
+                answers.push(answer);
+            }
+            Ok((_, Err(e))) => failed = failed.or(Some(e)),
+            Err(e) => failed = failed.or(Some(Error::Part(e))),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((connections, answers)),
+    }
+}
+
+/// The claim's events in as many contiguous runs as `n` says, each a claim of its own.
+fn runs_of(claim: &attribution_matcher::Claim, n: usize) -> Vec<attribution_matcher::Claim> {
+    let size = claim.event_ids.len().div_ceil(n.max(1)).max(1);
+    claim
+        .event_ids
+        .chunks(size)
+        .map(|ids| attribution_matcher::Claim {
+            event_ids: ids.to_vec(),
+            ..claim.clone()
+        })
+        .collect()
+}
+
+/// Loads the claim's events from the journal on the spare connections, a run of them each, side
+/// by side (events never change once stored, and an erasure waits for the workspace the claim
+/// holds, so any connection reads what the claim's would).
+async fn load_beside(
+    spare: Vec<deadpool_postgres::Object>,
+    claim: &attribution_matcher::Claim,
+    settings: MatchSettings,
+    now: OffsetDateTime,
+) -> Result<(Vec<deadpool_postgres::Object>, Step), Error> {
+    let runs = Arc::new(runs_of(claim, spare.len()));
+    let (spare, loaded) = beside(spare, |index, connection| {
+        let runs = Arc::clone(&runs);
+        async move {
+            let mut retracted = HashSet::new();
+            let loaded = match runs.get(index) {
+                Some(run) => {
+                    load(
+                        &connection,
+                        &run.workspace_id,
+                        &run.event_ids,
+                        &mut retracted,
+                    )
+                    .await
+                }
+                None => Ok(Vec::new()),
+            };
+            (connection, loaded.map(|loaded| (loaded, retracted)))
+        }
+    })
+    .await?;
+    let mut events = Vec::with_capacity(claim.event_ids.len());
+    let mut retracted = HashSet::new();
+    for (run, gone) in loaded {
+        events.extend(run);
+        retracted.extend(gone);
+    }
+    let step = Step {
+        loaded: Arc::new(events),
+        retracted: Arc::new(retracted),
+        settings,
+        now,
+    };
+    Ok((spare, step))
+}
+
+/// Reads what the database holds of the claim's identifiers on the spare connections, the
+/// identifiers of a run of events each, side by side.
+async fn read_graph_beside(
+    spare: Vec<deadpool_postgres::Object>,
+    claim: &attribution_matcher::Claim,
+    loaded: &Arc<Vec<(Uuid, OffsetDateTime, Event)>>,
+) -> Result<
+    (
+        Vec<deadpool_postgres::Object>,
+        attribution_matcher::KnownGraph,
+    ),
+    Error,
+> {
+    let runs = Arc::new(runs_of(claim, spare.len()));
+    let (spare, graphs) = beside(spare, |index, connection| {
+        let runs = Arc::clone(&runs);
+        let loaded = Arc::clone(loaded);
+        async move {
+            let graph = match runs.get(index) {
+                Some(run) => attribution_matcher::read_graph(&connection, run, &loaded)
+                    .await
+                    .map_err(Error::from),
+                None => Ok(attribution_matcher::KnownGraph::default()),
+            };
+            (connection, graph)
+        }
+    })
+    .await?;
+    let mut graph = attribution_matcher::KnownGraph::default();
+    for other in graphs {
+        graph.absorb(other);
+    }
+    Ok((spare, graph))
 }
 
 /// Decides the parts of a split claim side by side, each a task of its own (on as many threads

@@ -54,6 +54,15 @@ pub struct KnownGraph {
     pub(crate) of_event: HashMap<Uuid, Vec<Identifier>>,
 }
 
+impl KnownGraph {
+    /// Adds what `other` read (of other events of the same claim, at the same time).
+    pub fn absorb(&mut self, other: KnownGraph) {
+        self.identifiers.extend(other.identifiers);
+        self.persons.extend(other.persons);
+        self.of_event.extend(other.of_event);
+    }
+}
+
 /// Reads what the database holds of the identifiers of `claim`'s events (as [`decide`] takes
 /// them), inside the transaction that claimed them.
 pub async fn read_graph(
