@@ -23,9 +23,10 @@ use crate::writer::{Writer, WriterConfig};
 use crate::{db, routes, telemetry};
 use pipeline::Workers;
 
-/// Connections of the pipeline workers inside `convrelay serve`: one per attribution loop, and
-/// the forwarder's parallel steps plus one for lease extensions, plus one to spare.
-const WORKER_POOL_SIZE: usize = 6;
+/// Connections of the pipeline workers inside `convrelay serve`: three per attribution loop (its
+/// claim, and the two parts of a split claim), the forwarder's parallel steps plus one for lease
+/// extensions, and the report stage's.
+const WORKER_POOL_SIZE: usize = 10;
 
 /// A built, listening service.
 pub struct Application {

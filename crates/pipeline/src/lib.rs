@@ -377,12 +377,12 @@ async fn load_beside(
     Ok((spare, step))
 }
 
-/// Reads what the database holds of the claim's identifiers on the spare connections, the
-/// identifiers of a run of events each, side by side.
+/// Reads what the database holds of the claim's identifiers on the spare connections, a run of
+/// the distinct identifiers each, side by side.
 async fn read_graph_beside(
     spare: Vec<deadpool_postgres::Object>,
     claim: &attribution_matcher::Claim,
-    loaded: &Arc<Vec<(Uuid, OffsetDateTime, Event)>>,
+    loaded: &[(Uuid, OffsetDateTime, Event)],
 ) -> Result<
     (
         Vec<deadpool_postgres::Object>,
@@ -390,23 +390,23 @@ async fn read_graph_beside(
     ),
     Error,
 > {
-    let runs = Arc::new(runs_of(claim, spare.len()));
-    let (spare, graphs) = beside(spare, |index, connection| {
+    let mut graph = attribution_matcher::KnownGraph::of_claim(claim, loaded);
+    let runs = Arc::new(graph.runs(spare.len()));
+    let workspace_id = claim.workspace_id;
+    let (spare, read) = beside(spare, |index, connection| {
         let runs = Arc::clone(&runs);
-        let loaded = Arc::clone(loaded);
         async move {
-            let graph = match runs.get(index) {
-                Some(run) => attribution_matcher::read_graph(&connection, run, &loaded)
+            let read = match runs.get(index) {
+                Some(run) => attribution_matcher::read_identities(&connection, workspace_id, run)
                     .await
                     .map_err(Error::from),
                 None => Ok(attribution_matcher::KnownGraph::default()),
             };
-            (connection, graph)
+            (connection, read)
         }
     })
     .await?;
-    let mut graph = attribution_matcher::KnownGraph::default();
-    for other in graphs {
+    for other in read {
         graph.absorb(other);
     }
     Ok((spare, graph))

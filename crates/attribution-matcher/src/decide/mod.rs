@@ -55,7 +55,33 @@ pub struct KnownGraph {
 }
 
 impl KnownGraph {
-    /// Adds what `other` read (of other events of the same claim, at the same time).
+    /// The identifiers of the claim's events (hashed once, here), before anything is read.
+    pub fn of_claim(claim: &Claim, events: &[(Uuid, OffsetDateTime, Event)]) -> Self {
+        let bodies = bodies_of(events);
+        let of_event = claimed_items(claim, &bodies, None)
+            .into_iter()
+            .map(|item| (item.event_id, item.identifiers))
+            .collect();
+        Self {
+            of_event,
+            ..Self::default()
+        }
+    }
+
+    /// The claim's distinct identifiers, in `n` runs of about equal length.
+    pub fn runs(&self, n: usize) -> Vec<Vec<[u8; 32]>> {
+        let mut hashes: Vec<[u8; 32]> = self
+            .of_event
+            .values()
+            .flat_map(|identifiers| identifiers.iter().map(|id| id.hash))
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let size = hashes.len().div_ceil(n.max(1)).max(1);
+        hashes.chunks(size).map(<[_]>::to_vec).collect()
+    }
+
+    /// Adds what `other` read (of other identifiers of the same claim, at the same time).
     pub fn absorb(&mut self, other: KnownGraph) {
         self.identifiers.extend(other.identifiers);
         self.persons.extend(other.persons);
@@ -63,24 +89,33 @@ impl KnownGraph {
     }
 }
 
-/// Reads what the database holds of the identifiers of `claim`'s events (as [`decide`] takes
-/// them), inside the transaction that claimed them.
+/// Reads what the database holds of the claim's identifiers, inside the transaction that claimed
+/// them.
 pub async fn read_graph(
     client: &impl GenericClient,
     claim: &Claim,
     events: &[(Uuid, OffsetDateTime, Event)],
 ) -> Result<KnownGraph> {
-    let bodies = bodies_of(events);
-    let claimed = claimed_items(claim, &bodies, None);
-    let (identifiers, persons) = read::identities(client, claim.workspace_id, &claimed).await?;
-    let of_event = claimed
-        .into_iter()
-        .map(|item| (item.event_id, item.identifiers))
-        .collect();
+    let mut graph = KnownGraph::of_claim(claim, events);
+    for run in graph.runs(1) {
+        graph.absorb(read_identities(client, claim.workspace_id, &run).await?);
+    }
+    Ok(graph)
+}
+
+/// What the database holds of these identifiers (sorted, without duplicates) and their persons;
+/// a worker reading a large claim's graph reads runs of them on several connections.
+pub async fn read_identities(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    hashes: &[[u8; 32]],
+) -> Result<KnownGraph> {
+    let hashes: Vec<&[u8]> = hashes.iter().map(|hash| &hash[..]).collect();
+    let (identifiers, persons) = read::identities_of(client, workspace_id, &hashes).await?;
     Ok(KnownGraph {
         identifiers,
         persons,
-        of_event,
+        of_event: HashMap::new(),
     })
 }
 

@@ -108,6 +108,18 @@ pub(crate) async fn identities(
         .collect();
     hashes.sort_unstable();
     hashes.dedup();
+    identities_of(client, workspace_id, &hashes).await
+}
+
+/// [`identities`] of these identifiers (sorted, without duplicates).
+pub(crate) async fn identities_of(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    hashes: &[&[u8]],
+) -> Result<(
+    HashMap<[u8; 32], KnownIdentifier>,
+    HashMap<Uuid, KnownPerson>,
+)> {
     let mut identifiers = HashMap::with_capacity(hashes.len());
     let mut persons = HashMap::new();
     if hashes.is_empty() {
@@ -150,8 +162,8 @@ fn count_at(row: &Row, index: usize) -> Result<i64> {
 }
 
 fn hash_at(row: &Row, index: usize) -> Result<Option<[u8; 32]>> {
-    let bytes: Option<Vec<u8>> = row.try_get(index)?;
-    Ok(bytes.and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok()))
+    let bytes: Option<&[u8]> = row.try_get(index)?;
+    Ok(bytes.and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()))
 }
 
 const SELECT_NAMED_CLICKS: &str = "
