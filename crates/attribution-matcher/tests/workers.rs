@@ -311,3 +311,22 @@ async fn registering_a_click_never_waits_for_a_matcher_step() {
         events::AttributionStatus::Matched
     );
 }
+
+#[tokio::test]
+async fn a_claim_takes_as_many_small_queue_rows_as_its_limit_holds_oldest_first() {
+    let mut h = Harness::new().await;
+    let mut sent = Vec::new();
+    for n in 0..40 {
+        sent.push(
+            h.send(json!({"event": "lead", "email": format!("p{n}@a.io")}), T0)
+                .await,
+        );
+    }
+    let mut client = h.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let claim = claim_at(&tx, 35, T0).await.unwrap().unwrap();
+    let mut oldest = sent[..35].to_vec();
+    oldest.sort_unstable();
+    assert_eq!(claim.event_ids, oldest);
+    tx.rollback().await.unwrap();
+}

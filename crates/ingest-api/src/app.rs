@@ -25,8 +25,8 @@ use pipeline::Workers;
 
 /// Connections of the pipeline workers inside `convrelay serve`: three per attribution loop (its
 /// claim, and the two parts of a split claim), the forwarder's parallel steps plus one for lease
-/// extensions, and the report stage's.
-const WORKER_POOL_SIZE: usize = 10;
+/// extensions, and one per report-stage loop.
+const WORKER_POOL_SIZE: usize = 11;
 
 /// A built, listening service.
 pub struct Application {

@@ -146,6 +146,9 @@ fn describe(e: &tokio_postgres::Error) -> String {
 /// Attribution loops per process.
 const MATCH_LOOPS: usize = 2;
 
+/// Report-stage loops per process.
+const CREDIT_LOOPS: usize = 2;
+
 /// How often an idle worker looks for work that another process queued.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
@@ -1029,7 +1032,16 @@ impl Workers {
                 ))
             })
             .collect();
-        handles.push(spawner.spawn(credit_loop(pool.clone(), settings, busy, stop.clone())));
+        // The report stage: steps of one workspace's conversions lock their rows and rollups in
+        // one order, so two loops credit side by side.
+        for _ in 0..CREDIT_LOOPS {
+            handles.push(spawner.spawn(credit_loop(
+                pool.clone(),
+                settings,
+                Arc::clone(&busy),
+                stop.clone(),
+            )));
+        }
         handles.push(spawner.spawn(estimate_loop(pool.clone(), stop.clone())));
         handles.push(spawner.spawn(retention::retention_loop(
             pool.clone(),

@@ -92,3 +92,27 @@ async fn a_batch_another_stage_holds_is_skipped_for_another_workspaces() {
     expected.sort_unstable();
     assert_eq!(taken, expected);
 }
+
+#[tokio::test]
+async fn a_step_takes_as_many_small_batches_as_its_limit_holds() {
+    let db = db().await;
+    let mut client = db.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let singles: Vec<Vec<Uuid>> = (0..10).map(|_| ids(1)).collect();
+    for step in &singles {
+        reports::queue::queue(&client, ws, step).await.unwrap();
+    }
+    let tx = client.transaction().await.unwrap();
+    let (_, first) = reports::queue::claim(&tx, 7).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    let mut expected: Vec<Uuid> = singles[..7].iter().flatten().copied().collect();
+    expected.sort_unstable();
+    assert_eq!(first, expected);
+
+    let tx = client.transaction().await.unwrap();
+    let (_, rest) = reports::queue::claim(&tx, 100).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    let mut expected: Vec<Uuid> = singles[7..].iter().flatten().copied().collect();
+    expected.sort_unstable();
+    assert_eq!(rest, expected);
+}
