@@ -132,6 +132,9 @@ fill() {
 worker_drain() {
   local waiting=$1 seconds=$2 started pid i
   backlog=$($waiting)
+  # Each drain starts from clean buffers: it should not pay for writing out what the phase
+  # before it (a fill, the report stage) left dirty.
+  q "CHECKPOINT" >/dev/null
   started=$(now)
   "$server_bin" worker >>"$workdir/server.log" 2>&1 &
   pid=$!
