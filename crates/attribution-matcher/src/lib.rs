@@ -18,7 +18,9 @@
 //!   events that a later link may match, pending events whose window is over) under a
 //!   per-workspace advisory lock; [`decide()`] attributes and routes them, in arrival order, in the
 //!   same transaction: reads, a pure decision step, writes. Its cost per event does not grow with
-//!   a person's history: a person's last and first click in a window are index probes.
+//!   a person's history: a person's last and first click in a window are index probes. A large
+//!   claim may be [`split`] into parts that share no identifier and no person, each decided by
+//!   [`decide_known`] in a transaction of its own beside the claim's (the worker's choice).
 //!
 //! Late data: a sale that nothing links to a click yet is `pending` for
 //! [`MatchSettings::pending_window`]: webhooks get it at once, ad platforms only if a later event
