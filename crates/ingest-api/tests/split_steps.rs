@@ -208,3 +208,112 @@ async fn a_failed_part_rolls_the_claim_back_and_its_decided_events_are_not_decid
         .collect();
     assert_eq!(credited, [(credited[0].1, (CUSTOMERS + ids.len()) as i64)]);
 }
+
+/// A mixed load: registered clicks named by deferred leads, leads with their own gclid, sales
+/// linked through customer id or e-mail, sales nothing links to (pending), sales sharing a
+/// placeholder e-mail. Answers each event's payload.
+fn mixed_load() -> (Vec<Value>, Vec<Value>) {
+    let clicks: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"clickId": format!("clk_{i}"), "gclid": format!("reg{i}"),
+                "timestamp": days_ago(5)})
+        })
+        .collect();
+    let mut events = Vec::new();
+    for i in 0..80 {
+        if i < 60 {
+            events.push(json!({"event": "lead", "mode": "deferred",
+                "customerExternalId": format!("m{i}"), "clickId": format!("clk_{i}"),
+                "timestamp": days_ago(4)}));
+        }
+        events.push(
+            json!({"event": "lead", "email": format!("m{i}@shop.example"),
+            "gclid": format!("own{i}"), "timestamp": days_ago(3)}),
+        );
+        events.push(
+            json!({"event": "sale", "customerExternalId": format!("m{i}"),
+            "email": format!("m{i}@shop.example"), "amount": 30, "currency": "EUR",
+            "invoiceId": format!("m-s{i}"), "timestamp": days_ago(2)}),
+        );
+        events.push(
+            json!({"event": "sale", "customerExternalId": format!("lone{i}"),
+            "amount": 5, "currency": "EUR", "invoiceId": format!("m-l{i}"),
+            "timestamp": days_ago(1)}),
+        );
+        if i % 10 == 0 {
+            events.push(
+                json!({"event": "sale", "customerExternalId": format!("m{i}"),
+                "email": "test@example.com", "amount": 7, "currency": "EUR",
+                "invoiceId": format!("m-p{i}"), "timestamp": days_ago(1)}),
+            );
+        }
+    }
+    (clicks, events)
+}
+
+/// What the API shows of an event's attribution, without the times it was decided at.
+async fn shown(app: &TestApp, id: &str) -> Value {
+    let event: Value = app
+        .get(&format!("/v1/events/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut attribution = event["attribution"].clone();
+    if let Some(fields) = attribution.as_object_mut() {
+        fields.remove("decidedAt");
+        fields.remove("pendingUntil");
+    }
+    json!({"attribution": attribution, "routing": event["routing"]})
+}
+
+#[tokio::test]
+async fn a_mixed_load_decided_in_parts_reads_as_one_decided_in_small_whole_claims() {
+    let (clicks, events) = mixed_load();
+    let mut shown_by: Vec<Vec<Value>> = Vec::new();
+    let mut parts_used = Vec::new();
+    // Claims of 2,000 events split in parts; claims of one request (100 events) are decided whole.
+    for limit in [2000, 99] {
+        let app = TestApp::spawn_without_workers(common::test_db().await).await;
+        let pool = app.db.pool(8);
+        let res = app
+            .post("/v1/clicks/batch", &json!({"clicks": clicks}))
+            .await;
+        assert!(res.status().is_success(), "{}", res.status());
+        let mut carried = CarriedClicks::default();
+        let settings = MatchSettings::default();
+        while pipeline::match_step_sized(&pool, &settings, limit, &mut carried)
+            .await
+            .unwrap()
+            .claimed
+        {}
+        let ids = store(&app, events.clone()).await;
+        let mut most = 0;
+        for _ in 0..100 {
+            let report = pipeline::match_step_sized(&pool, &settings, limit, &mut carried)
+                .await
+                .unwrap();
+            if !report.claimed {
+                break;
+            }
+            most = most.max(report.parts);
+        }
+        parts_used.push(most);
+        let mut all = Vec::with_capacity(ids.len());
+        for id in &ids {
+            all.push(shown(&app, id).await);
+        }
+        shown_by.push(all);
+    }
+    assert_eq!(parts_used, [2, 1]);
+    let statuses: Vec<&Value> = shown_by[0]
+        .iter()
+        .map(|s| &s["attribution"]["status"])
+        .collect();
+    for status in ["matched", "pending", "unmatched"] {
+        assert!(statuses.iter().any(|s| *s == status), "some {status}");
+    }
+    for (n, (split, whole)) in shown_by[0].iter().zip(&shown_by[1]).enumerate() {
+        assert_eq!(split, whole, "event {n}: {}", events[n]);
+    }
+}
