@@ -60,7 +60,8 @@ pub(crate) async fn any_pending(client: &impl GenericClient, workspace_id: Uuid)
 
 /// Each identifier's row and the person it belongs to now (the survivor, when the person it was
 /// filed under was merged into another), with that person's members and counts. Persons are
-/// looked up once each, however many of the identifiers they hold.
+/// looked up once each, however many of the identifiers they hold; a person that was not merged
+/// is its own root, and its row, read once, answers both.
 const SELECT_IDENTITIES: &str = "
     WITH found AS MATERIALIZED (
         SELECT q.identifier, i.person_id, i.too_common, i.clicked_at IS NOT NULL AS has_touch
@@ -71,16 +72,23 @@ const SELECT_IDENTITIES: &str = "
             LIMIT 1
         ) AS i
     ), filed AS MATERIALIZED (
-        SELECT f.person_id, coalesce(p.merged_into, f.person_id) AS root
+        SELECT f.person_id, p.merged_into, coalesce(p.merged_into, f.person_id) AS root,
+               p.members, p.customer_ids, p.emails, p.phones
         FROM (SELECT DISTINCT person_id FROM found) AS f
         LEFT JOIN LATERAL (
-            SELECT merged_into FROM persons
+            SELECT merged_into, members, customer_ids, emails, phones FROM persons
             WHERE workspace_id = $1 AND person_id = f.person_id
             LIMIT 1
         ) AS p ON true
     ), roots AS MATERIALIZED (
+        SELECT root, members, customer_ids, emails, phones FROM filed WHERE merged_into IS NULL
+        UNION ALL
         SELECT r.root, p.members, p.customer_ids, p.emails, p.phones
-        FROM (SELECT DISTINCT root FROM filed) AS r
+        FROM (
+            SELECT DISTINCT root FROM filed
+            WHERE merged_into IS NOT NULL
+              AND root NOT IN (SELECT root FROM filed WHERE merged_into IS NULL)
+        ) AS r
         LEFT JOIN LATERAL (
             SELECT members, customer_ids, emails, phones FROM persons
             WHERE workspace_id = $1 AND person_id = r.root
