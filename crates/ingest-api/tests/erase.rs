@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_key, TestApp};
+use common::{create_key, days_ago, TestApp};
 use ingest_api::keys::Scope;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -61,10 +61,6 @@ async fn setup() -> Setup {
         other,
         _server: server,
     }
-}
-
-fn days_ago(days: i64) -> String {
-    events::format_timestamp(time::OffsetDateTime::now_utc() - time::Duration::days(days))
 }
 
 /// The person's events: linked into one person through a chain (click + customer id, customer

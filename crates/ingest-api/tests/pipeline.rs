@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_key, seed_lead, seed_sale, TestApp};
+use common::{create_key, days_ago, seed_lead, seed_sale, TestApp};
 use ingest_api::keys::Scope;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
@@ -42,12 +42,6 @@ fn google_destination() -> Value {
         "credentials": {"clientId": "client.apps.example", "clientSecret": "client-secret-1",
                         "refreshToken": "1//refresh-token"}
     })
-}
-
-/// A time `days` ago, on the wire: platforms refuse clicks and conversions past their age limits,
-/// so what must reach a fake platform is recent.
-fn days_ago(days: i64) -> String {
-    events::format_timestamp(time::OffsetDateTime::now_utc() - time::Duration::days(days))
 }
 
 /// Polls an event until `done` holds for it, with a deadline.

@@ -8,15 +8,11 @@ mod common;
 use std::collections::HashMap;
 
 use attribution_matcher::{CarriedClicks, MatchSettings};
-use common::TestApp;
+use common::{days_ago, TestApp};
 use serde_json::{json, Value};
 
 /// Customers per round: enough for a claim past the size from which steps split.
 const CUSTOMERS: usize = 150;
-
-fn days_ago(days: i64) -> String {
-    events::format_timestamp(time::OffsetDateTime::now_utc() - time::Duration::days(days))
-}
 
 /// Stores `events` through the batch endpoint; answers their ids in order.
 async fn store(app: &TestApp, events: Vec<Value>) -> Vec<String> {
@@ -35,13 +31,14 @@ async fn store(app: &TestApp, events: Vec<Value>) -> Vec<String> {
     ids
 }
 
-/// Runs attribution steps until the queue is empty; answers the most parts a step used.
-async fn drain(pool: &deadpool_postgres::Pool) -> usize {
+/// Runs attribution steps of at most `limit` events until the queue is empty; answers the most
+/// parts a step used.
+async fn drain(pool: &deadpool_postgres::Pool, limit: usize) -> usize {
     let mut carried = CarriedClicks::default();
     let mut most = 0;
     for _ in 0..100 {
         let report =
-            pipeline::match_step_sized(pool, &MatchSettings::default(), 2000, &mut carried)
+            pipeline::match_step_sized(pool, &MatchSettings::default(), limit, &mut carried)
                 .await
                 .unwrap();
         if !report.claimed {
@@ -101,13 +98,17 @@ fn expected(ids: &[String]) -> HashMap<&str, String> {
     out
 }
 
-async fn attributed_gclid(app: &TestApp, id: &str) -> Value {
-    let event: Value = app
-        .get(&format!("/v1/events/{id}"))
+/// The event as `GET /v1/events/{id}` shows it.
+async fn event(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/events/{id}"))
         .await
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn attributed_gclid(app: &TestApp, id: &str) -> Value {
+    let event = event(app, id).await;
     assert_eq!(event["attribution"]["status"], "matched", "{event}");
     event["attribution"]["click"]["gclid"].clone()
 }
@@ -117,10 +118,10 @@ async fn a_split_claim_decides_every_event_as_the_whole_claim_would() {
     let app = TestApp::spawn_without_workers(common::test_db().await).await;
     let pool = app.db.pool(8);
     store(&app, round_one()).await;
-    drain(&pool).await;
+    drain(&pool, 2000).await;
 
     let ids = store(&app, round_two()).await;
-    assert_eq!(drain(&pool).await, 2, "the claim was split");
+    assert_eq!(drain(&pool, 2000).await, 2, "the claim was split");
     for (id, gclid) in expected(&ids) {
         assert_eq!(attributed_gclid(&app, id).await, gclid.as_str(), "{id}");
     }
@@ -145,7 +146,7 @@ async fn a_failed_part_rolls_the_claim_back_and_its_decided_events_are_not_decid
     let app = TestApp::spawn_without_workers(common::test_db().await).await;
     let pool = app.db.pool(8);
     store(&app, round_one()).await;
-    drain(&pool).await;
+    drain(&pool, 2000).await;
     let ids = store(&app, round_two()).await;
 
     // One sale cannot be recorded: the part holding it fails, the other commits.
@@ -191,7 +192,7 @@ async fn a_failed_part_rolls_the_claim_back_and_its_decided_events_are_not_decid
         .batch_execute("DROP TRIGGER refuse ON attributions")
         .await
         .unwrap();
-    drain(&pool).await;
+    drain(&pool, 2000).await;
     for (id, gclid) in expected(&ids) {
         assert_eq!(attributed_gclid(&app, id).await, gclid.as_str(), "{id}");
     }
@@ -253,12 +254,7 @@ fn mixed_load() -> (Vec<Value>, Vec<Value>) {
 
 /// What the API shows of an event's attribution, without the times it was decided at.
 async fn shown(app: &TestApp, id: &str) -> Value {
-    let event: Value = app
-        .get(&format!("/v1/events/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let event = event(app, id).await;
     let mut attribution = event["attribution"].clone();
     if let Some(fields) = attribution.as_object_mut() {
         fields.remove("decidedAt");
@@ -280,25 +276,9 @@ async fn a_mixed_load_decided_in_parts_reads_as_one_decided_in_small_whole_claim
             .post("/v1/clicks/batch", &json!({"clicks": clicks}))
             .await;
         assert!(res.status().is_success(), "{}", res.status());
-        let mut carried = CarriedClicks::default();
-        let settings = MatchSettings::default();
-        while pipeline::match_step_sized(&pool, &settings, limit, &mut carried)
-            .await
-            .unwrap()
-            .claimed
-        {}
+        drain(&pool, limit).await;
         let ids = store(&app, events.clone()).await;
-        let mut most = 0;
-        for _ in 0..100 {
-            let report = pipeline::match_step_sized(&pool, &settings, limit, &mut carried)
-                .await
-                .unwrap();
-            if !report.claimed {
-                break;
-            }
-            most = most.max(report.parts);
-        }
-        parts_used.push(most);
+        parts_used.push(drain(&pool, limit).await);
         let mut all = Vec::with_capacity(ids.len());
         for id in &ids {
             all.push(shown(&app, id).await);

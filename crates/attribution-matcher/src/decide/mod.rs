@@ -97,9 +97,8 @@ pub async fn read_graph(
     events: &[(Uuid, OffsetDateTime, Event)],
 ) -> Result<KnownGraph> {
     let mut graph = KnownGraph::of_claim(claim, events);
-    for run in graph.runs(1) {
-        graph.absorb(read_identities(client, claim.workspace_id, &run).await?);
-    }
+    let hashes = graph.runs(1).concat();
+    graph.absorb(read_identities(client, claim.workspace_id, &hashes).await?);
     Ok(graph)
 }
 
@@ -111,12 +110,7 @@ pub async fn read_identities(
     hashes: &[[u8; 32]],
 ) -> Result<KnownGraph> {
     let hashes: Vec<&[u8]> = hashes.iter().map(|hash| &hash[..]).collect();
-    let (identifiers, persons) = read::identities_of(client, workspace_id, &hashes).await?;
-    Ok(KnownGraph {
-        identifiers,
-        persons,
-        of_event: HashMap::new(),
-    })
+    read::identities_of(client, workspace_id, &hashes).await
 }
 
 /// The claimed events by id.
@@ -237,15 +231,9 @@ pub async fn decide_known(
     let identities = async {
         match graph {
             Some(graph) => Ok(Cow::Borrowed(graph)),
-            None => read::identities(client, workspace_id, &claimed).await.map(
-                |(identifiers, persons)| {
-                    Cow::Owned(KnownGraph {
-                        identifiers,
-                        persons,
-                        of_event: HashMap::new(),
-                    })
-                },
-            ),
+            None => read::identities(client, workspace_id, &claimed)
+                .await
+                .map(Cow::Owned),
         }
     };
     let (window, existing, graph, named, any_pending) = futures_util::try_join!(

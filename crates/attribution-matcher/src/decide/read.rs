@@ -17,6 +17,7 @@ use crate::clicks::{stored_click, StoredClick};
 use crate::{from_json, Result};
 
 use super::step::{Counts, Item, KnownIdentifier, KnownPerson, Probe, Probed};
+use super::KnownGraph;
 
 const SELECT_EXISTING: &str = "
     SELECT a.event_id, a.status, a.pending_until
@@ -106,10 +107,7 @@ pub(crate) async fn identities(
     client: &impl GenericClient,
     workspace_id: Uuid,
     items: &[Item<'_>],
-) -> Result<(
-    HashMap<[u8; 32], KnownIdentifier>,
-    HashMap<Uuid, KnownPerson>,
-)> {
+) -> Result<KnownGraph> {
     let mut hashes: Vec<&[u8]> = items
         .iter()
         .flat_map(|item| item.identifiers.iter().map(|id| &id.hash[..]))
@@ -119,19 +117,16 @@ pub(crate) async fn identities(
     identities_of(client, workspace_id, &hashes).await
 }
 
-/// [`identities`] of these identifiers (sorted, without duplicates).
+/// [`identities`] of these identifiers (sorted, without duplicates); `of_event` left empty.
 pub(crate) async fn identities_of(
     client: &impl GenericClient,
     workspace_id: Uuid,
     hashes: &[&[u8]],
-) -> Result<(
-    HashMap<[u8; 32], KnownIdentifier>,
-    HashMap<Uuid, KnownPerson>,
-)> {
+) -> Result<KnownGraph> {
     let mut identifiers = HashMap::with_capacity(hashes.len());
     let mut persons = HashMap::new();
     if hashes.is_empty() {
-        return Ok((identifiers, persons));
+        return Ok(KnownGraph::default());
     }
     let statement = client.prepare_cached(SELECT_IDENTITIES).await?;
     for row in client.query(&statement, &[&workspace_id, &hashes]).await? {
@@ -160,7 +155,11 @@ pub(crate) async fn identities_of(
             },
         );
     }
-    Ok((identifiers, persons))
+    Ok(KnownGraph {
+        identifiers,
+        persons,
+        of_event: HashMap::new(),
+    })
 }
 
 fn count_at(row: &Row, index: usize) -> Result<i64> {

@@ -16,6 +16,12 @@ pub async fn test_db() -> TestDb {
     .await
 }
 
+/// A time `days` ago, on the wire: platforms refuse clicks and conversions past their age limits,
+/// so what must reach a fake platform is recent.
+pub fn days_ago(days: i64) -> String {
+    events::format_timestamp(time::OffsetDateTime::now_utc() - time::Duration::days(days))
+}
+
 /// A fixed test key that seals destination credentials.
 pub const SECRET_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
