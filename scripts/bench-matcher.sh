@@ -132,8 +132,10 @@ fill() {
 worker_drain() {
   local waiting=$1 seconds=$2 started pid i
   backlog=$($waiting)
-  # Each drain starts from clean buffers: it should not pay for writing out what the phase
-  # before it (a fill, the report stage) left dirty.
+  # Each drain starts from vacuumed tables and clean buffers, as pgbench starts its runs: it
+  # should not pay for vacuuming or writing out what the phase before it (a fill, the report
+  # stage) left behind, which autovacuum would otherwise do during whichever drain it met.
+  q "VACUUM (ANALYZE)" >/dev/null
   q "CHECKPOINT" >/dev/null
   started=$(now)
   "$server_bin" worker >>"$workdir/server.log" 2>&1 &

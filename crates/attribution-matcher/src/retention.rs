@@ -1,5 +1,6 @@
-//! Retention: the matcher's part. When the journal drops a month of events, the decisions about
-//! them go first ([`forget_decisions`]); and a person whose identity links and clicks have all
+//! Retention: the matcher's part. Decisions are partitioned by month as the journal's events are
+//! ([`ATTRIBUTIONS`]): a month of them is dropped whole with its month of events, and what an
+//! older, wider partition still holds of them goes by range ([`forget_decisions`]); a person whose identity links and clicks have all
 //! been idle past retention goes with its registered clicks ([`forget_idle_persons`]). Also the
 //! workspace's stored counts for `GET /v1/usage` ([`usage`]).
 
@@ -8,6 +9,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Result;
+
+/// The decisions, partitioned by month on their event's id, with the bounds of the events'.
+pub const ATTRIBUTIONS: journal::retention::MonthlyTable = journal::retention::MonthlyTable {
+    name: "attributions",
+    key: "event_id",
+};
 
 const FORGET_DECISIONS: &str = "
     DELETE FROM attributions WHERE workspace_id = $1 AND event_id < $2";

@@ -97,9 +97,11 @@ async fn store_received_at(
     bodies: &[Value],
 ) -> Vec<Uuid> {
     let mut client = pool.get().await.unwrap();
-    journal::retention::ensure_partitions(&mut client, at, at)
-        .await
-        .unwrap();
+    for table in pipeline::retention::PARTITIONED {
+        journal::retention::ensure_partitions(&mut client, table, at, at)
+            .await
+            .unwrap();
+    }
     let tx = client.transaction().await.unwrap();
     let mut stored = Vec::new();
     let mut keys = Vec::new();
@@ -147,15 +149,29 @@ async fn store_received_at(
 
 /// The partition an event is stored in.
 async fn home(app: &TestApp, id: Uuid) -> String {
-    let client = app.db.client().await;
-    client
-        .query_one(
-            "SELECT tableoid::regclass::text FROM events WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    home_in(app, journal::retention::EVENTS, id).await
+}
+
+/// The partition of `table` that holds the row of the event `id`, once there is one (the
+/// decisions and report rows follow the event by a moment).
+async fn home_in(app: &TestApp, table: journal::retention::MonthlyTable, id: Uuid) -> String {
+    let sql = format!(
+        "SELECT tableoid::regclass::text FROM {} WHERE {} = $1",
+        table.name, table.key
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let client = app.db.client().await;
+        if let Some(row) = client.query_opt(&sql, &[&id]).await.unwrap() {
+            return row.get(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no row of {id} in {}",
+            table.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A retention round at `now`; the workers' own round (at their start) may hold the lock for a
@@ -232,20 +248,32 @@ async fn partitions_past_retention_are_dropped_with_what_belongs_to_their_events
         "{usage:#}"
     );
 
-    let partition = journal::retention::MonthPartition::of(long_ago).name;
+    // A month of decisions and report rows lives with its month of events, and goes with it.
+    let months: Vec<String> = pipeline::retention::PARTITIONED
+        .iter()
+        .map(|table| journal::retention::MonthPartition::of(*table, long_ago).name)
+        .collect();
+    for (table, month) in pipeline::retention::PARTITIONED.iter().zip(&months) {
+        assert_eq!(&home_in(app, *table, old[0]).await, month);
+    }
     let report = round_at(&s.pool, now).await;
-    assert_eq!(report.dropped, vec![partition.clone()], "{report:#?}");
+    let mut dropped = report.dropped.clone();
+    dropped.sort();
+    let mut expected = months.clone();
+    expected.sort();
+    assert_eq!(dropped, expected, "{report:#?}");
     assert_eq!(report.dispatches, 2);
-    assert_eq!(report.attributions, 2);
     assert_eq!(report.natural_keys, 2);
 
     let client = app.db.client().await;
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&partition])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!exists, "the partition is dropped, not emptied");
+    for month in &months {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[month])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!exists, "{month} is dropped, not emptied");
+    }
     for id in &old_wire {
         assert_eq!(
             app.get_as(&s.admin, &format!("/v1/events/{id}"))
@@ -385,8 +413,10 @@ async fn a_round_past_everything_leaves_nothing_and_partitions_are_created_ahead
     assert!(!report.dropped.is_empty(), "{report:#?}");
     assert_eq!(report.clicks, 2, "{report:#?}");
     assert!(report.identifiers >= 3, "{report:#?}");
-    let ahead = journal::retention::MonthPartition::of(later + time::Duration::days(40)).name;
-    assert!(report.created.contains(&ahead), "{report:#?}");
+    for table in pipeline::retention::PARTITIONED {
+        let ahead = journal::retention::MonthPartition::of(table, later + time::Duration::days(40));
+        assert!(report.created.contains(&ahead.name), "{report:#?}");
+    }
     let usage: Value = app
         .get_as(&s.admin, "/v1/usage")
         .await
@@ -410,14 +440,18 @@ async fn a_round_past_everything_leaves_nothing_and_partitions_are_created_ahead
         .to_owned();
     let uuid = ingest_api::ids::from_wire("evt_", &late_id).unwrap();
     assert_eq!(home(app, uuid).await, "events_default");
+    let decisions = attribution_matcher::retention::ATTRIBUTIONS;
+    assert_eq!(home_in(app, decisions, uuid).await, "attributions_default");
     let now = OffsetDateTime::now_utc();
     let mut client = s.pool.get().await.unwrap();
-    let created = journal::retention::ensure_partitions(&mut client, now, now)
-        .await
-        .unwrap();
-    let this_month = journal::retention::MonthPartition::of(now).name;
-    assert_eq!(created, vec![this_month.clone()]);
-    assert_eq!(home(app, uuid).await, this_month);
+    for table in [journal::retention::EVENTS, decisions] {
+        let created = journal::retention::ensure_partitions(&mut client, table, now, now)
+            .await
+            .unwrap();
+        let this_month = journal::retention::MonthPartition::of(table, now).name;
+        assert_eq!(created, vec![this_month.clone()]);
+        assert_eq!(home_in(app, table, uuid).await, this_month);
+    }
     assert_eq!(
         app.get_as(&s.admin, &format!("/v1/events/{late_id}"))
             .await

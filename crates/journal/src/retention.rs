@@ -5,6 +5,9 @@
 //! same whatever it holds. Before a partition goes, the other crates remove what belongs to its
 //! events, reading the partition through [`partition_workspaces`] and [`partition_natural_keys`].
 //!
+//! Other event-sized tables keyed by an event's id (a decision, a conversion's report row) are
+//! partitioned the same way ([`MonthlyTable`]), month for month, so that their months go whole too.
+//!
 //! Partition DDL waits at most [`LOCK_TIMEOUT`] for its locks, so that it never holds up ingest
 //! behind a long query; it is tried again at the next round.
 
@@ -15,8 +18,22 @@ use uuid::Uuid;
 /// How long partition DDL waits for its locks before giving up until the next round.
 pub const LOCK_TIMEOUT: &str = "2s";
 
-/// The name prefix of the monthly partitions (`events_p202612`).
-const PREFIX: &str = "events_p";
+/// A table range-partitioned by month on an event id: partitions `<name>_pYYYYMM` and
+/// `<name>_default`, which takes a row no partition covers (the workers were stopped for months),
+/// so that nothing is ever refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthlyTable {
+    /// The partitioned table.
+    pub name: &'static str,
+    /// Its partition key: a UUIDv7 event id.
+    pub key: &'static str,
+}
+
+/// The journal's events, partitioned by their id.
+pub const EVENTS: MonthlyTable = MonthlyTable {
+    name: "events",
+    key: "id",
+};
 
 /// The smallest UUID of the millisecond `at`: the time in the first 48 bits, every other bit
 /// zero. Every UUIDv7 made at or after `at` sorts at or after it.
@@ -49,7 +66,7 @@ fn next_month(start: OffsetDateTime) -> OffsetDateTime {
 /// A monthly partition: its name and bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonthPartition {
-    /// `events_pYYYYMM`.
+    /// `<table>_pYYYYMM`.
     pub name: String,
     /// Its first id (inclusive).
     pub from: Uuid,
@@ -58,11 +75,16 @@ pub struct MonthPartition {
 }
 
 impl MonthPartition {
-    /// The partition of the month `at` falls in.
-    pub fn of(at: OffsetDateTime) -> Self {
+    /// The partition of `table` for the month `at` falls in.
+    pub fn of(table: MonthlyTable, at: OffsetDateTime) -> Self {
         let start = month_start(at);
         Self {
-            name: format!("{PREFIX}{:04}{:02}", start.year(), u8::from(start.month())),
+            name: format!(
+                "{}_p{:04}{:02}",
+                table.name,
+                start.year(),
+                u8::from(start.month())
+            ),
             from: time_bound(start),
             to: time_bound(next_month(start)),
         }
@@ -72,14 +94,15 @@ impl MonthPartition {
 const EXISTS: &str = "
     SELECT EXISTS (SELECT 1 FROM pg_inherits i
                    JOIN pg_class c ON c.oid = i.inhrelid
-                   WHERE i.inhparent = 'events'::regclass AND c.relname = $1)";
+                   WHERE i.inhparent = $2::text::regclass AND c.relname = $1)";
 
-/// Creates the monthly partitions from the month of `from` to the month of `to`, those missing,
-/// each in a transaction of its own: the table is created detached, the rows of its range that
-/// waited in `events_default` move into it, and it is attached (which takes no lock that stops
-/// ingest). Answers the names created.
+/// Creates `table`'s monthly partitions from the month of `from` to the month of `to`, those
+/// missing, each in a transaction of its own: the table is created detached, the rows of its
+/// range that waited in the default partition move into it, and it is attached (which takes no
+/// lock that stops writers). Answers the names created.
 pub async fn ensure_partitions(
     client: &mut tokio_postgres::Client,
+    table: MonthlyTable,
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
@@ -87,10 +110,10 @@ pub async fn ensure_partitions(
     let mut month = month_start(from);
     let last = month_start(to);
     while month <= last {
-        let partition = MonthPartition::of(month);
+        let partition = MonthPartition::of(table, month);
         month = next_month(month);
         let exists: bool = client
-            .query_one(EXISTS, &[&partition.name])
+            .query_one(EXISTS, &[&partition.name, &table.name])
             .await?
             .try_get(0)?;
         if exists {
@@ -99,13 +122,16 @@ pub async fn ensure_partitions(
         let tx = client.transaction().await?;
         tx.batch_execute(&format!(
             "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}';
-             CREATE TABLE {name} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
              WITH moved AS (
-                 DELETE FROM events_default WHERE id >= '{from}' AND id < '{to}' RETURNING *
+                 DELETE FROM {default} WHERE {key} >= '{from}' AND {key} < '{to}' RETURNING *
              )
              INSERT INTO {name} SELECT * FROM moved;
-             ALTER TABLE events ATTACH PARTITION {name} FOR VALUES FROM ('{from}') TO ('{to}');",
-            name = partition.name,
+             ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ('{from}') TO ('{to}');",
+            name = quote_ident(&partition.name),
+            table = quote_ident(table.name),
+            default = quote_ident(&format!("{}_default", table.name)),
+            key = quote_ident(table.key),
             from = partition.from,
             to = partition.to,
         ))
@@ -116,7 +142,7 @@ pub async fn ensure_partitions(
     Ok(created)
 }
 
-/// A partition of `events` with a range (every one but `events_default`).
+/// A partition with a range (every one but the default partition).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partition {
     /// Its table name.
@@ -130,18 +156,19 @@ const RANGES: &str = "
            substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([0-9a-f-]+)''\\)')::uuid
     FROM pg_inherits i
     JOIN pg_class c ON c.oid = i.inhrelid
-    WHERE i.inhparent = 'events'::regclass AND NOT c.relpartbound IS NULL
+    WHERE i.inhparent = $1::text::regclass AND NOT c.relpartbound IS NULL
       AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
     ORDER BY 2";
 
-/// The partitions whose every event was received before `cutoff`, oldest first.
+/// `table`'s partitions whose every event was received before `cutoff`, oldest first.
 pub async fn expired_partitions(
     client: &impl GenericClient,
+    table: MonthlyTable,
     cutoff: OffsetDateTime,
 ) -> Result<Vec<Partition>, tokio_postgres::Error> {
     let bound = time_bound(cutoff);
     let mut out = Vec::new();
-    for row in client.query(RANGES, &[]).await? {
+    for row in client.query(RANGES, &[&table.name]).await? {
         let name: String = row.try_get(0)?;
         let Some(to) = row.try_get::<_, Option<Uuid>>(1)? else {
             continue;
@@ -219,8 +246,8 @@ pub async fn partition_natural_keys(
         .collect()
 }
 
-/// Drops a partition (its events are gone at once, whatever their number). Answers how many
-/// events it held, by the planner's estimate (exact counts would read it).
+/// Drops a partition (its rows are gone at once, whatever their number). Answers how many rows
+/// it held, by the planner's estimate (exact counts would read it).
 pub async fn drop_partition(
     client: &mut tokio_postgres::Client,
     partition: &Partition,
@@ -307,11 +334,19 @@ mod tests {
 
     #[test]
     fn months_are_named_and_bounded_in_utc() {
-        let p = MonthPartition::of(datetime!(2026-12-31 23:59:59 -01:00));
+        let p = MonthPartition::of(EVENTS, datetime!(2026-12-31 23:59:59 -01:00));
         assert_eq!(p.name, "events_p202701");
         assert_eq!(p.from, time_bound(datetime!(2027-01-01 00:00 UTC)));
         assert_eq!(p.to, time_bound(datetime!(2027-02-01 00:00 UTC)));
-        let p = MonthPartition::of(datetime!(2026-12-05 07:00 UTC));
+        let p = MonthPartition::of(EVENTS, datetime!(2026-12-05 07:00 UTC));
         assert_eq!(p.name, "events_p202612");
+        let table = MonthlyTable {
+            name: "attributions",
+            key: "event_id",
+        };
+        assert_eq!(
+            MonthPartition::of(table, datetime!(2026-12-05 07:00 UTC)).name,
+            "attributions_p202612"
+        );
     }
 }

@@ -2,13 +2,17 @@
 //! (a session advisory lock) makes sure the journal's monthly partitions exist ahead, then
 //! removes what is past `CONVRELAY_RETENTION_DAYS`:
 //!
-//! 1. for each partition of `events` whose every event was received before the cutoff, per
-//!    workspace found in it: the decisions (matcher), the dispatches and their attempts
-//!    (forwarder) of its events, one range delete each, and its natural keys (dedup), in pages;
-//!    then the partition is dropped — one statement, whatever it holds. The tables other than
-//!    `events` are not partitioned yet, so their rows follow by these range statements, each in
-//!    a transaction of its own; a round stopped half-way is finished by the next one.
-//!    Idempotency-Key answers expire on their own after a day (the API's purge).
+//! 1. the tables partitioned by month on an event id — `events`, and the decisions and the
+//!    conversions' report rows with the same bounds ([`PARTITIONED`]) — get their partitions
+//!    ahead; the partitions of the decisions and report rows wholly past retention are dropped,
+//!    then for each partition of `events` whose every event was received before the cutoff, per
+//!    workspace found in it: what is left of its decisions and report rows (in a partition that
+//!    was created wider, before they were partitioned), the dispatches and their attempts
+//!    (forwarder), one range delete each, and its natural keys (dedup), in pages; then the
+//!    partition is dropped — one statement, whatever it holds. The dispatches are not
+//!    partitioned yet, so their rows follow by these range statements, each in a transaction of
+//!    its own; a round stopped half-way is finished by the next one. Idempotency-Key answers
+//!    expire on their own after a day (the API's purge).
 //!
 //!    The dedup tables stay unpartitioned on purpose: a partitioned table's unique constraints
 //!    must include its partition key, so `natural_keys` partitioned by time would only refuse a
@@ -27,6 +31,14 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::Error;
+
+/// The tables partitioned by month on an event id, the journal's first: the others follow its
+/// months.
+pub const PARTITIONED: [journal::retention::MonthlyTable; 3] = [
+    journal::retention::EVENTS,
+    attribution_matcher::retention::ATTRIBUTIONS,
+    reports::retention::CONVERSIONS,
+];
 
 /// Months of partitions created ahead of the current one.
 pub const MONTHS_AHEAD: i64 = 2;
@@ -70,9 +82,10 @@ pub struct RetentionReport {
     pub events: i64,
     /// Dispatches removed.
     pub dispatches: i64,
-    /// Decisions removed.
+    /// Decisions removed (those of dropped partitions by the planner's estimate).
     pub attributions: u64,
-    /// Conversions removed from reports' per-conversion rows (their rollups stay).
+    /// Conversions removed from reports' per-conversion rows, their rollups staying (those of
+    /// dropped partitions by the planner's estimate).
     pub conversions: u64,
     /// Natural keys released.
     pub natural_keys: u64,
@@ -114,9 +127,34 @@ async fn round(
         ..RetentionReport::default()
     };
     let ahead = now + time::Duration::days(31 * MONTHS_AHEAD);
-    report.created = journal::retention::ensure_partitions(client, now, ahead).await?;
+    for table in PARTITIONED {
+        report
+            .created
+            .extend(journal::retention::ensure_partitions(client, table, now, ahead).await?);
+    }
     let cutoff = settings.cutoff(now);
-    for partition in journal::retention::expired_partitions(&*client, cutoff).await? {
+    for partition in journal::retention::expired_partitions(
+        &*client,
+        attribution_matcher::retention::ATTRIBUTIONS,
+        cutoff,
+    )
+    .await?
+    {
+        let rows = journal::retention::drop_partition(client, &partition).await?;
+        report.attributions += u64::try_from(rows).unwrap_or(0);
+        report.dropped.push(partition.name);
+    }
+    for partition in
+        journal::retention::expired_partitions(&*client, reports::retention::CONVERSIONS, cutoff)
+            .await?
+    {
+        let rows = journal::retention::drop_partition(client, &partition).await?;
+        report.conversions += u64::try_from(rows).unwrap_or(0);
+        report.dropped.push(partition.name);
+    }
+    for partition in
+        journal::retention::expired_partitions(&*client, journal::retention::EVENTS, cutoff).await?
+    {
         for workspace_id in journal::retention::partition_workspaces(&*client, &partition).await? {
             report.attributions += attribution_matcher::retention::forget_decisions(
                 &*client,

@@ -1,4 +1,7 @@
-//! Retention: when the journal drops a month of events, their conversions' rows go with them.
+//! Retention: when the journal drops a month of events, their conversions' rows go with them:
+//! `report_conversions` is partitioned by month as the events are ([`CONVERSIONS`]), so a month of
+//! them is dropped whole, and what an older, wider partition still holds goes by range
+//! ([`forget_conversions`]).
 //!
 //! The rollups stay: they hold counts and sums per day and group, nothing of a person, so reports
 //! over a period past retention keep the totals they had.
@@ -7,6 +10,13 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::Result;
+
+/// The conversions' report rows, partitioned by month on their event's id, with the bounds of
+/// the events'.
+pub const CONVERSIONS: journal::retention::MonthlyTable = journal::retention::MonthlyTable {
+    name: "report_conversions",
+    key: "event_id",
+};
 
 /// Conversions (with their touches) of events with ids below `before` (UUIDv7: received before
 /// the time its first 48 bits hold), for one workspace; answers how many conversions went.
