@@ -12,6 +12,10 @@
 //! Each decision carries a reason for people, naming what was present or missing. Whether a
 //! destination subscribes to the event's kind is the forwarder's business.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use events::{ClickIds, DestinationType, RouteDecision, Touchpoint};
 
 /// Where an event's attribution stands when it is routed.
@@ -43,10 +47,21 @@ const LINKEDIN_IDS: [&str; 1] = ["liFatId"];
 /// One decision per kind of destination, in the order of [`DestinationType::ALL`]. `click` is the
 /// touchpoint of a matched event.
 pub fn route(stage: Stage, click: Option<&Touchpoint>) -> Vec<RouteDecision> {
+    let table = reasons();
     DestinationType::ALL
         .into_iter()
         .map(|destination_type| {
-            let (dispatch, reason) = decide_one(stage, destination_type, click);
+            let present = present_mask(
+                click.map(|click| &click.click_ids),
+                wanted_ids(destination_type),
+            );
+            let (dispatch, reason) = match table.get(&(stage, destination_type, present)) {
+                Some((dispatch, reason)) => (*dispatch, Cow::Borrowed(reason.as_str())),
+                None => {
+                    let (dispatch, reason) = decide_one(stage, destination_type, present);
+                    (dispatch, Cow::Owned(reason))
+                }
+            };
             RouteDecision {
                 destination_type,
                 dispatch,
@@ -56,11 +71,40 @@ pub fn route(stage: Stage, click: Option<&Touchpoint>) -> Vec<RouteDecision> {
         .collect()
 }
 
-fn decide_one(
-    stage: Stage,
-    destination_type: DestinationType,
-    click: Option<&Touchpoint>,
-) -> (bool, String) {
+/// Decisions by stage, kind of destination and the click ids present (see [`reasons`]).
+type Reasons = HashMap<(Stage, DestinationType, u8), (bool, String)>;
+
+/// Every decision [`decide_one`] makes, computed once: it depends on the stage, the kind of
+/// destination and which of the click ids that kind wants are present, nothing else.
+fn reasons() -> &'static Reasons {
+    static REASONS: OnceLock<Reasons> = OnceLock::new();
+    REASONS.get_or_init(|| {
+        let stages = [
+            Stage::Deferred,
+            Stage::Matched,
+            Stage::Unmatched,
+            Stage::Pending,
+            Stage::MatchedLate,
+            Stage::Expired,
+        ];
+        let mut table = HashMap::new();
+        for stage in stages {
+            for destination_type in DestinationType::ALL {
+                for present in 0..(1u8 << wanted_ids(destination_type).len()) {
+                    table.insert(
+                        (stage, destination_type, present),
+                        decide_one(stage, destination_type, present),
+                    );
+                }
+            }
+        }
+        table
+    })
+}
+
+/// The decision for one kind of destination; `present` has bit `i` set when the `i`-th of the
+/// click ids the kind wants ([`wanted_ids`]) is present on the matched click.
+fn decide_one(stage: Stage, destination_type: DestinationType, present: u8) -> (bool, String) {
     let name = destination_type.as_str();
     match (stage, destination_type) {
         (Stage::Deferred, _) => (
@@ -86,7 +130,6 @@ fn decide_one(
             (false, "already sent while pending".to_owned())
         }
         (Stage::Matched | Stage::MatchedLate, platform) => {
-            let ids = click.map(|click| &click.click_ids);
             let wanted = wanted_ids(platform);
             let action = match platform {
                 DestinationType::GoogleAds => "google_ads offline click conversion",
@@ -98,7 +141,12 @@ fn decide_one(
                 DestinationType::LinkedIn => "linkedin conversions api event",
                 _ => "meta conversions api event",
             };
-            let present = present_ids(ids, wanted);
+            let present: Vec<&str> = wanted
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| present & (1 << i) != 0)
+                .map(|(_, name)| *name)
+                .collect();
             let late = if stage == Stage::MatchedLate {
                 "matched late; "
             } else {
@@ -146,13 +194,14 @@ fn wanted_ids(platform: DestinationType) -> &'static [&'static str] {
     }
 }
 
-fn present_ids(ids: Option<&ClickIds>, wanted: &[&'static str]) -> Vec<&'static str> {
-    let Some(ids) = ids else { return Vec::new() };
+/// Bit `i` set for each of `wanted` present in `ids`.
+fn present_mask(ids: Option<&ClickIds>, wanted: &[&str]) -> u8 {
+    let Some(ids) = ids else { return 0 };
     wanted
         .iter()
-        .copied()
-        .filter(|name| ids.get(name).is_some())
-        .collect()
+        .enumerate()
+        .filter(|(_, name)| ids.get(name).is_some())
+        .fold(0, |mask, (i, _)| mask | (1 << i))
 }
 
 #[cfg(test)]
@@ -176,7 +225,13 @@ mod tests {
     fn decisions(stage: Stage, click: Option<&Touchpoint>) -> Vec<(&'static str, bool, String)> {
         route(stage, click)
             .into_iter()
-            .map(|r| (r.destination_type.as_str(), r.dispatch, r.reason))
+            .map(|r| {
+                (
+                    r.destination_type.as_str(),
+                    r.dispatch,
+                    r.reason.into_owned(),
+                )
+            })
             .collect()
     }
 

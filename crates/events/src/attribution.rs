@@ -181,8 +181,9 @@ pub struct RouteDecision {
     pub destination_type: DestinationType,
     /// True when destinations of this type that subscribe to the event's kind get it now.
     pub dispatch: bool,
-    /// Why, for people: what was present, what was missing.
-    pub reason: String,
+    /// Why, for people: what was present, what was missing (one of a fixed set of sentences,
+    /// shared rather than copied for every event).
+    pub reason: std::borrow::Cow<'static, str>,
 }
 
 /// An event whose attribution was decided (first decision or a late match), with its routes:

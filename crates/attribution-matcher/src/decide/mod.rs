@@ -458,12 +458,8 @@ fn rebuild(
         }
         _ => None,
     };
-    let mut attribution = step::attribution_of(
-        stage,
-        found.as_ref(),
-        stored.pending_until,
-        stored.decided_at,
-    );
+    let mut attribution =
+        step::attribution_of(stage, found, stored.pending_until, stored.decided_at);
     attribution.ignored_identifiers = stored
         .ignored
         .iter()

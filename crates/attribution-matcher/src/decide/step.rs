@@ -210,13 +210,14 @@ const FAR_PAST: OffsetDateTime = time::macros::datetime!(2000-01-01 0:00 UTC);
 pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step {
     let mut graph = Graph::default();
     let mut step = Step::default();
+    step.decided.reserve(items.len());
     let mut guard = Guard::default();
     // Owners of clicks filed by this step.
     let mut filed: HashSet<[u8; 32]> = HashSet::new();
     let mut new_identities: Vec<(Identifier, usize)> = Vec::new();
     let mut touched: HashMap<[u8; 32], Filed> = HashMap::new();
     let mut seen_new: HashSet<[u8; 32]> = HashSet::new();
-    let mut records: Vec<(Record, Option<usize>)> = Vec::new();
+    let mut records: Vec<(Record, Option<usize>)> = Vec::with_capacity(items.len());
 
     // The first run only collects the probes: nothing it would decide is kept.
     let collecting = known.probes.is_none();
@@ -287,14 +288,14 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
                     .get(hash)
                     .is_some_and(|stored| stored.has_touch)
             };
-            for (touch, stored_elsewhere) in [(&direct, false), (&named_touch, true)] {
+            for (touch, stored_elsewhere) in [(direct, false), (named_touch, true)] {
                 let Some(touch) = touch else { continue };
                 if owns_click(&touch.owner) || !filed.insert(touch.owner) {
                     continue;
                 }
                 let source = (!stored_elsewhere).then_some(item.event_id);
                 touched.insert(touch.owner, (touch.touchpoint.clicked_at, source));
-                graph.add_touch(root, touch.clone());
+                graph.add_touch(root, touch);
             }
         }
 
@@ -486,8 +487,6 @@ fn outcome(item: &Item<'_>, found: Option<Found>, settings: StepSettings) -> Opt
         Stage::Matched | Stage::MatchedLate => found,
         _ => None,
     };
-    let attribution = attribution_of(stage, found.as_ref(), pending_until, settings.now);
-    let routes = route(stage, attribution.click.as_ref());
     let (touch, first_touch) = match &found {
         Some(found) => (
             Some(found.click.owner),
@@ -495,6 +494,8 @@ fn outcome(item: &Item<'_>, found: Option<Found>, settings: StepSettings) -> Opt
         ),
         None => (None, None),
     };
+    let attribution = attribution_of(stage, found, pending_until, settings.now);
+    let routes = route(stage, attribution.click.as_ref());
     Some(Outcome {
         attribution,
         routes,
@@ -504,20 +505,28 @@ fn outcome(item: &Item<'_>, found: Option<Found>, settings: StepSettings) -> Opt
     })
 }
 
-/// The attribution shown for a decision at `stage`.
+/// The attribution shown for a decision at `stage` (the touchpoints found move into it).
 pub(crate) fn attribution_of(
     stage: Stage,
-    found: Option<&Found>,
+    found: Option<Found>,
     pending_until: Option<OffsetDateTime>,
     decided_at: OffsetDateTime,
 ) -> Attribution {
     let status = status_of(stage);
+    let (matched_by, click, first_touch) = match found {
+        Some(found) => (
+            Some(found.matched_by),
+            Some(found.click.touchpoint),
+            Some(found.first_touch.touchpoint),
+        ),
+        None => (None, None, None),
+    };
     Attribution {
         status,
-        matched_by: found.map(|found| found.matched_by),
-        click: found.map(|found| found.click.touchpoint.clone()),
+        matched_by,
+        click,
         model: MODEL.to_owned(),
-        first_touch: found.map(|found| found.first_touch.touchpoint.clone()),
+        first_touch,
         pending_until,
         decided_at,
         ignored_identifiers: Vec::new(),

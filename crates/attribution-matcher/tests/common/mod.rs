@@ -195,7 +195,7 @@ pub fn reason<'a>(decided: &'a Decided, destination: &str) -> &'a str {
         .routes
         .iter()
         .find(|r| r.destination_type.as_str() == destination)
-        .map(|r| r.reason.as_str())
+        .map(|r| r.reason.as_ref())
         .unwrap()
 }
 

@@ -95,7 +95,7 @@ pub fn routed(
             .map(|&(destination_type, dispatch)| RouteDecision {
                 destination_type,
                 dispatch,
-                reason: format!("test: {}", if dispatch { "sent" } else { "not sent" }),
+                reason: format!("test: {}", if dispatch { "sent" } else { "not sent" }).into(),
             })
             .collect(),
     }
