@@ -35,6 +35,18 @@ pub enum Stage {
     Expired,
 }
 
+impl Stage {
+    /// Every stage.
+    pub const ALL: [Stage; 6] = [
+        Stage::Deferred,
+        Stage::Matched,
+        Stage::Unmatched,
+        Stage::Pending,
+        Stage::MatchedLate,
+        Stage::Expired,
+    ];
+}
+
 const GOOGLE_IDS: [&str; 3] = ["gclid", "gbraid", "wbraid"];
 const META_IDS: [&str; 2] = ["fbclid", "fbc"];
 const MICROSOFT_IDS: [&str; 1] = ["msclkid"];
@@ -79,16 +91,8 @@ type Reasons = HashMap<(Stage, DestinationType, u8), (bool, String)>;
 fn reasons() -> &'static Reasons {
     static REASONS: OnceLock<Reasons> = OnceLock::new();
     REASONS.get_or_init(|| {
-        let stages = [
-            Stage::Deferred,
-            Stage::Matched,
-            Stage::Unmatched,
-            Stage::Pending,
-            Stage::MatchedLate,
-            Stage::Expired,
-        ];
         let mut table = HashMap::new();
-        for stage in stages {
+        for stage in Stage::ALL {
             for destination_type in DestinationType::ALL {
                 for present in 0..(1u8 << wanted_ids(destination_type).len()) {
                     table.insert(
@@ -375,14 +379,7 @@ mod tests {
 
     #[test]
     fn every_destination_type_gets_one_decision_in_order() {
-        for stage in [
-            Stage::Deferred,
-            Stage::Matched,
-            Stage::Unmatched,
-            Stage::Pending,
-            Stage::MatchedLate,
-            Stage::Expired,
-        ] {
+        for stage in Stage::ALL {
             let types: Vec<_> = route(stage, None)
                 .iter()
                 .map(|r| r.destination_type)
