@@ -470,3 +470,71 @@ async fn usage_needs_the_read_scope() {
     assert_eq!(usage["oldestEventAt"], Value::Null);
     assert!(usage["retentionCutoff"].is_string());
 }
+
+#[tokio::test]
+async fn a_legacy_partition_that_covers_this_month_stays_until_it_is_past_retention() {
+    let db = common::test_db().await;
+    let pool = ingest_api::db::pool(&db.url, 2, Duration::from_secs(5)).unwrap();
+    let client = pool.get().await.unwrap();
+    let decisions = attribution_matcher::retention::ATTRIBUTIONS;
+    let now = OffsetDateTime::now_utc();
+    // As the migration leaves a database that already held decisions: one partition from
+    // MINVALUE to the end of this month.
+    let this_month = journal::retention::MonthPartition::of(decisions, now);
+    client
+        .batch_execute(&format!(
+            "DROP TABLE {name};
+             CREATE TABLE attributions_legacy (LIKE attributions INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             ALTER TABLE attributions ATTACH PARTITION attributions_legacy
+                 FOR VALUES FROM (MINVALUE) TO ('{to}');",
+            name = this_month.name,
+            to = this_month.to,
+        ))
+        .await
+        .unwrap();
+    let last_month = now - time::Duration::days(40);
+    let millis = u64::try_from(last_month.unix_timestamp_nanos() / 1_000_000).unwrap();
+    let event_id = Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        millis / 1000,
+        0,
+    ));
+    client
+        .execute(
+            "INSERT INTO attributions (workspace_id, event_id, status, decided_at)
+             VALUES ($1, $2, 'unmatched', now())",
+            &[&Uuid::now_v7(), &event_id],
+        )
+        .await
+        .unwrap();
+
+    // The months it covers are not created again; the later ones are.
+    let report = round_at(&pool, now).await;
+    assert!(!report.created.contains(&this_month.name), "{report:#?}");
+    let ahead = journal::retention::MonthPartition::of(decisions, now + time::Duration::days(62));
+    assert!(
+        report.created.contains(&ahead.name) || {
+            let exists: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ahead.name])
+                .await
+                .unwrap()
+                .get(0);
+            exists
+        },
+        "{report:#?}"
+    );
+    assert!(!report.dropped.contains(&"attributions_legacy".to_owned()));
+
+    // Once everything it covers is past retention, it goes whole.
+    let report = round_at(&pool, now + time::Duration::days(500)).await;
+    assert!(
+        report.dropped.contains(&"attributions_legacy".to_owned()),
+        "{report:#?}"
+    );
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM attributions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}

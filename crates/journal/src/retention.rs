@@ -91,15 +91,21 @@ impl MonthPartition {
     }
 }
 
-const EXISTS: &str = "
-    SELECT EXISTS (SELECT 1 FROM pg_inherits i
-                   JOIN pg_class c ON c.oid = i.inhrelid
-                   WHERE i.inhparent = $2::text::regclass AND c.relname = $1)";
+/// The bounds of every ranged partition of a table: `from` is NULL for `MINVALUE` (a legacy
+/// partition that holds everything stored before the table was partitioned).
+const BOUNDS: &str = "
+    SELECT substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \\(''([0-9a-f-]+)''\\)')::uuid,
+           substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([0-9a-f-]+)''\\)')::uuid
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = $1::text::regclass AND NOT c.relpartbound IS NULL
+      AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'";
 
 /// Creates `table`'s monthly partitions from the month of `from` to the month of `to`, those
-/// missing, each in a transaction of its own: the table is created detached, the rows of its
-/// range that waited in the default partition move into it, and it is attached (which takes no
-/// lock that stops writers). Answers the names created.
+/// that no partition covers yet (a legacy partition may cover this month), each in a transaction
+/// of its own: the table is created detached, the rows of its range that waited in the default
+/// partition move into it, and it is attached (which takes no lock that stops writers). Answers
+/// the names created.
 pub async fn ensure_partitions(
     client: &mut tokio_postgres::Client,
     table: MonthlyTable,
@@ -107,16 +113,20 @@ pub async fn ensure_partitions(
     to: OffsetDateTime,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     let mut created = Vec::new();
+    let mut taken: Vec<(Option<Uuid>, Option<Uuid>)> = Vec::new();
+    for row in client.query(BOUNDS, &[&table.name]).await? {
+        taken.push((row.try_get(0)?, row.try_get(1)?));
+    }
     let mut month = month_start(from);
     let last = month_start(to);
     while month <= last {
         let partition = MonthPartition::of(table, month);
         month = next_month(month);
-        let exists: bool = client
-            .query_one(EXISTS, &[&partition.name, &table.name])
-            .await?
-            .try_get(0)?;
-        if exists {
+        let overlaps = |&(lower, upper): &(Option<Uuid>, Option<Uuid>)| {
+            lower.is_none_or(|lower| lower < partition.to)
+                && upper.is_none_or(|upper| partition.from < upper)
+        };
+        if taken.iter().any(overlaps) {
             continue;
         }
         let tx = client.transaction().await?;
@@ -137,6 +147,7 @@ pub async fn ensure_partitions(
         ))
         .await?;
         tx.commit().await?;
+        taken.push((Some(partition.from), Some(partition.to)));
         created.push(partition.name);
     }
     Ok(created)
