@@ -44,6 +44,9 @@ pub struct DecidedTouches {
 /// Where a click's data is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WindowSource {
+    /// Its groups are in `click_groups` ([`WindowClick::group`]), which is all a report needs of
+    /// it: nothing else was read.
+    Grouped,
     /// In the journal: the event that carried the click (events never change once stored, so
     /// what the caller read of it once stays right).
     Carried(Uuid),
@@ -66,7 +69,7 @@ pub struct WindowClick {
     /// Where its click ids and utm are.
     pub source: WindowSource,
     /// The id of its groups in `click_groups`, when it was filed with them (see
-    /// [`events::ClickGroups::id`]).
+    /// [`events::ClickGroups::id`]); then its source is [`WindowSource::Grouped`].
     pub group: Option<i64>,
 }
 
@@ -114,7 +117,9 @@ fn hash(bytes: Option<Vec<u8>>) -> Option<[u8; 32]> {
 /// For each probed event with a stored touch: the person of that touch (its root after merges,
 /// and every person merged into it), each person's clicks in the window (latest first, at most
 /// `$5` per person), and the decision's own touch and first touch wherever they are. Every
-/// look-up is a key probe or a bounded range scan (see `decide::read`).
+/// look-up is a key probe or a bounded range scan (see `decide::read`); the range scans read
+/// `identities_touches` alone (it carries each click's group id), and only a click filed without
+/// a group id is looked up again for where its data is.
 const SELECT_WINDOW_CLICKS: &str = "
     WITH q AS MATERIALIZED (
         SELECT q.event_id, q.at, q.since, a.touch, a.first_touch
@@ -145,32 +150,37 @@ const SELECT_WINDOW_CLICKS: &str = "
         CROSS JOIN LATERAL unnest(array_prepend(coalesce(p.merged_into, i.person_id),
                                                 coalesce(r.members, '{}'::uuid[]))) AS m(person_id)
     ), found AS (
-        SELECT m.event_id, t.identifier, t.clicked_at, t.source_event, t.touchpoint, t.click_group
+        SELECT m.event_id, t.identifier, t.clicked_at, t.click_group
         FROM members m
         CROSS JOIN LATERAL (
-            SELECT identifier, clicked_at, source_event, touchpoint, click_group FROM identities
+            SELECT identifier, clicked_at, click_group FROM identities
             WHERE workspace_id = $1 AND person_id = m.person_id AND clicked_at IS NOT NULL
               AND clicked_at <= m.at AND clicked_at >= m.since
             ORDER BY clicked_at DESC, identifier DESC
             LIMIT $5
         ) AS t
         UNION ALL
-        SELECT q.event_id, t.identifier, t.clicked_at, t.source_event, t.touchpoint, t.click_group
+        SELECT q.event_id, t.identifier, t.clicked_at, t.click_group
         FROM q
         CROSS JOIN LATERAL unnest(ARRAY[q.touch, q.first_touch]) AS o(owner)
         CROSS JOIN LATERAL (
-            SELECT identifier, clicked_at, source_event, touchpoint, click_group FROM identities
+            SELECT identifier, clicked_at, click_group FROM identities
             WHERE workspace_id = $1 AND identifier = o.owner AND clicked_at IS NOT NULL
             LIMIT 1
         ) AS t
     )
-    SELECT f.event_id, f.identifier, f.clicked_at, f.source_event, f.touchpoint, c.click_ids,
+    SELECT f.event_id, f.identifier, f.clicked_at, s.source_event, s.touchpoint, c.click_ids,
            c.utm, f.click_group
     FROM found f
     LEFT JOIN LATERAL (
+        SELECT source_event, touchpoint FROM identities
+        WHERE f.click_group IS NULL AND workspace_id = $1 AND identifier = f.identifier
+        LIMIT 1
+    ) AS s ON true
+    LEFT JOIN LATERAL (
         SELECT click_ids, utm FROM clicks
-        WHERE workspace_id = $1 AND identifier = f.identifier
-          AND f.source_event IS NULL AND f.touchpoint IS NULL
+        WHERE f.click_group IS NULL AND workspace_id = $1 AND identifier = f.identifier
+          AND s.source_event IS NULL AND s.touchpoint IS NULL
         LIMIT 1
     ) AS c ON true";
 
@@ -204,7 +214,9 @@ pub async fn clicks_in_window(
         let source_event: Option<Uuid> = row.try_get(3)?;
         let copy: Option<serde_json::Value> = row.try_get(4)?;
         let click_ids: Option<serde_json::Value> = row.try_get(5)?;
+        let group: Option<i64> = row.try_get(7)?;
         let source = match (source_event, copy, click_ids) {
+            _ if group.is_some() => WindowSource::Grouped,
             (Some(event), _, _) => WindowSource::Carried(event),
             (None, Some(copy), _) => {
                 let touchpoint: Touchpoint = from_json("touchpoint", copy)?;
@@ -226,7 +238,7 @@ pub async fn clicks_in_window(
             owner,
             clicked_at: row.try_get(2)?,
             source,
-            group: row.try_get(7)?,
+            group,
         });
     }
     Ok(out)

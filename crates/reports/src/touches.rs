@@ -142,7 +142,7 @@ const SELECT_GROUPS: &str = "
     WHERE workspace_id = $1 AND id = ANY($2::bigint[])";
 
 /// The touches of each conversion's window. A click filed with the id of its groups takes them
-/// from `click_groups` (kept in `cache`); a click filed before groups were, or a registered
+/// from `click_groups` (kept in `cache`; the window read nothing else of it); a click filed before groups were, or a registered
 /// one, as before: a click carried by an event from `own` (the clicks the step's own conversions
 /// carried), else from `cache`, else from the journal, read once for the whole step (and then
 /// kept in `cache`). A click whose event is gone (erased) is left out.
@@ -222,6 +222,8 @@ pub async fn resolve(
                     (None, WindowSource::Stored { click_ids, utm }) => {
                         Arc::new(ClickGroups::of(&click_ids, utm.as_deref()))
                     }
+                    // A group id `click_groups` does not know (its rows are never deleted).
+                    (None, WindowSource::Grouped) => return None,
                 };
                 Some(Touch {
                     owner: Some(click.owner),
