@@ -47,8 +47,8 @@ pub mod window;
 pub use choice::{choose_touches, find_touchpoint, Chosen, Found, Linked, Touch};
 pub use clicks::{get_click, register_clicks, RegisteredClick, StoredClick, CLICK_ID_PREFIX};
 pub use decide::{
-    decide, decide_known, decide_with, get_attributions, get_decision, read_graph, read_identities,
-    split, CarriedClicks, Decided, Decision, KnownGraph,
+    decide, decide_known, get_attributions, get_decision, read_identities, split, CarriedClicks,
+    Decided, Decision, KnownGraph,
 };
 pub use identity::{event_identifiers, identifier_hash, Identifier, IdentifierKind};
 pub use queue::{claim, claim_at, enqueue, queue_stats, Claim, QueueStats};

@@ -15,8 +15,9 @@
 //! oldest queue rows (looking at a few dozen first: whoever changes a workspace's rows holds its
 //! lock). One worker at a time works on a workspace, so its events are attributed in arrival
 //! order and its identity graph has one writer (a large claim may be decided in parts that share
-//! nothing: see [`crate::split`]); other workspaces go to other workers. Everything happens in the caller's transaction:
-//! if the worker dies before it commits, the rows are back and the lock is gone.
+//! nothing: see [`crate::split`]); other workspaces go to other workers. Everything happens in
+//! the caller's transaction: if the worker dies before it commits, the rows are back and the
+//! lock is gone.
 
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;

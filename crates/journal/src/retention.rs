@@ -91,15 +91,26 @@ impl MonthPartition {
     }
 }
 
-/// The bounds of every ranged partition of a table: `from` is NULL for `MINVALUE` (a legacy
-/// partition that holds everything stored before the table was partitioned).
-const BOUNDS: &str = "
-    SELECT substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \\(''([0-9a-f-]+)''\\)')::uuid,
+/// Every ranged partition of a table (all but the default one), by upper bound: its name and
+/// bounds, `from` NULL for `MINVALUE` (a legacy partition that holds everything stored before the
+/// table was partitioned).
+const RANGES: &str = "
+    SELECT c.relname::text,
+           substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \\(''([0-9a-f-]+)''\\)')::uuid,
            substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([0-9a-f-]+)''\\)')::uuid
     FROM pg_inherits i
     JOIN pg_class c ON c.oid = i.inhrelid
     WHERE i.inhparent = $1::text::regclass AND NOT c.relpartbound IS NULL
-      AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'";
+      AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+    ORDER BY 3";
+
+/// A ranged partition as [`RANGES`] reads it: name, lower bound (`None`: MINVALUE), upper bound
+/// (`None`: MAXVALUE).
+type Range = (String, Option<Uuid>, Option<Uuid>);
+
+fn range_of(row: &tokio_postgres::Row) -> Result<Range, tokio_postgres::Error> {
+    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+}
 
 /// Creates `table`'s monthly partitions from the month of `from` to the month of `to`, those
 /// that no partition covers yet (a legacy partition may cover this month), each in a transaction
@@ -114,8 +125,9 @@ pub async fn ensure_partitions(
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     let mut created = Vec::new();
     let mut taken: Vec<(Option<Uuid>, Option<Uuid>)> = Vec::new();
-    for row in client.query(BOUNDS, &[&table.name]).await? {
-        taken.push((row.try_get(0)?, row.try_get(1)?));
+    for row in client.query(RANGES, &[&table.name]).await? {
+        let (_, lower, upper) = range_of(&row)?;
+        taken.push((lower, upper));
     }
     let mut month = month_start(from);
     let last = month_start(to);
@@ -162,15 +174,6 @@ pub struct Partition {
     pub to: Uuid,
 }
 
-const RANGES: &str = "
-    SELECT c.relname::text,
-           substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([0-9a-f-]+)''\\)')::uuid
-    FROM pg_inherits i
-    JOIN pg_class c ON c.oid = i.inhrelid
-    WHERE i.inhparent = $1::text::regclass AND NOT c.relpartbound IS NULL
-      AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-    ORDER BY 2";
-
 /// `table`'s partitions whose every event was received before `cutoff`, oldest first.
 pub async fn expired_partitions(
     client: &impl GenericClient,
@@ -180,12 +183,10 @@ pub async fn expired_partitions(
     let bound = time_bound(cutoff);
     let mut out = Vec::new();
     for row in client.query(RANGES, &[&table.name]).await? {
-        let name: String = row.try_get(0)?;
-        let Some(to) = row.try_get::<_, Option<Uuid>>(1)? else {
-            continue;
-        };
-        if to <= bound {
-            out.push(Partition { name, to });
+        let (name, _, to) = range_of(&row)?;
+        match to {
+            Some(to) if to <= bound => out.push(Partition { name, to }),
+            _ => {}
         }
     }
     Ok(out)

@@ -133,24 +133,19 @@ async fn round(
             .extend(journal::retention::ensure_partitions(client, table, now, ahead).await?);
     }
     let cutoff = settings.cutoff(now);
-    for partition in journal::retention::expired_partitions(
-        &*client,
-        attribution_matcher::retention::ATTRIBUTIONS,
-        cutoff,
-    )
-    .await?
-    {
-        let rows = journal::retention::drop_partition(client, &partition).await?;
-        report.attributions += u64::try_from(rows).unwrap_or(0);
-        report.dropped.push(partition.name);
-    }
-    for partition in
-        journal::retention::expired_partitions(&*client, reports::retention::CONVERSIONS, cutoff)
-            .await?
-    {
-        let rows = journal::retention::drop_partition(client, &partition).await?;
-        report.conversions += u64::try_from(rows).unwrap_or(0);
-        report.dropped.push(partition.name);
+    // The months of decisions and report rows past retention go whole, before their events.
+    for (table, removed) in [
+        (
+            attribution_matcher::retention::ATTRIBUTIONS,
+            &mut report.attributions,
+        ),
+        (reports::retention::CONVERSIONS, &mut report.conversions),
+    ] {
+        for partition in journal::retention::expired_partitions(&*client, table, cutoff).await? {
+            let rows = journal::retention::drop_partition(client, &partition).await?;
+            *removed += u64::try_from(rows).unwrap_or(0);
+            report.dropped.push(partition.name);
+        }
     }
     for partition in
         journal::retention::expired_partitions(&*client, journal::retention::EVENTS, cutoff).await?

@@ -45,7 +45,8 @@ pub use self::step::direct_touchpoint;
 
 /// What the database held of a claim's identifiers before its step: each stored identifier with
 /// the person it belongs to, and those persons. A step reads it itself; a worker that splits a
-/// claim reads it once, with [`read_graph`], for [`split`] and for every part.
+/// claim reads it once ([`KnownGraph::of_claim`], then [`read_identities`] of its
+/// [`KnownGraph::runs`]), for [`split`] and for every part.
 #[derive(Debug, Clone, Default)]
 pub struct KnownGraph {
     pub(crate) identifiers: HashMap<[u8; 32], KnownIdentifier>,
@@ -87,19 +88,6 @@ impl KnownGraph {
         self.persons.extend(other.persons);
         self.of_event.extend(other.of_event);
     }
-}
-
-/// Reads what the database holds of the claim's identifiers, inside the transaction that claimed
-/// them.
-pub async fn read_graph(
-    client: &impl GenericClient,
-    claim: &Claim,
-    events: &[(Uuid, OffsetDateTime, Event)],
-) -> Result<KnownGraph> {
-    let mut graph = KnownGraph::of_claim(claim, events);
-    let hashes = graph.runs(1).concat();
-    graph.absorb(read_identities(client, claim.workspace_id, &hashes).await?);
-    Ok(graph)
 }
 
 /// What the database holds of these identifiers (sorted, without duplicates) and their persons;
@@ -189,24 +177,12 @@ pub async fn decide(
     now: OffsetDateTime,
 ) -> Result<Vec<Decided>> {
     let mut carried = CarriedClicks::new(0);
-    decide_with(client, claim, events, settings, now, &mut carried).await
+    decide_known(client, claim, events, settings, now, &mut carried, None).await
 }
 
-/// [`decide`], keeping the clicks it reads from stored events in `carried` for the next steps
-/// (a worker keeps one for its life).
-pub async fn decide_with(
-    client: &impl GenericClient,
-    claim: &Claim,
-    events: &[(Uuid, OffsetDateTime, Event)],
-    settings: &MatchSettings,
-    now: OffsetDateTime,
-    carried: &mut CarriedClicks,
-) -> Result<Vec<Decided>> {
-    decide_known(client, claim, events, settings, now, carried, None).await
-}
-
-/// [`decide_with`] given what [`read_graph`] read of the claim's identifiers (`None`: read it
-/// here). A part of a [`split`] claim takes the whole claim's graph: the part's identifiers and
+/// [`decide`], keeping the clicks it reads from stored events in `carried` for the next steps (a
+/// worker keeps one for its life), given what [`read_identities`] read of the claim's
+/// identifiers (`None`: read it here). A part of a [`split`] claim takes the whole claim's graph: the part's identifiers and
 /// persons are its own, so nothing another part writes changes what was read of them.
 pub async fn decide_known(
     client: &impl GenericClient,
