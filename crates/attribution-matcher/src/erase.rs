@@ -131,7 +131,7 @@ const DEQUEUE_CLICKS: &str = "
     DELETE FROM match_queue WHERE workspace_id = $1 AND click_identifier = ANY($2::bytea[])";
 
 /// Deletes the person's graph, linked clicks, and the decisions and queued work of the erased
-/// events (`events`), in the caller's transaction.
+/// events (`events`), in the caller's transaction; the workers' copies of the graph are told.
 pub async fn forget_person(
     client: &impl GenericClient,
     workspace_id: Uuid,
@@ -161,6 +161,7 @@ pub async fn forget_person(
     client.execute(&stmt, &[&workspace_id, &events]).await?;
     let stmt = client.prepare_cached(DEQUEUE_CLICKS).await?;
     client.execute(&stmt, &[&workspace_id, identifiers]).await?;
+    crate::graph_changed(client, workspace_id).await?;
     Ok(Forgotten {
         identifiers: deleted,
         click_ids,

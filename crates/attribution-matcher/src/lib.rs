@@ -20,7 +20,10 @@
 //!   same transaction: reads, a pure decision step, writes. Its cost per event does not grow with
 //!   a person's history: a person's last and first click in a window are index probes. A large
 //!   claim may be [`split`] into parts that share no identifier and no person, each decided by
-//!   [`decide_known`] in a transaction of its own beside the claim's (the worker's choice).
+//!   [`decide_known`] in a transaction of its own beside the claim's (the worker's choice). A
+//!   worker keeps the identifiers that name people, and their persons, between steps in a
+//!   [`GraphCache`], trusted only while the database names it the graph's last writer; a step
+//!   then reads from the database only the identifiers it has not seen (mostly new click ids).
 //!
 //! Late data: a sale that nothing links to a click yet is `pending` for
 //! [`MatchSettings::pending_window`]: webhooks get it at once, ad platforms only if a later event
@@ -47,8 +50,8 @@ pub mod window;
 pub use choice::{choose_touches, find_touchpoint, Chosen, Found, Linked, Touch};
 pub use clicks::{get_click, register_clicks, RegisteredClick, StoredClick, CLICK_ID_PREFIX};
 pub use decide::{
-    decide, decide_known, get_attributions, get_decision, read_identities, split, CarriedClicks,
-    Decided, Decision, KnownGraph,
+    decide, decide_known, get_attributions, get_decision, graph_changed, read_identities, split,
+    CarriedClicks, Decided, Decision, GraphCache, GraphChanges, KnownGraph, Lease,
 };
 pub use identity::{event_identifiers, identifier_hash, Identifier, IdentifierKind};
 pub use queue::{claim, claim_at, enqueue, queue_stats, Claim, QueueStats};

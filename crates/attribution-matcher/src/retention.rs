@@ -88,6 +88,8 @@ pub async fn forget_idle_persons(
 ) -> Result<IdleForgotten> {
     let stmt = client.prepare_cached(FORGET_IDLE).await?;
     let row = client.query_one(&stmt, &[&workspace_id, &cutoff]).await?;
+    // Whatever went, the workers' copies of the graph are dropped (once a round).
+    crate::graph_changed(client, workspace_id).await?;
     Ok(IdleForgotten {
         identifiers: row.try_get(0)?,
         clicks: row.try_get(1)?,

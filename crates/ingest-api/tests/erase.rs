@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use attribution_matcher::{identifier_hash, IdentifierKind};
 use common::{create_key, days_ago, TestApp};
 use ingest_api::keys::Scope;
 use serde_json::{json, Value};
@@ -456,6 +457,22 @@ async fn erasing_a_person_removes_the_whole_connected_person_from_every_table() 
         event["attribution"]["status"], "matched",
         "a new person, without the erased click: {event:#}"
     );
+    // Its identifiers are filed again: the workers' copy of the graph forgot the erased person.
+    let client = app.db.client().await;
+    for hash in [
+        identifier_hash(IdentifierKind::CustomerExternalId, CUSTOMER),
+        identifier_hash(IdentifierKind::Email, EMAIL),
+    ] {
+        let filed: i64 = client
+            .query_one(
+                "SELECT count(*) FROM identities WHERE workspace_id = $1 AND identifier = $2",
+                &[&acme, &&hash[..]],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(filed, 1, "an identifier of the new event is filed");
+    }
 }
 
 #[tokio::test]

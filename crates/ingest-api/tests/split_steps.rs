@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use attribution_matcher::{CarriedClicks, MatchSettings};
+use attribution_matcher::{CarriedClicks, GraphCache, MatchSettings};
 use common::{days_ago, TestApp};
 use serde_json::{json, Value};
 
@@ -31,16 +31,16 @@ async fn store(app: &TestApp, events: Vec<Value>) -> Vec<String> {
     ids
 }
 
-/// Runs attribution steps of at most `limit` events until the queue is empty; answers the most
-/// parts a step used.
-async fn drain(pool: &deadpool_postgres::Pool, limit: usize) -> usize {
+/// Runs attribution steps of at most `limit` events until the queue is empty, with the copy of
+/// the graph in `graphs`; answers the most parts a step used.
+async fn drain(pool: &deadpool_postgres::Pool, limit: usize, graphs: &GraphCache) -> usize {
     let mut carried = CarriedClicks::default();
     let mut most = 0;
     for _ in 0..100 {
-        let report =
-            pipeline::match_step_sized(pool, &MatchSettings::default(), limit, &mut carried)
-                .await
-                .unwrap();
+        let settings = MatchSettings::default();
+        let report = pipeline::match_step_sized(pool, &settings, limit, &mut carried, graphs)
+            .await
+            .unwrap();
         if !report.claimed {
             return most;
         }
@@ -117,11 +117,12 @@ async fn attributed_gclid(app: &TestApp, id: &str) -> Value {
 async fn a_split_claim_decides_every_event_as_the_whole_claim_would() {
     let app = TestApp::spawn_without_workers(common::test_db().await).await;
     let pool = app.db.pool(8);
+    let graphs = GraphCache::default();
     store(&app, round_one()).await;
-    drain(&pool, 2000).await;
+    drain(&pool, 2000, &graphs).await;
 
     let ids = store(&app, round_two()).await;
-    assert_eq!(drain(&pool, 2000).await, 2, "the claim was split");
+    assert_eq!(drain(&pool, 2000, &graphs).await, 2, "the claim was split");
     for (id, gclid) in expected(&ids) {
         assert_eq!(attributed_gclid(&app, id).await, gclid.as_str(), "{id}");
     }
@@ -145,8 +146,10 @@ async fn a_split_claim_decides_every_event_as_the_whole_claim_would() {
 async fn a_failed_part_rolls_the_claim_back_and_its_decided_events_are_not_decided_again() {
     let app = TestApp::spawn_without_workers(common::test_db().await).await;
     let pool = app.db.pool(8);
+    // One copy of the graph throughout: the failed step's committed part must not leave it stale.
+    let graphs = GraphCache::default();
     store(&app, round_one()).await;
-    drain(&pool, 2000).await;
+    drain(&pool, 2000, &graphs).await;
     let ids = store(&app, round_two()).await;
 
     // One sale cannot be recorded: the part holding it fails, the other commits.
@@ -162,8 +165,14 @@ async fn a_failed_part_rolls_the_claim_back_and_its_decided_events_are_not_decid
         .await
         .unwrap();
     let mut carried = CarriedClicks::default();
-    let failed =
-        pipeline::match_step_sized(&pool, &MatchSettings::default(), 2000, &mut carried).await;
+    let failed = pipeline::match_step_sized(
+        &pool,
+        &MatchSettings::default(),
+        2000,
+        &mut carried,
+        &graphs,
+    )
+    .await;
     assert!(failed.is_err());
     let queued: i64 = client
         .query_one(
@@ -192,7 +201,7 @@ async fn a_failed_part_rolls_the_claim_back_and_its_decided_events_are_not_decid
         .batch_execute("DROP TRIGGER refuse ON attributions")
         .await
         .unwrap();
-    drain(&pool, 2000).await;
+    drain(&pool, 2000, &graphs).await;
     for (id, gclid) in expected(&ids) {
         assert_eq!(attributed_gclid(&app, id).await, gclid.as_str(), "{id}");
     }
@@ -268,24 +277,30 @@ async fn a_mixed_load_decided_in_parts_reads_as_one_decided_in_small_whole_claim
     let (clicks, events) = mixed_load();
     let mut shown_by: Vec<Vec<Value>> = Vec::new();
     let mut parts_used = Vec::new();
-    // Claims of 2,000 events split in parts; claims of one request (100 events) are decided whole.
-    for limit in [2000, 99] {
+    // Claims of 2,000 events split in parts; claims of one request (100 events) are decided
+    // whole; and claims of 2,000 again, without a copy of the graph (every identifier read).
+    for (limit, copy) in [(2000, true), (99, true), (2000, false)] {
         let app = TestApp::spawn_without_workers(common::test_db().await).await;
         let pool = app.db.pool(8);
+        let graphs = GraphCache::new(if copy {
+            GraphCache::DEFAULT_CAPACITY
+        } else {
+            0
+        });
         let res = app
             .post("/v1/clicks/batch", &json!({"clicks": clicks}))
             .await;
         assert!(res.status().is_success(), "{}", res.status());
-        drain(&pool, limit).await;
+        drain(&pool, limit, &graphs).await;
         let ids = store(&app, events.clone()).await;
-        parts_used.push(drain(&pool, limit).await);
+        parts_used.push(drain(&pool, limit, &graphs).await);
         let mut all = Vec::with_capacity(ids.len());
         for id in &ids {
             all.push(shown(&app, id).await);
         }
         shown_by.push(all);
     }
-    assert_eq!(parts_used, [2, 1]);
+    assert_eq!(parts_used, [2, 1, 2]);
     let statuses: Vec<&Value> = shown_by[0]
         .iter()
         .map(|s| &s["attribution"]["status"])
@@ -295,5 +310,55 @@ async fn a_mixed_load_decided_in_parts_reads_as_one_decided_in_small_whole_claim
     }
     for (n, (split, whole)) in shown_by[0].iter().zip(&shown_by[1]).enumerate() {
         assert_eq!(split, whole, "event {n}: {}", events[n]);
+    }
+    for (n, (copied, read)) in shown_by[0].iter().zip(&shown_by[2]).enumerate() {
+        assert_eq!(copied, read, "event {n}: {}", events[n]);
+    }
+}
+
+/// Two processes attribute one workspace in turn, each with its own copy of the graph: what one
+/// of them merged, the other sees on its next step (its copy is dropped, not trusted).
+#[tokio::test]
+async fn a_copy_of_the_graph_is_not_trusted_after_another_process_wrote_the_graph() {
+    let app = TestApp::spawn_without_workers(common::test_db().await).await;
+    let pool = app.db.pool(8);
+    let (one, other) = (GraphCache::default(), GraphCache::default());
+    // One process: each customer's lead, and a lead by another e-mail of theirs not linked yet.
+    let mut leads = round_one();
+    leads.extend((0..CUSTOMERS).map(|i| {
+        json!({"event": "lead", "email": format!("e{i}@shop.example"),
+            "gclid": format!("f{i}"), "timestamp": days_ago(3)})
+    }));
+    store(&app, leads).await;
+    drain(&pool, 2000, &one).await;
+
+    // The other process: each customer seen with that e-mail, with a new click; their two
+    // persons merge.
+    let merging: Vec<Value> = (0..CUSTOMERS)
+        .map(|i| {
+            json!({"event": "lead", "customerExternalId": format!("c{i}"),
+                "email": format!("e{i}@shop.example"), "gclid": format!("m{i}"),
+                "timestamp": days_ago(2)})
+        })
+        .collect();
+    store(&app, merging).await;
+    drain(&pool, 2000, &other).await;
+
+    // The first again: sales by either e-mail alone reach the merged click, whichever of the two
+    // persons survived the merge.
+    let sales: Vec<Value> = (0..CUSTOMERS)
+        .flat_map(|i| {
+            ["p", "e"].map(|prefix| {
+                json!({"event": "sale", "email": format!("{prefix}{i}@shop.example"),
+                    "amount": 10, "currency": "EUR", "invoiceId": format!("x{prefix}{i}"),
+                    "timestamp": days_ago(1)})
+            })
+        })
+        .collect();
+    let ids = store(&app, sales).await;
+    drain(&pool, 2000, &one).await;
+    for (n, id) in ids.iter().enumerate() {
+        let gclid = format!("m{}", n / 2);
+        assert_eq!(attributed_gclid(&app, id).await, gclid.as_str(), "{id}");
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use attribution_matcher::{CarriedClicks, MatchSettings};
+use attribution_matcher::{CarriedClicks, GraphCache, GraphChanges, Lease, MatchSettings};
 use deadpool_postgres::Pool;
 use events::{Event, RoutedEvent};
 use time::OffsetDateTime;
@@ -58,7 +58,8 @@ pub struct MatchReport {
 /// One attribution step in one transaction; answers what it did (nothing when no work).
 pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchReport, Error> {
     let mut carried = CarriedClicks::new(0);
-    match_step_sized(pool, settings, MATCH_BATCH, &mut carried).await
+    let graphs = GraphCache::default();
+    match_step_sized(pool, settings, MATCH_BATCH, &mut carried, &graphs).await
 }
 
 /// Claims with fewer events than this are decided whole: a split costs a read and two
@@ -71,7 +72,8 @@ const SPLIT_FROM: usize = 200;
 const SPLIT_PARTS: usize = 2;
 
 /// [`match_step`] taking at most `limit` events, keeping the clicks of stored events it reads in
-/// `carried` for the next steps.
+/// `carried` for the next steps, and the part of the workspace's graph that names people in
+/// `graphs` (shared by the process's loops).
 ///
 /// The claim's transaction holds the workspace and the claimed queue rows to the end. When the
 /// claim holds nothing else ([`attribution_matcher::Claim::holds_rows`]) and its events fall into
@@ -84,6 +86,7 @@ pub async fn match_step_sized(
     settings: &MatchSettings,
     limit: usize,
     carried: &mut CarriedClicks,
+    graphs: &GraphCache,
 ) -> Result<MatchReport, Error> {
     let started = std::time::Instant::now();
     let mut client = pool.get().await?;
@@ -91,6 +94,8 @@ pub async fn match_step_sized(
     let Some(claim) = attribution_matcher::claim(&tx, limit).await? else {
         return Ok(MatchReport::default());
     };
+    // Dropped without a check-in (any failure below), the lease drops the copy.
+    let lease = graphs.checkout(&tx, claim.workspace_id).await?;
     let claimed_ms = started.elapsed().as_secs_f64() * 1000.0;
     // A large claim that holds nothing but its queue rows is read, and decided in parts, on
     // connections beside the claim's, whose transaction only keeps the workspace and the rows.
@@ -100,7 +105,7 @@ pub async fn match_step_sized(
         Vec::new()
     };
     let now = OffsetDateTime::now_utc();
-    let (recorded, parts, loaded_ms) = if spare.is_empty() {
+    let ((recorded, changes), parts, loaded_ms) = if spare.is_empty() {
         let mut retracted = HashSet::new();
         let loaded = load(&tx, &claim.workspace_id, &claim.event_ids, &mut retracted).await?;
         let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -110,11 +115,17 @@ pub async fn match_step_sized(
             settings: *settings,
             now,
         };
-        (step.record(&tx, &claim, carried, None).await?, 1, loaded_ms)
+        let graph = match &lease {
+            Some(lease) => Some(read_graph_here(&tx, &claim, &step.loaded, lease, graphs).await?),
+            None => None,
+        };
+        let (recorded, changes) = step.record(&tx, &claim, carried, graph.as_ref()).await?;
+        ((recorded, vec![changes]), 1, loaded_ms)
     } else {
         let (spare, step) = load_beside(spare, &claim, *settings, now).await?;
         let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let (spare, graph) = read_graph_beside(spare, &claim, &step.loaded).await?;
+        let copy = lease.as_ref().map(|lease| (lease, graphs));
+        let (spare, graph) = read_graph_beside(spare, &claim, &step.loaded, copy).await?;
         let parts = attribution_matcher::split(&claim, &step.loaded, &graph, spare.len());
         if parts.len() > 1 {
             let count = parts.len();
@@ -122,11 +133,14 @@ pub async fn match_step_sized(
             (recorded, count, loaded_ms)
         } else {
             drop(spare);
-            let recorded = step.record(&tx, &claim, carried, Some(&graph)).await?;
-            (recorded, 1, loaded_ms)
+            let (recorded, changes) = step.record(&tx, &claim, carried, Some(&graph)).await?;
+            ((recorded, vec![changes]), 1, loaded_ms)
         }
     };
     tx.commit().await?;
+    if let Some(lease) = lease {
+        graphs.checkin(lease, &changes);
+    }
     tracing::debug!(
         workspace_id = %claim.workspace_id,
         claimed = claim.event_ids.len(),
@@ -259,12 +273,32 @@ async fn load_beside(
     Ok((spare, step))
 }
 
-/// Reads what the database holds of the claim's identifiers on the spare connections, a run of
-/// the distinct identifiers each, side by side.
+/// The claim's graph from the process's copy, and what the copy does not know read in the
+/// claim's transaction (`tx`).
+async fn read_graph_here(
+    tx: &deadpool_postgres::Transaction<'_>,
+    claim: &attribution_matcher::Claim,
+    loaded: &[(Uuid, OffsetDateTime, Event)],
+    lease: &Lease,
+    graphs: &GraphCache,
+) -> Result<attribution_matcher::KnownGraph, Error> {
+    let mut graph = attribution_matcher::KnownGraph::of_claim(claim, loaded);
+    for run in graphs.fill(lease, &mut graph, 1) {
+        let read = attribution_matcher::read_identities(tx, claim.workspace_id, &run).await?;
+        graphs.learn(lease, &graph, &read);
+        graph.absorb(read);
+    }
+    Ok(graph)
+}
+
+/// Reads what the database holds of the claim's identifiers (those the process's `copy` of the
+/// graph does not know, when there is one) on the spare connections, a run of the distinct
+/// identifiers each, side by side.
 async fn read_graph_beside(
     spare: Vec<deadpool_postgres::Object>,
     claim: &attribution_matcher::Claim,
     loaded: &[(Uuid, OffsetDateTime, Event)],
+    copy: Option<(&Lease, &GraphCache)>,
 ) -> Result<
     (
         Vec<deadpool_postgres::Object>,
@@ -273,7 +307,11 @@ async fn read_graph_beside(
     Error,
 > {
     let mut graph = attribution_matcher::KnownGraph::of_claim(claim, loaded);
-    let runs = Arc::new(graph.runs(spare.len()));
+    let runs = match copy {
+        Some((lease, graphs)) => graphs.fill(lease, &mut graph, spare.len()),
+        None => graph.runs(spare.len()),
+    };
+    let runs = Arc::new(runs);
     let workspace_id = claim.workspace_id;
     let (spare, read) = beside(spare, |index, connection| {
         let runs = Arc::clone(&runs);
@@ -289,6 +327,9 @@ async fn read_graph_beside(
     })
     .await?;
     for other in read {
+        if let Some((lease, graphs)) = copy {
+            graphs.learn(lease, &graph, &other);
+        }
         graph.absorb(other);
     }
     Ok((spare, graph))
@@ -304,7 +345,7 @@ async fn decide_parts(
     step: &Step,
     graph: Arc<attribution_matcher::KnownGraph>,
     carried: &mut CarriedClicks,
-) -> Result<Recorded, Error> {
+) -> Result<(Recorded, Vec<GraphChanges>), Error> {
     let capacity = carried.capacity();
     let mut caches = Vec::with_capacity(parts.len());
     caches.push(std::mem::replace(carried, CarriedClicks::new(capacity)));
@@ -318,18 +359,20 @@ async fn decide_parts(
             let graph = Arc::clone(&graph);
             tokio::spawn(async move {
                 let tx = connection.transaction().await?;
-                let recorded = step.record(&tx, &part, &mut cache, Some(&graph)).await?;
+                let (recorded, changes) = step.record(&tx, &part, &mut cache, Some(&graph)).await?;
                 tx.commit().await?;
-                Ok::<_, Error>((recorded, cache))
+                Ok::<_, Error>((recorded, changes, cache))
             })
         })
         .collect();
     let mut sum = Recorded::default();
+    let mut all_changes = Vec::with_capacity(runs.len());
     let mut failed = None;
     for (index, run) in runs.into_iter().enumerate() {
         // Every part is waited for, so that none is still running when the claim rolls back.
         match run.await.map_err(Error::Part).and_then(|answer| answer) {
-            Ok((recorded, cache)) => {
+            Ok((recorded, changes, cache)) => {
+                all_changes.push(changes);
                 sum.decided += recorded.decided;
                 sum.dispatches += recorded.dispatches;
                 sum.credited += recorded.credited;
@@ -344,7 +387,7 @@ async fn decide_parts(
     }
     match failed {
         Some(e) => Err(e),
-        None => Ok(sum),
+        None => Ok((sum, all_changes)),
     }
 }
 
@@ -375,9 +418,9 @@ impl Step {
         claim: &attribution_matcher::Claim,
         carried: &mut CarriedClicks,
         graph: Option<&attribution_matcher::KnownGraph>,
-    ) -> Result<Recorded, Error> {
+    ) -> Result<(Recorded, GraphChanges), Error> {
         let now = self.now;
-        let decided = attribution_matcher::decide_known(
+        let (decided, changes) = attribution_matcher::decide_known(
             tx,
             claim,
             &self.loaded,
@@ -455,11 +498,12 @@ impl Step {
         }
         reports::queue::queue(tx, claim.workspace_id, &conversions).await?;
         let dispatches = forwarder::enqueue_with_catalog(tx, &routed, &rules).await?;
-        Ok(Recorded {
+        let recorded = Recorded {
             decided: count,
             dispatches,
             credited: conversions.len(),
-        })
+        };
+        Ok((recorded, changes))
     }
 }
 
@@ -468,6 +512,7 @@ pub(crate) async fn match_loop(
     settings: MatchSettings,
     work: Arc<Notify>,
     busy: Arc<MatcherBusy>,
+    graphs: GraphCache,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut limit = MATCH_BATCH;
@@ -476,36 +521,37 @@ pub(crate) async fn match_loop(
         if *stop.borrow() {
             return;
         }
-        let (idle, small) = match match_step_sized(&pool, &settings, limit, &mut carried).await {
-            Ok(report) => {
-                limit = (limit * 2).min(MATCH_BATCH);
-                busy.0.store(
-                    report.claimed && report.decided >= LINGER_BELOW,
-                    Ordering::Relaxed,
-                );
-                (
-                    !report.claimed,
-                    report.decided < LINGER_BELOW && !report.others_waiting,
-                )
-            }
-            Err(e) => {
-                let cause = e.cause();
-                metrics::counter!("convrelay_matcher_step_failures_total", "cause" => cause)
-                    .increment(1);
-                limit = (limit / 2).max(MIN_MATCH_BATCH);
-                tracing::warn!(
-                    error = %e,
-                    cause,
-                    next_step_events = limit,
-                    "attribution step failed; its claim was rolled back and is retried"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => return,
+        let (idle, small) =
+            match match_step_sized(&pool, &settings, limit, &mut carried, &graphs).await {
+                Ok(report) => {
+                    limit = (limit * 2).min(MATCH_BATCH);
+                    busy.0.store(
+                        report.claimed && report.decided >= LINGER_BELOW,
+                        Ordering::Relaxed,
+                    );
+                    (
+                        !report.claimed,
+                        report.decided < LINGER_BELOW && !report.others_waiting,
+                    )
                 }
-                continue;
-            }
-        };
+                Err(e) => {
+                    let cause = e.cause();
+                    metrics::counter!("convrelay_matcher_step_failures_total", "cause" => cause)
+                        .increment(1);
+                    limit = (limit / 2).max(MIN_MATCH_BATCH);
+                    tracing::warn!(
+                        error = %e,
+                        cause,
+                        next_step_events = limit,
+                        "attribution step failed; its claim was rolled back and is retried"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+            };
         if idle {
             tokio::select! {
                 _ = work.notified() => {}

@@ -584,7 +584,9 @@ impl Workers {
         let (shutdown, stop) = watch::channel(false);
         let (runtime, spawner) = worker_runtime();
         let busy = Arc::new(MatcherBusy::default());
-        // Each loop works on one workspace at a time; a few let workspaces proceed side by side.
+        // Each loop works on one workspace at a time; a few let workspaces proceed side by side,
+        // sharing one copy of the graphs they attribute from.
+        let graphs = attribution_matcher::GraphCache::default();
         let mut handles: Vec<JoinHandle<()>> = (0..MATCH_LOOPS)
             .map(|_| {
                 spawner.spawn(match_loop(
@@ -592,6 +594,7 @@ impl Workers {
                     settings,
                     Arc::clone(&work),
                     Arc::clone(&busy),
+                    graphs.clone(),
                     stop.clone(),
                 ))
             })

@@ -15,6 +15,7 @@
 //! A decision is stored as references (the identifiers that own its touchpoint and first touch,
 //! the routing stage); [`get_decision`] and [`get_attributions`] rebuild what the API shows.
 
+mod cache;
 mod carried;
 mod read;
 mod split;
@@ -39,6 +40,7 @@ use crate::{from_json, Error, Result};
 
 use self::step::{Item, Known, KnownIdentifier, KnownPerson, StepSettings};
 
+pub use self::cache::{graph_changed, GraphCache, GraphChanges, Lease};
 pub use self::carried::CarriedClicks;
 pub use self::split::split;
 pub use self::step::direct_touchpoint;
@@ -53,6 +55,8 @@ pub struct KnownGraph {
     pub(crate) persons: HashMap<Uuid, KnownPerson>,
     /// Each claimed event's identifiers (hashed once, for every part).
     pub(crate) of_event: HashMap<Uuid, Vec<Identifier>>,
+    /// What the step's writes say of the graph's last writer ([`GraphCache`]).
+    pub(crate) mark: cache::WriterMark,
 }
 
 impl KnownGraph {
@@ -177,13 +181,17 @@ pub async fn decide(
     now: OffsetDateTime,
 ) -> Result<Vec<Decided>> {
     let mut carried = CarriedClicks::new(0);
-    decide_known(client, claim, events, settings, now, &mut carried, None).await
+    let (decided, _) =
+        decide_known(client, claim, events, settings, now, &mut carried, None).await?;
+    Ok(decided)
 }
 
 /// [`decide`], keeping the clicks it reads from stored events in `carried` for the next steps (a
 /// worker keeps one for its life), given what [`read_identities`] read of the claim's
-/// identifiers (`None`: read it here). A part of a [`split`] claim takes the whole claim's graph: the part's identifiers and
-/// persons are its own, so nothing another part writes changes what was read of them.
+/// identifiers (`None`: read it here). A part of a [`split`] claim takes the whole claim's graph:
+/// the part's identifiers and persons are its own, so nothing another part writes changes what
+/// was read of them. Answers also what the step changed of the graph, for a [`GraphCache`] to
+/// apply once the step has committed.
 pub async fn decide_known(
     client: &impl GenericClient,
     claim: &Claim,
@@ -192,11 +200,12 @@ pub async fn decide_known(
     now: OffsetDateTime,
     carried: &mut CarriedClicks,
     graph: Option<&KnownGraph>,
-) -> Result<Vec<Decided>> {
+) -> Result<(Vec<Decided>, GraphChanges)> {
     let workspace_id = claim.workspace_id;
     if claim.event_ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), GraphChanges::default()));
     }
+    let mark = graph.map(|graph| graph.mark).unwrap_or_default();
     let now = to_utc_millis(now);
     let started = std::time::Instant::now();
 
@@ -271,7 +280,16 @@ pub async fn decide_known(
         })
         .collect();
     let write_started = std::time::Instant::now();
-    write::write(client, workspace_id, now, &step, &gone, &carried_groups).await?;
+    write::write(
+        client,
+        workspace_id,
+        now,
+        &step,
+        &gone,
+        &carried_groups,
+        mark,
+    )
+    .await?;
     debug!(
         %workspace_id,
         events = items.len(),
@@ -284,7 +302,8 @@ pub async fn decide_known(
         total_ms = started.elapsed().as_secs_f64() * 1000.0,
         "attribution step decided"
     );
-    Ok(step.decided)
+    let changes = GraphChanges::of(&step);
+    Ok((step.decided, changes))
 }
 
 /// Of the claimed events, those to look at now (new ones, and pending ones looked at again),

@@ -158,7 +158,7 @@ pub(crate) async fn identities_of(
     Ok(KnownGraph {
         identifiers,
         persons,
-        of_event: HashMap::new(),
+        ..KnownGraph::default()
     })
 }
 

@@ -650,7 +650,7 @@ impl Guard {
 }
 
 /// The index of a guarded kind in [`Counts`].
-fn guarded(kind: IdentifierKind) -> Option<usize> {
+pub(crate) fn guarded(kind: IdentifierKind) -> Option<usize> {
     match kind {
         IdentifierKind::CustomerExternalId => Some(0),
         IdentifierKind::Email => Some(1),

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::routing::Stage;
 use crate::Result;
 
+use super::cache::{write_mark, WriterMark};
 use super::step::{status_of, Step};
 
 const MERGE_PERSONS: &str = "
@@ -139,6 +140,7 @@ pub(crate) async fn write(
     step: &Step,
     gone: &[Uuid],
     carried: &HashMap<Uuid, (i64, ClickGroups)>,
+    mark: WriterMark,
 ) -> Result<()> {
     // Every parameter first.
     let merged_persons: Vec<Uuid> = step.merged.iter().map(|(p, _)| *p).collect();
@@ -218,8 +220,12 @@ pub(crate) async fn write(
     let gained: Vec<Uuid> = step.gains.iter().map(|(person, _)| *person).collect();
     let gained_since: Vec<OffsetDateTime> = step.gains.iter().map(|(_, since)| *since).collect();
 
-    // Then the statements, prepared before any is sent so that they go out in this order.
+    // Then the statements, prepared before any is sent so that they go out in this order (the
+    // mark of the graph's writer stands apart: it names a row nothing else here touches).
     let mut writes: Vec<Write<'_>> = Vec::new();
+    if mark != WriterMark::Keep {
+        writes.push(Box::pin(write_mark(client, workspace_id, mark)));
+    }
     if !step.merged.is_empty() {
         writes.push(
             execute(

@@ -1,0 +1,397 @@
+//! The part of the identity graph a worker keeps between steps: the identifiers that name people
+//! (customer ids, emails, phones) and their persons, so that a repeat customer's step reads only
+//! the identifiers it has not seen (mostly new click ids) from the database.
+//!
+//! A copy is right only while nobody else writes the workspace's graph, and a copy that is wrong
+//! would file a customer under a person that no longer exists. So the database names, per
+//! workspace, the last writer that keeps a copy (`graph_writers`):
+//!
+//! - a step checks the mark under the workspace's lock ([`GraphCache::checkout`]); when it names
+//!   another writer (or none), the copy is dropped and the step's writes name this cache;
+//! - a step without a copy (another loop of this process holds it, or [`crate::decide()`]) and
+//!   the erasures and retention rounds that delete identities clear the mark with their writes;
+//! - a step applies its changes to the copy only after everything it wrote is committed, and
+//!   drops the copy when it fails (parts of it may have committed).
+//!
+//! Copies are bounded: two generations of identifiers (a lookup keeps an entry young), and the
+//! persons and merges they need, dropped whole when they outgrow the identifiers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::Result;
+
+use super::step::{guarded, KnownIdentifier, KnownPerson, PersonRow, Step};
+use super::KnownGraph;
+
+/// What a step's writes say about the graph's last writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum WriterMark {
+    /// Nothing: the mark names the cache the step's graph came from already.
+    Keep,
+    /// Name this cache: its copy will hold what the step writes.
+    Name(Uuid),
+    /// Clear it: no copy knows what the step writes.
+    #[default]
+    Clear,
+}
+
+const WRITER: &str = "SELECT writer FROM graph_writers WHERE workspace_id = $1";
+
+const NAME_WRITER: &str = "
+    INSERT INTO graph_writers (workspace_id, writer) VALUES ($1, $2)
+    ON CONFLICT (workspace_id) DO UPDATE SET writer = excluded.writer
+    WHERE graph_writers.writer IS DISTINCT FROM excluded.writer";
+
+const CLEAR_WRITER: &str = "
+    UPDATE graph_writers SET writer = NULL WHERE workspace_id = $1 AND writer IS NOT NULL";
+
+/// Writes `mark` with a step's (or an erasure's) other writes, in the same transaction.
+pub(crate) async fn write_mark(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    mark: WriterMark,
+) -> Result<()> {
+    match mark {
+        WriterMark::Keep => {}
+        WriterMark::Name(token) => {
+            let stmt = client.prepare_cached(NAME_WRITER).await?;
+            client.execute(&stmt, &[&workspace_id, &token]).await?;
+        }
+        WriterMark::Clear => {
+            let stmt = client.prepare_cached(CLEAR_WRITER).await?;
+            client.execute(&stmt, &[&workspace_id]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Tells the copies of a workspace's graph that it changed without them (an erasure, a retention
+/// round that deleted identities): run it in the transaction that changes it, under
+/// [`crate::erase::lock_graph`].
+pub async fn graph_changed(client: &impl GenericClient, workspace_id: Uuid) -> Result<()> {
+    write_mark(client, workspace_id, WriterMark::Clear).await
+}
+
+/// What a committed step changed of the cached part of the graph.
+#[derive(Debug, Clone, Default)]
+pub struct GraphChanges {
+    /// New identifiers that name people: `(hash, person, too common)`.
+    identities: Vec<([u8; 32], Uuid, bool)>,
+    /// Stored identifiers found too common.
+    too_common: Vec<[u8; 32]>,
+    /// Persons written (new, survivors of merges, changed counts).
+    persons: Vec<PersonRow>,
+    /// `(person, into)`: stored persons that now belong to another.
+    merged: Vec<(Uuid, Uuid)>,
+}
+
+impl GraphChanges {
+    /// What `step` writes of the cached part of the graph.
+    pub(crate) fn of(step: &Step) -> Self {
+        Self {
+            identities: step
+                .identities
+                .iter()
+                .filter(|row| guarded(row.identifier.kind).is_some())
+                .map(|row| (row.identifier.hash, row.person, row.too_common))
+                .collect(),
+            too_common: step.too_common.clone(),
+            persons: step.persons.clone(),
+            merged: step.merged.clone(),
+        }
+    }
+}
+
+/// A cached identifier: the person it was filed under (maybe merged since), and its mark.
+#[derive(Debug, Clone, Copy)]
+struct CachedIdentifier {
+    epoch: u64,
+    person: Uuid,
+    too_common: bool,
+}
+
+/// The copies of one process's workspaces, shared by its attribution loops.
+#[derive(Debug)]
+struct Copies {
+    token: Uuid,
+    capacity: usize,
+    /// Bumped to drop a workspace's entries (they are left to age out).
+    epochs: HashMap<Uuid, u64>,
+    /// Workspaces whose copy a step holds now.
+    out: HashSet<Uuid>,
+    young: HashMap<(Uuid, [u8; 32]), CachedIdentifier>,
+    old: HashMap<(Uuid, [u8; 32]), CachedIdentifier>,
+    /// Persons not merged into another, exactly as stored.
+    persons: HashMap<(Uuid, Uuid), (u64, KnownPerson)>,
+    /// Persons merged into another: the one they belong to now.
+    merged: HashMap<(Uuid, Uuid), (u64, Uuid)>,
+}
+
+/// The graph copies of a process: clone it to share it between loops.
+#[derive(Debug, Clone)]
+pub struct GraphCache(Arc<Mutex<Copies>>);
+
+impl Default for GraphCache {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_CAPACITY)
+    }
+}
+
+/// A step's hold on a workspace's copy, from [`GraphCache::checkout`] to
+/// [`GraphCache::checkin`]; a hold let go without a check-in (a failed step) drops the copy.
+#[derive(Debug)]
+pub struct Lease {
+    cache: GraphCache,
+    workspace_id: Uuid,
+    /// The copy agreed with the database's mark when checked out.
+    owned: bool,
+    returned: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.returned {
+            self.cache.with(|copies| {
+                copies.forget(self.workspace_id);
+                copies.out.remove(&self.workspace_id);
+            });
+        }
+    }
+}
+
+impl GraphCache {
+    /// Identifiers per generation by default: some 100 bytes each, so at most some 10 MB with
+    /// their persons.
+    pub const DEFAULT_CAPACITY: usize = 50_000;
+
+    /// A cache holding at most `2 × capacity` identifiers; `0` keeps nothing.
+    pub fn new(capacity: usize) -> Self {
+        Self(Arc::new(Mutex::new(Copies {
+            token: Uuid::now_v7(),
+            capacity,
+            epochs: HashMap::new(),
+            out: HashSet::new(),
+            young: HashMap::new(),
+            old: HashMap::new(),
+            persons: HashMap::new(),
+            merged: HashMap::new(),
+        })))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Copies) -> T) -> T {
+        // A panic elsewhere cannot leave the maps half-updated in a way that matters: every
+        // change is a whole insert or removal.
+        let mut copies = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut copies)
+    }
+
+    /// Takes the workspace's copy for a step whose transaction holds the workspace's lock (the
+    /// claim's, in `client`). `None` when another step of this process still holds it: that
+    /// step runs without a copy (and clears the mark).
+    pub async fn checkout(
+        &self,
+        client: &impl GenericClient,
+        workspace_id: Uuid,
+    ) -> Result<Option<Lease>> {
+        let (token, capacity) = self.with(|copies| (copies.token, copies.capacity));
+        if capacity == 0 || !self.with(|copies| copies.out.insert(workspace_id)) {
+            return Ok(None);
+        }
+        let mut lease = Lease {
+            cache: self.clone(),
+            workspace_id,
+            owned: false,
+            returned: false,
+        };
+        // On failure here the lease is dropped, and with it the copy.
+        let stmt = client.prepare_cached(WRITER).await?;
+        let writer: Option<Uuid> = match client.query_opt(&stmt, &[&workspace_id]).await? {
+            Some(row) => row.try_get(0)?,
+            None => None,
+        };
+        lease.owned = writer == Some(token);
+        if !lease.owned {
+            self.with(|copies| copies.forget(workspace_id));
+        }
+        Ok(Some(lease))
+    }
+
+    /// Fills `graph` (the identifiers of a claim, [`KnownGraph::of_claim`]) with what the copy
+    /// knows, and marks it for the step's writes. Answers the identifiers left to read from the
+    /// database, sorted, in `n` runs of about equal length (none when nothing is left).
+    pub fn fill(&self, lease: &Lease, graph: &mut KnownGraph, n: usize) -> Vec<Vec<[u8; 32]>> {
+        let token = self.with(|copies| copies.token);
+        graph.mark = if lease.owned {
+            WriterMark::Keep
+        } else {
+            WriterMark::Name(token)
+        };
+        let mut hashes: Vec<[u8; 32]> = graph
+            .of_event
+            .values()
+            .flat_map(|identifiers| identifiers.iter().map(|id| id.hash))
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut missing = Vec::with_capacity(hashes.len());
+        self.with(|copies| {
+            for hash in hashes {
+                match copies.get(lease.workspace_id, hash) {
+                    Some((identifier, root, person)) => {
+                        graph.identifiers.insert(hash, identifier);
+                        graph.persons.entry(root).or_insert(person);
+                    }
+                    None => missing.push(hash),
+                }
+            }
+        });
+        if missing.is_empty() {
+            return Vec::new();
+        }
+        let size = missing.len().div_ceil(n.max(1)).max(1);
+        missing.chunks(size).map(<[_]>::to_vec).collect()
+    }
+
+    /// Keeps what the database answered for the identifiers the copy did not know (those of
+    /// them that name people, with their persons).
+    pub fn learn(&self, lease: &Lease, graph: &KnownGraph, read: &KnownGraph) {
+        let people: HashSet<[u8; 32]> = graph
+            .of_event
+            .values()
+            .flatten()
+            .filter(|id| guarded(id.kind).is_some())
+            .map(|id| id.hash)
+            .collect();
+        self.with(|copies| {
+            let epoch = copies.epoch(lease.workspace_id);
+            for (hash, known) in &read.identifiers {
+                let Some(person) = read.persons.get(&known.person) else {
+                    continue;
+                };
+                if !people.contains(hash) {
+                    continue;
+                }
+                copies.put_person(lease.workspace_id, known.person, person.clone(), epoch);
+                copies.insert(
+                    lease.workspace_id,
+                    *hash,
+                    CachedIdentifier {
+                        epoch,
+                        person: known.person,
+                        too_common: known.too_common,
+                    },
+                );
+            }
+        });
+    }
+
+    /// Returns the copy after the step committed everything it wrote: `changes` are applied
+    /// (each part's, for a split step).
+    pub fn checkin(&self, mut lease: Lease, changes: &[GraphChanges]) {
+        lease.returned = true;
+        self.with(|copies| {
+            let ws = lease.workspace_id;
+            let epoch = copies.epoch(ws);
+            for change in changes {
+                for &(person, into) in &change.merged {
+                    copies.persons.remove(&(ws, person));
+                    copies.merged.insert((ws, person), (epoch, into));
+                }
+                for row in &change.persons {
+                    copies.merged.remove(&(ws, row.person));
+                    let person = KnownPerson {
+                        members: row.members.clone(),
+                        counts: row.counts,
+                    };
+                    copies.put_person(ws, row.person, person, epoch);
+                }
+                for &(hash, person, too_common) in &change.identities {
+                    let entry = CachedIdentifier {
+                        epoch,
+                        person,
+                        too_common,
+                    };
+                    copies.insert(ws, hash, entry);
+                }
+                for hash in &change.too_common {
+                    for generation in [&mut copies.young, &mut copies.old] {
+                        if let Some(entry) = generation.get_mut(&(ws, *hash)) {
+                            entry.too_common = true;
+                        }
+                    }
+                }
+            }
+            copies.out.remove(&ws);
+        });
+    }
+}
+
+/// Merges are followed this many steps at most (they are flat: a merge re-points every member).
+const MAX_HOPS: usize = 8;
+
+impl Copies {
+    fn epoch(&mut self, workspace_id: Uuid) -> u64 {
+        *self.epochs.entry(workspace_id).or_insert(0)
+    }
+
+    fn forget(&mut self, workspace_id: Uuid) {
+        *self.epochs.entry(workspace_id).or_insert(0) += 1;
+    }
+
+    /// The identifier as a step knows it (filed under the person it belongs to now), that
+    /// person, and the person's row; `None` unless all of it is known.
+    fn get(&mut self, ws: Uuid, hash: [u8; 32]) -> Option<(KnownIdentifier, Uuid, KnownPerson)> {
+        let epoch = self.epoch(ws);
+        let key = (ws, hash);
+        let entry = match self.young.get(&key) {
+            Some(entry) => *entry,
+            None => {
+                let entry = self.old.remove(&key)?;
+                self.insert(ws, hash, entry);
+                entry
+            }
+        };
+        if entry.epoch != epoch {
+            return None;
+        }
+        let mut root = entry.person;
+        for _ in 0..MAX_HOPS {
+            match self.merged.get(&(ws, root)) {
+                Some(&(e, into)) if e == epoch => root = into,
+                Some(_) => return None,
+                None => break,
+            }
+        }
+        let (e, person) = self.persons.get(&(ws, root))?;
+        if *e != epoch {
+            return None;
+        }
+        let known = KnownIdentifier {
+            person: root,
+            too_common: entry.too_common,
+            // Identifiers that name people never own clicks.
+            has_touch: false,
+        };
+        Some((known, root, person.clone()))
+    }
+
+    fn insert(&mut self, ws: Uuid, hash: [u8; 32], entry: CachedIdentifier) {
+        if self.young.len() >= self.capacity {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert((ws, hash), entry);
+    }
+
+    fn put_person(&mut self, ws: Uuid, person: Uuid, row: KnownPerson, epoch: u64) {
+        if self.persons.len() >= 2 * self.capacity || self.merged.len() >= 2 * self.capacity {
+            // Identifiers whose person is gone are simply read again.
+            self.persons.clear();
+            self.merged.clear();
+        }
+        self.persons.insert((ws, person), (epoch, row));
+    }
+}
