@@ -40,6 +40,8 @@ pub struct Claim {
     /// window is over (locked), or registered clicks it filed (updated). Such a claim is decided
     /// in that transaction, whole: another transaction touching those rows would wait for it.
     pub holds_rows: bool,
+    /// Whether it filed registered clicks into the graph (their identity rows now own them).
+    pub filed_clicks: bool,
 }
 
 /// Counts for metrics and for telling whether the matcher keeps up.
@@ -245,8 +247,9 @@ async fn take(
             clicks.push(identifier);
         }
     }
-    let holds_rows = holds_rows || !clicks.is_empty();
-    if !clicks.is_empty() {
+    let filed_clicks = !clicks.is_empty();
+    let holds_rows = holds_rows || filed_clicks;
+    if filed_clicks {
         event_ids.extend(file_clicks(client, workspace_id, &clicks).await?);
     }
     event_ids.sort_unstable();
@@ -256,6 +259,7 @@ async fn take(
         event_ids,
         others_waiting: false,
         holds_rows,
+        filed_clicks,
     }))
 }
 

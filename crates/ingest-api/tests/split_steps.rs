@@ -362,3 +362,47 @@ async fn a_copy_of_the_graph_is_not_trusted_after_another_process_wrote_the_grap
         assert_eq!(attributed_gclid(&app, id).await, gclid.as_str(), "{id}");
     }
 }
+
+/// The first touch a worker keeps for each person: a later step sees it, and a click that arrives
+/// late but happened earlier replaces it.
+#[tokio::test]
+async fn a_kept_first_touch_gives_way_to_an_earlier_click_that_arrives_late() {
+    let app = TestApp::spawn_without_workers(common::test_db().await).await;
+    let pool = app.db.pool(8);
+    let graphs = GraphCache::default();
+    let sale = |i: usize, round: &str, days: i64| {
+        json!({"event": "sale", "customerExternalId": format!("c{i}"),
+            "gclid": format!("{round}{i}"), "amount": 10, "currency": "EUR",
+            "invoiceId": format!("{round}{i}"), "timestamp": days_ago(days)})
+    };
+    let first_touch = |event: &Value| event["attribution"]["firstTouch"]["gclid"].clone();
+    // Each customer's lead, then a sale with its own click: the lead's click is the first touch
+    // (and the one kept).
+    store(&app, round_one()).await;
+    drain(&pool, 2000, &graphs).await;
+    let ids = store(&app, (0..CUSTOMERS).map(|i| sale(i, "s", 2)).collect()).await;
+    drain(&pool, 2000, &graphs).await;
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            first_touch(&event(&app, id).await),
+            format!("g{i}").as_str()
+        );
+    }
+    // A lead sent late, with a click from before the first one; then another sale.
+    let late: Vec<Value> = (0..CUSTOMERS)
+        .map(|i| {
+            json!({"event": "lead", "customerExternalId": format!("c{i}"),
+                "gclid": format!("early{i}"), "timestamp": days_ago(5)})
+        })
+        .collect();
+    store(&app, late).await;
+    drain(&pool, 2000, &graphs).await;
+    let ids = store(&app, (0..CUSTOMERS).map(|i| sale(i, "t", 1)).collect()).await;
+    drain(&pool, 2000, &graphs).await;
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            first_touch(&event(&app, id).await),
+            format!("early{i}").as_str()
+        );
+    }
+}

@@ -288,6 +288,7 @@ async fn read_graph_here(
         graphs.learn(lease, &graph, &read);
         graph.absorb(read);
     }
+    graphs.fill_earliest(lease, &mut graph, claim.filed_clicks);
     Ok(graph)
 }
 
@@ -331,6 +332,9 @@ async fn read_graph_beside(
             graphs.learn(lease, &graph, &other);
         }
         graph.absorb(other);
+    }
+    if let Some((lease, graphs)) = copy {
+        graphs.fill_earliest(lease, &mut graph, claim.filed_clicks);
     }
     Ok((spare, graph))
 }

@@ -13,15 +13,23 @@
 //! - a step applies its changes to the copy only after everything it wrote is committed, and
 //!   drops the copy when it fails (parts of it may have committed).
 //!
+//! With the persons go their earliest clicks of all (their own rows'): while a person's earliest
+//! click lies in an event's window, it is the first touch the window's probe would find, so a
+//! repeat customer's first touch is not probed again. A step forgets a person's earliest click
+//! when it files an earlier one, and every earliest click of the workspace when it files a click
+//! under a stored identifier (whose person it does not know here).
+//!
 //! Copies are bounded: two generations of identifiers (a lookup keeps an entry young), and the
-//! persons and merges they need, dropped whole when they outgrow the identifiers.
+//! persons, merges and earliest clicks they need, dropped whole when they outgrow their bounds.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::choice::Touch;
 use crate::Result;
 
 use super::step::{guarded, KnownIdentifier, KnownPerson, PersonRow, Step};
@@ -76,7 +84,16 @@ pub async fn graph_changed(client: &impl GenericClient, workspace_id: Uuid) -> R
     write_mark(client, workspace_id, WriterMark::Clear).await
 }
 
-/// What a committed step changed of the cached part of the graph.
+/// A person's earliest click of all (of its own rows), as a probe answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Earliest {
+    /// When it happened (the identity row's time).
+    pub(crate) at: OffsetDateTime,
+    /// The click.
+    pub(crate) touch: Touch,
+}
+
+/// What a committed step changed of the cached part of the graph, and what it learned.
 #[derive(Debug, Clone, Default)]
 pub struct GraphChanges {
     /// New identifiers that name people: `(hash, person, too common)`.
@@ -87,12 +104,29 @@ pub struct GraphChanges {
     persons: Vec<PersonRow>,
     /// `(person, into)`: stored persons that now belong to another.
     merged: Vec<(Uuid, Uuid)>,
+    /// Earliest clicks the step's probes found (as stored before the step).
+    earliest: Vec<(Uuid, Earliest)>,
+    /// `(person, when, owner)` of the clicks the step filed as new identifiers.
+    clicks: Vec<(Uuid, OffsetDateTime, [u8; 32])>,
+    /// Whether it filed clicks under stored identifiers.
+    filed: bool,
 }
 
 impl GraphChanges {
-    /// What `step` writes of the cached part of the graph.
-    pub(crate) fn of(step: &Step) -> Self {
+    /// What `step` writes of the cached part of the graph, and the earliest clicks its probes
+    /// found.
+    pub(crate) fn of(step: &Step, earliest: Vec<(Uuid, Earliest)>) -> Self {
         Self {
+            earliest,
+            clicks: step
+                .identities
+                .iter()
+                .filter_map(|row| {
+                    let (at, _) = row.touch?;
+                    Some((row.person, at, row.identifier.hash))
+                })
+                .collect(),
+            filed: !step.filed.is_empty(),
             identities: step
                 .identities
                 .iter()
@@ -129,6 +163,8 @@ struct Copies {
     persons: HashMap<(Uuid, Uuid), (u64, KnownPerson)>,
     /// Persons merged into another: the one they belong to now.
     merged: HashMap<(Uuid, Uuid), (u64, Uuid)>,
+    /// Persons' earliest clicks of all.
+    earliest: HashMap<(Uuid, Uuid), (u64, Earliest)>,
 }
 
 /// The graph copies of a process: clone it to share it between loops.
@@ -179,6 +215,7 @@ impl GraphCache {
             old: HashMap::new(),
             persons: HashMap::new(),
             merged: HashMap::new(),
+            earliest: HashMap::new(),
         })))
     }
 
@@ -256,6 +293,29 @@ impl GraphCache {
         missing.chunks(size).map(<[_]>::to_vec).collect()
     }
 
+    /// Adds to `graph` (complete: read from the copy and the database) the earliest clicks the
+    /// copy knows of its persons and their members. A claim that filed registered clicks
+    /// (`filed_clicks`) may have changed any of them: they are forgotten instead.
+    pub fn fill_earliest(&self, lease: &Lease, graph: &mut KnownGraph, filed_clicks: bool) {
+        let ws = lease.workspace_id;
+        self.with(|copies| {
+            if filed_clicks {
+                copies.earliest.retain(|(w, _), _| *w != ws);
+                return;
+            }
+            let epoch = copies.epoch(ws);
+            for (root, person) in &graph.persons {
+                for person in std::iter::once(root).chain(&person.members) {
+                    if let Some((e, earliest)) = copies.earliest.get(&(ws, *person)) {
+                        if *e == epoch {
+                            graph.earliest.insert(*person, earliest.clone());
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// Keeps what the database answered for the identifiers the copy did not know (those of
     /// them that name people, with their persons).
     pub fn learn(&self, lease: &Lease, graph: &KnownGraph, read: &KnownGraph) {
@@ -322,6 +382,31 @@ impl GraphCache {
                         if let Some(entry) = generation.get_mut(&(ws, *hash)) {
                             entry.too_common = true;
                         }
+                    }
+                }
+            }
+            // The earliest clicks as stored before the step, then what its clicks changed.
+            for change in changes {
+                for (person, earliest) in &change.earliest {
+                    if copies.earliest.len() >= copies.capacity / 4 {
+                        copies.earliest.clear();
+                    }
+                    copies
+                        .earliest
+                        .insert((ws, *person), (epoch, earliest.clone()));
+                }
+            }
+            for change in changes {
+                if change.filed {
+                    copies.earliest.retain(|(w, _), _| *w != ws);
+                }
+                for &(person, at, owner) in &change.clicks {
+                    let earlier = copies
+                        .earliest
+                        .get(&(ws, person))
+                        .is_some_and(|(_, e)| (at, owner) < (e.at, e.touch.owner));
+                    if earlier {
+                        copies.earliest.remove(&(ws, person));
                     }
                 }
             }

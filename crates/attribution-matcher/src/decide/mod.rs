@@ -57,6 +57,8 @@ pub struct KnownGraph {
     pub(crate) of_event: HashMap<Uuid, Vec<Identifier>>,
     /// What the step's writes say of the graph's last writer ([`GraphCache`]).
     pub(crate) mark: cache::WriterMark,
+    /// The earliest clicks of all of some of the persons, from a [`GraphCache`].
+    pub(crate) earliest: HashMap<Uuid, cache::Earliest>,
 }
 
 impl KnownGraph {
@@ -91,6 +93,7 @@ impl KnownGraph {
         self.identifiers.extend(other.identifiers);
         self.persons.extend(other.persons);
         self.of_event.extend(other.of_event);
+        self.earliest.extend(other.earliest);
     }
 }
 
@@ -259,7 +262,16 @@ pub async fn decide_known(
         .map(|(id, (_, event))| (*id, *event))
         .collect();
     let probe_started = std::time::Instant::now();
-    let answers = read::probes(client, workspace_id, &wanted, window, &at_hand, carried).await?;
+    let (answers, earliest) = read::probes(
+        client,
+        workspace_id,
+        &wanted,
+        window,
+        &at_hand,
+        carried,
+        &graph.earliest,
+    )
+    .await?;
     let probe_ms = probe_started.elapsed().as_secs_f64() * 1000.0;
     known.probes = Some(&answers);
     let mut step = step::run(&items, known, step_settings);
@@ -302,7 +314,7 @@ pub async fn decide_known(
         total_ms = started.elapsed().as_secs_f64() * 1000.0,
         "attribution step decided"
     );
-    let changes = GraphChanges::of(&step);
+    let changes = GraphChanges::of(&step, earliest);
     Ok((step.decided, changes))
 }
 

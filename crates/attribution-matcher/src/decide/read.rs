@@ -16,6 +16,7 @@ use crate::choice::Touch;
 use crate::clicks::{stored_click, StoredClick};
 use crate::{from_json, Result};
 
+use super::cache::Earliest;
 use super::step::{Counts, Item, KnownIdentifier, KnownPerson, Probe, Probed};
 use super::KnownGraph;
 
@@ -206,12 +207,14 @@ pub(crate) async fn named_clicks(
 }
 
 /// The columns of a click owned by an identity row: the identifier, the event that carried it,
-/// a copy kept before clicks referenced their events, and (in a lateral join after them) the
-/// registered click it names.
-const CLICK_COLUMNS: &str = "identifier, source_event, touchpoint";
+/// a copy kept before clicks referenced their events, when it happened, and (in a lateral join
+/// after them) the registered click it names.
+const CLICK_COLUMNS: &str = "identifier, source_event, touchpoint, clicked_at";
 
 /// Per probe, the person's last and first click between `since` and `at`: two descents of the
-/// `identities_touches` index, however many clicks the person has.
+/// `identities_touches` index, however many clicks the person has; then the first click's time,
+/// and whether the person has a click before `since` (a third descent: when it has none, the
+/// first click is the person's earliest of all, which a worker keeps).
 fn probe_sql() -> String {
     let side = |order: &str, alias: &str, wanted: &str| {
         format!(
@@ -240,7 +243,10 @@ fn probe_sql() -> String {
         )
     };
     format!(
-        "SELECT q.n, {}, {}
+        "SELECT q.n, {}, {}, f.clicked_at,
+                EXISTS (SELECT 1 FROM identities b
+                        WHERE b.workspace_id = $1 AND b.person_id = q.person_id
+                          AND b.clicked_at < q.since)
          FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bool[]) WITH ORDINALITY
               AS q(person_id, at, since, last, n)
          {}
@@ -273,6 +279,9 @@ struct TouchRef {
 
 /// Answers the probes: the last and first click of each person in each event's window. The
 /// clicks that events carried are read from the journal (`bodies` holds the step's own events).
+/// A probe for the first click only is answered without the database when the person's earliest
+/// click of all is known (`earliest`) and lies in the window or after it; the earliest clicks
+/// the database answered are returned too.
 pub(crate) async fn probes(
     client: &impl GenericClient,
     workspace_id: Uuid,
@@ -280,17 +289,35 @@ pub(crate) async fn probes(
     window: time::Duration,
     bodies: &HashMap<Uuid, &Event>,
     cache: &mut super::CarriedClicks,
-) -> Result<HashMap<Probe, Probed>> {
+    earliest: &HashMap<Uuid, Earliest>,
+) -> Result<(HashMap<Probe, Probed>, Vec<(Uuid, Earliest)>)> {
     let mut answers = HashMap::with_capacity(wanted.len());
+    let mut asked: Vec<Probe> = Vec::with_capacity(wanted.len());
+    for probe in wanted {
+        let known = earliest.get(&probe.person).filter(|_| !probe.last);
+        match known {
+            Some(first) if first.at > probe.at => {
+                answers.insert(*probe, Probed::default());
+            }
+            Some(first) if first.at >= probe.at.saturating_sub(window) => {
+                let first = Some(first.touch.clone());
+                answers.insert(*probe, Probed { last: None, first });
+            }
+            _ => asked.push(*probe),
+        }
+    }
+    let wanted = &asked[..];
     if wanted.is_empty() {
-        return Ok(answers);
+        return Ok((answers, Vec::new()));
     }
     let persons: Vec<Uuid> = wanted.iter().map(|p| p.person).collect();
     let at: Vec<OffsetDateTime> = wanted.iter().map(|p| p.at).collect();
     let since: Vec<OffsetDateTime> = wanted.iter().map(|p| p.at.saturating_sub(window)).collect();
     let last: Vec<bool> = wanted.iter().map(|p| p.last).collect();
     let statement = client.prepare_cached(&probe_sql()).await?;
-    let mut found: Vec<(Probe, Option<TouchRef>, Option<TouchRef>)> = Vec::new();
+    // Per probe: the last and first click, and the first's time when it is the person's earliest
+    // of all.
+    let mut found: Vec<Found> = Vec::new();
     for row in client
         .query(&statement, &[&workspace_id, &persons, &at, &since, &last])
         .await?
@@ -299,27 +326,40 @@ pub(crate) async fn probes(
         let Some(probe) = usize::try_from(n - 1).ok().and_then(|i| wanted.get(i)) else {
             continue;
         };
-        found.push((
-            *probe,
-            touch_ref_at(&row, 1)?,
-            touch_ref_at(&row, 1 + TOUCH_COLUMNS)?,
-        ));
+        let first_at: Option<OffsetDateTime> = row.try_get(1 + 2 * TOUCH_COLUMNS)?;
+        let before: bool = row.try_get(2 + 2 * TOUCH_COLUMNS)?;
+        found.push(Found {
+            probe: *probe,
+            last: touch_ref_at(&row, 1)?,
+            first: touch_ref_at(&row, 1 + TOUCH_COLUMNS)?,
+            earliest_at: first_at.filter(|_| !before),
+        });
     }
     let refs: Vec<&TouchRef> = found
         .iter()
-        .flat_map(|(_, last, first)| last.iter().chain(first))
+        .flat_map(|f| f.last.iter().chain(&f.first))
         .collect();
     let carried = carried_clicks(client, workspace_id, &refs, bodies, cache).await?;
-    for (probe, last, first) in found {
-        answers.insert(
-            probe,
-            Probed {
-                last: last.and_then(|r| resolve(r, &carried)),
-                first: first.and_then(|r| resolve(r, &carried)),
-            },
-        );
+    let mut learned = Vec::new();
+    for found in found {
+        let first = found.first.and_then(|r| resolve(r, &carried));
+        if let (Some(at), Some(touch)) = (found.earliest_at, &first) {
+            let touch = touch.clone();
+            learned.push((found.probe.person, Earliest { at, touch }));
+        }
+        let last = found.last.and_then(|r| resolve(r, &carried));
+        answers.insert(found.probe, Probed { last, first });
     }
-    Ok(answers)
+    Ok((answers, learned))
+}
+
+/// A probe's answer from the database, before the clicks' data is read.
+struct Found {
+    probe: Probe,
+    last: Option<TouchRef>,
+    first: Option<TouchRef>,
+    /// The first click's time, when the person has no click before the window.
+    earliest_at: Option<OffsetDateTime>,
 }
 
 /// The clicks carried by the events the refs name, by event: from `bodies` when the event is at

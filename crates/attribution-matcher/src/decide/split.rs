@@ -143,6 +143,7 @@ pub fn split(
             event_ids: Vec::new(),
             others_waiting: claim.others_waiting,
             holds_rows: claim.holds_rows,
+            filed_clicks: claim.filed_clicks,
         })
         .collect();
     for (event_id, root) in roots {
@@ -179,6 +180,7 @@ mod tests {
             event_ids: ids.to_vec(),
             others_waiting: false,
             holds_rows: false,
+            filed_clicks: false,
         }
     }
 
