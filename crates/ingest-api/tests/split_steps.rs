@@ -375,19 +375,23 @@ async fn a_kept_first_touch_gives_way_to_an_earlier_click_that_arrives_late() {
             "gclid": format!("{round}{i}"), "amount": 10, "currency": "EUR",
             "invoiceId": format!("{round}{i}"), "timestamp": days_ago(days)})
     };
-    let first_touch = |event: &Value| event["attribution"]["firstTouch"]["gclid"].clone();
+    let first_touches = |ids: Vec<String>, prefix: &'static str| {
+        let app = &app;
+        async move {
+            for (i, id) in ids.iter().enumerate() {
+                let event = event(app, id).await;
+                let gclid = &event["attribution"]["firstTouch"]["gclid"];
+                assert_eq!(gclid, format!("{prefix}{i}").as_str(), "{id}");
+            }
+        }
+    };
     // Each customer's lead, then a sale with its own click: the lead's click is the first touch
     // (and the one kept).
     store(&app, round_one()).await;
     drain(&pool, 2000, &graphs).await;
     let ids = store(&app, (0..CUSTOMERS).map(|i| sale(i, "s", 2)).collect()).await;
     drain(&pool, 2000, &graphs).await;
-    for (i, id) in ids.iter().enumerate() {
-        assert_eq!(
-            first_touch(&event(&app, id).await),
-            format!("g{i}").as_str()
-        );
-    }
+    first_touches(ids, "g").await;
     // A lead sent late, with a click from before the first one; then another sale.
     let late: Vec<Value> = (0..CUSTOMERS)
         .map(|i| {
@@ -399,10 +403,5 @@ async fn a_kept_first_touch_gives_way_to_an_earlier_click_that_arrives_late() {
     drain(&pool, 2000, &graphs).await;
     let ids = store(&app, (0..CUSTOMERS).map(|i| sale(i, "t", 1)).collect()).await;
     drain(&pool, 2000, &graphs).await;
-    for (i, id) in ids.iter().enumerate() {
-        assert_eq!(
-            first_touch(&event(&app, id).await),
-            format!("early{i}").as_str()
-        );
-    }
+    first_touches(ids, "early").await;
 }

@@ -267,13 +267,7 @@ impl GraphCache {
         } else {
             WriterMark::Name(token)
         };
-        let mut hashes: Vec<[u8; 32]> = graph
-            .of_event
-            .values()
-            .flat_map(|identifiers| identifiers.iter().map(|id| id.hash))
-            .collect();
-        hashes.sort_unstable();
-        hashes.dedup();
+        let hashes = graph.distinct_hashes();
         let mut missing = Vec::with_capacity(hashes.len());
         self.with(|copies| {
             for hash in hashes {
@@ -286,11 +280,7 @@ impl GraphCache {
                 }
             }
         });
-        if missing.is_empty() {
-            return Vec::new();
-        }
-        let size = missing.len().div_ceil(n.max(1)).max(1);
-        missing.chunks(size).map(<[_]>::to_vec).collect()
+        super::in_runs(&missing, n)
     }
 
     /// Adds to `graph` (complete: read from the copy and the database) the earliest clicks the

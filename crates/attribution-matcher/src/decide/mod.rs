@@ -77,6 +77,11 @@ impl KnownGraph {
 
     /// The claim's distinct identifiers, in `n` runs of about equal length.
     pub fn runs(&self, n: usize) -> Vec<Vec<[u8; 32]>> {
+        in_runs(&self.distinct_hashes(), n)
+    }
+
+    /// The claim's distinct identifiers, sorted.
+    pub(crate) fn distinct_hashes(&self) -> Vec<[u8; 32]> {
         let mut hashes: Vec<[u8; 32]> = self
             .of_event
             .values()
@@ -84,8 +89,7 @@ impl KnownGraph {
             .collect();
         hashes.sort_unstable();
         hashes.dedup();
-        let size = hashes.len().div_ceil(n.max(1)).max(1);
-        hashes.chunks(size).map(<[_]>::to_vec).collect()
+        hashes
     }
 
     /// Adds what `other` read (of other identifiers of the same claim, at the same time).
@@ -95,6 +99,12 @@ impl KnownGraph {
         self.of_event.extend(other.of_event);
         self.earliest.extend(other.earliest);
     }
+}
+
+/// `hashes` in `n` runs of about equal length (none when there are none).
+pub(crate) fn in_runs(hashes: &[[u8; 32]], n: usize) -> Vec<Vec<[u8; 32]>> {
+    let size = hashes.len().div_ceil(n.max(1)).max(1);
+    hashes.chunks(size).map(<[_]>::to_vec).collect()
 }
 
 /// What the database holds of these identifiers (sorted, without duplicates) and their persons;
