@@ -19,8 +19,9 @@
 //! when it files an earlier one, and every earliest click of the workspace when it files a click
 //! under a stored identifier (whose person it does not know here).
 //!
-//! Copies are bounded: two generations of identifiers (a lookup keeps an entry young), and the
-//! persons, merges and earliest clicks they need, dropped whole when they outgrow their bounds.
+//! Copies are bounded: two generations of identifiers and of earliest clicks (a lookup keeps an
+//! entry young), and the persons and merges the identifiers need, dropped whole when they
+//! outgrow the identifiers.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,6 +33,7 @@ use uuid::Uuid;
 use crate::choice::Touch;
 use crate::Result;
 
+use super::generations::Generations;
 use super::step::{guarded, KnownIdentifier, KnownPerson, PersonRow, Step};
 use super::KnownGraph;
 
@@ -157,14 +159,13 @@ struct Copies {
     epochs: HashMap<Uuid, u64>,
     /// Workspaces whose copy a step holds now.
     out: HashSet<Uuid>,
-    young: HashMap<(Uuid, [u8; 32]), CachedIdentifier>,
-    old: HashMap<(Uuid, [u8; 32]), CachedIdentifier>,
+    identifiers: Generations<(Uuid, [u8; 32]), CachedIdentifier>,
     /// Persons not merged into another, exactly as stored.
     persons: HashMap<(Uuid, Uuid), (u64, KnownPerson)>,
     /// Persons merged into another: the one they belong to now.
     merged: HashMap<(Uuid, Uuid), (u64, Uuid)>,
     /// Persons' earliest clicks of all.
-    earliest: HashMap<(Uuid, Uuid), (u64, Earliest)>,
+    earliest: Generations<(Uuid, Uuid), (u64, Earliest)>,
 }
 
 /// The graph copies of a process: clone it to share it between loops.
@@ -201,7 +202,7 @@ impl Drop for Lease {
 
 impl GraphCache {
     /// Identifiers per generation by default: some 100 bytes each, so at most some 10 MB with
-    /// their persons.
+    /// their persons, and as much again for the earliest clicks of 12,500 persons.
     pub const DEFAULT_CAPACITY: usize = 50_000;
 
     /// A cache holding at most `2 × capacity` identifiers; `0` keeps nothing.
@@ -211,11 +212,10 @@ impl GraphCache {
             capacity,
             epochs: HashMap::new(),
             out: HashSet::new(),
-            young: HashMap::new(),
-            old: HashMap::new(),
+            identifiers: Generations::new(capacity),
             persons: HashMap::new(),
             merged: HashMap::new(),
-            earliest: HashMap::new(),
+            earliest: Generations::new(capacity / EARLIEST_SHARE),
         })))
     }
 
@@ -290,15 +290,15 @@ impl GraphCache {
         let ws = lease.workspace_id;
         self.with(|copies| {
             if filed_clicks {
-                copies.earliest.retain(|(w, _), _| *w != ws);
+                copies.earliest.retain(|(w, _)| *w != ws);
                 return;
             }
             let epoch = copies.epoch(ws);
             for (root, person) in &graph.persons {
                 for person in std::iter::once(root).chain(&person.members) {
-                    if let Some((e, earliest)) = copies.earliest.get(&(ws, *person)) {
-                        if *e == epoch {
-                            graph.earliest.insert(*person, earliest.clone());
+                    if let Some((e, earliest)) = copies.earliest.get((ws, *person)) {
+                        if e == epoch {
+                            graph.earliest.insert(*person, earliest);
                         }
                     }
                 }
@@ -368,19 +368,14 @@ impl GraphCache {
                     copies.insert(ws, hash, entry);
                 }
                 for hash in &change.too_common {
-                    for generation in [&mut copies.young, &mut copies.old] {
-                        if let Some(entry) = generation.get_mut(&(ws, *hash)) {
-                            entry.too_common = true;
-                        }
-                    }
+                    copies
+                        .identifiers
+                        .update(&(ws, *hash), |entry| entry.too_common = true);
                 }
             }
             // The earliest clicks as stored before the step, then what its clicks changed.
             for change in changes {
                 for (person, earliest) in &change.earliest {
-                    if copies.earliest.len() >= copies.capacity / 4 {
-                        copies.earliest.clear();
-                    }
                     copies
                         .earliest
                         .insert((ws, *person), (epoch, earliest.clone()));
@@ -388,15 +383,16 @@ impl GraphCache {
             }
             for change in changes {
                 if change.filed {
-                    copies.earliest.retain(|(w, _), _| *w != ws);
+                    copies.earliest.retain(|(w, _)| *w != ws);
                 }
                 for &(person, at, owner) in &change.clicks {
+                    let key = (ws, person);
                     let earlier = copies
                         .earliest
-                        .get(&(ws, person))
+                        .get(key)
                         .is_some_and(|(_, e)| (at, owner) < (e.at, e.touch.owner));
                     if earlier {
-                        copies.earliest.remove(&(ws, person));
+                        copies.earliest.remove(&key);
                     }
                 }
             }
@@ -404,6 +400,10 @@ impl GraphCache {
         });
     }
 }
+
+/// Earliest clicks are kept for one person in this many identifiers (a click's data is up to
+/// ten times an identifier's and its person's).
+const EARLIEST_SHARE: usize = 8;
 
 /// Merges are followed this many steps at most (they are flat: a merge re-points every member).
 const MAX_HOPS: usize = 8;
@@ -421,15 +421,7 @@ impl Copies {
     /// person, and the person's row; `None` unless all of it is known.
     fn get(&mut self, ws: Uuid, hash: [u8; 32]) -> Option<(KnownIdentifier, Uuid, KnownPerson)> {
         let epoch = self.epoch(ws);
-        let key = (ws, hash);
-        let entry = match self.young.get(&key) {
-            Some(entry) => *entry,
-            None => {
-                let entry = self.old.remove(&key)?;
-                self.insert(ws, hash, entry);
-                entry
-            }
-        };
+        let entry = self.identifiers.get((ws, hash))?;
         if entry.epoch != epoch {
             return None;
         }
@@ -455,10 +447,7 @@ impl Copies {
     }
 
     fn insert(&mut self, ws: Uuid, hash: [u8; 32], entry: CachedIdentifier) {
-        if self.young.len() >= self.capacity {
-            self.old = std::mem::take(&mut self.young);
-        }
-        self.young.insert((ws, hash), entry);
+        self.identifiers.insert((ws, hash), entry);
     }
 
     fn put_person(&mut self, ws: Uuid, person: Uuid, row: KnownPerson, epoch: u64) {

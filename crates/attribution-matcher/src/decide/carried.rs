@@ -7,17 +7,16 @@
 //! is bounded by two generations of `capacity` entries each: a lookup promotes an entry from the
 //! older generation, and when the newer one is full the older one is dropped.
 
-use std::collections::HashMap;
-
 use events::Touchpoint;
 use uuid::Uuid;
+
+use super::generations::Generations;
 
 /// The clicks of stored events, by `(workspace, event)`.
 #[derive(Debug)]
 pub struct CarriedClicks {
     capacity: usize,
-    young: HashMap<(Uuid, Uuid), Touchpoint>,
-    old: HashMap<(Uuid, Uuid), Touchpoint>,
+    kept: Generations<(Uuid, Uuid), Touchpoint>,
 }
 
 impl Default for CarriedClicks {
@@ -34,31 +33,18 @@ impl CarriedClicks {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            young: HashMap::new(),
-            old: HashMap::new(),
+            kept: Generations::new(capacity),
         }
     }
 
     /// The click `event_id` carried, if kept.
     pub fn get(&mut self, workspace_id: Uuid, event_id: Uuid) -> Option<Touchpoint> {
-        let key = (workspace_id, event_id);
-        if let Some(touchpoint) = self.young.get(&key) {
-            return Some(touchpoint.clone());
-        }
-        let touchpoint = self.old.remove(&key)?;
-        self.insert(workspace_id, event_id, touchpoint.clone());
-        Some(touchpoint)
+        self.kept.get((workspace_id, event_id))
     }
 
     /// Keeps the click `event_id` carried.
     pub fn insert(&mut self, workspace_id: Uuid, event_id: Uuid, touchpoint: Touchpoint) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.young.len() >= self.capacity {
-            self.old = std::mem::take(&mut self.young);
-        }
-        self.young.insert((workspace_id, event_id), touchpoint);
+        self.kept.insert((workspace_id, event_id), touchpoint);
     }
 
     /// The entries a generation holds at most.
@@ -68,14 +54,14 @@ impl CarriedClicks {
 
     /// Keeps what `other` kept most recently, as if it had been inserted here.
     pub fn absorb(&mut self, other: CarriedClicks) {
-        for ((workspace_id, event_id), touchpoint) in other.young {
+        for ((workspace_id, event_id), touchpoint) in other.kept.into_young() {
             self.insert(workspace_id, event_id, touchpoint);
         }
     }
 
     /// How many clicks are kept.
     pub fn len(&self) -> usize {
-        self.young.len() + self.old.len()
+        self.kept.len()
     }
 
     /// True when nothing is kept.

@@ -17,6 +17,7 @@
 
 mod cache;
 mod carried;
+mod generations;
 mod read;
 mod split;
 pub mod step;
