@@ -1,8 +1,9 @@
 //! Retention: the matcher's part. Decisions are partitioned by month as the journal's events are
 //! ([`ATTRIBUTIONS`]): a month of them is dropped whole with its month of events, and what an
-//! older, wider partition still holds of them goes by range ([`forget_decisions`]); a person whose identity links and clicks have all
-//! been idle past retention goes with its registered clicks ([`forget_idle_persons`]). Also the
-//! workspace's stored counts for `GET /v1/usage` ([`usage`]).
+//! older, wider partition still holds of them goes by range ([`forget_decisions`]); a person
+//! whose identity links and clicks have all been idle past retention goes with its registered
+//! clicks ([`forget_idle_persons`]). Also the workspace's stored counts for `GET /v1/usage`
+//! ([`usage`]).
 
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;

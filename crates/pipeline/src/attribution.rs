@@ -284,12 +284,11 @@ async fn read_graph_here(
     graphs: &GraphCache,
 ) -> Result<attribution_matcher::KnownGraph, Error> {
     let mut graph = attribution_matcher::KnownGraph::of_claim(claim, loaded);
+    let mut reads = Vec::new();
     for run in graphs.fill(lease, &mut graph, 1) {
-        let read = attribution_matcher::read_identities(tx, claim.workspace_id, &run).await?;
-        graphs.learn(lease, &graph, &read);
-        graph.absorb(read);
+        reads.push(attribution_matcher::read_identities(tx, claim.workspace_id, &run).await?);
     }
-    graphs.fill_earliest(lease, &mut graph, claim.filed_clicks);
+    graphs.complete(lease, &mut graph, reads, claim.filed_clicks);
     Ok(graph)
 }
 
@@ -328,14 +327,9 @@ async fn read_graph_beside(
         }
     })
     .await?;
-    for other in read {
-        if let Some((lease, graphs)) = copy {
-            graphs.learn(lease, &graph, &other);
-        }
-        graph.absorb(other);
-    }
-    if let Some((lease, graphs)) = copy {
-        graphs.fill_earliest(lease, &mut graph, claim.filed_clicks);
+    match copy {
+        Some((lease, graphs)) => graphs.complete(lease, &mut graph, read, claim.filed_clicks),
+        None => read.into_iter().for_each(|other| graph.absorb(other)),
     }
     Ok((spare, graph))
 }

@@ -115,9 +115,9 @@ pub struct GraphChanges {
 }
 
 impl GraphChanges {
-    /// What `step` writes of the cached part of the graph, and the earliest clicks its probes
-    /// found.
-    pub(crate) fn of(step: &Step, earliest: Vec<(Uuid, Earliest)>) -> Self {
+    /// What `step` wrote of the cached part of the graph (its decisions taken out already), and
+    /// the earliest clicks its probes found.
+    pub(crate) fn of(step: Step, earliest: Vec<(Uuid, Earliest)>) -> Self {
         Self {
             earliest,
             clicks: step
@@ -135,9 +135,9 @@ impl GraphChanges {
                 .filter(|row| guarded(row.identifier.kind).is_some())
                 .map(|row| (row.identifier.hash, row.person, row.too_common))
                 .collect(),
-            too_common: step.too_common.clone(),
-            persons: step.persons.clone(),
-            merged: step.merged.clone(),
+            too_common: step.too_common,
+            persons: step.persons,
+            merged: step.merged,
         }
     }
 }
@@ -184,8 +184,9 @@ impl Default for GraphCache {
 pub struct Lease {
     cache: GraphCache,
     workspace_id: Uuid,
-    /// The copy agreed with the database's mark when checked out.
-    owned: bool,
+    /// What the step's writes say of the graph's writer: [`WriterMark::Keep`] when the copy
+    /// agreed with the database's mark at checkout, else [`WriterMark::Name`] this cache.
+    mark: WriterMark,
     returned: bool,
 }
 
@@ -241,7 +242,7 @@ impl GraphCache {
         let mut lease = Lease {
             cache: self.clone(),
             workspace_id,
-            owned: false,
+            mark: WriterMark::Name(token),
             returned: false,
         };
         // On failure here the lease is dropped, and with it the copy.
@@ -250,8 +251,9 @@ impl GraphCache {
             Some(row) => row.try_get(0)?,
             None => None,
         };
-        lease.owned = writer == Some(token);
-        if !lease.owned {
+        if writer == Some(token) {
+            lease.mark = WriterMark::Keep;
+        } else {
             self.with(|copies| copies.forget(workspace_id));
         }
         Ok(Some(lease))
@@ -261,12 +263,7 @@ impl GraphCache {
     /// knows, and marks it for the step's writes. Answers the identifiers left to read from the
     /// database, sorted, in `n` runs of about equal length (none when nothing is left).
     pub fn fill(&self, lease: &Lease, graph: &mut KnownGraph, n: usize) -> Vec<Vec<[u8; 32]>> {
-        let token = self.with(|copies| copies.token);
-        graph.mark = if lease.owned {
-            WriterMark::Keep
-        } else {
-            WriterMark::Name(token)
-        };
+        graph.mark = lease.mark;
         let hashes = graph.distinct_hashes();
         let mut missing = Vec::with_capacity(hashes.len());
         self.with(|copies| {
@@ -283,17 +280,52 @@ impl GraphCache {
         super::in_runs(&missing, n)
     }
 
-    /// Adds to `graph` (complete: read from the copy and the database) the earliest clicks the
-    /// copy knows of its persons and their members. A claim that filed registered clicks
-    /// (`filed_clicks`) may have changed any of them: they are forgotten instead.
-    pub fn fill_earliest(&self, lease: &Lease, graph: &mut KnownGraph, filed_clicks: bool) {
+    /// Completes `graph` (filled by [`GraphCache::fill`]) with what the database answered for
+    /// the identifiers the copy did not know (`reads`), keeping those of them that name people,
+    /// with their persons; then adds the earliest clicks the copy knows of its persons and their
+    /// members. A claim that filed registered clicks (`filed_clicks`) may have changed any of
+    /// those: they are forgotten instead.
+    pub fn complete(
+        &self,
+        lease: &Lease,
+        graph: &mut KnownGraph,
+        reads: Vec<KnownGraph>,
+        filed_clicks: bool,
+    ) {
+        let people: HashSet<[u8; 32]> = graph
+            .of_event
+            .values()
+            .flatten()
+            .filter(|id| guarded(id.kind).is_some())
+            .map(|id| id.hash)
+            .collect();
         let ws = lease.workspace_id;
         self.with(|copies| {
+            let epoch = copies.epoch(ws);
+            for read in &reads {
+                for (hash, known) in &read.identifiers {
+                    let Some(person) = read.persons.get(&known.person) else {
+                        continue;
+                    };
+                    if !people.contains(hash) {
+                        continue;
+                    }
+                    copies.put_person(ws, known.person, person.clone(), epoch);
+                    let entry = CachedIdentifier {
+                        epoch,
+                        person: known.person,
+                        too_common: known.too_common,
+                    };
+                    copies.insert(ws, *hash, entry);
+                }
+            }
+            for read in reads {
+                graph.absorb(read);
+            }
             if filed_clicks {
                 copies.earliest.retain(|(w, _)| *w != ws);
                 return;
             }
-            let epoch = copies.epoch(ws);
             for (root, person) in &graph.persons {
                 for person in std::iter::once(root).chain(&person.members) {
                     if let Some((e, earliest)) = copies.earliest.get((ws, *person)) {
@@ -302,39 +334,6 @@ impl GraphCache {
                         }
                     }
                 }
-            }
-        });
-    }
-
-    /// Keeps what the database answered for the identifiers the copy did not know (those of
-    /// them that name people, with their persons).
-    pub fn learn(&self, lease: &Lease, graph: &KnownGraph, read: &KnownGraph) {
-        let people: HashSet<[u8; 32]> = graph
-            .of_event
-            .values()
-            .flatten()
-            .filter(|id| guarded(id.kind).is_some())
-            .map(|id| id.hash)
-            .collect();
-        self.with(|copies| {
-            let epoch = copies.epoch(lease.workspace_id);
-            for (hash, known) in &read.identifiers {
-                let Some(person) = read.persons.get(&known.person) else {
-                    continue;
-                };
-                if !people.contains(hash) {
-                    continue;
-                }
-                copies.put_person(lease.workspace_id, known.person, person.clone(), epoch);
-                copies.insert(
-                    lease.workspace_id,
-                    *hash,
-                    CachedIdentifier {
-                        epoch,
-                        person: known.person,
-                        too_common: known.too_common,
-                    },
-                );
             }
         });
     }
@@ -372,16 +371,13 @@ impl GraphCache {
                         .identifiers
                         .update(&(ws, *hash), |entry| entry.too_common = true);
                 }
-            }
-            // The earliest clicks as stored before the step, then what its clicks changed.
-            for change in changes {
+                // The earliest clicks as stored before the step, then what its clicks changed
+                // (the parts of a split step share no person).
                 for (person, earliest) in &change.earliest {
                     copies
                         .earliest
                         .insert((ws, *person), (epoch, earliest.clone()));
                 }
-            }
-            for change in changes {
                 if change.filed {
                     copies.earliest.retain(|(w, _)| *w != ws);
                 }

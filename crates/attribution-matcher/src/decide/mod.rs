@@ -325,8 +325,8 @@ pub async fn decide_known(
         total_ms = started.elapsed().as_secs_f64() * 1000.0,
         "attribution step decided"
     );
-    let changes = GraphChanges::of(&step, earliest);
-    Ok((step.decided, changes))
+    let decided = std::mem::take(&mut step.decided);
+    Ok((decided, GraphChanges::of(step, earliest)))
 }
 
 /// Of the claimed events, those to look at now (new ones, and pending ones looked at again),
