@@ -1,8 +1,8 @@
 //! Retention: the matcher's part. Decisions are partitioned by month as the journal's events are
 //! ([`ATTRIBUTIONS`]): a month of them is dropped whole with its month of events, and what an
-//! older, wider partition still holds of them goes by range ([`forget_decisions`]); a person
-//! whose identity links and clicks have all been idle past retention goes with its registered
-//! clicks ([`forget_idle_persons`]). Also the workspace's stored counts for `GET /v1/usage`
+//! older, wider partition still holds of them goes by range ([`forget_decisions`]); a person no
+//! event has named since the cutoff goes with its identity links and registered clicks
+//! ([`forget_idle_persons`]). Also the workspace's stored counts for `GET /v1/usage`
 //! ([`usage`]).
 
 use deadpool_postgres::GenericClient;
@@ -32,33 +32,36 @@ pub async fn forget_decisions(
     Ok(client.execute(&stmt, &[&workspace_id, &before]).await?)
 }
 
-/// A person is idle when none of its identifiers was filed, and none of its clicks happened,
-/// since the cutoff: then no event kept links to it through a fresh identifier, and no click
-/// of it is recent enough to be chosen. Idle persons (with the persons merged into them) lose
-/// their identity links; registered clicks older than the cutoff that no identity links any more
-/// go too, and so do the persons' rows.
+/// A person is idle when no event has named it, and none of its identifiers was filed, since
+/// the cutoff's day: then nothing kept links to it. Idle persons are a range of the
+/// `persons_idle` index (each person keeps its day of use, which attribution steps write once a
+/// day at most). They lose their identity links (with those of the persons merged into them,
+/// their members); registered clicks registered before the cutoff that no identity links any
+/// more go too (a range of `clicks_age`), and so do the persons' rows.
 const FORGET_IDLE: &str = "
-    WITH filed AS (
-        SELECT coalesce(p.merged_into, i.person_id) AS root,
-               max(greatest(i.created_at, coalesce(i.clicked_at, i.created_at))) AS last_used
-        FROM identities i
-        LEFT JOIN persons p ON p.workspace_id = i.workspace_id AND p.person_id = i.person_id
-        WHERE i.workspace_id = $1
-        GROUP BY 1
-    ), idle AS (
-        SELECT root FROM filed WHERE last_used < $2
-    ), members AS (
-        SELECT root AS person_id FROM idle
+    WITH idle AS MATERIALIZED (
+        SELECT person_id, members FROM persons
+        WHERE workspace_id = $1 AND merged_into IS NULL AND used_on < $3
+    ), members AS MATERIALIZED (
+        SELECT person_id FROM idle
         UNION
-        SELECT unnest(p.members) FROM idle JOIN persons p
-          ON p.workspace_id = $1 AND p.person_id = idle.root
+        SELECT unnest(members) FROM idle
+    ), owned AS MATERIALIZED (
+        SELECT x.identifier FROM members m
+        CROSS JOIN LATERAL (
+            SELECT identifier FROM identities
+            WHERE workspace_id = $1 AND person_id = m.person_id AND clicked_at IS NOT NULL
+            UNION ALL
+            SELECT identifier FROM identities
+            WHERE workspace_id = $1 AND person_id = m.person_id AND clicked_at IS NULL
+        ) AS x
     ), gone_identities AS (
-        DELETE FROM identities i USING members m
-        WHERE i.workspace_id = $1 AND i.person_id = m.person_id
-        RETURNING i.identifier
+        DELETE FROM identities
+        WHERE workspace_id = $1 AND identifier = ANY (ARRAY(SELECT identifier FROM owned))
+        RETURNING identifier
     ), gone_persons AS (
-        DELETE FROM persons p USING members m
-        WHERE p.workspace_id = $1 AND p.person_id = m.person_id
+        DELETE FROM persons
+        WHERE workspace_id = $1 AND person_id = ANY (ARRAY(SELECT person_id FROM members))
     ), gone_clicks AS (
         DELETE FROM clicks c
         WHERE c.workspace_id = $1 AND c.created_at < $2 AND c.clicked_at < $2
@@ -79,22 +82,29 @@ pub struct IdleForgotten {
 }
 
 /// Removes one workspace's persons idle since `cutoff`, their identity links, and the registered
-/// clicks older than `cutoff` that nobody kept links to. It reads the workspace's graph once;
-/// the workers run it once a round (hourly), not per event, in a transaction holding
-/// [`crate::erase::lock_graph`].
+/// clicks older than `cutoff` that nobody kept links to. It reads only what goes (and the
+/// registered clicks older than `cutoff` that identities still link); the workers run it once a
+/// round (hourly), in a transaction holding [`crate::erase::lock_graph`].
 pub async fn forget_idle_persons(
     client: &impl GenericClient,
     workspace_id: Uuid,
     cutoff: OffsetDateTime,
 ) -> Result<IdleForgotten> {
+    // A person used on the cutoff's day may have been used after the cutoff: it stays.
+    let day = crate::decide::step::used_on(cutoff);
     let stmt = client.prepare_cached(FORGET_IDLE).await?;
-    let row = client.query_one(&stmt, &[&workspace_id, &cutoff]).await?;
-    // Whatever went, the workers' copies of the graph are dropped (once a round).
-    crate::graph_changed(client, workspace_id).await?;
-    Ok(IdleForgotten {
+    let row = client
+        .query_one(&stmt, &[&workspace_id, &cutoff, &day])
+        .await?;
+    let forgotten = IdleForgotten {
         identifiers: row.try_get(0)?,
         clicks: row.try_get(1)?,
-    })
+    };
+    if forgotten.identifiers > 0 {
+        // The workers' copies of the graph may hold what went.
+        crate::graph_changed(client, workspace_id).await?;
+    }
+    Ok(forgotten)
 }
 
 const WORKSPACES: &str = "

@@ -470,6 +470,110 @@ async fn a_round_past_everything_leaves_nothing_and_partitions_are_created_ahead
     );
 }
 
+/// A person stays while events name it, even events that file nothing new; a person no event has
+/// named since the cutoff goes with its identity links, found by its day of use.
+#[tokio::test]
+async fn a_person_named_within_retention_stays_and_an_idle_one_goes() {
+    let s = setup().await;
+    let app = &s.app;
+    let acme = workspace_id(app, "acme").await;
+    for (customer, email, gclid) in [
+        ("cust-kept", "kept@example.com", "g-kept"),
+        ("cust-idle", "idle@example.com", "g-idle"),
+    ] {
+        let lead = json!({"event": "lead", "customerExternalId": customer, "email": email,
+                          "gclid": gclid});
+        let id = post(app, &s.admin, &lead).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        settled(app, &s.admin, &id).await;
+    }
+    let days_of_use = |client: deadpool_postgres::Object| async move {
+        client
+            .query(
+                "SELECT i.used_on FROM persons i WHERE i.workspace_id = $1
+                 AND i.merged_into IS NULL ORDER BY i.used_on",
+                &[&acme],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, time::Date>(0))
+            .collect::<Vec<_>>()
+    };
+    let now = OffsetDateTime::now_utc();
+    let today = now.date();
+    assert_eq!(
+        days_of_use(s.pool.get().await.unwrap()).await,
+        vec![today, today]
+    );
+
+    // Both persons as if last used 450 days ago, written as any other writer of the graph
+    // writes: under its lock, telling the workers' copies.
+    let long_ago = today - time::Duration::days(450);
+    {
+        let mut client = s.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        attribution_matcher::erase::lock_graph(&tx, acme)
+            .await
+            .unwrap();
+        tx.execute(
+            "UPDATE persons SET used_on = $2 WHERE workspace_id = $1",
+            &[&acme, &long_ago],
+        )
+        .await
+        .unwrap();
+        attribution_matcher::graph_changed(&tx, acme).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    // A sale by the kept customer's e-mail alone files nothing, but names the person.
+    let sale = json!({"event": "sale", "email": "kept@example.com", "invoiceId": "inv-kept",
+                      "currency": "USD", "amount": 5.0});
+    let id = post(app, &s.admin, &sale).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kept = settled(app, &s.admin, &id).await;
+    assert_eq!(kept["attribution"]["matchedBy"], "email", "{kept:#}");
+    assert_eq!(
+        days_of_use(s.pool.get().await.unwrap()).await,
+        vec![long_ago, today]
+    );
+
+    let report = round_at(&s.pool, now).await;
+    assert_eq!(
+        report.identifiers, 3,
+        "the idle customer's id, e-mail and click: {report:#?}"
+    );
+    assert_eq!(days_of_use(s.pool.get().await.unwrap()).await, vec![today]);
+    let usage: Value = app
+        .get_as(&s.admin, "/v1/usage")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["stored"]["identifiers"], 3, "{usage:#}");
+    assert_eq!(usage["stored"]["persons"], 1, "{usage:#}");
+
+    // The idle customer starts afresh, without the forgotten click; the kept one keeps theirs.
+    for (email, invoice, status) in [
+        ("idle@example.com", "inv-idle", "pending"),
+        ("kept@example.com", "inv-kept-2", "matched"),
+    ] {
+        let sale = json!({"event": "sale", "email": email, "invoiceId": invoice,
+                          "currency": "USD", "amount": 5.0});
+        let id = post(app, &s.admin, &sale).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let event = settled(app, &s.admin, &id).await;
+        assert_eq!(event["attribution"]["status"], status, "{event:#}");
+    }
+    // A second round finds nobody idle.
+    assert_eq!(round_at(&s.pool, now).await.identifiers, 0);
+}
+
 #[tokio::test]
 async fn usage_needs_the_read_scope() {
     let s = setup().await;

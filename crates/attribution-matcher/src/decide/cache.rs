@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use deadpool_postgres::GenericClient;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::choice::Touch;
@@ -112,14 +112,20 @@ pub struct GraphChanges {
     clicks: Vec<(Uuid, OffsetDateTime, [u8; 32])>,
     /// Whether it filed clicks under stored identifiers.
     filed: bool,
+    /// Stored persons it marked used on `day` (the persons it wrote were, too).
+    used: Vec<Uuid>,
+    /// The step's day of use.
+    day: Option<Date>,
 }
 
 impl GraphChanges {
-    /// What `step` wrote of the cached part of the graph (its decisions taken out already), and
-    /// the earliest clicks its probes found.
-    pub(crate) fn of(step: Step, earliest: Vec<(Uuid, Earliest)>) -> Self {
+    /// What `step` wrote of the cached part of the graph (its decisions taken out already) on
+    /// `day`, and the earliest clicks its probes found.
+    pub(crate) fn of(step: Step, day: Date, earliest: Vec<(Uuid, Earliest)>) -> Self {
         Self {
             earliest,
+            used: step.used,
+            day: Some(day),
             clicks: step
                 .identities
                 .iter()
@@ -355,8 +361,14 @@ impl GraphCache {
                     let person = KnownPerson {
                         members: row.members.clone(),
                         counts: row.counts,
+                        used_on: change.day,
                     };
                     copies.put_person(ws, row.person, person, epoch);
+                }
+                for person in &change.used {
+                    if let Some((_, known)) = copies.persons.get_mut(&(ws, *person)) {
+                        known.used_on = change.day;
+                    }
                 }
                 for &(hash, person, too_common) in &change.identities {
                     let entry = CachedIdentifier {

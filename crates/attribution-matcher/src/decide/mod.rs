@@ -326,7 +326,10 @@ pub async fn decide_known(
         "attribution step decided"
     );
     let decided = std::mem::take(&mut step.decided);
-    Ok((decided, GraphChanges::of(step, earliest)))
+    Ok((
+        decided,
+        GraphChanges::of(step, step::used_on(now), earliest),
+    ))
 }
 
 /// Of the claimed events, those to look at now (new ones, and pending ones looked at again),

@@ -61,7 +61,7 @@ pub(crate) async fn any_pending(client: &impl GenericClient, workspace_id: Uuid)
 }
 
 /// Each identifier's row and the person it belongs to now (the survivor, when the person it was
-/// filed under was merged into another), with that person's members and counts. Persons are
+/// filed under was merged into another), with that person's members, counts and day of use. Persons are
 /// looked up once each, however many of the identifiers they hold; a person that was not merged
 /// is its own root, and its row, read once, answers both.
 const SELECT_IDENTITIES: &str = "
@@ -75,30 +75,31 @@ const SELECT_IDENTITIES: &str = "
         ) AS i
     ), filed AS MATERIALIZED (
         SELECT f.person_id, p.merged_into, coalesce(p.merged_into, f.person_id) AS root,
-               p.members, p.customer_ids, p.emails, p.phones
+               p.members, p.customer_ids, p.emails, p.phones, p.used_on
         FROM (SELECT DISTINCT person_id FROM found) AS f
         LEFT JOIN LATERAL (
-            SELECT merged_into, members, customer_ids, emails, phones FROM persons
+            SELECT merged_into, members, customer_ids, emails, phones, used_on FROM persons
             WHERE workspace_id = $1 AND person_id = f.person_id
             LIMIT 1
         ) AS p ON true
     ), roots AS MATERIALIZED (
-        SELECT root, members, customer_ids, emails, phones FROM filed WHERE merged_into IS NULL
+        SELECT root, members, customer_ids, emails, phones, used_on
+        FROM filed WHERE merged_into IS NULL
         UNION ALL
-        SELECT r.root, p.members, p.customer_ids, p.emails, p.phones
+        SELECT r.root, p.members, p.customer_ids, p.emails, p.phones, p.used_on
         FROM (
             SELECT DISTINCT root FROM filed
             WHERE merged_into IS NOT NULL
               AND root NOT IN (SELECT root FROM filed WHERE merged_into IS NULL)
         ) AS r
         LEFT JOIN LATERAL (
-            SELECT members, customer_ids, emails, phones FROM persons
+            SELECT members, customer_ids, emails, phones, used_on FROM persons
             WHERE workspace_id = $1 AND person_id = r.root
             LIMIT 1
         ) AS p ON true
     )
     SELECT found.identifier, found.too_common, found.has_touch, filed.root, roots.members,
-           roots.customer_ids, roots.emails, roots.phones
+           roots.customer_ids, roots.emails, roots.phones, roots.used_on
     FROM found
     JOIN filed ON filed.person_id = found.person_id
     JOIN roots ON roots.root = filed.root";
@@ -153,6 +154,7 @@ pub(crate) async fn identities_of(
             KnownPerson {
                 members: members.unwrap_or_default(),
                 counts,
+                used_on: row.try_get(8)?,
             },
         );
     }

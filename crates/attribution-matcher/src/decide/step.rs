@@ -17,7 +17,7 @@ use events::{
     to_utc_millis, Attribution, AttributionStatus, Event, EventKind, IgnoredIdentifier, MatchedBy,
     Mode, RouteDecision, Touchpoint,
 };
-use time::{Duration, OffsetDateTime};
+use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::choice::{choose_touches, find_touchpoint, Chosen, Found, Linked, Touch};
@@ -70,6 +70,8 @@ pub struct KnownPerson {
     pub members: Vec<Uuid>,
     /// Its identifiers of each guarded kind.
     pub counts: Counts,
+    /// The day it was last used (an event named it), as stored.
+    pub used_on: Option<Date>,
 }
 
 /// The last and the first click of one stored person (its own rows, not its members') between
@@ -201,6 +203,14 @@ pub struct Step {
     pub merges: Vec<(Uuid, Uuid)>,
     /// `(person, since)`: persons that gained clicks their pending events from `since` on may match.
     pub gains: Vec<(Uuid, OffsetDateTime)>,
+    /// Stored persons the step's events named whose stored day of use is before the step's
+    /// ([`used_on`]); the persons it writes ([`Step::persons`]) get the day with their rows.
+    pub used: Vec<Uuid>,
+}
+
+/// The day of use a step records: its decisions' day, in UTC.
+pub fn used_on(now: OffsetDateTime) -> Date {
+    now.to_offset(time::UtcOffset::UTC).date()
 }
 
 /// Before every event allowed: clicks before 2000 are refused at the door.
@@ -399,7 +409,7 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
         }
         step.records.push(record);
     }
-    persons.finish(&mut graph, known, &mut step);
+    persons.finish(&mut graph, known, used_on(settings.now), &mut step);
     step
 }
 
@@ -900,8 +910,9 @@ impl Persons {
         person
     }
 
-    /// Merges, new persons, changed counts and gains, for every component of the step.
-    fn finish(&mut self, graph: &mut Graph, known: Known<'_>, step: &mut Step) {
+    /// Merges, new persons, changed counts, gains and days of use, for every component of the
+    /// step.
+    fn finish(&mut self, graph: &mut Graph, known: Known<'_>, today: Date, step: &mut Step) {
         let mut roots: Vec<usize> = (0..graph.parent.len()).map(|i| graph.find(i)).collect();
         roots.sort_unstable();
         roots.dedup();
@@ -939,6 +950,8 @@ impl Persons {
                     members,
                     counts,
                 });
+            } else if survivor_row.used_on.is_none_or(|day| day < today) {
+                step.used.push(person);
             }
         }
     }

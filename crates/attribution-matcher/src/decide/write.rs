@@ -1,5 +1,5 @@
-//! What a step writes back: merges, persons, new identifiers and clicks, too-common marks,
-//! decisions, and re-checks of pending events that gained clicks.
+//! What a step writes back: merges, persons and their days of use, new identifiers and clicks,
+//! too-common marks, decisions, and re-checks of pending events that gained clicks.
 //!
 //! The statements are pipelined: all are sent at once, in the order they must apply (a re-check
 //! must see the merges and decisions before it), and executed by the server one after the other.
@@ -28,9 +28,10 @@ const MERGE_PERSONS: &str = "
     ON CONFLICT (workspace_id, person_id) DO UPDATE SET
         merged_into = excluded.merged_into, members = '{}'";
 
+/// Persons written by a step (new ones, survivors of merges, changed counts): all used today.
 const UPSERT_PERSONS: &str = "
-    INSERT INTO persons (workspace_id, person_id, members, customer_ids, emails, phones)
-    SELECT $1, t.person_id, t.members::uuid[], t.customer_ids, t.emails, t.phones
+    INSERT INTO persons (workspace_id, person_id, members, customer_ids, emails, phones, used_on)
+    SELECT $1, t.person_id, t.members::uuid[], t.customer_ids, t.emails, t.phones, $7
     FROM unnest($2::uuid[], $3::text[], $4::int[], $5::int[], $6::int[])
         AS t(person_id, members, customer_ids, emails, phones)
     ON CONFLICT (workspace_id, person_id) DO UPDATE SET
@@ -38,7 +39,14 @@ const UPSERT_PERSONS: &str = "
         members = excluded.members,
         customer_ids = excluded.customer_ids,
         emails = excluded.emails,
-        phones = excluded.phones";
+        phones = excluded.phones,
+        used_on = excluded.used_on";
+
+/// Stored persons the step's events named, last used before today.
+const MARK_USED: &str = "
+    UPDATE persons SET used_on = $3
+    WHERE workspace_id = $1 AND person_id = ANY($2::uuid[])
+      AND (used_on IS NULL OR used_on < $3)";
 
 const MERGE_PENDING: &str = "
     UPDATE attributions AS a SET person_id = m.survivor
@@ -164,6 +172,7 @@ pub(crate) async fn write(
             .collect()
     };
     let (customer_ids, emails, phones) = (count(0), count(1), count(2));
+    let today = super::step::used_on(now);
 
     let identity_hashes: Vec<&[u8]> = step
         .identities
@@ -258,10 +267,14 @@ pub(crate) async fn write(
                     &customer_ids,
                     &emails,
                     &phones,
+                    &today,
                 ],
             )
             .await?,
         );
+    }
+    if !step.used.is_empty() {
+        writes.push(execute(client, MARK_USED, vec![&workspace_id, &step.used, &today]).await?);
     }
     if !step.identities.is_empty() {
         writes.push(
