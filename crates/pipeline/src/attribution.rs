@@ -6,7 +6,6 @@
 //! in a transaction of its own beside the claim's (see [`match_step_sized`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -506,7 +505,10 @@ impl Step {
     }
 }
 
+/// An attribution loop of the process (`index` tells it from its siblings in [`MatcherBusy`]):
+/// steps while work is claimable, then waits to be woken or polls.
 pub(crate) async fn match_loop(
+    index: usize,
     pool: Pool,
     settings: MatchSettings,
     work: Arc<Notify>,
@@ -524,10 +526,7 @@ pub(crate) async fn match_loop(
             match match_step_sized(&pool, &settings, limit, &mut carried, &graphs).await {
                 Ok(report) => {
                     limit = (limit * 2).min(MATCH_BATCH);
-                    busy.0.store(
-                        report.claimed && report.decided >= LINGER_BELOW,
-                        Ordering::Relaxed,
-                    );
+                    busy.report(index, report.claimed && report.decided >= LINGER_BELOW);
                     (
                         !report.claimed,
                         report.decided < LINGER_BELOW && !report.others_waiting,

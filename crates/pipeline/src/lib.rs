@@ -17,7 +17,7 @@ use attribution::match_loop;
 pub use attribution::{match_step, match_step_sized, MatchReport};
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -467,9 +467,28 @@ async fn estimate_loop(pool: Pool, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Whether this process's matcher has a backlog: set by the match loops after each step.
+/// Whether this process's matcher has a backlog: each match loop says after each step whether
+/// it found one. A loop that found nothing to claim (its sibling holds the only workspace with
+/// work) does not hide the sibling's backlog.
 #[derive(Debug, Default)]
-pub(crate) struct MatcherBusy(pub(crate) AtomicBool);
+pub(crate) struct MatcherBusy(AtomicU32);
+
+impl MatcherBusy {
+    /// Match loop `index` (below 32) found a backlog, or not.
+    pub(crate) fn report(&self, index: usize, backlog: bool) {
+        let bit = 1u32 << (index % 32);
+        if backlog {
+            self.0.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.0.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether any match loop has a backlog.
+    fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != 0
+    }
+}
 
 /// The report stage: credits queued conversions until none wait, then polls. It stays behind
 /// attribution: while this process's matcher works through a backlog, it takes a small batch
@@ -485,7 +504,7 @@ async fn credit_loop(
         if *stop.borrow() {
             return;
         }
-        let yielding = busy.0.load(Ordering::Relaxed);
+        let yielding = busy.any();
         let limit = if yielding {
             CREDIT_BATCH_BUSY
         } else {
@@ -588,8 +607,9 @@ impl Workers {
         // sharing one copy of the graphs they attribute from.
         let graphs = attribution_matcher::GraphCache::default();
         let mut handles: Vec<JoinHandle<()>> = (0..MATCH_LOOPS)
-            .map(|_| {
+            .map(|index| {
                 spawner.spawn(match_loop(
+                    index,
                     pool.clone(),
                     settings,
                     Arc::clone(&work),
@@ -665,6 +685,20 @@ mod tests {
                 .contains("canceling statement due to statement timeout (57014)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_loop_without_work_does_not_hide_its_siblings_backlog() {
+        let busy = MatcherBusy::default();
+        assert!(!busy.any());
+        busy.report(0, true);
+        // The other loop found the only workspace with work held by the first.
+        busy.report(1, false);
+        assert!(busy.any());
+        busy.report(0, false);
+        assert!(!busy.any());
+        busy.report(1, true);
+        assert!(busy.any());
     }
 
     #[test]
