@@ -16,6 +16,10 @@ SELECT create_reference_table('workspaces')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'workspaces'::regclass);
 SELECT create_reference_table('api_keys')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'api_keys'::regclass);
+-- A platform's request quota, shared by the workspaces that send through one Cloud project:
+-- a row per quota, a few writes a second.
+SELECT create_reference_table('quota_buckets')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'quota_buckets'::regclass);
 SELECT create_reference_table('events_schema_history')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'events_schema_history'::regclass);
 SELECT create_reference_table('journal_schema_history')
@@ -74,8 +78,6 @@ SELECT create_distributed_table('dispatch_requests', 'workspace_id', colocate_wi
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'dispatch_requests'::regclass);
 SELECT create_distributed_table('upload_checks', 'workspace_id', colocate_with => 'events')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'upload_checks'::regclass);
-SELECT create_distributed_table('pacing_buckets', 'workspace_id', colocate_with => 'events')
-WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'pacing_buckets'::regclass);
 SELECT create_distributed_table('destination_parks', 'workspace_id', colocate_with => 'events')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'destination_parks'::regclass);
 SELECT create_distributed_table('event_values', 'workspace_id', colocate_with => 'events')

@@ -1,10 +1,11 @@
 //! Pacing every destination's sends to its platform's published request quota, and parking a
 //! destination whose platform asked to come back much later.
 //!
-//! The quota is a token bucket in PostgreSQL, one row per (workspace, bucket): every worker
-//! process takes its tokens from the same row in one atomic statement, so that any number of
-//! workers together stay within the quota, and a backlog drains at the quota instead of running
-//! into 429s. The bucket refills at 90 % of the quota and holds a tenth of a minute's quota, so
+//! The quota is a token bucket in PostgreSQL, one row per quota (what the platform counts
+//! against, such as a Google Cloud project), shared by every workspace that sends through it:
+//! every worker process takes its tokens from the same row in one atomic statement, so that any
+//! number of workers and workspaces together stay within the quota, and a backlog drains at the
+//! quota instead of running into 429s. The bucket refills at 90 % of the quota and holds a tenth of a minute's quota, so
 //! that no minute ever sees more than the quota (a burst plus the refill). `share` (operator
 //! setting `CONVRELAY_QUOTA_SHARE`) is the part of each quota this service may use: less when
 //! other tools send through the same Cloud project; tests shrink it.
@@ -41,50 +42,40 @@ pub fn bucket_shape(quota: &Quota, share: f64) -> (f64, f64) {
 }
 
 const CREATE_BUCKET: &str = "
-    INSERT INTO pacing_buckets (workspace_id, bucket, tokens, updated_at)
-    VALUES ($1, $2, $3, now())
-    ON CONFLICT (workspace_id, bucket) DO NOTHING";
+    INSERT INTO quota_buckets (bucket, tokens, updated_at)
+    VALUES ($1, $2, now())
+    ON CONFLICT (bucket) DO NOTHING";
 
 /// Refill, then take a token if one is whole: the row lock makes concurrent takers queue, and
 /// each sees the tokens the one before left.
 const TAKE: &str = "
     WITH current AS (
-        SELECT workspace_id, bucket,
-               least($3::float8, tokens
-                     + greatest(0, extract(epoch FROM clock_timestamp() - updated_at)) * $4::float8)
+        SELECT bucket,
+               least($2::float8, tokens
+                     + greatest(0, extract(epoch FROM clock_timestamp() - updated_at)) * $3::float8)
                  AS available
-        FROM pacing_buckets
-        WHERE workspace_id = $1 AND bucket = $2
+        FROM quota_buckets
+        WHERE bucket = $1
         FOR UPDATE
     )
-    UPDATE pacing_buckets b
+    UPDATE quota_buckets b
     SET tokens = current.available - CASE WHEN current.available >= 1 THEN 1 ELSE 0 END,
         updated_at = clock_timestamp()
     FROM current
-    WHERE b.workspace_id = current.workspace_id AND b.bucket = current.bucket
+    WHERE b.bucket = current.bucket
     RETURNING current.available";
 
-/// Takes one request's token from `quota`'s bucket, shared by every worker.
+/// Takes one request's token from `quota`'s bucket, shared by every worker and workspace.
 ///
 /// # Errors
 /// [`crate::Error::Database`].
-pub async fn take(
-    client: &impl GenericClient,
-    workspace_id: Uuid,
-    quota: &Quota,
-    share: f64,
-) -> Result<Permit> {
+pub async fn take(client: &impl GenericClient, quota: &Quota, share: f64) -> Result<Permit> {
     let (capacity, per_second) = bucket_shape(quota, share);
     let create = client.prepare_cached(CREATE_BUCKET).await?;
-    client
-        .execute(&create, &[&workspace_id, &quota.bucket, &capacity])
-        .await?;
+    client.execute(&create, &[&quota.bucket, &capacity]).await?;
     let stmt = client.prepare_cached(TAKE).await?;
     let row = client
-        .query_opt(
-            &stmt,
-            &[&workspace_id, &quota.bucket, &capacity, &per_second],
-        )
+        .query_opt(&stmt, &[&quota.bucket, &capacity, &per_second])
         .await?;
     let available: f64 = match row {
         Some(row) => row.try_get(0)?,

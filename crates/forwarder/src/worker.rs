@@ -427,7 +427,7 @@ impl Forwarder {
                 .push(index);
         }
         let mut calls: Vec<Call<'a>> = Vec::new();
-        for ((workspace_id, _, kind), indexes) in groups {
+        for ((_, _, kind), indexes) in groups {
             let destination = &dispatches[indexes[0]].destination;
             let credentials = match destination.credentials(&self.cipher) {
                 Ok(credentials) => credentials,
@@ -459,7 +459,7 @@ impl Forwarder {
                     .collect();
                 calls.push(Box::pin(async move {
                     if let Some(quota) = &quota {
-                        match self.take_token(workspace_id, quota).await {
+                        match self.take_token(quota).await {
                             Permit::Granted => {}
                             Permit::Wait(wait) => return paced(&chunk, wait),
                         }
@@ -687,10 +687,10 @@ impl Forwarder {
 
     /// Takes a token of `quota` for one request; when the database cannot be reached, the call
     /// waits a second rather than risk the quota.
-    async fn take_token(&self, workspace_id: Uuid, quota: &platforms::delivery::Quota) -> Permit {
+    async fn take_token(&self, quota: &platforms::delivery::Quota) -> Permit {
         let taken = async {
             let client = self.pool.get().await?;
-            pacing::take(&client, workspace_id, quota, self.config.quota_share).await
+            pacing::take(&client, quota, self.config.quota_share).await
         };
         match taken.await {
             Ok(permit) => permit,

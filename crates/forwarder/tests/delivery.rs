@@ -333,6 +333,48 @@ async fn an_upload_still_processing_at_the_deadline_fails_its_confirmation() {
 }
 
 #[tokio::test]
+async fn workspaces_on_one_cloud_project_share_its_quota() {
+    let server = MockServer::start().await;
+    data_manager(&server).await;
+    let db = test_db().await;
+    let client_pool = pool(&db, 2);
+    let client = client_pool.get().await.unwrap();
+    // Two workspaces whose Data Manager destinations use one OAuth client: one Google Cloud
+    // project, so one quota for both.
+    let workspaces = [Uuid::now_v7(), Uuid::now_v7()];
+    for ws in workspaces {
+        google(&client, ws, "data_manager").await;
+    }
+    let events: Vec<_> = workspaces
+        .iter()
+        .enumerate()
+        .map(|(n, ws)| {
+            routed(
+                *ws,
+                sale(&format!("inv-{n}")),
+                AttributionStatus::Matched,
+                &ALL_ROUTES,
+            )
+        })
+        .collect();
+    forwarder::enqueue(&client, &events).await.unwrap();
+    // 1 % of 300 requests a minute: a bucket of one token.
+    let shrunk = forwarder::ForwarderConfig {
+        quota_share: 0.01,
+        ..config(&server.uri(), 5)
+    };
+    let forwarder = Forwarder::new(pool(&db, 2), cipher(), shrunk);
+    let report = forwarder.dispatch_due(100).await.unwrap();
+    assert_eq!(report.claimed, 2, "{report:?}");
+    assert_eq!((report.succeeded, report.deferred), (1, 1), "{report:?}");
+    assert_eq!(
+        requests_to(&server, INGEST).await.len(),
+        1,
+        "one request within the project's quota, whichever workspace sent it"
+    );
+}
+
+#[tokio::test]
 async fn data_manager_sends_wait_for_the_shared_quota_without_spending_attempts() {
     let server = MockServer::start().await;
     data_manager(&server).await;

@@ -9,9 +9,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The global tables: small, looked up before a workspace is known (an API key by its prefix),
-/// or written only by migrations. Citus keeps them as reference tables (a copy on every node);
-/// every other table is distributed by `workspace_id`.
-const REFERENCE_TABLES: [&str; 2] = ["workspaces", "api_keys"];
+/// shared by workspaces (a platform's request quota, counted per Cloud project), or written only
+/// by migrations. Citus keeps them as reference tables (a copy on every node); every other table
+/// is distributed by `workspace_id`.
+const REFERENCE_TABLES: [&str; 3] = ["workspaces", "api_keys", "quota_buckets"];
 
 /// The migration history tables, one per crate.
 fn history_tables() -> Vec<&'static str> {
