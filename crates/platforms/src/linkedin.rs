@@ -38,6 +38,9 @@ pub const MAX_PER_REQUEST: usize = 5000;
 /// The oldest conversion LinkedIn takes.
 pub const MAX_EVENT_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 
+/// The request rate sends are paced to (see [`LinkedIn`]'s `quota`).
+const REQUESTS_PER_MINUTE: u32 = 600;
+
 /// The `LinkedIn-Version` sent (versions are monthly and retired after about a year).
 pub const API_VERSION: &str = "202603";
 
@@ -145,6 +148,25 @@ impl Platform for LinkedIn {
             dedup_key: "eventId (evt_ id)",
             test_mode: None,
         }
+    }
+
+    /// LinkedIn limits each app and each member of an app per day and does not publish the
+    /// figures (L.5); the only request rate the reference gives is 600 a minute (Salesforce's
+    /// figure), paced per access token, which is one member of one app. A spent daily quota
+    /// still answers 429.
+    fn quota(
+        &self,
+        _config: &LinkedInConfig,
+        credentials: &LinkedInCredentials,
+    ) -> Option<crate::delivery::Quota> {
+        Some(crate::delivery::Quota {
+            bucket: format!(
+                "linkedin-member-app:{}",
+                &hashing::sha256_hex(credentials.access_token.trim())[..16]
+            ),
+            per_minute: REQUESTS_PER_MINUTE,
+            source: "LinkedIn Conversions API: 600 requests per minute (as third parties quote it)",
+        })
     }
 
     fn matches_without_click_id(&self, config: &LinkedInConfig) -> bool {
@@ -339,6 +361,29 @@ pub fn named_indexes(message: &str) -> Vec<(usize, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sends_are_paced_per_access_token_without_naming_it() {
+        let config = LinkedInConfig {
+            conversion_rules: PerKind {
+                lead: Some("1".into()),
+                sale: None,
+            },
+            match_without_click_id: false,
+        };
+        let credentials = |token: &str| LinkedInCredentials {
+            access_token: token.into(),
+        };
+        let quota = LinkedIn.quota(&config, &credentials("AQX-token-1"));
+        let Some(quota) = quota else {
+            panic!("LinkedIn sends are paced")
+        };
+        assert_eq!(quota.per_minute, 600);
+        assert!(quota.bucket.starts_with("linkedin-member-app:"));
+        assert!(!quota.bucket.contains("AQX-token-1"));
+        let other = LinkedIn.quota(&config, &credentials("AQX-token-2"));
+        assert_ne!(other.map(|q| q.bucket), Some(quota.bucket));
+    }
 
     #[test]
     fn amounts_are_decimal_strings_with_cents() {
