@@ -89,6 +89,11 @@ async fn post(app: &TestApp, key: &str, event: &Value) -> Value {
     res.json().await.unwrap()
 }
 
+/// `GET /v1/usage`.
+async fn get_usage(app: &TestApp, key: &str) -> Value {
+    app.get_as(key, "/v1/usage").await.json().await.unwrap()
+}
+
 async fn workspace_id(app: &TestApp, name: &str) -> Uuid {
     let client = app.db.client().await;
     client
@@ -243,12 +248,7 @@ async fn partitions_past_retention_are_dropped_with_what_belongs_to_their_events
         .to_owned();
     settled(app, &s.admin, &fresh).await;
 
-    let usage: Value = app
-        .get_as(&s.admin, "/v1/usage")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let usage = get_usage(app, &s.admin).await;
     assert_eq!(usage["stored"]["events"], 3, "{usage:#}");
     assert_eq!(usage["stored"]["dispatches"], 3, "{usage:#}");
     assert_eq!(usage["retentionDays"], WORKERS_RETENTION_DAYS);
@@ -359,12 +359,7 @@ async fn partitions_past_retention_are_dropped_with_what_belongs_to_their_events
     // What is within retention stays whole.
     let kept = settled(app, &s.admin, &fresh).await;
     assert_eq!(kept["dispatches"][0]["status"], "succeeded");
-    let usage: Value = app
-        .get_as(&s.admin, "/v1/usage")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let usage = get_usage(app, &s.admin).await;
     assert_eq!(usage["stored"]["events"], 1, "{usage:#}");
     assert_eq!(usage["stored"]["dispatches"], 1, "{usage:#}");
     assert_eq!(
@@ -404,12 +399,7 @@ async fn a_round_past_everything_leaves_nothing_and_partitions_are_created_ahead
         .unwrap()
         .to_owned();
     settled(app, &s.admin, &id).await;
-    let usage: Value = app
-        .get_as(&s.admin, "/v1/usage")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let usage = get_usage(app, &s.admin).await;
     assert_eq!(usage["stored"]["clicks"], 2, "{usage:#}");
     assert_eq!(usage["stored"]["persons"], 1, "{usage:#}");
     assert!(
@@ -427,12 +417,7 @@ async fn a_round_past_everything_leaves_nothing_and_partitions_are_created_ahead
         let ahead = journal::retention::MonthPartition::of(table, later + time::Duration::days(40));
         assert!(report.created.contains(&ahead.name), "{report:#?}");
     }
-    let usage: Value = app
-        .get_as(&s.admin, "/v1/usage")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let usage = get_usage(app, &s.admin).await;
     assert_eq!(
         usage["stored"],
         json!({"events": 0, "clicks": 0, "identifiers": 0, "persons": 0, "dispatches": 0,
@@ -547,12 +532,7 @@ async fn a_person_named_within_retention_stays_and_an_idle_one_goes() {
         "the idle customer's id, e-mail and click: {report:#?}"
     );
     assert_eq!(days_of_use(s.pool.get().await.unwrap()).await, vec![today]);
-    let usage: Value = app
-        .get_as(&s.admin, "/v1/usage")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let usage = get_usage(app, &s.admin).await;
     assert_eq!(usage["stored"]["identifiers"], 3, "{usage:#}");
     assert_eq!(usage["stored"]["persons"], 1, "{usage:#}");
 
