@@ -5,10 +5,10 @@
 //! against, such as a Google Cloud project), shared by every workspace that sends through it:
 //! every worker process takes its tokens from the same row in one atomic statement, so that any
 //! number of workers and workspaces together stay within the quota, and a backlog drains at the
-//! quota instead of running into 429s. The bucket refills at 90 % of the quota and holds a tenth of a minute's quota, so
-//! that no minute ever sees more than the quota (a burst plus the refill). `share` (operator
-//! setting `CONVRELAY_QUOTA_SHARE`) is the part of each quota this service may use: less when
-//! other tools send through the same Cloud project; tests shrink it.
+//! quota instead of running into 429s. The bucket refills at 90 % of the quota and holds a tenth
+//! of a minute's quota, so that no minute ever sees more than the quota (a burst plus the
+//! refill). `share` (operator setting `CONVRELAY_QUOTA_SHARE`) is the part of each quota this
+//! service may use: less when other tools send through the same Cloud project; tests shrink it.
 //!
 //! A park (Google `RESOURCE_EXHAUSTED` with a long `retryDelay`, a 429 with a long
 //! `Retry-After`) keeps the destination's dispatches from being claimed until it ends; the

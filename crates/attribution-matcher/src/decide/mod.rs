@@ -326,10 +326,8 @@ pub async fn decide_known(
         "attribution step decided"
     );
     let decided = std::mem::take(&mut step.decided);
-    Ok((
-        decided,
-        GraphChanges::of(step, step::used_on(now), earliest),
-    ))
+    let day = self::step::used_on(now);
+    Ok((decided, GraphChanges::of(step, day, earliest)))
 }
 
 /// Of the claimed events, those to look at now (new ones, and pending ones looked at again),

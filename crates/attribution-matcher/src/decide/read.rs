@@ -61,9 +61,9 @@ pub(crate) async fn any_pending(client: &impl GenericClient, workspace_id: Uuid)
 }
 
 /// Each identifier's row and the person it belongs to now (the survivor, when the person it was
-/// filed under was merged into another), with that person's members, counts and day of use. Persons are
-/// looked up once each, however many of the identifiers they hold; a person that was not merged
-/// is its own root, and its row, read once, answers both.
+/// filed under was merged into another), with that person's members, counts and day of use.
+/// Persons are looked up once each, however many of the identifiers they hold; a person that was
+/// not merged is its own root, and its row, read once, answers both.
 const SELECT_IDENTITIES: &str = "
     WITH found AS MATERIALIZED (
         SELECT q.identifier, i.person_id, i.too_common, i.clicked_at IS NOT NULL AS has_touch
