@@ -505,6 +505,14 @@ impl Step {
     }
 }
 
+/// Whether a step of at most `limit` events found a backlog: it decided at least half of what it
+/// may take. A steady flow that the matcher keeps up with comes in smaller steps (a few hundred
+/// events at 20,000 a second), so the report stage keeps pace with it; only a burst that
+/// outruns the matcher makes the report stage yield.
+fn has_backlog(report: &MatchReport, limit: usize) -> bool {
+    report.claimed && report.decided >= limit / 2
+}
+
 /// An attribution loop of the process (`index` tells it from its siblings in [`MatcherBusy`]):
 /// steps while work is claimable, then waits to be woken or polls.
 pub(crate) async fn match_loop(
@@ -525,8 +533,8 @@ pub(crate) async fn match_loop(
         let (idle, small) =
             match match_step_sized(&pool, &settings, limit, &mut carried, &graphs).await {
                 Ok(report) => {
+                    busy.report(index, has_backlog(&report, limit));
                     limit = (limit * 2).min(MATCH_BATCH);
-                    busy.report(index, report.claimed && report.decided >= LINGER_BELOW);
                     (
                         !report.claimed,
                         report.decided < LINGER_BELOW && !report.others_waiting,
@@ -562,5 +570,26 @@ pub(crate) async fn match_loop(
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_steps_that_take_most_of_what_they_may_are_a_backlog() {
+        let step = |decided: usize| MatchReport {
+            claimed: true,
+            decided,
+            ..MatchReport::default()
+        };
+        // Draining a burst: every step takes all it may.
+        assert!(has_backlog(&step(MATCH_BATCH), MATCH_BATCH));
+        // A steady flow the matcher keeps up with: steps of a few hundred.
+        assert!(!has_backlog(&step(600), MATCH_BATCH));
+        // After failures the steps are smaller, and so is a backlog's step.
+        assert!(has_backlog(&step(MIN_MATCH_BATCH), MIN_MATCH_BATCH));
+        assert!(!has_backlog(&MatchReport::default(), MATCH_BATCH));
     }
 }
