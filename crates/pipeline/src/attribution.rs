@@ -55,13 +55,6 @@ pub struct MatchReport {
     pub parts: usize,
 }
 
-/// One attribution step in one transaction; answers what it did (nothing when no work).
-pub async fn match_step(pool: &Pool, settings: &MatchSettings) -> Result<MatchReport, Error> {
-    let mut carried = CarriedClicks::new(0);
-    let graphs = GraphCache::default();
-    match_step_sized(pool, settings, MATCH_BATCH, &mut carried, &graphs).await
-}
-
 /// Claims with fewer events than this are decided whole: a split costs a read and two
 /// transactions more.
 const SPLIT_FROM: usize = 200;
@@ -71,9 +64,9 @@ const SPLIT_FROM: usize = 200;
 /// about twice the worker's).
 const SPLIT_PARTS: usize = 2;
 
-/// [`match_step`] taking at most `limit` events, keeping the clicks of stored events it reads in
-/// `carried` for the next steps, and the part of the workspace's graph that names people in
-/// `graphs` (shared by the process's loops).
+/// One attribution step, taking at most `limit` events; answers what it did (nothing when no
+/// work). It keeps the clicks of stored events it reads in `carried` for the next steps, and the
+/// part of the workspace's graph that names people in `graphs` (shared by the process's loops).
 ///
 /// The claim's transaction holds the workspace and the claimed queue rows to the end. When the
 /// claim holds nothing else ([`attribution_matcher::Claim::holds_rows`]) and its events fall into

@@ -14,7 +14,7 @@ pub mod attribution;
 pub mod retention;
 
 use attribution::match_loop;
-pub use attribution::{match_step, match_step_sized, MatchReport};
+pub use attribution::{match_step_sized, MatchReport};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};

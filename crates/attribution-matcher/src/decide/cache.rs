@@ -322,14 +322,14 @@ impl GraphCache {
                         person: known.person,
                         too_common: known.too_common,
                     };
-                    copies.insert(ws, *hash, entry);
+                    copies.identifiers.insert((ws, *hash), entry);
                 }
             }
             for read in reads {
                 graph.absorb(read);
             }
             if filed_clicks {
-                copies.earliest.retain(|(w, _)| *w != ws);
+                copies.forget_earliest(ws);
                 return;
             }
             for (root, person) in &graph.persons {
@@ -376,7 +376,7 @@ impl GraphCache {
                         person,
                         too_common,
                     };
-                    copies.insert(ws, hash, entry);
+                    copies.identifiers.insert((ws, hash), entry);
                 }
                 for hash in &change.too_common {
                     copies
@@ -391,7 +391,7 @@ impl GraphCache {
                         .insert((ws, *person), (epoch, earliest.clone()));
                 }
                 if change.filed {
-                    copies.earliest.retain(|(w, _)| *w != ws);
+                    copies.forget_earliest(ws);
                 }
                 for &(person, at, owner) in &change.clicks {
                     let key = (ws, person);
@@ -425,6 +425,11 @@ impl Copies {
         *self.epochs.entry(workspace_id).or_insert(0) += 1;
     }
 
+    /// Drops the workspace's earliest clicks (a click was filed under a person not known here).
+    fn forget_earliest(&mut self, workspace_id: Uuid) {
+        self.earliest.retain(|(w, _)| *w != workspace_id);
+    }
+
     /// The identifier as a step knows it (filed under the person it belongs to now), that
     /// person, and the person's row; `None` unless all of it is known.
     fn get(&mut self, ws: Uuid, hash: [u8; 32]) -> Option<(KnownIdentifier, Uuid, KnownPerson)> {
@@ -452,10 +457,6 @@ impl Copies {
             has_touch: false,
         };
         Some((known, root, person.clone()))
-    }
-
-    fn insert(&mut self, ws: Uuid, hash: [u8; 32], entry: CachedIdentifier) {
-        self.identifiers.insert((ws, hash), entry);
     }
 
     fn put_person(&mut self, ws: Uuid, person: Uuid, row: KnownPerson, epoch: u64) {

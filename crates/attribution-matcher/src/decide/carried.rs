@@ -15,7 +15,6 @@ use super::generations::Generations;
 /// The clicks of stored events, by `(workspace, event)`.
 #[derive(Debug)]
 pub struct CarriedClicks {
-    capacity: usize,
     kept: Generations<(Uuid, Uuid), Touchpoint>,
 }
 
@@ -32,7 +31,6 @@ impl CarriedClicks {
     /// A cache holding at most `2 × capacity` clicks; `0` keeps nothing.
     pub fn new(capacity: usize) -> Self {
         Self {
-            capacity,
             kept: Generations::new(capacity),
         }
     }
@@ -49,7 +47,7 @@ impl CarriedClicks {
 
     /// The entries a generation holds at most.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.kept.capacity()
     }
 
     /// Keeps what `other` kept most recently, as if it had been inserted here.

@@ -53,6 +53,11 @@ impl<K: std::hash::Hash + Eq, V: Clone> Generations<K, V> {
         }
     }
 
+    /// The entries a generation holds at most.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// How many entries are kept.
     pub(crate) fn len(&self) -> usize {
         self.young.len() + self.old.len()
