@@ -15,6 +15,7 @@ use crate::Result;
 pub const ATTRIBUTIONS: journal::retention::MonthlyTable = journal::retention::MonthlyTable {
     name: "attributions",
     key: "event_id",
+    options: "",
 };
 
 const FORGET_DECISIONS: &str = "

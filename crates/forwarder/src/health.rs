@@ -1,6 +1,9 @@
-//! Delivery health over time: per destination and period (hour or UTC day of the dispatch's
-//! creation), how many dispatches stand succeeded, retrying, failed, queued (or in flight) and
-//! skipped (or cancelled). Read by `GET /v1/dispatches/health` and the dashboard.
+//! Delivery health over time: per destination and period (hour or UTC day in which the event a
+//! dispatch carries was received), how many dispatches stand succeeded, retrying, failed, queued
+//! (or in flight) and skipped (or cancelled). Read by `GET /v1/dispatches/health` and the
+//! dashboard. A dispatch's id begins with its event's time, so a range of periods is a range of
+//! the primary key: a backfill, a retraction or a restatement counts with the day of its event,
+//! as its conversion does.
 
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
@@ -87,33 +90,27 @@ pub struct HealthRow {
     pub skipped: i64,
 }
 
-/// The smallest UUIDv7 of a millisecond: bounds of an id range for a time range.
-fn v7_floor(at: OffsetDateTime) -> Uuid {
-    let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    bytes[6] = 0x70;
-    bytes[8] = 0x80;
-    Uuid::from_bytes(bytes)
-}
-
+/// `received`: the millisecond the id begins with (its first 48 bits).
 const SELECT_HEALTH: &str = "
     SELECT d.destination_id, ds.name, ds.type,
-           CASE $6::text WHEN 'hour' THEN date_trunc('hour', d.created_at AT TIME ZONE 'UTC')
-                         ELSE date_trunc('day', d.created_at AT TIME ZONE 'UTC') END AS period,
+           CASE $4::text WHEN 'hour' THEN date_trunc('hour', received AT TIME ZONE 'UTC')
+                         ELSE date_trunc('day', received AT TIME ZONE 'UTC') END AS period,
            count(*) FILTER (WHERE d.status = 'succeeded'),
            count(*) FILTER (WHERE d.status = 'retrying'),
            count(*) FILTER (WHERE d.status = 'failed'),
            count(*) FILTER (WHERE d.status IN ('queued', 'in_flight')),
            count(*) FILTER (WHERE d.status IN ('skipped', 'cancelled'))
     FROM dispatches d
+    CROSS JOIN LATERAL (
+        SELECT to_timestamp(('x' || translate(left(d.id::text, 13), '-', ''))::bit(48)::bigint
+                            / 1000.0) AS received
+    ) AS t
     LEFT JOIN destinations ds ON ds.workspace_id = d.workspace_id AND ds.id = d.destination_id
     WHERE d.workspace_id = $1 AND d.id >= $2 AND d.id < $3
-      AND d.created_at >= $4 AND d.created_at < $5
     GROUP BY 1, 2, 3, 4";
 
-/// Every destination with dispatches created in `[from, to)`, with a row for each of its
-/// periods (empty ones included), destinations by name, periods in order.
+/// Every destination with dispatches of events received in `[from, to)`, with a row for each of
+/// its periods (empty ones included), destinations by name, periods in order.
 pub async fn delivery_health(
     client: &impl GenericClient,
     workspace_id: Uuid,
@@ -121,14 +118,13 @@ pub async fn delivery_health(
     to: OffsetDateTime,
     interval: HealthInterval,
 ) -> Result<Vec<HealthRow>> {
-    // Ids are made a moment before the row's created_at: the id range is a wider index bound.
-    let low = v7_floor(from.checked_sub(Duration::MINUTE).unwrap_or(from));
-    let high = v7_floor(to.checked_add(Duration::MINUTE).unwrap_or(to));
+    let low = journal::retention::time_bound(from);
+    let high = journal::retention::time_bound(to);
     let statement = client.prepare_cached(SELECT_HEALTH).await?;
     let rows = client
         .query(
             &statement,
-            &[&workspace_id, &low, &high, &from, &to, &interval.as_str()],
+            &[&workspace_id, &low, &high, &interval.as_str()],
         )
         .await?;
     let mut destinations: std::collections::BTreeMap<

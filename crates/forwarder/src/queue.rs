@@ -2,8 +2,10 @@
 //! platform's answer.
 //!
 //! - [`enqueue`] runs inside the attribution step's transaction, so a routing decision and its
-//!   dispatches commit together. A unique key on (workspace, event, destination, kind) makes a
-//!   second enqueue of the same event a no-op.
+//!   dispatches commit together. A dispatch's id is made from its event, destination, kind and
+//!   revision ([`dispatch_id`]), so the primary key makes a second enqueue of the same event a
+//!   no-op; the id begins with the event's time, so a month of dispatches lives (and goes) with
+//!   its month of events.
 //! - What a dispatch sends (the conversion as routed and its routing decision) is written with it
 //!   into `dispatch_payloads`, not into the dispatch row: every transition writes a new version
 //!   of the whole row, and they made most of it. Only a restatement of a conversion not sent
@@ -135,6 +137,47 @@ impl DispatchKind {
     }
 }
 
+/// The id of the dispatch of `kind` and `revision` (0 but for restatements) of one event to one
+/// destination: the same inputs always make the same id, so that a second enqueue meets the
+/// first one's primary key.
+///
+/// - The first 48 bits are the event id's: the millisecond the event was received. A dispatch
+///   sorts with its event's time (the events of one millisecond in no particular order), and
+///   lives in the partition of its event's month.
+/// - Then the version (8: custom) and 12 bits that order one event's dispatches as they happen:
+///   the conversion, its restatements by revision, the retraction (a retracted sale is never
+///   restated).
+/// - The remaining 62 bits (after the variant) are the first of the SHA-256 of the event id, the
+///   destination id, the kind and the revision.
+pub fn dispatch_id(
+    event_id: Uuid,
+    destination_id: Uuid,
+    kind: DispatchKind,
+    revision: i32,
+) -> Uuid {
+    use sha2::{Digest, Sha256};
+    const RETRACTION: u16 = 0x0fff;
+    let order: u16 = match kind {
+        DispatchKind::Conversion => 0,
+        DispatchKind::Restatement => u16::try_from(revision.clamp(1, 0x0ffe)).unwrap_or(0x0ffe),
+        DispatchKind::Retraction => RETRACTION,
+    };
+    let digest = Sha256::new()
+        .chain_update(event_id.as_bytes())
+        .chain_update(destination_id.as_bytes())
+        .chain_update(kind.as_str().as_bytes())
+        .chain_update(revision.to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&event_id.as_bytes()[..6]);
+    let [high, low] = order.to_be_bytes();
+    bytes[6] = 0x80 | (high & 0x0f);
+    bytes[7] = low;
+    bytes[8..].copy_from_slice(&digest[..8]);
+    bytes[8] = 0x80 | (bytes[8] & 0x3f);
+    Uuid::from_bytes(bytes)
+}
+
 /// The conversion as routed, stored for each dispatch (`dispatch_payloads.payload`): everything a
 /// send needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -231,11 +274,11 @@ const INSERT_DISPATCHES: &str = "
         SELECT u.workspace_id, u.id, u.event_id, u.destination_id, u.destination_type, 'conversion',
                u.status, u.reason
         FROM u
-        ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING workspace_id, id
     ), payloads AS (
         INSERT INTO dispatch_payloads (workspace_id, dispatch_id, payload, routing)
-        SELECT u.workspace_id, u.id, u.payload, u.routing
+        SELECT DISTINCT ON (u.workspace_id, u.id) u.workspace_id, u.id, u.payload, u.routing
         FROM created JOIN u ON u.workspace_id = created.workspace_id AND u.id = created.id
     )
     SELECT id FROM created";
@@ -405,7 +448,12 @@ pub async fn enqueue_with_catalog(
             _ => (payload, DispatchStatus::Queued, None),
         };
         ws.push(routed.workspace_id);
-        ids.push(Uuid::now_v7());
+        ids.push(dispatch_id(
+            routed.event_id,
+            row.destination.id,
+            DispatchKind::Conversion,
+            0,
+        ));
         event_ids.push(routed.event_id);
         destination_ids.push(row.destination.id);
         types.push(row.destination.destination_type().as_str());
@@ -835,9 +883,6 @@ pub struct RequestResult {
     pub http_status: Option<u16>,
     /// The start of the answer, with nothing secret in it.
     pub response_excerpt: Option<String>,
-    /// The greatest event id among the conversions it carried: retention forgets the request
-    /// with that event's dispatches.
-    pub last_event_id: Uuid,
 }
 
 /// How long an upload request's status is checked before checking stops (Google: 24 h).
@@ -905,13 +950,11 @@ const RECORD: &str = "
         ON CONFLICT DO NOTHING
     ), requests AS (
         INSERT INTO dispatch_requests
-            (workspace_id, id, destination_id, at, duration_ms, http_status, response_excerpt,
-             last_event_id)
-        SELECT q.workspace_id, q.id, q.destination_id, q.at, q.duration_ms, q.http_status, q.excerpt,
-               q.last_event_id
+            (workspace_id, id, destination_id, at, duration_ms, http_status, response_excerpt)
+        SELECT q.workspace_id, q.id, q.destination_id, q.at, q.duration_ms, q.http_status, q.excerpt
         FROM unnest($19::uuid[], $20::uuid[], $21::uuid[], $22::timestamptz[], $23::int[], $24::int2[],
-                    $25::text[], $26::uuid[])
-            AS q(workspace_id, id, destination_id, at, duration_ms, http_status, excerpt, last_event_id)
+                    $25::text[])
+            AS q(workspace_id, id, destination_id, at, duration_ms, http_status, excerpt)
         WHERE q.id IN (SELECT updated.request_id FROM updated WHERE NOT updated.released)
         ON CONFLICT DO NOTHING
     ), attempts AS (
@@ -1013,7 +1056,6 @@ async fn record_in(
         .iter()
         .map(|q| q.response_excerpt.as_deref())
         .collect();
-    let q_last_event: Vec<Uuid> = requests.iter().map(|q| q.last_event_id).collect();
     let stmt = client.prepare_cached(RECORD).await?;
     let rows = client
         .query(
@@ -1044,7 +1086,6 @@ async fn record_in(
                 &q_duration_ms,
                 &q_http_status,
                 &q_excerpt,
-                &q_last_event,
             ],
         )
         .await?;
@@ -1185,11 +1226,11 @@ const INSERT_RETRACTIONS: &str = "
         SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'retraction', u.status, $3,
                u.reason
         FROM u
-        ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING id, status
     ), payloads AS (
         INSERT INTO dispatch_payloads (workspace_id, dispatch_id, payload)
-        SELECT $1, u.id, u.payload FROM created JOIN u ON u.id = created.id
+        SELECT DISTINCT ON (u.id) $1, u.id, u.payload FROM created JOIN u ON u.id = created.id
     )
     SELECT status FROM created";
 
@@ -1509,11 +1550,11 @@ const INSERT_RESTATEMENTS: &str = "
         SELECT $1, u.id, $2, u.destination_id, u.destination_type, 'restatement', u.status,
                u.reason, $5
         FROM u
-        ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING id, status
     ), payloads AS (
         INSERT INTO dispatch_payloads (workspace_id, dispatch_id, payload, routing)
-        SELECT $1, u.id,
+        SELECT DISTINCT ON (u.id) $1, u.id,
                jsonb_set(jsonb_set(u.payload, '{event,amount}', to_jsonb($3::numeric)),
                          '{event,currency}', to_jsonb($4::text)),
                u.routing
@@ -1592,11 +1633,12 @@ const INSERT_BACKFILLED: &str = "
             (workspace_id, id, event_id, destination_id, destination_type, kind, status, backfill)
         SELECT $1, u.id, u.event_id, $2, $3, 'conversion', 'queued', true
         FROM u
-        ON CONFLICT (workspace_id, event_id, destination_id, kind, revision) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING id, event_id
     ), payloads AS (
         INSERT INTO dispatch_payloads (workspace_id, dispatch_id, payload, routing)
-        SELECT $1, u.id, u.payload, u.routing FROM created JOIN u ON u.id = created.id
+        SELECT DISTINCT ON (u.id) $1, u.id, u.payload, u.routing
+        FROM created JOIN u ON u.id = created.id
     )
     SELECT event_id FROM created";
 
@@ -1615,7 +1657,10 @@ pub(crate) async fn add_backfilled(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .map(|r| dispatch_id(r.0, destination.id, DispatchKind::Conversion, 0))
+        .collect();
     let event_ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let payloads: Vec<&Value> = rows.iter().map(|r| &r.1).collect();
     let routings: Vec<&Value> = rows.iter().map(|r| &r.2).collect();
@@ -1645,4 +1690,55 @@ pub(crate) fn stored_forms(routed: &RoutedEvent) -> Result<(Value, Value)> {
 /// True when `destination` gets `routed` by the routing rules of live traffic.
 pub(crate) fn routes_to(routed: &RoutedEvent, destination: &Destination) -> bool {
     routed_to(routed, destination)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dispatch_id_is_made_from_what_the_dispatch_is_and_sorts_with_its_event() {
+        let events: Vec<Uuid> = (0..2).map(|_| Uuid::now_v7()).collect();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let conversion = dispatch_id(events[0], a, DispatchKind::Conversion, 0);
+        assert_eq!(
+            conversion,
+            dispatch_id(events[0], a, DispatchKind::Conversion, 0)
+        );
+        assert_ne!(
+            conversion,
+            dispatch_id(events[0], b, DispatchKind::Conversion, 0)
+        );
+        assert_ne!(
+            conversion,
+            dispatch_id(events[1], a, DispatchKind::Conversion, 0)
+        );
+        // It begins with its event's time, so it falls in its event's partition.
+        assert_eq!(conversion.as_bytes()[..6], events[0].as_bytes()[..6]);
+        assert_eq!(conversion.get_version_num(), 8);
+        assert_eq!(conversion.get_variant(), uuid::Variant::RFC4122);
+        // One event's dispatches in the order they happen, whatever their destinations.
+        let sequence = [
+            dispatch_id(events[0], b, DispatchKind::Conversion, 0),
+            dispatch_id(events[0], a, DispatchKind::Restatement, 1),
+            dispatch_id(events[0], b, DispatchKind::Restatement, 2),
+            dispatch_id(events[0], a, DispatchKind::Retraction, 0),
+        ];
+        for pair in sequence.windows(2) {
+            assert!(pair[0] < pair[1], "{pair:?}");
+        }
+        assert!(conversion < sequence[1]);
+        // Events of different milliseconds in the order they were received, their dispatches
+        // too.
+        let ids: Vec<Uuid> = (0..50u32)
+            .map(|ms| {
+                let at = uuid::Timestamp::from_unix(uuid::NoContext, 1_800_000_000, ms * 1_000_000);
+                dispatch_id(Uuid::new_v7(at), a, DispatchKind::Retraction, 0)
+            })
+            .collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{pair:?}");
+        }
+    }
 }

@@ -395,8 +395,14 @@ pub async fn restate(
                 .is_ok_and(|config| config.adapter().supports_restatement(config.json())),
             _ => false,
         };
-        rows.ids.push(Uuid::now_v7());
-        rows.destination_ids.push(row.try_get("destination_id")?);
+        let destination_id: Uuid = row.try_get("destination_id")?;
+        rows.ids.push(queue::dispatch_id(
+            event_id,
+            destination_id,
+            queue::DispatchKind::Restatement,
+            revision,
+        ));
+        rows.destination_ids.push(destination_id);
         rows.types.push(row.try_get("destination_type")?);
         rows.payloads.push(row.try_get("payload")?);
         rows.routings.push(row.try_get("routing")?);

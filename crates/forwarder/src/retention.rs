@@ -1,32 +1,61 @@
-//! Retention: the forwarder's part. Before the journal drops a month of events, their
-//! dispatches, their payloads, attempts and upload checks go ([`forget_dispatches`]). Also the workspace's
-//! stored counts for `GET /v1/usage` ([`usage`]).
+//! Retention: the forwarder's part. The dispatch tables are partitioned by month as the events
+//! are ([`PARTITIONED`]): a dispatch's id begins with its event's time, so `dispatches`, their
+//! attempts and their payloads are partitioned on it with the events' bounds, and a month of them
+//! is dropped whole with its month of events; the platform requests are partitioned on their own
+//! id (the time they were made, never before the attempts they decided) and go by their months.
+//! What an older, wider partition still holds goes by range before the journal drops a month of
+//! events ([`forget_dispatches`]), with the upload checks and value histories of that month.
+//! Also the workspace's stored counts for `GET /v1/usage` ([`usage`]).
 
 use deadpool_postgres::GenericClient;
+use journal::retention::MonthlyTable;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Result;
 
-/// One range of the (workspace_id, event_id, …) unique index, the payloads and attempts of the
-/// rows it deleted by their primary key, the platform requests whose every conversion was of an
-/// event of the range (their last event is in it), and the upload checks of the requests that
-/// carried only dispatches of the range (a request that also carried a later event's dispatch
-/// keeps its check until that one goes; every statement here sees the rows as they were before
-/// it, so "a dispatch that stays" is one of an event from `$2` on).
+/// Dispatches, on their id (which begins with their event's time). A dispatch row gets two new
+/// versions on its way out (claimed, then recorded): room left on each page keeps them beside it.
+pub const DISPATCHES: MonthlyTable = MonthlyTable {
+    name: "dispatches",
+    key: "id",
+    options: "WITH (fillfactor = 70)",
+};
+
+/// The dispatches' attempts, on their dispatch's id.
+pub const ATTEMPTS: MonthlyTable = MonthlyTable {
+    name: "dispatch_attempts",
+    key: "dispatch_id",
+    options: "",
+};
+
+/// The dispatches' payloads, on their dispatch's id.
+pub const PAYLOADS: MonthlyTable = MonthlyTable {
+    name: "dispatch_payloads",
+    key: "dispatch_id",
+    options: "",
+};
+
+/// The platform requests, on their own id (a UUIDv7 of when they were made).
+pub const REQUESTS: MonthlyTable = MonthlyTable {
+    name: "dispatch_requests",
+    key: "id",
+    options: "",
+};
+
+/// The forwarder's tables partitioned by month.
+pub const PARTITIONED: [MonthlyTable; 4] = [DISPATCHES, ATTEMPTS, PAYLOADS, REQUESTS];
+
+/// What is left, in a partition created wider than a month (the legacy one of the rows stored
+/// before partitioning, or the default one), of the dispatches of events whose id sorts before
+/// `$2`: one range of `dispatches_by_event`, and the payloads and attempts of the rows it deleted
+/// by their primary key. Then the requests made before `$2`'s time (their attempts are gone: a
+/// request is never older than the attempts it decided), the upload checks made before `$3`
+/// (final a day after they are made), and the value histories of those events.
 const FORGET: &str = "
     WITH gone AS (
         DELETE FROM dispatches WHERE workspace_id = $1 AND event_id < $2
-        RETURNING workspace_id, id, destination_id, confirmation_request
-    ), checks AS (
-        DELETE FROM upload_checks c
-        USING (SELECT DISTINCT destination_id, confirmation_request FROM gone
-               WHERE confirmation_request IS NOT NULL) AS g
-        WHERE c.workspace_id = $1 AND c.destination_id = g.destination_id
-          AND c.request_id = g.confirmation_request
-          AND NOT EXISTS (
-              SELECT 1 FROM dispatches d
-              WHERE d.workspace_id = $1 AND d.destination_id = g.destination_id
-                AND d.confirmation_request = g.confirmation_request AND d.event_id >= $2)
+        RETURNING workspace_id, id
     ), payloads AS (
         DELETE FROM dispatch_payloads p USING gone g
         WHERE p.workspace_id = g.workspace_id AND p.dispatch_id = g.id
@@ -34,13 +63,18 @@ const FORGET: &str = "
         DELETE FROM dispatch_attempts a USING gone g
         WHERE a.workspace_id = g.workspace_id AND a.dispatch_id = g.id
     ), requests AS (
-        DELETE FROM dispatch_requests WHERE workspace_id = $1 AND last_event_id < $2
+        DELETE FROM dispatch_requests WHERE workspace_id = $1 AND id < $2
+    ), checks AS (
+        DELETE FROM upload_checks WHERE workspace_id = $1 AND created_at < $3
+    ), restated AS (
+        DELETE FROM event_values WHERE workspace_id = $1 AND event_id < $2
     )
     SELECT count(*) FROM gone";
 
-/// Deletes one workspace's dispatches (with their payloads, attempts, requests and upload checks) of events
-/// whose id sorts before `before` (the upper bound of a partition the journal is about to drop).
-/// Answers how many dispatches went.
+/// Deletes what is left of one workspace's dispatches (with their payloads and attempts) of
+/// events whose id sorts before `before` (the upper bound of a partition the journal is about to
+/// drop), and its requests, upload checks and value histories older than that. Answers how many
+/// dispatches went.
 pub async fn forget_dispatches(
     client: &impl GenericClient,
     workspace_id: Uuid,
@@ -48,9 +82,18 @@ pub async fn forget_dispatches(
 ) -> Result<i64> {
     let stmt = client.prepare_cached(FORGET).await?;
     Ok(client
-        .query_one(&stmt, &[&workspace_id, &before])
+        .query_one(&stmt, &[&workspace_id, &before, &time_of(before)])
         .await?
         .try_get(0)?)
+}
+
+/// The millisecond a time-ordered id begins with.
+fn time_of(id: Uuid) -> OffsetDateTime {
+    let mut millis = [0u8; 8];
+    millis[2..].copy_from_slice(&id.as_bytes()[..6]);
+    let millis = i128::from(u64::from_be_bytes(millis));
+    OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// The forwarder's stored counts of one workspace.
@@ -74,4 +117,17 @@ pub async fn usage(client: &impl GenericClient, workspace_id: Uuid) -> Result<Di
         dispatches: row.try_get(0)?,
         attempts: row.try_get(1)?,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_bound_reads_back_as_its_time() {
+        let at = datetime!(2026-12-01 00:00:00 UTC);
+        assert_eq!(time_of(journal::retention::time_bound(at)), at);
+    }
 }

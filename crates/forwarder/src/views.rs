@@ -816,7 +816,12 @@ pub async fn retract(
                 .is_ok_and(|config| config.adapter().supports_retraction(config.json())),
             _ => false,
         };
-        new_ids.push(Uuid::now_v7());
+        new_ids.push(queue::dispatch_id(
+            event_id,
+            destination_id,
+            queue::DispatchKind::Retraction,
+            0,
+        ));
         destination_ids.push(destination_id);
         types.push(destination_type);
         payloads.push(payload);

@@ -275,7 +275,6 @@ impl Forwarder {
                 }
                 let decided_by = request.and_then(|r| Some((r, call.requests.get(r)?)));
                 let request_id = decided_by.and_then(|(position, record)| {
-                    let event_id = dispatch.conversion.event_id;
                     let slot = match kept.get(position).copied().flatten() {
                         Some(slot) => slot,
                         None => {
@@ -288,7 +287,6 @@ impl Forwarder {
                                 http_status: record.http_status,
                                 response_excerpt: Some(record.response_excerpt.clone())
                                     .filter(|e| !e.is_empty()),
-                                last_event_id: event_id,
                             });
                             let slot = requests.len() - 1;
                             if let Some(place) = kept.get_mut(position) {
@@ -297,9 +295,7 @@ impl Forwarder {
                             slot
                         }
                     };
-                    let kept = requests.get_mut(slot)?;
-                    kept.last_event_id = kept.last_event_id.max(event_id);
-                    Some(kept.id)
+                    requests.get(slot).map(|kept| kept.id)
                 });
                 results.push(self.attempt_result(
                     dispatch,

@@ -300,7 +300,6 @@ fn request_for(d: &queue::ClaimedDispatch, excerpt: &str) -> RequestResult {
         duration: Duration::from_millis(12),
         http_status: Some(200),
         response_excerpt: Some(excerpt.into()),
-        last_event_id: d.conversion.event_id,
     }
 }
 
@@ -758,14 +757,23 @@ async fn the_dispatch_list_filters_and_pages_newest_first() {
     let ws = Uuid::now_v7();
     let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
     google(&client, ws, "data_manager").await;
-    let events: Vec<_> = (0..4)
+    // Events received a millisecond apart (a dispatch sorts with its event's millisecond).
+    let events: Vec<_> = (0..4u64)
         .map(|i| {
-            routed(
+            let mut event = routed(
                 ws,
                 sale(&format!("inv-{i}")),
                 AttributionStatus::Matched,
                 &ALL_ROUTES,
-            )
+            );
+            let ms =
+                u64::try_from(event.received_at.unix_timestamp_nanos() / 1_000_000).unwrap() + i;
+            event.event_id = Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                ms / 1000,
+                u32::try_from(ms % 1000).unwrap() * 1_000_000,
+            ));
+            event
         })
         .collect();
     for e in &events {
@@ -827,7 +835,7 @@ async fn the_dispatch_list_filters_and_pages_newest_first() {
 
 /// The forwarder's migrations in order (V1 on), for the upgrade tests: each builds a database as
 /// a release before one migration left it, fills it, and applies that migration.
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 12] = [
     include_str!("../migrations/V1__forwarder.sql"),
     include_str!("../migrations/V2__platform_types.sql"),
     include_str!("../migrations/V3__confirmation_and_pacing.sql"),
@@ -837,6 +845,9 @@ const MIGRATIONS: [&str; 9] = [
     include_str!("../migrations/V7__dispatch_requests.sql"),
     include_str!("../migrations/V8__dispatches_fillfactor.sql"),
     include_str!("../migrations/V9__dispatch_payloads.sql"),
+    include_str!("../migrations/V10__dispatches_by_status_without_in_flight.sql"),
+    include_str!("../migrations/V11__quota_buckets_per_project.sql"),
+    include_str!("../migrations/V12__partition_dispatches_by_time.sql"),
 ];
 
 /// A database migrated up to, not including, migration `version`; answers it and that migration.
@@ -1028,7 +1039,7 @@ async fn erasure_deletes_the_payloads_of_the_erased_dispatches_and_a_later_claim
 }
 
 #[tokio::test]
-async fn retention_deletes_the_payloads_and_upload_checks_with_their_dispatches() {
+async fn retention_deletes_what_a_wider_partition_keeps_of_old_events() {
     let db = test_db().await;
     let pool = pool(&db, 2);
     let client = pool.get().await.unwrap();
@@ -1043,33 +1054,34 @@ async fn retention_deletes_the_payloads_and_upload_checks_with_their_dispatches(
     let old_ids = dispatch_uuids(&client, ws, old.event_id).await;
     let new_ids = dispatch_uuids(&client, ws, new.event_id).await;
     assert_eq!(payloads_of(&client, ws, &old_ids).await, 2);
-    // Upload requests awaiting confirmation: one carried only the old event's conversion, the
-    // other the old and the new event's (to the same destination).
-    client
-        .execute(
-            "UPDATE dispatches
-             SET confirmation_request = CASE WHEN destination_type = 'google_ads'
-                                             THEN 'req-shared' ELSE 'req-old' END
-             WHERE workspace_id = $1 AND (event_id = $2 OR destination_type = 'google_ads')",
-            &[&ws, &old.event_id],
-        )
-        .await
-        .unwrap();
+    // Two upload checks and two platform requests: one of each made before the bound, one after.
     client
         .execute(
             "INSERT INTO upload_checks
-                 (workspace_id, destination_id, request_id, status, due_at, deadline_at)
-             SELECT DISTINCT workspace_id, destination_id, confirmation_request, 'confirmed',
-                    now(), now()
-             FROM dispatches WHERE workspace_id = $1 AND confirmation_request IS NOT NULL",
+                 (workspace_id, destination_id, request_id, status, due_at, deadline_at, created_at)
+             SELECT DISTINCT ON (r) workspace_id, destination_id, r, 'confirmed', now(), now(),
+                    CASE r WHEN 'req-old' THEN now() - interval '1 day' ELSE now() END
+             FROM dispatches, unnest(ARRAY['req-old', 'req-new']) AS r
+             WHERE workspace_id = $1 AND destination_type = 'google_ads'",
             &[&ws],
         )
         .await
         .unwrap();
-    assert_eq!(
-        upload_checks_of(&client, ws).await,
-        ["req-old", "req-shared"]
+    let (early, late) = (
+        Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_000_000, 0)),
+        Uuid::now_v7(),
     );
+    for id in [early, late] {
+        client
+            .execute(
+                "INSERT INTO dispatch_requests (workspace_id, id, destination_id, at, duration_ms)
+                 VALUES ($1, $2, $2, now(), 1)",
+                &[&ws, &id],
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(upload_checks_of(&client, ws).await, ["req-new", "req-old"]);
 
     let gone = forwarder::retention::forget_dispatches(&client, ws, new.event_id)
         .await
@@ -1077,8 +1089,18 @@ async fn retention_deletes_the_payloads_and_upload_checks_with_their_dispatches(
     assert_eq!(gone, 2);
     assert_eq!(payloads_of(&client, ws, &old_ids).await, 0);
     assert_eq!(payloads_of(&client, ws, &new_ids).await, 2);
-    // The old request's check goes; the shared one stays with the new event's dispatch.
-    assert_eq!(upload_checks_of(&client, ws).await, ["req-shared"]);
+    assert_eq!(upload_checks_of(&client, ws).await, ["req-new"]);
+    let requests: Vec<Uuid> = client
+        .query(
+            "SELECT id FROM dispatch_requests WHERE workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(requests, [late]);
 }
 
 #[tokio::test]
@@ -1151,4 +1173,114 @@ async fn the_payloads_migration_moves_what_dispatches_carried_and_keeps_nothing_
     assert_eq!(conversion.event_id, waiting.event_id);
     assert_eq!(conversion.event.invoice_id, waiting.event.invoice_id);
     assert_eq!(conversion.routing, routing);
+}
+
+#[tokio::test]
+async fn partitioning_keeps_the_stored_dispatches_and_still_refuses_a_second_one() {
+    let (db, partitioning) = database_before(12).await;
+    let pool = pool(&db, 2);
+    let mut client = pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
+    let destination = forwarder::ids::from_wire(forwarder::ids::DESTINATION, &hook.id).unwrap();
+    let stored = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
+    // Stored as before: ids of the time they were queued, a request with its last event.
+    let (dispatch, request) = (Uuid::now_v7(), Uuid::now_v7());
+    client
+        .batch_execute(&format!(
+            "INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type,
+                                     kind, status, attempts)
+             VALUES ('{ws}', '{dispatch}', '{event}', '{destination}', 'webhook', 'conversion',
+                     'retrying', 1);
+             INSERT INTO dispatch_payloads (workspace_id, dispatch_id, payload)
+             VALUES ('{ws}', '{dispatch}', '{payload}');
+             INSERT INTO dispatch_requests (workspace_id, id, destination_id, at, duration_ms,
+                                            http_status, response_excerpt, last_event_id)
+             VALUES ('{ws}', '{request}', '{destination}', now(), 5, 503, 'busy', '{event}');
+             INSERT INTO dispatch_attempts (workspace_id, dispatch_id, attempt, at, duration_ms,
+                                            http_status, outcome, request_id)
+             VALUES ('{ws}', '{dispatch}', 1, now(), 5, 503, 'retry', '{request}');",
+            event = stored.event_id,
+            payload = json!({
+                "eventId": stored.event_id,
+                "receivedAt": events::format_timestamp(stored.received_at),
+                "event": stored.event,
+                "attribution": stored.attribution,
+            }),
+        ))
+        .await
+        .unwrap();
+
+    client.batch_execute(partitioning).await.unwrap();
+
+    for table in [
+        "dispatches",
+        "dispatch_payloads",
+        "dispatch_attempts",
+        "dispatch_requests",
+    ] {
+        let homes: Vec<String> = client
+            .query(
+                &format!("SELECT DISTINCT tableoid::regclass::text FROM {table}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(homes, [format!("{table}_legacy")]);
+        let next = journal::retention::MonthPartition::of(
+            journal::retention::MonthlyTable {
+                name: table,
+                key: "id",
+                options: "",
+            },
+            OffsetDateTime::now_utc() + time::Duration::days(40),
+        );
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&next.name])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(exists, "{}", next.name);
+    }
+    // The stored dispatch reads as before, with its attempt and the request's answer.
+    let wire = forwarder::ids::to_wire(forwarder::ids::DISPATCH, dispatch);
+    let detail = forwarder::get_dispatch(&client, ws, &wire).await.unwrap();
+    assert_eq!(detail.attempts.len(), 1);
+    assert_eq!(detail.attempts[0].response_excerpt.as_deref(), Some("busy"));
+    // A second enqueue of its event adds nothing (the old partition keeps its constraint); a
+    // new event's dispatch gets the id made from what it is.
+    let fresh = routed(ws, sale("inv-2"), AttributionStatus::Matched, &ALL_ROUTES);
+    forwarder::enqueue(&client, &[stored.clone(), fresh.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        dispatch_uuids(&client, ws, stored.event_id).await,
+        [dispatch]
+    );
+    assert_eq!(
+        dispatch_uuids(&client, ws, fresh.event_id).await,
+        [queue::dispatch_id(
+            fresh.event_id,
+            destination,
+            queue::DispatchKind::Conversion,
+            0
+        )]
+    );
+    client
+        .execute("UPDATE dispatches SET due_at = now()", &[])
+        .await
+        .unwrap();
+    let claim = queue::claim_due(&mut client, 10, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    let mut sent: Vec<Uuid> = claim
+        .dispatches
+        .iter()
+        .map(|d| d.conversion.event_id)
+        .collect();
+    sent.sort();
+    assert_eq!(sent, [stored.event_id, fresh.event_id]);
 }

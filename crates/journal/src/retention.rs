@@ -25,14 +25,18 @@ pub const LOCK_TIMEOUT: &str = "2s";
 pub struct MonthlyTable {
     /// The partitioned table.
     pub name: &'static str,
-    /// Its partition key: a UUIDv7 event id.
+    /// Its partition key: a UUIDv7 event id, or an id that begins with the time as one does.
     pub key: &'static str,
+    /// The storage parameters each partition is created with (`WITH (…)`, or empty): a
+    /// partitioned table has none of its own.
+    pub options: &'static str,
 }
 
 /// The journal's events, partitioned by their id.
 pub const EVENTS: MonthlyTable = MonthlyTable {
     name: "events",
     key: "id",
+    options: "",
 };
 
 /// The smallest UUID of the millisecond `at`: the time in the first 48 bits, every other bit
@@ -144,7 +148,7 @@ pub async fn ensure_partitions(
         let tx = client.transaction().await?;
         tx.batch_execute(&format!(
             "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}';
-             CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS) {options};
              WITH moved AS (
                  DELETE FROM {default} WHERE {key} >= '{from}' AND {key} < '{to}' RETURNING *
              )
@@ -156,6 +160,7 @@ pub async fn ensure_partitions(
             key = quote_ident(table.key),
             from = partition.from,
             to = partition.to,
+            options = table.options,
         ))
         .await?;
         tx.commit().await?;
@@ -355,6 +360,7 @@ mod tests {
         let table = MonthlyTable {
             name: "attributions",
             key: "event_id",
+            options: "",
         };
         assert_eq!(
             MonthPartition::of(table, datetime!(2026-12-05 07:00 UTC)).name,

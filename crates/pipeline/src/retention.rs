@@ -2,17 +2,18 @@
 //! (a session advisory lock) makes sure the journal's monthly partitions exist ahead, then
 //! removes what is past `CONVRELAY_RETENTION_DAYS`:
 //!
-//! 1. the tables partitioned by month on an event id — `events`, and the decisions and the
-//!    conversions' report rows with the same bounds ([`PARTITIONED`]) — get their partitions
-//!    ahead; the partitions of the decisions and report rows wholly past retention are dropped,
-//!    then for each partition of `events` whose every event was received before the cutoff, per
-//!    workspace found in it: what is left of its decisions and report rows (in a partition that
-//!    was created wider, before they were partitioned), the dispatches and their attempts
-//!    (forwarder), one range delete each, and its natural keys (dedup), in pages; then the
-//!    partition is dropped — one statement, whatever it holds. The dispatches are not
-//!    partitioned yet, so their rows follow by these range statements, each in a transaction of
-//!    its own; a round stopped half-way is finished by the next one. Idempotency-Key answers
-//!    expire on their own after a day (the API's purge).
+//! 1. the tables partitioned by month on a time-ordered id — `events`, and with the same bounds
+//!    the decisions and the conversions' report rows (on their event's id), the dispatches, their
+//!    attempts and payloads (on the dispatch id, which begins with its event's time) and the
+//!    platform requests (on their own id, the time they were made) ([`PARTITIONED`]) — get their
+//!    partitions ahead; the partitions of every table but `events` wholly past retention are
+//!    dropped, then for each partition of `events` whose every event was received before the
+//!    cutoff, per workspace found in it: what is left of its decisions, report rows and
+//!    dispatches (in a partition that was created wider, before they were partitioned, or the
+//!    default one), one range delete each, and its natural keys (dedup), in pages; then the
+//!    partition is dropped — one statement, whatever it holds. A round stopped half-way is
+//!    finished by the next one. Idempotency-Key answers expire on their own after a day (the
+//!    API's purge).
 //!
 //!    The dedup tables stay unpartitioned on purpose: a partitioned table's unique constraints
 //!    must include its partition key, so `natural_keys` partitioned by time would only refuse a
@@ -32,12 +33,16 @@ use tokio::sync::watch;
 
 use crate::Error;
 
-/// The tables partitioned by month on an event id, the journal's first: the others follow its
-/// months.
-pub const PARTITIONED: [journal::retention::MonthlyTable; 3] = [
+/// The tables partitioned by month on a time-ordered id, the journal's first: the others follow
+/// its months.
+pub const PARTITIONED: [journal::retention::MonthlyTable; 7] = [
     journal::retention::EVENTS,
     attribution_matcher::retention::ATTRIBUTIONS,
     reports::retention::CONVERSIONS,
+    forwarder::retention::DISPATCHES,
+    forwarder::retention::ATTEMPTS,
+    forwarder::retention::PAYLOADS,
+    forwarder::retention::REQUESTS,
 ];
 
 /// Months of partitions created ahead of the current one.
@@ -80,7 +85,7 @@ pub struct RetentionReport {
     pub dropped: Vec<String>,
     /// Events dropped with them (the planner's estimate).
     pub events: i64,
-    /// Dispatches removed.
+    /// Dispatches removed (those of dropped partitions by the planner's estimate).
     pub dispatches: i64,
     /// Decisions removed (those of dropped partitions by the planner's estimate).
     pub attributions: u64,
@@ -133,17 +138,21 @@ async fn round(
             .extend(journal::retention::ensure_partitions(client, table, now, ahead).await?);
     }
     let cutoff = settings.cutoff(now);
-    // The months of decisions and report rows past retention go whole, before their events.
-    for (table, removed) in [
-        (
-            attribution_matcher::retention::ATTRIBUTIONS,
-            &mut report.attributions,
-        ),
-        (reports::retention::CONVERSIONS, &mut report.conversions),
-    ] {
+    // The months of every other table past retention go whole, before their events.
+    for table in PARTITIONED {
+        if table == journal::retention::EVENTS {
+            continue;
+        }
         for partition in journal::retention::expired_partitions(&*client, table, cutoff).await? {
             let rows = journal::retention::drop_partition(client, &partition).await?;
-            *removed += u64::try_from(rows).unwrap_or(0);
+            let rows = u64::try_from(rows).unwrap_or(0);
+            if table == attribution_matcher::retention::ATTRIBUTIONS {
+                report.attributions += rows;
+            } else if table == reports::retention::CONVERSIONS {
+                report.conversions += rows;
+            } else if table == forwarder::retention::DISPATCHES {
+                report.dispatches += i64::try_from(rows).unwrap_or(i64::MAX);
+            }
             report.dropped.push(partition.name);
         }
     }

@@ -16,6 +16,7 @@ use crate::Result;
 pub const CONVERSIONS: journal::retention::MonthlyTable = journal::retention::MonthlyTable {
     name: "report_conversions",
     key: "event_id",
+    options: "",
 };
 
 /// Conversions (with their touches) of events with ids below `before` (UUIDv7: received before
