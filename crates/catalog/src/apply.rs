@@ -217,10 +217,19 @@ pub async fn lead_values(
     Ok(out)
 }
 
+/// The values leads took, partitioned by month on their event's id with the bounds of the
+/// events': a month of them is dropped whole with its month of events.
+pub const LEAD_VALUES: journal::retention::MonthlyTable = journal::retention::MonthlyTable {
+    name: "conversion_lead_values",
+    key: "event_id",
+    options: "",
+};
+
 const FORGET: &str = "DELETE FROM conversion_lead_values WHERE workspace_id = $1 AND event_id < $2";
 
-/// Retention: removes the values taken by `workspace_id`'s events with ids below `before`
-/// (UUIDv7: received before the time its first 48 bits hold), as the journal drops them.
+/// Retention: removes what an older, wider partition (or the default one) still holds of the
+/// values taken by `workspace_id`'s events with ids below `before` (UUIDv7: received before the
+/// time its first 48 bits hold), as the journal drops them.
 ///
 /// # Errors
 /// [`Error::Database`].

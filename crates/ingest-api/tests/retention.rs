@@ -270,9 +270,21 @@ async fn partitions_past_retention_are_dropped_with_what_belongs_to_their_events
         "{usage:#}"
     );
 
-    // A month of decisions, report rows, dispatches, their attempts and payloads lives with its
-    // month of events, and goes with it. The platform requests were made now: their month of
-    // then is empty, and goes too.
+    // The value the old lead took from the catalog, as the matcher records it.
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO conversion_lead_values
+                 (workspace_id, event_id, event_name, amount, currency, source)
+             VALUES ($1, $2, 'lead', 5, 'USD', 'fixed')",
+            &[&acme, &old[0]],
+        )
+        .await
+        .unwrap();
+    // A month of decisions, report rows, lead values, dispatches, their attempts and payloads
+    // lives with its month of events, and goes with it. The platform requests were made now:
+    // their month of then is empty, and goes too.
     let months: Vec<String> = pipeline::retention::PARTITIONED
         .iter()
         .map(|table| journal::retention::MonthPartition::of(*table, long_ago).name)
@@ -334,6 +346,10 @@ async fn partitions_past_retention_are_dropped_with_what_belongs_to_their_events
         (
             "natural_keys",
             "SELECT count(*) FROM natural_keys WHERE event_id = ANY($1)",
+        ),
+        (
+            "conversion_lead_values",
+            "SELECT count(*) FROM conversion_lead_values WHERE event_id = ANY($1)",
         ),
         (
             "report_conversions",

@@ -3,13 +3,14 @@
 //! removes what is past `CONVRELAY_RETENTION_DAYS`:
 //!
 //! 1. the tables partitioned by month on a time-ordered id — `events`, and with the same bounds
-//!    the decisions and the conversions' report rows (on their event's id), the dispatches, their
+//!    the decisions, the conversions' report rows and the values leads took from the catalog (on
+//!    their event's id), the dispatches, their
 //!    attempts and payloads (on the dispatch id, which begins with its event's time) and the
 //!    platform requests (on their own id, the time they were made) ([`PARTITIONED`]) — get their
 //!    partitions ahead; the partitions of every table but `events` wholly past retention are
 //!    dropped, then for each partition of `events` whose every event was received before the
-//!    cutoff, per workspace found in it: what is left of its decisions, report rows and
-//!    dispatches (in a partition that was created wider, before they were partitioned, or the
+//!    cutoff, per workspace found in it: what is left of its decisions, report rows, lead values
+//!    and dispatches (in a partition that was created wider, before they were partitioned, or the
 //!    default one), one range delete each, and its natural keys (dedup), in pages; then the
 //!    partition is dropped — one statement, whatever it holds. A round stopped half-way is
 //!    finished by the next one. Idempotency-Key answers expire on their own after a day (the
@@ -35,10 +36,11 @@ use crate::Error;
 
 /// The tables partitioned by month on a time-ordered id, the journal's first: the others follow
 /// its months.
-pub const PARTITIONED: [journal::retention::MonthlyTable; 7] = [
+pub const PARTITIONED: [journal::retention::MonthlyTable; 8] = [
     journal::retention::EVENTS,
     attribution_matcher::retention::ATTRIBUTIONS,
     reports::retention::CONVERSIONS,
+    catalog::apply::LEAD_VALUES,
     forwarder::retention::DISPATCHES,
     forwarder::retention::ATTEMPTS,
     forwarder::retention::PAYLOADS,
