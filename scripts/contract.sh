@@ -84,8 +84,13 @@ cleanup() {
   stop "$server_pid"
   scripts/localpg.sh psql -d "$admin" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true
   if [[ $status -ne 0 && -s $work/server.log ]]; then
+    # Warnings and errors say why a request failed; the whole log stays for a closer look.
+    say "server log, warnings and errors (the last 100):"
+    grep -E '"level":"(WARN|ERROR)"' "$work/server.log" | tail -n 100 >&2 || true
     say "server log (last lines):"
     tail -n 20 "$work/server.log" >&2
+    mkdir -p target && cp "$work/server.log" target/contract-server.log &&
+      say "the whole server log: target/contract-server.log"
   fi
   rm -rf "$work"
   exit "$status"
