@@ -375,6 +375,46 @@ async fn workspaces_on_one_cloud_project_share_its_quota() {
 }
 
 #[tokio::test]
+async fn a_spent_day_holds_sends_though_the_minute_has_room() {
+    use forwarder::pacing::{take, Permit};
+    let db = test_db().await;
+    let client_pool = pool(&db, 1);
+    let client = client_pool.get().await.unwrap();
+    // A day of 24 requests holds one at a time (an hour's); the minute's 60 hold 6.
+    let quota = forwarder::platforms::delivery::Quota {
+        bucket: "project".into(),
+        per_minute: 60,
+        per_day: Some(24),
+        source: "test",
+    };
+    assert_eq!(take(&client, &quota, 1.0).await.unwrap(), Permit::Granted);
+    match take(&client, &quota, 1.0).await.unwrap() {
+        // The day's next token is an hour away (refilling at 90 % of 24 a day).
+        Permit::Wait(wait) => assert!(wait >= Duration::from_secs(3000), "{wait:?}"),
+        other => panic!("{other:?}"),
+    }
+    // The refused send took nothing from the minute's bucket (6, less the granted one).
+    let minute: f64 = client
+        .query_one(
+            "SELECT tokens FROM quota_buckets WHERE bucket = 'project'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!((4.5..6.0).contains(&minute), "{minute}");
+    // A quota without a day is paced by its minute alone.
+    let minute_only = forwarder::platforms::delivery::Quota {
+        per_day: None,
+        ..quota
+    };
+    assert_eq!(
+        take(&client, &minute_only, 1.0).await.unwrap(),
+        Permit::Granted
+    );
+}
+
+#[tokio::test]
 async fn data_manager_sends_wait_for_the_shared_quota_without_spending_attempts() {
     let server = MockServer::start().await;
     data_manager(&server).await;

@@ -115,6 +115,9 @@ pub struct Quota {
     pub bucket: String,
     /// Requests per minute the platform allows.
     pub per_minute: u32,
+    /// Requests per day the platform allows, where it counts a day too (Data Manager: 100,000
+    /// ingestion requests; at the minute's pace, a day would see over four times that).
+    pub per_day: Option<u32>,
     /// Where the figure comes from, for operators.
     pub source: &'static str,
 }

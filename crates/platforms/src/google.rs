@@ -43,6 +43,9 @@ pub const ADS_API_VERSION: &str = "v26";
 /// Data Manager ingestion requests per minute per Google Cloud project.
 pub const DATA_MANAGER_REQUESTS_PER_MINUTE: u32 = 300;
 
+/// Data Manager ingestion requests per day per Google Cloud project.
+pub const DATA_MANAGER_REQUESTS_PER_DAY: u32 = 100_000;
+
 /// `conversionDateTime` / `adjustmentDateTime`: `yyyy-mm-dd hh:mm:ss+hh:mm`, here always in UTC.
 pub fn ads_datetime(at: OffsetDateTime) -> String {
     let at = at.to_offset(UtcOffset::UTC);
@@ -233,8 +236,8 @@ impl Platform for Google {
         Box::pin(check_upload(http, credentials, request_id))
     }
 
-    /// Data Manager: 300 ingestion requests per minute per Google Cloud project, which is the
-    /// OAuth client's project (A.7). The Ads API's quota is daily operations by access level,
+    /// Data Manager: 300 ingestion requests per minute and 100,000 per day per Google Cloud
+    /// project, which is the OAuth client's project (A.7). The Ads API's quota is daily operations by access level,
     /// which the destination does not declare: its 429s are honoured instead.
     fn quota(&self, config: &GoogleAdsConfig, credentials: &GoogleCredentials) -> Option<Quota> {
         (config.api == GoogleApi::DataManager).then(|| Quota {
@@ -243,7 +246,9 @@ impl Platform for Google {
                 &hashing::sha256_hex(credentials.client_id.trim())[..16]
             ),
             per_minute: DATA_MANAGER_REQUESTS_PER_MINUTE,
-            source: "Data Manager API: 300 ingestion requests per minute per Google Cloud project",
+            per_day: Some(DATA_MANAGER_REQUESTS_PER_DAY),
+            source: "Data Manager API: 300 ingestion requests per minute and 100,000 per day per \
+                     Google Cloud project",
         })
     }
 

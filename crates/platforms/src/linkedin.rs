@@ -41,6 +41,9 @@ pub const MAX_EVENT_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// The request rate sends are paced to (see [`LinkedIn`]'s `quota`).
 const REQUESTS_PER_MINUTE: u32 = 600;
 
+/// The daily request count sends are paced to (as [`REQUESTS_PER_MINUTE`]).
+const REQUESTS_PER_DAY: u32 = 300_000;
+
 /// The `LinkedIn-Version` sent (versions are monthly and retired after about a year).
 pub const API_VERSION: &str = "202603";
 
@@ -151,9 +154,9 @@ impl Platform for LinkedIn {
     }
 
     /// LinkedIn limits each app and each member of an app per day and does not publish the
-    /// figures (L.5); the only request rate the reference gives is 600 a minute (Salesforce's
-    /// figure), paced per access token, which is one member of one app. A spent daily quota
-    /// still answers 429.
+    /// figures (L.5); the only rates the reference gives are 600 requests a minute and 300,000 a
+    /// day (Salesforce's figures), paced per access token, which is one member of one app. A
+    /// daily quota spent all the same still answers 429.
     fn quota(
         &self,
         _config: &LinkedInConfig,
@@ -165,7 +168,9 @@ impl Platform for LinkedIn {
                 &hashing::sha256_hex(credentials.access_token.trim())[..16]
             ),
             per_minute: REQUESTS_PER_MINUTE,
-            source: "LinkedIn Conversions API: 600 requests per minute (as third parties quote it)",
+            per_day: Some(REQUESTS_PER_DAY),
+            source: "LinkedIn Conversions API: 600 requests per minute and 300,000 per day (as \
+                     third parties quote them)",
         })
     }
 

@@ -174,6 +174,7 @@ impl Platform for Pinterest {
         Some(crate::delivery::Quota {
             bucket: format!("pinterest-ad-account:{}", config.ad_account_id),
             per_minute: 5000,
+            per_day: None,
             source: "Pinterest Conversions API: 5,000 calls per minute per ad account",
         })
     }
