@@ -354,17 +354,7 @@ async fn an_expired_lease_returns_the_claim_and_the_old_holder_cannot_record() {
     .unwrap();
     assert_eq!(recorded, [taken.dispatches[0].id]);
     // The refused result's request is not kept: no attempt names it.
-    let kept: Vec<Uuid> = client
-        .query(
-            "SELECT id FROM dispatch_requests WHERE workspace_id = $1",
-            &[&ws],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(kept, [answer.id]);
+    assert_eq!(requests_of(&client, ws).await, [answer.id]);
 
     let id = forwarder::ids::to_wire(forwarder::ids::DISPATCH, taken.dispatches[0].id);
     let detail = forwarder::get_dispatch(&client, ws, &id).await.unwrap();
@@ -957,6 +947,20 @@ async fn the_requests_migration_keeps_every_attempts_excerpt_once_per_answer() {
     }
 }
 
+/// The workspace's platform requests kept, by id.
+async fn requests_of(client: &deadpool_postgres::Client, ws: Uuid) -> Vec<Uuid> {
+    client
+        .query(
+            "SELECT id FROM dispatch_requests WHERE workspace_id = $1 ORDER BY id",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// How many of these dispatches still have their payload stored.
 async fn payloads_of(client: &deadpool_postgres::Client, ws: Uuid, dispatches: &[Uuid]) -> i64 {
     client
@@ -1090,17 +1094,7 @@ async fn retention_deletes_what_a_wider_partition_keeps_of_old_events() {
     assert_eq!(payloads_of(&client, ws, &old_ids).await, 0);
     assert_eq!(payloads_of(&client, ws, &new_ids).await, 2);
     assert_eq!(upload_checks_of(&client, ws).await, ["req-new"]);
-    let requests: Vec<Uuid> = client
-        .query(
-            "SELECT id FROM dispatch_requests WHERE workspace_id = $1",
-            &[&ws],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(requests, [late]);
+    assert_eq!(requests_of(&client, ws).await, [late]);
 }
 
 #[tokio::test]
