@@ -101,8 +101,14 @@ impl TestDb {
                 let mut tpl = connect(&with_database(&admin, &building)).await;
                 migrate(&mut tpl).await.expect("migrate the template");
             }
+            // No session may connect to a template once it is built: autovacuum would, to
+            // analyze the tables the migrations just made, and a copy waits for no session to
+            // be connected to its source.
             client
-                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {template}"))
+                .batch_execute(&format!(
+                    "ALTER DATABASE {building} RENAME TO {template};
+                     ALTER DATABASE {template} WITH ALLOW_CONNECTIONS false"
+                ))
                 .await
                 .unwrap();
         }
@@ -111,7 +117,9 @@ impl TestDb {
             .await
             .unwrap();
         let name = format!("cr_test_{}", uuid::Uuid::now_v7().simple());
-        // A template cannot be copied while another session is connected to it: retry briefly.
+        // A template cannot be copied while another session is connected to it (the migrating
+        // session closing, an autovacuum worker of a template built before connections were
+        // shut off): such sessions are ended, and the copy tried again, for at most 10 s.
         let mut tries = 0;
         loop {
             match client
@@ -121,12 +129,26 @@ impl TestDb {
                 .await
             {
                 Ok(()) => break,
-                Err(e) if tries < 50 => {
+                Err(e) if tries < 100 => {
                     tries += 1;
                     let _ = e;
+                    let _ = client
+                        .execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                             WHERE datname = $1 AND pid <> pg_backend_pid()",
+                            &[&template],
+                        )
+                        .await;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                Err(e) => panic!("create test database: {e}"),
+                Err(e) => panic!(
+                    "create test database: {}",
+                    e.as_db_error().map_or(e.to_string(), |db| format!(
+                        "{}: {}",
+                        db.message(),
+                        db.detail().unwrap_or("")
+                    ))
+                ),
             }
         }
         Self {
