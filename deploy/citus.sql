@@ -43,7 +43,9 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'catalog_
 -- events_default for what no month covers, and events_legacy for rows stored before
 -- partitioning. The workers create the months ahead (CREATE TABLE … then ATTACH PARTITION) and
 -- drop those past CONVRELAY_RETENTION_DAYS; on Citus each new month is distributed and
--- co-located with its parent as it is attached, so nothing is named here but `events`.
+-- co-located with its parent as it is attached, so nothing is named here but `events`. The
+-- same holds for the other tables partitioned by month (attributions, report_conversions,
+-- conversion_lead_values, dispatches, dispatch_attempts, dispatch_payloads, dispatch_requests).
 SELECT create_distributed_table('events', 'workspace_id')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'events'::regclass);
 SELECT create_distributed_table('natural_keys', 'workspace_id', colocate_with => 'events')
