@@ -104,6 +104,24 @@ ALTER TABLE dispatch_payloads ADD PRIMARY KEY (workspace_id, dispatch_id);
 SELECT pg_temp.partition_by_month('dispatch_payloads', '');
 
 -- dispatch_requests
+-- The requests V7 made of the attempts recorded before it got random ids (gen_random_uuid), which
+-- may sort past any month: they are given ids that begin with the time they were made, as every
+-- later one does (the rest of the old id kept), so that the legacy partition holds them; their
+-- attempts follow.
+CREATE TEMP TABLE request_rekeys AS
+SELECT workspace_id, id AS old_id,
+       (lpad(to_hex(floor(extract(epoch FROM at) * 1000)::bigint), 12, '0')
+        || substr(replace(id::text, '-', ''), 13))::uuid AS new_id
+FROM dispatch_requests
+WHERE id >= pg_temp.time_bound(date_trunc('month', now(), 'UTC') + interval '1 month');
+UPDATE dispatch_attempts a SET request_id = r.new_id
+FROM request_rekeys r
+WHERE a.workspace_id = r.workspace_id AND a.request_id = r.old_id;
+UPDATE dispatch_requests q SET id = r.new_id
+FROM request_rekeys r
+WHERE q.workspace_id = r.workspace_id AND q.id = r.old_id;
+DROP TABLE request_rekeys;
+
 DROP INDEX dispatch_requests_by_last_event;
 ALTER TABLE dispatch_requests DROP COLUMN last_event_id;
 ALTER TABLE dispatch_requests RENAME TO dispatch_requests_legacy;

@@ -1178,8 +1178,10 @@ async fn partitioning_keeps_the_stored_dispatches_and_still_refuses_a_second_one
     let hook = webhook(&client, ws, "https://a.example.com/", &["sale"], true).await;
     let destination = forwarder::ids::from_wire(forwarder::ids::DESTINATION, &hook.id).unwrap();
     let stored = routed(ws, sale("inv-1"), AttributionStatus::Matched, &ALL_ROUTES);
-    // Stored as before: ids of the time they were queued, a request with its last event.
-    let (dispatch, request) = (Uuid::now_v7(), Uuid::now_v7());
+    // Stored as before: ids of the time they were queued, a request with its last event, made
+    // by V7 for an attempt recorded before it: a random id that sorts past every month.
+    let dispatch = Uuid::now_v7();
+    let request = Uuid::from_u128(u128::MAX - 7);
     client
         .batch_execute(&format!(
             "INSERT INTO dispatches (workspace_id, id, event_id, destination_id, destination_type,
@@ -1239,11 +1241,20 @@ async fn partitioning_keeps_the_stored_dispatches_and_still_refuses_a_second_one
             .get(0);
         assert!(exists, "{}", next.name);
     }
-    // The stored dispatch reads as before, with its attempt and the request's answer.
+    // The stored dispatch reads as before, with its attempt and the request's answer; the
+    // request now has an id of the time it was made.
     let wire = forwarder::ids::to_wire(forwarder::ids::DISPATCH, dispatch);
     let detail = forwarder::get_dispatch(&client, ws, &wire).await.unwrap();
     assert_eq!(detail.attempts.len(), 1);
     assert_eq!(detail.attempts[0].response_excerpt.as_deref(), Some("busy"));
+    let rekeyed: Uuid = client
+        .query_one("SELECT id FROM dispatch_requests", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(rekeyed, request);
+    assert_eq!(rekeyed.as_bytes()[6..], request.as_bytes()[6..]);
+    assert!(rekeyed < journal::retention::time_bound(OffsetDateTime::now_utc()));
     // A second enqueue of its event adds nothing (the old partition keeps its constraint); a
     // new event's dispatch gets the id made from what it is.
     let fresh = routed(ws, sale("inv-2"), AttributionStatus::Matched, &ALL_ROUTES);
