@@ -35,9 +35,10 @@ pub enum Permit {
     Wait(Duration),
 }
 
-/// The bucket's size and refill rate under `share` of `quota`'s minute.
-pub fn bucket_shape(quota: &Quota, share: f64) -> (f64, f64) {
-    let per_minute = f64::from(quota.per_minute) * share.clamp(0.0, 1.0);
+/// The minute's bucket under `share` of `per_minute`: it holds a tenth of the minute's requests
+/// and refills at 90 % of them.
+pub fn bucket_shape(per_minute: u32, share: f64) -> (f64, f64) {
+    let per_minute = f64::from(per_minute) * share.clamp(0.0, 1.0);
     let capacity = (per_minute / 10.0).max(1.0);
     let per_second = (per_minute * 0.9 / 60.0).max(1e-6);
     (capacity, per_second)
@@ -53,14 +54,39 @@ pub fn day_bucket_shape(per_day: u32, share: f64) -> (f64, f64) {
     (capacity, per_second)
 }
 
-/// The buckets a send under `quota` takes a token from: the minute's, and the day's where the
-/// platform counts one (`<bucket>:day`). Name, capacity, refill per second.
-fn buckets(quota: &Quota, share: f64) -> Vec<(String, f64, f64)> {
-    let (capacity, per_second) = bucket_shape(quota, share);
-    let mut buckets = vec![(quota.bucket.clone(), capacity, per_second)];
+/// The most operations one request may carry under `share` of `quota`: all of the operations
+/// day's bucket at most, so that a request is never too large ever to be let through. `None`:
+/// the quota does not count operations.
+pub fn max_operations(quota: &Quota, share: f64) -> Option<usize> {
+    let (capacity, _) = day_bucket_shape(quota.operations_per_day?, share);
+    // A whole number of operations that floating point made a hair smaller stays whole.
+    Some(((capacity + 1e-6).floor() as usize).max(1))
+}
+
+/// The buckets a request of `operations` under `quota` takes tokens from: the minute's where the
+/// platform counts one (`<bucket>`: a token), the day's (`<bucket>:day`: a token), the
+/// operations day's (`<bucket>:operations`: a token per operation). Name, capacity, refill per
+/// second, tokens taken.
+fn buckets(quota: &Quota, share: f64, operations: usize) -> Vec<(String, f64, f64, f64)> {
+    let mut buckets = Vec::new();
+    if let Some(per_minute) = quota.per_minute {
+        let (capacity, per_second) = bucket_shape(per_minute, share);
+        buckets.push((quota.bucket.clone(), capacity, per_second, 1.0));
+    }
     if let Some(per_day) = quota.per_day {
         let (capacity, per_second) = day_bucket_shape(per_day, share);
-        buckets.push((format!("{}:day", quota.bucket), capacity, per_second));
+        buckets.push((format!("{}:day", quota.bucket), capacity, per_second, 1.0));
+    }
+    if let Some(per_day) = quota.operations_per_day {
+        let (capacity, per_second) = day_bucket_shape(per_day, share);
+        // Never more than the bucket holds: a larger request would wait for ever.
+        let taken = (operations.max(1) as f64).min(capacity);
+        buckets.push((
+            format!("{}:operations", quota.bucket),
+            capacity,
+            per_second,
+            taken,
+        ));
     }
     buckets
 }
@@ -70,14 +96,15 @@ const CREATE_BUCKET: &str = "
     VALUES ($1, $2, now())
     ON CONFLICT (bucket) DO NOTHING";
 
-/// Refill each bucket, then take a token from every one if each has a whole one, else from none:
+/// Refill each bucket, then take its tokens from every one if each has them all, else from none:
 /// the row locks (taken in name order) make concurrent takers queue, and each sees the tokens
 /// the one before left.
 const TAKE: &str = "
     WITH wanted AS (
-        SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[]) AS w(bucket, capacity, rate)
+        SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[])
+            AS w(bucket, capacity, rate, taken)
     ), current AS (
-        SELECT b.bucket, w.rate,
+        SELECT b.bucket, w.rate, w.taken,
                least(w.capacity, b.tokens
                      + greatest(0, extract(epoch FROM clock_timestamp() - b.updated_at)) * w.rate)
                  AS available
@@ -86,36 +113,46 @@ const TAKE: &str = "
         ORDER BY b.bucket
         FOR UPDATE OF b
     ), verdict AS (
-        SELECT bool_and(available >= 1) AS granted FROM current
+        SELECT bool_and(available >= taken) AS granted FROM current
     )
     UPDATE quota_buckets b
-    SET tokens = c.available - CASE WHEN v.granted THEN 1 ELSE 0 END,
+    SET tokens = c.available - CASE WHEN v.granted THEN c.taken ELSE 0 END,
         updated_at = clock_timestamp()
     FROM current c, verdict v
     WHERE b.bucket = c.bucket
-    RETURNING c.available, c.rate";
+    RETURNING c.available, c.rate, c.taken";
 
-/// Takes one request's token from `quota`'s buckets (the minute's, and the day's where the
-/// platform counts one), shared by every worker and workspace: from both or from neither.
+/// Takes the tokens of one request carrying `operations` conversions from `quota`'s buckets (see
+/// [`buckets`]), shared by every worker and workspace: from all of them or from none.
 ///
 /// # Errors
 /// [`crate::Error::Database`].
-pub async fn take(client: &impl GenericClient, quota: &Quota, share: f64) -> Result<Permit> {
-    let buckets = buckets(quota, share);
+pub async fn take(
+    client: &impl GenericClient,
+    quota: &Quota,
+    share: f64,
+    operations: usize,
+) -> Result<Permit> {
+    let buckets = buckets(quota, share, operations);
     let create = client.prepare_cached(CREATE_BUCKET).await?;
-    for (bucket, capacity, _) in &buckets {
+    for (bucket, capacity, _, _) in &buckets {
         client.execute(&create, &[bucket, capacity]).await?;
     }
     let names: Vec<&str> = buckets.iter().map(|b| b.0.as_str()).collect();
     let capacities: Vec<f64> = buckets.iter().map(|b| b.1).collect();
     let rates: Vec<f64> = buckets.iter().map(|b| b.2).collect();
+    let taken: Vec<f64> = buckets.iter().map(|b| b.3).collect();
     let stmt = client.prepare_cached(TAKE).await?;
     let mut wait: Option<f64> = None;
-    for row in client.query(&stmt, &[&names, &capacities, &rates]).await? {
+    for row in client
+        .query(&stmt, &[&names, &capacities, &rates, &taken])
+        .await?
+    {
         let available: f64 = row.try_get(0)?;
         let rate: f64 = row.try_get(1)?;
-        if available < 1.0 {
-            let this = (1.0 - available) / rate;
+        let taken: f64 = row.try_get(2)?;
+        if available < taken {
+            let this = (taken - available) / rate;
             wait = Some(wait.map_or(this, |w| w.max(this)));
         }
     }
@@ -225,8 +262,9 @@ mod tests {
     fn quota(per_minute: u32) -> Quota {
         Quota {
             bucket: "b".into(),
-            per_minute,
+            per_minute: Some(per_minute),
             per_day: None,
+            operations_per_day: None,
             source: "test",
         }
     }
@@ -248,16 +286,33 @@ mod tests {
             per_day: Some(100_000),
             ..quota(300)
         };
-        let names: Vec<String> = buckets(&daily, 1.0).into_iter().map(|b| b.0).collect();
+        let names: Vec<String> = buckets(&daily, 1.0, 1).into_iter().map(|b| b.0).collect();
         assert_eq!(names, ["b", "b:day"]);
-        assert_eq!(buckets(&quota(300), 1.0).len(), 1);
+        assert_eq!(buckets(&quota(300), 1.0, 1).len(), 1);
+    }
+
+    #[test]
+    fn operations_are_counted_per_conversion_and_a_request_fits_the_bucket() {
+        let explorer = Quota {
+            per_minute: None,
+            operations_per_day: Some(2_880),
+            ..quota(300)
+        };
+        // An hour's operations: 120; a request carries no more.
+        assert_eq!(max_operations(&explorer, 1.0), Some(120));
+        assert_eq!(max_operations(&quota(300), 1.0), None);
+        let buckets = buckets(&explorer, 1.0, 50);
+        assert_eq!(buckets.len(), 1);
+        assert_eq!(buckets[0].0, "b:operations");
+        assert_eq!(buckets[0].3, 50.0);
+        assert_eq!(super::buckets(&explorer, 1.0, 5_000)[0].3, 120.0);
     }
 
     #[test]
     fn no_minute_gets_more_than_the_quota() {
         for per_minute in [1, 3, 300, 5000] {
             for share in [0.01, 0.5, 1.0] {
-                let (capacity, per_second) = bucket_shape(&quota(per_minute), share);
+                let (capacity, per_second) = bucket_shape(per_minute, share);
                 let allowed = f64::from(per_minute) * share;
                 let most_in_a_minute = capacity + per_second * 60.0;
                 assert!(
@@ -266,7 +321,7 @@ mod tests {
                 );
             }
         }
-        let (capacity, per_second) = bucket_shape(&quota(300), 1.0);
+        let (capacity, per_second) = bucket_shape(300, 1.0);
         assert_eq!(capacity, 30.0);
         assert!((per_second - 4.5).abs() < 1e-9);
     }

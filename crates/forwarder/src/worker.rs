@@ -443,8 +443,16 @@ impl Forwarder {
             };
             let adapter = destination.config.adapter();
             let config = destination.config.json();
-            let batch_size = destination.config.limits().batch_size.max(1);
             let quota = adapter.quota(config, credentials.json());
+            // A quota counted in operations takes a token per conversion: no request carries
+            // more than its bucket holds.
+            let batch_size = quota
+                .as_ref()
+                .and_then(|quota| pacing::max_operations(quota, self.config.quota_share))
+                .map_or(destination.config.limits().batch_size, |most| {
+                    most.min(destination.config.limits().batch_size)
+                })
+                .max(1);
             for chunk in indexes.chunks(batch_size) {
                 let chunk = chunk.to_vec();
                 let credentials = credentials.clone();
@@ -455,7 +463,7 @@ impl Forwarder {
                     .collect();
                 calls.push(Box::pin(async move {
                     if let Some(quota) = &quota {
-                        match self.take_token(quota).await {
+                        match self.take_token(quota, chunk.len()).await {
                             Permit::Granted => {}
                             Permit::Wait(wait) => return paced(&chunk, wait),
                         }
@@ -681,12 +689,12 @@ impl Forwarder {
         }
     }
 
-    /// Takes a token of `quota` for one request; when the database cannot be reached, the call
-    /// waits a second rather than risk the quota.
-    async fn take_token(&self, quota: &platforms::delivery::Quota) -> Permit {
+    /// Takes the tokens of `quota` for one request of `operations` conversions; when the
+    /// database cannot be reached, the call waits a second rather than risk the quota.
+    async fn take_token(&self, quota: &platforms::delivery::Quota, operations: usize) -> Permit {
         let taken = async {
             let client = self.pool.get().await?;
-            pacing::take(&client, quota, self.config.quota_share).await
+            pacing::take(&client, quota, self.config.quota_share, operations).await
         };
         match taken.await {
             Ok(permit) => permit,

@@ -383,12 +383,16 @@ async fn a_spent_day_holds_sends_though_the_minute_has_room() {
     // A day of 24 requests holds one at a time (an hour's); the minute's 60 hold 6.
     let quota = forwarder::platforms::delivery::Quota {
         bucket: "project".into(),
-        per_minute: 60,
+        per_minute: Some(60),
         per_day: Some(24),
+        operations_per_day: None,
         source: "test",
     };
-    assert_eq!(take(&client, &quota, 1.0).await.unwrap(), Permit::Granted);
-    match take(&client, &quota, 1.0).await.unwrap() {
+    assert_eq!(
+        take(&client, &quota, 1.0, 1).await.unwrap(),
+        Permit::Granted
+    );
+    match take(&client, &quota, 1.0, 1).await.unwrap() {
         // The day's next token is an hour away (refilling at 90 % of 24 a day).
         Permit::Wait(wait) => assert!(wait >= Duration::from_secs(3000), "{wait:?}"),
         other => panic!("{other:?}"),
@@ -409,8 +413,83 @@ async fn a_spent_day_holds_sends_though_the_minute_has_room() {
         ..quota
     };
     assert_eq!(
-        take(&client, &minute_only, 1.0).await.unwrap(),
+        take(&client, &minute_only, 1.0, 1).await.unwrap(),
         Permit::Granted
+    );
+}
+
+#[tokio::test]
+async fn ads_api_sends_are_paced_in_operations_by_the_declared_access_level() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "ya29.ads", "expires_in": 3599, "token_type": "Bearer"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v26/customers/1234567890:uploadClickConversions"))
+        .respond_with(|request: &Request| {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+            let rows = body["conversions"].as_array().map_or(0, Vec::len);
+            ResponseTemplate::new(200).set_body_json(json!({"results": vec![json!({}); rows]}))
+        })
+        .mount(&server)
+        .await;
+    let db = test_db().await;
+    let client_pool = pool(&db, 2);
+    let client = client_pool.get().await.unwrap();
+    let ws = Uuid::now_v7();
+    forwarder::create_destination(
+        &client,
+        &cipher(),
+        ws,
+        &json!({"type": "google_ads", "name": "ads", "events": ["sale"],
+                "config": {"api": "google_ads_api", "customerId": "123-456-7890",
+                           "conversionActions": {"sale": "987654321"},
+                           "accessLevel": "explorer"},
+                "credentials": {"clientId": "client-1", "clientSecret": "client-secret-1",
+                                "refreshToken": "1//refresh-token-1"}}),
+    )
+    .await
+    .unwrap();
+    let events: Vec<_> = (0..3)
+        .map(|n| {
+            routed(
+                ws,
+                sale(&format!("inv-{n}")),
+                AttributionStatus::Matched,
+                &ALL_ROUTES,
+            )
+        })
+        .collect();
+    forwarder::enqueue(&client, &events).await.unwrap();
+    // Explorer: 2,880 operations a day; a share of 1/60 leaves a bucket of 2 (an hour's).
+    let shrunk = forwarder::ForwarderConfig {
+        quota_share: 1.0 / 60.0,
+        ..config(&server.uri(), 5)
+    };
+    let forwarder = Forwarder::new(pool(&db, 2), cipher(), shrunk);
+    let report = forwarder.dispatch_due(100).await.unwrap();
+    assert_eq!(report.claimed, 3, "{report:?}");
+    assert_eq!((report.succeeded, report.deferred), (2, 1), "{report:?}");
+    let uploads: Vec<usize> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().ends_with(":uploadClickConversions"))
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["conversions"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(
+        uploads,
+        [2],
+        "one request of the two operations the bucket holds"
     );
 }
 

@@ -178,6 +178,27 @@ async fn an_update_merges_the_config_and_is_checked_whole() {
     .await
     .unwrap();
     assert!(updated.config.get("loginCustomerId").is_none());
+    // The access level is one of Google's, and is kept as given.
+    let error = forwarder::update_destination(
+        &client,
+        &cipher(),
+        ws,
+        &created.id,
+        &json!({"config": {"accessLevel": "gold"}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(fields(error), ["config.accessLevel"]);
+    let updated = forwarder::update_destination(
+        &client,
+        &cipher(),
+        ws,
+        &created.id,
+        &json!({"config": {"accessLevel": "basic"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.config["accessLevel"], "basic");
     let error = forwarder::update_destination(
         &client,
         &cipher(),

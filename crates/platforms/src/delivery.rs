@@ -108,16 +108,19 @@ pub struct CheckReport {
     pub requests: Vec<RequestRecord>,
 }
 
-/// A published request quota that a destination's sends share.
+/// A published quota that a destination's sends share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quota {
     /// What the platform counts against, without secrets in it (`google-cloud-project:<hash>`).
     pub bucket: String,
-    /// Requests per minute the platform allows.
-    pub per_minute: u32,
+    /// Requests per minute the platform allows, where it counts them.
+    pub per_minute: Option<u32>,
     /// Requests per day the platform allows, where it counts a day too (Data Manager: 100,000
     /// ingestion requests; at the minute's pace, a day would see over four times that).
     pub per_day: Option<u32>,
+    /// Operations (conversions, whatever the requests that carry them) per day, where the
+    /// platform counts those instead (the Google Ads API, by the Cloud project's access level).
+    pub operations_per_day: Option<u32>,
     /// Where the figure comes from, for operators.
     pub source: &'static str,
 }

@@ -92,6 +92,32 @@ pub enum GoogleApi {
     GoogleAdsApi,
 }
 
+/// The Google Ads API access level of the Google Cloud project that owns the OAuth client: the
+/// operations a day it may make (reference A.0). Data Manager has a quota of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLevel {
+    /// Test accounts only.
+    Test,
+    /// 2,880 operations a day on production accounts.
+    Explorer,
+    /// 15,000 operations a day.
+    Basic,
+    /// No daily limit.
+    Standard,
+}
+
+impl AccessLevel {
+    /// The operations a day it allows, where it counts them.
+    pub fn operations_per_day(self) -> Option<u32> {
+        match self {
+            Self::Explorer => Some(2_880),
+            Self::Basic => Some(15_000),
+            Self::Test | Self::Standard => None,
+        }
+    }
+}
+
 /// `google_ads` destination config (public: returned by the API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -112,6 +138,10 @@ pub struct GoogleAdsConfig {
     /// Ask Google to validate without storing.
     #[serde(default)]
     pub validate_only: bool,
+    /// The Google Ads API access level of the OAuth client's Cloud project, when declared: sends
+    /// through that API are paced to its operations a day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_level: Option<AccessLevel>,
 }
 
 fn default_event_source() -> String {
@@ -237,19 +267,32 @@ impl Platform for Google {
     }
 
     /// Data Manager: 300 ingestion requests per minute and 100,000 per day per Google Cloud
-    /// project, which is the OAuth client's project (A.7). The Ads API's quota is daily operations by access level,
-    /// which the destination does not declare: its 429s are honoured instead.
+    /// project, which is the OAuth client's project (A.7). The Google Ads API: operations a day
+    /// by that project's access level (A.0), where the destination declares it (`accessLevel`);
+    /// otherwise its 429s are honoured (a spent day parks the destination).
     fn quota(&self, config: &GoogleAdsConfig, credentials: &GoogleCredentials) -> Option<Quota> {
-        (config.api == GoogleApi::DataManager).then(|| Quota {
-            bucket: format!(
-                "google-cloud-project:{}",
-                &hashing::sha256_hex(credentials.client_id.trim())[..16]
-            ),
-            per_minute: DATA_MANAGER_REQUESTS_PER_MINUTE,
-            per_day: Some(DATA_MANAGER_REQUESTS_PER_DAY),
-            source: "Data Manager API: 300 ingestion requests per minute and 100,000 per day per \
-                     Google Cloud project",
-        })
+        let project = &hashing::sha256_hex(credentials.client_id.trim())[..16];
+        match config.api {
+            GoogleApi::DataManager => Some(Quota {
+                bucket: format!("google-cloud-project:{project}"),
+                per_minute: Some(DATA_MANAGER_REQUESTS_PER_MINUTE),
+                per_day: Some(DATA_MANAGER_REQUESTS_PER_DAY),
+                operations_per_day: None,
+                source: "Data Manager API: 300 ingestion requests per minute and 100,000 per day \
+                         per Google Cloud project",
+            }),
+            GoogleApi::GoogleAdsApi => {
+                let operations = config.access_level?.operations_per_day()?;
+                Some(Quota {
+                    bucket: format!("google-ads-api-operations:{project}"),
+                    per_minute: None,
+                    per_day: None,
+                    operations_per_day: Some(operations),
+                    source: "Google Ads API: operations per day by the Cloud project's access \
+                             level (Explorer 2,880, Basic 15,000)",
+                })
+            }
+        }
     }
 
     fn with_refresh_token(
@@ -367,6 +410,19 @@ fn check_config(
     });
     let event_source = one_of(errors, obj, "eventSource", EVENT_SOURCES);
     let validate_only = optional_bool(errors, obj, "validateOnly");
+    let access_level = one_of(
+        errors,
+        obj,
+        "accessLevel",
+        "test, explorer, basic, standard",
+    )
+    .map(|level| match level.as_deref() {
+        Some("test") => Some(AccessLevel::Test),
+        Some("explorer") => Some(AccessLevel::Explorer),
+        Some("basic") => Some(AccessLevel::Basic),
+        Some("standard") => Some(AccessLevel::Standard),
+        _ => None,
+    });
     Some(GoogleAdsConfig {
         api: api.ok()?,
         customer_id: customer?,
@@ -374,6 +430,7 @@ fn check_config(
         conversion_actions: actions?,
         event_source: event_source.ok()?.unwrap_or_else(|| "WEB".to_owned()),
         validate_only: validate_only.ok()?.unwrap_or(false),
+        access_level: access_level.ok()?,
     })
 }
 

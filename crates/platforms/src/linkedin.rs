@@ -167,8 +167,9 @@ impl Platform for LinkedIn {
                 "linkedin-member-app:{}",
                 &hashing::sha256_hex(credentials.access_token.trim())[..16]
             ),
-            per_minute: REQUESTS_PER_MINUTE,
+            per_minute: Some(REQUESTS_PER_MINUTE),
             per_day: Some(REQUESTS_PER_DAY),
+            operations_per_day: None,
             source: "LinkedIn Conversions API: 600 requests per minute and 300,000 per day (as \
                      third parties quote them)",
         })
@@ -383,7 +384,7 @@ mod tests {
         let Some(quota) = quota else {
             panic!("LinkedIn sends are paced")
         };
-        assert_eq!(quota.per_minute, 600);
+        assert_eq!(quota.per_minute, Some(600));
         assert!(quota.bucket.starts_with("linkedin-member-app:"));
         assert!(!quota.bucket.contains("AQX-token-1"));
         let other = LinkedIn.quota(&config, &credentials("AQX-token-2"));

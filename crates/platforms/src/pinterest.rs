@@ -173,8 +173,9 @@ impl Platform for Pinterest {
     ) -> Option<crate::delivery::Quota> {
         Some(crate::delivery::Quota {
             bucket: format!("pinterest-ad-account:{}", config.ad_account_id),
-            per_minute: 5000,
+            per_minute: Some(5000),
             per_day: None,
+            operations_per_day: None,
             source: "Pinterest Conversions API: 5,000 calls per minute per ad account",
         })
     }

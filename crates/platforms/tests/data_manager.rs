@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use platforms::google::GoogleApi;
+use platforms::google::{AccessLevel, GoogleAdsConfig, GoogleApi};
 use platforms::model::Outcome;
 use platforms::RequestTarget;
 use serde_json::{json, Value};
@@ -672,11 +672,34 @@ fn data_manager_sends_are_paced_per_cloud_project() {
     let quota = google
         .quota(&google_config(GoogleApi::DataManager), &google_creds())
         .unwrap();
-    assert_eq!(quota.per_minute, 300);
+    assert_eq!(quota.per_minute, Some(300));
+    assert_eq!(quota.per_day, Some(100_000));
     assert!(quota.bucket.starts_with("google-cloud-project:"));
     assert!(!quota.bucket.contains(&google_creds().client_id));
+    // The Ads API counts operations by the project's access level, when the destination says.
     assert_eq!(
         google.quota(&google_config(GoogleApi::GoogleAdsApi), &google_creds()),
         None
     );
+    for (level, operations) in [
+        (AccessLevel::Explorer, Some(2_880)),
+        (AccessLevel::Basic, Some(15_000)),
+        (AccessLevel::Standard, None),
+        (AccessLevel::Test, None),
+    ] {
+        let config = GoogleAdsConfig {
+            access_level: Some(level),
+            ..google_config(GoogleApi::GoogleAdsApi)
+        };
+        let quota = google.quota(&config, &google_creds());
+        assert_eq!(
+            quota.as_ref().and_then(|q| q.operations_per_day),
+            operations
+        );
+        if let Some(quota) = quota {
+            assert_eq!((quota.per_minute, quota.per_day), (None, None));
+            assert!(quota.bucket.starts_with("google-ads-api-operations:"));
+            assert!(!quota.bucket.contains(&google_creds().client_id));
+        }
+    }
 }

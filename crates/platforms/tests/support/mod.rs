@@ -193,6 +193,7 @@ pub fn google_config(api: GoogleApi) -> GoogleAdsConfig {
         },
         event_source: "WEB".into(),
         validate_only: false,
+        access_level: None,
     }
 }
 
