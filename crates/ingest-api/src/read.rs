@@ -159,6 +159,10 @@ pub async fn events(
 
 /// `POST /v1/events/{id}/retract`, in the caller's transaction: the event leaves reports;
 /// destinations that can retract get a retraction, the others record `not_supported`. Idempotent.
+///
+/// It holds the workspace's attribution lock (as a worker's step does): a step that read the
+/// event before it was retracted commits its dispatches first, and this cancels them; a step
+/// after it finds the event retracted and queues none.
 pub async fn retract(
     tx: &impl GenericClient,
     workspace_id: Uuid,
@@ -166,6 +170,7 @@ pub async fn retract(
     reason: &str,
 ) -> Result<serde_json::Value, ApiError> {
     let id = ids::from_wire(ids::EVENT, id).ok_or(ApiError::NotFound)?;
+    attribution_matcher::erase::lock_graph(tx, workspace_id).await?;
     let stored = journal::retract_event(tx, workspace_id, id, reason)
         .await?
         .ok_or(ApiError::NotFound)?;

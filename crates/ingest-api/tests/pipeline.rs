@@ -805,3 +805,40 @@ async fn backfill_done(app: &TestApp, admin: &str, backfill: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A retraction holds the workspace as an attribution step does. One that arrives while a step
+/// holds it (the step may have read the event before it was retracted) waits until the step has
+/// committed, so that it finds, and cancels, the dispatches the step queued.
+#[tokio::test]
+async fn a_retraction_waits_for_the_attribution_step_that_holds_the_workspace() {
+    let app = TestApp::spawn_without_workers(common::test_db().await).await;
+    let answer: Value = app
+        .post("/v1/events", &seed_lead())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let pool = app.db.pool(2);
+    let mut client = pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let workspace_id: uuid::Uuid = tx
+        .query_one("SELECT workspace_id FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    attribution_matcher::erase::lock_graph(&tx, workspace_id)
+        .await
+        .unwrap();
+    let path = format!("/v1/events/{id}/retract");
+    let reason = json!({"reason": "refund"});
+    let retract = app.post(&path, &reason);
+    tokio::pin!(retract);
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut retract).await;
+    assert!(early.is_err(), "the retraction did not wait for the step");
+    tx.commit().await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), retract)
+        .await
+        .expect("the retraction went on once the step committed");
+    assert_eq!(res.status(), 200);
+}
