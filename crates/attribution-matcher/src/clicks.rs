@@ -7,7 +7,7 @@
 //! ([`crate::claim`] turns the queued click into re-checks of the pending events of the person
 //! who named it).
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::net::IpAddr;
 
 use deadpool_postgres::GenericClient;
@@ -130,7 +130,8 @@ pub async fn register_clicks(
         })
         .collect();
     // The first occurrence of each id in the call; later ones answer it.
-    let mut first: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+    let mut first: HashMap<&str, usize> =
+        HashMap::with_capacity_and_hasher(ids.len(), Default::default());
     let mut unique: Vec<usize> = Vec::with_capacity(ids.len());
     for (index, id) in ids.iter().enumerate() {
         if !first.contains_key(id.as_str()) {
@@ -201,7 +202,8 @@ pub async fn register_clicks(
         .copied()
         .filter(|name| !inserted.contains_key(*name))
         .collect();
-    let mut existing: HashMap<String, StoredClick> = HashMap::with_capacity(lost.len());
+    let mut existing: HashMap<String, StoredClick> =
+        HashMap::with_capacity_and_hasher(lost.len(), Default::default());
     if !lost.is_empty() {
         let select = client.prepare_cached(SELECT_CLICKS).await?;
         for row in client.query(&select, &[&workspace_id, &lost]).await? {

@@ -12,8 +12,8 @@
 //! Each decision carries a reason for people, naming what was present or missing. Whether a
 //! destination subscribes to the event's kind is the forwarder's business.
 
+use crate::HashMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use events::{ClickIds, DestinationType, RouteDecision, Touchpoint};
@@ -91,7 +91,7 @@ type Reasons = HashMap<(Stage, DestinationType, u8), (bool, String)>;
 fn reasons() -> &'static Reasons {
     static REASONS: OnceLock<Reasons> = OnceLock::new();
     REASONS.get_or_init(|| {
-        let mut table = HashMap::new();
+        let mut table = HashMap::default();
         for stage in Stage::ALL {
             for destination_type in DestinationType::ALL {
                 for present in 0..(1u8 << wanted_ids(destination_type).len()) {

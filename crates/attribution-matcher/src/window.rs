@@ -9,7 +9,7 @@
 //! event's click ids and utm itself, so that a long-lived stage reads each carried click from the
 //! journal once, not once per conversion that it touched.
 
-use std::collections::HashMap;
+use crate::HashMap;
 
 use deadpool_postgres::GenericClient;
 use events::{ClickIds, Touchpoint, Utm};
@@ -89,7 +89,7 @@ pub async fn decided_touches(
     workspace_id: Uuid,
     event_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, DecidedTouches>> {
-    let mut out = HashMap::with_capacity(event_ids.len());
+    let mut out = HashMap::with_capacity_and_hasher(event_ids.len(), Default::default());
     if event_ids.is_empty() {
         return Ok(out);
     }
@@ -195,7 +195,7 @@ pub async fn clicks_in_window(
     probes: &[WindowProbe],
     limit: i64,
 ) -> Result<HashMap<Uuid, Vec<WindowClick>>> {
-    let mut out: HashMap<Uuid, Vec<WindowClick>> = HashMap::new();
+    let mut out: HashMap<Uuid, Vec<WindowClick>> = HashMap::default();
     if probes.is_empty() {
         return Ok(out);
     }

@@ -16,7 +16,7 @@ pub mod retention;
 use attribution::match_loop;
 pub use attribution::{match_step_sized, MatchReport};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,8 +203,8 @@ pub async fn credit_step(
 
 /// The stored decisions of a report step's conversions.
 struct Decisions<'a> {
-    decided: &'a HashMap<Uuid, attribution_matcher::DecidedTouches>,
-    copies: &'a HashMap<Uuid, events::Attribution>,
+    decided: &'a attribution_matcher::HashMap<Uuid, attribution_matcher::DecidedTouches>,
+    copies: &'a attribution_matcher::HashMap<Uuid, events::Attribution>,
 }
 
 /// Shares the credit of the loaded conversions that have a decision.

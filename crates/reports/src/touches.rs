@@ -149,7 +149,7 @@ const SELECT_GROUPS: &str = "
 pub async fn resolve(
     client: &impl GenericClient,
     workspace_id: Uuid,
-    windows: HashMap<Uuid, Vec<WindowClick>>,
+    windows: attribution_matcher::HashMap<Uuid, Vec<WindowClick>>,
     own: &HashMap<Uuid, ClickGroups>,
     cache: &mut ClickCache,
 ) -> Result<HashMap<Uuid, Vec<Touch>>> {

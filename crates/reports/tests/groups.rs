@@ -60,10 +60,12 @@ async fn a_click_filed_with_its_groups_is_resolved_without_its_event() {
         source: WindowSource::Carried(Uuid::now_v7()),
         group,
     };
-    let windows = HashMap::from([(
+    let windows: attribution_matcher::HashMap<_, _> = [(
         conversion,
         vec![click(1, Some(spring.id())), click(2, None)],
-    )]);
+    )]
+    .into_iter()
+    .collect();
     let mut cache = ClickCache::new(0);
     let touches = reports::touches::resolve(&client, ws, windows, &HashMap::new(), &mut cache)
         .await
@@ -74,7 +76,10 @@ async fn a_click_filed_with_its_groups_is_resolved_without_its_event() {
     assert_eq!(*touches[0].groups, spring);
 
     // Another workspace's groups are not this one's.
-    let other = HashMap::from([(conversion, vec![click(1, Some(spring.id()))])]);
+    let other: attribution_matcher::HashMap<_, _> =
+        [(conversion, vec![click(1, Some(spring.id()))])]
+            .into_iter()
+            .collect();
     let touches =
         reports::touches::resolve(&client, Uuid::now_v7(), other, &HashMap::new(), &mut cache)
             .await

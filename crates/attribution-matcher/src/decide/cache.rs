@@ -23,7 +23,7 @@
 //! entry young), and the persons and merges the identifiers need, dropped whole when they
 //! outgrow the identifiers.
 
-use std::collections::{HashMap, HashSet};
+use crate::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use deadpool_postgres::GenericClient;
@@ -217,11 +217,11 @@ impl GraphCache {
         Self(Arc::new(Mutex::new(Copies {
             token: Uuid::now_v7(),
             capacity,
-            epochs: HashMap::new(),
-            out: HashSet::new(),
+            epochs: HashMap::default(),
+            out: HashSet::default(),
             identifiers: Generations::new(capacity),
-            persons: HashMap::new(),
-            merged: HashMap::new(),
+            persons: HashMap::default(),
+            merged: HashMap::default(),
             earliest: Generations::new(capacity / EARLIEST_SHARE),
         })))
     }

@@ -1,6 +1,6 @@
 //! A map bounded by two generations, for what a worker keeps between steps.
 
-use std::collections::HashMap;
+use crate::HashMap;
 
 /// A map bounded by two generations of `capacity` entries each: a lookup promotes an entry from
 /// the older generation, and when the newer one is full the older one is dropped.
@@ -15,8 +15,8 @@ impl<K: std::hash::Hash + Eq, V: Clone> Generations<K, V> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: HashMap::default(),
+            old: HashMap::default(),
         }
     }
 

@@ -23,8 +23,8 @@ mod split;
 pub mod step;
 mod write;
 
+use crate::{HashMap, HashSet};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::GenericClient;
 use events::{to_utc_millis, Attribution, Event, IgnoredIdentifier, RouteDecision, Touchpoint};
@@ -134,7 +134,7 @@ fn claimed_items<'e>(
     bodies: &HashMap<Uuid, (OffsetDateTime, &'e Event)>,
     graph: Option<&KnownGraph>,
 ) -> Vec<Item<'e>> {
-    let mut seen = HashSet::with_capacity(claim.event_ids.len());
+    let mut seen = HashSet::with_capacity_and_hasher(claim.event_ids.len(), Default::default());
     claim
         .event_ids
         .iter()
@@ -345,7 +345,7 @@ fn sort_items<'e>(
         Some(_) => None,
     };
     let mut gone = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     for &event_id in &claim.event_ids {
         if stored.contains_key(&event_id) || !seen.insert(event_id) {
             continue;
@@ -530,7 +530,7 @@ pub async fn get_attributions(
     workspace_id: Uuid,
     event_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Attribution>> {
-    let mut out = HashMap::with_capacity(event_ids.len());
+    let mut out = HashMap::with_capacity_and_hasher(event_ids.len(), Default::default());
     if event_ids.is_empty() {
         return Ok(out);
     }

@@ -4,7 +4,7 @@
 //! the workspace's size: a plain join may read the whole workspace and hash it, as it does while
 //! a fast-growing table has no statistics yet.
 
-use std::collections::HashMap;
+use crate::HashMap;
 
 use deadpool_postgres::GenericClient;
 use events::{Event, Touchpoint};
@@ -37,7 +37,7 @@ pub(crate) async fn existing(
     event_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, (String, Option<OffsetDateTime>)>> {
     let statement = client.prepare_cached(SELECT_EXISTING).await?;
-    let mut existing = HashMap::new();
+    let mut existing = HashMap::default();
     for row in client
         .query(&statement, &[&workspace_id, &event_ids])
         .await?
@@ -125,8 +125,8 @@ pub(crate) async fn identities_of(
     workspace_id: Uuid,
     hashes: &[&[u8]],
 ) -> Result<KnownGraph> {
-    let mut identifiers = HashMap::with_capacity(hashes.len());
-    let mut persons = HashMap::new();
+    let mut identifiers = HashMap::with_capacity_and_hasher(hashes.len(), Default::default());
+    let mut persons = HashMap::default();
     if hashes.is_empty() {
         return Ok(KnownGraph::default());
     }
@@ -196,7 +196,7 @@ pub(crate) async fn named_clicks(
         .collect();
     names.sort_unstable();
     names.dedup();
-    let mut clicks = HashMap::with_capacity(names.len());
+    let mut clicks = HashMap::with_capacity_and_hasher(names.len(), Default::default());
     if names.is_empty() {
         return Ok(clicks);
     }
@@ -293,7 +293,7 @@ pub(crate) async fn probes(
     cache: &mut super::CarriedClicks,
     earliest: &HashMap<Uuid, Earliest>,
 ) -> Result<(HashMap<Probe, Probed>, Vec<(Uuid, Earliest)>)> {
-    let mut answers = HashMap::with_capacity(wanted.len());
+    let mut answers = HashMap::with_capacity_and_hasher(wanted.len(), Default::default());
     let mut asked: Vec<Probe> = Vec::with_capacity(wanted.len());
     for probe in wanted {
         let known = earliest.get(&probe.person).filter(|_| !probe.last);
@@ -373,7 +373,7 @@ async fn carried_clicks(
     bodies: &HashMap<Uuid, &Event>,
     cache: &mut super::CarriedClicks,
 ) -> Result<HashMap<Uuid, Touchpoint>> {
-    let mut carried = HashMap::new();
+    let mut carried = HashMap::default();
     let mut missing: Vec<Uuid> = Vec::new();
     for r in refs {
         if let Source::Event(id) = r.source {
@@ -457,7 +457,7 @@ pub(crate) async fn touches(
     workspace_id: Uuid,
     owners: &[[u8; 32]],
 ) -> Result<HashMap<[u8; 32], Touchpoint>> {
-    let mut out = HashMap::with_capacity(owners.len());
+    let mut out = HashMap::with_capacity_and_hasher(owners.len(), Default::default());
     let mut wanted: Vec<&[u8]> = owners.iter().map(|owner| &owner[..]).collect();
     wanted.sort_unstable();
     wanted.dedup();
@@ -475,7 +475,7 @@ pub(crate) async fn touches(
         client,
         workspace_id,
         &borrowed,
-        &HashMap::new(),
+        &HashMap::default(),
         &mut uncached,
     )
     .await?;

@@ -10,7 +10,7 @@
 //! Events of one part keep their claim order; parts are independent, so the order in which two
 //! parts' decisions are made cannot change either's.
 
-use std::collections::HashMap;
+use crate::HashMap;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -113,7 +113,7 @@ pub fn split(
     }
 
     // Components by size, largest first, each to the part holding the fewest events so far.
-    let mut sizes: HashMap<usize, usize> = HashMap::new();
+    let mut sizes: HashMap<usize, usize> = HashMap::default();
     let roots: Vec<(Uuid, Option<usize>)> = firsts
         .into_iter()
         .map(|(event_id, first)| (event_id, first.map(|node| components.find(node))))
@@ -128,7 +128,8 @@ pub fn split(
     let loose = roots.iter().filter(|(_, root)| root.is_none()).count();
     let mut loads: Vec<usize> = vec![0; parts];
     loads[0] = loose;
-    let mut part_of: HashMap<usize, usize> = HashMap::with_capacity(by_size.len());
+    let mut part_of: HashMap<usize, usize> =
+        HashMap::with_capacity_and_hasher(by_size.len(), Default::default());
     for (root, size) in by_size {
         let part = (0..parts)
             .min_by_key(|&part| (loads[part], part))
@@ -159,7 +160,7 @@ pub fn split(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::HashSet;
+    use crate::HashSet;
 
     use proptest::prelude::*;
     use serde_json::json;
@@ -305,7 +306,7 @@ mod tests {
             let ids: Vec<Uuid> = events.iter().map(|e| e.0).collect();
             let out = split(&claim(&ids), &events, &known, parts);
             prop_assert!(out.len() <= parts.max(1));
-            let mut seen: HashSet<Uuid> = HashSet::new();
+            let mut seen: HashSet<Uuid> = HashSet::default();
             for part in &out {
                 for id in &part.event_ids {
                     prop_assert!(seen.insert(*id));

@@ -11,7 +11,7 @@
 //! The step runs twice: first without probe answers, to learn which probes it needs (the graph's
 //! shape does not depend on clicks), then with them. Both runs make the same graph.
 
-use std::collections::{HashMap, HashSet};
+use crate::{HashMap, HashSet};
 
 use events::{
     to_utc_millis, Attribution, AttributionStatus, Event, EventKind, IgnoredIdentifier, MatchedBy,
@@ -223,10 +223,10 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
     step.decided.reserve(items.len());
     let mut guard = Guard::default();
     // Owners of clicks filed by this step.
-    let mut filed: HashSet<[u8; 32]> = HashSet::new();
+    let mut filed: HashSet<[u8; 32]> = HashSet::default();
     let mut new_identities: Vec<(Identifier, usize)> = Vec::new();
-    let mut touched: HashMap<[u8; 32], Filed> = HashMap::new();
-    let mut seen_new: HashSet<[u8; 32]> = HashSet::new();
+    let mut touched: HashMap<[u8; 32], Filed> = HashMap::default();
+    let mut seen_new: HashSet<[u8; 32]> = HashSet::default();
     let mut records: Vec<(Record, Option<usize>)> = Vec::with_capacity(items.len());
 
     // The first run only collects the probes: nothing it would decide is kept.
@@ -1026,9 +1026,9 @@ mod tests {
         ) {
             let person = Uuid::now_v7();
             let customer = identifier_hash(IdentifierKind::CustomerExternalId, "c");
-            let identifiers = HashMap::from([(customer, KnownIdentifier { person, too_common: false, has_touch: false })]);
-            let persons = HashMap::from([(person, KnownPerson::default())]);
-            let named = HashMap::new();
+            let identifiers: HashMap<_, _> = [(customer, KnownIdentifier { person, too_common: false, has_touch: false })].into_iter().collect();
+            let persons: HashMap<_, _> = [(person, KnownPerson::default())].into_iter().collect();
+            let named = HashMap::default();
             let history: Vec<Touch> = history.iter().enumerate().map(|(i, &m)| stored_touch(i, m)).collect();
             let bodies: Vec<Event> = arrivals
                 .iter()

@@ -4,7 +4,7 @@
 //! The statements are pipelined: all are sent at once, in the order they must apply (a re-check
 //! must see the merges and decisions before it), and executed by the server one after the other.
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
