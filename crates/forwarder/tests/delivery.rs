@@ -152,6 +152,20 @@ fn status_of(state: &str, errors: Value) -> Value {
         "errorInfo": {"errorCounts": errors}}]})
 }
 
+/// Matched sales `inv-<n>` of `ws` for each `n`, routed everywhere.
+fn matched_sales(ws: Uuid, numbers: impl Iterator<Item = usize>) -> Vec<events::RoutedEvent> {
+    numbers
+        .map(|n| {
+            routed(
+                ws,
+                sale(&format!("inv-{n}")),
+                AttributionStatus::Matched,
+                &ALL_ROUTES,
+            )
+        })
+        .collect()
+}
+
 async fn requests_to(server: &MockServer, route: &str) -> Vec<Request> {
     let all = server.received_requests().await.unwrap();
     for request in all
@@ -222,16 +236,7 @@ async fn data_manager_uploads_stay_pending_until_one_status_call_per_request_set
         true,
     )
     .await;
-    let events: Vec<_> = (1..=3)
-        .map(|n| {
-            routed(
-                ws,
-                sale(&format!("inv-{n}")),
-                AttributionStatus::Matched,
-                &ALL_ROUTES,
-            )
-        })
-        .collect();
+    let events = matched_sales(ws, 1..=3);
     forwarder::enqueue(&client, &events).await.unwrap();
     let worker = Forwarder::new(pool.clone(), cipher(), config(&server.uri(), 5));
 
@@ -453,16 +458,7 @@ async fn ads_api_sends_are_paced_in_operations_by_the_declared_access_level() {
     )
     .await
     .unwrap();
-    let events: Vec<_> = (0..3)
-        .map(|n| {
-            routed(
-                ws,
-                sale(&format!("inv-{n}")),
-                AttributionStatus::Matched,
-                &ALL_ROUTES,
-            )
-        })
-        .collect();
+    let events = matched_sales(ws, 0..3);
     forwarder::enqueue(&client, &events).await.unwrap();
     // Explorer: 2,880 operations a day; a share of 1/60 leaves a bucket of 2 (an hour's).
     let shrunk = forwarder::ForwarderConfig {
@@ -504,16 +500,7 @@ async fn data_manager_sends_wait_for_the_shared_quota_without_spending_attempts(
     // Two destinations on one OAuth client: one Google Cloud project, one quota.
     google(&client, ws, "data_manager").await;
     google(&client, ws, "data_manager").await;
-    let events: Vec<_> = (1..=2)
-        .map(|n| {
-            routed(
-                ws,
-                sale(&format!("inv-{n}")),
-                AttributionStatus::Matched,
-                &ALL_ROUTES,
-            )
-        })
-        .collect();
+    let events = matched_sales(ws, 1..=2);
     forwarder::enqueue(&client, &events).await.unwrap();
     // 1 % of 300 requests a minute: a bucket of one token, refilled every ~22 s.
     let shrunk = |base: &str| forwarder::ForwarderConfig {
@@ -584,16 +571,7 @@ async fn resource_exhausted_for_hours_parks_the_destination_without_spending_att
     let client = pool.get().await.unwrap();
     let ws = Uuid::now_v7();
     let ads = google(&client, ws, "data_manager").await;
-    let events: Vec<_> = (1..=3)
-        .map(|n| {
-            routed(
-                ws,
-                sale(&format!("inv-{n}")),
-                AttributionStatus::Matched,
-                &ALL_ROUTES,
-            )
-        })
-        .collect();
+    let events = matched_sales(ws, 1..=3);
     forwarder::enqueue(&client, &events).await.unwrap();
     let worker = Forwarder::new(pool.clone(), cipher(), config(&server.uri(), 2));
 
