@@ -842,3 +842,59 @@ async fn a_retraction_waits_for_the_attribution_step_that_holds_the_workspace() 
         .expect("the retraction went on once the step committed");
     assert_eq!(res.status(), 200);
 }
+
+/// A sale restated before the matcher decided it: its conversion goes out at the new value, and
+/// no restatement follows it (there was nothing sent to adjust).
+#[tokio::test]
+async fn a_sale_restated_before_it_is_decided_is_sent_at_its_new_value() {
+    let app = TestApp::spawn_without_workers(common::test_db().await).await;
+    let admin = create_key(&app.db, "acme", &[Scope::Admin]).await;
+    let hook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
+                      "config": {"url": "http://127.0.0.1:9/hook"},
+                      "credentials": {"secret": "whsec_0123456789abcdef"}});
+    assert_eq!(
+        app.post_as(&admin, "/v1/destinations", &hook)
+            .await
+            .status(),
+        201
+    );
+    let mut sale = seed_sale();
+    sale["amount"] = json!(100);
+    let answer: Value = app.post("/v1/events", &sale).await.json().await.unwrap();
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let res = app
+        .post(
+            &format!("/v1/events/{id}/restate"),
+            &json!({"amount": 70, "reason": "partial refund"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+
+    let pool = app.db.pool(4);
+    let report = pipeline::match_step_sized(
+        &pool,
+        &attribution_matcher::MatchSettings::default(),
+        100,
+        &mut attribution_matcher::CarriedClicks::default(),
+        &attribution_matcher::GraphCache::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.dispatches, 1);
+    let event_id: uuid::Uuid = id.trim_start_matches("evt_").parse().unwrap();
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT d.kind, p.payload FROM dispatches d
+             JOIN dispatch_payloads p ON p.workspace_id = d.workspace_id AND p.dispatch_id = d.id
+             WHERE d.event_id = $1",
+            &[&event_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the conversion, and no restatement");
+    let (kind, payload): (String, Value) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!(kind, "conversion");
+    assert_eq!(payload["event"]["amount"], 70, "{payload}");
+    assert_eq!(payload["event"]["currency"], "USD");
+}

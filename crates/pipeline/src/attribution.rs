@@ -487,6 +487,21 @@ impl Step {
                 routes: d.routes,
             });
         }
+        // A value restated before its conversion was decided: the conversion carries the latest.
+        // (A restatement holds the workspace as this step does, so one made while it runs comes
+        // after it, and finds the conversions it queued.)
+        if !routed.is_empty() {
+            let ids: Vec<Uuid> = routed.iter().map(|r| r.event_id).collect();
+            let restated = forwarder::current_values(tx, claim.workspace_id, &ids).await?;
+            for routed in &mut routed {
+                if let Some(money) = restated
+                    .get(&routed.event_id)
+                    .and_then(|(amount, currency)| restated_money(*amount, currency))
+                {
+                    routed.event.value = Some(money);
+                }
+            }
+        }
         reports::queue::queue(tx, claim.workspace_id, &conversions).await?;
         let dispatches = forwarder::enqueue_with_catalog(tx, &routed, &rules).await?;
         let recorded = Recorded {
@@ -496,6 +511,12 @@ impl Step {
         };
         Ok((recorded, changes))
     }
+}
+
+/// A restated value as money (a stored restatement always is one: it was checked when made).
+fn restated_money(amount: rust_decimal::Decimal, currency: &str) -> Option<events::Money> {
+    let currency = events::Currency::parse(currency).ok()?;
+    events::Money::new(amount, currency).ok()
 }
 
 /// Whether a step of at most `limit` events found a backlog: it decided at least half of what it

@@ -40,6 +40,8 @@ pub async fn restate(
 
 /// Reads the event (404 for an unknown id or another workspace's, 409 once retracted) and
 /// applies the restatement in the request's transaction, to the dispatches and to the reports.
+/// It holds the workspace's attribution lock: a conversion decided after it carries the new
+/// value, one decided before it gets the restatement.
 async fn apply(
     tx: &impl GenericClient,
     workspace_id: Uuid,
@@ -47,6 +49,9 @@ async fn apply(
     new: &forwarder::NewValue,
 ) -> Result<forwarder::RestateReport, ApiError> {
     let event_id = ids::from_wire(ids::EVENT, id).ok_or(ApiError::NotFound)?;
+    // As a retraction does: an attribution step that is queueing this conversion commits first,
+    // and the restatement then finds (and updates) what it queued.
+    attribution_matcher::erase::lock_graph(tx, workspace_id).await?;
     let stored = journal::get_event(tx, workspace_id, event_id)
         .await?
         .ok_or(ApiError::NotFound)?;
