@@ -151,15 +151,8 @@ async fn a_pending_sale_goes_to_webhooks_now_and_to_google_when_its_click_arrive
             .status(),
         201
     );
-    let webhook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
-                         "config": {"url": format!("{}/hook", server.uri())},
-                         "credentials": {"secret": "whsec_0123456789abcdef"}});
-    assert_eq!(
-        app.post_as(&admin, "/v1/destinations", &webhook)
-            .await
-            .status(),
-        201
-    );
+    app.add_webhook(&admin, &format!("{}/hook", server.uri()), &["sale"])
+        .await;
 
     let sale = json!({"event": "sale", "clickId": "late-click", "customerExternalId": "u-late",
                       "currency": "EUR", "amount": 49.5, "invoiceId": "inv-late", "mode": "wait"});
@@ -202,15 +195,8 @@ async fn operators_see_a_failed_dispatch_with_its_attempts_and_retry_it() {
         .mount(&server)
         .await;
     let (app, admin) = app_with_platforms(&server).await;
-    let webhook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
-                         "config": {"url": format!("{}/hook", server.uri())},
-                         "credentials": {"secret": "whsec_0123456789abcdef"}});
-    assert_eq!(
-        app.post_as(&admin, "/v1/destinations", &webhook)
-            .await
-            .status(),
-        201
-    );
+    app.add_webhook(&admin, &format!("{}/hook", server.uri()), &["sale"])
+        .await;
     let answer: Value = app
         .post("/v1/events", &seed_sale())
         .await
@@ -849,15 +835,8 @@ async fn a_retraction_waits_for_the_attribution_step_that_holds_the_workspace() 
 async fn a_sale_restated_before_it_is_decided_is_sent_at_its_new_value() {
     let app = TestApp::spawn_without_workers(common::test_db().await).await;
     let admin = create_key(&app.db, "acme", &[Scope::Admin]).await;
-    let hook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
-                      "config": {"url": "http://127.0.0.1:9/hook"},
-                      "credentials": {"secret": "whsec_0123456789abcdef"}});
-    assert_eq!(
-        app.post_as(&admin, "/v1/destinations", &hook)
-            .await
-            .status(),
-        201
-    );
+    app.add_webhook(&admin, "http://127.0.0.1:9/hook", &["sale"])
+        .await;
     let mut sale = seed_sale();
     sale["amount"] = json!(100);
     let answer: Value = app.post("/v1/events", &sale).await.json().await.unwrap();

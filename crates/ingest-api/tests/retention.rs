@@ -44,15 +44,8 @@ async fn setup() -> Setup {
     })
     .await;
     let admin = create_key(&app.db, "acme", &[Scope::Admin, Scope::Read, Scope::Ingest]).await;
-    let hook = json!({"type": "webhook", "name": "CRM", "events": ["lead", "sale"],
-                      "config": {"url": format!("{uri}/hook")},
-                      "credentials": {"secret": "whsec_0123456789abcdef"}});
-    assert_eq!(
-        app.post_as(&admin, "/v1/destinations", &hook)
-            .await
-            .status(),
-        201
-    );
+    app.add_webhook(&admin, &format!("{uri}/hook"), &["lead", "sale"])
+        .await;
     let pool = ingest_api::db::pool(&app.db.url, 2, Duration::from_secs(5)).unwrap();
     Setup {
         app,

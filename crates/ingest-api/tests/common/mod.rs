@@ -159,6 +159,21 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Adds a webhook destination named `CRM` for `events`, sending to `url`, with `key` (admin
+    /// scope); checks that it was created.
+    pub async fn add_webhook(&self, key: &str, url: &str, events: &[&str]) {
+        let hook = serde_json::json!({"type": "webhook", "name": "CRM", "events": events,
+                                      "config": {"url": url},
+                                      "credentials": {"secret": "whsec_0123456789abcdef"}});
+        let res = self.post_as(key, "/v1/destinations", &hook).await;
+        assert_eq!(
+            res.status(),
+            201,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+
     /// Counts the rows of a table in the test's database.
     pub async fn count(&self, table: &str) -> i64 {
         let client = self.db.client().await;
