@@ -679,6 +679,15 @@ async fn a_backfill_sends_a_new_destination_its_history_once_behind_live_traffic
     for id in &ids {
         event_until(&app, id, |e| !e["attribution"].is_null()).await;
     }
+    // One sale was partly refunded before the destination existed: it is backfilled at its
+    // latest value.
+    let res = app
+        .post(
+            &format!("/v1/events/{}/restate", ids[0]),
+            &json!({"amount": 150, "reason": "partial refund"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
     let hook = json!({"type": "webhook", "name": "CRM", "events": ["sale"],
                       "config": {"url": format!("{}/hook", server.uri())},
                       "credentials": {"secret": "whsec_backfill_0123456789abcdef"}});
@@ -734,6 +743,28 @@ async fn a_backfill_sends_a_new_destination_its_history_once_behind_live_traffic
         })
         .await;
     }
+    let client = app.db.client().await;
+    let amounts: Vec<(String, f64)> = client
+        .query(
+            "SELECT p.payload #>> '{event,invoiceId}', (p.payload #>> '{event,amount}')::float8
+             FROM dispatch_payloads p JOIN dispatches d
+               ON d.workspace_id = p.workspace_id AND d.id = p.dispatch_id
+             WHERE d.destination_type = 'webhook' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        amounts,
+        [
+            ("inv-backfill-0".to_owned(), 150.0),
+            ("inv-backfill-1".to_owned(), 199.0),
+            ("inv-backfill-2".to_owned(), 199.0)
+        ]
+    );
 
     // Again: nothing twice.
     assert_eq!(

@@ -496,7 +496,7 @@ impl Step {
             for routed in &mut routed {
                 if let Some(money) = restated
                     .get(&routed.event_id)
-                    .and_then(|(amount, currency)| restated_money(*amount, currency))
+                    .and_then(|(amount, currency)| crate::restated_money(*amount, currency))
                 {
                     routed.event.value = Some(money);
                 }
@@ -511,12 +511,6 @@ impl Step {
         };
         Ok((recorded, changes))
     }
-}
-
-/// A restated value as money (a stored restatement always is one: it was checked when made).
-fn restated_money(amount: rust_decimal::Decimal, currency: &str) -> Option<events::Money> {
-    let currency = events::Currency::parse(currency).ok()?;
-    events::Money::new(amount, currency).ok()
 }
 
 /// Whether a step of at most `limit` events found a backlog: it decided at least half of what it

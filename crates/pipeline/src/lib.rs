@@ -349,6 +349,9 @@ pub async fn backfill_step(
     names.dedup();
     let definitions = catalog::definitions_for(&client, job.workspace_id, &names).await?;
     let lead_values = catalog::lead_values(&client, job.workspace_id, &live).await?;
+    // A restated conversion goes out at its latest value, as a live one decided after the
+    // restatement does.
+    let restated = forwarder::current_values(&client, job.workspace_id, &live).await?;
     let mut routed = Vec::with_capacity(loaded.len());
     for stored in loaded {
         let Ok(mut event) = stored.event else {
@@ -366,6 +369,12 @@ pub async fn backfill_step(
             if let Some(applied) = lead_values.get(&stored.id) {
                 event.value = Some(applied.money);
             }
+        }
+        if let Some(money) = restated
+            .get(&stored.id)
+            .and_then(|(amount, currency)| restated_money(*amount, currency))
+        {
+            event.value = Some(money);
         }
         let decision =
             attribution_matcher::get_decision(&client, job.workspace_id, stored.id, Some(&event))
@@ -394,6 +403,15 @@ pub async fn backfill_step(
     .await?;
     tx.commit().await?;
     Ok(Some(recorded))
+}
+
+/// A restated value as money (a stored restatement always is one: it was checked when made).
+pub(crate) fn restated_money(
+    amount: rust_decimal::Decimal,
+    currency: &str,
+) -> Option<events::Money> {
+    let currency = events::Currency::parse(currency).ok()?;
+    events::Money::new(amount, currency).ok()
 }
 
 /// Runs backfill steps until `stop`: busy while a backfill has pages left, else idle a second.
