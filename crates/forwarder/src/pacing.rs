@@ -9,8 +9,9 @@
 //! of a minute's quota, so that no minute ever sees more than the quota (a burst plus the
 //! refill). A platform that also counts a day (Data Manager: 100,000 requests) gets a second
 //! bucket, `<quota>:day`, holding an hour's requests and refilling at 90 % of the day's: a send
-//! takes a token from both or waits for the later one. `share` (operator setting `CONVRELAY_QUOTA_SHARE`) is the part of each quota this
-//! service may use: less when other tools send through the same Cloud project; tests shrink it.
+//! takes a token from both or waits for the later one. `share` (operator setting
+//! `CONVRELAY_QUOTA_SHARE`) is the part of each quota this service may use: less when other
+//! tools send through the same Cloud project; tests shrink it.
 //!
 //! A park (Google `RESOURCE_EXHAUSTED` with a long `retryDelay`, a 429 with a long
 //! `Retry-After`) keeps the destination's dispatches from being claimed until it ends; the
@@ -91,9 +92,10 @@ fn buckets(quota: &Quota, share: f64, operations: usize) -> Vec<(String, f64, f6
     buckets
 }
 
-const CREATE_BUCKET: &str = "
+/// The buckets, full, where they do not exist yet.
+const CREATE_BUCKETS: &str = "
     INSERT INTO quota_buckets (bucket, tokens, updated_at)
-    VALUES ($1, $2, now())
+    SELECT b.bucket, b.capacity, now() FROM unnest($1::text[], $2::float8[]) AS b(bucket, capacity)
     ON CONFLICT (bucket) DO NOTHING";
 
 /// Refill each bucket, then take its tokens from every one if each has them all, else from none:
@@ -134,14 +136,12 @@ pub async fn take(
     operations: usize,
 ) -> Result<Permit> {
     let buckets = buckets(quota, share, operations);
-    let create = client.prepare_cached(CREATE_BUCKET).await?;
-    for (bucket, capacity, _, _) in &buckets {
-        client.execute(&create, &[bucket, capacity]).await?;
-    }
     let names: Vec<&str> = buckets.iter().map(|b| b.0.as_str()).collect();
     let capacities: Vec<f64> = buckets.iter().map(|b| b.1).collect();
     let rates: Vec<f64> = buckets.iter().map(|b| b.2).collect();
     let taken: Vec<f64> = buckets.iter().map(|b| b.3).collect();
+    let create = client.prepare_cached(CREATE_BUCKETS).await?;
+    client.execute(&create, &[&names, &capacities]).await?;
     let stmt = client.prepare_cached(TAKE).await?;
     let mut wait: Option<f64> = None;
     for row in client

@@ -9,7 +9,6 @@
 
 use deadpool_postgres::GenericClient;
 use journal::retention::MonthlyTable;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Result;
@@ -82,18 +81,12 @@ pub async fn forget_dispatches(
 ) -> Result<i64> {
     let stmt = client.prepare_cached(FORGET).await?;
     Ok(client
-        .query_one(&stmt, &[&workspace_id, &before, &time_of(before)])
+        .query_one(
+            &stmt,
+            &[&workspace_id, &before, &journal::retention::time_of(before)],
+        )
         .await?
         .try_get(0)?)
-}
-
-/// The millisecond a time-ordered id begins with.
-fn time_of(id: Uuid) -> OffsetDateTime {
-    let mut millis = [0u8; 8];
-    millis[2..].copy_from_slice(&id.as_bytes()[..6]);
-    let millis = i128::from(u64::from_be_bytes(millis));
-    OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// The forwarder's stored counts of one workspace.
@@ -117,17 +110,4 @@ pub async fn usage(client: &impl GenericClient, workspace_id: Uuid) -> Result<Di
         dispatches: row.try_get(0)?,
         attempts: row.try_get(1)?,
     })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn a_bound_reads_back_as_its_time() {
-        let at = datetime!(2026-12-01 00:00:00 UTC);
-        assert_eq!(time_of(journal::retention::time_bound(at)), at);
-    }
 }

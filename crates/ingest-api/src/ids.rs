@@ -29,15 +29,7 @@ pub fn new_event_id() -> (Uuid, OffsetDateTime) {
 
 /// The time a UUIDv7 was made, to the millisecond.
 pub fn created_at(id: Uuid) -> OffsetDateTime {
-    let millis = id
-        .get_timestamp()
-        .map(|ts| {
-            let (secs, nanos) = ts.to_unix();
-            i128::from(secs) * 1000 + i128::from(nanos / 1_000_000)
-        })
-        .unwrap_or(0);
-    OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    journal::retention::time_of(id)
 }
 
 #[cfg(test)]

@@ -48,6 +48,16 @@ pub fn time_bound(at: OffsetDateTime) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
+/// The millisecond a time-ordered id begins with (its first 48 bits): the time of a UUIDv7, or
+/// of a [`time_bound`], which it reads back.
+pub fn time_of(id: Uuid) -> OffsetDateTime {
+    let mut millis = [0u8; 8];
+    millis[2..].copy_from_slice(&id.as_bytes()[..6]);
+    let millis = i128::from(u64::from_be_bytes(millis));
+    OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
 /// The first instant of the month of `at` (UTC).
 pub fn month_start(at: OffsetDateTime) -> OffsetDateTime {
     let at = at.to_offset(time::UtcOffset::UTC);
@@ -347,6 +357,12 @@ mod tests {
         assert!(bound <= same, "{bound} {same}");
         assert!(before < bound, "{before} {bound}");
         assert_eq!(bound.to_string(), "01a22ee6-b000-0000-0000-000000000000");
+    }
+
+    #[test]
+    fn a_bound_reads_back_as_its_time() {
+        let at = datetime!(2026-12-01 00:00:00 UTC);
+        assert_eq!(time_of(time_bound(at)), at);
     }
 
     #[test]

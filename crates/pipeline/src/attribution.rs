@@ -492,13 +492,10 @@ impl Step {
         // after it, and finds the conversions it queued.)
         if !routed.is_empty() {
             let ids: Vec<Uuid> = routed.iter().map(|r| r.event_id).collect();
-            let restated = forwarder::current_values(tx, claim.workspace_id, &ids).await?;
+            let restated = crate::restated_values(tx, claim.workspace_id, &ids).await?;
             for routed in &mut routed {
-                if let Some(money) = restated
-                    .get(&routed.event_id)
-                    .and_then(|(amount, currency)| crate::restated_money(*amount, currency))
-                {
-                    routed.event.value = Some(money);
+                if let Some(money) = restated.get(&routed.event_id) {
+                    routed.event.value = Some(*money);
                 }
             }
         }

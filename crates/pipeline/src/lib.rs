@@ -16,7 +16,7 @@ pub mod retention;
 use attribution::match_loop;
 pub use attribution::{match_step_sized, MatchReport};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -351,7 +351,7 @@ pub async fn backfill_step(
     let lead_values = catalog::lead_values(&client, job.workspace_id, &live).await?;
     // A restated conversion goes out at its latest value, as a live one decided after the
     // restatement does.
-    let restated = forwarder::current_values(&client, job.workspace_id, &live).await?;
+    let restated = restated_values(&client, job.workspace_id, &live).await?;
     let mut routed = Vec::with_capacity(loaded.len());
     for stored in loaded {
         let Ok(mut event) = stored.event else {
@@ -370,11 +370,8 @@ pub async fn backfill_step(
                 event.value = Some(applied.money);
             }
         }
-        if let Some(money) = restated
-            .get(&stored.id)
-            .and_then(|(amount, currency)| restated_money(*amount, currency))
-        {
-            event.value = Some(money);
+        if let Some(money) = restated.get(&stored.id) {
+            event.value = Some(*money);
         }
         let decision =
             attribution_matcher::get_decision(&client, job.workspace_id, stored.id, Some(&event))
@@ -405,13 +402,22 @@ pub async fn backfill_step(
     Ok(Some(recorded))
 }
 
-/// A restated value as money (a stored restatement always is one: it was checked when made).
-pub(crate) fn restated_money(
-    amount: rust_decimal::Decimal,
-    currency: &str,
-) -> Option<events::Money> {
-    let currency = events::Currency::parse(currency).ok()?;
-    events::Money::new(amount, currency).ok()
+/// The latest restated value of each of `event_ids` that was restated: what its conversion
+/// carries when it is sent (a stored restatement is always valid money: it was checked when
+/// made).
+pub(crate) async fn restated_values(
+    client: &impl deadpool_postgres::GenericClient,
+    workspace_id: Uuid,
+    event_ids: &[Uuid],
+) -> Result<HashMap<Uuid, events::Money>, Error> {
+    let current = forwarder::current_values(client, workspace_id, event_ids).await?;
+    Ok(current
+        .into_iter()
+        .filter_map(|(id, (amount, currency))| {
+            let currency = events::Currency::parse(&currency).ok()?;
+            Some((id, events::Money::new(amount, currency).ok()?))
+        })
+        .collect())
 }
 
 /// Runs backfill steps until `stop`: busy while a backfill has pages left, else idle a second.
