@@ -4,6 +4,10 @@
 //! request that fails before commit leaves no key behind and the sender's retry goes through.
 //! While a first request is in flight its key is held by a transaction-scoped advisory lock;
 //! a second request that cannot take the lock is told 409.
+//!
+//! Kept answers are partitioned by the day (UTC) they expire, `idempotency_keys_pYYYYMMDD`: the
+//! API's upkeep ([`keep_days`]) creates the days ahead and drops those past, so that a day of
+//! answers goes whole whatever it holds. An expired answer is ignored until its day goes.
 
 use deadpool_postgres::GenericClient;
 use sha2::{Digest, Sha256};
@@ -99,19 +103,34 @@ const FIND: &str = "
     JOIN idempotency_keys i ON i.workspace_id = q.ws AND i.key = q.key
     WHERE i.expires_at > now()";
 
+/// A plain insert: the caller holds each key's lock and found no live answer for it. An expired
+/// answer of the same key may still be kept (until its day's partition goes), with another
+/// expiry: the primary key holds the expiry, as a partitioned table's must.
 const STORE: &str = "
     INSERT INTO idempotency_keys
         (workspace_id, key, request_hash, response_status, response_body, expires_at)
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[], $6::timestamptz[])
-    ON CONFLICT (workspace_id, key) DO UPDATE
-        SET request_hash = excluded.request_hash, response_status = excluded.response_status,
-            response_body = excluded.response_body, created_at = now(),
-            expires_at = excluded.expires_at
-        WHERE idempotency_keys.expires_at <= now()";
+    ON CONFLICT DO NOTHING";
 
-const PURGE: &str = "
-    DELETE FROM idempotency_keys WHERE ctid IN (
-        SELECT ctid FROM idempotency_keys WHERE expires_at <= now() LIMIT $1)";
+/// The day partitions of `idempotency_keys`: name and upper bound.
+const DAYS: &str = "
+    SELECT c.relname::text,
+           (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'idempotency_keys'::regclass
+      AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'";
+
+/// Answers that waited in the default partition because their day was not there yet: few, and
+/// only after the upkeep could not run.
+const PURGE_DEFAULT: &str = "DELETE FROM idempotency_keys_default WHERE expires_at <= $1";
+
+/// How long partition DDL waits for its locks before it gives up until the next round, so that
+/// it never holds up a request behind a long query.
+const LOCK_TIMEOUT: &str = "2s";
+
+/// The advisory lock under which a day partition is made.
+const DAYS_LOCK: i64 = 7_477_002;
 
 /// Takes each key's advisory lock for the rest of the caller's transaction, in input order;
 /// answers per key whether it was taken (`false`: another transaction holds it, i.e. in flight).
@@ -227,8 +246,8 @@ pub struct NewResponse<'a> {
     pub body: &'a [u8],
 }
 
-/// Keeps answers until `expires_at`, in the caller's transaction. An expired record of the same
-/// key is replaced; a live one is left alone (the caller holds the key's lock, so there is none).
+/// Keeps answers until `expires_at`, in the caller's transaction (which holds each key's lock,
+/// and found no live answer for it).
 pub async fn store_responses(
     client: &impl GenericClient,
     responses: &[NewResponse<'_>],
@@ -253,10 +272,112 @@ pub async fn store_responses(
     Ok(())
 }
 
-/// Deletes up to `limit` expired records; answers how many went.
-pub async fn purge_expired(client: &impl GenericClient, limit: i64) -> Result<u64> {
-    let stmt = client.prepare_cached(PURGE).await?;
-    Ok(client.execute(&stmt, &[&limit]).await?)
+/// What one round of [`keep_days`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DaysKept {
+    /// Day partitions created.
+    pub created: Vec<String>,
+    /// Day partitions dropped, every answer in them expired.
+    pub dropped: Vec<String>,
+    /// Expired answers deleted from the default partition.
+    pub purged: u64,
+}
+
+/// The partition of the day (UTC) `at` falls in: its name and bounds.
+fn day_of(at: OffsetDateTime) -> (String, OffsetDateTime, OffsetDateTime) {
+    let date = at.to_offset(time::UtcOffset::UTC).date();
+    let start = date.midnight().assume_utc();
+    let name = format!(
+        "idempotency_keys_p{:04}{:02}{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    );
+    (name, start, start + time::Duration::DAY)
+}
+
+/// The upkeep of kept answers, as of `now`: creates the day partitions from today to the day an
+/// answer kept now for `ttl` expires, and one more (each in a transaction of its own; answers of
+/// its day that waited in the default partition move into it); drops the partitions whose day is
+/// past, every answer in them expired; deletes the expired answers of the default partition.
+pub async fn keep_days(
+    client: &mut tokio_postgres::Client,
+    now: OffsetDateTime,
+    ttl: std::time::Duration,
+) -> Result<DaysKept> {
+    let mut kept = DaysKept::default();
+    let mut days = Vec::new();
+    for row in client.query(DAYS, &[]).await? {
+        let name: String = row.try_get(0)?;
+        let to: Option<OffsetDateTime> = row.try_get(1)?;
+        days.push((name, to));
+    }
+    let last = now + ttl + time::Duration::DAY;
+    let mut at = now;
+    while at <= last {
+        let (name, from, to) = day_of(at);
+        at = to;
+        if days.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        // API processes keep the days side by side: one at a time makes a day.
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; SELECT pg_advisory_xact_lock({DAYS_LOCK})"
+        ))
+        .await?;
+        let made: bool = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .await?
+            .try_get(0)?;
+        if made {
+            tx.commit().await?;
+            continue;
+        }
+        tx.batch_execute(&format!(
+            "CREATE TABLE {name} (LIKE idempotency_keys INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             WITH moved AS (
+                 DELETE FROM idempotency_keys_default
+                 WHERE expires_at >= '{from}' AND expires_at < '{to}' RETURNING *
+             )
+             INSERT INTO {name} SELECT * FROM moved;
+             ALTER TABLE idempotency_keys ATTACH PARTITION {name}
+                 FOR VALUES FROM ('{from}') TO ('{to}');",
+            from = timestamptz_literal(from),
+            to = timestamptz_literal(to),
+        ))
+        .await?;
+        tx.commit().await?;
+        kept.created.push(name);
+    }
+    for (name, to) in days {
+        if to.is_some_and(|to| to <= now) {
+            let tx = client.transaction().await?;
+            tx.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; DROP TABLE IF EXISTS \"{}\"",
+                name.replace('"', "\"\"")
+            ))
+            .await?;
+            tx.commit().await?;
+            kept.dropped.push(name);
+        }
+    }
+    kept.purged = client.execute(PURGE_DEFAULT, &[&now]).await?;
+    Ok(kept)
+}
+
+/// A bound as PostgreSQL reads a `timestamptz`, to the second (bounds are midnights).
+fn timestamptz_literal(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
 }
 
 #[cfg(test)]

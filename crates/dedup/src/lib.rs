@@ -1,9 +1,10 @@
 //! Accept-once: every lead and sale is stored once, whatever the sender retries.
 //!
-//! Two mechanisms, both enforced by unique constraints inside the caller's ingest transaction
-//! (never by check-then-insert):
-//! - [`natural`]: a sale's `invoiceId` and a lead's `leadId` name one event per workspace;
-//! - [`idempotency`]: an `Idempotency-Key` header keeps the first answer to a POST and replays it.
+//! Two mechanisms, both inside the caller's ingest transaction:
+//! - [`natural`]: a sale's `invoiceId` and a lead's `leadId` name one event per workspace,
+//!   enforced by a unique constraint (never by check-then-insert);
+//! - [`idempotency`]: an `Idempotency-Key` header keeps the first answer to a POST and replays
+//!   it; a request holds its key's lock from its look-up to its commit.
 //!
 //! Functions take a [`deadpool_postgres::GenericClient`] so that the caller owns the transaction.
 

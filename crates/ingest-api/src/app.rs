@@ -202,7 +202,10 @@ impl Application {
         let auth = web::Data::new(Authenticator::new(pool.clone(), settings.rate_limit));
         let background = vec![
             tokio::spawn(flush_key_use(auth.clone())),
-            tokio::spawn(purge_idempotency_keys(pool.clone())),
+            tokio::spawn(keep_idempotency_days(
+                pool.clone(),
+                settings.idempotency_ttl,
+            )),
             tokio::spawn(metrics_upkeep()),
         ];
         let pool = web::Data::new(pool);
@@ -291,23 +294,29 @@ async fn metrics_upkeep() {
     }
 }
 
-/// Deletes expired Idempotency-Key answers, a bounded slice at a time.
-async fn purge_idempotency_keys(pool: deadpool_postgres::Pool) {
+/// Keeps the days of Idempotency-Key answers: creates them ahead and drops those past, at start
+/// and every minute (see [`dedup::idempotency::keep_days`]).
+async fn keep_idempotency_days(pool: deadpool_postgres::Pool, ttl: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        let Ok(client) = pool.get().await else {
+        let Ok(mut client) = pool.get().await else {
             continue;
         };
-        loop {
-            match dedup::idempotency::purge_expired(&client, 10_000).await {
-                Ok(n) if n > 0 => tracing::debug!(purged = n, "expired idempotency keys"),
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "could not purge idempotency keys");
-                    break;
+        match dedup::idempotency::keep_days(&mut client, time::OffsetDateTime::now_utc(), ttl).await
+        {
+            Ok(kept) => {
+                for name in &kept.created {
+                    tracing::debug!(partition = %name, "idempotency answers: day created");
+                }
+                for name in &kept.dropped {
+                    tracing::debug!(partition = %name, "idempotency answers: day past, dropped");
                 }
             }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not keep the days of idempotency answers; trying again in a minute"
+            ),
         }
     }
 }

@@ -13,13 +13,12 @@
 //!    and dispatches (in a partition that was created wider, before they were partitioned, or the
 //!    default one), one range delete each, and its natural keys (dedup), in pages; then the
 //!    partition is dropped — one statement, whatever it holds. A round stopped half-way is
-//!    finished by the next one. Idempotency-Key answers expire on their own after a day (the
-//!    API's purge).
+//!    finished by the next one. Idempotency-Key answers are kept by the day they expire, and
+//!    the API's upkeep drops their days once past (`dedup::idempotency::keep_days`).
 //!
-//!    The dedup tables stay unpartitioned on purpose: a partitioned table's unique constraints
-//!    must include its partition key, so `natural_keys` partitioned by time would only refuse a
-//!    repeated `invoiceId` within one month, and `idempotency_keys` a repeated key within one
-//!    partition. Their rows of dropped events go by primary key instead.
+//!    `natural_keys` stays unpartitioned on purpose: a partitioned table's unique constraints
+//!    must include its partition key, so partitioned by time it would only refuse a repeated
+//!    `invoiceId` within one month. Its rows of dropped events go by primary key instead.
 //! 2. per workspace: persons whose identity links and clicks have all been idle since the cutoff
 //!    lose them, and registered clicks older than the cutoff that nobody links to go.
 //!
