@@ -91,6 +91,9 @@ struct Args {
     /// The name in the output lines (default: the scenario's).
     #[arg(long)]
     label: Option<String>,
+    /// Send an `Idempotency-Key` header of its own with every request, as a careful sender does.
+    #[arg(long)]
+    idempotency_keys: bool,
     /// Runtime threads; one is plenty for tens of thousands of requests per second.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     threads: u32,
@@ -189,6 +192,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         connections: args.connections,
         run_id: run_id.clone(),
+        idempotency_keys: args.idempotency_keys,
         start,
         interval,
         measure_from,

@@ -36,6 +36,8 @@ pub struct Plan {
     pub connections: u32,
     /// Mixed into every invoiceId.
     pub run_id: String,
+    /// Whether every request carries an `Idempotency-Key` of its own.
+    pub idempotency_keys: bool,
     /// When the run started.
     pub start: Instant,
     /// With `--rate`: how often each connection sends a request.
@@ -167,6 +169,8 @@ pub async fn run(plan: Arc<Plan>, connection: u32) -> anyhow::Result<Tally> {
     let mut tally = Tally::new()?;
     let mut sales = Sales::new(connection);
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    // Requests sent, for their Idempotency-Keys.
+    let mut requests: u64 = 0;
     let path = match plan.scenario {
         Scenario::Batch | Scenario::Repeat | Scenario::Supernode => plan.target.batch_path.as_str(),
         Scenario::Single | Scenario::Dup30 => plan.target.single_path.as_str(),
@@ -203,10 +207,16 @@ pub async fn run(plan: Arc<Plan>, connection: u32) -> anyhow::Result<Tally> {
         }
 
         let sent = sales.next(&plan, connection);
-        let request = Request::post(path)
+        let mut request = Request::post(path)
             .header(HOST, plan.target.host.clone())
             .header(AUTHORIZATION, plan.auth.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if plan.idempotency_keys {
+            requests += 1;
+            let key = format!("{}-{connection}-{requests}", plan.run_id);
+            request = request.header("idempotency-key", key);
+        }
+        let request = request
             .body(Full::new(sent.body))
             .context("cannot build a request")?;
 
