@@ -18,7 +18,11 @@
 //!
 //!    `natural_keys` stays unpartitioned on purpose: a partitioned table's unique constraints
 //!    must include its partition key, so partitioned by time it would only refuse a repeated
-//!    `invoiceId` within one month. Its rows of dropped events go by primary key instead.
+//!    `invoiceId` within one month, unless every new key were looked for in every month kept.
+//!    That look-up costs each new sale far more than releasing its key once costs retention
+//!    (measured, everything in memory: 43 µs for a key looked for in 13 monthly partitions
+//!    against 5 µs in one index, and 8 µs to release a key by primary key; on disk, 13 random
+//!    reads against 1). Its rows of dropped events go by primary key instead, in pages.
 //! 2. per workspace: persons whose identity links and clicks have all been idle since the cutoff
 //!    lose them, and registered clicks older than the cutoff that nobody links to go.
 //!
