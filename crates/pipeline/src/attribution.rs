@@ -518,10 +518,9 @@ fn has_backlog(report: &MatchReport, limit: usize) -> bool {
     report.claimed && report.decided >= limit / 2
 }
 
-/// An attribution loop of the process (`index` tells it from its siblings in [`MatcherBusy`]):
-/// steps while work is claimable, then waits to be woken or polls.
+/// An attribution loop of the process: steps while work is claimable (telling [`MatcherBusy`]
+/// after each step whether it found a backlog), then waits to be woken or polls.
 pub(crate) async fn match_loop(
-    index: usize,
     pool: Pool,
     settings: MatchSettings,
     work: Arc<Notify>,
@@ -538,7 +537,7 @@ pub(crate) async fn match_loop(
         let (idle, small) =
             match match_step_sized(&pool, &settings, limit, &mut carried, &graphs).await {
                 Ok(report) => {
-                    busy.report(index, has_backlog(&report, limit));
+                    busy.report(has_backlog(&report, limit));
                     limit = (limit * 2).min(MATCH_BATCH);
                     (
                         !report.claimed,

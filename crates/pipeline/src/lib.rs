@@ -17,9 +17,9 @@ use attribution::match_loop;
 pub use attribution::{match_step_sized, MatchReport};
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use attribution_matcher::MatchSettings;
 use deadpool_postgres::Pool;
@@ -491,27 +491,61 @@ async fn estimate_loop(pool: Pool, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Whether this process's matcher has a backlog: each match loop says after each step whether
-/// it found one. A loop that found nothing to claim (its sibling holds the only workspace with
-/// work) does not hide the sibling's backlog.
-#[derive(Debug, Default)]
-pub(crate) struct MatcherBusy(AtomicU32);
+/// Whether this process's matcher has a backlog: a match loop says so after each step that took
+/// most of what it may, and the word holds for [`BUSY_FOR`]. A step that found little, or
+/// nothing to claim, does not take it back: the match loops take turns at a workspace's
+/// backlog, and the one that finds the workspace held by its sibling must not hide the
+/// sibling's backlog while that step runs (a flag per loop did, between their turns: the report
+/// stage then took full steps during half of a burst).
+#[derive(Debug)]
+pub(crate) struct MatcherBusy {
+    origin: Instant,
+    /// Milliseconds from `origin` to the last step that found a backlog, plus one (0: none).
+    last: AtomicU64,
+}
+
+/// How long the matcher counts as busy after a step that found a backlog: some steps' time, so
+/// that the report stage takes its full steps again within a second of the burst's end.
+const BUSY_FOR: Duration = Duration::from_secs(1);
+
+impl Default for MatcherBusy {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+}
 
 impl MatcherBusy {
-    /// Match loop `index` (below 32) found a backlog, or not.
-    pub(crate) fn report(&self, index: usize, backlog: bool) {
-        let bit = 1u32 << (index % 32);
+    /// A match loop's step found a backlog, or not.
+    pub(crate) fn report(&self, backlog: bool) {
+        self.report_at(backlog, Instant::now());
+    }
+
+    fn report_at(&self, backlog: bool, at: Instant) {
         if backlog {
-            self.0.fetch_or(bit, Ordering::Relaxed);
-        } else {
-            self.0.fetch_and(!bit, Ordering::Relaxed);
+            self.last.store(self.millis(at) + 1, Ordering::Relaxed);
         }
     }
 
-    /// Whether any match loop has a backlog.
+    /// Whether a step found a backlog within the last [`BUSY_FOR`].
     fn any(&self) -> bool {
-        self.0.load(Ordering::Relaxed) != 0
+        self.any_at(Instant::now())
     }
+
+    fn any_at(&self, at: Instant) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        last != 0 && self.millis(at).saturating_sub(last - 1) < millis(BUSY_FOR)
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        millis(at.saturating_duration_since(self.origin))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The report stage: credits queued conversions until none wait, then polls. It stays behind
@@ -631,9 +665,8 @@ impl Workers {
         // sharing one copy of the graphs they attribute from.
         let graphs = attribution_matcher::GraphCache::default();
         let mut handles: Vec<JoinHandle<()>> = (0..MATCH_LOOPS)
-            .map(|index| {
+            .map(|_| {
                 spawner.spawn(match_loop(
-                    index,
                     pool.clone(),
                     settings,
                     Arc::clone(&work),
@@ -712,17 +745,20 @@ mod tests {
     }
 
     #[test]
-    fn a_loop_without_work_does_not_hide_its_siblings_backlog() {
+    fn a_backlog_holds_the_report_stage_back_until_a_second_without_one() {
         let busy = MatcherBusy::default();
-        assert!(!busy.any());
-        busy.report(0, true);
-        // The other loop found the only workspace with work held by the first.
-        busy.report(1, false);
-        assert!(busy.any());
-        busy.report(0, false);
-        assert!(!busy.any());
-        busy.report(1, true);
-        assert!(busy.any());
+        let start = busy.origin;
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert!(!busy.any_at(at(0)));
+        busy.report_at(true, at(100));
+        assert!(busy.any_at(at(100)));
+        // The sibling loop found the workspace held, or a small step: the backlog still counts.
+        busy.report_at(false, at(200));
+        assert!(busy.any_at(at(900)));
+        busy.report_at(true, at(1000));
+        assert!(busy.any_at(at(1999)));
+        // A second after the last step that found one, the report stage takes full steps again.
+        assert!(!busy.any_at(at(2000)));
     }
 
     #[test]
