@@ -283,17 +283,16 @@ pub struct DaysKept {
     pub purged: u64,
 }
 
-/// The partition of the day (UTC) `at` falls in: its name and bounds.
-fn day_of(at: OffsetDateTime) -> (String, OffsetDateTime, OffsetDateTime) {
+/// The partition of the day (UTC) `at` falls in: its name and its day.
+fn day_of(at: OffsetDateTime) -> (String, time::Date) {
     let date = at.to_offset(time::UtcOffset::UTC).date();
-    let start = date.midnight().assume_utc();
     let name = format!(
         "idempotency_keys_p{:04}{:02}{:02}",
         date.year(),
         u8::from(date.month()),
         date.day()
     );
-    (name, start, start + time::Duration::DAY)
+    (name, date)
 }
 
 /// The upkeep of kept answers, as of `now`: creates the day partitions from today to the day an
@@ -315,8 +314,9 @@ pub async fn keep_days(
     let last = now + ttl + time::Duration::DAY;
     let mut at = now;
     while at <= last {
-        let (name, from, to) = day_of(at);
-        at = to;
+        let (name, day) = day_of(at);
+        let next = day.next_day().unwrap_or(day);
+        at = next.midnight().assume_utc();
         if days.iter().any(|(n, _)| *n == name) {
             continue;
         }
@@ -338,13 +338,12 @@ pub async fn keep_days(
             "CREATE TABLE {name} (LIKE idempotency_keys INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
              WITH moved AS (
                  DELETE FROM idempotency_keys_default
-                 WHERE expires_at >= '{from}' AND expires_at < '{to}' RETURNING *
+                 WHERE expires_at >= '{day} 00:00:00+00' AND expires_at < '{next} 00:00:00+00'
+                 RETURNING *
              )
              INSERT INTO {name} SELECT * FROM moved;
              ALTER TABLE idempotency_keys ATTACH PARTITION {name}
-                 FOR VALUES FROM ('{from}') TO ('{to}');",
-            from = timestamptz_literal(from),
-            to = timestamptz_literal(to),
+                 FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00');"
         ))
         .await?;
         tx.commit().await?;
@@ -364,20 +363,6 @@ pub async fn keep_days(
     }
     kept.purged = client.execute(PURGE_DEFAULT, &[&now]).await?;
     Ok(kept)
-}
-
-/// A bound as PostgreSQL reads a `timestamptz`, to the second (bounds are midnights).
-fn timestamptz_literal(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
 }
 
 #[cfg(test)]
