@@ -313,10 +313,17 @@ async fn keep_idempotency_days(pool: deadpool_postgres::Pool, ttl: Duration) {
                     tracing::debug!(partition = %name, "idempotency answers: day past, dropped");
                 }
             }
-            Err(e) => tracing::warn!(
-                error = %e,
-                "could not keep the days of idempotency answers; trying again in a minute"
-            ),
+            Err(e) => {
+                // The database's own words (a lock timeout, say): the error alone says "database".
+                let detail = std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                tracing::warn!(
+                    error = %e,
+                    detail,
+                    "could not keep the days of idempotency answers; trying again in a minute"
+                );
+            }
         }
     }
 }
