@@ -11,7 +11,7 @@
 //! Ties in time are broken by the click's identifier, so that the choice never depends on the
 //! order rows come back from the database.
 
-use events::{MatchedBy, Touchpoint};
+use events::{IdentifierHash, MatchedBy, Touchpoint};
 use time::{Duration, OffsetDateTime};
 
 /// A click of a person: a registered click the person's events named, or click ids captured on
@@ -20,14 +20,14 @@ use time::{Duration, OffsetDateTime};
 pub struct Touch {
     /// The identifier (hashed) the click hangs off in the graph: `clickId:<id>` of a registered
     /// click, the first ad-platform click id of an event otherwise.
-    pub owner: [u8; 32],
+    pub owner: IdentifierHash,
     /// The click as an attribution shows it.
     pub touchpoint: Touchpoint,
 }
 
 impl Touch {
     /// The order of clicks: by time, ties broken by owner.
-    pub fn key(&self) -> (OffsetDateTime, &[u8; 32]) {
+    pub fn key(&self) -> (OffsetDateTime, &IdentifierHash) {
         (self.touchpoint.clicked_at, &self.owner)
     }
 }
@@ -157,7 +157,7 @@ mod tests {
 
     fn touch(owner: u8, clicked_at: OffsetDateTime) -> Touch {
         Touch {
-            owner: [owner; 32],
+            owner: [owner; 16],
             touchpoint: Touchpoint {
                 click_id: Some(format!("clk_{owner}")),
                 clicked_at,
@@ -181,8 +181,8 @@ mod tests {
             touch(4, AT - Duration::days(90) - Duration::milliseconds(1)),
         ];
         let chosen = choose_touches(&touches, AT, window).unwrap();
-        assert_eq!(chosen.last.owner, [2; 32]);
-        assert_eq!(chosen.first.owner, [1; 32]);
+        assert_eq!(chosen.last.owner, [2; 16]);
+        assert_eq!(chosen.first.owner, [1; 16]);
         assert_eq!(choose_touches(&touches[2..], AT, window), None);
     }
 

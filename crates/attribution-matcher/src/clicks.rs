@@ -11,7 +11,7 @@ use crate::HashMap;
 use std::net::IpAddr;
 
 use deadpool_postgres::GenericClient;
-use events::{rfc3339_millis, to_utc_millis, Click, ClickIds, Touchpoint, Utm};
+use events::{rfc3339_millis, to_utc_millis, Click, ClickIds, IdentifierHash, Touchpoint, Utm};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -158,7 +158,7 @@ pub async fn register_clicks(
         );
     }
     let names: Vec<&str> = unique.iter().map(|&i| ids[i].as_str()).collect();
-    let hashes: Vec<[u8; 32]> = names
+    let hashes: Vec<IdentifierHash> = names
         .iter()
         .map(|name| identifier_hash(IdentifierKind::ClickId, name))
         .collect();

@@ -8,6 +8,7 @@
 //! [`lock_graph`] has made it the only writer of the workspace's graph.
 
 use deadpool_postgres::GenericClient;
+use events::IdentifierHash;
 use uuid::Uuid;
 
 use crate::Result;
@@ -70,7 +71,7 @@ const IDENTIFIERS: &str = "
 pub async fn resolve_person(
     client: &impl GenericClient,
     workspace_id: Uuid,
-    identifiers: &[[u8; 32]],
+    identifiers: &[IdentifierHash],
 ) -> Result<ErasablePerson> {
     let asked: Vec<Vec<u8>> = identifiers.iter().map(|h| h.to_vec()).collect();
     let stmt = client.prepare_cached(PERSONS).await?;

@@ -12,8 +12,7 @@
 //! Within one worker step the graph of the events at hand is worked out in memory (see
 //! [`crate::decide::step`]), and written back in a few batched statements at the end.
 
-use events::{Event, MatchedBy};
-use sha2::{Digest, Sha256};
+use events::{Event, IdentifierHash, MatchedBy};
 
 /// What an identifier is; its wire name is part of the hashed text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,18 +122,14 @@ impl IdentifierKind {
 pub struct Identifier {
     /// What it is.
     pub kind: IdentifierKind,
-    /// SHA-256 of `"<kind>:<normalised value>"`.
-    pub hash: [u8; 32],
+    /// The head of SHA-256 of `"<kind>:<normalised value>"` ([`events::identifier_hash`]).
+    pub hash: IdentifierHash,
 }
 
-/// SHA-256 of `"<kind>:<value>"`, the form an identifier is stored in. `value` must already be
-/// normalised (an [`events::Email`] or [`events::PhoneE164`] is).
-pub fn identifier_hash(kind: IdentifierKind, value: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(kind.as_str().as_bytes());
-    hasher.update(b":");
-    hasher.update(value.as_bytes());
-    hasher.finalize().into()
+/// The form an identifier of `kind` is stored in ([`events::identifier_hash`]). `value` must
+/// already be normalised (an [`events::Email`] or [`events::PhoneE164`] is).
+pub fn identifier_hash(kind: IdentifierKind, value: &str) -> IdentifierHash {
+    events::identifier_hash(kind.as_str(), value)
 }
 
 /// The identifiers of `event` in the order that decides `matchedBy` when several could have
@@ -176,8 +171,8 @@ mod tests {
         let email = identifier_hash(IdentifierKind::Email, "user@gmail.com");
         assert_eq!(
             hex_of(&email),
-            events::sha256_hex("email:user@gmail.com"),
-            "SHA-256 of \"<kind>:<value>\""
+            events::sha256_hex("email:user@gmail.com")[..32],
+            "the head of SHA-256 of \"<kind>:<value>\""
         );
         assert_ne!(
             identifier_hash(IdentifierKind::CustomerExternalId, "x"),

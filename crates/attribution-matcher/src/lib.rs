@@ -7,8 +7,8 @@
 //!   (`customerExternalId`, normalised email, E.164 phone, `clickId`, the ad-platform click ids)
 //!   belong to one person; an event that names identifiers of two persons merges them, unless an
 //!   identifier is shared by too many people (the guardrail: it then stops linking, and the event
-//!   says so in `attribution.ignoredIdentifiers`). Only SHA-256 digests of
-//!   `"<kind>:<normalised value>"` are stored in the graph;
+//!   says so in `attribution.ignoredIdentifiers`). Only digests of
+//!   `"<kind>:<normalised value>"` (the first 16 bytes of its SHA-256) are stored in the graph;
 //! - [`choice`] and [`routing`]: the pure rules. Direct click ids on the event, else its
 //!   registered `clickId`, else the person's most recent click within the attribution window
 //!   (`last_click`, with the first click of the window as `firstTouch`); then, per kind of
@@ -39,7 +39,7 @@
 /// The crate's hash maps and sets: a step hashes each of thousands of identifiers and persons
 /// several times, and SipHash (the standard library's) took about a tenth of the worker's time.
 /// foldhash is as randomly seeded per process, and much faster on short keys (the keys here are
-/// SHA-256 digests and UUIDs).
+/// digests and UUIDs).
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// See [`HashMap`].
@@ -126,6 +126,18 @@ pub const MIGRATION_TABLE: &str = "matcher_schema_history";
 /// Applies this crate's pending migrations (forward only).
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
     embedded::migrations::runner()
+        .set_migration_table_name(MIGRATION_TABLE)
+        .run_async(client)
+        .await?;
+    Ok(())
+}
+
+/// Applies this crate's migrations up to `version` only: how the upgrade tests build a database
+/// as an older release left it.
+#[doc(hidden)]
+pub async fn migrate_to(client: &mut tokio_postgres::Client, version: i32) -> Result<()> {
+    let mut runner = embedded::migrations::runner().set_target(refinery::Target::Version(version));
+    runner
         .set_migration_table_name(MIGRATION_TABLE)
         .run_async(client)
         .await?;

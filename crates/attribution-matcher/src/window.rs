@@ -12,7 +12,7 @@
 use crate::HashMap;
 
 use deadpool_postgres::GenericClient;
-use events::{ClickIds, Touchpoint, Utm};
+use events::{ClickIds, IdentifierHash, Touchpoint, Utm};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -33,9 +33,9 @@ pub struct WindowProbe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecidedTouches {
     /// The identifier owning the matcher's touchpoint (the last click), if the event matched.
-    pub touch: Option<[u8; 32]>,
+    pub touch: Option<IdentifierHash>,
     /// The identifier owning the first click in the window, when it is another click.
-    pub first_touch: Option<[u8; 32]>,
+    pub first_touch: Option<IdentifierHash>,
     /// The decision was stored as a copy of its attribution, before decisions referenced their
     /// touches: [`crate::get_attributions`] tells its clicks.
     pub copied: bool,
@@ -63,7 +63,7 @@ pub enum WindowSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowClick {
     /// The identifier that owns the click (what a decision's touch references).
-    pub owner: [u8; 32],
+    pub owner: IdentifierHash,
     /// When the click happened, as the identity graph filed it.
     pub clicked_at: OffsetDateTime,
     /// Where its click ids and utm are.
@@ -110,8 +110,8 @@ pub async fn decided_touches(
     Ok(out)
 }
 
-fn hash(bytes: Option<Vec<u8>>) -> Option<[u8; 32]> {
-    bytes.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+fn hash(bytes: Option<Vec<u8>>) -> Option<IdentifierHash> {
+    bytes.and_then(|b| <IdentifierHash>::try_from(b.as_slice()).ok())
 }
 
 /// For each probed event with a stored touch: the person of that touch (its root after merges,

@@ -85,6 +85,26 @@ use sha2::{Digest, Sha256};
 /// Most events in one `POST /v1/events/batch` (and most clicks in one `POST /v1/clicks/batch`).
 pub const MAX_BATCH: usize = 1000;
 
+/// How many bytes the identity graph keeps of an identifier's SHA-256: sixteen. Among the 2^64
+/// identifiers a workspace would need before two of them collide, none is ever told apart by more.
+pub const IDENTIFIER_HASH_BYTES: usize = 16;
+
+/// An identifier as the identity graph keeps it (see [`identifier_hash`]).
+pub type IdentifierHash = [u8; IDENTIFIER_HASH_BYTES];
+
+/// The first [`IDENTIFIER_HASH_BYTES`] of `SHA-256("<kind>:<value>")`: the form in which the
+/// identity graph keeps an identifier (an email, a customer id, a click id), never the value itself.
+/// `kind` is the identifier's field name (`email`, `gclid`, …); `value` must already be normalised.
+pub fn identifier_hash(kind: &str, value: &str) -> IdentifierHash {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.as_bytes());
+    hasher.update(b":");
+    hasher.update(value.as_bytes());
+    let mut out = [0; IDENTIFIER_HASH_BYTES];
+    out.copy_from_slice(&hasher.finalize()[..IDENTIFIER_HASH_BYTES]);
+    out
+}
+
 /// SHA-256 of `input`'s UTF-8 bytes, as 64 lower-case hex digits.
 pub fn sha256_hex(input: &str) -> String {
     hex::encode(Sha256::digest(input.as_bytes()))
@@ -103,6 +123,15 @@ mod tests {
         assert_eq!(
             sha256_hex(""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn an_identifier_hash_is_the_head_of_the_sha256_of_kind_and_value() {
+        let full = sha256_hex("email:user@example.com");
+        assert_eq!(
+            hex::encode(identifier_hash("email", "user@example.com")),
+            full[..32]
         );
     }
 }

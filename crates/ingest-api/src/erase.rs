@@ -19,7 +19,7 @@
 
 use attribution_matcher::{identifier_hash, IdentifierKind};
 use deadpool_postgres::GenericClient;
-use events::{Email, FieldError, PhoneE164};
+use events::{Email, FieldError, IdentifierHash, PhoneE164};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -30,7 +30,7 @@ use crate::problem::ApiError;
 const FIELDS: [&str; 3] = ["customerExternalId", "email", "phone"];
 
 /// Every identifier field of a stored event (the person's ids, then the ad platforms' click
-/// ids), by its wire name, which is also the kind in the digest `SHA-256("<kind>:<value>")`.
+/// ids), by its wire name, which is also the kind in the digest ([`events::identifier_hash`]).
 fn identifier_fields() -> Vec<&'static str> {
     [
         IdentifierKind::CustomerExternalId,
@@ -115,7 +115,7 @@ impl Erasure {
     }
 
     /// The digests the graph files these identifiers under.
-    fn identifiers(&self) -> Vec<[u8; 32]> {
+    fn identifiers(&self) -> Vec<IdentifierHash> {
         let mut out = Vec::with_capacity(3);
         if let Some(id) = &self.customer_external_id {
             out.push(identifier_hash(IdentifierKind::CustomerExternalId, id));

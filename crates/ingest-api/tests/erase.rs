@@ -139,7 +139,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Every form an erased value may take in the code: in clear (as normalised, and the phone's
 /// digits), the platforms' SHA-256 forms (hex, base64, Google's and Meta's normalisations), and
-/// the identity graph's digest of "<kind>:<value>" (raw bytes and hex).
+/// the identity graph's digest of "<kind>:<value>" (raw bytes and hex, as the graph keeps it).
 fn needles() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     let mut add = |label: String, bytes: Vec<u8>| out.push((label, bytes));
@@ -158,7 +158,9 @@ fn needles() -> Vec<(String, Vec<u8>)> {
             format!("sha256 base64 of {kind}"),
             platforms::hashing::sha256_base64(value).into_bytes(),
         );
-        let node = sha256(format!("{kind}:{value}").as_bytes());
+        // The graph keeps the head of SHA-256("<kind>:<value>"); a needle of that head also
+        // finds the whole digest wherever it were kept.
+        let node = events::identifier_hash(kind, value).to_vec();
         add(format!("identity digest of {kind}"), node.clone());
         add(
             format!("identity digest hex of {kind}"),

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 
 use deadpool_postgres::GenericClient;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::body::{Body, BODY};
@@ -43,8 +42,8 @@ const DELETE: &str = "
     RETURNING e.id, e.kind, e.natural_key";
 
 /// Deletes, in the caller's transaction, every event of the workspace whose identifier fields
-/// (`fields`: `email`, `customerExternalId`, …) hash, as `SHA-256("<field>:<value>")`, to one of
-/// `identifiers`. Answers the deleted events.
+/// (`fields`: `email`, `customerExternalId`, …) hash, as the identity graph keeps them
+/// ([`events::identifier_hash`] of the field's name and value), to one of `identifiers`. Answers the deleted events.
 ///
 /// It reads the workspace's events once, a page at a time (no index holds the digests, and the
 /// bodies are compressed); erasure is rare and runs in one transaction of its own.
@@ -98,11 +97,11 @@ pub async fn erase_events(
 fn carries(body: &Map<String, Value>, fields: &[&str], wanted: &HashSet<&[u8]>) -> bool {
     fields.iter().any(|&name| {
         body.get(name).is_some_and(|value| {
-            let text = match value {
-                Value::String(text) => format!("{name}:{text}"),
-                other => format!("{name}:{other}"),
+            let hash = match value {
+                Value::String(text) => events::identifier_hash(name, text),
+                other => events::identifier_hash(name, &other.to_string()),
             };
-            wanted.contains(Sha256::digest(text.as_bytes()).as_slice())
+            wanted.contains(hash.as_slice())
         })
     })
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use attribution_matcher::window::{clicks_in_window, WindowProbe};
 use deadpool_postgres::GenericClient;
-use events::{Attribution, ClickIds, EventKind, Touchpoint, Utm};
+use events::{Attribution, ClickIds, EventKind, IdentifierHash, Touchpoint, Utm};
 use rust_decimal::Decimal;
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -41,9 +41,9 @@ pub enum Decided<'a> {
     /// references them (no touch: unmatched or pending).
     Owners {
         /// The touchpoint's owner.
-        touch: Option<[u8; 32]>,
+        touch: Option<IdentifierHash>,
         /// The first touch's owner, when it is another click than the touchpoint.
-        first_touch: Option<[u8; 32]>,
+        first_touch: Option<IdentifierHash>,
     },
     /// A decision stored as a copy of its attribution, before decisions referenced their
     /// touches: its touchpoint and first touch are all the touches it has.
@@ -234,8 +234,8 @@ fn credit_touches(c: &Conversion<'_>, window: Vec<Touch>) -> CreditedTouches {
 /// touchpoint is not among them (its data is gone).
 fn owned_touches(
     mut touches: Vec<Touch>,
-    touch: [u8; 32],
-    first: [u8; 32],
+    touch: IdentifierHash,
+    first: IdentifierHash,
 ) -> Option<(Vec<Touch>, usize, usize)> {
     touches.sort_by_key(|t| (t.clicked_at, t.owner));
     touches.dedup_by(|a, b| a.owner == b.owner);
@@ -991,7 +991,7 @@ mod tests {
 
     fn touch(owner: u8, at: OffsetDateTime, source: &str) -> Touch {
         Touch {
-            owner: Some([owner; 32]),
+            owner: Some([owner; 16]),
             clicked_at: at,
             groups: groups(source, source == "google"),
         }
@@ -1013,8 +1013,8 @@ mod tests {
 
     fn owners(touch: Option<u8>, first: Option<u8>) -> Decided<'static> {
         Decided::Owners {
-            touch: touch.map(|o| [o; 32]),
-            first_touch: first.map(|o| [o; 32]),
+            touch: touch.map(|o| [o; 16]),
+            first_touch: first.map(|o| [o; 16]),
         }
     }
 
@@ -1112,7 +1112,7 @@ mod tests {
         // Two groups, waits across several buckets, the touchpoint not the latest click.
         let mut window: Vec<Touch> = (0..12i64)
             .map(|i| Touch {
-                owner: Some([u8::try_from(i + 10).unwrap(); 32]),
+                owner: Some([u8::try_from(i + 10).unwrap(); 16]),
                 clicked_at: datetime!(2026-03-25 0:00 UTC) + time::Duration::hours(37 * i),
                 groups: groups(if i % 3 == 0 { "partner" } else { "google" }, i % 3 != 0),
             })
@@ -1197,7 +1197,7 @@ mod tests {
             touch(2, datetime!(2026-04-19 0:00 UTC), "google"),
         ];
         window.extend((0..5000u32).map(|i| {
-            let mut owner = [0u8; 32];
+            let mut owner = [0u8; 16];
             owner[..4].copy_from_slice(&(i + 1000).to_be_bytes());
             Touch {
                 owner: Some(owner),

@@ -12,6 +12,7 @@
 //! shared by every click with the same ones, about 50 bytes, so the default bound of two
 //! generations of 100,000 clicks takes about 10 MB.
 
+use events::IdentifierHash;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ pub use events::ClickGroups;
 pub struct Touch {
     /// The identifier that owns the click (`None` for a click known only from a decision stored
     /// as a copy).
-    pub owner: Option<[u8; 32]>,
+    pub owner: Option<IdentifierHash>,
     /// When the click happened.
     pub clicked_at: OffsetDateTime,
     /// What it counts under.

@@ -55,7 +55,7 @@ async fn a_click_filed_with_its_groups_is_resolved_without_its_event() {
     // the one filed without them is left out (as a click of an erased event).
     let conversion = Uuid::now_v7();
     let click = |owner: u8, group: Option<i64>| WindowClick {
-        owner: [owner; 32],
+        owner: [owner; 16],
         clicked_at: datetime!(2026-04-01 10:00 UTC),
         source: WindowSource::Carried(Uuid::now_v7()),
         group,
@@ -72,7 +72,7 @@ async fn a_click_filed_with_its_groups_is_resolved_without_its_event() {
         .unwrap();
     let touches = &touches[&conversion];
     assert_eq!(touches.len(), 1);
-    assert_eq!(touches[0].owner, Some([1; 32]));
+    assert_eq!(touches[0].owner, Some([1; 16]));
     assert_eq!(*touches[0].groups, spring);
 
     // Another workspace's groups are not this one's.

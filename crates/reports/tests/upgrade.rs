@@ -24,7 +24,7 @@ fn touch(owner: u8, at: OffsetDateTime, source: &str, gclid: bool) -> Touch {
         ..Utm::default()
     };
     Touch {
-        owner: Some([owner; 32]),
+        owner: Some([owner; 16]),
         clicked_at: at,
         groups: Arc::new(ClickGroups::of(&ids, Some(&utm))),
     }
@@ -83,8 +83,8 @@ async fn per_touch_shares_become_one_row_per_conversion_that_reads_back_the_same
             retracted: false,
             carried: (&no_ids, None),
             decided: Decided::Owners {
-                touch: last.map(|o| [o; 32]),
-                first_touch: first.map(|o| [o; 32]),
+                touch: last.map(|o| [o; 16]),
+                first_touch: first.map(|o| [o; 16]),
             },
         };
         let credited = reports::credit_one(&conversion, window.clone());

@@ -24,6 +24,7 @@
 //! outgrow the identifiers.
 
 use crate::{HashMap, HashSet};
+use events::IdentifierHash;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use deadpool_postgres::GenericClient;
@@ -99,9 +100,9 @@ pub(crate) struct Earliest {
 #[derive(Debug, Clone, Default)]
 pub struct GraphChanges {
     /// New identifiers that name people: `(hash, person, too common)`.
-    identities: Vec<([u8; 32], Uuid, bool)>,
+    identities: Vec<(IdentifierHash, Uuid, bool)>,
     /// Stored identifiers found too common.
-    too_common: Vec<[u8; 32]>,
+    too_common: Vec<IdentifierHash>,
     /// Persons written (new, survivors of merges, changed counts).
     persons: Vec<PersonRow>,
     /// `(person, into)`: stored persons that now belong to another.
@@ -109,7 +110,7 @@ pub struct GraphChanges {
     /// Earliest clicks the step's probes found (as stored before the step).
     earliest: Vec<(Uuid, Earliest)>,
     /// `(person, when, owner)` of the clicks the step filed as new identifiers.
-    clicks: Vec<(Uuid, OffsetDateTime, [u8; 32])>,
+    clicks: Vec<(Uuid, OffsetDateTime, IdentifierHash)>,
     /// Whether it filed clicks under stored identifiers.
     filed: bool,
     /// Stored persons it marked used on `day` (the persons it wrote were, too).
@@ -165,7 +166,7 @@ struct Copies {
     epochs: HashMap<Uuid, u64>,
     /// Workspaces whose copy a step holds now.
     out: HashSet<Uuid>,
-    identifiers: Generations<(Uuid, [u8; 32]), CachedIdentifier>,
+    identifiers: Generations<(Uuid, IdentifierHash), CachedIdentifier>,
     /// Persons not merged into another, exactly as stored.
     persons: HashMap<(Uuid, Uuid), (u64, KnownPerson)>,
     /// Persons merged into another: the one they belong to now.
@@ -268,7 +269,12 @@ impl GraphCache {
     /// Fills `graph` (the identifiers of a claim, [`KnownGraph::of_claim`]) with what the copy
     /// knows, and marks it for the step's writes. Answers the identifiers left to read from the
     /// database, sorted, in `n` runs of about equal length (none when nothing is left).
-    pub fn fill(&self, lease: &Lease, graph: &mut KnownGraph, n: usize) -> Vec<Vec<[u8; 32]>> {
+    pub fn fill(
+        &self,
+        lease: &Lease,
+        graph: &mut KnownGraph,
+        n: usize,
+    ) -> Vec<Vec<IdentifierHash>> {
         graph.mark = lease.mark;
         let hashes = graph.distinct_hashes();
         let mut missing = Vec::with_capacity(hashes.len());
@@ -298,7 +304,7 @@ impl GraphCache {
         reads: Vec<KnownGraph>,
         filed_clicks: bool,
     ) {
-        let people: HashSet<[u8; 32]> = graph
+        let people: HashSet<IdentifierHash> = graph
             .of_event
             .values()
             .flatten()
@@ -432,7 +438,11 @@ impl Copies {
 
     /// The identifier as a step knows it (filed under the person it belongs to now), that
     /// person, and the person's row; `None` unless all of it is known.
-    fn get(&mut self, ws: Uuid, hash: [u8; 32]) -> Option<(KnownIdentifier, Uuid, KnownPerson)> {
+    fn get(
+        &mut self,
+        ws: Uuid,
+        hash: IdentifierHash,
+    ) -> Option<(KnownIdentifier, Uuid, KnownPerson)> {
         let epoch = self.epoch(ws);
         let entry = self.identifiers.get((ws, hash))?;
         if entry.epoch != epoch {

@@ -27,7 +27,9 @@ use crate::{HashMap, HashSet};
 use std::borrow::Cow;
 
 use deadpool_postgres::GenericClient;
-use events::{to_utc_millis, Attribution, Event, IgnoredIdentifier, RouteDecision, Touchpoint};
+use events::{
+    to_utc_millis, Attribution, Event, IdentifierHash, IgnoredIdentifier, RouteDecision, Touchpoint,
+};
 use time::OffsetDateTime;
 use tracing::debug;
 use uuid::Uuid;
@@ -52,7 +54,7 @@ pub use self::step::direct_touchpoint;
 /// [`KnownGraph::runs`]), for [`split`] and for every part.
 #[derive(Debug, Clone, Default)]
 pub struct KnownGraph {
-    pub(crate) identifiers: HashMap<[u8; 32], KnownIdentifier>,
+    pub(crate) identifiers: HashMap<IdentifierHash, KnownIdentifier>,
     pub(crate) persons: HashMap<Uuid, KnownPerson>,
     /// Each claimed event's identifiers (hashed once, for every part).
     pub(crate) of_event: HashMap<Uuid, Vec<Identifier>>,
@@ -77,13 +79,13 @@ impl KnownGraph {
     }
 
     /// The claim's distinct identifiers, in `n` runs of about equal length.
-    pub fn runs(&self, n: usize) -> Vec<Vec<[u8; 32]>> {
+    pub fn runs(&self, n: usize) -> Vec<Vec<IdentifierHash>> {
         in_runs(&self.distinct_hashes(), n)
     }
 
     /// The claim's distinct identifiers, sorted.
-    pub(crate) fn distinct_hashes(&self) -> Vec<[u8; 32]> {
-        let mut hashes: Vec<[u8; 32]> = self
+    pub(crate) fn distinct_hashes(&self) -> Vec<IdentifierHash> {
+        let mut hashes: Vec<IdentifierHash> = self
             .of_event
             .values()
             .flat_map(|identifiers| identifiers.iter().map(|id| id.hash))
@@ -103,7 +105,7 @@ impl KnownGraph {
 }
 
 /// `hashes` in `n` runs of about equal length (none when there are none).
-pub(crate) fn in_runs(hashes: &[[u8; 32]], n: usize) -> Vec<Vec<[u8; 32]>> {
+pub(crate) fn in_runs(hashes: &[IdentifierHash], n: usize) -> Vec<Vec<IdentifierHash>> {
     let size = hashes.len().div_ceil(n.max(1)).max(1);
     hashes.chunks(size).map(<[_]>::to_vec).collect()
 }
@@ -113,7 +115,7 @@ pub(crate) fn in_runs(hashes: &[[u8; 32]], n: usize) -> Vec<Vec<[u8; 32]>> {
 pub async fn read_identities(
     client: &impl GenericClient,
     workspace_id: Uuid,
-    hashes: &[[u8; 32]],
+    hashes: &[IdentifierHash],
 ) -> Result<KnownGraph> {
     let hashes: Vec<&[u8]> = hashes.iter().map(|hash| &hash[..]).collect();
     read::identities_of(client, workspace_id, &hashes).await
@@ -389,8 +391,8 @@ struct Stored {
     copied: Option<(Attribution, Vec<RouteDecision>)>,
     stage: Option<crate::routing::Stage>,
     matched_by: Option<events::MatchedBy>,
-    touch: Option<[u8; 32]>,
-    first_touch: Option<[u8; 32]>,
+    touch: Option<IdentifierHash>,
+    first_touch: Option<IdentifierHash>,
     ignored: Option<String>,
     pending_until: Option<OffsetDateTime>,
     decided_at: OffsetDateTime,
@@ -402,7 +404,8 @@ async fn select_decisions(
     event_ids: &[Uuid],
 ) -> Result<Vec<Stored>> {
     let statement = client.prepare_cached(SELECT_DECISIONS).await?;
-    let hash = |bytes: Option<Vec<u8>>| bytes.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok());
+    let hash =
+        |bytes: Option<Vec<u8>>| bytes.and_then(|b| <IdentifierHash>::try_from(b.as_slice()).ok());
     let mut out = Vec::with_capacity(event_ids.len());
     for row in client
         .query(&statement, &[&workspace_id, &event_ids])
@@ -438,7 +441,7 @@ async fn select_decisions(
 /// caller has the event: a direct match shows it as the event carried it.
 fn rebuild(
     stored: Stored,
-    touches: &HashMap<[u8; 32], Touchpoint>,
+    touches: &HashMap<IdentifierHash, Touchpoint>,
     direct: Option<Touchpoint>,
 ) -> Result<Decision> {
     if let Some((attribution, routes)) = stored.copied {
@@ -450,7 +453,7 @@ fn rebuild(
     let stage = stored.stage.ok_or(Error::StoredDecision {
         event_id: stored.event_id,
     })?;
-    let touch = |owner: [u8; 32]| {
+    let touch = |owner: IdentifierHash| {
         touches.get(&owner).map(|touchpoint| Touch {
             owner,
             touchpoint: touchpoint.clone(),
@@ -512,7 +515,7 @@ pub async fn get_decision(
     else {
         return Ok(None);
     };
-    let owners: Vec<[u8; 32]> = stored
+    let owners: Vec<IdentifierHash> = stored
         .touch
         .iter()
         .chain(&stored.first_touch)
@@ -535,7 +538,7 @@ pub async fn get_attributions(
         return Ok(out);
     }
     let stored = select_decisions(client, workspace_id, event_ids).await?;
-    let owners: Vec<[u8; 32]> = stored
+    let owners: Vec<IdentifierHash> = stored
         .iter()
         .flat_map(|s| s.touch.iter().chain(&s.first_touch))
         .copied()

@@ -7,7 +7,7 @@
 use crate::HashMap;
 
 use deadpool_postgres::GenericClient;
-use events::{Event, Touchpoint};
+use events::{Event, IdentifierHash, Touchpoint};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -171,9 +171,9 @@ fn count_at(row: &Row, index: usize) -> Result<i64> {
     ))
 }
 
-fn hash_at(row: &Row, index: usize) -> Result<Option<[u8; 32]>> {
+fn hash_at(row: &Row, index: usize) -> Result<Option<IdentifierHash>> {
     let bytes: Option<&[u8]> = row.try_get(index)?;
-    Ok(bytes.and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()))
+    Ok(bytes.and_then(|bytes| <IdentifierHash>::try_from(bytes).ok()))
 }
 
 const SELECT_NAMED_CLICKS: &str = "
@@ -275,7 +275,7 @@ enum Source {
 /// A click found by a probe, before its data is read.
 #[derive(Debug, Clone)]
 struct TouchRef {
-    owner: [u8; 32],
+    owner: IdentifierHash,
     source: Source,
 }
 
@@ -455,8 +455,8 @@ const SELECT_TOUCHES: &str = "
 pub(crate) async fn touches(
     client: &impl GenericClient,
     workspace_id: Uuid,
-    owners: &[[u8; 32]],
-) -> Result<HashMap<[u8; 32], Touchpoint>> {
+    owners: &[IdentifierHash],
+) -> Result<HashMap<IdentifierHash, Touchpoint>> {
     let mut out = HashMap::with_capacity_and_hasher(owners.len(), Default::default());
     let mut wanted: Vec<&[u8]> = owners.iter().map(|owner| &owner[..]).collect();
     wanted.sort_unstable();

@@ -15,7 +15,7 @@ use crate::HashMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use events::Event;
+use events::{Event, IdentifierHash};
 
 use crate::identity::event_identifiers;
 use crate::queue::Claim;
@@ -25,7 +25,7 @@ use super::KnownGraph;
 /// A node of the union: an identifier, or the stored person an identifier belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Node {
-    Identifier([u8; 32]),
+    Identifier(IdentifierHash),
     Person(Uuid),
 }
 

@@ -14,8 +14,8 @@
 use crate::{HashMap, HashSet};
 
 use events::{
-    to_utc_millis, Attribution, AttributionStatus, Event, EventKind, IgnoredIdentifier, MatchedBy,
-    Mode, RouteDecision, Touchpoint,
+    to_utc_millis, Attribution, AttributionStatus, Event, EventKind, IdentifierHash,
+    IgnoredIdentifier, MatchedBy, Mode, RouteDecision, Touchpoint,
 };
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -100,7 +100,7 @@ pub struct Probed {
 #[derive(Debug, Clone, Copy)]
 pub struct Known<'a> {
     /// The stored identifiers among the step's.
-    pub identifiers: &'a HashMap<[u8; 32], KnownIdentifier>,
+    pub identifiers: &'a HashMap<IdentifierHash, KnownIdentifier>,
     /// Their persons.
     pub persons: &'a HashMap<Uuid, KnownPerson>,
     /// The registered clicks the step's events name.
@@ -132,9 +132,9 @@ pub struct Record {
     /// How it was routed.
     pub stage: Stage,
     /// The identifier owning the touchpoint.
-    pub touch: Option<[u8; 32]>,
+    pub touch: Option<IdentifierHash>,
     /// The identifier owning the first touch, when it is not the touchpoint.
-    pub first_touch: Option<[u8; 32]>,
+    pub first_touch: Option<IdentifierHash>,
     /// Fields of identifiers left out, comma-separated.
     pub ignored: Option<String>,
     /// Kept while pending: the window's end, when the event happened, its person, the named click.
@@ -153,7 +153,7 @@ pub struct Pending {
     /// The person its identifiers form, if any.
     pub person: Option<Uuid>,
     /// The registered click it names, hashed.
-    pub named_click: Option<[u8; 32]>,
+    pub named_click: Option<IdentifierHash>,
 }
 
 /// A new identity row.
@@ -192,9 +192,9 @@ pub struct Step {
     /// New identity rows.
     pub identities: Vec<NewIdentity>,
     /// Stored identifiers that now own a click.
-    pub filed: Vec<([u8; 32], Filed)>,
+    pub filed: Vec<(IdentifierHash, Filed)>,
     /// Stored identifiers found too common now.
-    pub too_common: Vec<[u8; 32]>,
+    pub too_common: Vec<IdentifierHash>,
     /// Person rows to write (new persons, survivors of merges, changed counts).
     pub persons: Vec<PersonRow>,
     /// `(person, into)` for every stored person (member or not) that now belongs to another.
@@ -223,10 +223,10 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
     step.decided.reserve(items.len());
     let mut guard = Guard::default();
     // Owners of clicks filed by this step.
-    let mut filed: HashSet<[u8; 32]> = HashSet::default();
+    let mut filed: HashSet<IdentifierHash> = HashSet::default();
     let mut new_identities: Vec<(Identifier, usize)> = Vec::new();
-    let mut touched: HashMap<[u8; 32], Filed> = HashMap::default();
-    let mut seen_new: HashSet<[u8; 32]> = HashSet::default();
+    let mut touched: HashMap<IdentifierHash, Filed> = HashMap::default();
+    let mut seen_new: HashSet<IdentifierHash> = HashSet::default();
     let mut records: Vec<(Record, Option<usize>)> = Vec::with_capacity(items.len());
 
     // The first run only collects the probes: nothing it would decide is kept.
@@ -292,7 +292,7 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
         }
         // File the clicks it brings as the person's.
         if let Some(root) = root {
-            let owns_click = |hash: &[u8; 32]| {
+            let owns_click = |hash: &IdentifierHash| {
                 known
                     .identifiers
                     .get(hash)
@@ -396,7 +396,7 @@ pub fn run(items: &[Item<'_>], known: Known<'_>, settings: StepSettings) -> Step
         });
     }
     // Stored identifiers that now own a click.
-    let mut filed_stored: Vec<([u8; 32], Filed)> = touched
+    let mut filed_stored: Vec<(IdentifierHash, Filed)> = touched
         .into_iter()
         .filter(|(hash, _)| known.identifiers.contains_key(hash))
         .collect();
@@ -458,8 +458,8 @@ struct Outcome {
     attribution: Attribution,
     routes: Vec<RouteDecision>,
     stage: Stage,
-    touch: Option<[u8; 32]>,
-    first_touch: Option<[u8; 32]>,
+    touch: Option<IdentifierHash>,
+    first_touch: Option<IdentifierHash>,
 }
 
 /// The stage of a decision: what the touchpoint rules found, the event's kind and mode, and
@@ -562,7 +562,7 @@ pub(crate) fn status_of(stage: Stage) -> AttributionStatus {
 #[derive(Debug, Default)]
 struct Guard {
     /// Identifiers found too common in this step, with whether they were stored.
-    flagged: HashMap<[u8; 32], (Identifier, bool)>,
+    flagged: HashMap<IdentifierHash, (Identifier, bool)>,
 }
 
 impl Guard {
@@ -647,8 +647,8 @@ impl Guard {
         out
     }
 
-    fn flagged_stored(&self) -> Vec<[u8; 32]> {
-        let mut out: Vec<[u8; 32]> = self
+    fn flagged_stored(&self) -> Vec<IdentifierHash> {
+        let mut out: Vec<IdentifierHash> = self
             .flagged
             .iter()
             .filter(|(_, (_, stored))| *stored)
@@ -673,7 +673,7 @@ pub(crate) fn guarded(kind: IdentifierKind) -> Option<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Node {
     Person(Uuid),
-    Identifier([u8; 32]),
+    Identifier(IdentifierHash),
 }
 
 /// What the graph knows about one set of linked nodes (kept at its root).
@@ -984,7 +984,7 @@ mod tests {
     const WINDOW: Duration = Duration::minutes(60);
 
     fn stored_touch(index: usize, minutes: i64) -> Touch {
-        let mut owner = [0xAB; 32];
+        let mut owner = [0xAB; 16];
         owner[0] = u8::try_from(index).unwrap_or(0);
         Touch {
             owner,
