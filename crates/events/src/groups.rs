@@ -34,30 +34,40 @@ impl ClickGroups {
         }
     }
 
-    /// A stable id of these groups: the first eight bytes of the SHA-256 of the four values,
-    /// each written with its length (a missing one as none), so that no two groups share one
-    /// short of a hash collision.
+    /// A stable id of these groups ([`group_id`]).
     pub fn id(&self) -> i64 {
-        let mut hasher = Sha256::new();
-        for value in [
-            Some(self.channel.as_str()),
+        group_id(
+            &self.channel,
             self.source.as_deref(),
             self.medium.as_deref(),
             self.campaign.as_deref(),
-        ] {
-            match value {
-                Some(v) => {
-                    hasher.update((v.len() as u64).to_be_bytes());
-                    hasher.update(v.as_bytes());
-                }
-                None => hasher.update(u64::MAX.to_be_bytes()),
-            }
-        }
-        let digest = hasher.finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        i64::from_be_bytes(first)
+        )
     }
+}
+
+/// A stable id of a channel, source, medium and campaign: the first eight bytes of the SHA-256
+/// of the four values, each written with its length (a missing one as none), so that no two
+/// groups share one short of a hash collision.
+pub fn group_id(
+    channel: &str,
+    source: Option<&str>,
+    medium: Option<&str>,
+    campaign: Option<&str>,
+) -> i64 {
+    let mut hasher = Sha256::new();
+    for value in [Some(channel), source, medium, campaign] {
+        match value {
+            Some(v) => {
+                hasher.update((v.len() as u64).to_be_bytes());
+                hasher.update(v.as_bytes());
+            }
+            None => hasher.update(u64::MAX.to_be_bytes()),
+        }
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// The channel of a click with these click ids and utm parameters.

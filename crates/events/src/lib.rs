@@ -66,7 +66,7 @@ pub use click::{parse_click, parse_click_batch, Click, CLICK_FIELDS};
 pub use email::{Email, MAX_EMAIL_LENGTH};
 pub use error::{Error, FieldError, Result, ValidationErrors};
 pub use event::{ClickIds, Consent, ConsentStatus, Event, EventKind, Mode, Product, Utm};
-pub use groups::{channel_of, ClickGroups, DIRECT};
+pub use groups::{channel_of, group_id, ClickGroups, DIRECT};
 pub use money::{
     amount_from_json, amount_serde, check_amount, Currency, Money, MAX_AMOUNT, MAX_DECIMAL_PLACES,
 };

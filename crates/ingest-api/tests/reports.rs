@@ -308,6 +308,21 @@ async fn retractions_and_value_changes_move_the_rollups_as_a_rebuild_would() {
             .unwrap()
             .get(0)
     };
+    // Each row names its touches' groups by id (registered clicks' groups included, which the
+    // report stage writes to click_groups itself), never by their values.
+    let by_name: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE groups IS NOT NULL OR touches IS NOT NULL AND group_ids IS NULL)
+             FROM report_conversions",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by_name, 0);
     let id = uuid::Uuid::parse_str(sale.trim_start_matches("evt_")).unwrap();
     let pool = ingest_api::db::pool(&app.db.url, 1, Duration::from_secs(5)).unwrap();
     {

@@ -128,6 +128,7 @@ pub async fn credit(
         })
         .collect();
     let touches = TouchParams::of(&credits);
+    insert_click_groups(client, workspace_id, &touches).await?;
 
     // Lock (or create) the conversions' rows with their touches; values already there (a
     // restated amount) win.
@@ -166,7 +167,7 @@ pub async fn credit(
                 &touches.first,
                 &touches.touches,
                 &touches.group_events,
-                &touches.group_values,
+                &touches.group_ids,
             ],
         )
         .await?
@@ -279,6 +280,32 @@ fn copied_touches(attribution: &Attribution) -> Option<(Vec<Touch>, usize, usize
     }
 }
 
+/// Writes the groups `touches` names by id that `click_groups` does not hold yet (most are there:
+/// the matcher files a click with its groups).
+async fn insert_click_groups(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    touches: &TouchParams<'_>,
+) -> Result<()> {
+    if touches.groups.is_empty() {
+        return Ok(());
+    }
+    let groups = &touches.groups;
+    let ids: Vec<i64> = groups.keys().copied().collect();
+    let channels: Vec<&str> = groups.values().map(|g| g.channel.as_str()).collect();
+    let sources: Vec<Option<&str>> = groups.values().map(|g| g.source.as_deref()).collect();
+    let media: Vec<Option<&str>> = groups.values().map(|g| g.medium.as_deref()).collect();
+    let campaigns: Vec<Option<&str>> = groups.values().map(|g| g.campaign.as_deref()).collect();
+    let statement = client.prepare_cached(stored::INSERT_CLICK_GROUPS).await?;
+    client
+        .execute(
+            &statement,
+            &[&workspace_id, &ids, &channels, &sources, &media, &campaigns],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Creates or locks the conversions' rows with their touches (see [`TouchParams`]), in id
 /// order; answers each as counted (values already there win over the event's).
 fn upsert_conversions_sql() -> String {
@@ -286,9 +313,9 @@ fn upsert_conversions_sql() -> String {
         "WITH {}
         INSERT INTO report_conversions AS r
             (workspace_id, event_id, kind, occurred_at, event_name, tier, amount, currency,
-             retracted, credited_at, last_touch, first_touch, touches, groups)
+             retracted, credited_at, last_touch, first_touch, touches, group_ids)
         SELECT $1, q.event_id, q.kind, q.occurred_at, q.event_name, q.tier, q.amount, q.currency,
-               q.retracted, now(), q.last_touch, q.first_touch, q.touches, g.groups
+               q.retracted, now(), q.last_touch, q.first_touch, q.touches, g.group_ids
         FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
                     $7::numeric[], $8::text[], $9::bool[], $10::smallint[], $11::smallint[],
                     $12::bytea[])
@@ -308,7 +335,8 @@ fn upsert_conversions_sql() -> String {
             last_touch = excluded.last_touch,
             first_touch = excluded.first_touch,
             touches = excluded.touches,
-            groups = excluded.groups
+            groups = NULL,
+            group_ids = excluded.group_ids
         RETURNING r.event_id, r.kind, r.occurred_at, r.event_name, r.tier, r.amount, r.currency,
                   r.retracted",
         group_arrays(13)

@@ -1,11 +1,13 @@
 //! How a conversion's credit is kept, on its `report_conversions` row: its touches' click times,
-//! their groups (channel, source, medium, campaign) once each, and which touches are the
-//! matcher's touchpoint and first touch. The shares are not stored: the models' rules give
+//! their groups (channel, source, medium, campaign) once each, as their ids in `click_groups`,
+//! and which touches are the matcher's touchpoint and first touch. The shares are not stored: the models' rules give
 //! them again from exactly this ([`crate::shares::share`]), so a retraction takes out of the
 //! rollups what the credit put in, and `GET /v1/events/{id}/credit` shows what reports count.
 //!
 //! A repeat customer's sale with forty touches of one campaign keeps about 200 bytes (it took
 //! forty rows, about 11 KB, when every touch had a row of its shares).
+
+use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
@@ -88,30 +90,50 @@ pub(crate) struct ConversionCredit {
 }
 
 /// The step's touches as statement parameters: per conversion (in the order given) the
-/// touchpoint's and first touch's indexes and its encoded touches ([`encode`]), and flat lists of
-/// the groups' values that a statement aggregates back into each conversion's array (see
-/// [`group_arrays`]).
+/// touchpoint's and first touch's indexes and its encoded touches ([`encode`]); flat lists of
+/// the ids of its groups that a statement aggregates back into each conversion's array (see
+/// [`group_arrays`]); and the step's groups, each once, by id, for `click_groups`.
 #[derive(Default)]
 pub(crate) struct TouchParams<'a> {
     pub last: Vec<Option<i16>>,
     pub first: Vec<Option<i16>>,
     pub touches: Vec<Option<Vec<u8>>>,
     pub group_events: Vec<Uuid>,
-    pub group_values: Vec<Option<&'a str>>,
+    pub group_ids: Vec<i64>,
+    pub groups: BTreeMap<i64, &'a Credited>,
 }
 
 /// The CTE that aggregates [`TouchParams`]' group lists, given as the two parameters from `$a`
-/// on, back into each conversion's array: `g(event_id, groups)`.
+/// on, back into each conversion's array: `g(event_id, group_ids)`.
 pub(crate) fn group_arrays(a: usize) -> String {
     format!(
         "g AS (
-            SELECT event_id, array_agg(value ORDER BY i) AS groups
-            FROM unnest(${}::uuid[], ${}::text[]) WITH ORDINALITY AS g(event_id, value, i)
+            SELECT event_id, array_agg(id ORDER BY i) AS group_ids
+            FROM unnest(${}::uuid[], ${}::bigint[]) WITH ORDINALITY AS g(event_id, id, i)
             GROUP BY event_id
         )",
         a,
         a + 1
     )
+}
+
+/// Writes the groups of `params` that `click_groups` does not hold yet (most are there: the
+/// matcher files a click with its groups), in id order, as the matcher does.
+pub(crate) const INSERT_CLICK_GROUPS: &str = "
+    INSERT INTO click_groups (workspace_id, id, channel, source, medium, campaign)
+    SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
+    ON CONFLICT DO NOTHING";
+
+impl Credited {
+    /// The id of its groups in `click_groups` ([`events::group_id`]).
+    pub(crate) fn group_id(&self) -> i64 {
+        events::group_id(
+            &self.channel,
+            self.source.as_deref(),
+            self.medium.as_deref(),
+            self.campaign.as_deref(),
+        )
+    }
 }
 
 impl<'a> TouchParams<'a> {
@@ -149,14 +171,11 @@ impl<'a> TouchParams<'a> {
         }
         let of_touch = (groups.len() > 1).then_some(of_touch.as_slice());
         self.touches.push(Some(encode(&times, of_touch)));
-        for g in &groups {
-            self.group_events.extend([c.event_id; 4]);
-            self.group_values.extend([
-                Some(g.channel.as_str()),
-                g.source.as_deref(),
-                g.medium.as_deref(),
-                g.campaign.as_deref(),
-            ]);
+        for g in groups {
+            let id = g.group_id();
+            self.group_events.push(c.event_id);
+            self.group_ids.push(id);
+            self.groups.entry(id).or_insert(g);
         }
     }
 }
@@ -226,8 +245,16 @@ pub(crate) fn decode(
     Some((times, of_touch))
 }
 
-/// The columns [`from_row`] reads, from `report_conversions c`.
-pub(crate) const COLUMNS: &str = "c.last_touch, c.first_touch, c.touches, c.groups";
+/// The columns [`from_row`] reads, from `report_conversions c`: the groups as four values each,
+/// read through their ids in `click_groups` (a row credited before they were kept by id keeps
+/// the values themselves).
+pub(crate) const COLUMNS: &str = "c.last_touch, c.first_touch, c.touches,
+    coalesce(c.groups, (
+        SELECT array_agg(v.value ORDER BY n.i, v.k)
+        FROM unnest(c.group_ids) WITH ORDINALITY AS n(id, i)
+        JOIN click_groups g ON g.workspace_id = c.workspace_id AND g.id = n.id
+        CROSS JOIN LATERAL unnest(ARRAY[g.channel, g.source, g.medium, g.campaign])
+            WITH ORDINALITY AS v(value, k)))";
 
 /// Conversion `event_id` at `at` as stored, its touches shared out again, from [`COLUMNS`]
 /// starting at column `from` (without a time, which a counted conversion always has, it reads as
@@ -319,9 +346,17 @@ pub(crate) fn reshare(
 pub(crate) fn round_trip(c: &ConversionCredit, at: OffsetDateTime) -> CreditedTouches {
     let rows = TouchParams::of(std::slice::from_ref(c));
     let groups: Vec<Option<String>> = rows
-        .group_values
+        .group_ids
         .iter()
-        .map(|v| v.map(str::to_owned))
+        .flat_map(|id| {
+            let g = rows.groups[id];
+            [
+                Some(g.channel.clone()),
+                g.source.clone(),
+                g.medium.clone(),
+                g.campaign.clone(),
+            ]
+        })
         .collect();
     let index = |i: Option<i16>| usize::try_from(i.unwrap_or(0)).unwrap_or(0);
     let Some(Some(touches)) = rows.touches.first() else {

@@ -35,8 +35,12 @@ type Case = (Uuid, Option<u8>, Option<u8>, Vec<Touch>);
 
 #[tokio::test]
 async fn per_touch_shares_become_one_row_per_conversion_that_reads_back_the_same() {
-    let db = TestDb::new("reports-v4", |client| {
+    // The report stage reads the matcher's tables (click_groups): a database holds both.
+    let db = TestDb::new("reports-v4-with-matcher", |client| {
         Box::pin(async move {
+            attribution_matcher::migrate(client)
+                .await
+                .map_err(|e| e.to_string())?;
             reports::migrate_to(client, 4)
                 .await
                 .map_err(|e| e.to_string())
