@@ -12,7 +12,7 @@
 use crate::HashMap;
 
 use deadpool_postgres::GenericClient;
-use events::{ClickIds, IdentifierHash, Touchpoint, Utm};
+use events::{ClickGroups, ClickIds, IdentifierHash, Touchpoint, Utm};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -183,6 +183,43 @@ const SELECT_WINDOW_CLICKS: &str = "
           AND s.source_event IS NULL AND s.touchpoint IS NULL
         LIMIT 1
     ) AS c ON true";
+
+/// Writes the groups given that `click_groups` does not hold yet (few per statement: a
+/// workspace has few channel, source, medium and campaign combinations), in the order given.
+pub(crate) const INSERT_CLICK_GROUPS: &str = "
+    INSERT INTO click_groups (workspace_id, id, channel, source, medium, campaign)
+    SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
+    ON CONFLICT DO NOTHING";
+
+/// Keeps `groups` in `click_groups`, under their [`ClickGroups::id`], those it does not hold
+/// yet. A step files the groups of the clicks it files; the stages that name a touch's groups by
+/// id keep those of the other clicks (a registered click's) through this. Written in id order,
+/// as a step writes them, so that two writers of one new group wait on each other in one order.
+pub async fn keep_click_groups(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    groups: &[ClickGroups],
+) -> Result<()> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let mut groups: Vec<(i64, &ClickGroups)> = groups.iter().map(|g| (g.id(), g)).collect();
+    groups.sort_unstable_by_key(|(id, _)| *id);
+    groups.dedup_by_key(|(id, _)| *id);
+    let ids: Vec<i64> = groups.iter().map(|(id, _)| *id).collect();
+    let channels: Vec<&str> = groups.iter().map(|(_, g)| g.channel.as_str()).collect();
+    let sources: Vec<Option<&str>> = groups.iter().map(|(_, g)| g.source.as_deref()).collect();
+    let media: Vec<Option<&str>> = groups.iter().map(|(_, g)| g.medium.as_deref()).collect();
+    let campaigns: Vec<Option<&str>> = groups.iter().map(|(_, g)| g.campaign.as_deref()).collect();
+    let statement = client.prepare_cached(INSERT_CLICK_GROUPS).await?;
+    client
+        .execute(
+            &statement,
+            &[&workspace_id, &ids, &channels, &sources, &media, &campaigns],
+        )
+        .await?;
+    Ok(())
+}
 
 /// The clicks in the window of each probed event, by event, in no particular order and possibly
 /// naming a click twice (the decision's touch is also one of the window's): the person's latest

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use attribution_matcher::window::{clicks_in_window, WindowProbe};
+use attribution_matcher::window::{clicks_in_window, keep_click_groups, WindowProbe};
 use deadpool_postgres::GenericClient;
 use events::{Attribution, ClickIds, EventKind, IdentifierHash, Touchpoint, Utm};
 use rust_decimal::Decimal;
@@ -128,7 +128,10 @@ pub async fn credit(
         })
         .collect();
     let touches = TouchParams::of(&credits);
-    insert_click_groups(client, workspace_id, &touches).await?;
+    // The rows name their groups by id; those of clicks a step did not file (a registered
+    // click's) are kept here.
+    let groups: Vec<ClickGroups> = touches.groups.values().map(|g| g.groups()).collect();
+    keep_click_groups(client, workspace_id, &groups).await?;
 
     // Lock (or create) the conversions' rows with their touches; values already there (a
     // restated amount) win.
@@ -278,32 +281,6 @@ fn copied_touches(attribution: &Attribution) -> Option<(Vec<Touch>, usize, usize
         }
         _ => Some((vec![touch(last)], 0, 0)),
     }
-}
-
-/// Writes the groups `touches` names by id that `click_groups` does not hold yet (most are there:
-/// the matcher files a click with its groups).
-async fn insert_click_groups(
-    client: &impl GenericClient,
-    workspace_id: Uuid,
-    touches: &TouchParams<'_>,
-) -> Result<()> {
-    if touches.groups.is_empty() {
-        return Ok(());
-    }
-    let groups = &touches.groups;
-    let ids: Vec<i64> = groups.keys().copied().collect();
-    let channels: Vec<&str> = groups.values().map(|g| g.channel.as_str()).collect();
-    let sources: Vec<Option<&str>> = groups.values().map(|g| g.source.as_deref()).collect();
-    let media: Vec<Option<&str>> = groups.values().map(|g| g.medium.as_deref()).collect();
-    let campaigns: Vec<Option<&str>> = groups.values().map(|g| g.campaign.as_deref()).collect();
-    let statement = client.prepare_cached(stored::INSERT_CLICK_GROUPS).await?;
-    client
-        .execute(
-            &statement,
-            &[&workspace_id, &ids, &channels, &sources, &media, &campaigns],
-        )
-        .await?;
-    Ok(())
 }
 
 /// Creates or locks the conversions' rows with their touches (see [`TouchParams`]), in id

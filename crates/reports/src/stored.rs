@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use events::ClickGroups;
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -117,13 +118,6 @@ pub(crate) fn group_arrays(a: usize) -> String {
     )
 }
 
-/// Writes the groups of `params` that `click_groups` does not hold yet (most are there: the
-/// matcher files a click with its groups), in id order, as the matcher does.
-pub(crate) const INSERT_CLICK_GROUPS: &str = "
-    INSERT INTO click_groups (workspace_id, id, channel, source, medium, campaign)
-    SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
-    ON CONFLICT DO NOTHING";
-
 impl Credited {
     /// The id of its groups in `click_groups` ([`events::group_id`]).
     pub(crate) fn group_id(&self) -> i64 {
@@ -133,6 +127,16 @@ impl Credited {
             self.medium.as_deref(),
             self.campaign.as_deref(),
         )
+    }
+
+    /// Its groups.
+    pub(crate) fn groups(&self) -> ClickGroups {
+        ClickGroups {
+            channel: self.channel.clone(),
+            source: self.source.clone(),
+            medium: self.medium.clone(),
+            campaign: self.campaign.clone(),
+        }
     }
 }
 

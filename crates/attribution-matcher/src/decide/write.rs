@@ -17,6 +17,7 @@ use tracing::debug;
 use uuid::Uuid;
 
 use crate::routing::Stage;
+use crate::window::INSERT_CLICK_GROUPS;
 use crate::Result;
 
 use super::cache::{write_mark, WriterMark};
@@ -68,13 +69,6 @@ const FILE_TOUCHES: &str = "
     FROM unnest($2::bytea[], $3::timestamptz[], $4::uuid[], $5::bigint[])
          AS t(identifier, clicked_at, source_event, click_group)
     WHERE i.workspace_id = $1 AND i.identifier = t.identifier AND i.clicked_at IS NULL";
-
-/// The groups of the clicks filed (few per step: a workspace has few channel, source, medium
-/// and campaign combinations).
-const INSERT_CLICK_GROUPS: &str = "
-    INSERT INTO click_groups (workspace_id, id, channel, source, medium, campaign)
-    SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
-    ON CONFLICT DO NOTHING";
 
 const MARK_TOO_COMMON: &str = "
     UPDATE identities SET too_common = true
