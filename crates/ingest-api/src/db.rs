@@ -47,15 +47,6 @@ pub enum DbError {
 
 /// Builds a pool. Connections fail fast (`timeout`) so that a database outage becomes a 503,
 /// never a hang; statements are bounded by a server-side `statement_timeout`.
-///
-/// Statements are planned once for any workspace (`plan_cache_mode=force_generic_plan`), not
-/// for the workspace at hand. A plan made for a value reads the column's statistics, and those
-/// know only the workspaces the last `ANALYZE` saw: a workspace that began since (or whose
-/// identities did) was estimated at one row, and its look-ups scanned all its rows instead of
-/// probing an index (measured: 20,000 sales of a new workspace, on a database holding 1.2
-/// million identities, took 85 s to attribute, statements timing out; with one plan for every
-/// workspace, 0.9 s). Every statement here looks rows up by their workspace and a key, for which
-/// one plan is right whatever the workspace; it also spares planning each execution.
 pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, DbError> {
     let mut config = tokio_postgres::Config::from_str(url).map_err(DbError::Url)?;
     if config.get_connect_timeout().is_none() {
@@ -67,7 +58,7 @@ pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, DbError> 
     config.keepalives(true);
     config.keepalives_idle(Duration::from_secs(30));
     config.options(format!(
-        "-c statement_timeout={} -c lock_timeout={} -c plan_cache_mode=force_generic_plan",
+        "-c statement_timeout={} -c lock_timeout={}",
         timeout.as_millis(),
         timeout.as_millis()
     ));
