@@ -119,14 +119,15 @@ fn hash(bytes: Option<Vec<u8>>) -> Option<IdentifierHash> {
 /// `$5` per person), and the decision's own touch and first touch wherever they are. Every
 /// look-up is a key probe or a bounded range scan (see `decide::read`); the range scans read
 /// `identities_touches` alone (it carries each click's group id), and only a click filed without
-/// a group id is looked up again for where its data is.
+/// a group id is looked up again for where its data is. The workspace is named as
+/// `(SELECT $1::uuid)` throughout (see [`crate::ANY_WORKSPACE`]).
 const SELECT_WINDOW_CLICKS: &str = "
     WITH q AS MATERIALIZED (
         SELECT q.event_id, q.at, q.since, a.touch, a.first_touch
         FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[]) AS q(event_id, at, since)
         CROSS JOIN LATERAL (
             SELECT touch, first_touch FROM attributions
-            WHERE workspace_id = $1 AND event_id = q.event_id AND touch IS NOT NULL
+            WHERE workspace_id = (SELECT $1::uuid) AND event_id = q.event_id AND touch IS NOT NULL
             LIMIT 1
         ) AS a
     ), members AS MATERIALIZED (
@@ -134,17 +135,17 @@ const SELECT_WINDOW_CLICKS: &str = "
         FROM q
         CROSS JOIN LATERAL (
             SELECT person_id FROM identities
-            WHERE workspace_id = $1 AND identifier = q.touch
+            WHERE workspace_id = (SELECT $1::uuid) AND identifier = q.touch
             LIMIT 1
         ) AS i
         LEFT JOIN LATERAL (
             SELECT merged_into FROM persons
-            WHERE workspace_id = $1 AND person_id = i.person_id
+            WHERE workspace_id = (SELECT $1::uuid) AND person_id = i.person_id
             LIMIT 1
         ) AS p ON true
         LEFT JOIN LATERAL (
             SELECT members FROM persons
-            WHERE workspace_id = $1 AND person_id = coalesce(p.merged_into, i.person_id)
+            WHERE workspace_id = (SELECT $1::uuid) AND person_id = coalesce(p.merged_into, i.person_id)
             LIMIT 1
         ) AS r ON true
         CROSS JOIN LATERAL unnest(array_prepend(coalesce(p.merged_into, i.person_id),
@@ -154,7 +155,8 @@ const SELECT_WINDOW_CLICKS: &str = "
         FROM members m
         CROSS JOIN LATERAL (
             SELECT identifier, clicked_at, click_group FROM identities
-            WHERE workspace_id = $1 AND person_id = m.person_id AND clicked_at IS NOT NULL
+            WHERE workspace_id = (SELECT $1::uuid) AND person_id = m.person_id
+              AND clicked_at IS NOT NULL
               AND clicked_at <= m.at AND clicked_at >= m.since
             ORDER BY clicked_at DESC, identifier DESC
             LIMIT $5
@@ -165,7 +167,7 @@ const SELECT_WINDOW_CLICKS: &str = "
         CROSS JOIN LATERAL unnest(ARRAY[q.touch, q.first_touch]) AS o(owner)
         CROSS JOIN LATERAL (
             SELECT identifier, clicked_at, click_group FROM identities
-            WHERE workspace_id = $1 AND identifier = o.owner AND clicked_at IS NOT NULL
+            WHERE workspace_id = (SELECT $1::uuid) AND identifier = o.owner AND clicked_at IS NOT NULL
             LIMIT 1
         ) AS t
     )
@@ -174,12 +176,13 @@ const SELECT_WINDOW_CLICKS: &str = "
     FROM found f
     LEFT JOIN LATERAL (
         SELECT source_event, touchpoint FROM identities
-        WHERE f.click_group IS NULL AND workspace_id = $1 AND identifier = f.identifier
+        WHERE f.click_group IS NULL AND workspace_id = (SELECT $1::uuid) AND identifier = f.identifier
         LIMIT 1
     ) AS s ON true
     LEFT JOIN LATERAL (
         SELECT click_ids, utm FROM clicks
-        WHERE f.click_group IS NULL AND workspace_id = $1 AND identifier = f.identifier
+        WHERE f.click_group IS NULL AND workspace_id = (SELECT $1::uuid)
+          AND identifier = f.identifier
           AND s.source_event IS NULL AND s.touchpoint IS NULL
         LIMIT 1
     ) AS c ON true";
@@ -219,6 +222,11 @@ pub async fn keep_click_groups(
         )
         .await?;
     Ok(())
+}
+
+/// [`SELECT_WINDOW_CLICKS`], for the planner test.
+pub(crate) fn window_statement() -> &'static str {
+    SELECT_WINDOW_CLICKS
 }
 
 /// The clicks in the window of each probed event, by event, in no particular order and possibly

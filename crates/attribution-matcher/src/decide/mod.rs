@@ -18,7 +18,7 @@
 mod cache;
 mod carried;
 mod generations;
-mod read;
+pub(crate) mod read;
 mod split;
 pub mod step;
 mod write;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::choice::Touch;
 use crate::clicks::{stored_click, StoredClick};
-use crate::{from_json, Result};
+use crate::{from_json, Result, ANY_WORKSPACE};
 
 use super::cache::Earliest;
 use super::step::{Counts, Item, KnownIdentifier, KnownPerson, Probe, Probed};
@@ -217,12 +217,14 @@ const CLICK_COLUMNS: &str = "identifier, source_event, touchpoint, clicked_at";
 /// `identities_touches` index, however many clicks the person has; then the first click's time,
 /// and whether the person has a click before `since` (a third descent: when it has none, the
 /// first click is the person's earliest of all, which a worker keeps).
-fn probe_sql() -> String {
+///
+/// The workspace is named as [`ANY_WORKSPACE`] throughout.
+pub(crate) fn probe_statement() -> String {
     let side = |order: &str, alias: &str, wanted: &str| {
         format!(
             "LEFT JOIN LATERAL (
                 SELECT {CLICK_COLUMNS} FROM identities
-                WHERE {wanted} AND workspace_id = $1 AND person_id = q.person_id
+                WHERE {wanted} AND workspace_id = {ANY_WORKSPACE} AND person_id = q.person_id
                   AND clicked_at <= q.at AND clicked_at >= q.since
                 ORDER BY clicked_at {order}, identifier {order}
                 LIMIT 1
@@ -231,7 +233,7 @@ fn probe_sql() -> String {
                 SELECT click_id, clicked_at, click_ids, utm, url, referrer, ip, user_agent,
                        created_at
                 FROM clicks
-                WHERE workspace_id = $1 AND identifier = {alias}.identifier
+                WHERE workspace_id = {ANY_WORKSPACE} AND identifier = {alias}.identifier
                   AND {alias}.source_event IS NULL AND {alias}.touchpoint IS NULL
                 LIMIT 1
             ) AS {alias}c ON true"
@@ -247,7 +249,7 @@ fn probe_sql() -> String {
     format!(
         "SELECT q.n, {}, {}, f.clicked_at,
                 EXISTS (SELECT 1 FROM identities b
-                        WHERE b.workspace_id = $1 AND b.person_id = q.person_id
+                        WHERE b.workspace_id = {ANY_WORKSPACE} AND b.person_id = q.person_id
                           AND b.clicked_at < q.since)
          FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::bool[]) WITH ORDINALITY
               AS q(person_id, at, since, last, n)
@@ -316,7 +318,7 @@ pub(crate) async fn probes(
     let at: Vec<OffsetDateTime> = wanted.iter().map(|p| p.at).collect();
     let since: Vec<OffsetDateTime> = wanted.iter().map(|p| p.at.saturating_sub(window)).collect();
     let last: Vec<bool> = wanted.iter().map(|p| p.last).collect();
-    let statement = client.prepare_cached(&probe_sql()).await?;
+    let statement = client.prepare_cached(&probe_statement()).await?;
     // Per probe: the last and first click, and the first's time when it is the person's earliest
     // of all.
     let mut found: Vec<Found> = Vec::new();
