@@ -16,16 +16,24 @@ use crate::Result;
 /// The reason of a dispatch cancelled because its person was erased.
 pub const ERASED: &str = "person erased";
 
+/// The dispatches are locked in id order first, as an operator's replay locks them: the two
+/// deadlocked once, each holding a row the other wanted next.
 const STRIP: &str = "
-    WITH stripped AS (
-        UPDATE dispatches SET
-            status = CASE WHEN status IN ('queued', 'retrying') THEN 'cancelled' ELSE status END,
-            reason = CASE WHEN status IN ('queued', 'retrying') THEN $3 END,
+    WITH target AS (
+        SELECT workspace_id, id FROM dispatches
+        WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])
+        ORDER BY id
+        FOR UPDATE
+    ), stripped AS (
+        UPDATE dispatches d SET
+            status = CASE WHEN d.status IN ('queued', 'retrying') THEN 'cancelled' ELSE d.status END,
+            reason = CASE WHEN d.status IN ('queued', 'retrying') THEN $3 END,
             retract_reason = NULL,
             last_error = NULL,
             updated_at = now()
-        WHERE workspace_id = $1 AND event_id = ANY($2::uuid[])
-        RETURNING workspace_id, id
+        FROM target t
+        WHERE d.workspace_id = t.workspace_id AND d.id = t.id
+        RETURNING d.workspace_id, d.id
     ), payloads AS (
         DELETE FROM dispatch_payloads p USING stripped s
         WHERE p.workspace_id = s.workspace_id AND p.dispatch_id = s.id

@@ -1122,14 +1122,24 @@ pub(crate) async fn requeue_one(
     Ok(client.query_opt(&stmt, &[&workspace_id, &id]).await?)
 }
 
+/// The rows are locked in id order first, as an erasure's strip locks them
+/// ([`crate::erase::strip_dispatches`]), so that a replay and an erasure of one workspace never
+/// wait on each other in a circle.
 const REQUEUE_MANY: &str = "
+    WITH target AS (
+        SELECT d.workspace_id, d.id FROM dispatches d
+        WHERE d.workspace_id = $1 AND d.status = $2
+          AND ($3::uuid IS NULL OR d.destination_id = $3)
+          AND ($4::timestamptz IS NULL OR d.created_at >= $4)
+          AND EXISTS (SELECT 1 FROM destinations t
+                      WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id)
+        ORDER BY d.id
+        FOR UPDATE OF d
+    )
     UPDATE dispatches d
     SET status = 'queued', due_at = now(), retry_from = d.attempts, reason = NULL, updated_at = now()
-    WHERE d.workspace_id = $1 AND d.status = $2
-      AND ($3::uuid IS NULL OR d.destination_id = $3)
-      AND ($4::timestamptz IS NULL OR d.created_at >= $4)
-      AND EXISTS (SELECT 1 FROM destinations t
-                  WHERE t.workspace_id = d.workspace_id AND t.id = d.destination_id)";
+    FROM target t
+    WHERE d.workspace_id = t.workspace_id AND d.id = t.id AND d.status = $2";
 
 /// `failed | skipped → queued` in bulk (an operator's replay) for every dispatch of `status`, of
 /// `destination` when given, created since `since` when given; dispatches of deleted
