@@ -21,6 +21,8 @@
 #   BENCH_STRICT       1: exit 1 when a target is missed
 #   BENCH_SCENARIOS    which scenarios, in order ("single batch dup30 paced")
 #   BENCH_PACED_RATE   events/s of the paced scenario (20000)
+#   BENCH_PRIOR_SALES  earlier sales whose invoiceIds the workspace holds before the runs
+#                      (1000000, over the past 395 days)
 #   BENCH_DRAIN        0 skips the forwarder drain run
 #   BENCH_SERVE_ARGS   arguments of `convrelay serve` ("--no-workers" measures the API alone)
 set -euo pipefail
@@ -35,6 +37,7 @@ batch_size=${BENCH_BATCH_SIZE:-100}
 strict=${BENCH_STRICT:-0}
 bench_db=convrelay_bench
 paced_rate=${BENCH_PACED_RATE:-20000}
+prior_sales=${BENCH_PRIOR_SALES:-1000000}
 read -r -a scenarios <<<"${BENCH_SCENARIOS:-single batch dup30 paced}"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -44,6 +47,7 @@ die() {
 }
 
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive number, not '$runs'"
+[[ $prior_sales =~ ^[0-9]+$ ]] || die "BENCH_PRIOR_SALES must be a number, not '$prior_sales'"
 [[ $paced_rate =~ ^[1-9][0-9]*$ ]] || die "BENCH_PACED_RATE must be a positive number, not '$paced_rate'"
 for scenario in "${scenarios[@]}"; do
   case $scenario in single | batch | dup30 | paced) ;; *) die "unknown scenario '$scenario' (single, batch, dup30, paced)" ;; esac
@@ -103,6 +107,25 @@ export CONVRELAY_RATE_LIMIT=0 CONVRELAY_LOG=warn
 "$server_bin" migrate
 key=$("$server_bin" keys create --workspace bench --scope ingest)
 [[ $key == cr_* ]] || die "convrelay keys create printed no key"
+
+# --- the history -----------------------------------------------------------------------------
+# A workspace that sells has sold before: the natural keys of BENCH_PRIOR_SALES earlier sales,
+# spread over the 395 days before now, as ingest files them.
+# Every new sale's invoiceId is then looked for among them.
+if ((prior_sales > 0)); then
+  say "filing the invoiceIds of $prior_sales earlier sales (the past 395 days)"
+  psql_admin -d "$DATABASE_URL" -c "
+    INSERT INTO natural_keys (workspace_id, digest, event_id)
+    SELECT w.id,
+           substring(sha256(convert_to('sale:prior-' || g, 'UTF8')) FROM 1 FOR 16),
+           (lpad(to_hex((extract(epoch FROM at.t) * 1000)::bigint), 12, '0') || '7'
+            || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid
+    FROM workspaces w, generate_series(1, $prior_sales) g,
+         LATERAL (SELECT now() - (g % 395) * interval '1 day'
+                        - (g % 86400) * interval '1 second') AS at(t)
+    WHERE w.name = 'bench';
+    ANALYZE natural_keys;"
+fi
 
 # --- the server -------------------------------------------------------------------------------
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
