@@ -1163,10 +1163,19 @@ pub(crate) async fn requeue_many(
         .await?)
 }
 
+/// Like every statement that changes several dispatches, it locks them in id order first (see
+/// [`REQUEUE_MANY`]).
 const CANCEL_UNSENT: &str = "
-    UPDATE dispatches SET status = 'cancelled', reason = $3, updated_at = now()
-    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
-      AND status IN ('queued', 'retrying')";
+    WITH target AS (
+        SELECT workspace_id, id FROM dispatches
+        WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
+          AND status IN ('queued', 'retrying')
+        ORDER BY id
+        FOR UPDATE
+    )
+    UPDATE dispatches d SET status = 'cancelled', reason = $3, updated_at = now()
+    FROM target t
+    WHERE d.workspace_id = t.workspace_id AND d.id = t.id AND d.status IN ('queued', 'retrying')";
 
 /// `queued | retrying → cancelled` for an event's conversion dispatches not sent yet (the event
 /// was retracted), with `reason`. Answers how many.
@@ -1188,12 +1197,20 @@ pub(crate) async fn cancel_unsent(
 /// Cancelling a deleted destination's waiting dispatches. A dispatch in flight is left to its
 /// worker, which already holds the destination and may be delivering it right now: its real
 /// outcome is recorded, and should its worker vanish, the next claim cancels it.
+/// The rows are locked in id order first (see [`REQUEUE_MANY`]).
 const CANCEL_FOR_DELETED_DESTINATION: &str = "
-    UPDATE dispatches
+    WITH target AS (
+        SELECT workspace_id, id FROM dispatches
+        WHERE workspace_id = $1 AND destination_id = $2
+          AND status IN ('queued', 'retrying')
+          AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.workspace_id = $1 AND t.id = $2)
+        ORDER BY id
+        FOR UPDATE
+    )
+    UPDATE dispatches d
     SET status = 'cancelled', reason = 'destination deleted', updated_at = now()
-    WHERE workspace_id = $1 AND destination_id = $2
-      AND status IN ('queued', 'retrying')
-      AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.workspace_id = $1 AND t.id = $2)";
+    FROM target t
+    WHERE d.workspace_id = t.workspace_id AND d.id = t.id AND d.status IN ('queued', 'retrying')";
 
 /// `queued | retrying → cancelled` (reason `destination deleted`) for every waiting dispatch of
 /// a destination that no longer exists. Answers how many.
@@ -1493,11 +1510,18 @@ pub async fn reschedule_upload(
 /// skips them meanwhile, or, having taken one first, makes this wait and then leave it to a
 /// restatement), as when the payload was a column of theirs.
 const REVALUE_UNSENT: &str = "
-    WITH unsent AS (
-        UPDATE dispatches SET updated_at = now()
+    WITH target AS (
+        SELECT workspace_id, id FROM dispatches
         WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
           AND status IN ('queued', 'retrying')
-        RETURNING workspace_id, id
+        ORDER BY id
+        FOR UPDATE
+    ), unsent AS (
+        UPDATE dispatches d SET updated_at = now()
+        FROM target t
+        WHERE d.workspace_id = t.workspace_id AND d.id = t.id
+          AND d.status IN ('queued', 'retrying')
+        RETURNING d.workspace_id, d.id
     ), revalued AS (
         UPDATE dispatch_payloads p
         SET payload = jsonb_set(jsonb_set(p.payload, '{event,amount}', to_jsonb($3::numeric)),
@@ -1527,10 +1551,18 @@ pub(crate) async fn revalue_unsent(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// The rows are locked in id order first (see [`REQUEUE_MANY`]).
 const SUPERSEDE_RESTATEMENTS: &str = "
-    UPDATE dispatches SET status = 'cancelled', reason = $3, updated_at = now()
-    WHERE workspace_id = $1 AND event_id = $2 AND kind = 'restatement'
-      AND status IN ('queued', 'retrying')";
+    WITH target AS (
+        SELECT workspace_id, id FROM dispatches
+        WHERE workspace_id = $1 AND event_id = $2 AND kind = 'restatement'
+          AND status IN ('queued', 'retrying')
+        ORDER BY id
+        FOR UPDATE
+    )
+    UPDATE dispatches d SET status = 'cancelled', reason = $3, updated_at = now()
+    FROM target t
+    WHERE d.workspace_id = t.workspace_id AND d.id = t.id AND d.status IN ('queued', 'retrying')";
 
 /// `queued | retrying → cancelled` for an event's restatements not sent yet: a newer value
 /// replaces them. Answers how many.
