@@ -1163,12 +1163,13 @@ pub(crate) async fn requeue_many(
         .await?)
 }
 
-/// Like every statement that changes several dispatches, it locks them in id order first (see
+/// `queued | retrying → cancelled` for an event's dispatches of one kind not sent yet. Like every
+/// statement that changes several dispatches, it locks them in id order first (see
 /// [`REQUEUE_MANY`]).
 const CANCEL_UNSENT: &str = "
     WITH target AS (
         SELECT workspace_id, id FROM dispatches
-        WHERE workspace_id = $1 AND event_id = $2 AND kind = 'conversion'
+        WHERE workspace_id = $1 AND event_id = $2 AND kind = $4
           AND status IN ('queued', 'retrying')
         ORDER BY id
         FOR UPDATE
@@ -1190,7 +1191,7 @@ pub(crate) async fn cancel_unsent(
 ) -> Result<u64> {
     let stmt = client.prepare_cached(CANCEL_UNSENT).await?;
     Ok(client
-        .execute(&stmt, &[&workspace_id, &event_id, &reason])
+        .execute(&stmt, &[&workspace_id, &event_id, &reason, &"conversion"])
         .await?)
 }
 
@@ -1551,19 +1552,6 @@ pub(crate) async fn revalue_unsent(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// The rows are locked in id order first (see [`REQUEUE_MANY`]).
-const SUPERSEDE_RESTATEMENTS: &str = "
-    WITH target AS (
-        SELECT workspace_id, id FROM dispatches
-        WHERE workspace_id = $1 AND event_id = $2 AND kind = 'restatement'
-          AND status IN ('queued', 'retrying')
-        ORDER BY id
-        FOR UPDATE
-    )
-    UPDATE dispatches d SET status = 'cancelled', reason = $3, updated_at = now()
-    FROM target t
-    WHERE d.workspace_id = t.workspace_id AND d.id = t.id AND d.status IN ('queued', 'retrying')";
-
 /// `queued | retrying → cancelled` for an event's restatements not sent yet: a newer value
 /// replaces them. Answers how many.
 ///
@@ -1575,9 +1563,9 @@ pub(crate) async fn supersede_restatements(
     event_id: Uuid,
     reason: &str,
 ) -> Result<u64> {
-    let stmt = client.prepare_cached(SUPERSEDE_RESTATEMENTS).await?;
+    let stmt = client.prepare_cached(CANCEL_UNSENT).await?;
     Ok(client
-        .execute(&stmt, &[&workspace_id, &event_id, &reason])
+        .execute(&stmt, &[&workspace_id, &event_id, &reason, &"restatement"])
         .await?)
 }
 
