@@ -25,10 +25,10 @@
 //!    too, so that the turn of a year is still decided by a primary key: built and measured
 //!    against this table with `scripts/bench.sh`, a million earlier invoiceIds filed first,
 //!    three alternating rounds on one PostgreSQL, batch ingest fell 11% (33,990 against 38,180
-//!    events/s; the claim took 2.1 ms per 100 keys against 1.4 ms), and a year's keys would be
-//!    stored up to a year past their events. Releasing a key once, here, costs about what that probe
-//!    costs each new sale, off the ingest path: its rows of dropped events go by primary key, in
-//!    pages.
+//!    events/s; the claim statement took 2.1 ms a call against 1.4 ms), and a year's keys would
+//!    be stored up to a year past their events. Releasing a key once, here, costs about what
+//!    that probe costs each new sale, off the ingest path: its rows of dropped events go by
+//!    primary key, in pages.
 //! 2. per workspace: persons whose identity links and clicks have all been idle since the cutoff
 //!    lose them, and registered clicks older than the cutoff that nobody links to go.
 //!

@@ -56,6 +56,26 @@ impl Credited {
             && self.medium == other.medium
             && self.campaign == other.campaign
     }
+
+    /// The id of its groups in `click_groups` ([`events::group_id`]).
+    pub(crate) fn group_id(&self) -> i64 {
+        events::group_id(
+            &self.channel,
+            self.source.as_deref(),
+            self.medium.as_deref(),
+            self.campaign.as_deref(),
+        )
+    }
+
+    /// Its groups.
+    pub(crate) fn groups(&self) -> ClickGroups {
+        ClickGroups {
+            channel: self.channel.clone(),
+            source: self.source.clone(),
+            medium: self.medium.clone(),
+            campaign: self.campaign.clone(),
+        }
+    }
 }
 
 /// A conversion's touches with their shares, oldest first, and which of them the single-touch
@@ -116,28 +136,6 @@ pub(crate) fn group_arrays(a: usize) -> String {
         a,
         a + 1
     )
-}
-
-impl Credited {
-    /// The id of its groups in `click_groups` ([`events::group_id`]).
-    pub(crate) fn group_id(&self) -> i64 {
-        events::group_id(
-            &self.channel,
-            self.source.as_deref(),
-            self.medium.as_deref(),
-            self.campaign.as_deref(),
-        )
-    }
-
-    /// Its groups.
-    pub(crate) fn groups(&self) -> ClickGroups {
-        ClickGroups {
-            channel: self.channel.clone(),
-            source: self.source.clone(),
-            medium: self.medium.clone(),
-            campaign: self.campaign.clone(),
-        }
-    }
 }
 
 impl<'a> TouchParams<'a> {
